@@ -1,0 +1,32 @@
+"""Names and ids shared by the tokenizer, the data pipeline and the training code.
+
+The model files (``configuration_adv_midibert.py``, ``modeling_adv_midibert.py``) do not import this
+module: they must stay self-contained for Hub remote code, and carry the same facts in the config.
+"""
+
+from __future__ import annotations
+
+# Attribute order of every token row (the reference code's order).
+ATTRIBUTE_NAMES: tuple[str, ...] = (
+    "bar",
+    "position",
+    "program",
+    "pitch",
+    "duration",
+    "velocity",
+    "time_signature",
+    "tempo",
+)
+BAR, POSITION, PROGRAM, PITCH, DURATION, VELOCITY, TIME_SIGNATURE, TEMPO = range(8)
+NUM_ATTRIBUTES = len(ATTRIBUTE_NAMES)
+
+# miditok puts the special tokens first in every attribute vocabulary, in this order.
+PAD_ID, BOS_ID, EOS_ID, MASK_ID = 0, 1, 2, 3
+NUM_SPECIAL_TOKENS = 4
+
+# File written by OctupleTokenizer.save_pretrained (not "tokenizer.json", which AutoTokenizer
+# would try to read as a fast text tokenizer).
+TOKENIZER_FILE_NAME = "octuple_tokenizer.json"
+
+# Environment variable naming the shared real-data folder (POP909, EMOPIA, Pianist8, POP1K7...).
+DATA_ROOT_ENV = "ADV_MIDIBERT_DATA"

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs adversarial-midibert (editable) with its test extra into the current Python.
+# A CPU build of PyTorch is installed only when no torch is importable: an existing torch
+# (CPU or CUDA) is never replaced. Set PYTHON to choose the interpreter.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+cd "$(dirname "$0")/.."
+if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
+  echo "setup: no torch found, installing the CPU build torch==2.13.0"
+  "$PYTHON" -m pip install --quiet "torch==2.13.0"
+fi
+"$PYTHON" -m pip install --quiet -e ".[test]"
+"$PYTHON" -c "import torch, transformers, miditok; print(f'setup: torch {torch.__version__}, transformers {transformers.__version__}, miditok {miditok.__version__}')"

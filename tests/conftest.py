@@ -1,0 +1,36 @@
+"""Shared fixtures: where the real data lives, and offline Hugging Face settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("ADV_MIDIBERT_DATA", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Root of the shared real data (POP909, EMOPIA, Pianist8, POP1K7, splits, reference).
+
+    Set ``ADV_MIDIBERT_DATA`` to point elsewhere. Tests that need it skip with a reason when absent.
+    """
+    root = _data_root()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"real data not found at {root} (set ADV_MIDIBERT_DATA to the shared data folder)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
