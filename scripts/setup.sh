@@ -10,4 +10,4 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   "$PYTHON" -m pip install --quiet "torch==2.13.0"
 fi
 "$PYTHON" -m pip install --quiet -e ".[test]"
-"$PYTHON" -c "import torch, transformers, miditok; print(f'setup: torch {torch.__version__}, transformers {transformers.__version__}, miditok {miditok.__version__}')"
+"$PYTHON" -c "import importlib.metadata as m; print('setup: ' + ', '.join(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'miditok', 'adversarial-midibert')))"

@@ -1,0 +1,835 @@
+"""Adversarial-MidiBERT: a BERT encoder over Octuple note tokens, with masked-LM, masker and classification heads.
+
+Read top to bottom: embeddings, attention (with relative positions), one layer, the encoder stack, the
+`PreTrainedModel` base, the bare model, then one class per head.
+
+This file is Hub remote code: it imports only ``torch`` and ``transformers`` (and the configuration next to it,
+relatively), never the rest of the ``adversarial_midibert`` package.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_adv_midibert import AdvMidiBertConfig
+
+# Written into config.json by `save_pretrained` of a model registered for the Auto classes, so that every Auto class
+# can load the saved folder with `trust_remote_code=True`, whichever head was saved.
+AUTO_MAP = {
+    "AutoConfig": "configuration_adv_midibert.AdvMidiBertConfig",
+    "AutoModel": "modeling_adv_midibert.AdvMidiBertModel",
+    "AutoModelForMaskedLM": "modeling_adv_midibert.AdvMidiBertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_adv_midibert.AdvMidiBertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_adv_midibert.AdvMidiBertForTokenClassification",
+}
+
+
+def _padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a (B, L) 0/1 mask into an additive (B, 1, 1, L) bias: 0 at real tokens, a huge negative at padding.
+
+    Half of the dtype's minimum leaves room to add the relative-position scores without overflowing to -inf.
+    """
+    bias = (1.0 - attention_mask[:, None, None, :].to(dtype)) * (torch.finfo(dtype).min / 2)
+    return bias
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdvMidiBertEmbeddings(nn.Module):
+    """One embedding table per Octuple attribute, concatenated and projected to the hidden size.
+
+    As in the reference code: each attribute embedding is scaled by sqrt(attribute_embedding_size), the eight are
+    concatenated and projected by `in_linear`; then, as BERT's embedding layer does, the token-type-0 vector is
+    added (and learned absolute positions when `position_embedding_type == "absolute"`), followed by LayerNorm and
+    dropout.
+    """
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.vocab_sizes = list(config.vocab_sizes)
+        self.attribute_names = list(config.attribute_names)
+        self.attribute_embeddings = nn.ModuleList(
+            nn.Embedding(size, config.attribute_embedding_size, padding_idx=config.pad_token_id)
+            for size in self.vocab_sizes
+        )
+        self.embedding_scale = math.sqrt(config.attribute_embedding_size)
+        self.in_linear = nn.Linear(len(self.vocab_sizes) * config.attribute_embedding_size, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(1, config.hidden_size)
+        self.position_embedding_type = config.position_embedding_type
+        if self.position_embedding_type == "absolute":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.max_position_embeddings = config.max_position_embeddings
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def check_input_ids(self, input_ids: torch.Tensor) -> None:
+        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary."""
+        num_attributes = len(self.vocab_sizes)
+        if input_ids.dim() != 3 or input_ids.shape[-1] != num_attributes:
+            raise ValueError(
+                f"`input_ids` must have shape (batch, length, {num_attributes}) (one row of {num_attributes} "
+                f"attribute ids per note), got {tuple(input_ids.shape)}."
+            )
+        if input_ids.shape[1] > self.max_position_embeddings:
+            raise ValueError(
+                f"`input_ids` has {input_ids.shape[1]} tokens per sequence, more than `max_position_embeddings` "
+                f"({self.max_position_embeddings}); cut the piece into shorter segments."
+            )
+        if input_ids.is_floating_point():
+            raise ValueError(f"`input_ids` must hold integer ids, got dtype {input_ids.dtype}.")
+        if torch.compiler.is_compiling():
+            return
+        upper = torch.tensor(self.vocab_sizes, device=input_ids.device)
+        bad = (input_ids < 0) | (input_ids >= upper)
+        if bool(bad.any()):
+            column = int(bad.flatten(0, 1).any(0).nonzero()[0])
+            values = input_ids[..., column][bad[..., column]]
+            raise ValueError(
+                f"`input_ids` column {column} ({self.attribute_names[column]!r}) holds ids outside its vocabulary "
+                f"[0, {self.vocab_sizes[column]}): for example {values[:5].tolist()}. Was it tokenized with a "
+                "tokenizer whose vocabulary sizes match `config.vocab_sizes`?"
+            )
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Embed `input_ids` (B, L, 8) into hidden states (B, L, hidden_size)."""
+        self.check_input_ids(input_ids)
+        embeddings = torch.cat(
+            [table(input_ids[..., i]) for i, table in enumerate(self.attribute_embeddings)], dim=-1
+        )
+        hidden_states = self.in_linear(embeddings * self.embedding_scale)
+        hidden_states = hidden_states + self.token_type_embeddings.weight[0]
+        if self.position_embedding_type == "absolute":
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            hidden_states = hidden_states + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(hidden_states))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attention
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_bias: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit softmax attention.
+
+    Args:
+        query, key, value (`torch.Tensor` of shape (B, H, L, head_dim)): projected heads.
+        attention_bias (`torch.Tensor`, *optional*): additive bias broadcastable to (B, H, L, L) (relative-position
+            scores already scaled, and the padding bias).
+        scaling (`float`): factor applied to the query-key products (1 / sqrt(head_dim)).
+        dropout (`float`): dropout probability on the attention probabilities (0 in evaluation).
+
+    Returns:
+        The context (B, H, L, head_dim) and the attention probabilities (B, H, L, L) (before dropout).
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_bias is not None:
+        scores = scores + attention_bias
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    context = torch.matmul(F.dropout(probs, p=dropout, training=dropout > 0), value)
+    return context, probs
+
+
+def sdpa_attention_forward(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_bias: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, None]:
+    """The same computation as `eager_attention_forward` through `F.scaled_dot_product_attention`.
+
+    The bias is passed as an additive float mask; no attention probabilities are returned.
+    """
+    if attention_bias is not None:
+        attention_bias = attention_bias.to(query.dtype)
+    context = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_bias, dropout_p=dropout, scale=scaling
+    )
+    return context, None
+
+
+class AdvMidiBertSelfAttention(nn.Module):
+    """Multi-head self-attention with optional relative-position scores (Huang et al. 2020).
+
+    With `position_embedding_type="relative_key_query"` the score of query l and key r is
+    (q_l . k_r + q_l . D[l - r + M - 1] + k_r . D[l - r + M - 1]) / sqrt(head_dim), where D is the distance table
+    `distance_embedding` of shape (2M - 1, head_dim) and M = `max_position_embeddings`; `relative_key` keeps only the
+    query term. The relative terms are computed as one product with the (2L - 1) rows of D that a sequence of
+    length L uses, then gathered into (L, L): no (L, L, head_dim) tensor is built.
+    """
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        self.scaling = self.attention_head_size**-0.5
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.position_embedding_type = config.position_embedding_type
+        self.max_position_embeddings = config.max_position_embeddings
+        if self.position_embedding_type in ("relative_key", "relative_key_query"):
+            self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, self.attention_head_size)
+        self.config = config
+
+    def relative_position_scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """Unscaled relative-position scores (B, H, L, L) for query and key heads of shape (B, H, L, head_dim)."""
+        batch, heads, length, _ = query.shape
+        offset = self.max_position_embeddings - length
+        # Rows of D for distances l - r = -(L-1) .. (L-1); row j of the window is distance j - (L - 1).
+        window = self.distance_embedding.weight[offset : offset + 2 * length - 1].to(query.dtype)
+        positions = torch.arange(length, device=query.device)
+        index = (positions[:, None] - positions[None, :] + length - 1).expand(batch, heads, length, length)
+        # [l, r] = q_l . D[l - r]
+        scores = torch.matmul(query, window.t()).gather(-1, index)
+        if self.position_embedding_type == "relative_key_query":
+            # gather gives [r, l] = k_r . D[l - r]; transpose to [l, r]
+            key_scores = torch.matmul(key, window.t()).gather(-1, index.transpose(-1, -2))
+            scores = scores + key_scores.transpose(-1, -2)
+        return scores
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        padding_bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend over `hidden_states` (B, L, hidden); `padding_bias` is the (B, 1, 1, L) additive padding bias.
+
+        Uses `config._attn_implementation` ("eager" or "sdpa"); falls back to eager for a call that asks for
+        `output_attentions`. Returns the context (B, L, hidden) and the attention probabilities (or None).
+        """
+        batch, length, hidden = hidden_states.shape
+        shape = (batch, length, self.num_attention_heads, self.attention_head_size)
+        query = self.query(hidden_states).view(shape).transpose(1, 2)
+        key = self.key(hidden_states).view(shape).transpose(1, 2)
+        value = self.value(hidden_states).view(shape).transpose(1, 2)
+
+        bias = padding_bias
+        if self.position_embedding_type != "absolute":
+            relative = self.relative_position_scores(query, key) * self.scaling
+            bias = relative if bias is None else relative + bias
+
+        use_eager = output_attentions or self.config._attn_implementation == "eager"
+        attention = eager_attention_forward if use_eager else sdpa_attention_forward
+        dropout = self.dropout_prob if self.training else 0.0
+        context, probs = attention(query, key, value, bias, self.scaling, dropout)
+        context = context.transpose(1, 2).reshape(batch, length, hidden)
+        return context, probs
+
+
+class AdvMidiBertSelfOutput(nn.Module):
+    """Projection of the attention context, dropout, residual connection and LayerNorm."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class AdvMidiBertAttention(nn.Module):
+    """Self-attention followed by its output block."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.self = AdvMidiBertSelfAttention(config)
+        self.output = AdvMidiBertSelfOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, padding_bias: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.self(hidden_states, padding_bias, output_attentions)
+        return self.output(context, hidden_states), probs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One layer and the encoder stack
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdvMidiBertIntermediate(nn.Module):
+    """First half of the feed-forward block: hidden -> intermediate, activation."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class AdvMidiBertOutput(nn.Module):
+    """Second half of the feed-forward block: intermediate -> hidden, dropout, residual connection, LayerNorm."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class AdvMidiBertLayer(nn.Module):
+    """One post-LayerNorm Transformer layer (BERT's): attention block then feed-forward block."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.attention = AdvMidiBertAttention(config)
+        self.intermediate = AdvMidiBertIntermediate(config)
+        self.output = AdvMidiBertOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, padding_bias: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, probs = self.attention(hidden_states, padding_bias, output_attentions)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)
+        return layer_output, probs
+
+
+class AdvMidiBertEncoder(nn.Module):
+    """The stack of `num_hidden_layers` layers, with optional gradient checkpointing."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(AdvMidiBertLayer(config) for _ in range(config.num_hidden_layers))
+        # Set by `PreTrainedModel.gradient_checkpointing_enable`, with `_gradient_checkpointing_func`.
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        padding_bias: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            if self.gradient_checkpointing and self.training:
+                hidden_states, probs = self._gradient_checkpointing_func(
+                    layer.__call__, hidden_states, padding_bias, output_attentions
+                )
+            else:
+                hidden_states, probs = layer(hidden_states, padding_bias, output_attentions)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            if output_attentions:
+                all_attentions = all_attentions + (probs,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pre-trained model base
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdvMidiBertPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, Hub loading/saving and attention-implementation plumbing shared by all heads."""
+
+    config_class = AdvMidiBertConfig
+    base_model_prefix = "adv_midibert"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["AdvMidiBertEmbeddings", "AdvMidiBertLayer"]
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # Attention layers read `config._attn_implementation` at every call, so switching it at run time
+        # (`model.set_attn_implementation("eager")`) is always safe.
+        return True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorm, zero PAD rows."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            # Only on fresh weights: a row slice loses the "already loaded" flag that guards the call above.
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, writing the complete `auto_map` when the class is registered for Auto.
+
+        Once `register_for_auto_class` was called (importing `adversarial_midibert` does it), the saved folder holds
+        the code files and a `config.json` whose `auto_map` lists every Auto class (not only the saved head's), so
+        that any head can be loaded from it with `trust_remote_code=True`. All arguments are passed on unchanged.
+        """
+        if getattr(self, "_auto_class", None) is not None:
+            self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bare model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdvMidiBertModel(AdvMidiBertPreTrainedModel):
+    """The bare encoder: Octuple token rows (B, L, 8) -> hidden states (B, L, hidden_size)."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__(config)
+        self.embeddings = AdvMidiBertEmbeddings(config)
+        self.encoder = AdvMidiBertEncoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutput | tuple:
+        """Encode a batch of segments.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids of each note row.
+            attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows (BOS, notes, EOS), 0 at
+                padding. Defaults to the rows that are not all `pad_token_id`.
+            output_attentions (`bool`, *optional*): return every layer's attention probabilities (runs the eager
+                attention for this call). Defaults to `config.output_attentions`.
+            output_hidden_states (`bool`, *optional*): return the embeddings and every layer's output. Defaults to
+                `config.output_hidden_states`.
+            return_dict (`bool`, *optional*): return a `BaseModelOutput` rather than a tuple. Defaults to
+                `config.return_dict`.
+
+        Returns:
+            `BaseModelOutput(last_hidden_state (B, L, hidden), hidden_states, attentions)`.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        hidden_states = self.embeddings(input_ids)
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).any(dim=-1)
+        elif attention_mask.shape != input_ids.shape[:2]:
+            raise ValueError(
+                f"`attention_mask` must have shape {tuple(input_ids.shape[:2])} (batch, length) to match "
+                f"`input_ids`, got {tuple(attention_mask.shape)}."
+            )
+        padding_bias = _padding_bias(attention_mask, hidden_states.dtype)
+        outputs = self.encoder(hidden_states, padding_bias, output_attentions, output_hidden_states)
+        if not return_dict:
+            return outputs.to_tuple()
+        return outputs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masked LM with the masker head (adversarial pre-training)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdvMidiBertMaskedLMOutput(ModelOutput):
+    """Output of `AdvMidiBertForMaskedLM`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape ()): sum over attributes of w_i times the mean cross-entropy over that
+            attribute's labels that are not -100 (present when `labels` is given).
+        attribute_losses (`torch.FloatTensor` of shape (8,)): the per-attribute mean cross-entropies (0 for an
+            attribute without labels).
+        logits (`tuple` of 8 `torch.FloatTensor` of shape (B, L, V_i)): the prediction scores of each attribute.
+        masker_scores (`torch.FloatTensor` of shape (B, L)): the masker's probability that a token is hard to
+            recover from its context, in [0, 1]; 0 at padding.
+        per_token_loss (`torch.FloatTensor` of shape (B, L)): sum over attributes of w_i times the cross-entropy at
+            each position (0 where every label is -100): the recovery loss the masker learns from.
+        hidden_states (`tuple` of `torch.FloatTensor`): embeddings and each layer's output, when asked for.
+        attentions (`tuple` of `torch.FloatTensor`): each layer's attention probabilities, when asked for.
+    """
+
+    loss: torch.FloatTensor | None = None
+    attribute_losses: torch.FloatTensor | None = None
+    logits: tuple[torch.FloatTensor, ...] | None = None
+    masker_scores: torch.FloatTensor | None = None
+    per_token_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class AdvMidiBertMasker(nn.Module):
+    """Masker head: dropout -> Linear(hidden, masker_hidden_size) -> ReLU -> Linear(., 1) -> sigmoid."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.masker_dropout)
+        self.dense = nn.Linear(config.hidden_size, config.masker_hidden_size)
+        self.out_proj = nn.Linear(config.masker_hidden_size, 1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, L, hidden) -> scores (B, L) in [0, 1]."""
+        hidden_states = torch.relu(self.dense(self.dropout(hidden_states)))
+        return torch.sigmoid(self.out_proj(hidden_states)).squeeze(-1)
+
+
+class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
+    """The encoder with one masked-LM classifier per attribute (`lm_heads`) and the masker head (`masker`)."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__(config)
+        self.adv_midibert = AdvMidiBertModel(config)
+        self.lm_heads = nn.ModuleList(nn.Linear(config.hidden_size, size) for size in config.vocab_sizes)
+        self.masker = AdvMidiBertMasker(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        attribute_weights: torch.Tensor | list[float] | None = None,
+        compute_logits: bool = True,
+        compute_masker: bool = True,
+        detach_masker_input: bool = False,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> AdvMidiBertMaskedLMOutput | tuple:
+        """Predict every attribute at every position, and score every position with the masker.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids (corrupted ones for the recoverer).
+            attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows, 0 at padding.
+            labels (`torch.LongTensor` of shape (B, L, 8), *optional*): target ids, -100 where no loss is taken.
+            attribute_weights (`torch.Tensor` or list of 8 floats, *optional*): w_i of each attribute's loss;
+                defaults to 1/8 each.
+            compute_logits (`bool`, defaults to `True`): run the masked-LM heads. Set `False` for a masker-only pass
+                (the heads still run when `labels` is given, since the loss needs them).
+            compute_masker (`bool`, defaults to `True`): run the masker head.
+            detach_masker_input (`bool`, defaults to `False`): feed the masker `last_hidden_state.detach()`, so that
+                the masker's loss does not reach the encoder.
+            output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
+
+        Returns:
+            `AdvMidiBertMaskedLMOutput`.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.adv_midibert(
+            input_ids,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        sequence_output = outputs.last_hidden_state
+
+        logits = None
+        if compute_logits or labels is not None:
+            logits = tuple(head(sequence_output) for head in self.lm_heads)
+
+        masker_scores = None
+        if compute_masker:
+            masker_input = sequence_output.detach() if detach_masker_input else sequence_output
+            masker_scores = self.masker(masker_input)
+            if attention_mask is None:
+                attention_mask = (input_ids != self.config.pad_token_id).any(dim=-1)
+            masker_scores = masker_scores * attention_mask.to(masker_scores.dtype)
+
+        loss = attribute_losses = per_token_loss = None
+        if labels is not None:
+            loss, attribute_losses, per_token_loss = self.masked_lm_loss(logits, labels, attribute_weights)
+
+        output = AdvMidiBertMaskedLMOutput(
+            loss=loss,
+            attribute_losses=attribute_losses,
+            logits=logits if compute_logits else None,
+            masker_scores=masker_scores,
+            per_token_loss=per_token_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def masked_lm_loss(
+        self,
+        logits: tuple[torch.Tensor, ...],
+        labels: torch.Tensor,
+        attribute_weights: torch.Tensor | list[float] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Weighted masked-LM loss.
+
+        Args:
+            logits (tuple of 8 `torch.Tensor` (B, L, V_i)): prediction scores of each attribute.
+            labels (`torch.LongTensor` of shape (B, L, 8)): target ids, -100 where ignored.
+            attribute_weights (`torch.Tensor` or list of 8 floats, *optional*): w_i; defaults to 1/8 each.
+
+        Returns:
+            `(loss, attribute_losses (8,), per_token_loss (B, L))`; see `AdvMidiBertMaskedLMOutput`.
+        """
+        num_attributes = len(logits)
+        if labels.shape != logits[0].shape[:2] + (num_attributes,):
+            raise ValueError(
+                f"`labels` must have shape {tuple(logits[0].shape[:2]) + (num_attributes,)} (batch, length, "
+                f"attributes), got {tuple(labels.shape)}."
+            )
+        device = logits[0].device
+        if attribute_weights is None:
+            weights = torch.full((num_attributes,), 1.0 / num_attributes, device=device)
+        else:
+            weights = torch.as_tensor(attribute_weights, dtype=torch.float32, device=device)
+            if weights.shape != (num_attributes,):
+                raise ValueError(
+                    f"`attribute_weights` must hold {num_attributes} weights, got shape {tuple(weights.shape)}."
+                )
+        # (8, B, L): cross-entropy per attribute and position, 0 where the label is -100.
+        token_losses = torch.stack(
+            [
+                F.cross_entropy(
+                    attribute_logits.transpose(1, 2).float(), labels[..., i], ignore_index=-100, reduction="none"
+                )
+                for i, attribute_logits in enumerate(logits)
+            ]
+        )
+        counts = (labels != -100).sum(dim=(0, 1)).to(token_losses.dtype)  # (8,)
+        attribute_losses = token_losses.sum(dim=(1, 2)) / counts.clamp(min=1)
+        loss = (weights * attribute_losses).sum()
+        per_token_loss = torch.einsum("a,abl->bl", weights, token_losses)
+        return loss, attribute_losses, per_token_loss
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sequence classification (structured self-attentive pooling)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AdvMidiBertSequenceClassifierOutput(SequenceClassifierOutput):
+    """`SequenceClassifierOutput` plus the pooling's attention weights.
+
+    Args:
+        loss, logits, hidden_states, attentions: as in `transformers.modeling_outputs.SequenceClassifierOutput`.
+        pooling_attentions (`torch.FloatTensor` of shape (B, r, L)): the r attention views of the self-attentive
+            pooling (each sums to 1 over the real tokens; 0 at padding).
+    """
+
+    pooling_attentions: torch.FloatTensor | None = None
+
+
+class AdvMidiBertSelfAttentivePooling(nn.Module):
+    """Structured self-attentive pooling (Lin et al. 2017): A = softmax_L(W2 tanh(W1 H)), M = A H.
+
+    `ws1` is W1 (d_a x hidden) and `ws2` is W2 (r x d_a), both without bias as in the reference code. Padding is
+    excluded from the softmax (the reference code forgets this).
+    """
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__()
+        self.ws1 = nn.Linear(config.hidden_size, config.pooling_attention_size, bias=False)
+        self.ws2 = nn.Linear(config.pooling_attention_size, config.pooling_num_views, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states (B, L, hidden) and mask (B, L) -> pooled (B, r * hidden) and weights (B, r, L)."""
+        scores = self.ws2(torch.tanh(self.ws1(hidden_states))).transpose(1, 2)  # (B, r, L)
+        scores = scores.float().masked_fill(~attention_mask.bool()[:, None, :], torch.finfo(torch.float32).min)
+        weights = F.softmax(scores, dim=-1).to(hidden_states.dtype)
+        pooled = torch.matmul(weights, hidden_states)  # (B, r, hidden)
+        return pooled.flatten(1), weights
+
+
+class AdvMidiBertForSequenceClassification(AdvMidiBertPreTrainedModel):
+    """The encoder, self-attentive pooling and Linear(r*hidden, 256) -> ReLU -> Linear(256, num_labels)."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.adv_midibert = AdvMidiBertModel(config)
+        self.pooling = AdvMidiBertSelfAttentivePooling(config)
+        self.classifier = nn.Sequential(
+            nn.Linear(config.pooling_num_views * config.hidden_size, config.classifier_hidden_size),
+            nn.ReLU(),
+            nn.Linear(config.classifier_hidden_size, config.num_labels),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> AdvMidiBertSequenceClassifierOutput | tuple:
+        """Classify each segment.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids.
+            attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows, 0 at padding.
+            labels (`torch.Tensor` of shape (B,), *optional*): class ids (cross-entropy); floats for regression when
+                `num_labels == 1`; (B, num_labels) multi-hot floats when `config.problem_type` is
+                `"multi_label_classification"`.
+            output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
+
+        Returns:
+            `AdvMidiBertSequenceClassifierOutput(loss, logits (B, num_labels), hidden_states, attentions,
+            pooling_attentions (B, r, L))`.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).any(dim=-1)
+        outputs = self.adv_midibert(
+            input_ids,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        pooled, pooling_attentions = self.pooling(outputs.last_hidden_state, attention_mask)
+        logits = self.classifier(pooled)
+
+        loss = None
+        if labels is not None:
+            loss = self.classification_loss(logits, labels)
+        output = AdvMidiBertSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            pooling_attentions=pooling_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """BERT's loss choice: MSE for regression, cross-entropy for single-label, BCE for multi-label.
+
+        When `config.problem_type` is unset it is inferred (and stored) as BERT does: regression when
+        `num_labels == 1`, single-label for integer labels, multi-label otherwise.
+        """
+        labels = labels.to(logits.device)
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
+        if self.config.problem_type == "single_label_classification":
+            return F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Token classification
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class AdvMidiBertForTokenClassification(AdvMidiBertPreTrainedModel):
+    """The encoder and dropout -> Linear(hidden, 256) -> ReLU -> Linear(256, num_labels) at every token."""
+
+    def __init__(self, config: AdvMidiBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.adv_midibert = AdvMidiBertModel(config)
+        self.classifier = nn.Sequential(
+            nn.Dropout(config.classifier_dropout),
+            nn.Linear(config.hidden_size, config.classifier_hidden_size),
+            nn.ReLU(),
+            nn.Linear(config.classifier_hidden_size, config.num_labels),
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> TokenClassifierOutput | tuple:
+        """Classify each token.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids.
+            attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows, 0 at padding.
+            labels (`torch.LongTensor` of shape (B, L), *optional*): class ids, -100 where no loss is taken (BOS,
+                EOS, padding, masked positions).
+            output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
+
+        Returns:
+            `TokenClassifierOutput(loss, logits (B, L, num_labels), hidden_states, attentions)`.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.adv_midibert(
+            input_ids,
+            attention_mask=attention_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(
+                    f"`labels` must have shape {tuple(logits.shape[:2])} (batch, length), got {tuple(labels.shape)}."
+                )
+            loss = F.cross_entropy(
+                logits.float().reshape(-1, self.num_labels), labels.to(logits.device).reshape(-1), ignore_index=-100
+            )
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "AdvMidiBertPreTrainedModel",
+    "AdvMidiBertModel",
+    "AdvMidiBertForMaskedLM",
+    "AdvMidiBertMaskedLMOutput",
+    "AdvMidiBertForSequenceClassification",
+    "AdvMidiBertSequenceClassifierOutput",
+    "AdvMidiBertForTokenClassification",
+]
