@@ -1,0 +1,622 @@
+#!/usr/bin/env python
+"""Convert a checkpoint of the authors' reference Adversarial-MidiBERT code into our Hub format.
+
+    python hub/convert_original_checkpoint.py --checkpoint ckpt.pt --dictionary Octuple.pkl \\
+        --task mlm|sequence|token [--num_labels C] --output_dir DIR [--tokenizer DIR]
+
+The reference code (a transformers-4 ``BertModel`` with ``relative_key_query`` positions inside a ``MidiBert``
+module, see SPEC.md section 6) saves plain PyTorch state dicts. This script
+
+1. loads the state dict with ``torch.load(..., weights_only=True)`` (a ``{"state_dict": ...}`` wrapper and the
+   ``midibert.`` prefix of the task models are handled) and reads every size from the tensors' shapes;
+2. maps the encoder weights onto ``AdvMidiBertModel`` (same computation: sqrt(256)-scaled attribute
+   embeddings, concatenation, ``in_linear``, token-type-0 vector, LayerNorm, BERT layers with
+   relative_key_query scores);
+3. maps the VOCABULARIES: the reference dictionary (``Octuple.pkl``: ``Bar 3``, ``Position 8/64``,
+   ``Instrument 0``/``Instrument percussion``, ``Pitch 60``/``Pitch percussion 36``, ``Duration 7``,
+   ``Velocity 62``, ``TimeSig 3/4``, ``Tempo 120.8...``, plus ``<PAD> <MASK> <SOS> <EOS> <CLS> <SEP>``) is
+   matched to our tokenizer's miditok tokens (``Bar_3``, ``Position_4``, ``Program_-1``, ``PitchDrum_36``,
+   ``Duration_1.0.8``, ``Velocity_63``, ``TimeSig_3/4``, ``Tempo_121.29``, ``PAD_None``...), by *value*, using
+   the reference encoder's own quantisation (see :func:`reference_key`). Embedding rows and masked-LM head
+   rows are re-ordered into our vocabulary;
+4. writes ``save_pretrained`` output, the model code files (remote code), the tokenizer file and
+   ``conversion_report.json`` (also printed), which lists
+
+   - our tokens with no source row: they get the mean of the reference table's non-special rows (embedding)
+     and the mean weight row with the *lowest* bias of the reference head (masked-LM), so that they start
+     out as unlikely predictions;
+   - reference tokens with no target (e.g. ``<CLS>``, ``<SEP>``, pitches outside our pitch range);
+   - every checkpoint key that was not mapped, with those the reference model never uses listed as
+     "ignored by design" (``word_embeddings``, ``position_embeddings``, ``pooler``, ``attention_linear``).
+
+Several of our tokens can share one reference token (our bins are finer for some attributes): they all get a
+copy of its row. Positions and durations are compared in quarter-note beats (the reference code's unit);
+miditok counts them in the time signature's beat, so for x/8 bars the mapping is approximate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pickle
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+try:
+    from adversarial_midibert import hub_utils
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from adversarial_midibert import hub_utils
+
+from adversarial_midibert.constants import ATTRIBUTE_NAMES
+
+# The reference dictionary's attribute names, in our attribute order.
+REFERENCE_ATTRIBUTES: tuple[str, ...] = (
+    "Bar", "Position", "Instrument", "Pitch", "Duration", "Velocity", "TimeSig", "Tempo"
+)
+REFERENCE_SPECIALS = {"<PAD>": "PAD", "<MASK>": "MASK", "<SOS>": "BOS", "<EOS>": "EOS", "<CLS>": "CLS", "<SEP>": "SEP"}
+OUR_SPECIALS = {"PAD_None": "PAD", "BOS_None": "BOS", "EOS_None": "EOS", "MASK_None": "MASK"}
+
+# The reference encoder's quantisation (MusicBERT's OctupleMIDI, used by the authors' data code).
+POS_RESOLUTION = 16  # positions per quarter note
+DURATION_MAX = 8
+VELOCITY_QUANT = 4
+TEMPO_QUANT = 12
+MIN_TEMPO, MAX_TEMPO = 16, 256
+MAX_TS_DENOMINATOR_POWER = 6
+MAX_NOTES_PER_BAR = 2
+
+IGNORED_BY_DESIGN = (
+    "bert.embeddings.word_embeddings.",  # the reference feeds inputs_embeds
+    "bert.embeddings.position_embeddings.",  # unused with relative_key_query positions
+    "bert.embeddings.position_ids",
+    "bert.embeddings.token_type_ids",
+    "bert.pooler.",  # the reference never reads pooler_output
+    "attention_linear.",  # defined in MidiBert, never called in forward
+)
+
+
+class ConversionError(ValueError):
+    """The checkpoint or the dictionary cannot be converted; the message names the file and the problem."""
+
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary mapping
+# --------------------------------------------------------------------------------------------
+def _duration_encoding() -> list[int]:
+    """The reference code's duration bins: index = length in 1/16 quarter notes, value = duration token."""
+    encoding: list[int] = []
+    token = 0
+    for i in range(DURATION_MAX):
+        for _ in range(POS_RESOLUTION):
+            encoding.extend([token] * (2**i))
+            token += 1
+    return encoding
+
+
+_DURATION_ENCODING = _duration_encoding()
+
+
+def _tempo_bin(bpm: float) -> int:
+    bpm = min(max(bpm, MIN_TEMPO), MAX_TEMPO)
+    return round(math.log2(bpm / MIN_TEMPO) * TEMPO_QUANT)
+
+
+def _reduce_time_signature(numerator: int, denominator: int) -> tuple[int, int]:
+    """The reference code's ``time_signature_reduce``."""
+    while denominator > 2**MAX_TS_DENOMINATOR_POWER and denominator % 2 == 0 and numerator % 2 == 0:
+        denominator //= 2
+        numerator //= 2
+    while numerator > MAX_NOTES_PER_BAR * denominator:
+        for i in range(2, numerator + 1):
+            if numerator % i == 0:
+                numerator //= i
+                break
+    return numerator, denominator
+
+
+def reference_key(attribute: int, token: str) -> Any:
+    """Canonical key of a token of the REFERENCE dictionary (e.g. ``"Pitch 60"``), or None if not a value.
+
+    Keys are what the reference encoder would produce: bar index, position in 1/16 quarter notes,
+    program (``"drums"`` for percussion), ``("pitch", n)`` / ``("drum", n)``, duration token index,
+    velocity bin (``velocity // 4``), reduced ``(numerator, denominator)``, tempo bin
+    (``round(12 * log2(bpm / 16))``); special tokens map to ``"PAD"``, ``"MASK"``, ``"BOS"``, ``"EOS"``,
+    ``"CLS"``, ``"SEP"``.
+
+    Args:
+        attribute: attribute index in our order (0 bar ... 7 tempo).
+        token: the dictionary's token string.
+    """
+    name, _, value = token.partition(" ")
+    if value in REFERENCE_SPECIALS:
+        return REFERENCE_SPECIALS[value]
+    try:
+        if attribute == 0:
+            return int(value)
+        if attribute == 1:
+            return int(value.split("/")[0])
+        if attribute == 2:
+            return "drums" if value == "percussion" else int(value)
+        if attribute == 3:
+            if value.startswith("percussion "):
+                return ("drum", int(value.split()[1]))
+            return ("pitch", int(value))
+        if attribute == 4:
+            return int(value)
+        if attribute == 5:
+            return int(value) // VELOCITY_QUANT
+        if attribute == 6:
+            numerator, denominator = value.split("/")
+            return (int(numerator), int(denominator))
+        if attribute == 7:
+            return _tempo_bin(float(value))
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def our_key(attribute: int, token: str) -> Any:
+    """Canonical key (see :func:`reference_key`) of one of OUR miditok tokens, e.g. ``"Duration_1.0.8"``.
+
+    Values are converted to the reference encoder's units with its own quantisation: positions and durations
+    (miditok ticks/beats at the token's resolution) to 1/16 quarter notes with rounding, durations then to the
+    reference's logarithmic duration bins, velocities to bins of 4, tempos to bins of 2^(1/12), time
+    signatures reduced as the reference does. Returns None for a token it cannot read.
+
+    Args:
+        attribute: attribute index in our order (0 bar ... 7 tempo).
+        token: our token string (``Type_value``).
+    """
+    if token in OUR_SPECIALS:
+        return OUR_SPECIALS[token]
+    kind, _, value = token.partition("_")
+    try:
+        if attribute == 0:
+            return int(value)
+        if attribute == 1:
+            return None if kind != "Position" else ("ticks", int(value))  # resolved with the resolution
+        if attribute == 2:
+            program = int(value)
+            return "drums" if program == -1 else program
+        if attribute == 3:
+            return ("drum", int(value)) if kind == "PitchDrum" else ("pitch", int(value))
+        if attribute == 4:
+            beat, tick, resolution = (int(x) for x in value.split("."))
+            length = round((Fraction(beat) + Fraction(tick, resolution)) * POS_RESOLUTION)
+            return _DURATION_ENCODING[min(length, len(_DURATION_ENCODING) - 1)]
+        if attribute == 5:
+            return int(value) // VELOCITY_QUANT
+        if attribute == 6:
+            numerator, denominator = value.split("/")
+            return _reduce_time_signature(int(numerator), int(denominator))
+        if attribute == 7:
+            return _tempo_bin(float(value))
+    except (ValueError, IndexError):
+        return None
+    return None
+
+
+def build_vocabulary_maps(
+    reference_vocabularies: Sequence[Mapping[str, int]],
+    our_vocabularies: Sequence[Sequence[str]],
+    positions_per_beat: int,
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Match every token of ours to a reference token (or none), attribute by attribute.
+
+    Args:
+        reference_vocabularies: per attribute in our order, the reference ``event2word`` dict
+            (token string -> row index).
+        our_vocabularies: per attribute in our order, our token strings indexed by id.
+        positions_per_beat: ticks per quarter note of our ``Position_n`` tokens (miditok's
+            ``max(beat_res.values())``).
+
+    Returns:
+        ``(source_rows, report)``: ``source_rows[a][i]`` is the reference row of our id ``i`` of attribute
+        ``a`` (-1 when ours has no source), and a per-attribute report of the unmapped tokens of both sides
+        and the mapped fractions.
+    """
+    source_rows: list[list[int]] = []
+    report: dict[str, Any] = {}
+    for attribute, (reference, ours) in enumerate(zip(reference_vocabularies, our_vocabularies)):
+        by_key: dict[Any, int] = {}
+        for token, row in reference.items():
+            key = reference_key(attribute, token)
+            if key is not None:
+                by_key.setdefault(key, int(row))
+        rows = []
+        for token in ours:
+            key = our_key(attribute, token)
+            if isinstance(key, tuple) and key and key[0] == "ticks":
+                key = round(Fraction(key[1] * POS_RESOLUTION, positions_per_beat))
+            rows.append(by_key.get(key, -1) if key is not None else -1)
+        used = set(rows)
+        ours_unmapped = [token for token, row in zip(ours, rows) if row < 0]
+        theirs_unmapped = [token for token, row in sorted(reference.items(), key=lambda kv: kv[1]) if row not in used]
+        name = ATTRIBUTE_NAMES[attribute]
+        report[name] = {
+            "ours_size": len(ours),
+            "reference_size": len(reference),
+            "ours_mapped": len(ours) - len(ours_unmapped),
+            "ours_mapped_fraction": round((len(ours) - len(ours_unmapped)) / max(len(ours), 1), 4),
+            "reference_used": len(reference) - len(theirs_unmapped),
+            "reference_used_fraction": round((len(reference) - len(theirs_unmapped)) / max(len(reference), 1), 4),
+            "ours_without_source": ours_unmapped,
+            "reference_without_target": theirs_unmapped,
+        }
+        source_rows.append(rows)
+    return source_rows, report
+
+
+def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
+    """Read the reference ``Octuple.pkl`` (a pickled ``(event2word, word2event)`` tuple).
+
+    Args:
+        path: the pickle file.
+
+    Returns:
+        The ``event2word`` dicts in our attribute order (bar, position, program, pitch, duration, velocity,
+        time signature, tempo).
+
+    Raises:
+        ConversionError: the file is missing, not a pickle of that shape, or lacks an attribute.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"--dictionary {path} does not exist")
+    try:
+        with path.open("rb") as handle:
+            data = pickle.load(handle)  # the authors' file; only ever load pickles you trust
+    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ConversionError(f"--dictionary {path} is not a readable pickle: {error}") from error
+    event2word = data[0] if isinstance(data, (tuple, list)) else data
+    if not isinstance(event2word, dict):
+        raise ConversionError(f"--dictionary {path} must hold (event2word, word2event), found {type(data).__name__}")
+    missing = [name for name in REFERENCE_ATTRIBUTES if name not in event2word]
+    if missing:
+        raise ConversionError(f"--dictionary {path} lacks the attribute(s) {missing}; found {list(event2word)}")
+    return [dict(event2word[name]) for name in REFERENCE_ATTRIBUTES]
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint
+# --------------------------------------------------------------------------------------------
+def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a reference checkpoint with ``torch.load(weights_only=True)`` and strip wrappers.
+
+    A ``{"state_dict": ...}`` (or ``"model"``/``"model_state_dict"``) wrapper is unwrapped, and the task
+    models' ``midibert.`` prefix (and DataParallel's ``module.``) is removed, so that encoder keys start with
+    ``bert.``, ``word_emb.`` or ``in_linear.``.
+
+    Args:
+        path: the ``.pt``/``.ckpt``/``.pth`` file.
+
+    Raises:
+        ConversionError: the file is missing, cannot be loaded safely, or holds no tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"--checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means an unusable file
+        raise ConversionError(f"--checkpoint {path} cannot be loaded with torch.load(weights_only=True): {error}") from error
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
+            data = data[wrapper]
+            break
+    if not isinstance(data, dict) or not any(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ConversionError(f"--checkpoint {path} holds no state dict of tensors")
+    state = {}
+    for key, value in data.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("module.", "midibert."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        state[key] = value
+    return state
+
+
+def infer_config_kwargs(state: Mapping[str, torch.Tensor], path: str = "checkpoint") -> dict[str, Any]:
+    """Read the model sizes from the reference state dict's shapes.
+
+    Args:
+        state: the reference state dict (prefix-stripped).
+        path: the checkpoint's name, for error messages.
+
+    Returns:
+        Keyword arguments for ``AdvMidiBertConfig`` (sizes only, vocabularies excluded).
+    """
+    def need(key: str) -> torch.Tensor:
+        if key not in state:
+            raise ConversionError(f"{path}: key {key!r} missing; is this a reference MidiBert state dict?")
+        return state[key]
+
+    in_linear = need("in_linear.weight")
+    hidden = in_linear.shape[0]
+    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("bert.encoder.layer.")})
+    if not layers:
+        raise ConversionError(f"{path}: no 'bert.encoder.layer.N.*' keys found")
+    distance = need("bert.encoder.layer.0.attention.self.distance_embedding.weight")
+    head_dim = distance.shape[1]
+    if hidden % head_dim:
+        raise ConversionError(f"{path}: hidden size {hidden} is not a multiple of the head size {head_dim}")
+    attribute_embedding_size = need("word_emb.0.lut.weight").shape[1]
+    kwargs = {
+        "hidden_size": hidden,
+        "num_hidden_layers": len(layers),
+        "num_attention_heads": hidden // head_dim,
+        "intermediate_size": need("bert.encoder.layer.0.intermediate.dense.weight").shape[0],
+        "max_position_embeddings": (distance.shape[0] + 1) // 2,
+        "attribute_embedding_size": attribute_embedding_size,
+        "position_embedding_type": "relative_key_query",
+    }
+    if "attention.ws1.weight" in state:
+        kwargs["pooling_attention_size"] = state["attention.ws1.weight"].shape[0]
+        kwargs["pooling_num_views"] = need("attention.ws2.weight").shape[0]
+        kwargs["classifier_hidden_size"] = need("classifier.0.weight").shape[0]
+    elif "classifier.1.weight" in state:
+        kwargs["classifier_hidden_size"] = state["classifier.1.weight"].shape[0]
+    return kwargs
+
+
+def _remap_rows(source: torch.Tensor, rows: Sequence[int], fill: torch.Tensor) -> torch.Tensor:
+    """Rows of ``source`` picked by ``rows`` (-1 -> ``fill``), as one gather."""
+    index = torch.tensor(rows, dtype=torch.long)
+    out = source[index.clamp(min=0)].clone()
+    missing = index < 0
+    if bool(missing.any()):
+        out[missing] = fill.to(out.dtype)
+    return out
+
+
+def convert_state_dict(
+    state: Mapping[str, torch.Tensor],
+    source_rows: Sequence[Sequence[int]],
+    reference_special_rows: Sequence[Sequence[int]],
+    task: str,
+    prefix: str = "adv_midibert.",
+    padding_class: str = "first",
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Map a reference state dict onto our parameter names, re-ordering vocabulary rows.
+
+    Args:
+        state: the reference state dict (prefix-stripped).
+        source_rows: per attribute, the reference row of each of our ids (-1: none), from
+            :func:`build_vocabulary_maps`.
+        reference_special_rows: per attribute, the reference rows of special tokens (left out of the means
+            used for our tokens without a source).
+        task: ``mlm``, ``sequence`` or ``token``.
+        prefix: our base model's prefix (``adv_midibert.``).
+        padding_class: for ``token``: which class of the reference's C+1 outputs is its padding class,
+            ``first`` (MidiBERT-Piano's label 0) or ``last``; it is dropped.
+
+    Returns:
+        ``(converted, used)``: our state dict, and for each reference key used, what it became.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    used: dict[str, str] = {}
+
+    def put(ours: str, theirs: str, value: torch.Tensor | None = None) -> None:
+        converted[ours] = (state[theirs] if value is None else value).clone()
+        used[theirs] = ours
+
+    for attribute, rows in enumerate(source_rows):
+        key = f"word_emb.{attribute}.lut.weight"
+        table = state[key]
+        keep = [r for r in range(table.shape[0]) if r not in set(reference_special_rows[attribute])]
+        put(f"{prefix}embeddings.attribute_embeddings.{attribute}.weight", key,
+            _remap_rows(table, rows, table[keep].mean(0)))
+    put(f"{prefix}embeddings.in_linear.weight", "in_linear.weight")
+    put(f"{prefix}embeddings.in_linear.bias", "in_linear.bias")
+    put(f"{prefix}embeddings.token_type_embeddings.weight", "bert.embeddings.token_type_embeddings.weight",
+        state["bert.embeddings.token_type_embeddings.weight"][:1])
+    for name in ("weight", "bias"):
+        put(f"{prefix}embeddings.LayerNorm.{name}", f"bert.embeddings.LayerNorm.{name}")
+    for key in state:
+        if key.startswith("bert.encoder.layer."):
+            put(prefix + key[len("bert."):], key)
+
+    if task == "mlm":
+        for attribute, rows in enumerate(source_rows):
+            weight, bias = state[f"mask_lm.proj.{attribute}.weight"], state[f"mask_lm.proj.{attribute}.bias"]
+            keep = [r for r in range(weight.shape[0]) if r not in set(reference_special_rows[attribute])]
+            put(f"lm_heads.{attribute}.weight", f"mask_lm.proj.{attribute}.weight",
+                _remap_rows(weight, rows, weight[keep].mean(0)))
+            put(f"lm_heads.{attribute}.bias", f"mask_lm.proj.{attribute}.bias",
+                _remap_rows(bias, rows, bias[keep].min()))
+    elif task == "sequence":
+        put("pooling.ws1.weight", "attention.ws1.weight")
+        put("pooling.ws2.weight", "attention.ws2.weight")
+        for name in ("0.weight", "0.bias", "2.weight", "2.bias"):
+            put(f"classifier.{name}", f"classifier.{name}")
+    elif task == "token":
+        put("classifier.1.weight", "classifier.1.weight")
+        put("classifier.1.bias", "classifier.1.bias")
+        keep = slice(1, None) if padding_class == "first" else slice(None, -1)
+        put("classifier.3.weight", "classifier.3.weight", state["classifier.3.weight"][keep])
+        put("classifier.3.bias", "classifier.3.bias", state["classifier.3.bias"][keep])
+    else:
+        raise ConversionError(f"--task must be mlm, sequence or token, got {task!r}")
+    return converted, used
+
+
+def _tokenizer_vocabularies(tokenizer) -> tuple[list[list[str]], int]:
+    """Our token strings per attribute (indexed by id) and the ticks per quarter note of Position tokens."""
+    vocabularies = tokenizer.vocab  # token string -> id, one dict per attribute in our order
+    ours = []
+    for vocabulary in vocabularies:
+        if isinstance(vocabulary, Mapping):
+            tokens = [""] * len(vocabulary)
+            for token, index in vocabulary.items():
+                tokens[int(index)] = token
+        else:
+            tokens = list(vocabulary)
+        ours.append(tokens)
+    return ours, int(tokenizer.max_num_pos_per_beat)
+
+
+def convert(
+    checkpoint: str | Path,
+    dictionary: str | Path,
+    task: str,
+    output_dir: str | Path,
+    num_labels: int | None = None,
+    tokenizer=None,
+    padding_class: str = "first",
+) -> dict[str, Any]:
+    """Convert a reference checkpoint into a model folder ready for ``push_to_hub``; return the report.
+
+    Args:
+        checkpoint: the reference state dict file.
+        dictionary: the reference ``Octuple.pkl``.
+        task: ``mlm`` (``AdvMidiBertForMaskedLM``), ``sequence`` (``AdvMidiBertForSequenceClassification``) or
+            ``token`` (``AdvMidiBertForTokenClassification``).
+        output_dir: the folder to write (``save_pretrained``, code files, tokenizer file,
+            ``conversion_report.json``).
+        num_labels: number of classes for ``sequence``/``token`` (checked against the head's shape; read from
+            it when None).
+        tokenizer: our ``OctupleTokenizer`` defining the target vocabularies (default: ``OctupleTokenizer()``).
+        padding_class: ``first`` or ``last``: the padding class of a reference token classifier (dropped).
+
+    Returns:
+        The conversion report (also written to ``output_dir/conversion_report.json``).
+
+    Raises:
+        ConversionError: bad arguments or files, or a head missing from the checkpoint for ``task``.
+    """
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert import modeling_adv_midibert as modeling
+
+    if task not in ("mlm", "sequence", "token"):
+        raise ConversionError(f"--task must be mlm, sequence or token, got {task!r}")
+    if padding_class not in ("first", "last"):
+        raise ConversionError(f"--padding_class must be first or last, got {padding_class!r}")
+    state = load_reference_state_dict(checkpoint)
+    reference_vocabularies = load_reference_dictionary(dictionary)
+    for attribute, vocabulary in enumerate(reference_vocabularies):
+        rows = state.get(f"word_emb.{attribute}.lut.weight")
+        if rows is not None and rows.shape[0] != len(vocabulary):
+            raise ConversionError(
+                f"{checkpoint}: embedding table {attribute} ({ATTRIBUTE_NAMES[attribute]}) has {rows.shape[0]} rows but "
+                f"{dictionary} has {len(vocabulary)} {REFERENCE_ATTRIBUTES[attribute]} tokens: wrong dictionary?"
+            )
+    head_keys = {"mlm": "mask_lm.proj.0.weight", "sequence": "classifier.2.weight", "token": "classifier.3.weight"}
+    if head_keys[task] not in state:
+        raise ConversionError(f"{checkpoint}: --task {task} needs key {head_keys[task]!r}, absent from the checkpoint")
+
+    if tokenizer is None:
+        from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+
+        tokenizer = OctupleTokenizer()
+    ours, positions_per_beat = _tokenizer_vocabularies(tokenizer)
+    source_rows, vocabulary_report = build_vocabulary_maps(reference_vocabularies, ours, positions_per_beat)
+    special_rows = [
+        [row for token, row in vocabulary.items() if token.partition(" ")[2] in REFERENCE_SPECIALS]
+        for vocabulary in reference_vocabularies
+    ]
+
+    config_kwargs = infer_config_kwargs(state, str(checkpoint))
+    head_classes = None
+    if task == "sequence":
+        head_classes = state["classifier.2.weight"].shape[0]
+    elif task == "token":
+        head_classes = state["classifier.3.weight"].shape[0] - 1
+    if head_classes is not None:
+        if num_labels is not None and num_labels != head_classes:
+            raise ConversionError(
+                f"--num_labels {num_labels} does not match the checkpoint's classifier ({head_classes} classes"
+                f"{' + 1 padding class' if task == 'token' else ''})"
+            )
+        config_kwargs["num_labels"] = head_classes
+    config = AdvMidiBertConfig(vocab_sizes=[len(v) for v in ours], **config_kwargs)
+    model_class = {
+        "mlm": modeling.AdvMidiBertForMaskedLM,
+        "sequence": modeling.AdvMidiBertForSequenceClassification,
+        "token": modeling.AdvMidiBertForTokenClassification,
+    }[task]
+    model = model_class(config).eval()
+
+    converted, used = convert_state_dict(state, source_rows, special_rows, task, padding_class=padding_class)
+    own = model.state_dict()
+    for key, value in converted.items():
+        if key not in own or own[key].shape != value.shape:
+            raise ConversionError(
+                f"internal mapping error: {key} {tuple(value.shape)} does not fit the model "
+                f"({tuple(own[key].shape) if key in own else 'no such parameter'})"
+            )
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    not_from_checkpoint = sorted(missing)
+
+    unmapped = sorted(k for k in state if k not in used)
+    ignored = [k for k in unmapped if k.startswith(IGNORED_BY_DESIGN)]
+    report = {
+        "checkpoint": str(checkpoint),
+        "dictionary": str(dictionary),
+        "task": task,
+        "model_class": model_class.__name__,
+        "config": config_kwargs,
+        "vocab_sizes": {"ours": [len(v) for v in ours], "reference": [len(v) for v in reference_vocabularies]},
+        "vocabularies": vocabulary_report,
+        "fill_rule": (
+            "our tokens without a source get the mean of the reference table's non-special rows (embeddings) and "
+            "the mean non-special weight row with the lowest non-special bias (masked-LM heads)"
+        ),
+        "checkpoint_keys_mapped": len(used),
+        "checkpoint_keys_ignored_by_design": ignored,
+        "checkpoint_keys_not_mapped": [k for k in unmapped if k not in ignored],
+        "model_parameters_not_from_checkpoint": not_from_checkpoint,
+    }
+    if task == "token":
+        report["padding_class_dropped"] = padding_class
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    hub_utils.prepare_remote_code(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the reference code's state dict (.pt/.ckpt)")
+    parser.add_argument("--dictionary", type=Path, required=True, help="the reference Octuple.pkl")
+    parser.add_argument("--task", choices=("mlm", "sequence", "token"), required=True,
+                        help="mlm: pre-trained MidiBertLM; sequence/token: fine-tuned classifiers")
+    parser.add_argument("--num_labels", type=int, default=None,
+                        help="classes of a sequence/token head (checked against the checkpoint)")
+    parser.add_argument("--padding_class", choices=("first", "last"), default="first",
+                        help="token task: which of the reference's C+1 outputs is the padding class (dropped)")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="folder with our octuple_tokenizer.json (default: OctupleTokenizer() defaults)")
+    parser.add_argument("--output_dir", type=Path, required=True, help="where to write the converted model folder")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    tokenizer = None
+    if args.tokenizer is not None:
+        from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+
+        tokenizer = OctupleTokenizer.from_pretrained(args.tokenizer)
+    try:
+        report = convert(args.checkpoint, args.dictionary, args.task, args.output_dir, num_labels=args.num_labels,
+                         tokenizer=tokenizer, padding_class=args.padding_class)
+    except (ConversionError, hub_utils.HubPublishError) as error:
+        print(f"convert_original_checkpoint: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

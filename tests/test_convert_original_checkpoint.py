@@ -1,0 +1,238 @@
+"""hub/convert_original_checkpoint.py: a reference-layout state dict converts to a model that computes the same.
+
+The test builds a random state dict with the reference code's key names and shapes (SPEC.md section 6; a tiny
+hidden size), runs an independent re-implementation of the reference forward on real POP909 segments (ids mapped
+into the reference vocabulary), and checks our converted model's hidden states and masked-LM logits against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib.util import module_from_spec, spec_from_file_location
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertForTokenClassification
+from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HIDDEN, LAYERS, HEADS, MAX_POS, INTERMEDIATE, EMB = 32, 2, 2, 64, 64, 256
+
+
+def load_converter():
+    spec = spec_from_file_location("convert_original_checkpoint", REPO_ROOT / "hub" / "convert_original_checkpoint.py")
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+conv = load_converter()
+
+
+@pytest.fixture(scope="module")
+def dictionary(data_root) -> Path:
+    path = data_root / "reference" / "Octuple.pkl"
+    if not path.is_file():
+        pytest.skip(f"reference dictionary not found at {path}")
+    return path
+
+
+def reference_state_dict(vocab_sizes, task="mlm", num_classes=3, seed=0) -> dict[str, torch.Tensor]:
+    """Random weights under the reference MidiBert(LM) key names and shapes."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=0.2):
+        return torch.randn(*shape, generator=g) * scale
+
+    h, head_dim = HIDDEN, HIDDEN // HEADS
+    sd = {
+        "bert.embeddings.word_embeddings.weight": rand(30522, h),
+        "bert.embeddings.position_embeddings.weight": rand(MAX_POS, h),
+        "bert.embeddings.token_type_embeddings.weight": rand(2, h),
+        "bert.embeddings.LayerNorm.weight": 1 + rand(h, scale=0.1),
+        "bert.embeddings.LayerNorm.bias": rand(h, scale=0.1),
+        "bert.pooler.dense.weight": rand(h, h),
+        "bert.pooler.dense.bias": rand(h),
+        "in_linear.weight": rand(h, 8 * EMB, scale=0.02),
+        "in_linear.bias": rand(h),
+    }
+    for n in range(LAYERS):
+        p = f"bert.encoder.layer.{n}."
+        for name in ("query", "key", "value"):
+            sd[p + f"attention.self.{name}.weight"] = rand(h, h)
+            sd[p + f"attention.self.{name}.bias"] = rand(h)
+        sd[p + "attention.self.distance_embedding.weight"] = rand(2 * MAX_POS - 1, head_dim)
+        sd[p + "attention.output.dense.weight"] = rand(h, h)
+        sd[p + "attention.output.dense.bias"] = rand(h)
+        sd[p + "attention.output.LayerNorm.weight"] = 1 + rand(h, scale=0.1)
+        sd[p + "attention.output.LayerNorm.bias"] = rand(h, scale=0.1)
+        sd[p + "intermediate.dense.weight"] = rand(INTERMEDIATE, h)
+        sd[p + "intermediate.dense.bias"] = rand(INTERMEDIATE)
+        sd[p + "output.dense.weight"] = rand(h, INTERMEDIATE)
+        sd[p + "output.dense.bias"] = rand(h)
+        sd[p + "output.LayerNorm.weight"] = 1 + rand(h, scale=0.1)
+        sd[p + "output.LayerNorm.bias"] = rand(h, scale=0.1)
+    for i, n in enumerate(vocab_sizes):
+        sd[f"word_emb.{i}.lut.weight"] = rand(n, EMB, scale=0.05)
+    for i, (o, k) in enumerate([(h, h), (h, h), (h, h)]):  # attention_linear: defined, never used
+        sd[f"attention_linear.{2 * i}.weight"] = rand(o, k)
+        sd[f"attention_linear.{2 * i}.bias"] = rand(o)
+    if task == "mlm":
+        sd = {f"midibert.{k}": v for k, v in sd.items()}
+        for i, n in enumerate(vocab_sizes):
+            sd[f"mask_lm.proj.{i}.weight"] = rand(n, h)
+            sd[f"mask_lm.proj.{i}.bias"] = rand(n)
+    elif task == "token":
+        sd = {f"midibert.{k}": v for k, v in sd.items()}
+        sd["classifier.1.weight"], sd["classifier.1.bias"] = rand(256, h), rand(256)
+        sd["classifier.3.weight"], sd["classifier.3.bias"] = rand(num_classes + 1, 256), rand(num_classes + 1)
+    return sd
+
+
+def reference_forward(sd, ids, mask):
+    """The reference computation (SPEC 6), written independently of our modeling code."""
+    sd = {k.removeprefix("midibert."): v for k, v in sd.items()}
+    embeds = [F.embedding(ids[..., i], sd[f"word_emb.{i}.lut.weight"]) * math.sqrt(EMB) for i in range(8)]
+    x = F.linear(torch.cat(embeds, -1), sd["in_linear.weight"], sd["in_linear.bias"])
+    x = x + sd["bert.embeddings.token_type_embeddings.weight"][0]
+    x = F.layer_norm(x, (HIDDEN,), sd["bert.embeddings.LayerNorm.weight"], sd["bert.embeddings.LayerNorm.bias"], 1e-12)
+    B, L, _ = x.shape
+    d = HIDDEN // HEADS
+    distance = torch.arange(L)[:, None] - torch.arange(L)[None, :] + MAX_POS - 1  # [l, r] -> l - r + M - 1
+    bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    for n in range(LAYERS):
+        p = f"bert.encoder.layer.{n}."
+
+        def lin(t, name):
+            return F.linear(t, sd[p + name + ".weight"], sd[p + name + ".bias"])
+
+        q, k, v = (lin(x, f"attention.self.{m}").view(B, L, HEADS, d).transpose(1, 2) for m in ("query", "key", "value"))
+        D = sd[p + "attention.self.distance_embedding.weight"][distance]  # (L, L, d)
+        scores = q @ k.transpose(-1, -2)
+        scores = scores + torch.einsum("bhld,lrd->bhlr", q, D) + torch.einsum("bhrd,lrd->bhlr", k, D)
+        probs = torch.softmax(scores / math.sqrt(d) + bias, dim=-1)
+        context = (probs @ v).transpose(1, 2).reshape(B, L, HIDDEN)
+        ln = p + "attention.output.LayerNorm"
+        x = F.layer_norm(lin(context, "attention.output.dense") + x, (HIDDEN,), sd[ln + ".weight"], sd[ln + ".bias"], 1e-12)
+        inner = F.gelu(lin(x, "intermediate.dense"))
+        ln = p + "output.LayerNorm"
+        x = F.layer_norm(lin(inner, "output.dense") + x, (HIDDEN,), sd[ln + ".weight"], sd[ln + ".bias"], 1e-12)
+    return x
+
+
+@pytest.fixture(scope="module")
+def real_segments(data_root):
+    """Two real POP909 segments (BOS + notes + EOS, at most 40 rows), padded to one batch: our ids and mask."""
+    tokenizer = OctupleTokenizer(max_seq_len=40)
+    paths = [data_root / "POP909" / "001" / "001.mid", data_root / "POP909" / "002" / "002.mid"]
+    rows = []
+    for path in paths:
+        if not path.is_file():
+            pytest.skip(f"POP909 file {path} not found")
+        rows.append(torch.as_tensor(tokenizer(str(path), return_tensors="np")["input_ids"][0]))
+    lengths = [int((r != tokenizer.pad_token_id).any(-1).sum()) for r in rows]
+    ids = torch.zeros(2, 40, 8, dtype=torch.long)
+    mask = torch.zeros(2, 40, dtype=torch.long)
+    for b, (r, n) in enumerate(zip(rows, [lengths[0], lengths[1] - 7])):  # the second one shorter: padding
+        ids[b, :n] = r[:n]
+        mask[b, :n] = 1
+    return tokenizer, ids, mask
+
+
+def to_reference_ids(ids, mask, source_rows, reference_pad_rows):
+    out = torch.empty_like(ids)
+    for a in range(8):
+        table = torch.tensor(source_rows[a])
+        mapped = table[ids[..., a]]
+        assert bool((mapped[mask.bool()] >= 0).all()), f"attribute {a}: a real token has no reference row"
+        out[..., a] = torch.where(mask.bool(), mapped, torch.full_like(mapped, reference_pad_rows[a]))
+    return out
+
+
+def test_converted_mlm_reproduces_the_reference_forward(tmp_path, dictionary, real_segments):
+    tokenizer, ids, mask = real_segments
+    reference_vocab = conv.load_reference_dictionary(dictionary)
+    sizes = [len(v) for v in reference_vocab]
+    assert sizes == [262, 134, 135, 262, 134, 38, 260, 55]
+    sd = reference_state_dict(sizes, "mlm")
+    checkpoint = tmp_path / "midibert_lm.pt"
+    torch.save({"state_dict": sd, "epoch": 3}, checkpoint)
+
+    out_dir = tmp_path / "converted"
+    report = conv.convert(checkpoint, dictionary, "mlm", out_dir, tokenizer=tokenizer)
+
+    source_rows, _ = conv.build_vocabulary_maps(reference_vocab, list(map(list, tokenizer.vocab)), tokenizer.max_num_pos_per_beat)
+    pad_rows = [v[f"{name} <PAD>"] for v, name in zip(reference_vocab, conv.REFERENCE_ATTRIBUTES)]
+    ref_ids = to_reference_ids(ids, mask, source_rows, pad_rows)
+    expected_hidden = reference_forward(sd, ref_ids, mask)
+
+    model = AdvMidiBertForMaskedLM.from_pretrained(out_dir).eval()
+    assert model.config.hidden_size == HIDDEN and model.config.num_hidden_layers == LAYERS
+    assert model.config.num_attention_heads == HEADS and model.config.max_position_embeddings == MAX_POS
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, compute_masker=False)
+    real = mask.bool()
+    torch.testing.assert_close(out.hidden_states[-1][real], expected_hidden[real], atol=1e-4, rtol=1e-4)
+    for a in range(8):
+        mapped = [j for j, r in enumerate(source_rows[a]) if r >= 0]
+        theirs = F.linear(expected_hidden, sd[f"mask_lm.proj.{a}.weight"], sd[f"mask_lm.proj.{a}.bias"])
+        torch.testing.assert_close(
+            out.logits[a][real][:, mapped], theirs[real][:, [source_rows[a][j] for j in mapped]], atol=1e-4, rtol=1e-4
+        )
+
+    # The report: written, and complete about what was not mapped.
+    saved = json.loads((out_dir / "conversion_report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    ignored = set(saved["checkpoint_keys_ignored_by_design"])
+    assert {"bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
+            "bert.pooler.dense.weight", "attention_linear.0.weight"} <= ignored
+    assert saved["checkpoint_keys_not_mapped"] == []
+    assert set(saved["model_parameters_not_from_checkpoint"]) == {
+        k for k in model.state_dict() if k.startswith("masker.")
+    }
+    for name in ("bar", "position", "pitch", "velocity", "tempo"):
+        entry = saved["vocabularies"][name]
+        assert entry["ours_mapped"] + len(entry["ours_without_source"]) == entry["ours_size"]
+    assert "Pitch <CLS>" in saved["vocabularies"]["pitch"]["reference_without_target"]
+    assert saved["vocabularies"]["pitch"]["ours_mapped_fraction"] == 1.0
+    # Unmapped tokens of ours got the mean of the reference rows.
+    position_rows = source_rows[1]
+    if -1 in position_rows:
+        j = position_rows.index(-1)
+        table = sd["midibert.word_emb.1.lut.weight"][:128]
+        torch.testing.assert_close(model.adv_midibert.embeddings.attribute_embeddings[1].weight[j], table.mean(0))
+    for name in ("config.json", "model.safetensors", "octuple_tokenizer.json", "modeling_adv_midibert.py"):
+        assert (out_dir / name).is_file(), name
+
+
+def test_token_classifier_drops_the_padding_class(tmp_path, dictionary):
+    sizes = [len(v) for v in conv.load_reference_dictionary(dictionary)]
+    sd = reference_state_dict(sizes, "token", num_classes=3, seed=1)
+    checkpoint = tmp_path / "melody.ckpt"
+    torch.save(sd, checkpoint)
+    conv.convert(checkpoint, dictionary, "token", tmp_path / "out", num_labels=3)
+    model = AdvMidiBertForTokenClassification.from_pretrained(tmp_path / "out")
+    assert model.config.num_labels == 3
+    torch.testing.assert_close(model.classifier[3].weight, sd["classifier.3.weight"][1:])
+    with pytest.raises(conv.ConversionError, match="num_labels 5"):
+        conv.convert(checkpoint, dictionary, "token", tmp_path / "out2", num_labels=5)
+
+
+def test_bad_inputs_are_named(tmp_path, dictionary):
+    with pytest.raises(conv.ConversionError, match="missing.pt"):
+        conv.convert(tmp_path / "missing.pt", dictionary, "mlm", tmp_path / "o")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(conv.ConversionError, match="junk.pt"):
+        conv.convert(junk, dictionary, "mlm", tmp_path / "o")
+    sizes = [len(v) for v in conv.load_reference_dictionary(dictionary)]
+    checkpoint = tmp_path / "seq.pt"
+    torch.save(reference_state_dict(sizes, "token"), checkpoint)
+    with pytest.raises(conv.ConversionError, match="mask_lm.proj.0.weight"):
+        conv.convert(checkpoint, dictionary, "mlm", tmp_path / "o")
+    assert conv.main(["--checkpoint", str(junk), "--dictionary", str(dictionary), "--task", "mlm",
+                      "--output_dir", str(tmp_path / "o")]) == 2

@@ -1,0 +1,300 @@
+"""Hub publishing: the one-commit upload, the model card, the dry run and remote-code loading.
+
+Nothing here reaches the network: ``HfApi.create_repo``/``create_branch``/``create_commit`` are replaced
+with recorders, and HF_HUB_OFFLINE=1 is set by conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+
+from adversarial_midibert import hub_utils
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+from adversarial_midibert.hub_utils import HubPublishError, push_folder_to_hub
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForSequenceClassification
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_UPLOAD = {
+    "README.md",
+    "config.json",
+    "configuration_adv_midibert.py",
+    "model.safetensors",
+    "modeling_adv_midibert.py",
+    "octuple_tokenizer.json",
+}
+RESULTS = {
+    "task": "composer",
+    "dataset": "Pianist8",
+    "test_accuracy": 0.875,
+    "test_f1_macro": 0.8125,
+    "eval_accuracy": 0.9,
+    "test_loss": 0.42,
+}
+
+
+def tiny_config(**kwargs) -> AdvMidiBertConfig:
+    return AdvMidiBertConfig(
+        vocab_sizes=[12, 20, 9, 30, 16, 10, 7, 11],
+        attribute_embedding_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        masker_hidden_size=16,
+        classifier_hidden_size=16,
+        pooling_attention_size=8,
+        pooling_num_views=2,
+        **kwargs,
+    )
+
+
+def tiny_inputs() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    sizes = torch.tensor([12, 20, 9, 30, 16, 10, 7, 11])
+    ids = (torch.rand(2, 10, 8, generator=generator) * (sizes - 4)).long() + 4
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 7:] = 0
+    ids[1, 7:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def load_cli():
+    """hub/push_to_hub.py as a module (hub/ is a folder of scripts, not a package)."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location("push_to_hub_cli", REPO_ROOT / "hub" / "push_to_hub.py")
+    cli = module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+@pytest.fixture()
+def model_folder(tmp_path: Path) -> Path:
+    """A fine-tuned-looking output folder, with the junk a training run leaves beside the model."""
+    torch.manual_seed(0)
+    folder = tmp_path / "run"
+    model = AdvMidiBertForSequenceClassification(tiny_config(num_labels=3)).eval()
+    model.save_pretrained(folder)
+    hub_utils.prepare_remote_code(folder)
+    (folder / "octuple_tokenizer.json").write_text(json.dumps({"tokenizer": "stand-in"}), encoding="utf-8")
+    (folder / "all_results.json").write_text(json.dumps(RESULTS), encoding="utf-8")
+    # Never uploaded:
+    (folder / "optimizer.bin").write_bytes(b"\0" * 16)
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "model.safetensors").write_bytes(b"\0" * 16)
+    (folder / "logs").mkdir()
+    (folder / "logs" / "events.out.tfevents.1").write_bytes(b"log")
+    (folder / "train.log").write_text("step 1\n")
+    with torch.no_grad():
+        logits = model(**tiny_inputs()).logits
+    torch.save(logits, tmp_path / "expected_logits.pt")
+    return folder
+
+
+class HubRecorder:
+    """Stands in for the three HfApi calls and records their arguments."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.calls: list[tuple[str, tuple, dict]] = []
+        recorder = self
+
+        def create_repo(api, repo_id, **kwargs):
+            recorder.calls.append(("create_repo", (repo_id,), kwargs))
+            return f"https://huggingface.co/{repo_id}"
+
+        def create_branch(api, repo_id, **kwargs):
+            recorder.calls.append(("create_branch", (repo_id,), kwargs))
+
+        def create_commit(api, repo_id, operations, **kwargs):
+            contents = {}
+            for op in operations:
+                source = op.path_or_fileobj
+                contents[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, str) else bytes(source)
+            recorder.calls.append(("create_commit", (repo_id,), {**kwargs, "contents": contents}))
+            return "commit-info"
+
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_branch", create_branch)
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
+
+    def named(self, name: str) -> list[tuple[tuple, dict]]:
+        return [(args, kwargs) for call, args, kwargs in self.calls if call == name]
+
+
+def test_push_uploads_exactly_the_model_files_in_one_commit(model_folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    hub = HubRecorder(monkeypatch)
+    result = push_folder_to_hub(
+        model_folder, "my-org/tiny-midibert", private=True, revision="v0.1", commit_message="first upload"
+    )
+    assert result == "commit-info"
+    (repo_args, repo_kwargs), = hub.named("create_repo")
+    assert repo_args == ("my-org/tiny-midibert",)
+    assert repo_kwargs["private"] is True and repo_kwargs["exist_ok"] is True
+    (branch_args, branch_kwargs), = hub.named("create_branch")
+    assert branch_args == ("my-org/tiny-midibert",) and branch_kwargs["branch"] == "v0.1"
+    (commit_args, commit_kwargs), = hub.named("create_commit")
+    assert commit_args == ("my-org/tiny-midibert",)
+    assert commit_kwargs["revision"] == "v0.1"
+    assert commit_kwargs["commit_message"] == "first upload"
+    assert commit_kwargs["token"] == "hf_test_token"
+    contents = commit_kwargs["contents"]
+    assert set(contents) == EXPECTED_UPLOAD
+    for name, data in contents.items():
+        assert data == (model_folder / name).read_bytes(), name
+    config = json.loads(contents["config.json"])
+    assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_adv_midibert.")
+
+
+def test_push_without_revision_commits_to_main(model_folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    hub = HubRecorder(monkeypatch)
+    push_folder_to_hub(model_folder, "tiny-midibert")
+    assert hub.named("create_branch") == []
+    (_, commit_kwargs), = hub.named("create_commit")
+    assert commit_kwargs["revision"] is None
+    assert hub.named("create_repo")[0][1]["private"] is False
+
+
+def test_model_card_metadata_holds_the_run_metrics(model_folder, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    HubRecorder(monkeypatch)
+    push_folder_to_hub(
+        model_folder,
+        "my-org/tiny-midibert",
+        base_model="my-org/adv-midibert-base",
+        training_command="python examples/finetune.py --task composer",
+        hyperparameters={"learning_rate": 2e-5, "num_train_epochs": 3},
+    )
+    card_path = model_folder / "README.md"
+    metadata = huggingface_hub.metadata_load(card_path)
+    assert metadata["library_name"] == "transformers"
+    assert metadata["license"] == "mit"
+    assert {"symbolic-music", "midi"} <= set(metadata["tags"])
+    assert metadata["base_model"] == "my-org/adv-midibert-base"
+    card = huggingface_hub.ModelCard.load(card_path)
+    found = {(r.dataset_split, r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert found[("test", "accuracy", "Accuracy")] == pytest.approx(0.875)
+    assert found[("test", "f1", "F1 (macro)")] == pytest.approx(0.8125)
+    assert found[("validation", "accuracy", "Accuracy")] == pytest.approx(0.9)
+    assert all(r.dataset_name == "Pianist8" for r in card.data.eval_results)
+    assert not any(r.metric_type == "loss" for r in card.data.eval_results)
+    text = card.text
+    assert 'AutoModelForSequenceClassification.from_pretrained("my-org/tiny-midibert", trust_remote_code=True)' in text
+    assert "pip install adversarial-midibert" in text and "OctupleTokenizer.from_pretrained" in text
+    assert "2407.08306" in text and "Let Network Decide What to Learn" in text
+    assert "python examples/finetune.py --task composer" in text
+    assert "87.50" in text and "97.92" in text  # our test accuracy beside the paper's
+
+
+def test_dry_run_folder_loads_with_only_torch_and_transformers(model_folder, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    dry = tmp_path / "dry"
+    assert load_cli().main([str(model_folder), "--repo_id", "org/tiny", "--dry_run", str(dry)]) == 0
+    assert {p.name for p in dry.iterdir()} == EXPECTED_UPLOAD
+    for name in EXPECTED_UPLOAD - {"README.md"}:
+        assert (dry / name).read_bytes() == (model_folder / name).read_bytes()
+
+    torch.save(tiny_inputs(), tmp_path / "inputs.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, importlib.abc
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("adversarial_midibert", "miditok"):
+                    raise ImportError(f"blocked import of {{name}}")
+                return None
+        sys.meta_path.insert(0, Blocker())
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+        folder = {str(dry)!r}
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+        assert type(config).__name__ == "AdvMidiBertConfig", type(config)
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        expected = torch.load({str(tmp_path / "expected_logits.pt")!r})
+        torch.testing.assert_close(logits, expected)
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        assert type(base).__name__ == "AdvMidiBertModel"
+        assert "adversarial_midibert" not in sys.modules and "miditok" not in sys.modules
+        print("REMOTE-CODE-OK")
+        """
+    )
+    empty_cwd = tmp_path / "cwd"
+    empty_cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update({"HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=empty_cwd, env=env, timeout=300
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "REMOTE-CODE-OK" in completed.stdout
+
+
+def test_dry_run_needs_no_token_and_makes_no_call(model_folder, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    hub = HubRecorder(monkeypatch)
+    out = push_folder_to_hub(model_folder, "org/tiny", dry_run_dir=tmp_path / "dry")
+    assert hub.calls == []
+    assert sorted(p.name for p in Path(out).iterdir()) == sorted(EXPECTED_UPLOAD)
+    with pytest.raises(HubPublishError, match="not empty"):
+        push_folder_to_hub(model_folder, "org/tiny", dry_run_dir=tmp_path / "dry")
+
+
+def test_missing_token_fails_before_any_upload(model_folder, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    hub = HubRecorder(monkeypatch)
+    with pytest.raises(HubPublishError, match="HF_TOKEN"):
+        push_folder_to_hub(model_folder, "org/tiny")
+    assert hub.calls == []
+
+
+@pytest.mark.parametrize("repo_id", ["org/name/extra", "org/na--me", "org/name.git", "bad id", ""])
+def test_bad_repo_id_fails_before_any_upload(model_folder, monkeypatch, repo_id):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    hub = HubRecorder(monkeypatch)
+    with pytest.raises(HubPublishError, match="repo_id"):
+        push_folder_to_hub(model_folder, repo_id)
+    assert hub.calls == []
+
+
+@pytest.mark.parametrize(
+    "missing", ["config.json", "model.safetensors", "modeling_adv_midibert.py", "configuration_adv_midibert.py",
+                "octuple_tokenizer.json"]
+)
+def test_missing_required_file_is_named(model_folder, monkeypatch, missing):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    hub = HubRecorder(monkeypatch)
+    (model_folder / missing).unlink()
+    with pytest.raises(HubPublishError, match=missing.replace(".", r"\.")):
+        push_folder_to_hub(model_folder, "org/tiny")
+    assert hub.calls == []
+
+
+def test_folder_without_auto_map_says_how_to_fix(model_folder):
+    config = json.loads((model_folder / "config.json").read_text())
+    del config["auto_map"]
+    (model_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HubPublishError, match="prepare_remote_code"):
+        hub_utils.collect_upload_files(model_folder)
+
+
+def test_cli_reports_errors_without_traceback(model_folder, tmp_path):
+    cli = load_cli()
+    assert cli.main([str(model_folder), "--repo_id", "org/a--b", "--dry_run", str(tmp_path / "d")]) == 2
+    assert cli.main([str(tmp_path / "nowhere"), "--repo_id", "org/a", "--dry_run", str(tmp_path / "d")]) == 2
