@@ -44,13 +44,16 @@ for _auto_class, _model_class in _AUTO_CLASSES:
 del _auto_class, _model_class
 
 
+_TOKENIZER_NAMES = ("OctupleTokenizer", "MidiReadError", "EncodingReport")
+
+
 def __getattr__(name: str):
     # The tokenizer pulls in miditok and symusic: import it on first use only, so that the model classes
     # work (and this package imports) without it.
-    if name == "OctupleTokenizer":
-        from .tokenization_octuple import OctupleTokenizer
+    if name in _TOKENIZER_NAMES:
+        from . import tokenization_octuple
 
-        return OctupleTokenizer
+        return getattr(tokenization_octuple, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -65,4 +68,6 @@ __all__ = [
     "AdvMidiBertSequenceClassifierOutput",
     "AdvMidiBertForTokenClassification",
     "OctupleTokenizer",
+    "MidiReadError",
+    "EncodingReport",
 ]

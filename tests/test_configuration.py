@@ -41,28 +41,13 @@ def test_defaults_are_bert_base_with_relative_positions():
     assert config.model_type == "adv_midibert"
 
 
-def test_default_vocab_sizes_match_miditok_octuple():
-    miditok = pytest.importorskip("miditok")
-    tokenizer = miditok.Octuple(
-        miditok.TokenizerConfig(use_programs=True, use_tempos=True, use_time_signatures=True)
-    )
-    # miditok orders its Octuple vocabularies by token type; map them to our attribute order.
-    prefix = {
-        "bar": "Bar_",
-        "position": "Position_",
-        "program": "Program_",
-        "pitch": "Pitch_",
-        "duration": "Duration_",
-        "velocity": "Velocity_",
-        "time_signature": "TimeSig_",
-        "tempo": "Tempo_",
-    }
-    sizes = {}
-    for vocab in tokenizer.vocab:
-        for name, start in prefix.items():
-            if any(token.startswith(start) for token in vocab):
-                sizes[name] = len(vocab)
-    assert list(AdvMidiBertConfig().vocab_sizes) == [sizes[name] for name in ATTRIBUTE_NAMES]
+def test_default_vocab_sizes_match_default_tokenizer():
+    pytest.importorskip("miditok")
+    from adversarial_midibert import OctupleTokenizer
+
+    tokenizer = OctupleTokenizer()
+    assert list(tokenizer.attribute_names) == list(ATTRIBUTE_NAMES)
+    assert list(AdvMidiBertConfig().vocab_sizes) == list(tokenizer.vocab_sizes)
 
 
 @pytest.mark.parametrize(
