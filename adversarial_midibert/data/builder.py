@@ -1,0 +1,634 @@
+"""Generic dataset builder: MIDI files (+ labels) -> a ``datasets.DatasetDict`` of Octuple segments, split by piece.
+
+The flow is ``files -> records (path, piece_id, label) -> split by piece -> tokenise each split in parallel with
+Dataset.map -> DatasetDict``. Every split has the columns of ARCHITECTURE.md "Datasets":
+
+- ``input_ids``: (length, 8) ids (stored as int16; cast to int64 by the collators),
+- ``attention_mask``: (length,) ones (padding is added by the collators),
+- ``labels``: an int (sequence tasks), or a list of length ints with -100 at BOS/EOS and unlabelled notes (token
+  tasks); absent for pre-training,
+- ``piece_id`` (str) and ``segment_id`` (int, the row index within the split: the key of the mask book).
+
+A file that cannot be read or has no notes is skipped and listed with its reason in the build report; the build
+never dies on one file. :func:`save` writes the dataset (``save_to_disk``), ``build_report.json`` (skipped files
+and reasons, counts per split: pieces, segments, notes, class counts), ``task_info.json`` (task, task type, label
+names, hidden attributes, tokenizer settings) and the tokenizer (``octuple_tokenizer.json``);
+:func:`load_task_dataset` reads all of it back.
+
+Hidden attributes (``hidden_attributes=("velocity",)``): the whole column of every note row is replaced by the
+MASK id before segmenting, so the model never sees it (the velocity task, SPEC section 4).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..constants import ATTRIBUTE_NAMES, MASK_ID, TOKENIZER_FILE_NAME
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PieceRecord",
+    "SPLIT_NAMES",
+    "MIDI_SUFFIXES",
+    "build_dataset",
+    "save",
+    "load_task_dataset",
+    "format_summary",
+    "print_summary",
+    "list_midi_files",
+    "split_pieces",
+]
+
+SPLIT_NAMES = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation",
+                  "dev": "validation", "test": "test"}
+MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
+BUILD_REPORT_NAME = "build_report.json"
+TASK_INFO_NAME = "task_info.json"
+IGNORE_INDEX = -100
+TASK_TYPES = ("sequence", "token", "pretrain")
+
+# A token-label function: (symusic score, track_index (N,), note_index (N,)) -> labels (N,) ints, -100 = no label.
+TokenLabelFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class PieceRecord:
+    """One input piece: a MIDI file, its id (unique, the unit of splitting) and its label (sequence tasks)."""
+
+    path: str
+    piece_id: str
+    label: Optional[Union[int, str]] = None
+
+
+# ----------------------------------------------------------------------------------------------- records
+def list_midi_files(folder: Union[str, os.PathLike]) -> list[Path]:
+    """All MIDI files under ``folder`` (recursive), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a folder")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in MIDI_SUFFIXES)
+
+
+def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Optional[str]) -> dict[str, str]:
+    with csv_path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if label_column is None or label_column not in columns:
+            raise ValueError(f"{csv_path}: label_column {label_column!r} not among the columns {columns}")
+        id_column = id_column or columns[0]
+        if id_column not in columns:
+            raise ValueError(f"{csv_path}: id_column {id_column!r} not among the columns {columns}")
+        return {row[id_column]: row[label_column] for row in reader}
+
+
+def _make_records(
+    source: Union[str, os.PathLike, Sequence[Any]],
+    labels: Any,
+    label_column: Optional[str],
+    id_column: Optional[str],
+) -> list[PieceRecord]:
+    """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records."""
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        files = list_midi_files(root)
+        if not files:
+            raise ValueError(f"{root}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) found")
+        records = [PieceRecord(str(p), p.relative_to(root).with_suffix("").as_posix()) for p in files]
+    else:
+        items = list(source)
+        if items and all(isinstance(x, (PieceRecord, Mapping)) for x in items):
+            records = [x if isinstance(x, PieceRecord) else PieceRecord(**x) for x in items]
+        else:
+            paths = [Path(x) for x in items]
+            if not paths:
+                raise ValueError("source: empty list of files")
+            root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+            records = [PieceRecord(str(p), p.resolve().relative_to(root).with_suffix("").as_posix()) for p in paths]
+    if labels is None:
+        pass
+    elif isinstance(labels, str) and labels == "folder":
+        for r in records:
+            r.label = Path(r.path).parent.name
+    elif isinstance(labels, (str, os.PathLike)):
+        table = _read_label_csv(Path(labels), label_column, id_column)
+        for r in records:
+            name = Path(r.path).name
+            for key in (r.piece_id, name, Path(r.path).stem):
+                if key in table:
+                    r.label = table[key]
+                    break
+    elif isinstance(labels, Mapping):
+        for r in records:
+            r.label = labels.get(r.piece_id, labels.get(r.path))
+    elif callable(labels):
+        for r in records:
+            r.label = labels(r.path)
+    else:
+        raise TypeError(f"labels must be None, 'folder', a CSV path, a mapping or a callable, got {type(labels).__name__}")
+    ids = [r.piece_id for r in records]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ValueError(f"source: piece ids must be unique, duplicated: {dup}")
+    return records
+
+
+def split_pieces(
+    piece_ids: Sequence[str],
+    splits: Union[Mapping[str, Any], Sequence[float], None],
+    labels: Optional[Sequence[Any]] = None,
+    seed: int = 0,
+) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """Assign pieces to splits.
+
+    Args:
+        piece_ids: all piece ids.
+        splits: a mapping split name -> list of piece ids (names ``train``, ``valid``/``val``/``validation``,
+            ``test``), or ratios (a mapping split -> fraction, or a sequence ``(train, validation, test)``).
+            ``None`` means ``(0.8, 0.1, 0.1)``.
+        labels: one label per piece; with ratios the split is stratified by label (so every class with at least
+            one piece is in train).
+        seed: seed of the shuffle for ratio splits.
+
+    Returns:
+        ``(assignment, not_in_split, missing)``: split -> piece ids (sorted), the pieces left in no split, and the
+        piece ids named by a split mapping that are not among ``piece_ids``.
+    """
+    known = set(piece_ids)
+    if splits is None:
+        splits = (0.8, 0.1, 0.1)
+    if isinstance(splits, Mapping) and splits and all(not isinstance(v, (int, float)) for v in splits.values()):
+        assignment = {name: [] for name in SPLIT_NAMES}
+        seen: dict[str, str] = {}
+        missing: list[str] = []
+        for name, members in splits.items():
+            key = _SPLIT_ALIASES.get(str(name).lower())
+            if key is None:
+                raise ValueError(f"splits: unknown split name {name!r} (expected one of {sorted(_SPLIT_ALIASES)})")
+            for pid in members:
+                pid = str(pid)
+                if pid in seen and seen[pid] != key:
+                    raise ValueError(f"splits: piece {pid!r} is in both {seen[pid]} and {key}")
+                seen[pid] = key
+                if pid in known:
+                    assignment[key].append(pid)
+                else:
+                    missing.append(pid)
+        not_in = sorted(known - set(seen))
+        return {k: sorted(set(v)) for k, v in assignment.items()}, not_in, sorted(missing)
+    if isinstance(splits, Mapping):
+        ratios = [float(splits.get(name, splits.get({"validation": "valid"}.get(name, name), 0.0))) for name in SPLIT_NAMES]
+    else:
+        ratios = [float(x) for x in splits]
+        if len(ratios) != 3:
+            raise ValueError(f"splits: expected 3 ratios (train, validation, test), got {ratios}")
+    if any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ValueError(f"splits: ratios must be >= 0 with a positive sum, got {ratios}")
+    total = sum(ratios)
+    ratios = [r / total for r in ratios]
+    rng = np.random.default_rng(seed)
+    groups: dict[Any, list[str]] = {}
+    for i, pid in enumerate(piece_ids):
+        groups.setdefault(None if labels is None else labels[i], []).append(pid)
+    assignment = {name: [] for name in SPLIT_NAMES}
+    for key in sorted(groups, key=str):
+        members = sorted(groups[key])
+        order = [members[i] for i in rng.permutation(len(members))]
+        n = len(order)
+        n_val = int(round(ratios[1] * n))
+        n_test = int(round(ratios[2] * n))
+        if ratios[0] > 0:  # keep at least one piece of every class in train
+            while n_val + n_test > n - 1 and (n_val or n_test):
+                if n_test >= n_val and n_test:
+                    n_test -= 1
+                else:
+                    n_val -= 1
+        assignment["validation"] += order[:n_val]
+        assignment["test"] += order[n_val:n_val + n_test]
+        assignment["train"] += order[n_val + n_test:]
+    return {k: sorted(v) for k, v in assignment.items()}, [], []
+
+
+# ------------------------------------------------------------------------------------------- tokenising
+_TOKENIZER_CACHE: dict[str, Any] = {}
+
+
+def _tokenizer_from_json(text: str):
+    tok = _TOKENIZER_CACHE.get(text)
+    if tok is None:
+        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+
+        data = json.loads(text)
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / TOKENIZER_FILE_NAME).write_text(json.dumps(data))
+            tok = OctupleTokenizer.from_pretrained(tmp, warn=False)
+        _TOKENIZER_CACHE[text] = tok
+    return tok
+
+
+def _features(task_type: str):
+    from datasets import Features, List, Value  # noqa: PLC0415
+
+    cols = {
+        "input_ids": List(List(Value("int16"), length=8)),
+        "attention_mask": List(Value("int8")),
+        "piece_id": Value("string"),
+        "num_notes": Value("int32"),
+        "dropped_notes": Value("int32"),
+        "error": Value("string"),
+    }
+    if task_type == "sequence":
+        cols["labels"] = Value("int64")
+    elif task_type == "token":
+        cols["labels"] = List(Value("int16"))
+    return Features(cols)
+
+
+def _tokenize_batch(
+    batch: dict[str, list],
+    tokenizer_json: str,
+    task_type: str,
+    token_label_fn: Optional[TokenLabelFn],
+    hidden_columns: Sequence[int],
+) -> dict[str, list]:
+    """``Dataset.map`` function: pieces -> segments (one output row per segment, one error row per failed file)."""
+    tok = _tokenizer_from_json(tokenizer_json)
+    out: dict[str, list] = {k: [] for k in ("input_ids", "attention_mask", "piece_id", "num_notes", "dropped_notes", "error")}
+    if task_type != "pretrain":
+        out["labels"] = []
+
+    def error_row(piece_id: str, reason: str) -> None:
+        out["input_ids"].append(np.zeros((0, 8), dtype=np.int16))
+        out["attention_mask"].append(np.zeros(0, dtype=np.int8))
+        out["piece_id"].append(piece_id)
+        out["num_notes"].append(0)
+        out["dropped_notes"].append(0)
+        out["error"].append(reason)
+        if task_type == "sequence":
+            out["labels"].append(-1)
+        elif task_type == "token":
+            out["labels"].append(np.zeros(0, dtype=np.int16))
+
+    for path, piece_id, label in zip(batch["path"], batch["piece_id"], batch["label"]):  # loop over files
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                score, _ = tok.load_score(path)
+                ids, (track_index, note_index) = tok.encode_score(score, return_note_indices=True)
+            dropped = tok.last_report.num_dropped if tok.last_report is not None else 0
+            if len(ids) == 0:
+                error_row(piece_id, f"no notes ({dropped} notes could not be represented)" if dropped else "no notes")
+                continue
+            aligned = None
+            if task_type == "token":
+                token_labels = np.asarray(token_label_fn(score, track_index, note_index), dtype=np.int64)
+                if token_labels.shape != (len(ids),):
+                    raise ValueError(f"token_label_fn returned shape {token_labels.shape} for {len(ids)} notes")
+                aligned = [token_labels]
+            for column in hidden_columns:
+                ids[:, column] = MASK_ID
+            if aligned is None:
+                segments, cut = tok.segment(ids), None
+            else:
+                segments, cut = tok.segment(ids, note_aligned_arrays=aligned, fill_value=IGNORE_INDEX)
+            for s, seg in enumerate(segments):
+                out["input_ids"].append(seg.astype(np.int16))
+                out["attention_mask"].append(np.ones(len(seg), dtype=np.int8))
+                out["piece_id"].append(piece_id)
+                out["num_notes"].append(len(seg) - 2)
+                out["dropped_notes"].append(dropped if s == 0 else 0)
+                out["error"].append("")
+                if task_type == "sequence":
+                    out["labels"].append(int(label))
+                elif task_type == "token":
+                    out["labels"].append(cut[s][0].astype(np.int16))
+        except Exception as err:  # one bad file never stops the build: it is reported
+            error_row(piece_id, f"{type(err).__name__}: {err}")
+    return out
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+# ------------------------------------------------------------------------------------------------ build
+def build_dataset(
+    source: Union[str, os.PathLike, Sequence[Any]],
+    labels: Any = None,
+    task_type: str = "sequence",
+    token_label_fn: Optional[TokenLabelFn] = None,
+    splits: Union[Mapping[str, Any], Sequence[float], None] = None,
+    seed: int = 0,
+    tokenizer: Any = None,
+    num_proc: int = 1,
+    max_files: Optional[int] = None,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    label_column: Optional[str] = None,
+    id_column: Optional[str] = None,
+    label_names: Optional[Sequence[str]] = None,
+    hidden_attributes: Sequence[str] = (),
+    task: Optional[str] = None,
+    extra_info: Optional[Mapping[str, Any]] = None,
+):
+    """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
+
+    Args:
+        source: a folder (all MIDI files under it, piece id = path relative to it without suffix), a list of
+            MIDI paths, or a list of :class:`PieceRecord` / dicts ``{path, piece_id, label}``.
+        labels: piece labels for sequence tasks: ``None`` (records carry them, or no labels), ``"folder"`` (the
+            parent folder name), a CSV path (with ``label_column``, and ``id_column`` matched against the piece
+            id, the file name or its stem; default the first column), a mapping piece id -> label, or a callable
+            path -> label.
+        task_type: ``"sequence"`` (one label per segment, the piece's), ``"token"`` (one label per note, from
+            ``token_label_fn``) or ``"pretrain"`` (no labels).
+        token_label_fn: token tasks: a picklable function ``(score, track_index, note_index) -> labels (N,)``
+            receiving the symusic score and each token's source note; -100 marks a note without a label.
+        splits: a mapping split name -> piece ids, or ratios (see :func:`split_pieces`); splits are made by piece,
+            never by segment.
+        seed: seed of ratio splits and of the ``max_files`` choice.
+        tokenizer: an :class:`~adversarial_midibert.tokenization_octuple.OctupleTokenizer` (default one if None).
+        num_proc: processes for tokenising (``Dataset.map(num_proc=...)``).
+        max_files: tokenise at most this many pieces in all (spread over the splits in proportion to their
+            sizes, at least one per non-empty split), for quick tests.
+        cache_dir: folder for ``datasets``' map cache; a second build with the same inputs reads it.
+        label_column: CSV labels: the column holding the label.
+        id_column: CSV labels: the column holding the piece id / file name.
+        label_names: class names in label-index order; default: the sorted distinct labels (integer labels are
+            kept as they are).
+        hidden_attributes: attribute names (e.g. ``["velocity"]``) whose whole column is replaced by MASK in every
+            note row, so the model never sees them.
+        task: task name recorded in ``task_info``.
+        extra_info: more entries for ``task_info`` (e.g. the split source, velocity bin edges).
+
+    Returns:
+        a ``datasets.DatasetDict`` with attributes ``build_report`` (dict), ``task_info`` (dict) and ``tokenizer``,
+        used by :func:`save`.
+    """
+    from datasets import Dataset, DatasetDict  # noqa: PLC0415
+
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
+    if task_type == "token" and token_label_fn is None:
+        raise ValueError("task_type='token' needs a token_label_fn")
+    unknown = [a for a in hidden_attributes if a not in ATTRIBUTE_NAMES]
+    if unknown:
+        raise ValueError(f"hidden_attributes: unknown attribute(s) {unknown}; expected names in {ATTRIBUTE_NAMES}")
+    if tokenizer is None:
+        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+
+        tokenizer = OctupleTokenizer()
+    records = _make_records(source, labels, label_column, id_column)
+
+    # Labels -> indices
+    label_index: dict[Any, int] = {}
+    unlabelled: list[str] = []
+    if task_type == "sequence":
+        present = [r.label for r in records if r.label is not None]
+        if label_names is None:
+            if present and all(isinstance(x, (int, np.integer)) for x in present):
+                label_names = [str(i) for i in range(int(max(present)) + 1)]
+                label_index = {i: i for i in range(len(label_names))}
+            else:
+                label_names = sorted({str(x) for x in present})
+        if not label_index:
+            label_index = {name: i for i, name in enumerate(label_names)}
+            label_index.update({i: i for i in range(len(label_names))})
+        kept = []
+        for r in records:
+            key = r.label if isinstance(r.label, (int, np.integer)) else (None if r.label is None else str(r.label))
+            if key is None or key not in label_index:
+                unlabelled.append(r.piece_id)
+                continue
+            r.label = int(label_index[key])
+            kept.append(r)
+        if not kept:
+            raise ValueError("no piece has a usable label (check labels / label_column / label_names)")
+        records = kept
+    else:
+        for r in records:
+            r.label = None
+    label_names = list(label_names) if label_names is not None else None
+
+    by_id = {r.piece_id: r for r in records}
+    assignment, not_in_split, missing = split_pieces(
+        [r.piece_id for r in records], splits,
+        [r.label for r in records] if task_type == "sequence" else None, seed,
+    )
+    if max_files is not None:
+        assignment = _limit(assignment, int(max_files), seed)
+
+    hidden_columns = [ATTRIBUTE_NAMES.index(a) for a in hidden_attributes]
+    tokenizer_dict = tokenizer.to_dict()
+    tokenizer_json = json.dumps(tokenizer_dict, sort_keys=True)
+    features = _features(task_type)
+    report: dict[str, Any] = {"task": task, "task_type": task_type, "skipped": [], "splits": {},
+                              "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
+                              "split_pieces_without_file": missing}
+    if max_files is not None:
+        report["max_files"] = int(max_files)
+    out = DatasetDict()
+    fn_name = getattr(token_label_fn, "__qualname__", None)
+    for split in SPLIT_NAMES:
+        split_records = [by_id[p] for p in assignment[split]]
+        table = Dataset.from_dict({
+            "path": [r.path for r in split_records],
+            "piece_id": [r.piece_id for r in split_records],
+            "label": [r.label if r.label is not None else -1 for r in split_records],
+        })
+        kwargs: dict[str, Any] = {}
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            key = _fingerprint(split, [(r.path, r.piece_id, r.label) for r in split_records], tokenizer_dict,
+                               task_type, fn_name, hidden_columns)
+            kwargs = {"cache_file_name": str(Path(cache_dir) / f"{split}-{key}.arrow"), "load_from_cache_file": True}
+        if len(split_records):
+            mapped = table.map(
+                _tokenize_batch,
+                batched=True,
+                batch_size=4,
+                num_proc=max(1, min(int(num_proc), len(split_records))) if num_proc and num_proc > 1 else None,
+                remove_columns=table.column_names,
+                features=features,
+                fn_kwargs={"tokenizer_json": tokenizer_json, "task_type": task_type,
+                           "token_label_fn": token_label_fn, "hidden_columns": hidden_columns},
+                desc=f"tokenising {split}",
+                **kwargs,
+            )
+        else:
+            mapped = Dataset.from_dict({k: [] for k in features}, features=features)
+        errors = mapped.filter(lambda e: e != "", input_columns="error") if len(mapped) else mapped
+        for pid, reason in zip(errors["piece_id"], errors["error"]):
+            report["skipped"].append({"split": split, "piece_id": pid, "path": by_id[pid].path, "reason": reason})
+        good = mapped.filter(lambda e: e == "", input_columns="error") if len(errors) else mapped
+        report["splits"][split] = _split_counts(good, task_type, label_names, len(errors))
+        good = good.remove_columns(["error", "num_notes", "dropped_notes"])
+        good = good.add_column("segment_id", list(range(len(good))))
+        out[split] = good
+    if report["skipped"]:
+        logger.warning("%d file(s) skipped: %s", len(report["skipped"]),
+                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
+    task_info = {
+        "task": task,
+        "task_type": task_type,
+        "label_names": label_names,
+        "num_labels": len(label_names) if label_names else None,
+        "hidden_attributes": list(hidden_attributes),
+        "attribute_names": list(ATTRIBUTE_NAMES),
+        "tokenizer_file": TOKENIZER_FILE_NAME,
+        "tokenizer": {"max_seq_len": tokenizer.max_seq_len, "vocab_sizes": list(tokenizer.vocab_sizes)},
+        "split_seed": seed,
+    }
+    if extra_info:
+        task_info.update(extra_info)
+    out.build_report = report
+    out.task_info = task_info
+    out.tokenizer = tokenizer
+    return out
+
+
+def _limit(assignment: dict[str, list[str]], max_files: int, seed: int) -> dict[str, list[str]]:
+    total = sum(len(v) for v in assignment.values())
+    if max_files >= total:
+        return assignment
+    rng = np.random.default_rng(seed)
+    limited = {}
+    for name, members in assignment.items():
+        n = min(len(members), max(1 if members else 0, int(math.floor(max_files * len(members) / total))))
+        limited[name] = sorted(members[i] for i in rng.permutation(len(members))[:n])
+    return limited
+
+
+def _split_counts(ds, task_type: str, label_names: Optional[Sequence[str]], n_skipped: int) -> dict[str, Any]:
+    pieces = ds["piece_id"]
+    counts: dict[str, Any] = {
+        "pieces": len(set(pieces)),
+        "segments": len(ds),
+        "notes": int(np.sum(ds["num_notes"])) if len(ds) else 0,
+        "dropped_notes": int(np.sum(ds["dropped_notes"])) if len(ds) else 0,
+        "skipped_files": n_skipped,
+    }
+    if task_type == "sequence" and len(ds):
+        labels = np.asarray(ds["labels"])
+        first = {}
+        for pid, lab in zip(pieces, labels):
+            first.setdefault(pid, int(lab))
+        per_piece = np.bincount(list(first.values()), minlength=len(label_names))
+        per_segment = np.bincount(labels, minlength=len(label_names))
+        counts["class_counts_pieces"] = {n: int(c) for n, c in zip(label_names, per_piece)}
+        counts["class_counts_segments"] = {n: int(c) for n, c in zip(label_names, per_segment)}
+    elif task_type == "token" and len(ds):
+        flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ds.with_format("numpy")["labels"]]) \
+            if len(ds) else np.zeros(0, dtype=np.int64)
+        valid = flat[flat >= 0]
+        per_class = np.bincount(valid, minlength=len(label_names))
+        counts["class_counts_notes"] = {n: int(c) for n, c in zip(label_names, per_class)}
+        counts["unlabelled_notes"] = int(counts["notes"] - valid.size)
+    return counts
+
+
+# ------------------------------------------------------------------------------------------ save / load
+def save(dataset, output_dir: Union[str, os.PathLike]) -> Path:
+    """Write a built dataset: ``save_to_disk``, ``build_report.json``, ``task_info.json``, ``octuple_tokenizer.json``.
+
+    Args:
+        dataset: a ``DatasetDict`` returned by :func:`build_dataset` (or a recipe).
+        output_dir: the folder to write (created if needed).
+
+    Returns:
+        the output folder.
+    """
+    for attr in ("build_report", "task_info", "tokenizer"):
+        if not hasattr(dataset, attr):
+            raise ValueError(f"dataset has no '{attr}' attribute: save() expects the result of build_dataset()")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    dataset.save_to_disk(str(output_dir))
+    (output_dir / BUILD_REPORT_NAME).write_text(json.dumps(dataset.build_report, indent=1) + "\n")
+    (output_dir / TASK_INFO_NAME).write_text(json.dumps(dataset.task_info, indent=1) + "\n")
+    dataset.tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def load_task_dataset(directory: Union[str, os.PathLike]):
+    """Load a folder written by :func:`save`.
+
+    Args:
+        directory: the folder.
+
+    Returns:
+        ``(DatasetDict, task_info, tokenizer)``; the DatasetDict also carries ``build_report``, ``task_info`` and
+        ``tokenizer`` attributes.
+    """
+    from datasets import load_from_disk  # noqa: PLC0415
+
+    from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+
+    directory = Path(directory)
+    info_path = directory / TASK_INFO_NAME
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{directory}: no {TASK_INFO_NAME}; not a folder written by adversarial_midibert.data.save")
+    task_info = json.loads(info_path.read_text())
+    dataset = load_from_disk(str(directory))
+    tokenizer = OctupleTokenizer.from_pretrained(directory)
+    report_path = directory / BUILD_REPORT_NAME
+    dataset.build_report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    dataset.task_info = task_info
+    dataset.tokenizer = tokenizer
+    return dataset, task_info, tokenizer
+
+
+# --------------------------------------------------------------------------------------------- summary
+def format_summary(dataset_or_report: Any, max_skipped: int = 10) -> str:
+    """A short text summary: pieces, segments, notes and class counts per split, and skipped files.
+
+    Args:
+        dataset_or_report: a built / loaded ``DatasetDict`` or its ``build_report`` dict.
+        max_skipped: how many skipped files to list by name.
+    """
+    report = getattr(dataset_or_report, "build_report", dataset_or_report)
+    lines = [f"task {report.get('task')} ({report.get('task_type')})"]
+    for split, c in report.get("splits", {}).items():
+        line = f"  {split:<10} pieces {c['pieces']:>5}  segments {c['segments']:>6}  notes {c['notes']:>9}"
+        if c.get("dropped_notes"):
+            line += f"  notes left out {c['dropped_notes']}"
+        lines.append(line)
+        for key in ("class_counts_pieces", "class_counts_notes"):
+            if key in c:
+                what = "pieces" if key.endswith("pieces") else "notes"
+                lines.append(f"             {what} per class: " + ", ".join(f"{k} {v}" for k, v in c[key].items()))
+        if c.get("unlabelled_notes"):
+            lines.append(f"             unlabelled notes (label -100): {c['unlabelled_notes']}")
+    skipped = report.get("skipped", [])
+    lines.append(f"  skipped files: {len(skipped)}")
+    for s in skipped[:max_skipped]:
+        lines.append(f"    {s['path']}: {s['reason']}")
+    if len(skipped) > max_skipped:
+        lines.append(f"    ... {len(skipped) - max_skipped} more in {BUILD_REPORT_NAME}")
+    for key, what in (("unlabelled_pieces", "pieces without a label"), ("pieces_in_no_split", "pieces in no split"),
+                      ("split_pieces_without_file", "split entries without a file")):
+        if report.get(key):
+            lines.append(f"  {what}: {len(report[key])} (e.g. {', '.join(report[key][:3])})")
+    return "\n".join(lines)
+
+
+def print_summary(dataset_or_report: Any) -> None:
+    """Print :func:`format_summary`."""
+    print(format_summary(dataset_or_report))

@@ -1,0 +1,295 @@
+"""Collators: a list of dataset rows -> a batch of padded tensors, with the training-time augmentations.
+
+Both collators are dataclasses, callable on the rows of a split built by :mod:`adversarial_midibert.data.builder`
+(columns ``input_ids`` (length x 8), ``attention_mask``, ``labels``, ``piece_id``, ``segment_id``); they can be
+given to a ``torch.utils.data.DataLoader`` as ``collate_fn``. Randomness comes from an internal
+``torch.Generator`` seeded with ``seed``, so that a run is reproducible (note that each DataLoader worker holds
+its own copy of the collator and so its own generator).
+
+- :class:`DataCollatorForOctuple` (fine-tuning): padding, optional pitch-shift augmentation and optional mask
+  fine-tuning (SPEC section 4).
+- :class:`DataCollatorForOctupleMLM` (masked LM on the CPU side): random or MusicBERT bar-level choice followed by
+  BERT-style corruption; used by the baselines' evaluation and by tests. Adversarial pre-training chooses its
+  positions on the accelerator instead (``adversarial_midibert.pretraining``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..constants import MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, PITCH, PROGRAM
+from ..masking import (
+    IGNORE_INDEX,
+    choose_bar_positions,
+    choose_random_positions,
+    corrupt,
+    mask_for_finetuning,
+    maskable_positions,
+)
+
+__all__ = ["DataCollatorForOctuple", "DataCollatorForOctupleMLM", "pad_octuple_batch", "pitch_shift_batch"]
+
+
+def _as_array(value: Any, what: str, index: int) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.int64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"row {index}: column '{what}' is not an integer array ({err})") from err
+
+
+def pad_octuple_batch(
+    rows: Sequence[Mapping[str, Any]],
+    pad_token_id: int = PAD_ID,
+    pad_to_multiple_of: Optional[int] = None,
+) -> dict[str, torch.Tensor]:
+    """Pad a list of rows to the longest one.
+
+    Args:
+        rows: dataset rows with ``input_ids`` (length x 8) and optionally ``attention_mask`` (length),
+            ``labels`` (an int, or a list of length ints for token tasks) and ``segment_id`` (int).
+        pad_token_id: id written in all eight attributes of padding rows.
+        pad_to_multiple_of: round the padded length up to a multiple of this.
+
+    Returns:
+        dict with ``input_ids`` (B, L, 8) long, ``attention_mask`` (B, L) long, ``labels`` ((B,) or (B, L)
+        with -100 at padding) when the rows have labels, ``segment_id`` (B,) when the rows have it.
+    """
+    if len(rows) == 0:
+        raise ValueError("cannot collate an empty list of rows")
+    ids = []
+    for i, row in enumerate(rows):
+        if "input_ids" not in row:
+            raise KeyError(f"row {i} has no 'input_ids' column (columns: {sorted(row)})")
+        a = _as_array(row["input_ids"], "input_ids", i)
+        if a.ndim != 2 or a.shape[1] != 8:
+            raise ValueError(f"row {i}: input_ids must be (length, 8), got shape {a.shape}")
+        ids.append(a)
+    lengths = np.array([a.shape[0] for a in ids])
+    length = int(lengths.max())
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    batch = len(rows)
+    input_ids = np.full((batch, length, 8), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((batch, length), dtype=np.int64)
+    for i, a in enumerate(ids):  # one copy per row (rows have different lengths), not per token
+        input_ids[i, : a.shape[0]] = a
+        if "attention_mask" in rows[i] and rows[i]["attention_mask"] is not None:
+            attention_mask[i, : a.shape[0]] = _as_array(rows[i]["attention_mask"], "attention_mask", i)
+        else:
+            attention_mask[i, : a.shape[0]] = 1
+    out = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+    if "labels" in rows[0] and rows[0]["labels"] is not None:
+        first = np.asarray(rows[0]["labels"])
+        if first.ndim == 0:
+            out["labels"] = torch.tensor([int(r["labels"]) for r in rows], dtype=torch.long)
+        else:
+            labels = np.full((batch, length), IGNORE_INDEX, dtype=np.int64)
+            for i, row in enumerate(rows):
+                lab = _as_array(row["labels"], "labels", i)
+                if lab.shape[0] != lengths[i]:
+                    raise ValueError(f"row {i}: {lab.shape[0]} token labels for {lengths[i]} tokens")
+                labels[i, : lab.shape[0]] = lab
+            out["labels"] = torch.from_numpy(labels)
+    if "segment_id" in rows[0]:
+        out["segment_id"] = torch.tensor([int(r["segment_id"]) for r in rows], dtype=torch.long)
+    return out
+
+
+def pitch_shift_batch(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    pitch_id_range: tuple[int, int],
+    drum_program_token_id: Optional[int] = None,
+    max_shift: int = 11,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transpose each segment by its own random number of semitones (SPEC section 4), vectorised over the batch.
+
+    The shift k of a segment is drawn uniformly among the integers of ``[-max_shift, max_shift]`` that keep every
+    one of its pitched notes inside ``pitch_id_range``; a segment without pitched notes gets k = 0. Only note rows
+    (``maskable``) whose pitch id is a regular pitch are changed; drum notes (program id ==
+    ``drum_program_token_id``), special rows and MASK pitches are left untouched.
+
+    Args:
+        input_ids (`torch.LongTensor` (B, L, 8)): ids (not modified).
+        maskable (`torch.BoolTensor` (B, L)): the note rows.
+        pitch_id_range (`(int, int)`): the ids of the lowest and highest pitch; pitch ids are contiguous and
+            ascending in between.
+        drum_program_token_id (`int`, *optional*): the program id of drums, never shifted.
+        max_shift (`int`): largest shift in semitones.
+        generator (`torch.Generator`, *optional*): source of randomness.
+
+    Returns:
+        `(shifted_ids, shifts)`: ids (B, L, 8) and the shift (B,) applied to each segment.
+    """
+    low_id, high_id = int(pitch_id_range[0]), int(pitch_id_range[1])
+    pitch = input_ids[..., PITCH]
+    pitched = maskable & (pitch >= low_id) & (pitch <= high_id)
+    if drum_program_token_id is not None:
+        pitched = pitched & (input_ids[..., PROGRAM] != drum_program_token_id)
+    big = torch.iinfo(torch.long).max
+    lowest = torch.where(pitched, pitch, torch.full_like(pitch, big)).min(dim=1).values
+    highest = torch.where(pitched, pitch, torch.full_like(pitch, -big)).max(dim=1).values
+    has = pitched.any(dim=1)
+    down = torch.where(has, torch.clamp(low_id - lowest, min=-max_shift), torch.zeros_like(lowest))
+    up = torch.where(has, torch.clamp(high_id - highest, max=max_shift), torch.zeros_like(highest))
+    gen_device = generator.device if generator is not None else input_ids.device
+    u = torch.rand(input_ids.shape[0], generator=generator, device=gen_device, dtype=torch.float64).to(input_ids.device)
+    shifts = down + torch.floor(u * (up - down + 1).to(torch.float64)).long()
+    shifts = torch.minimum(shifts, up)
+    shifted = input_ids.clone()
+    shifted[..., PITCH] = torch.where(pitched, pitch + shifts.unsqueeze(1), pitch)
+    return shifted, shifts
+
+
+def _tokenizer_value(tokenizer: Any, name: str, default: Any = None) -> Any:
+    return getattr(tokenizer, name, default) if tokenizer is not None else default
+
+
+@dataclass
+class DataCollatorForOctuple:
+    """Pads Octuple rows for fine-tuning, with optional pitch-shift augmentation and mask fine-tuning.
+
+    Args:
+        tokenizer (`OctupleTokenizer`, *optional*): gives the PAD and MASK ids, the pitch range and the drum
+            program id. Required for ``pitch_shift``.
+        pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
+        pitch_shift (`bool`): transpose each segment by a random number of semitones (training only; for
+            tonality-independent tasks such as composer or emotion classification).
+        max_pitch_shift (`int`): largest shift, in semitones (SPEC: 11).
+        mask_ratio (`float`): mask fine-tuning: replace this fraction of the notes of each segment by MASK in all
+            attributes (0 disables it; reference code 0.15, paper summary 0.3). For token tasks the masked
+            positions get label -100, so that the loss and the accuracy leave them out. The bool mask is returned
+            as ``masked_positions``.
+        seed (`int`, *optional*): seed of the internal generator.
+        return_segment_id (`bool`): keep the ``segment_id`` column as a tensor.
+
+    Returns (when called on a list of rows):
+        dict with ``input_ids`` (B, L, 8), ``attention_mask`` (B, L), ``labels`` ((B,) or (B, L)) when present,
+        ``segment_id`` (B,), and ``masked_positions`` (B, L) bool when ``mask_ratio > 0``.
+    """
+
+    tokenizer: Any = None
+    pad_to_multiple_of: Optional[int] = None
+    pitch_shift: bool = False
+    max_pitch_shift: int = 11
+    mask_ratio: float = 0.0
+    seed: Optional[int] = None
+    return_segment_id: bool = True
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mask_ratio <= 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1], got {self.mask_ratio}")
+        if self.max_pitch_shift < 0:
+            raise ValueError(f"max_pitch_shift must be >= 0, got {self.max_pitch_shift}")
+        if self.pitch_shift and self.tokenizer is None:
+            raise ValueError("pitch_shift=True needs a tokenizer (for the pitch range and the drum program id)")
+        self.generator = torch.Generator()
+        if self.seed is not None:
+            self.generator.manual_seed(self.seed)
+        else:
+            self.generator.seed()
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(_tokenizer_value(self.tokenizer, "pad_token_id", PAD_ID))
+
+    @property
+    def mask_token_id(self) -> int:
+        return int(_tokenizer_value(self.tokenizer, "mask_token_id", MASK_ID))
+
+    def pitch_id_range(self) -> tuple[int, int]:
+        """Ids of the lowest and highest pitch of the tokenizer's vocabulary."""
+        low, high = self.tokenizer.pitch_range
+        return int(self.tokenizer.pitch_token_id(low)), int(self.tokenizer.pitch_token_id(high))
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = pad_octuple_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+        if not self.return_segment_id:
+            batch.pop("segment_id", None)
+        maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+        if self.pitch_shift:
+            batch["input_ids"], _ = pitch_shift_batch(
+                batch["input_ids"],
+                maskable,
+                self.pitch_id_range(),
+                _tokenizer_value(self.tokenizer, "drum_program_token_id"),
+                self.max_pitch_shift,
+                self.generator,
+            )
+        if self.mask_ratio > 0:
+            batch["input_ids"], masked = mask_for_finetuning(
+                batch["input_ids"], maskable, self.mask_ratio, self.generator, self.mask_token_id
+            )
+            batch["masked_positions"] = masked
+            if "labels" in batch and batch["labels"].dim() == 2:
+                batch["labels"] = batch["labels"].masked_fill(masked, IGNORE_INDEX)
+        return batch
+
+
+@dataclass
+class DataCollatorForOctupleMLM:
+    """Pads Octuple rows and corrupts them for masked-LM: random (BERT) or bar-level (MusicBERT) choice.
+
+    Args:
+        tokenizer (`OctupleTokenizer`, *optional*): gives ``vocab_sizes`` and the PAD / MASK ids.
+        vocab_sizes (sequence of 8 ints, *optional*): the attribute vocabulary sizes, when no tokenizer is given.
+        strategy (`str`): ``"random"`` (``mlm_probability`` of the notes, all attributes) or ``"bar"``
+            (MusicBERT: one attribute for all notes of a bar, about ``mlm_probability`` of the cells).
+        mlm_probability (`float`): fraction of notes (or cells) chosen.
+        mask_prob (`float`): probability that a chosen token becomes MASK.
+        random_prob (`float`): probability that it becomes a random id (the rest is left unchanged).
+        pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
+        seed (`int`, *optional*): seed of the internal generator.
+
+    Returns (when called on a list of rows):
+        dict with ``input_ids`` (corrupted, B x L x 8), ``attention_mask``, ``labels`` (B, L, 8) with -100 outside
+        the chosen tokens/cells, ``corrupted`` (B, L) bool, ``segment_id`` (B,) when present. A ``labels`` column of
+        the rows (a downstream label) is replaced.
+    """
+
+    tokenizer: Any = None
+    vocab_sizes: Optional[Sequence[int]] = None
+    strategy: str = "random"
+    mlm_probability: float = 0.15
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    pad_to_multiple_of: Optional[int] = None
+    seed: Optional[int] = None
+    generator: torch.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("random", "bar"):
+            raise ValueError(f"strategy must be 'random' or 'bar', got {self.strategy!r}")
+        if self.vocab_sizes is None:
+            self.vocab_sizes = _tokenizer_value(self.tokenizer, "vocab_sizes")
+        if self.vocab_sizes is None or len(self.vocab_sizes) != 8:
+            raise ValueError("DataCollatorForOctupleMLM needs a tokenizer or vocab_sizes (8 ints)")
+        if bool(np.any(np.asarray(self.vocab_sizes) <= NUM_SPECIAL_TOKENS)):
+            raise ValueError(f"vocab_sizes must all exceed {NUM_SPECIAL_TOKENS}, got {list(self.vocab_sizes)}")
+        self.generator = torch.Generator()
+        if self.seed is not None:
+            self.generator.manual_seed(self.seed)
+        else:
+            self.generator.seed()
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        pad_id = int(_tokenizer_value(self.tokenizer, "pad_token_id", PAD_ID))
+        mask_id = int(_tokenizer_value(self.tokenizer, "mask_token_id", MASK_ID))
+        batch = pad_octuple_batch(rows, pad_id, self.pad_to_multiple_of)
+        batch.pop("labels", None)
+        maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+        if self.strategy == "random":
+            chosen = choose_random_positions(maskable, self.mlm_probability, self.generator)
+        else:
+            chosen = choose_bar_positions(batch["input_ids"], maskable, self.mlm_probability, self.generator)
+        ids, labels, corrupted = corrupt(
+            batch["input_ids"], chosen, self.vocab_sizes, mask_id, self.generator, self.mask_prob, self.random_prob
+        )
+        batch.update(input_ids=ids, labels=labels, corrupted=corrupted)
+        return batch

@@ -1,0 +1,270 @@
+"""Which tokens to mask, and how to corrupt them: the primitives shared by pre-training and the collators.
+
+Every function works on whole batches with tensor operations only (no Python loop over tokens or batch
+rows), on CPU or CUDA tensors, and draws its randomness from an optional ``torch.Generator`` so that a
+seeded run is reproducible. A generator on another device than the data is accepted (the random numbers
+are drawn on the generator's device and moved).
+
+Shapes: ``input_ids`` is ``(B, L, 8)`` (one row of eight attribute ids per note, see
+``constants.ATTRIBUTE_NAMES``), ``attention_mask`` and position masks are ``(B, L)``; bar-level choices are
+``(B, L, 8)`` (one flag per token and attribute).
+
+The four functions that choose positions never choose an unmaskable position (padding, BOS, EOS).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .constants import BAR, BOS_ID, EOS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
+
+__all__ = [
+    "maskable_positions",
+    "choose_random_positions",
+    "choose_bar_positions",
+    "choose_top_scored_positions",
+    "corrupt",
+    "mask_for_finetuning",
+]
+
+IGNORE_INDEX = -100
+
+
+def _rand(shape, generator: Optional[torch.Generator], device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) numbers drawn on the generator's device, returned on ``device``."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def _per_row_count(maskable: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``round(ratio * n_maskable)`` per row, at least 1 where the row has a maskable position and ratio > 0."""
+    n = maskable.sum(dim=1)
+    k = torch.round(n.to(torch.float64) * ratio).to(torch.long)
+    if ratio > 0:
+        k = torch.maximum(k, (n > 0).to(torch.long))
+    return torch.minimum(k, n)
+
+
+def maskable_positions(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Positions holding a real note: inside the attention mask and not a PAD, BOS or EOS row.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): Octuple ids.
+        attention_mask (`torch.Tensor` of shape `(B, L)`, *optional*): 1 for real rows, 0 for padding.
+            When omitted every position is considered inside the sequence.
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, L)`. A row is a note as soon as one attribute holds a non-special
+        id (a note with a hidden attribute, e.g. the velocity task's MASK velocity, is still a note), or
+        when it holds MASK (a note masked earlier).
+    """
+    if input_ids.dim() != 3:
+        raise ValueError(f"input_ids must have shape (B, L, 8), got {tuple(input_ids.shape)}")
+    structural = (input_ids == PAD_ID) | (input_ids == BOS_ID) | (input_ids == EOS_ID)
+    maskable = ~structural.all(dim=-1)
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape[:2]:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} does not match input_ids "
+                f"{tuple(input_ids.shape[:2])}"
+            )
+        maskable = maskable & attention_mask.bool()
+    return maskable
+
+
+def choose_top_scored_positions(
+    scores: torch.Tensor, maskable: torch.Tensor, k: Union[int, torch.Tensor]
+) -> torch.Tensor:
+    """The ``k`` maskable positions with the highest score in each row.
+
+    Args:
+        scores (`torch.Tensor` of shape `(B, L)`): any real scores (NaN counts as the lowest score).
+        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
+        k (`int` or `torch.Tensor` of shape `(B,)`): how many positions to choose per row; clipped to the
+            number of maskable positions of the row.
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, L)` with exactly ``min(k, n_maskable)`` True per row. Ties are broken
+        deterministically: among equal scores the earlier position wins.
+    """
+    if scores.shape != maskable.shape:
+        raise ValueError(f"scores shape {tuple(scores.shape)} != maskable shape {tuple(maskable.shape)}")
+    batch, length = scores.shape
+    if not torch.is_tensor(k):
+        k = torch.full((batch,), int(k), dtype=torch.long, device=scores.device)
+    k = k.to(device=scores.device, dtype=torch.long).reshape(-1)
+    if k.numel() != batch:
+        raise ValueError(f"k must hold one count per row ({batch}), got {k.numel()}")
+    s = scores.detach().float().nan_to_num(nan=float("-inf"))
+    s = s.masked_fill(~maskable, float("-inf"))
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(length, device=scores.device).expand(batch, length))
+    return (ranks < k.unsqueeze(1)) & maskable
+
+
+def choose_random_positions(
+    maskable: torch.Tensor, ratio: float = 0.15, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Uniformly random positions: exactly ``round(ratio * n_maskable)`` per row (at least 1 when possible).
+
+    Args:
+        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
+        ratio (`float`): fraction of the maskable positions to choose, in [0, 1].
+        generator (`torch.Generator`, *optional*): source of randomness.
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, L)`.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    scores = _rand(maskable.shape, generator, maskable.device)
+    return choose_top_scored_positions(scores, maskable, _per_row_count(maskable, ratio))
+
+
+def choose_bar_positions(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    ratio: float = 0.15,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """MusicBERT's bar-level masking: choose (bar, attribute) pairs and mask that attribute for every note of the bar.
+
+    In each row the (bar, attribute) groups are visited in random order and chosen until the chosen cells
+    reach ``round(ratio * 8 * n_maskable)`` (at least one group when the row has a note), so about ``ratio``
+    of the maskable (token, attribute) cells are chosen (it overshoots by at most one bar's worth of cells).
+    A chosen attribute cannot be copied from a neighbouring note of the same bar, since all of them are
+    chosen together.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): Octuple ids; the bar attribute
+            (``constants.BAR``) groups the notes.
+        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
+        ratio (`float`): target fraction of maskable cells, in [0, 1].
+        generator (`torch.Generator`, *optional*): source of randomness.
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, L, 8)`.
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1], got {ratio}")
+    device = input_ids.device
+    batch, length, n_attr = input_ids.shape
+    chosen = torch.zeros((batch, length, n_attr), dtype=torch.bool, device=device)
+    if ratio == 0 or not bool(maskable.any()):
+        return chosen
+    bars = input_ids[..., BAR].long()
+    span = int(bars.max()) + 1
+    rows = torch.arange(batch, device=device).unsqueeze(1).expand(batch, length)
+    keys = (rows * span + bars)[maskable]  # one key per (row, bar) for every maskable token
+    group_keys, token_group, group_size = torch.unique(keys, return_inverse=True, return_counts=True)
+    group_row = torch.div(group_keys, span, rounding_mode="floor")
+    n_groups = group_keys.numel()
+
+    # Cells = (group, attribute). Sort them by (row, random score) and take the prefix of each row.
+    cell_row = group_row.repeat_interleave(n_attr)
+    cell_size = group_size.repeat_interleave(n_attr)
+    sort_key = cell_row.to(torch.float64) * 2.0 + _rand((n_groups * n_attr,), generator, device, torch.float64)
+    order = torch.argsort(sort_key)
+    sorted_row, sorted_size = cell_row[order], cell_size[order]
+    target = _per_row_count(maskable, ratio) * n_attr  # cells wanted per row (n_maskable * 8 * ratio)
+    row_total = maskable.sum(dim=1) * n_attr
+    row_offset = torch.cumsum(row_total, 0) - row_total  # cells of the previous rows
+    before = torch.cumsum(sorted_size, 0) - sorted_size - row_offset[sorted_row]
+    take_sorted = before < target[sorted_row]
+    take = torch.empty_like(take_sorted)
+    take[order] = take_sorted
+    chosen[maskable] = take.view(n_groups, n_attr)[token_group]
+    return chosen
+
+
+def corrupt(
+    input_ids: torch.Tensor,
+    chosen: torch.Tensor,
+    vocab_sizes: Union[Sequence[int], torch.Tensor],
+    mask_token_id: int = MASK_ID,
+    generator: Optional[torch.Generator] = None,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BERT-style corruption of the chosen positions.
+
+    Each chosen token (``chosen`` of shape `(B, L)`) becomes MASK in all eight attributes with probability
+    ``mask_prob``, a random non-special id in each attribute with probability ``random_prob``, and stays
+    unchanged otherwise. With a bar-level choice (``chosen`` of shape `(B, L, 8)`) the same draw is made per
+    chosen (token, attribute) cell and only that attribute changes.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): uncorrupted ids (not modified).
+        chosen (`torch.BoolTensor` of shape `(B, L)` or `(B, L, 8)`): the positions (or cells) to corrupt.
+        vocab_sizes (sequence of 8 ints or tensor): size of each attribute vocabulary; random ids are drawn
+            uniformly in ``[NUM_SPECIAL_TOKENS, vocab_size)``.
+        mask_token_id (`int`): the MASK id (the same in every attribute).
+        generator (`torch.Generator`, *optional*): source of randomness.
+        mask_prob (`float`): probability of MASK.
+        random_prob (`float`): probability of a random id; ``1 - mask_prob - random_prob`` is left unchanged.
+
+    Returns:
+        `(corrupted_ids, labels, corrupted)`: corrupted ids `(B, L, 8)`; labels `(B, L, 8)` holding the
+        original id at the chosen tokens (all attributes) or cells and -100 elsewhere; `corrupted` bool
+        `(B, L)`: True where MASK or a random id was written (in at least one attribute).
+    """
+    if input_ids.dim() != 3:
+        raise ValueError(f"input_ids must have shape (B, L, 8), got {tuple(input_ids.shape)}")
+    if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1 + 1e-9:
+        raise ValueError(f"need mask_prob, random_prob >= 0 with sum <= 1, got {mask_prob}, {random_prob}")
+    device = input_ids.device
+    vocab = torch.as_tensor(vocab_sizes, dtype=torch.long, device=device).reshape(-1)
+    if vocab.numel() != input_ids.shape[-1]:
+        raise ValueError(f"vocab_sizes has {vocab.numel()} entries, input_ids has {input_ids.shape[-1]} attributes")
+    if bool((vocab <= NUM_SPECIAL_TOKENS).any()):
+        raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got {vocab.tolist()}")
+    chosen = chosen.bool()
+    if chosen.dim() == 2:
+        if chosen.shape != input_ids.shape[:2]:
+            raise ValueError(f"chosen shape {tuple(chosen.shape)} does not match input_ids {tuple(input_ids.shape)}")
+        draw = _rand(chosen.shape, generator, device).unsqueeze(-1)  # one decision per token
+        cells = chosen.unsqueeze(-1).expand_as(input_ids)
+    elif chosen.shape == input_ids.shape:
+        draw = _rand(chosen.shape, generator, device)  # one decision per (token, attribute)
+        cells = chosen
+    else:
+        raise ValueError(f"chosen must be (B, L) or (B, L, 8), got {tuple(chosen.shape)} for {tuple(input_ids.shape)}")
+    to_mask = cells & (draw < mask_prob)
+    to_random = cells & (draw >= mask_prob) & (draw < mask_prob + random_prob)
+    n_regular = (vocab - NUM_SPECIAL_TOKENS).to(torch.float64)
+    random_ids = (_rand(input_ids.shape, generator, device, torch.float64) * n_regular).long() + NUM_SPECIAL_TOKENS
+    random_ids = torch.minimum(random_ids, vocab - 1)
+    corrupted_ids = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
+    corrupted_ids = torch.where(to_random, random_ids.to(input_ids.dtype), corrupted_ids)
+    labels = torch.where(cells, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    corrupted = (to_mask | to_random).any(dim=-1)
+    return corrupted_ids, labels, corrupted
+
+
+def mask_for_finetuning(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    ratio: float = 0.15,
+    generator: Optional[torch.Generator] = None,
+    mask_token_id: int = MASK_ID,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask fine-tuning (SPEC section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.
+
+    Args:
+        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): ids (not modified).
+        maskable (`torch.BoolTensor` of shape `(B, L)`): the notes that may be masked.
+        ratio (`float`): fraction of notes to mask (reference code 0.15, paper summary 0.3). 0 masks nothing.
+        generator (`torch.Generator`, *optional*): source of randomness.
+        mask_token_id (`int`): the MASK id.
+
+    Returns:
+        `(masked_ids, mask)`: ids `(B, L, 8)` and the bool `(B, L)` of masked positions (token tasks leave
+        these out of the loss and the accuracy).
+    """
+    mask = choose_random_positions(maskable, ratio, generator)
+    masked_ids = input_ids.masked_fill(mask.unsqueeze(-1), mask_token_id)
+    return masked_ids, mask
+

@@ -1,0 +1,109 @@
+"""Tests of the generic dataset builder (adversarial_midibert.data.builder) on tiny synthetic MIDI folders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from symusic import Note, Score, Tempo, TimeSignature, Track
+
+from adversarial_midibert.constants import BOS_ID, EOS_ID, MASK_ID, VELOCITY
+from adversarial_midibert.data.builder import build_dataset, format_summary, load_task_dataset, save, split_pieces
+from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+
+
+def write_midi(path, n_notes=40, base=60, velocity=64, tracks=1):
+    score = Score(480)
+    score.tempos = [Tempo(0, 120.0)]
+    score.time_signatures = [TimeSignature(0, 4, 4)]
+    for t in range(tracks):
+        track = Track(name=f"T{t}", program=0)
+        track.notes = Note.from_numpy(
+            (np.arange(n_notes) * 240).astype(np.int32),
+            np.full(n_notes, 240, np.int32),
+            (base + t * 5 + np.arange(n_notes) % 12).astype(np.int8),
+            np.full(n_notes, velocity, np.int8),
+        )
+        score.tracks.append(track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    score.dump_midi(str(path))
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    root = tmp_path / "midi"
+    for label in ("a", "b"):
+        for i in range(5):
+            write_midi(root / label / f"{label}{i}.mid", n_notes=30 + 10 * i, base=50 + 10 * (label == "b"))
+    (root / "a" / "empty.mid").write_bytes(b"")
+    (root / "b" / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    return root
+
+
+def test_folder_with_corrupt_and_empty_files_builds_and_reports_both(folder, tmp_path):
+    tok = OctupleTokenizer(max_seq_len=16)
+    ds = build_dataset(folder, labels="folder", splits=(0.6, 0.2, 0.2), tokenizer=tok, task="toy")
+    skipped = {s["piece_id"]: s["reason"] for s in ds.build_report["skipped"]}
+    assert set(skipped) == {"a/empty", "b/corrupt"}
+    assert "empty" in skipped["a/empty"]
+    assert set(ds) == {"train", "validation", "test"}
+    pieces = {name: set(split["piece_id"]) for name, split in ds.items()}
+    assert not (pieces["train"] & pieces["validation"]) and not (pieces["train"] & pieces["test"])
+    assert not (pieces["validation"] & pieces["test"])
+    assert ds.task_info["label_names"] == ["a", "b"] and ds.task_info["num_labels"] == 2
+    train = ds["train"]
+    assert set(train.column_names) == {"input_ids", "attention_mask", "labels", "piece_id", "segment_id"}
+    assert train["segment_id"] == list(range(len(train)))
+    row = np.asarray(train[0]["input_ids"])
+    assert row.shape[1] == 8 and row.shape[0] <= 16
+    assert (row[0] == BOS_ID).all() and (row[-1] == EOS_ID).all()
+    assert len(train) > len(pieces["train"])  # long pieces are cut into several segments
+    counts = ds.build_report["splits"]["train"]
+    assert counts["pieces"] == len(pieces["train"]) and counts["segments"] == len(train)
+    assert sum(counts["class_counts_pieces"].values()) == counts["pieces"]
+    text = format_summary(ds)
+    assert "skipped files: 2" in text and "corrupt" in text
+
+    out = save(ds, tmp_path / "saved")
+    assert json.loads((out / "build_report.json").read_text())["skipped"]
+    loaded, info, tokenizer = load_task_dataset(out)
+    assert info["task"] == "toy" and tokenizer.max_seq_len == 16
+    assert loaded["train"]["input_ids"] == train["input_ids"]
+
+
+def test_token_task_hidden_attribute_and_parallel_cache(folder, tmp_path):
+    files = sorted(p for p in folder.rglob("*.mid") if p.stat().st_size > 100)
+
+    ds = build_dataset(files, task_type="token", token_label_fn=_first_track_labels, splits=(0.5, 0.25, 0.25),
+                       tokenizer=OctupleTokenizer(max_seq_len=32), num_proc=2, hidden_attributes=["velocity"],
+                       label_names=["x"], cache_dir=tmp_path / "cache")
+    row = ds["train"][0]
+    ids, labels = np.asarray(row["input_ids"]), np.asarray(row["labels"])
+    assert len(labels) == len(ids) and labels[0] == labels[-1] == -100 and (labels[1:-1] == 0).all()
+    assert (ids[1:-1, VELOCITY] == MASK_ID).all() and ds.task_info["hidden_attributes"] == ["velocity"]
+    assert list((tmp_path / "cache").glob("*.arrow"))
+
+
+def _first_track_labels(score, track_index, note_index):
+    return np.where(np.asarray(track_index) == 0, 0, -100)
+
+
+def test_split_pieces_mapping_and_errors():
+    assignment, not_in, missing = split_pieces(["a", "b", "c"], {"train": ["a"], "valid": ["b", "z"]})
+    assert assignment == {"train": ["a"], "validation": ["b"], "test": []}
+    assert not_in == ["c"] and missing == ["z"]
+    with pytest.raises(ValueError, match="both"):
+        split_pieces(["a"], {"train": ["a"], "test": ["a"]})
+    stratified, _, _ = split_pieces([f"p{i}" for i in range(20)], (0.8, 0.1, 0.1), ["x"] * 10 + ["y"] * 10)
+    assert len(stratified["train"]) == 16 and {p for p in stratified["test"]} & {"p0", "p1", "p2", "p3", "p4", "p5",
+                                                                                  "p6", "p7", "p8", "p9"}
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        build_dataset(tmp_path / "nope")
+    with pytest.raises(ValueError, match="task_type"):
+        build_dataset([], task_type="bogus")
+    with pytest.raises(ValueError, match="token_label_fn"):
+        build_dataset([], task_type="token")

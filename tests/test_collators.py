@@ -1,0 +1,125 @@
+"""Tests of the collators (adversarial_midibert.data.collators): padding, pitch shift, mask fine-tuning, MLM."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from adversarial_midibert.constants import BOS_ID, EOS_ID, MASK_ID, PAD_ID, PITCH, PROGRAM
+from adversarial_midibert.data.collators import DataCollatorForOctuple, DataCollatorForOctupleMLM
+
+VOCAB = [40, 30, 20, 92, 30, 20, 10, 12]
+PITCH_LOW, PITCH_HIGH = 21, 108  # ids 4..91
+DRUM = 19
+
+
+def fake_tokenizer():
+    return SimpleNamespace(
+        vocab_sizes=VOCAB,
+        pad_token_id=PAD_ID,
+        mask_token_id=MASK_ID,
+        pitch_range=(PITCH_LOW, PITCH_HIGH),
+        pitch_token_id=lambda p: 4 + p - PITCH_LOW,
+        drum_program_token_id=DRUM,
+    )
+
+
+def make_rows(n=6, seed=0, token_labels=False):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        length = int(rng.integers(5, 40))
+        ids = np.stack([rng.integers(4, v, size=length) for v in VOCAB], axis=1)
+        ids[0], ids[-1] = BOS_ID, EOS_ID
+        ids[1:3, PROGRAM] = DRUM  # two drum notes per segment
+        if i == 0:
+            ids[3:-1, PITCH] = 4 + 100 - PITCH_LOW  # high notes: only downward shifts fit
+        labels = rng.integers(0, 3, size=length).tolist() if token_labels else int(rng.integers(0, 4))
+        if token_labels:
+            labels[0] = labels[-1] = -100
+        rows.append({"input_ids": ids.tolist(), "attention_mask": [1] * length, "labels": labels,
+                     "piece_id": f"p{i}", "segment_id": i})
+    return rows
+
+
+def test_padding_and_labels():
+    rows = make_rows(token_labels=True)
+    batch = DataCollatorForOctuple(pad_to_multiple_of=8, seed=0)(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert batch["input_ids"].shape[1] % 8 == 0 and batch["input_ids"].shape[1] >= max(lengths)
+    for i, n in enumerate(lengths):
+        assert (batch["input_ids"][i, n:] == PAD_ID).all()
+        assert batch["attention_mask"][i, :n].all() and not batch["attention_mask"][i, n:].any()
+        assert (batch["labels"][i, n:] == -100).all()
+        assert batch["labels"][i, :n].tolist() == rows[i]["labels"]
+    assert batch["segment_id"].tolist() == list(range(len(rows)))
+    seq = DataCollatorForOctuple()(make_rows())
+    assert seq["labels"].shape == (6,)
+
+
+def test_pitch_shift_stays_in_vocab_and_spares_drums_and_specials():
+    rows = make_rows(n=16)
+    plain = DataCollatorForOctuple()(rows)
+    collator = DataCollatorForOctuple(tokenizer=fake_tokenizer(), pitch_shift=True, seed=3)
+    shifts = set()
+    for _ in range(5):
+        batch = collator(rows)
+        ids, ref = batch["input_ids"], plain["input_ids"]
+        delta = ids[..., PITCH] - ref[..., PITCH]
+        note = plain["attention_mask"].bool() & (ref[..., PITCH] >= 4)
+        drum = ref[..., PROGRAM] == DRUM
+        assert (delta[~note | drum] == 0).all()  # specials, padding and drums untouched
+        assert (ids[..., [a for a in range(8) if a != PITCH]] == ref[..., [a for a in range(8) if a != PITCH]]).all()
+        pitched = note & ~drum
+        assert (ids[..., PITCH][pitched] >= 4).all() and (ids[..., PITCH][pitched] <= 91).all()
+        per_row = [set(delta[b][pitched[b]].tolist()) for b in range(len(rows))]
+        assert all(len(s) <= 1 for s in per_row)  # one shift per segment
+        assert all(-11 <= k <= 11 for s in per_row for k in s)
+        assert per_row[0] <= set(range(-11, 9))  # row 0: pitch 100 can go up 8 at most
+        shifts |= {k for s in per_row for k in s}
+    assert len(shifts) > 5
+
+
+def test_mask_finetuning_excludes_masked_positions_from_token_labels():
+    rows = make_rows(token_labels=True)
+    batch = DataCollatorForOctuple(mask_ratio=0.3, seed=0)(rows)
+    masked = batch["masked_positions"]
+    assert masked.any()
+    assert (batch["input_ids"][masked] == MASK_ID).all()
+    assert (batch["labels"][masked] == -100).all()
+    assert not (masked & ~batch["attention_mask"].bool()).any()
+    assert not masked[:, 0].any()  # never BOS
+
+
+def test_collator_determinism_with_seed():
+    rows = make_rows(token_labels=True)
+    make = lambda: DataCollatorForOctuple(tokenizer=fake_tokenizer(), pitch_shift=True, mask_ratio=0.2, seed=11)
+    a, b = make()(rows), make()(rows)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    m1, m2 = DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=5), DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=5)
+    a, b = m1(rows), m2(rows)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("strategy", ["random", "bar"])
+def test_mlm_collator(strategy):
+    rows = make_rows(n=8)
+    plain = DataCollatorForOctuple()(rows)
+    batch = DataCollatorForOctupleMLM(vocab_sizes=VOCAB, strategy=strategy, seed=0)(rows)
+    assert batch["labels"].shape == batch["input_ids"].shape
+    real = plain["attention_mask"].bool()
+    special = ~real | (plain["input_ids"][..., 0] <= EOS_ID)
+    assert torch.equal(batch["input_ids"][special], plain["input_ids"][special])  # PAD/BOS/EOS untouched
+    assert (batch["labels"][special] == -100).all()
+    chosen = batch["labels"] != -100
+    assert chosen.any() and torch.equal(batch["labels"][chosen], plain["input_ids"][chosen])
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="pitch_shift"):
+        DataCollatorForOctuple(pitch_shift=True)
+    with pytest.raises(ValueError, match="row 0"):
+        DataCollatorForOctuple()([{"input_ids": [[1, 2, 3]]}])
