@@ -107,3 +107,11 @@ def test_bad_arguments_are_named(tmp_path):
         build_dataset([], task_type="bogus")
     with pytest.raises(ValueError, match="token_label_fn"):
         build_dataset([], task_type="token")
+
+
+def test_pretrain_build_without_test_split_saves_and_loads(folder, tmp_path):
+    ds = build_dataset(folder, task_type="pretrain", splits=(0.8, 0.2, 0.0), tokenizer=OctupleTokenizer(max_seq_len=32))
+    assert len(ds["test"]) == 0
+    loaded, info, _ = load_task_dataset(save(ds, tmp_path / "pretrain"))
+    assert set(loaded) == {"train", "validation"} and info["task_type"] == "pretrain"
+    assert loaded["train"]["input_ids"] == ds["train"]["input_ids"]

@@ -558,9 +558,13 @@ def save(dataset, output_dir: Union[str, os.PathLike]) -> Path:
     for attr in ("build_report", "task_info", "tokenizer"):
         if not hasattr(dataset, attr):
             raise ValueError(f"dataset has no '{attr}' attribute: save() expects the result of build_dataset()")
+    from datasets import DatasetDict  # noqa: PLC0415
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dataset.save_to_disk(str(output_dir))
+    # An empty split (the pre-training sets have no test split) cannot be read back by load_from_disk: leave it out;
+    # the build report still lists it with zero pieces.
+    DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(output_dir))
     (output_dir / BUILD_REPORT_NAME).write_text(json.dumps(dataset.build_report, indent=1) + "\n")
     (output_dir / TASK_INFO_NAME).write_text(json.dumps(dataset.task_info, indent=1) + "\n")
     dataset.tokenizer.save_pretrained(output_dir)

@@ -1,0 +1,126 @@
+"""examples/finetune.py end to end on tiny real data sets (composer: sequence, melody: token); run_ablation's table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from adversarial_midibert.constants import TOKENIZER_FILE_NAME
+
+
+def _load_example(repo_root, name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", repo_root / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def finetune(repo_root):
+    return _load_example(repo_root, "finetune")
+
+
+def _build(task, data_root, folder):
+    from adversarial_midibert.data import build_recipe, save
+
+    save(build_recipe(task, data_root=data_root, max_seq_len=64, max_files=6, seed=0), folder)
+    return folder
+
+
+def _check_results(output, task, n_labels):
+    results = json.loads((output / "all_results.json").read_text())
+    assert results["task"] == task
+    for key in ("test_accuracy", "test_f1_macro", "eval_accuracy", "eval_f1_macro"):
+        assert 0.0 <= results[key] <= 1.0, key
+    for key in ("epoch", "train_runtime", "seed", "command"):
+        assert key in results
+    assert (output / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / TOKENIZER_FILE_NAME).is_file() and (output / "README.md").is_file()
+    assert not (output / "best_model").exists()
+    config = json.loads((output / "config.json").read_text())
+    assert len(config["id2label"]) == n_labels
+    return results, config
+
+
+def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
+    dataset = _build("composer", data_root, tmp_path / "composer")
+    output = tmp_path / "run"
+    finetune.main([
+        "--dataset", str(dataset), "--from_scratch", "--preset", "tiny", "--output_dir", str(output),
+        "--num_train_epochs", "2", "--max_train_samples", "16", "--max_eval_samples", "8",
+        "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--pitch_shift", "--seed", "1", "--cpu",
+    ])
+    results, config = _check_results(output, "composer", 8)
+    assert results["num_test_scored"] == 8 and results["pitch_shift"] and results["epochs_run"] == 2
+    assert config["architectures"] == ["AdvMidiBertForSequenceClassification"]
+    # The folder is ready for inference.
+    from adversarial_midibert.inference import AdvMidiBertPredictor
+
+    piece = sorted((data_root / "Pianist8" / "midi" / "Einaudi").glob("*.mid"))[0]
+    prediction = AdvMidiBertPredictor.from_pretrained(output, device="cpu").predict(piece)
+    assert len(prediction.probabilities) == 8
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    # Refuses to overwrite a finished run.
+    with pytest.raises(FileExistsError, match="all_results.json"):
+        finetune.main(["--dataset", str(dataset), "--from_scratch", "--output_dir", str(output)])
+
+
+def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_path):
+    """Token task, loaded from a masked-LM folder (heads dropped), mask fine-tuning, probing layer 1."""
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.data import load_task_dataset
+    from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+
+    dataset = _build("melody", data_root, tmp_path / "melody")
+    _, _, tokenizer = load_task_dataset(dataset)
+    pretrained = tmp_path / "pretrained"
+    config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64, attribute_embedding_size=16,
+                               max_position_embeddings=64)
+    torch.manual_seed(0)
+    AdvMidiBertForMaskedLM(config).save_pretrained(pretrained)
+    encoder_weight = "adv_midibert.encoder.layer.0.attention.self.query.weight"
+
+    output = tmp_path / "run"
+    finetune.main([
+        "--dataset", str(dataset), "--model_name_or_path", str(pretrained), "--output_dir", str(output),
+        "--num_train_epochs", "1", "--max_train_samples", "8", "--max_eval_samples", "4", "--mask_ratio", "0.3",
+        "--freeze_backbone", "--probe_layer", "1", "--learning_rate", "1e-3", "--cpu",
+    ])
+    results, saved = _check_results(output, "melody", 3)
+    assert saved["architectures"] == ["AdvMidiBertForTokenClassification"] and saved["num_hidden_layers"] == 1
+    assert results["num_test_scored"] > 0 and results["probe_layer"] == 1
+    # Frozen backbone: the encoder weights are the pre-trained ones.
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(pretrained / "model.safetensors")), load_file(str(output / "model.safetensors"))
+    assert torch.equal(before[encoder_weight], after[encoder_weight])
+
+
+def test_bad_flags_are_clear(finetune):
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--dataset", "x", "--output_dir", "y"])  # neither --from_scratch nor a model
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["--dataset", "x", "--output_dir", "y", "--from_scratch", "--probe_layer", "2"])
+
+
+def test_ablation_table_and_dry_run(repo_root, data_root, tmp_path, capsys):
+    ablation = _load_example(repo_root, "run_ablation")
+    for seed, acc in ((1, 0.5), (2, 0.7)):
+        run = tmp_path / "finetune" / "composer" / "adversarial" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "all_results.json").write_text(json.dumps({"test_accuracy": acc, "test_f1_macro": acc}))
+    table = ablation.collect(tmp_path, ["composer"], ["scratch", "adversarial"], [1, 2])
+    assert table["composer"]["scratch"]["missing"] == [1, 2]
+    text = ablation.markdown_table(table, ["scratch", "adversarial"], "budget")
+    assert "60.00 ± 14.14 (n=2)" in text and "97.92" in text and "75.7" in text
+
+    ablation.main(["--data_root", str(data_root), "--work_dir", str(tmp_path / "dry"), "--budget", "smoke",
+                   "--tasks", "velocity", "--variants", "scratch,adversarial-detached", "--dry_run"])
+    out = capsys.readouterr().out
+    assert "pretrain.py" in out and "--detach_masker" in out and "finetune.py" in out and "--from_scratch" in out
