@@ -1,0 +1,76 @@
+"""Model size presets for pre-training: plain data, one dict of config arguments per name.
+
+- ``tiny``: for tests (seconds on a CPU).
+- ``small``: for a CPU (the default of ``examples/pretrain.py``, a few minutes on two cores).
+- ``base``: the paper's BERT-base (hidden 768, 12 layers, 12 heads, FFN 3072, 256-dim attribute embeddings,
+  segments of 1024 notes).
+
+Use :func:`preset_config_kwargs` to get a copy of the arguments for ``AdvMidiBertConfig``, and
+:func:`parse_config_overrides` for ``--config_overrides "hidden_size=128,num_hidden_layers=2"``.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+__all__ = ["PRESETS", "preset_config_kwargs", "parse_config_overrides"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        attribute_embedding_size=32,
+        max_position_embeddings=128,
+    ),
+    "small": dict(
+        hidden_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=1024,
+        attribute_embedding_size=64,
+        max_position_embeddings=256,
+    ),
+    "base": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        attribute_embedding_size=256,
+        max_position_embeddings=1024,
+    ),
+}
+
+
+def preset_config_kwargs(name: str) -> dict[str, Any]:
+    """A copy of the config arguments of preset ``name`` (one of ``tiny``, ``small``, ``base``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def parse_config_overrides(text: str | None) -> dict[str, Any]:
+    """Parse ``"key=value,key=value"`` (values as Python literals, else strings) into a dict.
+
+    Args:
+        text (`str`, *optional*): the overrides; empty or ``None`` gives ``{}``.
+    """
+    out: dict[str, Any] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ValueError(f"--config_overrides: {item!r} is not of the form key=value (in {text!r})")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if not key.isidentifier():
+            raise ValueError(f"--config_overrides: {key!r} is not a valid config attribute name")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out

@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Cost of one pre-training step: adversarial vs. its detached variant vs. the random and bar baselines.
+
+All four run through :class:`adversarial_midibert.pretraining.AdversarialMLM` on the same model and the same
+synthetic batch (full-length segments), in one process: warm-up, then several timed rounds of forward + backward
++ optimizer step, the variants interleaved within each round (robust to a busy machine), median reported. Prints seconds per step, tokens (notes) per second and the ratios
+adversarial/random and detached/random. Targets: adversarial/random <= 2.05 (two forward + backward passes through
+the encoder are the floor), detached/random <= 1.4.
+
+On CUDA it also prints the model FLOPs utilisation and the peak memory. FLOPs per token of one forward + backward
+are counted as ``6 * N + 12 * n_layers * hidden * seq_len`` (N = encoder + embedding-projection parameters; the
+attention term is the QK^T and AV products, forward + backward), which gives about 638 MFLOP per token for
+BERT-base at length 1024 — the figure used by the MidiBERT papers' compute estimates. The MLM heads and the masker
+add their own parameters to N. The adversarial step counts its masker pass as a second forward + backward (a
+forward only when detached, 2 * N + attention / 3).
+
+Examples::
+
+    python benchmarks/pretrain_step.py --preset small --batch_size 8 --seq_len 256
+    python benchmarks/pretrain_step.py --preset base --batch_size 16 --seq_len 1024 --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This folder holds benchmarks/tokenize.py, which would shadow the standard library's tokenize: take the script's
+# folder off the path and put the repository root on it instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noqa: E402
+from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
+from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
+
+# miditok Octuple vocabulary sizes of the default tokenizer (order of constants.ATTRIBUTE_NAMES); only their
+# sizes matter here (the MLM heads' cost).
+DEFAULT_VOCAB = [260, 132, 133, 92, 68, 36, 20, 36]
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+VARIANTS = (("adversarial", False), ("adversarial", True), ("random", False), ("bar", False))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS), help="Model size.")
+    p.add_argument("--batch_size", type=int, default=8, help="Segments per step.")
+    p.add_argument("--seq_len", type=int, default=None, help="Rows per segment (default: the preset's maximum).")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="Autocast dtype of the step.")
+    p.add_argument("--warmup", type=int, default=2, help="Untimed steps per variant.")
+    p.add_argument("--repeats", type=int, default=5, help="Timed steps per variant (median reported).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's.")
+    return p.parse_args(argv)
+
+
+def synthetic_batch(batch_size: int, seq_len: int, vocab, device, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    v = torch.tensor(vocab)
+    ids = (torch.rand(batch_size, seq_len, NUM_ATTRIBUTES, generator=g) * (v - 4)).long() + 4
+    ids[:, :, 0] = torch.sort(ids[:, :, 0] % 16, dim=1).values + 4  # bars ascend, as in real segments
+    ids[:, 0], ids[:, -1] = BOS_ID, EOS_ID
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device),
+        "segment_id": torch.arange(batch_size, device=device),
+    }
+
+
+def flops_per_token(config, seq_len: int, n_params: int) -> float:
+    """Forward + backward FLOPs per token: 6 N + attention (12 * layers * hidden * seq_len)."""
+    return 6.0 * n_params + 12.0 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kwargs = preset_config_kwargs(args.preset)
+    seq_len = args.seq_len or kwargs["max_position_embeddings"]
+    if seq_len > kwargs["max_position_embeddings"]:
+        raise SystemExit(f"--seq_len {seq_len} exceeds the {args.preset} preset's {kwargs['max_position_embeddings']}")
+    torch.manual_seed(args.seed)
+    config = AdvMidiBertConfig(vocab_sizes=DEFAULT_VOCAB, **kwargs)
+    model = AdvMidiBertForMaskedLM(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = synthetic_batch(args.batch_size, seq_len, DEFAULT_VOCAB, device, args.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    tokens = args.batch_size * seq_len
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16"
+                else contextlib.nullcontext())
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    print(f"preset {args.preset} ({n_params / 1e6:.2f} M parameters), batch {args.batch_size} x {seq_len}, "
+          f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+          f"dtype {args.dtype}, threads {torch.get_num_threads()}, {args.warmup} warm-up + {args.repeats} repeats")
+    steps = {}
+    for masking, detach in VARIANTS:
+        steps[masking + (" (detached)" if detach else "")] = AdversarialMLM(
+            model, masking=masking, detach_masker=detach).to(device).train()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    peak: dict[str, float] = {}
+    # Interleaved: every round times one step of each variant, so that a slow patch of the machine (other
+    # processes, clock changes) hits all variants alike; the median over rounds is reported.
+    for i in range(args.warmup + args.repeats):
+        for name, step in steps.items():
+            gen = step_generator(args.seed, i, 0, device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            sync()
+            t0 = time.perf_counter()
+            with autocast:
+                out = step(batch, generator=gen)
+            out.loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+            if device.type == "cuda":
+                peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+    results = {}
+    for name in steps:
+        sec = statistics.median(times[name])
+        results[name] = sec
+        spread = f"(min {min(times[name]) * 1000:.0f}, max {max(times[name]) * 1000:.0f})"
+        line = f"{name:24s} {sec * 1000:9.1f} ms/step {spread:22s} {tokens / sec:10.0f} tokens/s"
+        if device.type == "cuda":
+            passes = {"adversarial": 2.0, "adversarial (detached)": 4.0 / 3.0}.get(name, 1.0)
+            flops = passes * flops_per_token(config, seq_len, n_params) * tokens / sec
+            gpu = torch.cuda.get_device_name(device)
+            peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
+            mfu = f"  MFU {flops / (peak_tflops * 1e12):.1%}" if peak_tflops and args.dtype == "bf16" else ""
+            line += f"  {flops / 1e12:7.1f} TFLOP/s{mfu}  peak mem {peak[name]:.2f} GiB"
+        print(line, flush=True)
+    base = results["random"]
+    print(f"ratio adversarial/random = {results['adversarial'] / base:.2f} (target <= 2.05)")
+    print(f"ratio detached/random    = {results['adversarial (detached)'] / base:.2f} (target <= 1.4)")
+    print(f"ratio bar/random         = {results['bar'] / base:.2f}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

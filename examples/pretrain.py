@@ -1,0 +1,576 @@
+#!/usr/bin/env python
+"""Pre-train Adversarial-MidiBERT (adversarial masked LM) with Accelerate.
+
+Shaped like transformers' ``run_mlm_no_trainer.py``: arguments, set-up, data, model, optimizer, ``prepare``, the
+loop, evaluation, checkpoints, the final Hub-ready folder. The method itself (masker pass, mask book, losses,
+freezing) lives in :mod:`adversarial_midibert.pretraining`.
+
+With no data argument it builds (once, cached) the small embedded ``music21-pretrain`` corpus and pre-trains the
+``small`` preset in a few minutes on a CPU::
+
+    python examples/pretrain.py                      # or: accelerate launch examples/pretrain.py
+
+On your own data (a folder written by ``examples/prepare_data.py``)::
+
+    accelerate launch --mixed_precision bf16 examples/pretrain.py --dataset data/pop1k7 --preset base \\
+        --num_train_epochs 100 --per_device_train_batch_size 12 --output_dir outputs/pretrain-base \\
+        --checkpointing_steps epoch --with_tracking
+
+Baselines through the same code path: ``--masking random`` (BERT 15%) and ``--masking bar`` (MusicBERT).
+Resume: ``--resume_from_checkpoint latest`` (or a checkpoint folder). Two processes on a CPU:
+``torchrun --nproc_per_node 2 examples/pretrain.py --cpu ...``.
+"""
+
+from __future__ import annotations
+
+import time
+
+_PROCESS_START = time.time()  # the elapsed time printed at the end counts imports and the data build
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import SchedulerType, get_scheduler
+
+try:
+    import adversarial_midibert  # noqa: F401
+except ImportError:  # running from a source checkout without installing the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from adversarial_midibert.data.collators import pad_octuple_batch
+from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
+from adversarial_midibert.pretraining import (
+    MASKING_METHODS,
+    AdversarialMLM,
+    AttributeWeights,
+    MaskBook,
+    TrainingProgress,
+    UniformSampler,
+    freezing_pass,
+    step_generator,
+    step_seed,
+)
+
+logger = get_logger(__name__)
+
+DEFAULT_CORPUS = "music21-pretrain"
+DEFAULT_OUTPUT_DIR = "outputs/pretrain-music21"
+# The main job (no data argument): the small preset for a fixed number of steps, a few minutes on 2 CPU cores.
+DEFAULT_MAX_TRAIN_STEPS = 80
+SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Adversarial masked-LM pre-training of Adversarial-MidiBERT")
+    p.add_argument("--dataset", type=str, default=None,
+                   help="Folder written by examples/prepare_data.py (task 'pretrain' or any task: labels are "
+                        "ignored). Default: the embedded music21-pretrain corpus, built once into --cache_dir.")
+    p.add_argument("--cache_dir", type=str, default=None,
+                   help="Where the default corpus is built (default: ~/.cache/adversarial_midibert).")
+    p.add_argument("--model_name_or_path", type=str, default=None,
+                   help="Continue pre-training from this model folder instead of a fresh --preset model.")
+    p.add_argument("--preset", type=str, default="small", choices=sorted(PRESETS),
+                   help="Model size of a fresh model: tiny (tests), small (CPU), base (the paper's).")
+    p.add_argument("--config_overrides", type=str, default=None,
+                   help='Override config attributes of a fresh model, e.g. "hidden_size=128,num_hidden_layers=2".')
+    p.add_argument("--masking", type=str, default="adversarial", choices=MASKING_METHODS,
+                   help="adversarial (the method), random (BERT 15%%) or bar (MusicBERT bar-level).")
+    p.add_argument("--detach_masker", action="store_true",
+                   help="Masker pass without gradient into the encoder (only the masker head learns from it).")
+    p.add_argument("--masker_loss_weight", type=float, default=1.0, help="Weight of the masker MSE loss.")
+    p.add_argument("--reconstruction_weight", type=float, default=0.0,
+                   help="Weight of the all-token reconstruction term (0 = paper; the reference code uses 1).")
+    p.add_argument("--freeze_every", type=int, default=5,
+                   help="Run the freezing pass every this many epochs (reference code: 5; 0 disables).")
+    p.add_argument("--freeze_fraction", type=float, default=None,
+                   help="Freeze this constant fraction of the still-maskable notes per segment (the paper's "
+                        "summary: 0.15, with --freeze_every 15). Default: u ~ U(0.1, 0.3) per segment (reference).")
+    p.add_argument("--unfreeze_max", type=float, default=0.1,
+                   help="Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
+    p.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training segments.")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="Use only the first N validation segments.")
+    p.add_argument("--per_device_train_batch_size", type=int, default=8)
+    p.add_argument("--per_device_eval_batch_size", type=int, default=8)
+    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--weight_decay", type=float, default=0.01)
+    p.add_argument("--num_train_epochs", type=int, default=None,
+                   help="Epochs (default: 3 on a given --dataset; derived from --max_train_steps otherwise).")
+    p.add_argument("--max_train_steps", type=int, default=None,
+                   help=f"Optimizer steps; overrides --num_train_epochs (main job default: {DEFAULT_MAX_TRAIN_STEPS}).")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--lr_scheduler_type", type=SchedulerType, default="linear",
+                   choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                            "constant_with_warmup"])
+    p.add_argument("--num_warmup_steps", type=int, default=None,
+                   help="Warm-up steps (default: 5%% of the training steps).")
+    p.add_argument("--output_dir", type=str, default=None, help=f"Default: {DEFAULT_OUTPUT_DIR}.")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--checkpointing_steps", type=str, default=None,
+                   help="Save the run state every N optimizer steps, or 'epoch'.")
+    p.add_argument("--resume_from_checkpoint", type=str, default=None,
+                   help="A checkpoint folder, or 'latest' for the newest step_*/epoch_* in --output_dir.")
+    p.add_argument("--with_tracking", action="store_true", help="Log metrics with the --report_to trackers.")
+    p.add_argument("--report_to", type=str, default="tensorboard",
+                   help="Tracker(s) for --with_tracking: tensorboard, wandb, all...")
+    p.add_argument("--logging_steps", type=int, default=10, help="Log the running figures every N steps.")
+    p.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers.")
+    p.add_argument("--cpu", action="store_true", help="Force CPU (also ACCELERATE_USE_CPU=1).")
+    p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
+    p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
+    p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
+    p.add_argument("--debug_dump_mask_book", action="store_true",
+                   help="Write each process's mask-book fingerprint to output_dir/mask_book_rank{i}.txt.")
+    args = p.parse_args(argv)
+
+    if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
+        if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
+            p.error(f"--checkpointing_steps must be a positive integer or 'epoch', got {args.checkpointing_steps!r}")
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id namespace/name")
+    if args.freeze_fraction is not None and not 0 <= args.freeze_fraction <= 1:
+        p.error(f"--freeze_fraction must be in [0, 1], got {args.freeze_fraction}")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.dataset is None:  # the main job
+        args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
+        if args.max_train_steps is None and args.num_train_epochs is None:
+            args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
+    args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
+    return args
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------------------
+
+
+def resolve_dataset_dir(args, max_seq_len: int) -> Path:
+    """The dataset folder: ``--dataset``, or the default corpus built once into the cache.
+
+    The default corpus is the ``music21-pretrain`` recipe of :mod:`adversarial_midibert.data.recipes`: scores
+    shipped with the ``music21`` package, converted to MIDI once (cached), tokenised into segments of at most
+    ``max_seq_len`` rows and saved under ``<cache>/datasets/music21-pretrain-L<max_seq_len>`` (``<cache>`` is
+    ``--cache_dir`` or the parent of the music21 MIDI cache, ``~/.cache/adversarial_midibert`` by default).
+    """
+    if args.dataset is not None:
+        path = Path(args.dataset)
+        if not path.is_dir():
+            raise FileNotFoundError(f"--dataset {path}: no such folder (make one with examples/prepare_data.py)")
+        return path
+    from adversarial_midibert.data import build_recipe, default_cache_dir, save
+    from adversarial_midibert.data.builder import TASK_INFO_NAME
+
+    midi_cache = Path(args.cache_dir) / "music21_midi" if args.cache_dir else default_cache_dir()
+    target = midi_cache.parent / "datasets" / f"{DEFAULT_CORPUS}-L{max_seq_len}"
+    if (target / TASK_INFO_NAME).is_file():
+        logger.info(f"default corpus: reusing {target}")
+        return target
+    logger.info(f"default corpus: building {DEFAULT_CORPUS} (MIDI cache {midi_cache}) into {target}")
+    dataset = build_recipe(DEFAULT_CORPUS, max_seq_len=max_seq_len, music21_cache_dir=str(midi_cache),
+                           num_proc=max(1, min(2, os.cpu_count() or 1)))
+    for split in [name for name, ds in dataset.items() if len(ds) == 0]:
+        del dataset[split]  # the recipe has no test split; an empty split would not load back
+    save(dataset, target)
+    return target
+
+
+def find_tokenizer_file(dataset_dir: Path) -> Path | None:
+    for candidate in (dataset_dir / TOKENIZER_FILE_NAME, *sorted(dataset_dir.rglob(TOKENIZER_FILE_NAME))):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def collate(rows):
+    return pad_octuple_batch(rows)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Model
+# ------------------------------------------------------------------------------------------------------------
+
+
+def model_config_kwargs(args) -> dict:
+    """Config arguments of the model to train: the --preset with --config_overrides, or the saved model's."""
+    if args.model_name_or_path:
+        from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+
+        return AdvMidiBertConfig.from_pretrained(args.model_name_or_path).to_dict()
+    kwargs = preset_config_kwargs(args.preset)
+    kwargs.update(parse_config_overrides(args.config_overrides))
+    return kwargs
+
+
+def build_model(args, config_kwargs: dict, tokenizer):
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+
+    if args.model_name_or_path:
+        model = AdvMidiBertForMaskedLM.from_pretrained(args.model_name_or_path)
+        if tokenizer is not None and list(model.config.vocab_sizes) != list(tokenizer.vocab_sizes):
+            raise ValueError(f"--model_name_or_path {args.model_name_or_path}: vocabulary sizes "
+                             f"{list(model.config.vocab_sizes)} differ from the dataset tokenizer's "
+                             f"{list(tokenizer.vocab_sizes)}")
+        return model
+    kwargs = dict(config_kwargs)
+    kwargs.setdefault("vocab_sizes", list(tokenizer.vocab_sizes))
+    return AdvMidiBertForMaskedLM(AdvMidiBertConfig(**kwargs))
+
+
+def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
+    acc = (correct / total.clamp_min(1)).tolist()
+    return " ".join(f"{n}{a:.2f}" for n, a in zip(SHORT_NAMES, acc))
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    candidates = [p for p in output_dir.glob("*") if p.is_dir() and p.name.split("_")[0] in ("step", "epoch")]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+@torch.no_grad()
+def evaluate(accelerator, step_model, eval_dataloader, seed: int):
+    """Masked-token accuracy per attribute on the validation split, with the run's masking (no mask book), and the
+    masked-LM loss with uniform attribute weights (comparable across epochs). The masking is seeded per batch, so
+    every evaluation masks the same tokens."""
+    step_model.eval()
+    correct = torch.zeros(len(ATTRIBUTE_NAMES), dtype=torch.float64, device=accelerator.device)
+    total = torch.zeros_like(correct)
+    losses = []
+    uniform = torch.full((len(ATTRIBUTE_NAMES),), 1.0 / len(ATTRIBUTE_NAMES), device=accelerator.device)
+    for i, batch in enumerate(eval_dataloader):
+        gen = step_generator(seed, 1_000_000_000 + i, accelerator.process_index, accelerator.device)
+        out = step_model(batch, generator=gen, use_mask_book=False, attribute_weights=uniform)
+        c, t = accelerator.gather_for_metrics((out.attribute_correct, out.attribute_total))
+        correct += c.sum(0).double()
+        total += t.sum(0).double()
+        bs = batch["input_ids"].shape[0]
+        losses.append(accelerator.gather_for_metrics(out.recoverer_loss.detach().float().repeat(bs)))
+    step_model.train()
+    results = {f"eval_accuracy_{n}": float(c / t) if t > 0 else float("nan")
+               for n, c, t in zip(ATTRIBUTE_NAMES, correct.tolist(), total.tolist())}
+    results["eval_accuracy"] = float(correct.sum() / total.sum().clamp_min(1))
+    results["eval_loss"] = float(torch.cat(losses).mean()) if losses else float("nan")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    start = _PROCESS_START
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        cpu=args.cpu,
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # The baselines never use the masker head.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.masking != "adversarial")],
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_warning()
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        datasets.utils.logging.set_verbosity_error()
+        transformers.utils.logging.set_verbosity_error()
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # ---- data ----
+    from adversarial_midibert.data import load_task_dataset
+
+    config_kwargs = model_config_kwargs(args)
+    max_len = int(config_kwargs["max_position_embeddings"])
+    with accelerator.main_process_first():
+        dataset_dir = resolve_dataset_dir(args, max_len)
+        raw, task_info, tokenizer = load_task_dataset(dataset_dir)
+    for split in ("train", "validation"):
+        if split not in raw:
+            raise ValueError(f"dataset {dataset_dir} has no '{split}' split (splits: {list(raw)})")
+    train_ds, eval_ds = raw["train"], raw["validation"]
+    if "segment_id" not in train_ds.column_names:
+        raise ValueError(f"dataset {dataset_dir}: the train split has no 'segment_id' column (the mask book's key)")
+    if args.max_train_samples is not None:
+        train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+    if args.max_eval_samples is not None:
+        eval_ds = eval_ds.select(range(min(args.max_eval_samples, len(eval_ds))))
+    keep = ["input_ids", "attention_mask", "segment_id"]
+    train_ds = train_ds.select_columns(keep).with_format("numpy")
+    eval_ds = eval_ds.select_columns([c for c in keep if c in eval_ds.column_names]).with_format("numpy")
+    if len(train_ds) == 0:
+        raise ValueError(f"dataset {dataset_dir}: the train split is empty")
+    if len(eval_ds) == 0:
+        logger.warning(f"dataset {dataset_dir}: the validation split is empty, no evaluation")
+    tokenizer_file = find_tokenizer_file(dataset_dir)
+    model = build_model(args, config_kwargs, tokenizer)
+
+    # ---- run state ----
+    segment_ids = torch.as_tensor(train_ds["segment_id"], dtype=torch.long)
+    lengths = torch.as_tensor([int(m.sum()) for m in train_ds["attention_mask"]], dtype=torch.long)
+    if int(lengths.max()) > max_len:
+        raise ValueError(f"dataset {dataset_dir}: a training segment has {int(lengths.max())} rows, the model "
+                         f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
+    num_segments = int(segment_ids.max()) + 1
+    book_lengths = torch.zeros(num_segments, dtype=torch.long)
+    book_lengths[segment_ids] = lengths
+    mask_book = MaskBook(num_segments, max_len, segment_lengths=book_lengths, device=accelerator.device)
+    attribute_weights = AttributeWeights(len(ATTRIBUTE_NAMES), device=accelerator.device)
+    progress = TrainingProgress()
+
+    step_model = AdversarialMLM(
+        model,
+        mask_book=mask_book,
+        attribute_weights=attribute_weights,
+        masking=args.masking,
+        detach_masker=args.detach_masker,
+        masker_loss_weight=args.masker_loss_weight,
+        reconstruction_weight=args.reconstruction_weight,
+    )
+
+    train_dataloader = DataLoader(train_ds, shuffle=True, collate_fn=collate,
+                                  batch_size=args.per_device_train_batch_size,
+                                  num_workers=args.preprocessing_num_workers)
+    freeze_dataloader = DataLoader(train_ds, shuffle=False, collate_fn=collate,
+                                   batch_size=args.per_device_eval_batch_size)
+    eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate,
+                                 batch_size=args.per_device_eval_batch_size)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    params = [
+        {"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
+         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
+
+    # Steps per epoch after sharding, as in run_mlm_no_trainer.
+    shards = accelerator.num_processes
+    steps_per_epoch = math.ceil(math.ceil(len(train_dataloader) / shards) / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.num_train_epochs = args.num_train_epochs or 3
+        args.max_train_steps = args.num_train_epochs * steps_per_epoch
+    else:
+        args.num_train_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
+    if args.num_warmup_steps is None:
+        args.num_warmup_steps = int(0.05 * args.max_train_steps)
+    lr_scheduler = get_scheduler(
+        name=args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=args.num_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+
+    step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
+        step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler
+    )
+    for state in (mask_book, attribute_weights, progress):
+        accelerator.register_for_checkpointing(state)
+
+    if args.with_tracking:
+        accelerator.init_trackers("adversarial_midibert_pretrain",
+                                  {k: (v.value if hasattr(v, "value") else v) for k, v in vars(args).items()
+                                   if isinstance(v, (int, float, str, bool)) or hasattr(v, "value")})
+
+    total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    logger.info("***** Running adversarial pre-training *****")
+    logger.info(f"  Dataset = {dataset_dir}, masking = {args.masking}, detach_masker = {args.detach_masker}")
+    logger.info(f"  Train segments = {len(train_ds)}, validation segments = {len(eval_ds)}")
+    logger.info(f"  Model parameters = {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+    logger.info(f"  Epochs = {args.num_train_epochs}, total batch size = {total_batch}, "
+                f"optimization steps = {args.max_train_steps}")
+
+    # ---- resume ----
+    if args.resume_from_checkpoint:
+        path = (latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest"
+                else Path(args.resume_from_checkpoint))
+        if path is None or not path.is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint found "
+                                    f"(looked for step_*/epoch_* folders in {output_dir})")
+        accelerator.print(f"Resumed from checkpoint: {path}")
+        accelerator.load_state(str(path))
+        mask_book.to(accelerator.device)
+        attribute_weights.to(accelerator.device)
+
+    unwrapped = accelerator.unwrap_model(step_model).model
+    fraction_sampler = (UniformSampler(0.1, 0.3) if args.freeze_fraction is None
+                        else UniformSampler(args.freeze_fraction, args.freeze_fraction))
+    unfreeze_sampler = UniformSampler(0.0, args.unfreeze_max)
+    log_path = output_dir / "train_log.jsonl"
+    progress_bar = tqdm(range(args.max_train_steps), initial=progress.completed_steps,
+                        disable=not accelerator.is_local_main_process)
+    eval_results: dict = {}
+    eval_step = -1
+    running = {"loss": [], "masker": []}
+    step_correct = torch.zeros(len(ATTRIBUTE_NAMES), device=accelerator.device)
+    step_total = torch.zeros_like(step_correct)
+
+    def save_checkpoint(name: str):
+        accelerator.save_state(str(output_dir / name))
+
+    step_model.train()
+    while progress.epoch < args.num_train_epochs and progress.completed_steps < args.max_train_steps:
+        epoch = progress.epoch
+        train_dataloader.set_epoch(epoch)
+        loader = train_dataloader
+        if progress.epoch_micro_step > 0:
+            loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
+        micro_losses = []
+        for batch in loader:
+            seed = step_seed(args.seed, progress.micro_step, accelerator.process_index)
+            torch.manual_seed(seed)  # dropout: the same after a resume as in an uninterrupted run
+            gen = step_generator(args.seed, progress.micro_step, accelerator.process_index, accelerator.device)
+            with accelerator.accumulate(step_model):
+                out = step_model(batch, generator=gen)
+                accelerator.backward(out.loss)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            progress.micro_step += 1
+            progress.epoch_micro_step += 1
+            attribute_weights.update(out.attribute_correct, out.attribute_total)
+            step_correct += out.attribute_correct.sum(0)
+            step_total += out.attribute_total.sum(0)
+            micro_losses.append(float(out.loss.detach()))
+            running["masker"].append(float(out.masker_loss))
+            if not accelerator.sync_gradients:
+                continue
+            progress.completed_steps += 1
+            progress_bar.update(1)
+            loss = sum(micro_losses) / len(micro_losses)
+            micro_losses = []
+            running["loss"].append(loss)
+            frozen = float(out.frozen_fraction)
+            if accelerator.is_main_process:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": progress.completed_steps, "epoch": epoch, "loss": loss,
+                                        "masker_loss": float(out.masker_loss),
+                                        "lr": lr_scheduler.get_last_lr()[0], "frozen": frozen}) + "\n")
+            if progress.completed_steps % args.logging_steps == 0 or progress.completed_steps == 1:
+                progress_bar.set_postfix_str(
+                    f"loss {loss:.3f} | {_accuracy_text(step_correct, step_total)} | frozen {frozen:.1%}")
+                if args.with_tracking:
+                    accelerator.log({"train_loss": sum(running["loss"]) / len(running["loss"]),
+                                     "masker_loss": sum(running["masker"]) / len(running["masker"]),
+                                     "frozen_fraction": mask_book.frozen_fraction(),
+                                     **{f"train_accuracy_{n}": float(c / max(t, 1)) for n, c, t in
+                                        zip(ATTRIBUTE_NAMES, step_correct.tolist(), step_total.tolist())}},
+                                    step=progress.completed_steps)
+                running = {"loss": [], "masker": []}
+                step_correct.zero_()
+                step_total.zero_()
+            if (args.checkpointing_steps not in (None, "epoch")
+                    and progress.completed_steps % int(args.checkpointing_steps) == 0):
+                save_checkpoint(f"step_{progress.completed_steps}")
+            if progress.completed_steps >= args.max_train_steps:
+                break
+
+        epoch_done = progress.completed_steps < args.max_train_steps or progress.epoch_micro_step >= len(
+            train_dataloader)
+        if not epoch_done:
+            break
+        # ---- end of epoch: weights from this epoch's accuracies, freezing, evaluation ----
+        accuracies = attribute_weights.end_epoch(accelerator)
+        logger.info(f"epoch {epoch}: train masked accuracy "
+                    + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist()))
+                    + " -> weights " + " ".join(f"{w:.3f}" for w in attribute_weights.weights.tolist()))
+        if args.masking == "adversarial" and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
+            gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
+            frozen = freezing_pass(unwrapped, freeze_dataloader, mask_book, fraction_sampler, unfreeze_sampler,
+                                   accelerator, generator=gen)
+            logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
+        eval_results = evaluate(accelerator, step_model, eval_dataloader, args.seed)
+        eval_step = progress.completed_steps
+        logger.info(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_results.items()))
+        if args.with_tracking:
+            accelerator.log({**eval_results, "epoch": epoch, "frozen_fraction": mask_book.frozen_fraction()},
+                            step=progress.completed_steps)
+        progress.epoch += 1
+        progress.epoch_micro_step = 0
+        if args.checkpointing_steps == "epoch":
+            save_checkpoint(f"epoch_{epoch}")
+
+    progress_bar.close()
+    if eval_step != progress.completed_steps:  # the run stopped inside an epoch: evaluate the final model
+        eval_results = evaluate(accelerator, step_model, eval_dataloader, args.seed)
+        logger.info("final: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_results.items()))
+    if args.debug_dump_mask_book:
+        (output_dir / f"mask_book_rank{accelerator.process_index}.txt").write_text(mask_book.fingerprint() + "\n")
+    if args.with_tracking:
+        accelerator.end_training()
+
+    # ---- final Hub-ready folder ----
+    accelerator.wait_for_everyone()
+    unwrapped.save_pretrained(str(output_dir), is_main_process=accelerator.is_main_process,
+                              save_function=accelerator.save)
+    elapsed = time.time() - start
+    if accelerator.is_main_process:
+        finish_folder(args, output_dir, dataset_dir, tokenizer_file, eval_results, mask_book, elapsed)
+    accelerator.wait_for_everyone()
+    if args.push_to_hub and accelerator.is_main_process:
+        try:
+            from adversarial_midibert.hub_utils import push_folder_to_hub
+        except ImportError as err:
+            raise ImportError(f"--push_to_hub needs adversarial_midibert.hub_utils.push_folder_to_hub ({err})") from err
+        push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
+                           commit_message="Adversarial-MidiBERT pre-training")
+    accelerator.print(f"Pre-trained model saved to {output_dir.resolve()} "
+                      f"({progress.completed_steps} steps, {time.time() - start:.1f} s elapsed)")
+
+
+def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eval_results, mask_book, elapsed):
+    """Tokenizer file, remote code, ``all_results.json`` and the model card beside the saved weights."""
+    if tokenizer_file is not None:
+        shutil.copyfile(tokenizer_file, output_dir / TOKENIZER_FILE_NAME)
+    results = {"task": "pretrain", "masking": args.masking, **eval_results,
+               "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
+               "train_runtime_s": round(elapsed, 1)}
+    (output_dir / "all_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    hyper = {k: args.__dict__[k] for k in ("preset", "masking", "detach_masker", "reconstruction_weight",
+                                           "freeze_every", "freeze_fraction", "learning_rate", "max_train_steps",
+                                           "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
+    try:
+        from adversarial_midibert import hub_utils
+    except ImportError:
+        hub_utils = None
+    if hub_utils is not None:
+        hub_utils.prepare_remote_code(output_dir)
+        hub_utils.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
+                                   task="pretrain", hyperparameters=hyper, results=results,
+                                   training_command=" ".join(["python", "examples/pretrain.py", *sys.argv[1:]]))
+    else:
+        (output_dir / "README.md").write_text(
+            "---\nlibrary_name: transformers\nlicense: mit\ntags: [symbolic-music, midi, adversarial-midibert]\n---\n"
+            f"# Adversarial-MidiBERT ({args.preset}, {args.masking} masking)\n\n"
+            f"Pre-trained with `examples/pretrain.py` on `{dataset_dir.name}`. Results: see `all_results.json`.\n",
+            encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

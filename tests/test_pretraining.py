@@ -1,0 +1,304 @@
+"""Unit tests of adversarial pre-training: mask book, attribute weights, k, masker targets, the step, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
+from adversarial_midibert.masking import maskable_positions
+from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
+from adversarial_midibert.pretraining import (
+    AdversarialMLM,
+    AttributeWeights,
+    MaskBook,
+    TrainingProgress,
+    UniformSampler,
+    adversarial_mask_counts,
+    freezing_pass,
+    masker_loss,
+    masker_targets,
+    step_generator,
+)
+
+VOCAB = [40, 40, 20, 60, 40, 20, 12, 30]
+
+
+def tiny_model(seed: int = 0):
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+
+    torch.manual_seed(seed)
+    config = AdvMidiBertConfig(vocab_sizes=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, attribute_embedding_size=8, max_position_embeddings=64,
+                               masker_hidden_size=16)
+    return AdvMidiBertForMaskedLM(config)
+
+
+def make_batch(lengths=(20, 12, 30), seed=0, segment_ids=None):
+    """Random segments ``[BOS] + notes + [EOS]`` padded to the longest."""
+    g = torch.Generator().manual_seed(seed)
+    length = max(lengths) + 2
+    ids = torch.full((len(lengths), length, NUM_ATTRIBUTES), PAD_ID, dtype=torch.long)
+    mask = torch.zeros(len(lengths), length, dtype=torch.long)
+    vocab = torch.tensor(VOCAB)
+    for b, n in enumerate(lengths):
+        notes = (torch.rand(n, NUM_ATTRIBUTES, generator=g) * (vocab - 4)).long() + 4
+        ids[b, 0] = BOS_ID
+        ids[b, 1 : n + 1] = notes
+        ids[b, n + 1] = EOS_ID
+        mask[b, : n + 2] = 1
+    seg = torch.arange(len(lengths)) if segment_ids is None else torch.as_tensor(segment_ids)
+    return {"input_ids": ids, "attention_mask": mask, "segment_id": seg}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure pieces
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_mask_book_rows_state_and_fraction():
+    book = MaskBook(4, 10, segment_lengths=torch.tensor([10, 6, 4, 3]))
+    assert book.frozen_fraction() == 0.0
+    assert book.rows(torch.tensor([1, 3]), 12).shape == (2, 12)
+    assert book.rows(torch.tensor([1, 3]), 12).all()  # padded with ones beyond max_len
+    new = torch.ones(1, 10, dtype=torch.bool)
+    new[0, 1:5] = False  # freeze 4 of the 8 notes of segment 0
+    book.set_rows(torch.tensor([0]), new)
+    notes = 8 + 4 + 2 + 1
+    assert book.frozen_fraction() == pytest.approx(4 / notes)
+    state = book.state_dict()
+    other = MaskBook(4, 10)
+    other.load_state_dict(state)
+    assert torch.equal(other.book, book.book) and other.fingerprint() == book.fingerprint()
+    assert other.frozen_fraction() == pytest.approx(4 / notes)
+    with pytest.raises(ValueError, match="shape"):
+        MaskBook(5, 10).load_state_dict(state)
+    with pytest.raises(IndexError, match="segment_id out of range"):
+        book.rows(torch.tensor([4]), 10)
+
+
+def test_attribute_weights_follow_previous_epoch_accuracy():
+    w = AttributeWeights()
+    assert torch.allclose(w.weights, torch.full((8,), 1 / 8))
+    acc = torch.tensor([0.9, 0.5, 0.8, 0.2, 0.4, 0.1, 1.0, 0.0])
+    total = torch.full((8,), 100.0)
+    w.update((acc * 50).round(), total / 2)  # two steps of counts
+    w.update((acc * 50).round(), total / 2)
+    assert torch.allclose(w.weights, torch.full((8,), 1 / 8))  # unchanged during the epoch
+    epoch_acc = w.end_epoch()
+    assert torch.allclose(epoch_acc, acc)
+    inv = 1 / acc.clamp_min(1e-3)
+    assert torch.allclose(w.weights, inv / inv.sum(), atol=1e-6)
+    assert torch.isfinite(w.weights).all() and w.weights.sum() == pytest.approx(1.0)
+    assert w.weights.argmax() == 7 and w.weights[6] == w.weights.min()  # hardest attribute weighs most
+    # an attribute with no masked token keeps its previous accuracy; counters reset; state round-trips
+    w.update(torch.tensor([50.0] * 7 + [0.0]), torch.tensor([100.0] * 7 + [0.0]))
+    w.end_epoch()
+    assert w.accuracies[7] == pytest.approx(0.0) and w.accuracies[0] == pytest.approx(0.5)
+    w2 = AttributeWeights()
+    w2.load_state_dict(w.state_dict())
+    assert torch.equal(w2.weights, w.weights) and torch.equal(w2.accuracies, w.accuracies)
+
+
+def test_k_formula():
+    book_counts = torch.tensor([100, 100, 10, 40, 0])
+    notes = torch.tensor([100, 100, 100, 40, 30])
+    u = torch.tensor([0.1, 0.3, 0.3, 0.2, 0.2])
+    k = adversarial_mask_counts(book_counts, notes, u)
+    # min(round(u * book), round(0.15 * L))
+    assert k.tolist() == [10, 15, 3, 6, 0]
+
+
+def test_masker_targets_per_segment_no_sign_flip():
+    loss = torch.tensor(
+        [
+            [0.0, 5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 99.0],
+            [0.0, 6.0, 4.0, 8.0, 2.0, 7.0, 3.0, 9.0, 1.0, 5.0, 99.0],
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 99.0],
+        ]
+    )
+    corrupted = torch.ones_like(loss, dtype=torch.bool)
+    corrupted[:, 0] = False
+    corrupted[:, 10] = False  # high loss but not corrupted: never a target
+    targets, selected = masker_targets(loss, corrupted, 0.3)
+    for b in range(3):  # every segment, odd ones included: floor(0.3 * 9) = 2 hardest -> 1, 2 easiest -> 0
+        row = loss[b]
+        hard = set(torch.topk(row[1:10], 2).indices.add(1).tolist())
+        easy = set(torch.topk(-row[1:10], 2).indices.add(1).tolist())
+        assert set(torch.nonzero(selected[b] & (targets[b] == 1)).flatten().tolist()) == hard
+        assert set(torch.nonzero(selected[b] & (targets[b] == 0)).flatten().tolist()) == easy
+        assert not selected[b, 0] and not selected[b, 10]
+    # rows with few corrupted positions: floor(0.3 * n) each side, never overlapping
+    few = torch.zeros_like(corrupted)
+    few[0, 1:3] = True  # n = 2 -> 0 targets
+    few[1, 1:5] = True  # n = 4 -> 1 + 1
+    targets, selected = masker_targets(loss, few, 0.3)
+    assert selected[0].sum() == 0 and selected[1].sum() == 2 and targets[1].sum() == 1
+    # loss: perfect scores give 0, and an empty selection still gives a differentiable 0
+    scores = targets.clone().requires_grad_(True)
+    assert masker_loss(scores, targets, selected).item() == 0.0
+    empty = masker_loss(scores, targets, torch.zeros_like(selected))
+    empty.backward()
+    assert empty.item() == 0.0 and scores.grad is not None
+
+
+def test_presets_and_overrides():
+    assert preset_config_kwargs("tiny")["hidden_size"] == 64
+    assert PRESETS["base"]["hidden_size"] == 768 and PRESETS["base"]["max_position_embeddings"] == 1024
+    assert parse_config_overrides("hidden_size=128, hidden_act=relu") == {"hidden_size": 128, "hidden_act": "relu"}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_config_overrides("hidden_size")
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_config_kwargs("huge")
+
+
+def test_uniform_sampler_and_progress():
+    s = UniformSampler(0.1, 0.3)(1000, torch.Generator().manual_seed(0))
+    assert 0.1 <= float(s.min()) and float(s.max()) <= 0.3
+    assert torch.equal(UniformSampler(0.15, 0.15)(3), torch.full((3,), 0.15))
+    p = TrainingProgress()
+    p.completed_steps = 7
+    q = TrainingProgress()
+    q.load_state_dict(p.state_dict())
+    assert q.completed_steps == 7
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The step
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("masking", ["adversarial", "random", "bar"])
+def test_step_never_masks_special_positions_and_respects_book(masking):
+    model = tiny_model()
+    batch = make_batch((60, 50, 12))
+    book = MaskBook(3, 64)
+    frozen_row = torch.ones(1, 64, dtype=torch.bool)
+    frozen_row[0, 1:11] = False  # freeze the first 10 notes of segment 0
+    book.set_rows(torch.tensor([0]), frozen_row)
+    step = AdversarialMLM(model, mask_book=book, attribute_weights=AttributeWeights(), masking=masking)
+    out = step(batch, generator=step_generator(0, 0), return_details=True)
+    assert torch.isfinite(out.loss)
+    chosen = out.chosen if out.chosen.dim() == 2 else out.chosen.any(-1)
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    assert not (chosen & ~maskable).any()  # never PAD / BOS / EOS
+    assert out.attribute_total.sum() > 0
+    assert (out.attribute_correct <= out.attribute_total).all()
+    out.loss.backward()
+    if masking == "adversarial":
+        assert not chosen[0, 1:11].any()  # frozen notes are never chosen
+        notes = maskable.sum(1)
+        allowed = (maskable & book.rows(batch["segment_id"], maskable.shape[1])).sum(1)
+        assert (out.num_masked <= torch.round(0.15 * notes)).all()
+        assert (out.num_masked <= torch.round(0.3 * allowed)).all()
+        assert out.num_masked.sum() > 0
+        assert out.frozen_fraction.item() == pytest.approx(10 / int(notes.sum()))
+        assert out.masker_scores is not None
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "mask" in n)
+    else:
+        assert out.masker_loss.item() == 0.0
+
+
+def test_step_is_deterministic_given_generator_and_reconstruction_term():
+    batch = make_batch()
+    outs = []
+    for _ in range(2):
+        model = tiny_model(seed=1)
+        model.eval()
+        step = AdversarialMLM(model, reconstruction_weight=1.0)
+        outs.append(step(batch, generator=step_generator(3, 5), return_details=True))
+    assert torch.equal(outs[0].chosen, outs[1].chosen)
+    assert outs[0].loss.item() == pytest.approx(outs[1].loss.item())
+    assert outs[0].reconstruction_loss.item() > 0
+
+
+def test_detach_masker_keeps_masker_gradient_out_of_encoder():
+    model = tiny_model()
+    batch = make_batch()
+    model.zero_grad()
+    step2 = AdversarialMLM(model, detach_masker=True)
+    scores = step2._masker_scores(batch["input_ids"], batch["attention_mask"])
+    scores.sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    masker = [n for n in grads if "masker" in n]
+    assert masker and all(grads[n] is not None for n in masker)
+    assert all(grads[n] is None or grads[n].abs().sum() == 0 for n in grads if "masker" not in n)
+
+
+def test_freezing_pass_freezes_top_fraction_and_unfreezes():
+    model = tiny_model()
+    batches = [make_batch((20, 12), seed=0, segment_ids=[0, 1]), make_batch((30,), seed=1, segment_ids=[2])]
+    book = MaskBook(3, 64, segment_lengths=torch.tensor([22, 14, 32]))
+    frac = freezing_pass(model, batches, book, UniformSampler(0.2, 0.2), UniformSampler(0.0, 0.0),
+                         generator=torch.Generator().manual_seed(0))
+    assert frac == pytest.approx((4 + 2 + 6) / 62)
+    # never frozen outside the notes
+    assert book.book[:, 0].all() and book.book[0, 21:].all()
+    # the frozen notes are the top-scored ones
+    with torch.no_grad():
+        model.eval()
+        scores = model(batches[1]["input_ids"], attention_mask=batches[1]["attention_mask"],
+                       compute_logits=False).masker_scores[0, 1:31]
+    frozen = (book.book[2, 1:31] == 0)
+    assert scores[frozen].min() >= scores[~frozen].max()
+    # a second pass freezes more; unfreezing with p = 1 clears everything
+    frac2 = freezing_pass(model, batches, book, UniformSampler(0.2, 0.2), UniformSampler(0.0, 0.0))
+    assert frac2 > frac
+    frac3 = freezing_pass(model, batches, book, UniformSampler(0.0, 0.0), UniformSampler(1.0, 1.0))
+    assert frac3 == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A tiny adversarial run on real segments
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_tiny_run_loss_falls_and_masker_learns_hardness(data_root):
+    """After a few dozen steps the masker's scores rank held-out tokens by their recovery loss (Spearman > 0)."""
+    from scipy.stats import spearmanr
+
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.masking import choose_random_positions, corrupt
+    from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+    from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+
+    files = [data_root / "POP909" / f"{i:03d}" / f"{i:03d}.mid" for i in range(1, 6)]
+    if not all(f.is_file() for f in files):
+        pytest.skip("POP909 files 001..005 not found")
+    tok = OctupleTokenizer(max_seq_len=64)
+    train = tok(files[:4], return_tensors="pt")
+    held = tok(files[4:], return_tensors="pt")
+    torch.manual_seed(0)
+    config = AdvMidiBertConfig(vocab_sizes=tok.vocab_sizes, hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=64, attribute_embedding_size=8,
+                               max_position_embeddings=64, masker_hidden_size=16)
+    model = AdvMidiBertForMaskedLM(config)
+    step = AdversarialMLM(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    order = torch.Generator().manual_seed(0)
+    losses = []
+    for i in range(40):
+        idx = torch.randperm(train["input_ids"].shape[0], generator=order)[:16]
+        out = step({"input_ids": train["input_ids"][idx], "attention_mask": train["attention_mask"][idx]},
+                   generator=step_generator(0, i))
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(out.recoverer_loss.item())
+    assert sum(losses[-10:]) / 10 < sum(losses[:5]) / 5
+
+    model.eval()
+    ids, mask = held["input_ids"], held["attention_mask"]
+    scores, token_losses = [], []
+    with torch.no_grad():
+        s = model(ids, attention_mask=mask, compute_logits=False).masker_scores
+        for r in range(4):  # recovery loss of randomly masked held-out tokens
+            gen = torch.Generator().manual_seed(100 + r)
+            chosen = choose_random_positions(maskable_positions(ids, mask), 0.15, gen)
+            corrupted_ids, labels, corrupted = corrupt(ids, chosen, tok.vocab_sizes, generator=gen)
+            rec = model(corrupted_ids, attention_mask=mask, labels=labels, compute_masker=False)
+            scores.append(s[corrupted])
+            token_losses.append(rec.per_token_loss[corrupted])
+    rho = spearmanr(torch.cat(scores).numpy(), torch.cat(token_losses).numpy()).statistic
+    assert rho > 0.1, rho
