@@ -585,7 +585,6 @@ class OctupleTokenizer:
         report = EncodingReport(source=source)
         ts, new_tpq, report.ignored_time_signatures = self._process_time_signatures(score)
         tpq = score.ticks_per_quarter
-        programs_ok = self._program_ids >= 0
 
         # Resampling factors (several denominators): onsets are re-quantised per section.
         factors = None

@@ -83,7 +83,6 @@ def sample_files(root: Path, datasets: list[str], num_files: int, seed: int) -> 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from miditok import Octuple
-    from symusic import Score
 
     from adversarial_midibert.tokenization_octuple import MidiReadError, OctupleTokenizer, default_tokenizer_config
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from adversarial_midibert import hub_utils
-from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
 from adversarial_midibert.hub_utils import HubPublishError, push_folder_to_hub
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForSequenceClassification
+from tiny_models import TINY_VOCAB_SIZES, tiny_config  # noqa: E402
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_UPLOAD = {
@@ -41,26 +42,9 @@ RESULTS = {
 }
 
 
-def tiny_config(**kwargs) -> AdvMidiBertConfig:
-    return AdvMidiBertConfig(
-        vocab_sizes=[12, 20, 9, 30, 16, 10, 7, 11],
-        attribute_embedding_size=8,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        masker_hidden_size=16,
-        classifier_hidden_size=16,
-        pooling_attention_size=8,
-        pooling_num_views=2,
-        **kwargs,
-    )
-
-
 def tiny_inputs() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    sizes = torch.tensor([12, 20, 9, 30, 16, 10, 7, 11])
+    sizes = torch.tensor(TINY_VOCAB_SIZES)
     ids = (torch.rand(2, 10, 8, generator=generator) * (sizes - 4)).long() + 4
     mask = torch.ones(2, 10, dtype=torch.long)
     mask[1, 7:] = 0

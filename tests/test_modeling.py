@@ -15,34 +15,16 @@ from transformers import (
 
 import adversarial_midibert  # noqa: F401  (registers the Auto classes)
 from adversarial_midibert import (
-    AdvMidiBertConfig,
     AdvMidiBertForMaskedLM,
     AdvMidiBertForSequenceClassification,
     AdvMidiBertForTokenClassification,
     AdvMidiBertModel,
 )
+from tiny_models import TINY_VOCAB_SIZES, tiny_config  # noqa: E402
 
-VOCAB_SIZES = [12, 20, 9, 30, 15, 10, 6, 11]
+
+VOCAB_SIZES = TINY_VOCAB_SIZES
 ATOL = 1e-5
-
-
-def tiny_config(**overrides) -> AdvMidiBertConfig:
-    values = dict(
-        vocab_sizes=VOCAB_SIZES,
-        attribute_embedding_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=40,
-        masker_hidden_size=16,
-        classifier_hidden_size=16,
-        pooling_attention_size=8,
-        pooling_num_views=2,
-        num_labels=3,
-    )
-    values.update(overrides)
-    return AdvMidiBertConfig(**values)
 
 
 def random_ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:

@@ -4,7 +4,6 @@ tokenising only a few files."""
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np

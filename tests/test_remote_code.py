@@ -13,12 +13,13 @@ import torch
 
 import adversarial_midibert  # noqa: F401  (registers the Auto classes)
 from adversarial_midibert import (
-    AdvMidiBertConfig,
     AdvMidiBertForMaskedLM,
     AdvMidiBertForSequenceClassification,
     AdvMidiBertForTokenClassification,
     AdvMidiBertModel,
 )
+from tiny_models import tiny_config  # noqa: E402
+
 
 PACKAGE_DIR = Path(adversarial_midibert.__file__).parent
 MODEL_FILES = ("configuration_adv_midibert.py", "modeling_adv_midibert.py")
@@ -70,23 +71,6 @@ torch.save(results, f"{root}/remote_outputs.pt")
 '''
 
 
-def _tiny_config() -> AdvMidiBertConfig:
-    return AdvMidiBertConfig(
-        vocab_sizes=[12, 20, 9, 30, 15, 10, 6, 11],
-        attribute_embedding_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        masker_hidden_size=16,
-        classifier_hidden_size=16,
-        pooling_attention_size=8,
-        pooling_num_views=2,
-        num_labels=3,
-    )
-
-
 def _local_output(name: str, model, ids, mask) -> torch.Tensor:
     with torch.no_grad():
         out = model(ids, attention_mask=mask)
@@ -115,7 +99,7 @@ def test_model_files_import_only_torch_and_transformers():
 
 def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
     torch.manual_seed(0)
-    ids = torch.stack([torch.randint(4, v, (2, 9)) for v in _tiny_config().vocab_sizes], dim=-1)
+    ids = torch.stack([torch.randint(4, v, (2, 9)) for v in tiny_config().vocab_sizes], dim=-1)
     mask = torch.ones(2, 9, dtype=torch.long)
     ids[1, 6:] = 0
     mask[1, 6:] = 0
@@ -125,7 +109,7 @@ def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
     expected = {}
     for name, model_class in HEADS.items():
         torch.manual_seed(1)
-        model = model_class(_tiny_config()).eval()
+        model = model_class(tiny_config()).eval()
         model.save_pretrained(tmp_path / name)
         expected[name] = _local_output(name, model, ids, mask)
 
