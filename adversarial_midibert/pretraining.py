@@ -408,20 +408,6 @@ def masker_loss(scores: torch.Tensor, targets: torch.Tensor, selected: torch.Ten
     return err.sum() / sel.sum().clamp_min(1.0)
 
 
-def _weighted_token_loss(
-    logits: tuple[torch.Tensor, ...], labels: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """``sum_i w_i * CE_i`` per token `(B, L)`, 0 where every label is -100."""
-    out = None
-    for i, logit in enumerate(logits):
-        ce = F.cross_entropy(
-            logit.float().flatten(0, 1), labels[..., i].flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-        ).view(labels.shape[:2])
-        term = weights[i] * ce
-        out = term if out is None else out + term
-    return out
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The step
 # --------------------------------------------------------------------------------------------------------------
@@ -602,17 +588,14 @@ class AdversarialMLM(nn.Module):
             attribute_weights=weights,
             compute_masker=False,
         )
-        recoverer_loss = out.loss if out.loss is not None else zero
-        per_token_loss = out.per_token_loss
-        if per_token_loss is None:
-            per_token_loss = _weighted_token_loss(out.logits, labels, weights)
-        per_token_loss = per_token_loss.detach()
+        recoverer_loss = out.loss
+        per_token_loss = out.per_token_loss.detach()
 
         reconstruction = zero
         if self.reconstruction_weight > 0:
             real = attention_mask.bool()
             full_labels = input_ids.masked_fill(~real.unsqueeze(-1), IGNORE_INDEX)
-            token_loss = _weighted_token_loss(out.logits, full_labels, weights)
+            _, _, token_loss = self.model.masked_lm_loss(out.logits, full_labels, weights)
             reconstruction = (token_loss * real).sum() / real.sum().clamp_min(1)
 
         # (5) masker loss.
