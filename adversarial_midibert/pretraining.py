@@ -518,9 +518,16 @@ class AdversarialMLM(nn.Module):
     def _masker_scores(self, input_ids, attention_mask) -> torch.Tensor:
         if not self.detach_masker:
             return self.model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
-        # Encoder without gradient; only the masker head learns (on detached features).
-        with torch.no_grad():
-            hidden = self.model.base_model(input_ids, attention_mask=attention_mask).last_hidden_state
+        # Encoder without gradient and without dropout (as in the freezing pass; it also lets sdpa use its fused
+        # kernel); only the masker head learns, on these detached features.
+        encoder = self.model.base_model
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                hidden = encoder(input_ids, attention_mask=attention_mask).last_hidden_state
+        finally:
+            encoder.train(was_training)
         scores = self.model.masker(hidden.detach())
         return scores.squeeze(-1) if scores.dim() == 3 else scores
 

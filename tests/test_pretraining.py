@@ -224,6 +224,14 @@ def test_detach_masker_keeps_masker_gradient_out_of_encoder():
     masker = [n for n in grads if "masker" in n]
     assert masker and all(grads[n] is not None for n in masker)
     assert all(grads[n] is None or grads[n].abs().sum() == 0 for n in grads if "masker" not in n)
+    # the scoring pass runs the encoder without dropout and leaves the model in training mode
+    model.train()
+    model.masker.eval()  # the head's own dropout is part of its training; switch it off to compare
+    with torch.no_grad():
+        first = step2._masker_scores(batch["input_ids"], batch["attention_mask"])
+        second = step2._masker_scores(batch["input_ids"], batch["attention_mask"])
+    assert torch.equal(first, second)
+    assert model.base_model.training
 
 
 def test_freezing_pass_freezes_top_fraction_and_unfreezes():
