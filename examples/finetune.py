@@ -61,6 +61,8 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adversarial_midibert import hub_utils  # noqa: E402
+
 logger = logging.getLogger("finetune")
 
 KNOWN_TASKS = ("composer", "emotion", "melody", "velocity", "music21-composer")
@@ -257,6 +259,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
+    from adversarial_midibert.checkpointing import latest_checkpoint
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
@@ -397,10 +400,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if args.resume_from_checkpoint:
         checkpoint = Path(args.resume_from_checkpoint)
         if args.resume_from_checkpoint == "latest":
-            candidates = [d for d in output_dir.iterdir() if d.is_dir() and d.name.split("_")[0] in ("step", "epoch")]
-            if not candidates:
+            checkpoint = latest_checkpoint(output_dir)
+            if checkpoint is None:
                 raise FileNotFoundError(f"--resume_from_checkpoint latest: no step_*/epoch_* folder in {output_dir}")
-            checkpoint = max(candidates, key=lambda d: d.stat().st_mtime)
         if not checkpoint.is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such folder")
         accelerator.load_state(str(checkpoint))
@@ -537,19 +539,13 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if args.with_tracking:
         accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        from adversarial_midibert.hub_utils import push_folder_to_hub
-
-        push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
-                           commit_message=f"Fine-tuned on {task}: test accuracy {test_metrics['test_accuracy']:.4f}")
+        hub_utils.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
+                                     commit_message=f"Fine-tuned on {task}: test accuracy {test_metrics['test_accuracy']:.4f}")
     return results
 
 
 def _write_card_and_code(output_dir: Path, args, task: str, task_type: str, results: dict) -> None:
-    """Model code files + auto_map (loadable with trust_remote_code) and the model card, when hub_utils is there."""
-    try:
-        from adversarial_midibert import hub_utils
-    except ImportError:  # pragma: no cover - the hub module is optional for training
-        return
+    """Model code files + auto_map (loadable with trust_remote_code) and the model card."""
     hub_utils.prepare_remote_code(output_dir)
     hyperparameters = {k: getattr(args, k) for k in (
         "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",

@@ -51,6 +51,8 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adversarial_midibert import hub_utils
+from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
@@ -239,11 +241,6 @@ def build_model(args, config_kwargs: dict, tokenizer):
 def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
     acc = (correct / total.clamp_min(1)).tolist()
     return " ".join(f"{n}{a:.2f}" for n, a in zip(SHORT_NAMES, acc))
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    candidates = [p for p in output_dir.glob("*") if p.is_dir() and p.name.split("_")[0] in ("step", "epoch")]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
 @torch.no_grad()
@@ -537,11 +534,7 @@ def main(argv=None):
         finish_folder(args, output_dir, dataset_dir, tokenizer_file, eval_results, mask_book, elapsed)
     accelerator.wait_for_everyone()
     if args.push_to_hub and accelerator.is_main_process:
-        try:
-            from adversarial_midibert.hub_utils import push_folder_to_hub
-        except ImportError as err:
-            raise ImportError(f"--push_to_hub needs adversarial_midibert.hub_utils.push_folder_to_hub ({err})") from err
-        push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
+        hub_utils.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
                            commit_message="Adversarial-MidiBERT pre-training")
     accelerator.print(f"Pre-trained model saved to {output_dir.resolve()} "
                       f"({progress.completed_steps} steps, {time.time() - start:.1f} s elapsed)")
@@ -558,21 +551,10 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     hyper = {k: args.__dict__[k] for k in ("preset", "masking", "detach_masker", "reconstruction_weight",
                                            "freeze_every", "freeze_fraction", "learning_rate", "max_train_steps",
                                            "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
-    try:
-        from adversarial_midibert import hub_utils
-    except ImportError:
-        hub_utils = None
-    if hub_utils is not None:
-        hub_utils.prepare_remote_code(output_dir)
-        hub_utils.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
-                                   task="pretrain", hyperparameters=hyper, results=results,
-                                   training_command=" ".join(["python", "examples/pretrain.py", *sys.argv[1:]]))
-    else:
-        (output_dir / "README.md").write_text(
-            "---\nlibrary_name: transformers\nlicense: mit\ntags: [symbolic-music, midi, adversarial-midibert]\n---\n"
-            f"# Adversarial-MidiBERT ({args.preset}, {args.masking} masking)\n\n"
-            f"Pre-trained with `examples/pretrain.py` on `{dataset_dir.name}`. Results: see `all_results.json`.\n",
-            encoding="utf-8")
+    hub_utils.prepare_remote_code(output_dir)
+    hub_utils.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
+                               task="pretrain", hyperparameters=hyper, results=results,
+                               training_command=" ".join(["python", "examples/pretrain.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
