@@ -18,14 +18,19 @@ highest-scored notes: the "context-free" tokens that can only be guessed from th
 one forward and one backward. The random-token and MusicBERT bar-level baselines go through the same forward
 (``masking="random"`` / ``"bar"``).
 
-Paper and reference code differ in two places, both options here (defaults follow the paper):
+Paper and reference code differ in two places, both options here:
 
-- ``reconstruction_weight`` (default 0): the reference code adds a cross-entropy over *all* tokens of the
-  segment (a reconstruction term); here it averages over real tokens only (the reference also averages over
-  padding, a defect).
+- ``reconstruction_weight``: the reference code adds a cross-entropy over *all* tokens of the segment (a
+  reconstruction term; the paper does not mention it); here it averages over real tokens only (the reference also
+  averages over padding, a defect). See ``DEFAULT_RECONSTRUCTION_WEIGHT`` for the default and why.
 - freezing schedule: the reference code freezes every 5 epochs a fraction ``u ~ U(0.1, 0.3)`` of the
   still-maskable notes per segment; the paper's summary says "after 15 epochs, the top 15%"
   (``freeze_every=15`` with a constant fraction 0.15).
+
+How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
+reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full
+masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.diagnostics` and the
+README's "Representation health" section).
 
 Fixes of the reference code's defects (SPEC section 7): the masker targets are computed per segment without
 the sign flip that swapped "hard" and "easy" on every second segment; padding, BOS and EOS can never be chosen
@@ -66,9 +71,16 @@ __all__ = [
     "freezing_pass",
     "step_generator",
     "step_seed",
+    "scale_gradient",
+    "DEFAULT_RECONSTRUCTION_WEIGHT",
+    "DEFAULT_MASKER_GRAD_SCALE",
 ]
 
 MASKING_METHODS = ("adversarial", "random", "bar")
+# Defaults of the coupling between masker and encoder, chosen from the representation-health study of the README
+# (results/representation-health.json): see AdversarialMLM.
+DEFAULT_RECONSTRUCTION_WEIGHT = 0.0
+DEFAULT_MASKER_GRAD_SCALE = 1.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -247,14 +259,29 @@ class AttributeWeights:
             counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").to(self.correct)
         correct, total = counts[0], counts[1]
         epoch_acc = torch.where(total > 0, correct / total.clamp_min(1), torch.full_like(total, float("nan")))
-        previous = self.accuracies.to(epoch_acc) if self.accuracies is not None else torch.ones_like(epoch_acc)
-        acc = torch.where(total > 0, epoch_acc, previous)
-        self.accuracies = acc.float()
-        inv = 1.0 / acc.clamp_min(self.min_accuracy)
-        self.weights = (inv / inv.sum()).to(self.weights)
         self.correct.zero_()
         self.total.zero_()
-        return epoch_acc.float()
+        return self.set_accuracies(epoch_acc)
+
+    def set_accuracies(self, accuracies) -> torch.Tensor:
+        """Set the weights from per-attribute accuracies ``a_i`` (NaN = no masked token: keep the previous one).
+
+        Used with the training counts by :meth:`end_epoch`, or directly with validation accuracies (the reference
+        code's choice: accuracy of random 15 % masking on the validation split).
+
+        Returns:
+            The accuracies given, as a float tensor `(num_attributes,)`.
+        """
+        acc = torch.as_tensor(accuracies, dtype=torch.float64, device=self.weights.device).reshape(-1)
+        if acc.numel() != self.num_attributes:
+            raise ValueError(f"expected {self.num_attributes} accuracies, got {acc.numel()}")
+        previous = self.accuracies.to(acc) if self.accuracies is not None else torch.ones_like(acc)
+        known = ~torch.isnan(acc)
+        kept = torch.where(known, acc, previous)
+        self.accuracies = kept.float()
+        inv = 1.0 / kept.clamp_min(self.min_accuracy)
+        self.weights = (inv / inv.sum()).to(self.weights)
+        return acc.float()
 
     def state_dict(self) -> dict:
         return {
@@ -317,6 +344,18 @@ class UniformSampler:
         gen_device = generator.device if generator is not None else device
         u = torch.rand(n, generator=generator, device=gen_device).to(device)
         return self.low + (self.high - self.low) * u
+
+
+def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """The same values as ``tensor``, with the gradient flowing back through it multiplied by ``scale``.
+
+    ``scale * x + (1 - scale) * x.detach()``: 1 returns ``tensor`` itself, 0 is ``tensor.detach()``.
+    """
+    if scale == 1.0:
+        return tensor
+    if scale == 0.0:
+        return tensor.detach()
+    return tensor * scale + tensor.detach() * (1.0 - scale)
 
 
 def step_seed(seed: int, step: int, process_index: int = 0) -> int:
@@ -431,6 +470,7 @@ class AdversarialMLMOutput:
         masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (adversarial only).
         per_token_loss (`torch.Tensor` of shape `(B, L)`, *optional*): detached recovery loss per token.
         chosen (`torch.Tensor`, *optional*): the chosen positions `(B, L)` (or cells `(B, L, 8)` for bar).
+        corrupted (`torch.Tensor`, *optional*): the positions actually corrupted (MASK or random), `(B, L)`.
     """
 
     loss: torch.Tensor
@@ -444,6 +484,7 @@ class AdversarialMLMOutput:
     masker_scores: Optional[torch.Tensor] = None
     per_token_loss: Optional[torch.Tensor] = None
     chosen: Optional[torch.Tensor] = None
+    corrupted: Optional[torch.Tensor] = None
 
 
 class AdversarialMLM(nn.Module):
@@ -457,13 +498,16 @@ class AdversarialMLM(nn.Module):
             ``1 / 8``.
         masking (`str`): ``"adversarial"`` (the method), ``"random"`` (15% of the notes, 80/10/10) or ``"bar"``
             (MusicBERT bar-level masking). The baselines skip the masker pass and the masker loss.
-        detach_masker (`bool`): run the masker pass's encoder under ``torch.no_grad()`` and train only the masker
-            head on the detached features (the masker loss does not reach the encoder; cheaper). The reference
-            code lets the masker gradient reach the encoder (``False``).
+        masker_grad_scale (`float`): share of the masker loss's gradient that reaches the shared encoder, in
+            ``[0, 1]``. 1 = the reference code (the masker pass back-propagates into the encoder); 0 = the masker
+            pass's encoder runs under ``torch.no_grad()`` in eval mode and only the masker head learns, on the
+            detached features (cheaper: about a third of a step instead of a whole second step); in between the
+            gradient is scaled by this factor on its way from the masker head into the encoder (the forward values
+            are unchanged).
         masker_loss_weight (`float`): weight of the masker loss in the total.
         reconstruction_weight (`float`): weight of the all-token reconstruction term (cross-entropy of the
-            recoverer over every real token of the segment, BOS/EOS included, padding excluded). 0 = the paper;
-            the reference code uses 1.
+            recoverer over every real token of the segment, BOS/EOS included, padding excluded). The reference
+            code uses 1 (always on); the paper does not mention it (0).
         mask_ratio_range (`tuple[float, float]`): range of ``u`` in ``k = round(u * sum(maskbook[b]))``.
         max_mask_ratio (`float`): cap on ``k`` as a fraction of the notes (0.15), also the ratio of the
             baselines.
@@ -477,9 +521,9 @@ class AdversarialMLM(nn.Module):
         mask_book: Optional[MaskBook] = None,
         attribute_weights: Optional[AttributeWeights] = None,
         masking: str = "adversarial",
-        detach_masker: bool = False,
+        masker_grad_scale: float = DEFAULT_MASKER_GRAD_SCALE,
         masker_loss_weight: float = 1.0,
-        reconstruction_weight: float = 0.0,
+        reconstruction_weight: float = DEFAULT_RECONSTRUCTION_WEIGHT,
         mask_ratio_range: tuple[float, float] = (0.1, 0.3),
         max_mask_ratio: float = 0.15,
         masker_target_fraction: float = 0.3,
@@ -491,11 +535,13 @@ class AdversarialMLM(nn.Module):
             raise ValueError(f"masking must be one of {MASKING_METHODS}, got {masking!r}")
         if reconstruction_weight < 0 or masker_loss_weight < 0:
             raise ValueError("masker_loss_weight and reconstruction_weight must be >= 0")
+        if not 0.0 <= masker_grad_scale <= 1.0:
+            raise ValueError(f"masker_grad_scale must be in [0, 1], got {masker_grad_scale}")
         self.model = model
         self.mask_book = mask_book
         self.attribute_weights = attribute_weights
         self.masking = masking
-        self.detach_masker = detach_masker
+        self.masker_grad_scale = float(masker_grad_scale)
         self.masker_loss_weight = masker_loss_weight
         self.reconstruction_weight = reconstruction_weight
         self.mask_ratio = UniformSampler(*mask_ratio_range)
@@ -515,21 +561,29 @@ class AdversarialMLM(nn.Module):
             return torch.full((len(self.vocab_sizes),), 1.0 / len(self.vocab_sizes), device=device)
         return self.attribute_weights.weights.to(device)
 
+    @property
+    def detach_masker(self) -> bool:
+        """Whether the masker pass leaves the encoder alone (``masker_grad_scale == 0``)."""
+        return self.masker_grad_scale == 0.0
+
     def _masker_scores(self, input_ids, attention_mask) -> torch.Tensor:
-        if not self.detach_masker:
-            return self.model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
-        # Encoder without gradient and without dropout (as in the freezing pass; it also lets sdpa use its fused
-        # kernel); only the masker head learns, on these detached features.
         encoder = self.model.base_model
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            with torch.no_grad():
-                hidden = encoder(input_ids, attention_mask=attention_mask).last_hidden_state
-        finally:
-            encoder.train(was_training)
-        scores = self.model.masker(hidden.detach())
-        return scores.squeeze(-1) if scores.dim() == 3 else scores
+        if self.detach_masker:
+            # Encoder without gradient and without dropout (as in the freezing pass; it also lets sdpa use its fused
+            # kernel); only the masker head learns, on these detached features.
+            was_training = encoder.training
+            encoder.eval()
+            try:
+                with torch.no_grad():
+                    hidden = encoder(input_ids, attention_mask=attention_mask).last_hidden_state
+            finally:
+                encoder.train(was_training)
+            hidden = hidden.detach()
+        else:
+            hidden = encoder(input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = scale_gradient(hidden, self.masker_grad_scale)
+        scores = self.model.masker(hidden)
+        return scores * attention_mask.to(scores.dtype)
 
     def forward(
         self,
@@ -538,6 +592,7 @@ class AdversarialMLM(nn.Module):
         use_mask_book: bool = True,
         return_details: bool = False,
         attribute_weights: Optional[torch.Tensor] = None,
+        masking: Optional[str] = None,
     ) -> AdversarialMLMOutput:
         """Run one step.
 
@@ -550,7 +605,13 @@ class AdversarialMLM(nn.Module):
             return_details (`bool`): also return scores, per-token loss and chosen positions.
             attribute_weights (`torch.Tensor` of shape `(8,)`, *optional*): weights to use instead of the run's
                 (e.g. uniform weights for a validation loss comparable across epochs).
+            masking (`str`, *optional*): choose the positions with this method instead of the run's (validation:
+                ``"random"`` gives every variant the same yardstick). The masker loss is only computed when the
+                method is ``"adversarial"``.
         """
+        masking = self.masking if masking is None else masking
+        if masking not in MASKING_METHODS:
+            raise ValueError(f"masking must be one of {MASKING_METHODS}, got {masking!r}")
         input_ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
@@ -562,7 +623,7 @@ class AdversarialMLM(nn.Module):
         zero = torch.zeros((), device=device)
 
         book_rows = None
-        if use_mask_book and self.mask_book is not None and self.masking == "adversarial":
+        if use_mask_book and self.mask_book is not None and masking == "adversarial":
             if "segment_id" not in batch:
                 raise KeyError("batch has no 'segment_id' column: the mask book needs it (see data/README)")
             book_rows = self.mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
@@ -571,7 +632,7 @@ class AdversarialMLM(nn.Module):
             frozen = zero
 
         scores = None
-        if self.masking == "adversarial":
+        if masking == "adversarial":
             # (1) masker on the uncorrupted segment, (2) k under the mask book, top-k by score.
             scores = self._masker_scores(input_ids, attention_mask)
             allowed = maskable if book_rows is None else (maskable & book_rows)
@@ -579,7 +640,7 @@ class AdversarialMLM(nn.Module):
             u = self.mask_ratio(input_ids.shape[0], generator, device)
             k = adversarial_mask_counts(allowed.sum(dim=1), num_notes, u, self.max_mask_ratio)
             chosen = choose_top_scored_positions(s, allowed, k)
-        elif self.masking == "random":
+        elif masking == "random":
             chosen = choose_random_positions(maskable, self.max_mask_ratio, generator)
         else:
             chosen = choose_bar_positions(input_ids, maskable, self.max_mask_ratio, generator)
@@ -632,6 +693,7 @@ class AdversarialMLM(nn.Module):
             masker_scores=scores.detach() if (return_details and scores is not None) else None,
             per_token_loss=per_token_loss if return_details else None,
             chosen=chosen if return_details else None,
+            corrupted=corrupted if return_details else None,
         )
 
 

@@ -114,7 +114,7 @@ def main(argv=None):
     steps = {}
     for masking, detach in VARIANTS:
         steps[masking + (" (detached)" if detach else "")] = AdversarialMLM(
-            model, masking=masking, detach_masker=detach).to(device).train()
+            model, masking=masking, masker_grad_scale=0.0 if detach else 1.0).to(device).train()
     times: dict[str, list[float]] = {name: [] for name in steps}
     peak: dict[str, float] = {}
     # Interleaved: every round times one step of each variant, so that a slow patch of the machine (other

@@ -56,7 +56,10 @@ from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
+from adversarial_midibert.diagnostics import evaluate_pretraining
 from adversarial_midibert.pretraining import (
+    DEFAULT_MASKER_GRAD_SCALE,
+    DEFAULT_RECONSTRUCTION_WEIGHT,
     MASKING_METHODS,
     AdversarialMLM,
     AttributeWeights,
@@ -92,11 +95,21 @@ def parse_args(argv=None):
                    help='Override config attributes of a fresh model, e.g. "hidden_size=128,num_hidden_layers=2".')
     p.add_argument("--masking", type=str, default="adversarial", choices=MASKING_METHODS,
                    help="adversarial (the method), random (BERT 15%%) or bar (MusicBERT bar-level).")
-    p.add_argument("--detach_masker", action="store_true",
-                   help="Masker pass without gradient into the encoder (only the masker head learns from it).")
+    p.add_argument("--masker_grad_scale", type=float, default=DEFAULT_MASKER_GRAD_SCALE,
+                   help="Share of the masker loss's gradient that reaches the encoder: 1 = the reference code, "
+                        "0 = detached (only the masker head learns from it; cheaper). Default: %(default)s.")
+    p.add_argument("--detach_masker", action="store_true", help="Same as --masker_grad_scale 0.")
     p.add_argument("--masker_loss_weight", type=float, default=1.0, help="Weight of the masker MSE loss.")
-    p.add_argument("--reconstruction_weight", type=float, default=0.0,
-                   help="Weight of the all-token reconstruction term (0 = paper; the reference code uses 1).")
+    p.add_argument("--reconstruction_weight", type=float, default=DEFAULT_RECONSTRUCTION_WEIGHT,
+                   help="Weight of the all-token reconstruction term (the reference code: 1; the paper does not "
+                        "mention it: 0). Default %(default)s: without it the masker's gradient collapses the "
+                        "encoder's representations (README, 'Representation health').")
+    p.add_argument("--attribute_weights_from", type=str, default="validation", choices=("validation", "train"),
+                   help="Dynamic attribute weights from the previous epoch's masked accuracy on the validation "
+                        "split with random 15%% masking (the reference code; default) or on the training batches "
+                        "with the run's own masking.")
+    p.add_argument("--max_grad_norm", type=float, default=3.0,
+                   help="Clip the gradient norm to this value (the reference code: 3.0; 0 = no clipping).")
     p.add_argument("--freeze_every", type=int, default=None,
                    help="Run the freezing pass every this many epochs (reference code: 5, the default with --dataset; "
                         "0 disables). The main job (no --dataset) uses 1, so its short run shows the whole method.")
@@ -110,6 +123,8 @@ def parse_args(argv=None):
     p.add_argument("--per_device_train_batch_size", type=int, default=8)
     p.add_argument("--per_device_eval_batch_size", type=int, default=8)
     p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--masker_learning_rate", type=float, default=None,
+                   help="Learning rate of the masker head (default: --learning_rate).")
     p.add_argument("--weight_decay", type=float, default=0.01)
     p.add_argument("--num_train_epochs", type=int, default=None,
                    help="Epochs (default: 3 on a given --dataset; derived from --max_train_steps otherwise).")
@@ -147,6 +162,14 @@ def parse_args(argv=None):
         p.error("--push_to_hub needs --hub_model_id namespace/name")
     if args.freeze_fraction is not None and not 0 <= args.freeze_fraction <= 1:
         p.error(f"--freeze_fraction must be in [0, 1], got {args.freeze_fraction}")
+    if args.detach_masker:
+        args.masker_grad_scale = 0.0
+    if not 0 <= args.masker_grad_scale <= 1:
+        p.error(f"--masker_grad_scale must be in [0, 1], got {args.masker_grad_scale}")
+    if args.reconstruction_weight < 0:
+        p.error(f"--reconstruction_weight must be >= 0, got {args.reconstruction_weight}")
+    if args.max_grad_norm < 0:
+        p.error(f"--max_grad_norm must be >= 0 (0 = no clipping), got {args.max_grad_norm}")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -243,35 +266,23 @@ def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
     return " ".join(f"{n}{a:.2f}" for n, a in zip(SHORT_NAMES, acc))
 
 
-@torch.no_grad()
-def evaluate(accelerator, step_model, eval_dataloader, seed: int):
-    """Masked-token accuracy per attribute on the validation split, with the run's masking (no mask book), and the
-    masked-LM loss with uniform attribute weights (comparable across epochs). The masking is seeded per batch, so
-    every evaluation masks the same tokens."""
-    step_model.eval()
-    correct = torch.zeros(len(ATTRIBUTE_NAMES), dtype=torch.float64, device=accelerator.device)
-    total = torch.zeros_like(correct)
-    losses = []
-    uniform = torch.full((len(ATTRIBUTE_NAMES),), 1.0 / len(ATTRIBUTE_NAMES), device=accelerator.device)
-    for i, batch in enumerate(eval_dataloader):
-        gen = step_generator(seed, 1_000_000_000 + i, accelerator.process_index, accelerator.device)
-        out = step_model(batch, generator=gen, use_mask_book=False, attribute_weights=uniform)
-        c, t = accelerator.gather_for_metrics((out.attribute_correct, out.attribute_total))
-        correct += c.sum(0).double()
-        total += t.sum(0).double()
-        bs = batch["input_ids"].shape[0]
-        losses.append(accelerator.gather_for_metrics(out.recoverer_loss.detach().float().repeat(bs)))
-    step_model.train()
-    results = {f"eval_accuracy_{n}": float(c / t) if t > 0 else float("nan")
-               for n, c, t in zip(ATTRIBUTE_NAMES, correct.tolist(), total.tolist())}
-    results["eval_accuracy"] = float(correct.sum() / total.sum().clamp_min(1))
-    results["eval_loss"] = float(torch.cat(losses).mean()) if losses else float("nan")
-    return results
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Main
 # ------------------------------------------------------------------------------------------------------------
+
+
+def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path) -> dict:
+    """Validation figures (:func:`adversarial_midibert.diagnostics.evaluate_pretraining`), logged and appended to
+    ``eval_log.jsonl``; ``{}`` without a validation split."""
+    if len(eval_dataloader) == 0:
+        return {}
+    results = evaluate_pretraining(step_model, eval_dataloader, accelerator, seed=args.seed)
+    logger.info(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()
+                                              if "accuracy_" not in k))
+    if accelerator.is_main_process:
+        with open(output_dir / "eval_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **results}) + "\n")
+    return results
 
 
 def main(argv=None):
@@ -348,7 +359,7 @@ def main(argv=None):
         mask_book=mask_book,
         attribute_weights=attribute_weights,
         masking=args.masking,
-        detach_masker=args.detach_masker,
+        masker_grad_scale=args.masker_grad_scale,
         masker_loss_weight=args.masker_loss_weight,
         reconstruction_weight=args.reconstruction_weight,
     )
@@ -361,14 +372,18 @@ def main(argv=None):
     eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate,
                                  batch_size=args.per_device_eval_batch_size)
 
+    # Four groups: weight decay or not, masker head or not (the masker head may learn faster).
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    params = [
-        {"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
-         "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)],
-         "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
+    masker_lr = args.masker_learning_rate or args.learning_rate
+    params = []
+    for is_masker, lr in ((False, args.learning_rate), (True, masker_lr)):
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith("masker.") == is_masker]
+        params += [
+            {"params": [p for n, p in named if not any(nd in n for nd in no_decay)],
+             "weight_decay": args.weight_decay, "lr": lr},
+            {"params": [p for n, p in named if any(nd in n for nd in no_decay)], "weight_decay": 0.0, "lr": lr},
+        ]
+    optimizer = torch.optim.AdamW([g for g in params if g["params"]], lr=args.learning_rate)
 
     # Steps per epoch after sharding, as in run_mlm_no_trainer.
     shards = accelerator.num_processes
@@ -400,7 +415,8 @@ def main(argv=None):
 
     total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running adversarial pre-training *****")
-    logger.info(f"  Dataset = {dataset_dir}, masking = {args.masking}, detach_masker = {args.detach_masker}")
+    logger.info(f"  Dataset = {dataset_dir}, masking = {args.masking}, masker_grad_scale = "
+                f"{args.masker_grad_scale}, reconstruction_weight = {args.reconstruction_weight}")
     logger.info(f"  Train segments = {len(train_ds)}, validation segments = {len(eval_ds)}")
     logger.info(f"  Model parameters = {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
     logger.info(f"  Epochs = {args.num_train_epochs}, total batch size = {total_batch}, "
@@ -449,6 +465,8 @@ def main(argv=None):
             with accelerator.accumulate(step_model):
                 out = step_model(batch, generator=gen)
                 accelerator.backward(out.loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(step_model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
@@ -498,16 +516,19 @@ def main(argv=None):
         # ---- end of epoch: weights from this epoch's accuracies, freezing, evaluation ----
         accuracies = attribute_weights.end_epoch(accelerator)
         logger.info(f"epoch {epoch}: train masked accuracy "
-                    + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist()))
-                    + " -> weights " + " ".join(f"{w:.3f}" for w in attribute_weights.weights.tolist()))
+                    + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
         if args.masking == "adversarial" and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
             frozen = freezing_pass(unwrapped, freeze_dataloader, mask_book, fraction_sampler, unfreeze_sampler,
                                    accelerator, generator=gen)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
-        eval_results = evaluate(accelerator, step_model, eval_dataloader, args.seed)
+        eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
+                                      output_dir)
         eval_step = progress.completed_steps
-        logger.info(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_results.items()))
+        if args.attribute_weights_from == "validation" and eval_results:
+            attribute_weights.set_accuracies([eval_results[f"eval_accuracy_{n}"] for n in ATTRIBUTE_NAMES])
+        logger.info(f"epoch {epoch}: attribute weights from {args.attribute_weights_from} -> "
+                    + " ".join(f"{w:.3f}" for w in attribute_weights.weights.tolist()))
         if args.with_tracking:
             accelerator.log({**eval_results, "epoch": epoch, "frozen_fraction": mask_book.frozen_fraction()},
                             step=progress.completed_steps)
@@ -518,8 +539,8 @@ def main(argv=None):
 
     progress_bar.close()
     if eval_step != progress.completed_steps:  # the run stopped inside an epoch: evaluate the final model
-        eval_results = evaluate(accelerator, step_model, eval_dataloader, args.seed)
-        logger.info("final: " + ", ".join(f"{k}={v:.4f}" for k, v in eval_results.items()))
+        eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
+                                      output_dir)
     if args.debug_dump_mask_book:
         (output_dir / f"mask_book_rank{accelerator.process_index}.txt").write_text(mask_book.fingerprint() + "\n")
     if args.with_tracking:
@@ -548,8 +569,10 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "train_runtime_s": round(elapsed, 1)}
     (output_dir / "all_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    hyper = {k: args.__dict__[k] for k in ("preset", "masking", "detach_masker", "reconstruction_weight",
-                                           "freeze_every", "freeze_fraction", "learning_rate", "max_train_steps",
+    hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
+                                           "attribute_weights_from", "max_grad_norm",
+                                           "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",
+                                           "max_train_steps",
                                            "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
     hub_utils.prepare_remote_code(output_dir)
     hub_utils.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),

@@ -18,6 +18,7 @@ from adversarial_midibert.pretraining import (
     freezing_pass,
     masker_loss,
     masker_targets,
+    scale_gradient,
     step_generator,
 )
 
@@ -213,11 +214,43 @@ def test_step_is_deterministic_given_generator_and_reconstruction_term():
     assert outs[0].reconstruction_loss.item() > 0
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_masker_grad_scale_scales_the_encoder_gradient_only(scale):
+    batch = make_batch()
+    grads = {}
+    for s in (1.0, scale):
+        model = tiny_model(seed=4)
+        model.eval()  # no dropout: both passes compute the same values
+        step = AdversarialMLM(model, masker_grad_scale=s)
+        assert not step.detach_masker
+        scores = step._masker_scores(batch["input_ids"], batch["attention_mask"])
+        scores.sum().backward()
+        grads[s] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    full, scaled = grads[1.0], grads[scale]
+    assert set(full) == set(scaled)
+    for name in full:
+        expected = full[name] if "masker" in name else scale * full[name]
+        torch.testing.assert_close(scaled[name], expected, rtol=1e-4, atol=1e-7)
+    assert any("masker" not in n and full[n].abs().sum() > 0 for n in full)
+    with pytest.raises(ValueError, match="masker_grad_scale"):
+        AdversarialMLM(tiny_model(), masker_grad_scale=1.5)
+
+
+def test_scale_gradient_keeps_values():
+    x = torch.randn(3, 4, requires_grad=True)
+    y = scale_gradient(x, 0.3)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 0.3))
+    assert scale_gradient(x, 1.0) is x and not scale_gradient(x, 0.0).requires_grad
+
+
 def test_detach_masker_keeps_masker_gradient_out_of_encoder():
     model = tiny_model()
     batch = make_batch()
     model.zero_grad()
-    step2 = AdversarialMLM(model, detach_masker=True)
+    step2 = AdversarialMLM(model, masker_grad_scale=0.0)
+    assert step2.detach_masker
     scores = step2._masker_scores(batch["input_ids"], batch["attention_mask"])
     scores.sum().backward()
     grads = {n: p.grad for n, p in model.named_parameters()}

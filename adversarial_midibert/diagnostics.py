@@ -1,0 +1,184 @@
+"""Evaluation of pre-training on one yardstick for every variant, and the health of the representations.
+
+Three questions are asked of a pre-trained model on the validation split:
+
+1. **How well does it recover masked notes?** The same positions for every run: 15 % of the notes chosen at random
+   with a fixed seed (``yardstick_seed``) and corrupted 80/10/10, whatever masking the run was trained with. These
+   are the ``eval_loss`` / ``eval_accuracy`` / ``eval_accuracy_<attribute>`` figures (uniform attribute weights),
+   comparable across variants, seeds and epochs. The run's own masking is scored too (``eval_run_masking_*``), but
+   adversarially chosen positions are harder by design, so those figures only compare epochs of one run.
+2. **Are the token representations healthy?** :func:`representation_health` on the last hidden states of the
+   uncorrupted segments: the mean cosine similarity between the notes of a segment (1 = every note has the same
+   direction: collapse) and the effective rank of the segment's note matrix (Roy & Vetterli 2007: the exponential
+   of the entropy of the normalised singular values; at most ``min(notes, hidden)``).
+3. **Does the masker know which notes are hard?** The Spearman correlation between the masker's score of a note
+   (on the uncorrupted segment) and the recovery loss of that note when it is corrupted by the yardstick masking
+   (``eval_masker_spearman``; adversarial runs only). Near 0 means the masker chooses no better than chance.
+
+Everything is vectorised over the batch; the figures are gathered over processes with ``gather_for_metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from .constants import ATTRIBUTE_NAMES
+from .masking import maskable_positions
+
+__all__ = [
+    "YARDSTICK_SEED",
+    "representation_health",
+    "spearman_correlation",
+    "evaluate_pretraining",
+]
+
+# Seed of the yardstick masking of validation batches: the same for every run, so every variant is scored on the
+# same corrupted positions.
+YARDSTICK_SEED = 20240711
+
+
+@torch.no_grad()
+def representation_health(hidden_states: torch.Tensor, note_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cosine similarity between the notes of each segment, and the effective rank of each segment.
+
+    Args:
+        hidden_states (`torch.Tensor` of shape `(B, L, H)`): token representations.
+        note_mask (`torch.BoolTensor` of shape `(B, L)`): the positions that count (real notes: no padding,
+            BOS or EOS).
+
+    Returns:
+        `(cosine, effective_rank)`, each `(B,)` float; NaN for a segment with fewer than two notes.
+    """
+    h = hidden_states.float() * note_mask.unsqueeze(-1)
+    n = note_mask.sum(dim=1).float()
+    unit = torch.nn.functional.normalize(h, dim=-1)  # zero rows stay zero
+    # Sum of all pairwise cosines = |sum of unit vectors|^2; remove the n self-pairs.
+    total = unit.sum(dim=1).square().sum(dim=-1)
+    cosine = (total - n) / (n * (n - 1)).clamp_min(1.0)
+    singular = torch.linalg.svdvals(h)  # zero rows add nothing
+    p = singular / singular.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=-1)
+    rank = torch.exp(entropy)
+    few = n < 2
+    nan = torch.full_like(cosine, float("nan"))
+    return torch.where(few, nan, cosine), torch.where(few, nan, rank)
+
+
+def spearman_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman's rank correlation of two 1-D tensors (ties ranked by order; NaN with fewer than 3 pairs)."""
+    x, y = x.reshape(-1).double(), y.reshape(-1).double()
+    if x.numel() < 3:
+        return float("nan")
+
+    def ranks(v):
+        r = torch.empty_like(v)
+        r[torch.argsort(v, stable=True)] = torch.arange(v.numel(), dtype=v.dtype, device=v.device)
+        return r - r.mean()
+
+    rx, ry = ranks(x), ranks(y)
+    denominator = (rx.square().sum() * ry.square().sum()).sqrt()
+    return float((rx * ry).sum() / denominator) if float(denominator) > 0 else float("nan")
+
+
+def _gather(accelerator, tensors):
+    return accelerator.gather_for_metrics(tensors) if accelerator is not None else tensors
+
+
+@torch.no_grad()
+def evaluate_pretraining(
+    step_model: Any,
+    dataloader,
+    accelerator: Any = None,
+    seed: int = 0,
+    yardstick_seed: int = YARDSTICK_SEED,
+    run_masking: Optional[str] = None,
+) -> dict[str, float]:
+    """Score a pre-training run on the validation batches of ``dataloader`` (see the module docstring).
+
+    Args:
+        step_model (`AdversarialMLM`, possibly wrapped by ``accelerator.prepare``): the run's step module.
+        dataloader: validation batches (``input_ids``, ``attention_mask``), unshuffled.
+        accelerator (`accelerate.Accelerator`, *optional*): for the device, the process index and the gather.
+        seed (`int`): the run's seed (randomness of the run's own masking on validation, the same every epoch).
+        yardstick_seed (`int`): seed of the random-15 % yardstick masking (keep the default to compare runs).
+        run_masking (`str`, *optional*): the run's masking method (default: the step module's).
+
+    Returns:
+        ``eval_loss``, ``eval_accuracy``, ``eval_accuracy_<attribute>`` (yardstick), ``eval_run_masking_loss``,
+        ``eval_run_masking_accuracy`` (+ per attribute), ``eval_token_cosine``, ``eval_effective_rank`` and, for
+        adversarial runs, ``eval_masker_spearman``.
+    """
+    from .pretraining import step_generator  # pretraining imports nothing from here; keep the import local
+
+    inner = accelerator.unwrap_model(step_model) if accelerator is not None else step_model
+    model = inner.model
+    run_masking = run_masking or inner.masking
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    process = accelerator.process_index if accelerator is not None else 0
+    num_attributes = len(ATTRIBUTE_NAMES)
+    uniform = torch.full((num_attributes,), 1.0 / num_attributes, device=device)
+    sums = {name: torch.zeros(num_attributes, dtype=torch.float64, device=device)
+            for name in ("yard_correct", "yard_total", "run_correct", "run_total")}
+    yard_losses, run_losses, cosines, ranks, scores_at, losses_at = [], [], [], [], [], []
+
+    was_training = step_model.training
+    step_model.eval()
+    try:
+        for i, batch in enumerate(dataloader):
+            input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+            batch_size = input_ids.shape[0]
+            # 1. the yardstick: random 15 %, the same positions for every run
+            gen = step_generator(yardstick_seed, i, process, device)
+            yard = step_model(batch, generator=gen, use_mask_book=False, attribute_weights=uniform,
+                              masking="random", return_details=True)
+            # 2. the run's own masking
+            gen = step_generator(seed, 1_000_000_000 + i, process, device)
+            own = step_model(batch, generator=gen, use_mask_book=False, attribute_weights=uniform,
+                             masking=run_masking)
+            # 3. health and masker scores on the uncorrupted segments
+            hidden = model.base_model(input_ids, attention_mask=attention_mask).last_hidden_state
+            notes = maskable_positions(input_ids, attention_mask)
+            cosine, rank = representation_health(hidden, notes)
+            gathered = _gather(accelerator, (yard.attribute_correct, yard.attribute_total, own.attribute_correct,
+                                             own.attribute_total, cosine, rank,
+                                             yard.recoverer_loss.float().repeat(batch_size),
+                                             own.recoverer_loss.float().repeat(batch_size)))
+            for key, value in zip(("yard_correct", "yard_total", "run_correct", "run_total"), gathered[:4]):
+                sums[key] += value.sum(0).double()
+            cosines.append(gathered[4])
+            ranks.append(gathered[5])
+            yard_losses.append(gathered[6])
+            run_losses.append(gathered[7])
+            if run_masking == "adversarial":
+                scores = model.masker(hidden).float()
+                at = yard.corrupted & notes
+                # Pairs of (score, recovery loss) at the corrupted positions, padded to a fixed width per batch so
+                # that every process gathers the same shapes.
+                width = at.shape[1]
+                s = torch.where(at, scores, torch.full_like(scores, float("nan")))
+                l = torch.where(at, yard.per_token_loss.float(), torch.full_like(scores, float("nan")))
+                s, l = _gather(accelerator, (s.reshape(batch_size, width), l.reshape(batch_size, width)))
+                scores_at.append(s.reshape(-1))
+                losses_at.append(l.reshape(-1))
+    finally:
+        step_model.train(was_training)
+
+    results: dict[str, float] = {}
+    for prefix, correct, total, losses in (
+        ("eval", sums["yard_correct"], sums["yard_total"], yard_losses),
+        ("eval_run_masking", sums["run_correct"], sums["run_total"], run_losses),
+    ):
+        results[f"{prefix}_loss"] = float(torch.cat(losses).mean()) if losses else float("nan")
+        results[f"{prefix}_accuracy"] = float(correct.sum() / total.sum().clamp_min(1))
+        for name, c, t in zip(ATTRIBUTE_NAMES, correct.tolist(), total.tolist()):
+            results[f"{prefix}_accuracy_{name}"] = c / t if t > 0 else float("nan")
+    if cosines:
+        results["eval_token_cosine"] = float(torch.cat(cosines).nanmean())
+        results["eval_effective_rank"] = float(torch.cat(ranks).nanmean())
+    if scores_at:
+        s, l = torch.cat(scores_at), torch.cat(losses_at)
+        keep = ~torch.isnan(s)
+        results["eval_masker_spearman"] = spearman_correlation(s[keep], l[keep])
+    return results
