@@ -437,7 +437,9 @@ def build_dataset(
 
     hidden_columns = [ATTRIBUTE_NAMES.index(a) for a in hidden_attributes]
     tokenizer_dict = tokenizer.to_dict()
-    tokenizer_json = json.dumps(tokenizer_dict, sort_keys=True)
+    # Key order matters: miditok builds the time-signature vocabulary in the order of ``time_signature_range``'s
+    # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
+    tokenizer_json = json.dumps(tokenizer_dict)
     features = _features(task_type)
     report: dict[str, Any] = {"task": task, "task_type": task_type, "skipped": [], "splits": {},
                               "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
