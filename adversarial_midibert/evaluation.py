@@ -1,4 +1,5 @@
-"""Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` modules, token masks, confusion matrix.
+"""Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` modules, token masks, piece-level
+results, confusion matrix.
 
 Why local metric modules. ``evaluate`` (0.4.x) ships no metric scripts: ``evaluate.load("accuracy")``
 downloads the script from the Hub Space ``evaluate-metric/accuracy`` and fails with
@@ -12,11 +13,23 @@ offline, and give the same numbers as the Hub scripts (both call scikit-learn).
 Token tasks are scored over real notes only: positions labelled ``-100`` (BOS, EOS, padding, ignored
 notes) and positions that mask fine-tuning replaced by MASK (SPEC section 4) are left out, see
 :func:`token_metric_mask`.
+
+Macro-F1 averages over **every** label of the task (``labels=range(num_labels)``, ``zero_division=0``): a class
+that is neither predicted nor present scores F1 = 0 rather than being dropped from the mean, so that the
+figure always averages over the same classes whatever the evaluated subset holds.
+
+Pieces. A piece gives several segments. Sequence tasks are also scored per piece: the segments' class
+log-probabilities are combined as :func:`aggregate_segment_log_probs` does for prediction (note-weighted mean of
+log-probabilities, then softmax), and the piece's class is the argmax. Token tasks keep the note accuracy (micro
+over notes) and count, per piece, the scored and correctly classified notes. :class:`PieceResults` holds these
+per-piece figures (written to ``*_piece_results.json`` by ``examples/finetune.py``); the bootstrap intervals over
+pieces are in :mod:`adversarial_midibert.bootstrap`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -55,7 +68,9 @@ class F1(evaluate.Metric):
     """F1 score (``evaluate``'s ``f1``, offline); ``average="macro"`` is the unweighted mean over classes.
 
     ``compute(predictions, references, labels=None, average="macro")`` returns ``{"f1": float}``.
-    ``labels`` lists the class ids to average over (default: those seen in predictions or references).
+    ``labels`` lists the class ids to average over (default: those seen in predictions or references, as
+    scikit-learn; :class:`ClassificationEvaluator` passes every label id). A label that is neither predicted nor
+    present scores 0 (``zero_division=0``).
     """
 
     def _info(self) -> evaluate.MetricInfo:
@@ -198,15 +213,213 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: 
     return path
 
 
+# ----------------------------------------------------------------------------------------------- pieces
+def aggregate_segment_log_probs(log_probs: torch.Tensor, num_notes: torch.Tensor) -> torch.Tensor:
+    """Combine per-segment class log-probabilities into one distribution per piece.
+
+    Args:
+        log_probs: ``(S, C)`` log-probabilities of the ``S`` segments of one piece.
+        num_notes: ``(S,)`` notes per segment (the weights).
+
+    Returns:
+        ``(C,)`` probabilities: softmax of the note-weighted mean of the log-probabilities. A segment is one piece
+        of evidence per note it holds, so a short trailing segment counts little; a geometric (log) mean lets one
+        confident segment move the result more than an arithmetic mean of probabilities would. When no segment
+        has notes, the segments count equally.
+    """
+    weights = num_notes.to(log_probs.dtype).clamp(min=0)
+    if weights.sum() <= 0:
+        weights = torch.ones_like(weights)
+    mean = (log_probs * weights[:, None]).sum(0) / weights.sum()
+    return torch.softmax(mean, dim=-1)
+
+
+def group_by_piece(piece_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """``(pieces, index)``: the distinct piece ids in order of first appearance and, per row, its piece's position."""
+    positions: dict[str, int] = {}
+    index = np.fromiter((positions.setdefault(str(p), len(positions)) for p in piece_ids), dtype=np.int64,
+                        count=len(piece_ids))
+    return list(positions), index
+
+
+def aggregate_by_piece(log_probs: np.ndarray, piece_index: np.ndarray, num_notes: np.ndarray) -> np.ndarray:
+    """:func:`aggregate_segment_log_probs` for every piece at once.
+
+    Args:
+        log_probs: ``(N, C)`` log-probabilities of ``N`` segments.
+        piece_index: ``(N,)`` piece position of every segment (``0..P-1``, see :func:`group_by_piece`).
+        num_notes: ``(N,)`` notes per segment.
+
+    Returns:
+        ``(P, C)`` piece probabilities, equal to :func:`aggregate_segment_log_probs` applied piece by piece.
+    """
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    piece_index = np.asarray(piece_index, dtype=np.int64)
+    num_pieces = int(piece_index.max()) + 1 if len(piece_index) else 0
+    weights = np.clip(np.asarray(num_notes, dtype=np.float64), 0, None)
+    weight_sums = np.bincount(piece_index, weights=weights, minlength=num_pieces)
+    unweighted = weight_sums[piece_index] <= 0  # pieces without notes: segments count equally, as for one piece
+    weights = np.where(unweighted, 1.0, weights)
+    weight_sums = np.bincount(piece_index, weights=weights, minlength=num_pieces)
+    sums = np.zeros((num_pieces, log_probs.shape[1]))
+    np.add.at(sums, piece_index, log_probs * weights[:, None])
+    mean = sums / weight_sums[:, None]
+    mean -= mean.max(axis=1, keepdims=True)
+    probs = np.exp(mean)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class PieceResults:
+    """Per-piece results of one evaluated split.
+
+    Attributes:
+        piece_ids: ``P`` piece ids (order of first appearance in the split).
+        num_segments: ``(P,)`` segments per piece.
+        num_notes: ``(P,)`` sequence tasks: notes in the piece's segments; token tasks: scored notes (real notes,
+            not replaced by mask fine-tuning).
+        num_correct: ``(P,)`` sequence tasks: correctly classified segments; token tasks: correctly classified notes.
+        labels: ``(P,)`` sequence tasks: the piece's label (``None`` for token tasks).
+        predictions: ``(P,)`` sequence tasks: the piece's predicted label from the aggregated probabilities.
+        probabilities: ``(P, C)`` sequence tasks: the aggregated class probabilities.
+    """
+
+    piece_ids: list[str]
+    num_segments: np.ndarray
+    num_notes: np.ndarray
+    num_correct: np.ndarray
+    labels: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.labels is not None
+
+    def __len__(self) -> int:
+        return len(self.piece_ids)
+
+    def counts(self, level: str = "piece") -> tuple[np.ndarray, np.ndarray]:
+        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.bootstrap`).
+
+        Args:
+            level: ``"piece"`` (sequence tasks: 0/1 per piece), ``"segment"`` (sequence tasks: correct segments
+                and segments) or ``"note"`` (token tasks: correct and scored notes).
+        """
+        if level == "piece" and self.is_sequence:
+            return (self.predictions == self.labels).astype(np.int64), np.ones(len(self), dtype=np.int64)
+        if level == "segment" and self.is_sequence:
+            return self.num_correct, self.num_segments
+        if level == "note" and not self.is_sequence:
+            return self.num_correct, self.num_notes
+        kind = "sequence" if self.is_sequence else "token"
+        raise ValueError(f"level {level!r} does not apply to a {kind} task (sequence: piece, segment; token: note)")
+
+    def compute(self, num_labels: int, prefix: str = "") -> dict[str, float]:
+        """Piece-level metrics.
+
+        Sequence tasks: ``{prefix}piece_accuracy`` and ``{prefix}piece_f1_macro`` (over all ``num_labels``
+        labels) and ``{prefix}num_pieces``. Token tasks: ``{prefix}num_pieces`` only (the note accuracy is the
+        evaluator's micro accuracy).
+        """
+        out: dict[str, float] = {f"{prefix}num_pieces": len(self)}
+        if self.is_sequence:
+            preds, refs = self.predictions.tolist(), self.labels.tolist()
+            out[f"{prefix}piece_accuracy"] = load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
+            out[f"{prefix}piece_f1_macro"] = load_metric("f1").compute(
+                predictions=preds, references=refs, labels=list(range(num_labels)), average="macro"
+            )["f1"]
+        return out
+
+    def records(self, label_names: Sequence[str] | None = None) -> list[dict]:
+        """One JSON-ready dict per piece (what ``*_piece_results.json`` holds)."""
+        out = []
+        for i, piece in enumerate(self.piece_ids):
+            row = {"piece_id": piece, "num_segments": int(self.num_segments[i])}
+            if self.is_sequence:
+                names = list(label_names) if label_names is not None else [str(c) for c in range(self.probabilities.shape[1])]
+                label, prediction = int(self.labels[i]), int(self.predictions[i])
+                row.update(
+                    label=names[label], label_id=label, predicted=names[prediction], predicted_id=prediction,
+                    correct=label == prediction, num_notes=int(self.num_notes[i]),
+                    num_correct_segments=int(self.num_correct[i]),
+                    probabilities={n: round(float(p), 6) for n, p in zip(names, self.probabilities[i])},
+                )
+            else:
+                row.update(num_scored_notes=int(self.num_notes[i]), num_correct_notes=int(self.num_correct[i]))
+            out.append(row)
+        return out
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict]) -> "PieceResults":
+        """Read back :meth:`records` (the per-piece counts; probabilities in the records' label order)."""
+        if not records:
+            raise ValueError("no piece records")
+        ids = [str(r["piece_id"]) for r in records]
+        segments = np.array([r["num_segments"] for r in records], dtype=np.int64)
+        if "label_id" in records[0]:
+            return cls(ids, segments, np.array([r["num_notes"] for r in records], dtype=np.int64),
+                       np.array([r["num_correct_segments"] for r in records], dtype=np.int64),
+                       labels=np.array([r["label_id"] for r in records], dtype=np.int64),
+                       predictions=np.array([r["predicted_id"] for r in records], dtype=np.int64),
+                       probabilities=np.array([list(r["probabilities"].values()) for r in records], dtype=np.float64))
+        return cls(ids, segments, np.array([r["num_scored_notes"] for r in records], dtype=np.int64),
+                   np.array([r["num_correct_notes"] for r in records], dtype=np.int64))
+
+
+def piece_results(
+    piece_ids: Sequence[str],
+    scored: np.ndarray,
+    correct: np.ndarray,
+    num_notes: np.ndarray,
+    labels: np.ndarray | None = None,
+    log_probs: np.ndarray | None = None,
+) -> PieceResults:
+    """Group per-segment results by piece.
+
+    Args:
+        piece_ids: ``(N,)`` the piece of every segment, in the order of the other arrays.
+        scored: ``(N,)`` scored predictions per segment (1 per labelled segment for sequence tasks; scored notes
+            for token tasks).
+        correct: ``(N,)`` correct predictions per segment.
+        num_notes: ``(N,)`` notes per segment (the weights of the aggregation).
+        labels: ``(N,)`` sequence tasks: the segment labels (all segments of a piece share it).
+        log_probs: ``(N, C)`` sequence tasks: the segments' class log-probabilities.
+
+    Returns:
+        :class:`PieceResults` (sequence task when ``log_probs`` is given, token task otherwise).
+    """
+    if len(piece_ids) != len(scored):
+        raise ValueError(f"{len(piece_ids)} piece ids for {len(scored)} evaluated segments: the evaluation rows must "
+                         "be the split's rows in order (unshuffled loader, gather_for_metrics)")
+    pieces, index = group_by_piece(piece_ids)
+    count = len(pieces)
+    num_segments = np.bincount(index, minlength=count)
+    if log_probs is None:
+        return PieceResults(pieces, num_segments, np.bincount(index, weights=scored, minlength=count).astype(np.int64),
+                            np.bincount(index, weights=correct, minlength=count).astype(np.int64))
+    labels = np.asarray(labels, dtype=np.int64)
+    piece_labels = np.zeros(count, dtype=np.int64)
+    piece_labels[index] = labels
+    if (piece_labels[index] != labels).any():
+        bad = sorted({pieces[i] for i in index[piece_labels[index] != labels]})
+        raise ValueError(f"segments of one piece carry different labels: {bad[:5]}")
+    probabilities = aggregate_by_piece(log_probs, index, num_notes)
+    return PieceResults(pieces, num_segments, np.bincount(index, weights=num_notes, minlength=count).astype(np.int64),
+                        np.bincount(index, weights=correct, minlength=count).astype(np.int64),
+                        labels=piece_labels, predictions=probabilities.argmax(1), probabilities=probabilities)
+
+
 class ClassificationEvaluator:
-    """Collect predictions batch by batch, then compute accuracy, macro-F1 and the confusion matrix.
+    """Collect predictions batch by batch, then compute accuracy, macro-F1, piece results and the confusion matrix.
 
     Args:
         num_labels: number of classes.
         label_names: class names (default ``"0"``, ``"1"``...), used by :meth:`plot`.
 
     Call :meth:`add_batch` with already gathered tensors (``accelerator.gather_for_metrics``), then
-    :meth:`compute`.
+    :meth:`compute`, and :meth:`piece_results` with the split's ``piece_id`` column (the batches must be the
+    split's rows in order).
     """
 
     def __init__(self, num_labels: int, label_names: Sequence[str] | None = None):
@@ -216,18 +429,39 @@ class ClassificationEvaluator:
             raise ValueError(f"{len(self.label_names)} label names given for {self.num_labels} labels")
         self._predictions: list[np.ndarray] = []
         self._references: list[np.ndarray] = []
+        self._rows: dict[str, list[np.ndarray]] = {"scored": [], "correct": [], "labels": [], "num_notes": [],
+                                                   "log_probs": []}
+        self._is_sequence = False
 
-    def add_batch(self, predictions, labels, masked_positions=None) -> None:
+    def add_batch(self, predictions, labels, masked_positions=None, log_probs=None, num_notes=None) -> None:
         """Add one batch.
 
         Args:
             predictions: ``(B,)`` or ``(B, L)`` predicted class ids.
             labels: same shape, ``-100`` where not scored.
             masked_positions: optional bool ``(B, L)``: mask-fine-tuning positions, not scored.
+            log_probs: optional ``(B, C)`` class log-probabilities (sequence tasks; needed by :meth:`piece_results`).
+            num_notes: optional ``(B,)`` notes per segment (the weights of the piece aggregation).
         """
         preds, refs = select_scored(predictions, labels, masked_positions)
         self._predictions.append(preds)
         self._references.append(refs)
+        predictions, labels, masked_positions, log_probs, num_notes = (
+            x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+            for x in (predictions, labels, masked_positions, log_probs, num_notes)
+        )
+        predictions, labels = np.asarray(predictions), np.asarray(labels)
+        self._is_sequence = labels.ndim == 1
+        keep = token_metric_mask(labels, masked_positions)
+        hits = keep & (predictions == labels)
+        if keep.ndim == 2:
+            keep, hits = keep.sum(1), hits.sum(1)
+        self._rows["scored"].append(np.asarray(keep, dtype=np.int64))
+        self._rows["correct"].append(np.asarray(hits, dtype=np.int64))
+        self._rows["labels"].append(labels if labels.ndim == 1 else np.zeros(len(labels), dtype=np.int64))
+        self._rows["num_notes"].append(np.asarray(num_notes if num_notes is not None else keep, dtype=np.int64))
+        if log_probs is not None:
+            self._rows["log_probs"].append(np.asarray(log_probs, dtype=np.float64))
 
     @property
     def predictions(self) -> np.ndarray:
@@ -240,13 +474,31 @@ class ClassificationEvaluator:
     def compute(self, prefix: str = "") -> dict[str, float]:
         """Return ``{prefix+"accuracy", prefix+"f1_macro"}`` through the ``evaluate`` modules (see :attr:`num_scored`).
 
+        Macro-F1 averages over all ``num_labels`` labels (absent and never predicted ones score 0).
+
         Args:
             prefix: prepended to every key (``"eval_"``, ``"test_"``).
         """
         preds, refs = self.predictions.tolist(), self.references.tolist()
         accuracy = load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
-        f1 = load_metric("f1").compute(predictions=preds, references=refs, average="macro")["f1"]
+        f1 = load_metric("f1").compute(
+            predictions=preds, references=refs, labels=list(range(self.num_labels)), average="macro"
+        )["f1"]
         return {f"{prefix}accuracy": accuracy, f"{prefix}f1_macro": f1}
+
+    def piece_results(self, piece_ids: Sequence[str]) -> PieceResults:
+        """Group what was added by piece (see :func:`piece_results`).
+
+        Args:
+            piece_ids: the split's ``piece_id`` column, one per row added, in the same order.
+        """
+        rows = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in self._rows.items()}
+        sequence = self._is_sequence
+        if sequence and len(rows["log_probs"]) != len(rows["scored"]):
+            raise ValueError("piece results of a sequence task need the log_probs of every batch (add_batch(log_probs=))")
+        return piece_results(piece_ids, rows["scored"], rows["correct"], rows["num_notes"],
+                             labels=rows["labels"] if sequence else None,
+                             log_probs=rows["log_probs"] if sequence else None)
 
     @property
     def num_scored(self) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .constants import MASK_ID
+from .evaluation import aggregate_segment_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -89,23 +90,6 @@ class TokenPrediction:
     @property
     def num_unclassified(self) -> int:
         return int((self.classes == UNCLASSIFIED).sum())
-
-
-def aggregate_segment_log_probs(log_probs: torch.Tensor, num_notes: torch.Tensor) -> torch.Tensor:
-    """Combine per-segment class log-probabilities into one distribution per piece.
-
-    Args:
-        log_probs: ``(S, C)`` log-probabilities of the ``S`` segments of one piece.
-        num_notes: ``(S,)`` notes per segment (the weights).
-
-    Returns:
-        ``(C,)`` probabilities: softmax of the note-weighted mean of the log-probabilities.
-    """
-    weights = num_notes.to(log_probs.dtype).clamp(min=0)
-    if weights.sum() <= 0:
-        weights = torch.ones_like(weights)
-    mean = (log_probs * weights[:, None]).sum(0) / weights.sum()
-    return torch.softmax(mean, dim=-1)
 
 
 def _hidden_attribute_indices(config) -> list[int]:

@@ -45,7 +45,6 @@ states, early-stopping state) to ``output_dir/step_N`` / ``epoch_N``; ``--resume
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import shlex
@@ -66,6 +65,7 @@ from adversarial_midibert import hub_utils  # noqa: E402
 logger = logging.getLogger("finetune")
 
 KNOWN_TASKS = ("composer", "emotion", "melody", "velocity", "music21-composer")
+METRICS_FOR_BEST_MODEL = ("accuracy", "f1_macro", "piece_accuracy", "piece_f1_macro")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--lr_scheduler_type", default="linear", help="transformers.get_scheduler name")
     g.add_argument("--num_warmup_steps", type=int, default=0)
     g.add_argument("--max_grad_norm", type=float, default=3.0)
-    g.add_argument("--early_stopping_patience", type=int, default=3, help="epochs without better eval accuracy; 0 = off")
+    g.add_argument("--early_stopping_patience", type=int, default=3, help="epochs without better eval metric; 0 = off")
+    g.add_argument("--metric_for_best_model", default="accuracy", choices=METRICS_FOR_BEST_MODEL,
+                   help="validation metric of early stopping and best-model selection (piece_*: sequence tasks only)")
     g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"), help="Accelerate mixed precision")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
@@ -110,6 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--overwrite_output_dir", action="store_true", help="allow a folder that already holds results")
     g.add_argument("--checkpointing_steps", default=None, help='save the Accelerate state every N steps, or "epoch"')
     g.add_argument("--resume_from_checkpoint", default=None, help='checkpoint folder, or "latest" in --output_dir')
+    g.add_argument("--bootstrap_resamples", type=int, default=2000,
+                   help="resamples of the 95%% bootstrap intervals over pieces in all_results.json (0 = none)")
     g.add_argument("--with_tracking", action="store_true", help="log to TensorBoard (in output_dir)")
     g.add_argument("--report_to", default="tensorboard", help="Accelerate tracker with --with_tracking")
     g.add_argument("--push_to_hub", action="store_true")
@@ -130,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
         if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
             p.error(f'--checkpointing_steps must be a positive integer or "epoch", got {args.checkpointing_steps!r}')
+    if args.bootstrap_resamples < 0:
+        p.error(f"--bootstrap_resamples must be >= 0, got {args.bootstrap_resamples}")
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -217,7 +223,8 @@ def _truncate_encoder(model, num_layers: int) -> None:
 
 
 def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, is_token_task) -> float:
-    """Run the model over one split, feed the evaluator; return the mean loss."""
+    """Run the model over one split, feed the evaluator (with the segments' log-probabilities and note counts, for
+    the piece-level results); return the mean loss. The loader must be unshuffled: rows come back in split order."""
     model.eval()
     losses = []
     for batch in dataloader:
@@ -228,18 +235,53 @@ def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, i
             outputs = model(**batch)
         predictions = outputs.logits.argmax(-1)
         labels = batch["labels"]
+        num_notes = batch["attention_mask"].sum(-1) - 2  # every segment holds BOS + notes + EOS
         if is_token_task:  # segments differ in length across processes: pad before gathering
             predictions = accelerator.pad_across_processes(predictions, dim=1, pad_index=-100)
             labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
             if masked is not None:
                 masked = accelerator.pad_across_processes(masked, dim=1, pad_index=0)
-        predictions, labels = accelerator.gather_for_metrics((predictions, labels))
+            predictions, labels, num_notes = accelerator.gather_for_metrics((predictions, labels, num_notes))
+            log_probs = None
+        else:
+            log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
+            predictions, labels, num_notes, log_probs = accelerator.gather_for_metrics(
+                (predictions, labels, num_notes, log_probs))
         if masked is not None and is_token_task:
             masked = accelerator.gather_for_metrics(masked)
-        evaluator.add_batch(predictions, labels, masked if is_token_task else None)
+        evaluator.add_batch(predictions, labels, masked if is_token_task else None, log_probs=log_probs,
+                            num_notes=num_notes)
         if outputs.loss is not None:
             losses.append(accelerator.gather_for_metrics(outputs.loss.detach().reshape(1)).float().mean().item())
     return float(sum(losses) / len(losses)) if losses else float("nan")
+
+
+def split_metrics(evaluator, piece_ids, loss: float, prefix: str) -> tuple[dict, object]:
+    """Segment/note metrics and piece-level metrics of one evaluated split.
+
+    Returns ``(metrics, pieces)``: ``{prefix}accuracy`` / ``f1_macro`` (per segment, or per note for token tasks),
+    ``{prefix}piece_accuracy`` / ``piece_f1_macro`` (sequence tasks), ``{prefix}num_pieces``, the loss and the
+    number of scored predictions; ``pieces`` is the split's :class:`~adversarial_midibert.evaluation.PieceResults`.
+    """
+    pieces = evaluator.piece_results(piece_ids)
+    metrics = {**evaluator.compute(prefix), **pieces.compute(evaluator.num_labels, prefix),
+               f"{prefix}loss": loss, f"num_{prefix}scored": evaluator.num_scored}
+    return metrics, pieces
+
+
+def bootstrap_intervals(pieces, prefix: str, n_resamples: int, seed: int) -> dict:
+    """95 % bootstrap intervals over pieces: ``{prefix}accuracy_ci95`` (pieces resampled with all their segments or
+    notes) and, for sequence tasks, ``{prefix}piece_accuracy_ci95``; empty when ``n_resamples`` is 0."""
+    from adversarial_midibert.bootstrap import bootstrap_accuracy
+
+    if n_resamples <= 0:
+        return {}
+    levels = {"accuracy": "segment", "piece_accuracy": "piece"} if pieces.is_sequence else {"accuracy": "note"}
+    out = {}
+    for name, level in levels.items():
+        interval = bootstrap_accuracy(*pieces.counts(level), n_resamples=n_resamples, seed=seed)
+        out[f"{prefix}{name}_ci95"] = [interval.low, interval.high]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -259,7 +301,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from adversarial_midibert.checkpointing import latest_checkpoint
+    from adversarial_midibert.checkpointing import latest_checkpoint, write_json
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
@@ -293,6 +335,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     datasets, task_info, tokenizer = load_task_dataset(args.dataset)
     task, task_type, label_names, hidden_names = _task_fields(dict(task_info), args)
     is_token_task = task_type == "token"
+    if is_token_task and args.metric_for_best_model.startswith("piece_"):
+        raise ValueError(f"--metric_for_best_model {args.metric_for_best_model}: token tasks have no piece-level "
+                         "label; use accuracy or f1_macro")
     hidden = [ATTRIBUTE_NAMES.index(h) if isinstance(h, str) else int(h) for h in hidden_names]
     for split in ("train", "validation", "test"):
         if split not in datasets:
@@ -324,6 +369,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         datasets["test"].select_columns(columns), collate_fn=eval_collator,
         batch_size=args.per_device_eval_batch_size, **loader_kwargs
     )
+    piece_ids = {split: datasets[split]["piece_id"] for split in ("validation", "test")}
     logger.info("task %s (%s), %d classes, segments: %s", task, task_type, len(label_names),
                 {k: len(v) for k, v in datasets.items()})
 
@@ -423,7 +469,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
 
         shutil.rmtree(best_dir)  # left by an earlier run in this folder
     mask_id = int(tokenizer.mask_token_id)
+    best_key = "eval_" + args.metric_for_best_model
     eval_metrics: dict = {}
+    eval_pieces = None
     history = []
     start_time = time.time()
     for epoch in range(start_epoch, args.num_train_epochs):
@@ -459,24 +507,23 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
 
         evaluator = ClassificationEvaluator(len(label_names), label_names)
         eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
-        metrics = evaluator.compute("eval_")
-        metrics["eval_loss"] = eval_loss
-        metrics["num_eval_scored"] = evaluator.num_scored
+        metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
         train_loss = total_loss / max(seen, 1)
         history.append({"epoch": epoch, "train_loss": train_loss, **metrics})
-        logger.info("epoch %d: train loss %.4f, eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f",
-                    epoch, train_loss, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"])
+        logger.info("epoch %d: train loss %.4f, eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
+                    epoch, train_loss, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"],
+                    "" if is_token_task else f", eval piece accuracy {metrics['eval_piece_accuracy']:.4f}")
         if args.with_tracking:
             accelerator.log({"train_loss": train_loss, **metrics, "epoch": epoch}, step=completed_steps)
-        if stopping.update(metrics["eval_accuracy"], epoch):
-            eval_metrics = metrics
+        if stopping.update(metrics[best_key], epoch):
+            eval_metrics, eval_pieces = metrics, pieces
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 accelerator.unwrap_model(model).save_pretrained(best_dir, save_function=accelerator.save)
         if args.checkpointing_steps == "epoch":
             accelerator.save_state(str(output_dir / f"epoch_{epoch}"))
         if stopping.should_stop:
-            logger.info("early stopping: no better eval accuracy for %d epochs", stopping.bad_epochs)
+            logger.info("early stopping: no better %s for %d epochs", best_key, stopping.bad_epochs)
     train_runtime = time.time() - start_time
 
     # --- best weights back, test
@@ -488,15 +535,19 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         missing, unexpected = unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
         if unexpected or any(not k.endswith("position_ids") for k in missing):
             raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected {unexpected})")
-        logger.info("restored the best weights (epoch %d, eval accuracy %.4f)", stopping.best_epoch, stopping.best_metric)
-    if not eval_metrics:  # resumed after the best epoch, or no epoch ran: score validation again
+        logger.info("restored the best weights (epoch %d, %s %.4f)", stopping.best_epoch, best_key, stopping.best_metric)
+    if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
         evaluator = ClassificationEvaluator(len(label_names), label_names)
         eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
-        eval_metrics = {**evaluator.compute("eval_"), "eval_loss": eval_loss, "num_eval_scored": evaluator.num_scored}
+        eval_metrics, eval_pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
+    eval_metrics.update(bootstrap_intervals(eval_pieces, "eval_", args.bootstrap_resamples, args.seed))
     evaluator = ClassificationEvaluator(len(label_names), label_names)
     test_loss = evaluate_split(model, test_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
-    test_metrics = {**evaluator.compute("test_"), "test_loss": test_loss, "num_test_scored": evaluator.num_scored}
-    logger.info("test accuracy %.4f, macro-F1 %.4f", test_metrics["test_accuracy"], test_metrics["test_f1_macro"])
+    test_metrics, test_pieces = split_metrics(evaluator, piece_ids["test"], test_loss, "test_")
+    test_metrics.update(bootstrap_intervals(test_pieces, "test_", args.bootstrap_resamples, args.seed))
+    logger.info("test accuracy %.4f, macro-F1 %.4f%s", test_metrics["test_accuracy"], test_metrics["test_f1_macro"],
+                "" if is_token_task else f"; per piece {test_metrics['test_piece_accuracy']:.4f}, "
+                f"macro-F1 {test_metrics['test_piece_f1_macro']:.4f}")
 
     results = {
         **test_metrics,
@@ -509,6 +560,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         "train_steps": completed_steps,
         "train_runtime": train_runtime,
         "seed": args.seed,
+        "metric_for_best_model": args.metric_for_best_model,
+        "bootstrap": {"n_resamples": args.bootstrap_resamples, "confidence": 0.95, "seed": args.seed,
+                      "method": "percentile bootstrap over pieces, each piece resampled with all its segments/notes"},
         "mask_ratio": args.mask_ratio,
         "mask_eval": args.mask_eval,
         "pitch_shift": args.pitch_shift,
@@ -526,11 +580,12 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         tokenizer.save_pretrained(output_dir)
         if not (output_dir / TOKENIZER_FILE_NAME).is_file():
             logger.warning("the tokenizer did not write %s into %s", TOKENIZER_FILE_NAME, output_dir)
-        with open(output_dir / "all_results.json", "w") as f:
-            json.dump(results, f, indent=2)
+        for prefix, pieces in (("eval", eval_pieces), ("test", test_pieces)):
+            write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
         title = f"{task}: test accuracy {test_metrics['test_accuracy']:.3f}"
         evaluator.plot(output_dir / "confusion_matrix.png", title=title)
         _write_card_and_code(output_dir, args, task, task_type, results)
+        write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
         if best_dir.is_dir() and not args.checkpointing_steps:  # kept for a resumed run to restore
             import shutil
 

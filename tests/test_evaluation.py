@@ -63,3 +63,69 @@ def test_confusion_matrix_and_png(tmp_path):
     evaluator.add_batch(np.array([0, 1, 1]), np.array([0, 1, 0]))
     path = evaluator.plot(tmp_path / "cm.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_macro_f1_averages_over_every_label():
+    # Classes 0 and 1 only, in a 4-class task: classes 2 and 3 count with F1 = 0.
+    evaluator = ClassificationEvaluator(4)
+    evaluator.add_batch(np.array([0, 1, 1]), np.array([0, 1, 1]))
+    assert evaluator.compute() == {"accuracy": 1.0, "f1_macro": pytest.approx(0.5)}
+
+
+def test_piece_aggregation_matches_prediction_for_every_piece():
+    from adversarial_midibert.evaluation import aggregate_by_piece, aggregate_segment_log_probs, group_by_piece
+
+    rng = np.random.default_rng(0)
+    piece_ids = ["b", "a", "b", "c", "a", "b"]
+    log_probs = torch.log_softmax(torch.from_numpy(rng.normal(size=(6, 3))), dim=-1)
+    num_notes = np.array([10, 3, 1, 0, 7, 0])
+    pieces, index = group_by_piece(piece_ids)
+    assert pieces == ["b", "a", "c"] and index.tolist() == [0, 1, 0, 2, 1, 0]
+    probabilities = aggregate_by_piece(log_probs.numpy(), index, num_notes)
+    for p in range(3):
+        rows = torch.from_numpy(np.flatnonzero(index == p))
+        expected = aggregate_segment_log_probs(log_probs[rows], torch.from_numpy(num_notes)[rows])
+        np.testing.assert_allclose(probabilities[p], expected.numpy(), rtol=1e-6)  # "c": no notes, equal weights
+
+
+def test_evaluator_piece_results_sequence_and_token():
+    from adversarial_midibert.evaluation import PieceResults
+
+    # Sequence task: piece "x" has a long segment voting 1 and a short one voting 0; piece "y" one segment.
+    evaluator = ClassificationEvaluator(2, ["no", "yes"])
+    log_probs = torch.log(torch.tensor([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]]))
+    evaluator.add_batch(log_probs.argmax(-1), torch.tensor([1, 1, 1]), log_probs=log_probs,
+                        num_notes=torch.tensor([100, 5, 30]))
+    pieces = evaluator.piece_results(["x", "x", "y"])
+    assert pieces.predictions.tolist() == [1, 0] and pieces.num_correct.tolist() == [1, 0]
+    assert pieces.num_segments.tolist() == [2, 1] and pieces.num_notes.tolist() == [105, 30]
+    assert pieces.compute(2, "test_") == {"test_num_pieces": 2, "test_piece_accuracy": 0.5,
+                                          "test_piece_f1_macro": pytest.approx(1 / 3)}
+    records = pieces.records(["no", "yes"])
+    assert records[0]["label"] == "yes" and records[0]["predicted"] == "yes" and records[0]["correct"]
+    assert sum(records[1]["probabilities"].values()) == pytest.approx(1.0)
+    again = PieceResults.from_records(records)
+    assert again.counts("piece")[0].tolist() == [1, 0] and again.counts("segment")[1].tolist() == [2, 1]
+    with pytest.raises(ValueError, match="2 piece ids for 3"):
+        evaluator.piece_results(["x", "y"])
+    with pytest.raises(ValueError, match="log_probs"):
+        no_probs = ClassificationEvaluator(2)
+        no_probs.add_batch(torch.tensor([1]), torch.tensor([1]))
+        no_probs.piece_results(["x"])
+
+    # Token task: notes per piece, masked notes not scored.
+    evaluator = ClassificationEvaluator(3)
+    labels = torch.tensor([[-100, 0, 1, 2, -100], [-100, 1, 1, -100, -100], [-100, 2, 2, 2, -100]])
+    predictions = torch.tensor([[0, 0, 0, 2, 0], [0, 1, 0, 0, 0], [0, 2, 2, 0, 0]])
+    masked = torch.zeros(3, 5, dtype=torch.bool)
+    masked[0, 2] = True
+    evaluator.add_batch(predictions, labels, masked)
+    pieces = evaluator.piece_results(["p", "q", "p"])
+    assert pieces.num_notes.tolist() == [5, 2] and pieces.num_correct.tolist() == [4, 1]
+    assert pieces.num_correct.sum() / pieces.num_notes.sum() == evaluator.compute()["accuracy"]
+    assert pieces.records()[1] == {"piece_id": "q", "num_segments": 1, "num_scored_notes": 2, "num_correct_notes": 1}
+    with pytest.raises(ValueError, match="segments of one piece carry different labels"):
+        from adversarial_midibert.evaluation import piece_results
+
+        piece_results(["x", "x"], np.ones(2), np.ones(2), np.ones(2), labels=np.array([0, 1]),
+                      log_probs=np.zeros((2, 2)))

@@ -1,4 +1,4 @@
-"""examples/finetune.py end to end on tiny real data sets (composer: sequence, melody: token); run_ablation's table."""
+"""examples/finetune.py end to end on tiny real data sets (composer: sequence, melody: token), per-piece results."""
 
 from __future__ import annotations
 
@@ -52,19 +52,37 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
     output = tmp_path / "run"
     finetune.main([
         "--dataset", str(dataset), "--from_scratch", "--preset", "tiny", "--output_dir", str(output),
-        "--num_train_epochs", "2", "--max_train_samples", "16", "--max_eval_samples", "8",
+        "--num_train_epochs", "2", "--max_train_samples", "16", "--max_eval_samples", "40",
         "--per_device_train_batch_size", "8", "--learning_rate", "1e-3", "--pitch_shift", "--seed", "1", "--cpu",
     ])
     results, config = _check_results(output, "composer", 8)
-    assert results["num_test_scored"] == 8 and results["pitch_shift"] and results["epochs_run"] == 2
+    segments = results["num_test_segments"]
+    assert results["num_test_scored"] == segments and results["pitch_shift"] and results["epochs_run"] == 2
     assert config["architectures"] == ["AdvMidiBertForSequenceClassification"]
-    # The folder is ready for inference.
+    # Piece level: the per-piece file agrees with all_results.json and its intervals.
+    pieces = json.loads((output / "test_piece_results.json").read_text())
+    assert len(pieces) == results["test_num_pieces"] and sum(p["num_segments"] for p in pieces) == segments
+    assert results["test_piece_accuracy"] == pytest.approx(sum(p["correct"] for p in pieces) / len(pieces))
+    assert sum(p["num_correct_segments"] for p in pieces) == round(results["test_accuracy"] * segments)
+    for key in ("test_accuracy", "test_piece_accuracy", "eval_accuracy", "eval_piece_accuracy"):
+        low, high = results[f"{key}_ci95"]
+        assert 0.0 <= low <= results[key] <= high <= 1.0, key
+    assert (output / "eval_piece_results.json").is_file() and results["bootstrap"]["n_resamples"] == 2000
+    # The folder is ready for inference, and prediction combines a piece's segments as fine-tuning scored it.
     from adversarial_midibert.inference import AdvMidiBertPredictor
 
-    piece = sorted((data_root / "Pianist8" / "midi" / "Einaudi").glob("*.mid"))[0]
-    prediction = AdvMidiBertPredictor.from_pretrained(output, device="cpu").predict(piece)
-    assert len(prediction.probabilities) == 8
-    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    predictor = AdvMidiBertPredictor.from_pretrained(output, device="cpu")
+    compared = 0
+    for piece in pieces:
+        prediction = predictor.predict(data_root / "Pianist8" / "midi" / piece["piece_id"])
+        assert len(prediction.probabilities) == 8
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        if prediction.num_segments == piece["num_segments"]:  # --max_eval_samples can cut a piece's last segments
+            compared += 1
+            assert prediction.label == piece["predicted"]
+            for name, probability in piece["probabilities"].items():
+                assert prediction.probabilities[name] == pytest.approx(probability, abs=1e-4)
+    assert compared >= 1
     # Refuses to overwrite a finished run.
     with pytest.raises(FileExistsError, match="all_results.json"):
         finetune.main(["--dataset", str(dataset), "--from_scratch", "--output_dir", str(output)])
@@ -95,6 +113,11 @@ def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_pat
     results, saved = _check_results(output, "melody", 3)
     assert saved["architectures"] == ["AdvMidiBertForTokenClassification"] and saved["num_hidden_layers"] == 1
     assert results["num_test_scored"] > 0 and results["probe_layer"] == 1
+    pieces = json.loads((output / "test_piece_results.json").read_text())
+    assert sum(p["num_scored_notes"] for p in pieces) == results["num_test_scored"]
+    correct = sum(p["num_correct_notes"] for p in pieces)
+    assert correct / results["num_test_scored"] == pytest.approx(results["test_accuracy"])
+    assert "test_piece_accuracy" not in results and len(results["test_accuracy_ci95"]) == 2
     # Frozen backbone: the encoder weights are the pre-trained ones.
     from safetensors.torch import load_file
 
@@ -107,20 +130,3 @@ def test_bad_flags_are_clear(finetune):
         finetune.parse_args(["--dataset", "x", "--output_dir", "y"])  # neither --from_scratch nor a model
     with pytest.raises(SystemExit):
         finetune.parse_args(["--dataset", "x", "--output_dir", "y", "--from_scratch", "--probe_layer", "2"])
-
-
-def test_ablation_table_and_dry_run(repo_root, data_root, tmp_path, capsys):
-    ablation = _load_example(repo_root, "run_ablation")
-    for seed, acc in ((1, 0.5), (2, 0.7)):
-        run = tmp_path / "finetune" / "composer" / "adversarial" / f"seed{seed}"
-        run.mkdir(parents=True)
-        (run / "all_results.json").write_text(json.dumps({"test_accuracy": acc, "test_f1_macro": acc}))
-    table = ablation.collect(tmp_path, ["composer"], ["scratch", "adversarial"], [1, 2])
-    assert table["composer"]["scratch"]["missing"] == [1, 2]
-    text = ablation.markdown_table(table, ["scratch", "adversarial"], "budget")
-    assert "60.00 ± 14.14 (n=2)" in text and "97.92" in text and "75.7" in text
-
-    ablation.main(["--data_root", str(data_root), "--work_dir", str(tmp_path / "dry"), "--budget", "smoke",
-                   "--tasks", "velocity", "--variants", "scratch,adversarial-detached", "--dry_run"])
-    out = capsys.readouterr().out
-    assert "pretrain.py" in out and "--detach_masker" in out and "finetune.py" in out and "--from_scratch" in out

@@ -1,0 +1,199 @@
+"""Bootstrap confidence intervals over pieces: one run's accuracy, and differences between variants across seeds.
+
+Why pieces. The segments (or notes) of one piece are not independent draws: a composer classifier is
+nearly always all right or all wrong on one piece. The unit that was sampled is the piece, so the
+bootstrap resamples pieces, each with all its segments or notes ("cluster" bootstrap). An accuracy
+over the resampled pieces is ``sum(correct) / sum(total)`` over the drawn pieces (a piece drawn twice
+counts twice): for a piece-level accuracy ``correct`` is 0/1 and ``total`` 1 per piece; for a note
+accuracy they are the piece's correct and scored notes (micro accuracy).
+
+Why two levels. A variant's figure also moves with the seeds (pre-training and fine-tuning). To
+compare two variants A and B that were each run with several seeds on the same test pieces,
+:func:`paired_bootstrap_difference` draws, for every resample,
+
+1. one multiset of pieces, shared by A and B (paired: both variants are scored on the same pieces,
+   so piece difficulty cancels out of the difference);
+2. one multiset of A's seeds and, independently, one of B's seeds;
+
+and computes ``mean over drawn A-seeds of accuracy(A) - mean over drawn B-seeds of accuracy(B)``,
+every accuracy over the drawn pieces. The interval is the percentile interval of that statistic.
+With one seed per variant it is the ordinary paired bootstrap over pieces.
+
+Everything is vectorised: a resample is a row of multinomial counts (how often each piece, or seed,
+is drawn), and accuracies are matrix products of counts and per-piece sums. The generator is numpy's
+``default_rng(seed)``, so a given seed gives the same interval on every machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 2000
+DEFAULT_CONFIDENCE = 0.95
+
+
+@dataclass
+class BootstrapInterval:
+    """A point estimate and its bootstrap percentile interval.
+
+    Attributes:
+        estimate: the statistic on the observed data (not the mean of the resamples).
+        low: lower end of the interval (the ``(1 - confidence) / 2`` quantile of the resamples).
+        high: upper end.
+        confidence: e.g. 0.95.
+        n_resamples: number of bootstrap resamples.
+        seed: seed of ``numpy.random.default_rng``.
+        method: how the resamples were drawn (a sentence).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+    n_resamples: int
+    seed: int
+    method: str
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0 (the difference is "significant")."""
+        return bool(self.low > 0 or self.high < 0)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (with ``excludes_zero``)."""
+        return {**asdict(self), "excludes_zero": self.excludes_zero}
+
+
+def _check_counts(correct, total, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, P)`` float arrays of correct and total counts (a 1-D input is one seed)."""
+    correct = np.atleast_2d(np.asarray(correct, dtype=np.float64))
+    total = np.broadcast_to(np.atleast_2d(np.asarray(total, dtype=np.float64)), correct.shape)
+    if correct.ndim != 2 or correct.shape[1] == 0:
+        raise ValueError(f"{name}: expected per-piece counts of shape (pieces,) or (seeds, pieces), got {correct.shape}")
+    if (correct < 0).any() or (correct > total).any():
+        raise ValueError(f"{name}: correct counts must lie in [0, total] for every piece")
+    return correct, np.array(total)
+
+
+def _ratio(weights: np.ndarray, correct: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Accuracy of every seed under every piece resample: ``(B, P) x (S, P) -> (B, S)``; NaN where no total."""
+    num, den = weights @ correct.T, weights @ total.T
+    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def _interval(samples: np.ndarray, estimate: float, confidence: float, n_resamples: int, seed: int, method: str):
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    alpha = (1.0 - confidence) / 2
+    low, high = np.nanquantile(samples, [alpha, 1.0 - alpha]) if np.isfinite(samples).any() else (np.nan, np.nan)
+    return BootstrapInterval(float(estimate), float(low), float(high), confidence, n_resamples, seed, method)
+
+
+def _draw(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
+    """``(n_resamples, n)`` counts: how often each of ``n`` items is drawn in each resample of size ``n``."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
+
+
+def bootstrap_accuracy(
+    correct,
+    total=1,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> BootstrapInterval:
+    """Percentile interval of one run's accuracy, resampling pieces with their segments or notes.
+
+    Args:
+        correct: ``(P,)`` correct predictions per piece (0/1 for a piece-level accuracy; correct segments or
+            notes for a pooled accuracy).
+        total: ``(P,)`` predictions per piece (1 for a piece-level accuracy), or a scalar.
+        n_resamples: bootstrap resamples.
+        confidence: interval level.
+        seed: generator seed (same seed, same interval).
+
+    Returns:
+        :class:`BootstrapInterval` of ``sum(correct) / sum(total)``.
+    """
+    correct, total = _check_counts(correct, total, "bootstrap_accuracy")
+    if correct.shape[0] != 1:
+        raise ValueError(f"bootstrap_accuracy takes the counts of one run, got {correct.shape[0]} rows")
+    rng = np.random.default_rng(seed)
+    samples = _ratio(_draw(rng, correct.shape[1], n_resamples), correct, total)[:, 0]
+    estimate = correct.sum() / total.sum() if total.sum() > 0 else np.nan
+    return _interval(samples, estimate, confidence, n_resamples, seed,
+                     f"percentile bootstrap over {correct.shape[1]} pieces (each with all its predictions)")
+
+
+def paired_bootstrap_difference(
+    correct_a,
+    total_a,
+    correct_b,
+    total_b,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: int = 0,
+) -> BootstrapInterval:
+    """Interval of ``mean accuracy(A) - mean accuracy(B)``: pieces resampled in pairs, seeds resampled per variant.
+
+    Args:
+        correct_a: ``(S_a, P)`` correct counts of variant A, one row per seed (or ``(P,)`` for one seed).
+        total_a: same shape (or ``(P,)``, or a scalar): predictions per piece.
+        correct_b: ``(S_b, P)`` for variant B, the same ``P`` pieces in the same order.
+        total_b: as ``total_a``.
+        n_resamples: bootstrap resamples.
+        confidence: interval level.
+        seed: generator seed.
+
+    Returns:
+        :class:`BootstrapInterval` of the difference of the seed-averaged accuracies (A minus B).
+    """
+    correct_a, total_a = _check_counts(correct_a, total_a, "variant A")
+    correct_b, total_b = _check_counts(correct_b, total_b, "variant B")
+    if correct_a.shape[1] != correct_b.shape[1]:
+        raise ValueError(f"the variants were scored on different numbers of pieces: {correct_a.shape[1]} and "
+                         f"{correct_b.shape[1]}; a paired bootstrap needs the same pieces in the same order")
+    rng = np.random.default_rng(seed)
+    pieces = _draw(rng, correct_a.shape[1], n_resamples)  # shared by both variants: paired
+    seeds_a = _draw(rng, correct_a.shape[0], n_resamples)
+    seeds_b = _draw(rng, correct_b.shape[0], n_resamples)
+    mean_a = np.nansum(_ratio(pieces, correct_a, total_a) * seeds_a, axis=1) / correct_a.shape[0]
+    mean_b = np.nansum(_ratio(pieces, correct_b, total_b) * seeds_b, axis=1) / correct_b.shape[0]
+    observed_a = (correct_a.sum(1) / total_a.sum(1)).mean()
+    observed_b = (correct_b.sum(1) / total_b.sum(1)).mean()
+    method = (f"two-level bootstrap: {correct_a.shape[1]} pieces resampled with replacement and shared by both "
+              f"variants (paired), seeds resampled with replacement independently per variant "
+              f"({correct_a.shape[0]} and {correct_b.shape[0]}); statistic = difference of the seed-mean accuracies; "
+              "percentile interval")
+    return _interval(mean_a - mean_b, observed_a - observed_b, confidence, n_resamples, seed, method)
+
+
+def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for :func:`paired_bootstrap_difference`.
+
+    Args:
+        runs: :class:`~adversarial_midibert.evaluation.PieceResults` of ``S`` runs (seeds) of one variant.
+        level: ``"piece"``, ``"segment"`` or ``"note"`` (see ``PieceResults.counts``).
+        piece_ids: the piece order to use (default: the sorted ids of the first run).
+
+    Returns:
+        ``(correct, total, piece_ids)``.
+
+    Raises:
+        ValueError: a run was scored on other pieces than ``piece_ids``.
+    """
+    if not runs:
+        raise ValueError("no runs to stack")
+    order = sorted(runs[0].piece_ids) if piece_ids is None else [str(p) for p in piece_ids]
+    correct, total = np.zeros((len(runs), len(order))), np.zeros((len(runs), len(order)))
+    for s, run in enumerate(runs):
+        if sorted(run.piece_ids) != sorted(order):
+            missing, extra = set(order) - set(run.piece_ids), set(run.piece_ids) - set(order)
+            raise ValueError(f"run {s} was scored on other pieces: {len(missing)} missing (e.g. {sorted(missing)[:3]}), "
+                             f"{len(extra)} extra (e.g. {sorted(extra)[:3]}); pair only runs on the same test set")
+        position = {p: i for i, p in enumerate(run.piece_ids)}
+        index = np.array([position[p] for p in order], dtype=np.int64)
+        run_correct, run_total = run.counts(level)
+        correct[s], total[s] = np.asarray(run_correct)[index], np.asarray(run_total)[index]
+    return correct, total, order
