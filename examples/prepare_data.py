@@ -20,7 +20,7 @@ import time
 from adversarial_midibert.data import RECIPES, build_recipe, format_summary, save
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=RECIPES, help="which recipe to build")
     parser.add_argument("--data_root", default=None, help="shared data folder (default: $ADV_MIDIBERT_DATA)")
@@ -35,11 +35,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache_dir", default=None, help="datasets map cache folder")
     parser.add_argument("--music21_cache_dir", default=None, help="music21 recipes: converted MIDI cache")
     parser.add_argument("--seed", type=int, default=0, help="seed of ratio splits and of --max_files")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.time()
     dataset = build_recipe(
