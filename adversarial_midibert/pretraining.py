@@ -79,7 +79,7 @@ __all__ = [
 MASKING_METHODS = ("adversarial", "random", "bar")
 # Defaults of the coupling between masker and encoder, chosen from the representation-health study of the README
 # (results/representation-health.json): see AdversarialMLM.
-DEFAULT_RECONSTRUCTION_WEIGHT = 0.0
+DEFAULT_RECONSTRUCTION_WEIGHT = 1.0
 DEFAULT_MASKER_GRAD_SCALE = 1.0
 
 
