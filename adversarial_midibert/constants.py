@@ -1,7 +1,9 @@
 """Names and ids shared by the tokenizer, the data pipeline and the training code.
 
 The model files (``configuration_adv_midibert.py``, ``modeling_adv_midibert.py``) do not import this
-module: they must stay self-contained for Hub remote code, and carry the same facts in the config.
+module: they must stay self-contained for Hub remote code, and carry the same facts in the config. The
+tokenizer's remote code does import it (it is shipped beside ``tokenization_octuple.py``), so it imports
+nothing itself.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ NUM_SPECIAL_TOKENS = 4
 # File written by OctupleTokenizer.save_pretrained (not "tokenizer.json", which AutoTokenizer
 # would try to read as a fast text tokenizer).
 TOKENIZER_FILE_NAME = "octuple_tokenizer.json"
+# transformers' standard tokenizer config: names the class and its ``auto_map`` for AutoTokenizer.
+TOKENIZER_CONFIG_FILE_NAME = "tokenizer_config.json"
 
 # Environment variable naming the shared real-data folder (POP909, EMOPIA, Pianist8, POP1K7...).
 DATA_ROOT_ENV = "ADV_MIDIBERT_DATA"

@@ -1,170 +1,102 @@
-"""Octuple tokenizer: one row of eight ids per note, on top of miditok's ``Octuple``.
+"""The Octuple tokenizer: MIDI files -> padded segments of note rows, the way a Hugging Face tokenizer works.
 
-The vocabulary and the configuration are miditok's (:class:`miditok.Octuple`, :class:`miditok.TokenizerConfig`):
-this module does not fork its tables. It adds
+:class:`OctupleTokenizer` is the Hugging Face-facing class: it is called on files like a transformers tokenizer
+(a :class:`transformers.BatchEncoding` comes back), decodes segments back to a :class:`symusic.Score`, and saves
+and loads like one: ``save_pretrained`` writes ``octuple_tokenizer.json`` (the miditok configuration),
+``tokenizer_config.json`` (the class and its ``auto_map``) and the tokenizer's code files, so that a model folder
+or Hub repository loads it with::
 
-* a vectorised encoder (:meth:`OctupleTokenizer.encode_score`) that reads a file with symusic, works on the
-  notes as numpy arrays and produces exactly the ids miditok's own encoder produces (same notes, same order),
-  about two orders of magnitude faster, and that can say which source note each token came from;
-* the column order of the reference code (``constants.ATTRIBUTE_NAMES``: bar, position, program, pitch,
-  duration, velocity, time_signature, tempo) instead of miditok's (Pitch, Position, Bar, Velocity, Duration,
-  Program, Tempo, TimeSig);
-* segmenting into model inputs (``[BOS] + notes + [EOS]``, bars counted from the segment's first note), a
-  transformers-like ``__call__`` returning a :class:`transformers.BatchEncoding`, a decoder back to a
-  :class:`symusic.Score`, and ``save_pretrained`` / ``from_pretrained``.
+    AutoTokenizer.from_pretrained("org/name", trust_remote_code=True)
 
-Default configuration (:func:`default_tokenizer_config`), miditok's defaults except where noted:
+where only ``transformers``, ``miditok`` and ``symusic`` are installed. ``OctupleTokenizer.from_pretrained`` reads
+a local folder, the file itself or a Hub id (through ``huggingface_hub``'s cache, so offline once cached).
 
-* pitch range 21..109 (piano range), drums as separate ``PitchDrum`` tokens for pitches 27..88 (program -1);
-* 8 positions per beat for durations up to 4 beats, 4 per beat up to 12 beats (``beat_res``); onsets are
-  quantised to 1/8 of a beat;
-* 32 velocity bins (3, 7, ..., 127), 32 tempos linearly spaced in 40..250 qpm;
-* time signatures ``*/8`` with 3, 6, 12 beats and ``*/4`` with 1..6 beats;
-* programs -1 (drums) and 0..127, tracks with the same program merged (miditok's rule);
-* ``max_bar_embedding = 256`` (ours; miditok's default is 60): the size of the bar vocabulary. Bars are
-  counted from the start of each segment, so this only bounds the bars one segment may span (see
-  :meth:`OctupleTokenizer.segment`); :meth:`OctupleTokenizer.encode_score` never drops a note for its bar.
+The arithmetic (vocabulary tables, the vectorised encoder equal to miditok's, segment boundaries, decoding) lives
+in :mod:`adversarial_midibert.octuple_encoding`; the vocabulary and configuration are miditok's
+(:class:`miditok.Octuple`, :class:`miditok.TokenizerConfig`), in the reference code's column order
+``(bar, position, program, pitch, duration, velocity, time_signature, tempo)``.
+
+Why ``AutoTokenizer`` (and not ``AutoProcessor`` or ``AutoFeatureExtractor``): in transformers 5,
+``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` reads ``auto_map["AutoTokenizer"]`` from
+``tokenizer_config.json``, imports that class from the repository's code and returns
+``cls.from_pretrained(repo, **hub_kwargs)``; it needs nothing else of the class. ``PreTrainedTokenizerBase`` itself
+is built around one string vocabulary (``tokenize``, ``convert_tokens_to_ids``, added and special *string*
+tokens, chat templates, truncation of text pairs), none of which applies to rows of eight ids from eight
+vocabularies, so this class keeps the tokenizer interface that callers use (``__call__`` -> ``BatchEncoding``,
+``decode``/``batch_decode``, ``pad_token_id``..., ``model_input_names``, ``save_pretrained``/``from_pretrained``,
+``register_for_auto_class``) without inheriting the text machinery. ``ProcessorMixin`` only bundles
+sub-processors that each load through their own Auto class (``AutoProcessor`` falls back to ``AutoTokenizer``
+when a repository has no processor config), and feature extractors are configured dicts for audio arrays; both
+would wrap this same class for nothing. The pipelines (:mod:`adversarial_midibert.pipelines`) load it through
+``AutoTokenizer`` too.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from miditok import Octuple, TokenizerConfig
-from miditok.constants import TIME_SIGNATURE
-from symusic import Note, Score, Tempo, TimeSignature, Track
+from symusic import Score
 
 from .constants import (
     ATTRIBUTE_NAMES,
     BAR,
     BOS_ID,
+    DURATION,
     EOS_ID,
     MASK_ID,
     NUM_ATTRIBUTES,
     NUM_SPECIAL_TOKENS,
     PAD_ID,
     PITCH,
+    POSITION,
     PROGRAM,
+    TEMPO,
+    TOKENIZER_CONFIG_FILE_NAME,
     TOKENIZER_FILE_NAME,
+    VELOCITY,
 )
+from .octuple_encoding import (
+    DEFAULT_MAX_BAR_EMBEDDING,
+    EncodingReport,
+    MidiReadError,
+    OctupleTables,
+    check_config,
+    config_from_dict,
+    decode_rows,
+    default_tokenizer_config,
+    encode_notes,
+    load_score,
+    segment_bounds,
+)
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_BAR_EMBEDDING",
     "EncodingReport",
     "MidiReadError",
     "OctupleTokenizer",
+    "TOKENIZER_CODE_FILES",
     "TOKENIZER_FORMAT_VERSION",
     "default_tokenizer_config",
 ]
 
 TOKENIZER_FORMAT_VERSION = 1
-DEFAULT_MAX_BAR_EMBEDDING = 256
-
-# miditok token type of each of our attributes (ATTRIBUTE_NAMES order).
-_MIDITOK_TYPES = {
-    "bar": "Bar",
-    "position": "Position",
-    "program": "Program",
-    "pitch": "Pitch",
-    "duration": "Duration",
-    "velocity": "Velocity",
-    "time_signature": "TimeSig",
-    "tempo": "Tempo",
-}
-_SPECIAL_TOKENS = ["PAD_None", "BOS_None", "EOS_None", "MASK_None"]
-_NOTE_FIELDS = ("time", "duration", "pitch", "velocity")
-
-
-class MidiReadError(ValueError):
-    """A MIDI file is missing, empty, truncated or corrupt. The message names the file."""
-
-
-@dataclass
-class EncodingReport:
-    """What :meth:`OctupleTokenizer.encode_score` did with one piece.
-
-    Attributes:
-        source: the file path, or ``"<Score>"`` for an in-memory score.
-        num_notes_in: notes in the symusic score (all tracks).
-        num_notes_out: note tokens produced.
-        dropped: notes that could not be represented, per reason (``pitch_out_of_range``,
-            ``drum_pitch_out_of_range``, ``program_not_in_vocabulary``).
-        ignored_time_signatures: time signature changes outside the vocabulary; the notes under them are kept
-            and encoded under the previous supported time signature (miditok's rule).
-    """
-
-    source: str
-    num_notes_in: int = 0
-    num_notes_out: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    ignored_time_signatures: int = 0
-
-    @property
-    def num_dropped(self) -> int:
-        """Total number of notes left out."""
-        return int(sum(self.dropped.values()))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report as a plain (JSON-serialisable) dict."""
-        return asdict(self)
-
-
-def default_tokenizer_config(max_bar_embedding: int = DEFAULT_MAX_BAR_EMBEDDING, **overrides: Any) -> TokenizerConfig:
-    """The miditok configuration used by default (see the module docstring for the values).
-
-    Args:
-        max_bar_embedding: size of the bar vocabulary (bars one segment may span).
-        **overrides: any other :class:`miditok.TokenizerConfig` argument, replacing our default.
-    """
-    kwargs: dict[str, Any] = {
-        "use_programs": True,
-        "one_token_stream_for_programs": True,
-        "use_tempos": True,
-        "use_time_signatures": True,
-        "use_velocities": True,
-        "special_tokens": list(_SPECIAL_TOKENS),
-    }
-    kwargs.update(overrides)
-    # TokenizerConfig stores unknown keyword arguments in ``config.additional_params``.
-    additional = dict(kwargs.pop("additional_params", {}) or {})
-    additional.setdefault("max_bar_embedding", int(max_bar_embedding))
-    return TokenizerConfig(**kwargs, **additional)
-
-
-def _config_from_dict(values: Mapping[str, Any]) -> TokenizerConfig:
-    """Rebuild a :class:`miditok.TokenizerConfig` from ``config.to_dict(serialize=True)`` read back from JSON."""
-    values = dict(values)
-    for key in ("beat_res", "beat_res_rest"):
-        if key in values:
-            values[key] = {tuple(map(int, str(k).split("_"))): v for k, v in values[key].items()}
-    if "time_signature_range" in values:
-        values["time_signature_range"] = {int(k): list(v) for k, v in values["time_signature_range"].items()}
-    if "chord_maps" in values:
-        values["chord_maps"] = {k: tuple(v) for k, v in values["chord_maps"].items()}
-    return TokenizerConfig.from_dict(values)
-
-
-def _closest_index(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Index of the closest ``reference`` value for each value (ties as ``miditok.utils.np_get_closest``)."""
-    idx = np.searchsorted(reference, values, side="left")
-    prev = np.maximum(idx - 1, 0)
-    nxt = np.minimum(idx, len(reference) - 1)
-    take_prev = (idx == len(reference)) | (np.fabs(values - reference[prev]) < np.fabs(values - reference[nxt]))
-    idx[take_prev] -= 1
-    return idx
-
-
-def _resample_ticks(ticks: np.ndarray, new_tpq: int, old_tpq: int) -> np.ndarray:
-    """symusic's ``Score.resample`` time conversion: ``round(new * t / old)``, halves away from zero."""
-    ticks = ticks.astype(np.int64)
-    return (2 * new_tpq * ticks + old_tpq) // (2 * old_tpq)
+# The tokenizer's code, shipped beside the tokenizer files for ``trust_remote_code`` (this module first).
+TOKENIZER_CODE_FILES: tuple[str, ...] = ("tokenization_octuple.py", "octuple_encoding.py", "constants.py")
+# Keyword arguments of ``from_pretrained`` that select files on the Hub (passed to ``huggingface_hub``).
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+# Keyword arguments transformers' Auto classes and pipelines pass along that do not concern this tokenizer.
+_IGNORED_KWARGS = ("trust_remote_code", "use_fast", "code_revision", "resume_download", "user_agent")
 
 
 class OctupleTokenizer:
@@ -189,7 +121,9 @@ class OctupleTokenizer:
     bos_token_id: int = BOS_ID
     eos_token_id: int = EOS_ID
     mask_token_id: int = MASK_ID
+    padding_side: str = "right"
     model_input_names = ["input_ids", "attention_mask"]
+    _auto_class: str | None = "AutoTokenizer"
 
     def __init__(self, max_seq_len: int = 1024, tokenizer_config: TokenizerConfig | None = None, warn: bool = True):
         if int(max_seq_len) < 3:
@@ -197,135 +131,50 @@ class OctupleTokenizer:
         self.max_seq_len = int(max_seq_len)
         self.warn = bool(warn)
         config = tokenizer_config if tokenizer_config is not None else default_tokenizer_config()
-        self._check_config(config)
+        check_config(config)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._miditok = Octuple(config)
         self.config: TokenizerConfig = self._miditok.config
+        self.tables = OctupleTables(self._miditok)
         self.last_report: EncodingReport | None = None
-        self._build_tables()
+        self.last_reports: list[EncodingReport] = []
 
-    # ------------------------------------------------------------------ configuration and tables
-    @staticmethod
-    def _check_config(config: TokenizerConfig) -> None:
-        needed = {
-            "use_programs": True,
-            "one_token_stream_for_programs": True,
-            "use_velocities": True,
-            "use_tempos": True,
-            "use_time_signatures": True,
-            "remove_duplicated_notes": False,
-        }
-        wrong = [f"{k}={v!r}" for k, v in needed.items() if bool(getattr(config, k)) != v]
-        if not config.use_note_duration_programs:  # miditok's Octuple extends a non-empty set to all programs
-            wrong.append("use_note_duration_programs is empty (no duration attribute)")
-        if wrong:
-            raise ValueError(f"tokenizer_config: unsupported settings for OctupleTokenizer ({', '.join(wrong)})")
-        if list(config.special_tokens[:NUM_SPECIAL_TOKENS]) != _SPECIAL_TOKENS:
-            raise ValueError(
-                f"tokenizer_config.special_tokens must start with {_SPECIAL_TOKENS}, got {config.special_tokens}"
-            )
-
-    def _build_tables(self) -> None:
-        mt = self._miditok
-        cfg = self.config
-        vocab = mt.vocab  # list of dicts, miditok column order
-        self._perm = np.array([mt.vocab_types_idx[_MIDITOK_TYPES[name]] for name in ATTRIBUTE_NAMES])
-        self._vocabs = [vocab[i] for i in self._perm]  # our order
-        for name, voc in zip(ATTRIBUTE_NAMES, self._vocabs, strict=True):
-            for tok_id, tok in enumerate(_SPECIAL_TOKENS):
-                if voc.get(tok) != tok_id:
-                    raise ValueError(f"miditok vocabulary of {name!r}: {tok} is not id {tok_id}")
-        self._inv_vocabs = [{v: k for k, v in voc.items()} for voc in self._vocabs]
-        self.vocab_sizes: tuple[int, ...] = tuple(len(v) for v in self._vocabs)
-        self.max_num_pos_per_beat = int(cfg.max_num_pos_per_beat)
-        self.max_bar_embedding = int(cfg.additional_params["max_bar_embedding"])
-        bar_voc, pos_voc = self._vocabs[BAR], self._vocabs[1]
-        if bar_voc.get("Bar_0") != NUM_SPECIAL_TOKENS or pos_voc.get("Position_0") != NUM_SPECIAL_TOKENS:
-            raise ValueError("miditok vocabulary: Bar_0 / Position_0 are expected right after the special tokens")
-
-        # Pitch: id per MIDI pitch (-1: not representable); drums separately when PitchDrum tokens are used.
-        pitch_voc = self._vocabs[PITCH]
-        self.pitch_range: tuple[int, int] = (int(cfg.pitch_range[0]), int(cfg.pitch_range[1]))
-        self._pitch_ids = np.array([pitch_voc.get(f"Pitch_{p}", -1) for p in range(128)], dtype=np.int64)
-        self.use_pitchdrum_tokens = bool(cfg.use_pitchdrum_tokens)
-        if self.use_pitchdrum_tokens:
-            self._drum_pitch_ids = np.array([pitch_voc.get(f"PitchDrum_{p}", -1) for p in range(128)], dtype=np.int64)
-        else:
-            self._drum_pitch_ids = self._pitch_ids
-        # Program: index program + 1 (drums are -1).
-        prog_voc = self._vocabs[PROGRAM]
-        self._program_ids = np.array([prog_voc.get(f"Program_{p}", -1) for p in range(-1, 128)], dtype=np.int64)
-        self.drum_program_token_id: int | None = prog_voc.get("Program_-1")
-        # Velocity.
-        self.velocity_values = np.asarray(mt.velocities, dtype=np.int64)
-        self._velocity_ids = np.array([self._vocabs[5][f"Velocity_{v}"] for v in self.velocity_values])
-        # Duration: per ticks-per-beat value, the bin ticks and their ids.
-        dur_voc = self._vocabs[4]
-        self._dur_ticks: dict[int, np.ndarray] = {}
-        self._dur_ids: dict[int, np.ndarray] = {}
-        for tpb, ticks in mt._tpb_to_time_array.items():
-            self._dur_ticks[int(tpb)] = np.asarray(ticks, dtype=np.int64)
-            self._dur_ids[int(tpb)] = np.array(
-                [dur_voc[f"Duration_{mt._tpb_ticks_to_tokens[tpb][int(t)]}"] for t in ticks], dtype=np.int64
-            )
-        # Lookup tables (value -> id) for the encoder: velocity 0..127, duration 0..longest bin (longer
-        # durations take the last bin), both with miditok's closest-value rule.
-        self._velocity_lut = self._velocity_ids[_closest_index(self.velocity_values, np.arange(128))]
-        self._dur_lut = {
-            tpb: self._dur_ids[tpb][_closest_index(ticks, np.arange(int(ticks[-1]) + 1))]
-            for tpb, ticks in self._dur_ticks.items()
-        }
-        # Tempo: miditok quantises microseconds per quarter to the closest of its (sorted) mspq table, then
-        # writes the tempo token from symusic's qpm of that mspq rounded to 2 decimals.
-        tempo_voc = self._vocabs[7]
-        self._tempos_mspq = np.asarray(mt._tempos_mspq, dtype=np.float64)
-        mocked = Tempo.from_numpy(np.zeros(len(self._tempos_mspq), np.int32), self._tempos_mspq)
-        qpm = np.array([t.tempo for t in mocked])
-        self._tempo_qpm = qpm
-        self._tempo_ids = np.array([tempo_voc[f"Tempo_{round(float(q), 2)}"] for q in qpm], dtype=np.int64)
-        self._default_tempo = float(mt.default_tempo)
-        self._default_tempo_id = tempo_voc[f"Tempo_{mt.default_tempo}"]
-        # Time signatures.
-        ts_voc = self._vocabs[6]
-        self._ts_ids = {tuple(map(int, ts)): ts_voc[f"TimeSig_{ts[0]}/{ts[1]}"] for ts in mt.time_signatures}
-        self._ts_by_id = {v: k for k, v in self._ts_ids.items()}
-
-        # Decoding tables (id -> value), -1 for ids that are not notes.
-        self._dec_pitch = np.full(self.vocab_sizes[PITCH], -1, dtype=np.int64)
-        self._dec_is_drum_pitch = np.zeros(self.vocab_sizes[PITCH], dtype=bool)
-        for tok, i in pitch_voc.items():
-            kind, _, value = tok.partition("_")
-            if kind in ("Pitch", "PitchDrum"):
-                self._dec_pitch[i] = int(value)
-                self._dec_is_drum_pitch[i] = kind == "PitchDrum"
-        self._dec_program = np.full(self.vocab_sizes[PROGRAM], -2, dtype=np.int64)
-        for tok, i in prog_voc.items():
-            if tok.startswith("Program_"):
-                self._dec_program[i] = int(tok.split("_")[1])
-        self._dec_velocity = np.zeros(self.vocab_sizes[5], dtype=np.int64)
-        self._dec_velocity[self._velocity_ids] = self.velocity_values
-        self._dec_tempo = np.zeros(self.vocab_sizes[7], dtype=np.float64)
-        for tok, i in tempo_voc.items():
-            if tok.startswith("Tempo_"):
-                self._dec_tempo[i] = float(tok.split("_")[1])
-        self._dec_duration: dict[int, np.ndarray] = {}
-        for tpb, tok_to_ticks in mt._tpb_tokens_to_ticks.items():
-            table = np.zeros(self.vocab_sizes[4], dtype=np.int64)
-            for value, ticks in tok_to_ticks.items():
-                table[dur_voc[f"Duration_{value}"]] = ticks
-            self._dec_duration[int(tpb)] = table
-
-    # ------------------------------------------------------------------ public vocabulary helpers
+    # ------------------------------------------------------------------ vocabulary
     @property
     def num_attributes(self) -> int:
         """Number of attributes per token row (8)."""
         return NUM_ATTRIBUTES
 
     @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """Size of each attribute's vocabulary, in :attr:`attribute_names` order."""
+        return self.tables.vocab_sizes
+
+    @property
     def vocab(self) -> list[dict[str, int]]:
         """The eight miditok vocabularies (token string -> id), in :attr:`attribute_names` order."""
-        return [dict(v) for v in self._vocabs]
+        return [dict(v) for v in self.tables.vocabs]
+
+    @property
+    def max_bar_embedding(self) -> int:
+        """Size of the bar vocabulary: the most bars one segment may span."""
+        return self.tables.max_bar_embedding
+
+    @property
+    def pitch_range(self) -> tuple[int, int]:
+        """Lowest and highest (non-drum) MIDI pitch of the vocabulary, inclusive."""
+        return self.tables.pitch_range
+
+    @property
+    def drum_program_token_id(self) -> int | None:
+        """Program id of drums, or None when drums are not in the vocabulary."""
+        return self.tables.drum_program_token_id
+
+    @property
+    def velocity_values(self) -> np.ndarray:
+        """The velocity bins' values, in id order."""
+        return self.tables.velocity_values
 
     @property
     def miditok_tokenizer(self) -> Octuple:
@@ -335,7 +184,7 @@ class OctupleTokenizer:
     @property
     def attribute_permutation(self) -> tuple[int, ...]:
         """For each of our attributes, its column in miditok's Octuple rows (``ours = miditok[:, perm]``)."""
-        return tuple(int(i) for i in self._perm)
+        return tuple(int(i) for i in self.tables.perm)
 
     def pitch_token_id(self, pitch: int | np.ndarray) -> int | np.ndarray:
         """Pitch-attribute id of a (non-drum) MIDI pitch; ids are contiguous and ascending in pitch.
@@ -347,7 +196,7 @@ class OctupleTokenizer:
         lo, hi = self.pitch_range
         if np.any((arr < lo) | (arr > hi)):
             raise ValueError(f"pitch {pitch} outside the tokenizer's pitch range {lo}..{hi}")
-        ids = self._pitch_ids[arr]
+        ids = self.tables.pitch_ids[arr]
         return int(ids) if ids.ndim == 0 else ids
 
     def token_to_id(self, attribute: str | int, token: str) -> int:
@@ -359,7 +208,7 @@ class OctupleTokenizer:
         """
         a = self._attribute_index(attribute)
         try:
-            return self._vocabs[a][token]
+            return self.tables.vocabs[a][token]
         except KeyError:
             raise KeyError(f"token {token!r} is not in the {ATTRIBUTE_NAMES[a]!r} vocabulary") from None
 
@@ -375,7 +224,7 @@ class OctupleTokenizer:
         if a == BAR and token_id >= self.vocab_sizes[BAR]:
             return f"Bar_{token_id - NUM_SPECIAL_TOKENS}"
         try:
-            return self._inv_vocabs[a][token_id]
+            return self.tables.inv_vocabs[a][token_id]
         except KeyError:
             raise KeyError(f"id {token_id} is not in the {ATTRIBUTE_NAMES[a]!r} vocabulary") from None
 
@@ -392,23 +241,22 @@ class OctupleTokenizer:
         a = self._attribute_index(attribute)
         ids = np.asarray(ids, dtype=np.int64)
         special = ids < NUM_SPECIAL_TOKENS
-        name = ATTRIBUTE_NAMES[a]
-        if name in ("bar", "position"):
+        t = self.tables
+        if a in (BAR, POSITION):
             return np.where(special, -1, ids - NUM_SPECIAL_TOKENS)
-        if name == "pitch":
-            return self._dec_pitch[ids]
-        if name == "program":
-            return np.where(special, -1, self._dec_program[ids])
-        if name == "velocity":
-            return np.where(special, -1, self._dec_velocity[ids])
-        if name == "tempo":
-            return self._dec_tempo[ids]
-        if name == "duration":
-            tpb = next(iter(self._dec_duration))  # ticks at any ticks-per-beat, divided by it: beats
-            return np.where(special, -1.0, self._dec_duration[tpb][ids] / tpb)
-        # time signature
-        out = np.full(ids.shape + (2,), -1, dtype=np.int64)
-        for tok_id, ts in self._ts_by_id.items():
+        if a == PITCH:
+            return t.dec_pitch[ids]
+        if a == PROGRAM:
+            return np.where(special, -1, t.dec_program[ids])
+        if a == VELOCITY:
+            return np.where(special, -1, t.dec_velocity[ids])
+        if a == TEMPO:
+            return t.dec_tempo[ids]
+        if a == DURATION:
+            tpb = next(iter(t.dec_duration))  # ticks at any ticks-per-beat, divided by it: beats
+            return np.where(special, -1.0, t.dec_duration[tpb][ids] / tpb)
+        out = np.full(ids.shape + (2,), -1, dtype=np.int64)  # time signature
+        for tok_id, ts in t.ts_by_id.items():
             out[ids == tok_id] = ts
         return out
 
@@ -422,296 +270,48 @@ class OctupleTokenizer:
             raise KeyError(f"attribute index {attribute} outside 0..{NUM_ATTRIBUTES - 1}")
         return int(attribute)
 
-    # ------------------------------------------------------------------ reading
-    @staticmethod
-    def load_score(score_or_path: Score | str | os.PathLike) -> tuple[Score, str]:
-        """Return ``(score, source_name)``; read a path with symusic, raising :class:`MidiReadError` on failure.
-
-        Args:
-            score_or_path: a :class:`symusic.Score` or a path to a MIDI file.
-        """
-        if isinstance(score_or_path, Score):
-            if "Tick" not in type(score_or_path).__name__:  # ScoreQuarter / ScoreSecond
-                return score_or_path.to("tick"), "<Score>"
-            return score_or_path, "<Score>"
-        if not isinstance(score_or_path, (str, os.PathLike)):
-            raise TypeError(f"expected a symusic.Score or a MIDI file path, got {type(score_or_path).__name__}")
-        path = Path(score_or_path)
-        if not path.is_file():
-            raise MidiReadError(f"{path}: MIDI file not found")
-        if path.stat().st_size == 0:
-            raise MidiReadError(f"{path}: empty file, not a MIDI file")
-        try:
-            score = Score(str(path))
-        except Exception as err:  # symusic raises RuntimeError / ValueError / IndexError on corrupt data
-            with path.open("rb") as handle:
-                head = handle.read(4)
-            if head != b"MThd" and path.suffix.lower() in (".mid", ".midi", ".smf", ""):
-                raise MidiReadError(
-                    f"{path}: not a MIDI file (starts with {head!r}, expected b'MThd'; {err})"
-                ) from err
-            raise MidiReadError(f"{path}: corrupt or truncated MIDI file ({type(err).__name__}: {err})") from err
-        if score.ticks_per_quarter <= 0:
-            raise MidiReadError(f"{path}: invalid time division {score.ticks_per_quarter}")
-        return score, str(path)
-
     # ------------------------------------------------------------------ encoding
-    def _process_time_signatures(self, score: Score) -> tuple[np.ndarray, int, int]:
-        """miditok's time-signature preprocessing. Returns ``(ts (K, 3) [time, num, den], new_tpq, ignored)``."""
-        soa = score.time_signatures.numpy()
-        times, nums, dens = (np.asarray(soa[k], dtype=np.int64) for k in ("time", "numerator", "denominator"))
-        supported = np.array([(int(n), int(d)) in self._ts_ids for n, d in zip(nums, dens, strict=True)], dtype=bool)
-        ignored = int((~supported).sum())
-        times, nums, dens = times[supported], nums[supported], dens[supported]
-        if len(times) == 0 or times[0] != 0:
-            times = np.concatenate([[0], times])
-            nums = np.concatenate([[TIME_SIGNATURE[0]], nums])
-            dens = np.concatenate([[TIME_SIGNATURE[1]], dens])
-        new_tpq = int(self.max_num_pos_per_beat * int(dens.max()) / 4)
-        tpq = score.ticks_per_quarter
-        if tpq != new_tpq:
-            times = (times * (new_tpq / tpq)).astype(np.int32).astype(np.int64)
-        # Sequential rules (few time signatures): dedupe, delay to the next bar, keep the last at one tick.
-        ts = [[int(t), int(n), int(d)] for t, n, d in zip(times, nums, dens, strict=True)]
-
-        def tpbar(entry: list[int]) -> int:
-            return self._ticks_per_beat(entry[2], new_tpq) * entry[1]
-
-        i = 0
-        ticks_per_bar = tpbar(ts[0])
-        previous_tick = 0
-        while i < len(ts):
-            if i >= 1 and ts[i][1:] == ts[i - 1][1:]:
-                del ts[i]
-                continue
-            if i >= 1 and ts[i][0] < ts[i - 1][0]:
-                ts[i][0] = ts[i - 1][0]
-            bar_offset, rest = divmod(ts[i][0] - previous_tick, ticks_per_bar)
-            if rest > 0:
-                ts[i][0] = previous_tick + (bar_offset + 1) * ticks_per_bar
-            ticks_per_bar = tpbar(ts[i])
-            previous_tick = ts[i][0]
-            if i >= 1 and ts[i][0] == ts[i - 1][0]:
-                del ts[i - 1]
-                if i >= 2 and ts[i - 1][1:] == ts[i - 2][1:]:
-                    del ts[i - 1]
-                    ticks_per_bar = tpbar(ts[i - 2])
-                    previous_tick = ts[i - 2][0]
-                    i -= 1
-                continue
-            i += 1
-        if self.config.delete_equal_successive_time_sig_changes and tuple(ts[0][1:]) == TIME_SIGNATURE:
-            ts[0][0] = 0
-        elif ts[0][0] != 0:
-            ts.insert(0, [0, *TIME_SIGNATURE])
-        return np.array(ts, dtype=np.int64).reshape(-1, 3), new_tpq, ignored
-
     @staticmethod
-    def _ticks_per_beat(denominator: int, tpq: int) -> int:
-        """miditok's ``compute_ticks_per_beat``: ticks in one beat of a time signature's denominator."""
-        return tpq if denominator == 4 else int(tpq * (4 / denominator))
-
-    def _process_tempos(self, score: Score, new_tpq: int, factors: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """miditok's tempo preprocessing. Returns ``(times, token_ids)`` of the kept tempo changes."""
-        soa = score.tempos.numpy()
-        if len(soa["time"]) == 0:
-            return np.zeros(1, np.int64), np.array([self._default_tempo_id])
-        times = np.asarray(soa["time"], dtype=np.int64)
-        if score.ticks_per_quarter != new_tpq:
-            times = _resample_ticks(times, new_tpq, score.ticks_per_quarter)
-        idx = _closest_index(self._tempos_mspq, np.asarray(soa["mspq"], dtype=np.float64))
-        if factors is not None:
-            times = self._adjust_times(times, factors)
-        # Several changes at one tick: keep the last. Then successive equal tempos: keep the first.
-        keep = np.ones(len(times), dtype=bool)
-        keep[:-1] = times[1:] != times[:-1]
-        times, idx = times[keep], idx[keep]
-        keep = np.ones(len(times), dtype=bool)
-        keep[1:] = idx[1:] != idx[:-1]
-        times, idx = times[keep], idx[keep]
-        ids = self._tempo_ids[idx]
-        if self._tempo_qpm[idx[0]] == self._default_tempo:
-            times[0] = 0
-        elif times[0] != 0:
-            times = np.concatenate([[0], times])
-            ids = np.concatenate([[self._default_tempo_id], ids])
-        return times, ids
-
-    @staticmethod
-    def _sections(ts: np.ndarray, step_of_denominator) -> np.ndarray:
-        """Sections of equal step between time signature changes: array (S, 2) of ``[start tick, step]``.
-
-        Equal successive steps are merged (miditok's ``get_score_ticks_per_beat`` and resampling factors).
-        """
-        sections = [[0, step_of_denominator(int(ts[0, 2]))]]
-        for time, _, den in ts[1:].tolist():
-            step = step_of_denominator(den)
-            if step != sections[-1][1]:
-                sections.append([time, step])
-        return np.array(sections, dtype=np.int64)
-
-    @staticmethod
-    def _adjust_times(times: np.ndarray, factors: np.ndarray) -> np.ndarray:
-        """miditok's ``_adjust_time_to_tpb``: round onsets to the grid of their time-signature section."""
-        section = np.searchsorted(factors[1:, 0], times, side="right")
-        start, step = factors[section, 0], factors[section, 1]
-        return (np.round((times - start) / step) * step + start).astype(np.int64)
+    def load_score(score_or_path: Score | str | os.PathLike, source: str | None = None) -> tuple[Score, str]:
+        """``(score, source_name)``: see :func:`adversarial_midibert.octuple_encoding.load_score`."""
+        return load_score(score_or_path, source)
 
     def encode_score(
-        self, score_or_path: Score | str | os.PathLike, return_note_indices: bool = False
+        self, score_or_path: Score | str | os.PathLike, return_note_indices: bool = False, source: str | None = None
     ) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Encode a whole piece: one row of 8 ids per note, absolute bars, no BOS/EOS.
 
-        The ids, their order (time, then track in miditok's merged-track order, then the track's note order)
-        and the notes kept are exactly those of miditok's ``Octuple.encode`` with this configuration (and a
-        bar limit high enough for the piece), after the column permutation to :attr:`attribute_names`.
-        Bar ids are ``4 + bar index from the start of the piece`` and may exceed the bar vocabulary until the
-        piece is cut by :meth:`segment`. Notes that cannot be represented (pitch outside the range, program
-        outside the vocabulary) are left out, counted in :attr:`last_report` and reported with a warning.
+        The ids, their order and the notes kept are exactly those of miditok's ``Octuple.encode`` with this
+        configuration (:func:`~adversarial_midibert.octuple_encoding.encode_notes`). Bar ids are ``4 + bar index
+        from the start of the piece`` and may exceed the bar vocabulary until the piece is cut by :meth:`segment`.
+        Notes that cannot be represented are left out, counted in :attr:`last_report` and, with ``warn``, reported
+        by a warning that names the file (or ``source``).
 
         Args:
             score_or_path: a :class:`symusic.Score` (tick time) or a MIDI file path.
             return_note_indices: also return ``(track_index, note_index)``, int64 arrays (N,) giving each
                 token's source note ``score.tracks[track_index].notes[note_index]`` in the score as read
                 (tracks merged by program still point to their own source track).
+            source: the name used in reports and warnings for an in-memory score (e.g. the file it was read from).
 
         Returns:
             ``ids`` (N, 8) int64, or ``(ids, (track_index, note_index))``.
 
         Raises:
-            MidiReadError: the file is missing, empty or not a readable MIDI file.
+            MidiReadError: the file is missing, unreadable, empty or not a readable MIDI file.
         """
-        score, source = self.load_score(score_or_path)
-        report = EncodingReport(source=source)
-        ts, new_tpq, report.ignored_time_signatures = self._process_time_signatures(score)
-        tpq = score.ticks_per_quarter
-
-        # Resampling factors (several denominators): onsets are re-quantised per section.
-        factors = None
-        if len(set(ts[:, 2].tolist())) > 1:
-            factors = self._sections(ts, lambda d: int(new_tpq // (self.max_num_pos_per_beat * (d / 4))))
-        tpb_sections = self._sections(ts, lambda d: self._ticks_per_beat(d, new_tpq))
-
-        # Tracks: grouped by program (drums -1) and merged at the position of the group's first track.
-        tracks = score.tracks
-        track_programs = [(-1 if t.is_drum else int(t.program)) for t in tracks]
-        groups: dict[int, list[int]] = {}
-        for ti, prog in enumerate(track_programs):
-            groups.setdefault(prog, []).append(ti)
-        sizes = np.array([t.note_num() for t in tracks], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        report.num_notes_in = int(offsets[-1])
-
-        parts: list[tuple[np.ndarray, ...]] = []
-        dropped = {"pitch_out_of_range": 0, "drum_pitch_out_of_range": 0, "program_not_in_vocabulary": 0}
-        for group in sorted(groups.values(), key=lambda g: g[0]):
-            prog = track_programs[group[0]]
-            count = int(sizes[group].sum())
-            if count == 0:
-                continue
-            if self._program_ids[prog + 1] < 0:
-                dropped["program_not_in_vocabulary"] += count
-                continue
-            arrays = [tracks[ti].notes.numpy() for ti in group if sizes[ti]]
-            if len(arrays) == 1:
-                a = arrays[0]
-                time, dur, pitch, vel = a["time"], a["duration"], a["pitch"], a["velocity"]
-                ti0 = next(ti for ti in group if sizes[ti])
-                src = np.arange(offsets[ti0], offsets[ti0 + 1])
-            else:
-                time, dur, pitch, vel = (np.concatenate([a[k] for a in arrays]) for k in _NOTE_FIELDS)
-                src = np.concatenate([np.arange(offsets[ti], offsets[ti + 1]) for ti in group])
-            time = time.astype(np.int64)
-            dur = dur.astype(np.int64)
-            if tpq != new_tpq:
-                time = _resample_ticks(time, new_tpq, tpq)
-                dur = np.maximum(_resample_ticks(dur, new_tpq, tpq), 1)
-            if len(arrays) > 1:  # merged tracks: symusic's note order (time, duration, pitch, velocity)
-                perm = np.lexsort((vel, pitch, dur, time))
-                time, dur, pitch, vel, src = time[perm], dur[perm], pitch[perm], vel[perm], src[perm]
-            is_drum = prog == -1
-            pitch_id = (self._drum_pitch_ids if is_drum else self._pitch_ids)[pitch.astype(np.intp) & 127]
-            ok = pitch_id >= 0
-            ok &= pitch >= 0
-            if not ok.all():
-                reason = "drum_pitch_out_of_range" if is_drum and self.use_pitchdrum_tokens else "pitch_out_of_range"
-                dropped[reason] += int((~ok).sum())
-                time, dur, pitch_id, vel, src = time[ok], dur[ok], pitch_id[ok], vel[ok], src[ok]
-            parts.append((time, dur, pitch_id, vel, src, np.full(len(time), self._program_ids[prog + 1])))
-
-        report.dropped = {k: v for k, v in dropped.items() if v}
-        if not parts:
-            ids = np.zeros((0, NUM_ATTRIBUTES), dtype=np.int64)
-            src = np.zeros(0, dtype=np.int64)
-        else:
-            if len(parts) == 1:
-                time, dur, pitch_id, vel, src, prog_id = parts[0]
-            else:
-                time, dur, pitch_id, vel, src, prog_id = (np.concatenate(c) for c in zip(*parts, strict=True))
-            if factors is not None:
-                time = self._adjust_times(time, factors)
-            ids = np.empty((len(time), NUM_ATTRIBUTES), dtype=np.int64)
-            ids[:, PITCH] = pitch_id
-            ids[:, PROGRAM] = prog_id
-            ids[:, 5] = self._velocity_lut[vel.astype(np.intp) & 127]
-            # Durations: closest bin for the ticks-per-beat of the onset's time-signature section.
-            if len(tpb_sections) == 1:
-                lut = self._dur_lut[int(tpb_sections[0, 1])]
-                ids[:, 4] = lut[np.clip(dur, 0, len(lut) - 1)]
-            else:
-                tpb = tpb_sections[np.searchsorted(tpb_sections[1:, 0], time, side="right"), 1]
-                for value in np.unique(tpb):
-                    sel = tpb == value
-                    lut = self._dur_lut[int(value)]
-                    ids[sel, 4] = lut[np.clip(dur[sel], 0, len(lut) - 1)]
-            # Bar and position from the time signature in force at the onset.
-            tpbeat = np.array([self._ticks_per_beat(int(d), new_tpq) for d in ts[:, 2]], dtype=np.int64)
-            tpbar = tpbeat * ts[:, 1]
-            tppos = tpbeat // self.max_num_pos_per_beat
-            if len(ts) == 1:
-                bar, offset = np.divmod(time, tpbar[0])
-                ids[:, BAR] = bar + NUM_SPECIAL_TOKENS
-                ids[:, 1] = offset // tppos[0] + NUM_SPECIAL_TOKENS
-                ids[:, 6] = self._ts_ids[(int(ts[0, 1]), int(ts[0, 2]))]
-            else:
-                k = np.searchsorted(ts[:, 0], time, side="right") - 1
-                bar_at_ts = np.zeros(len(ts), dtype=np.int64)
-                bar_at_ts[1:] = np.cumsum(np.diff(ts[:, 0]) // tpbar[:-1])
-                bar_in, offset = np.divmod(time - ts[k, 0], tpbar[k])
-                ids[:, BAR] = NUM_SPECIAL_TOKENS + bar_at_ts[k] + bar_in
-                ids[:, 1] = NUM_SPECIAL_TOKENS + offset // tppos[k]
-                ts_ids = np.array([self._ts_ids[(int(n), int(d))] for _, n, d in ts], dtype=np.int64)
-                ids[:, 6] = ts_ids[k]
-            tempo_times, tempo_ids = self._process_tempos(score, new_tpq, factors)
-            if len(tempo_times) == 1 and tempo_times[0] == 0:
-                ids[:, 7] = tempo_ids[0]
-            else:
-                j = np.searchsorted(tempo_times, time, side="right") - 1
-                ids[:, 7] = np.where(j >= 0, tempo_ids[np.maximum(j, 0)], self._default_tempo_id)
-            # Stable sort by onset: ties keep the track order, then the track's note order (miditok's event sort).
-            perm = np.argsort(time, kind="stable")
-            ids = ids[perm]
-            src = src[perm]
-
-        report.num_notes_out = len(ids)
+        score, name = load_score(score_or_path, source)
+        ids, note, report = encode_notes(self.tables, score, name)
         self.last_report = report
-        if self.warn and (report.dropped or report.ignored_time_signatures):
-            details = [f"{n} {reason.replace('_', ' ')}" for reason, n in report.dropped.items()]
-            if report.ignored_time_signatures:
-                details.append(
-                    f"{report.ignored_time_signatures} time signature change(s) outside the vocabulary ignored "
-                    "(their notes are encoded under the previous time signature)"
-                )
-            warnings.warn(
-                f"{source}: {report.num_dropped} of {report.num_notes_in} notes left out; " + "; ".join(details),
-                stacklevel=2,
-            )
+        message = report.message()
+        if self.warn and message:
+            warnings.warn(message, stacklevel=2)
         if return_note_indices:
-            track_index = np.searchsorted(offsets, src, side="right") - 1
-            return ids, (track_index.astype(np.int64), (src - offsets[track_index]).astype(np.int64))
+            offsets = np.concatenate([[0], np.cumsum([t.note_num() for t in score.tracks])]).astype(np.int64)
+            track_index = np.searchsorted(offsets, note, side="right") - 1
+            return ids, (track_index.astype(np.int64), (note - offsets[track_index]).astype(np.int64))
         return ids
 
-    # ------------------------------------------------------------------ segmenting
     def segment(
         self,
         ids: np.ndarray,
@@ -719,7 +319,8 @@ class OctupleTokenizer:
         add_special_tokens: bool = True,
         max_seq_len: int | None = None,
         fill_value: int = -100,
-    ) -> list[np.ndarray] | tuple[list[np.ndarray], list[Any]]:
+        return_bar_offsets: bool = False,
+    ) -> Any:
         """Cut a piece (rows of :meth:`encode_score`) into model segments.
 
         Rule: segments are consecutive and cover every note once. A segment holds at most ``max_seq_len - 2``
@@ -736,10 +337,14 @@ class OctupleTokenizer:
             add_special_tokens: add the BOS row (all attributes BOS) and the EOS row (all EOS).
             max_seq_len: override of :attr:`max_seq_len` (rows per segment including BOS/EOS when added).
             fill_value: value of the note-aligned arrays at BOS/EOS rows (-100: ignored by losses).
+            return_bar_offsets: also return each segment's bar offset: the absolute bar index of its first note,
+                which :meth:`decode` adds back to put a segment's notes in place in the whole piece.
 
         Returns:
             a list of ``(L, 8)`` int64 arrays; with ``note_aligned_arrays`` a tuple ``(segments, aligned)``
-            where ``aligned[s]`` is a tuple (or dict, for a mapping) of the cut arrays of segment ``s``.
+            where ``aligned[s]`` is a tuple (or dict, for a mapping) of the cut arrays of segment ``s``; with
+            ``return_bar_offsets`` the ``(S,)`` int64 offsets are appended (``(segments, offsets)`` or
+            ``(segments, aligned, offsets)``).
         """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 2 or ids.shape[1] != NUM_ATTRIBUTES:
@@ -759,20 +364,17 @@ class OctupleTokenizer:
             if len(arr) != len(ids):
                 label = names[i] if is_mapping else f"note_aligned_arrays[{i}]"
                 raise ValueError(f"{label} has {len(arr)} entries for {len(ids)} notes")
-
         bars = ids[:, BAR]
         if len(bars) > 1 and np.any(np.diff(bars) < 0):
             raise ValueError("ids: bar ids must be non-decreasing (pass a whole piece from encode_score)")
+
+        bounds = segment_bounds(bars, max_notes, self.max_bar_embedding)
+        offsets = bars[bounds[:, 0]] - NUM_SPECIAL_TOKENS if len(bounds) else np.zeros(0, dtype=np.int64)
         segments: list[np.ndarray] = []
         aligned: list[Any] = []
-        start = 0
-        n = len(ids)
-        while start < n:
-            end = min(start + max_notes, n)
-            bar_end = int(np.searchsorted(bars, bars[start] + self.max_bar_embedding, side="left"))
-            end = max(start + 1, min(end, bar_end))
+        for (start, end), offset in zip(bounds.tolist(), offsets.tolist()):
             seg = ids[start:end].copy()
-            seg[:, BAR] -= bars[start] - NUM_SPECIAL_TOKENS
+            seg[:, BAR] -= offset
             cut = [a[start:end] for a in extras]
             if add_special_tokens:
                 seg = np.concatenate(
@@ -782,17 +384,16 @@ class OctupleTokenizer:
             segments.append(seg)
             if extras:
                 aligned.append(dict(zip(names, cut, strict=True)) if is_mapping else tuple(cut))
-            start = end
-        if note_aligned_arrays is None:
-            return segments
-        return segments, aligned
+        result: tuple = (segments,) if note_aligned_arrays is None else (segments, aligned)
+        if return_bar_offsets:
+            result = (*result, offsets.astype(np.int64))
+        return result[0] if len(result) == 1 else result
 
     @staticmethod
     def _pad_aligned(arr: np.ndarray, fill_value: Any) -> np.ndarray:
         pad = np.full((1, *arr.shape[1:]), fill_value, dtype=np.result_type(arr.dtype, np.asarray(fill_value)))
         return np.concatenate([pad, arr.astype(pad.dtype, copy=False), pad])
 
-    # ------------------------------------------------------------------ transformers-like call
     def __call__(
         self,
         inputs: Score | str | os.PathLike | Sequence[Score | str | os.PathLike],
@@ -807,7 +408,8 @@ class OctupleTokenizer:
         eight ids = BOS), its notes and an EOS row (all EOS). Segments are padded at the end with PAD rows
         (id 0 in every attribute) and ``attention_mask`` 0, to the longest segment (``padding=True`` or
         ``"longest"``) or to ``max_seq_len`` (``"max_length"``); ``padding=False`` leaves them unpadded
-        (lists only, or tensors when all have the same length).
+        (lists only, or tensors when all have the same length). The report of every piece is kept in
+        :attr:`last_reports` (one per input, in order).
 
         Args:
             inputs: a MIDI path, a :class:`symusic.Score`, or a list of them.
@@ -818,7 +420,8 @@ class OctupleTokenizer:
 
         Returns:
             a :class:`transformers.BatchEncoding` with ``input_ids`` (segments, length, 8), ``attention_mask``
-            (segments, length) and ``piece_index`` (segments,): the input each segment came from.
+            (segments, length), ``piece_index`` (segments,): the input each segment came from, and ``bar_offset``
+            (segments,): the bar of each segment's first note in its piece (what :meth:`decode` adds back).
 
         Raises:
             MidiReadError: an input file is missing or not a readable MIDI file (named in the message).
@@ -830,10 +433,18 @@ class OctupleTokenizer:
         length = self.max_seq_len if max_seq_len is None else int(max_seq_len)
         segments: list[np.ndarray] = []
         piece_index: list[int] = []
+        bar_offset: list[int] = []
+        reports = []
         for i, item in enumerate(inputs):
-            segs = self.segment(self.encode_score(item), add_special_tokens=add_special_tokens, max_seq_len=length)
+            segs, offsets = self.segment(
+                self.encode_score(item), add_special_tokens=add_special_tokens, max_seq_len=length,
+                return_bar_offsets=True,
+            )
+            reports.append(self.last_report)
             segments.extend(segs)
             piece_index.extend([i] * len(segs))
+            bar_offset.extend(offsets.tolist())
+        self.last_reports = reports
         if padding in (True, "longest"):
             target = max((len(s) for s in segments), default=0)
         elif padding == "max_length":
@@ -845,27 +456,30 @@ class OctupleTokenizer:
         if target is None:
             if return_tensors is not None and len({len(s) for s in segments}) > 1:
                 raise ValueError("padding=False with return_tensors needs segments of equal length; use padding=True")
-            data = {
-                "input_ids": [s.tolist() for s in segments] if return_tensors is None else np.stack(segments),
-                "attention_mask": [[1] * len(s) for s in segments]
-                if return_tensors is None
-                else np.ones((len(segments), len(segments[0]) if segments else 0), np.int64),
-                "piece_index": piece_index if return_tensors is None else np.asarray(piece_index, np.int64),
-            }
+            if return_tensors is None:
+                data = {"input_ids": [s.tolist() for s in segments], "attention_mask": [[1] * len(s) for s in segments]}
+            else:
+                width = len(segments[0]) if segments else 0
+                data = {"input_ids": np.stack(segments) if segments else np.zeros((0, 0, NUM_ATTRIBUTES), np.int64),
+                        "attention_mask": np.ones((len(segments), width), np.int64)}
         else:
             input_ids = np.full((len(segments), target, NUM_ATTRIBUTES), PAD_ID, dtype=np.int64)
             attention_mask = np.zeros((len(segments), target), dtype=np.int64)
-            for s, seg in enumerate(segments):
+            for s, seg in enumerate(segments):  # one copy per segment
                 input_ids[s, : len(seg)] = seg
                 attention_mask[s, : len(seg)] = 1
-            data = {"input_ids": input_ids, "attention_mask": attention_mask, "piece_index": np.asarray(piece_index)}
+            data = {"input_ids": input_ids, "attention_mask": attention_mask}
             if return_tensors is None:
                 data = {k: v.tolist() for k, v in data.items()}
+        if return_tensors is None:
+            data.update(piece_index=piece_index, bar_offset=bar_offset)
+        else:
+            data.update(piece_index=np.asarray(piece_index, np.int64), bar_offset=np.asarray(bar_offset, np.int64))
         return BatchEncoding(data, tensor_type=return_tensors)
 
     # ------------------------------------------------------------------ decoding
-    def decode(self, input_ids: Any) -> Score:
-        """Rebuild a :class:`symusic.Score` from token rows (a segment or a whole piece).
+    def decode(self, input_ids: Any, bar_offset: Any = None) -> Score:
+        """Rebuild a :class:`symusic.Score` from token rows: one segment, a whole piece, or a piece's segments.
 
         Rows with a special id (PAD, BOS, EOS, MASK) in any attribute are skipped. Onsets follow miditok's
         Octuple decoding: bar and position on the grid of the row's time signature, a time signature change
@@ -874,76 +488,57 @@ class OctupleTokenizer:
         miditok's (``tokenizer.miditok_tokenizer.time_division``); write it with ``score.dump_midi(path)``.
 
         Args:
-            input_ids: ``(N, 8)`` ids (numpy, torch or nested lists), or ``(1, N, 8)``.
+            input_ids: ``(N, 8)`` ids (numpy, torch or nested lists) of one segment or of a whole piece from
+                :meth:`encode_score`; or ``(S, L, 8)`` segments of one piece (e.g. the rows of a
+                :meth:`__call__` output whose ``piece_index`` is that piece) with their ``bar_offset``.
+            bar_offset: ``(S,)`` bar offsets of the segments (``__call__``'s ``bar_offset``, or
+                :meth:`segment` with ``return_bar_offsets``): each segment's bars are moved by its offset, so every
+                note of the piece comes back in place. Required when more than one segment is given.
+
+        Raises:
+            ValueError: a wrong shape, or several segments without ``bar_offset``.
         """
-        if hasattr(input_ids, "detach"):
-            input_ids = input_ids.detach().cpu().numpy()
-        ids = np.asarray(input_ids, dtype=np.int64)
-        if ids.ndim == 3 and ids.shape[0] == 1:
-            ids = ids[0]
-        if ids.ndim != 2 or ids.shape[1] != NUM_ATTRIBUTES:
+        ids = _as_int_array(input_ids)
+        if ids.ndim == 2:
+            ids = ids[None]
+        if ids.ndim != 3 or ids.shape[-1] != NUM_ATTRIBUTES:
             raise ValueError(
-                f"input_ids must have shape (N, {NUM_ATTRIBUTES}) or (1, N, {NUM_ATTRIBUTES}), got {ids.shape}"
+                f"input_ids must have shape (N, {NUM_ATTRIBUTES}) or (segments, N, {NUM_ATTRIBUTES}), got "
+                f"{np.shape(input_ids)}"
             )
-        upper = np.array(self.vocab_sizes)
-        upper[BAR] = np.iinfo(np.int64).max
-        valid = np.all((ids >= NUM_SPECIAL_TOKENS) & (ids < upper), axis=1)
-        ids = ids[valid]
-        tpq = int(self._miditok.time_division)
-        score = Score(tpq)
-        if len(ids) == 0:
-            score.tempos = [Tempo(0, self._default_tempo)]
-            score.time_signatures = [TimeSignature(0, *TIME_SIGNATURE)]
-            return score
-        bar = ids[:, BAR] - NUM_SPECIAL_TOKENS
-        pos = ids[:, 1] - NUM_SPECIAL_TOKENS
-        ts_ids = ids[:, 6]
-        # Time-signature changes: at the first row whose time signature differs from the previous row's.
-        change = np.flatnonzero(np.concatenate([[True], ts_ids[1:] != ts_ids[:-1]]))
-        ts_vals = np.array([self._ts_by_id[int(t)] for t in ts_ids[change]], dtype=np.int64)
-        tpbeat = np.array([self._ticks_per_beat(int(d), tpq) for d in ts_vals[:, 1]], dtype=np.int64)
-        tpbar = tpbeat * ts_vals[:, 0]
-        tick_at = np.zeros(len(change), dtype=np.int64)
-        bar_at = np.zeros(len(change), dtype=np.int64)
-        for c in range(1, len(change)):
-            bar_at[c] = bar[change[c]]
-            tick_at[c] = tick_at[c - 1] + (bar_at[c] - bar_at[c - 1]) * tpbar[c - 1]
-        seg = np.searchsorted(change, np.arange(len(ids)), side="right") - 1
-        tick = tick_at[seg] + (bar - bar_at[seg]) * tpbar[seg] + pos * (tpbeat[seg] // self.max_num_pos_per_beat)
-        duration = np.zeros(len(ids), dtype=np.int64)
-        row_tpb = tpbeat[seg]
-        for value in np.unique(row_tpb):
-            sel = row_tpb == value
-            duration[sel] = self._dec_duration[int(value)][ids[sel, 4]]
-        pitch = self._dec_pitch[ids[:, PITCH]]
-        velocity = self._dec_velocity[ids[:, 5]]
-        program = self._dec_program[ids[:, PROGRAM]]
-        keep = (pitch >= 0) & (program >= -1)
-        tracks = []
-        for prog in np.unique(program[keep]):
-            sel = keep & (program == prog)
-            notes = Note.from_numpy(
-                tick[sel].astype(np.int32),
-                duration[sel].astype(np.int32),
-                pitch[sel].astype(np.int8),
-                velocity[sel].astype(np.int8),
-            )
-            name = "Drums" if prog == -1 else f"Program {int(prog)}"
-            track = Track(name=name, program=0 if prog == -1 else int(prog), is_drum=bool(prog == -1))
-            track.notes = notes
-            tracks.append(track)
-        score.tracks = tracks
-        tempo_ids = ids[:, 7]
-        tchange = np.flatnonzero(np.concatenate([[True], tempo_ids[1:] != tempo_ids[:-1]]))
-        tempo_times = tick[tchange]
-        tempo_times[0] = 0
-        score.tempos = [
-            Tempo(int(t), float(self._dec_tempo[i])) for t, i in zip(tempo_times, tempo_ids[tchange], strict=True)
-        ]
-        score.time_signatures = [
-            TimeSignature(int(t), int(n), int(d)) for t, (n, d) in zip(tick_at, ts_vals, strict=True)
-        ]
-        return score
+        if bar_offset is None:
+            if ids.shape[0] > 1:
+                raise ValueError(
+                    f"decode got {ids.shape[0]} segments without bar_offset: pass the bar_offset of the encoding so "
+                    "that each segment's notes are put back at their bars (or decode one segment at a time)"
+                )
+            offsets = np.zeros(1, dtype=np.int64)
+        else:
+            offsets = _as_int_array(bar_offset).reshape(-1)
+            if len(offsets) != ids.shape[0]:
+                raise ValueError(f"bar_offset has {len(offsets)} entries for {ids.shape[0]} segments")
+        shifted = ids.copy()
+        real = shifted[..., BAR] >= NUM_SPECIAL_TOKENS
+        shifted[..., BAR] = np.where(real, shifted[..., BAR] + offsets[:, None], shifted[..., BAR])
+        return decode_rows(self.tables, shifted.reshape(-1, NUM_ATTRIBUTES))
+
+    def batch_decode(self, encoding: Mapping[str, Any]) -> list[Score]:
+        """Decode every piece of a :meth:`__call__` output: one :class:`symusic.Score` per input, in input order.
+
+        Args:
+            encoding: a mapping with ``input_ids`` (S, L, 8), ``piece_index`` (S,) and ``bar_offset`` (S,), such
+                as the :class:`~transformers.BatchEncoding` returned by :meth:`__call__`.
+        """
+        for key in ("input_ids", "piece_index", "bar_offset"):
+            if key not in encoding:
+                raise KeyError(f"batch_decode needs '{key}' (the output of OctupleTokenizer.__call__)")
+        ids = _as_int_array(encoding["input_ids"])
+        pieces = _as_int_array(encoding["piece_index"]).reshape(-1)
+        offsets = _as_int_array(encoding["bar_offset"]).reshape(-1)
+        if not (len(ids) == len(pieces) == len(offsets)):
+            raise ValueError(f"input_ids, piece_index and bar_offset disagree: {len(ids)}, {len(pieces)}, {len(offsets)}")
+        count = int(pieces.max()) + 1 if len(pieces) else 0
+        return [self.decode(ids[pieces == p], offsets[pieces == p]) for p in range(count)]
 
     # ------------------------------------------------------------------ saving and loading
     def to_dict(self) -> dict[str, Any]:
@@ -958,46 +553,103 @@ class OctupleTokenizer:
             "miditok_config": self.config.to_dict(serialize=True),
         }
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write ``octuple_tokenizer.json`` into ``save_directory`` (created if needed); return the file path.
+    def tokenizer_config(self) -> dict[str, Any]:
+        """The content of ``tokenizer_config.json``: the class, the ``auto_map`` of ``AutoTokenizer`` and the
+        facts a transformers user looks for (``model_max_length``, ``model_input_names``, special ids)."""
+        return {
+            "tokenizer_class": type(self).__name__,
+            "auto_map": {"AutoTokenizer": [f"{Path(TOKENIZER_CODE_FILES[0]).stem}.{type(self).__name__}", None]},
+            "tokenizer_file": TOKENIZER_FILE_NAME,
+            "model_max_length": self.max_seq_len,
+            "model_input_names": list(self.model_input_names),
+            "padding_side": self.padding_side,
+            "special_token_ids": {"pad": PAD_ID, "bos": BOS_ID, "eos": EOS_ID, "mask": MASK_ID},
+            "requires": ["miditok", "symusic"],
+        }
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoTokenizer") -> None:
+        """Mark the class for ``AutoTokenizer`` (transformers calls this when it loads the class as remote code).
+
+        Only ``"AutoTokenizer"`` is meaningful: ``save_pretrained`` then writes the ``auto_map`` and the code files.
+        """
+        name = auto_class if isinstance(auto_class, str) else auto_class.__name__
+        if name != "AutoTokenizer":
+            raise ValueError(f"OctupleTokenizer registers for AutoTokenizer only, not {name}")
+        cls._auto_class = name
+
+    def save_pretrained(self, save_directory: str | os.PathLike, include_code: bool = True, **kwargs: Any) -> Path:
+        """Write the tokenizer into ``save_directory`` (created if needed); return the path of its main file.
+
+        Files: ``octuple_tokenizer.json`` (format version, ``max_seq_len``, the miditok configuration),
+        ``tokenizer_config.json`` (class, ``auto_map``), and with ``include_code`` the code files
+        (:data:`TOKENIZER_CODE_FILES`) that ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` runs.
+        Each file is written aside and renamed into place.
 
         Args:
             save_directory: folder to write into.
+            include_code: also copy the tokenizer's code files (off for data set folders).
+            **kwargs: ignored (transformers' ``Pipeline.save_pretrained`` and ``Trainer`` pass their own).
         """
         folder = Path(save_directory)
+        if folder.is_file():
+            raise NotADirectoryError(f"{folder}: save_pretrained needs a folder, this is a file")
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / TOKENIZER_FILE_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-        return path
+        _write_text(folder / TOKENIZER_FILE_NAME, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        if include_code and self._auto_class:
+            _write_text(folder / TOKENIZER_CONFIG_FILE_NAME, json.dumps(self.tokenizer_config(), indent=2) + "\n")
+            source_dir = Path(__file__).resolve().parent
+            for name in TOKENIZER_CODE_FILES:
+                if (source_dir / name).resolve() != (folder / name).resolve():
+                    tmp = folder / f".{name}.tmp"
+                    shutil.copyfile(source_dir / name, tmp)
+                    os.replace(tmp, folder / name)
+        return folder / TOKENIZER_FILE_NAME
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> OctupleTokenizer:
-        """Load a tokenizer written by :meth:`save_pretrained`.
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *init_inputs: Any, **kwargs: Any):
+        """Load a tokenizer written by :meth:`save_pretrained`, from a local folder, the file itself or a Hub id.
+
+        A Hub id (``"org/name"``) is resolved with ``huggingface_hub.hf_hub_download``: the file is cached, and
+        under ``HF_HUB_OFFLINE=1`` (or ``local_files_only=True``) read from the cache without any network call.
+        This is also the method ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` ends in.
 
         Args:
-            path: the folder holding ``octuple_tokenizer.json``, or the file itself.
-            **kwargs: overrides of constructor arguments (``max_seq_len``, ``warn``).
+            pretrained_model_name_or_path: a folder holding ``octuple_tokenizer.json``, that file, or a Hub id.
+            *init_inputs: not used (a tokenizer of rows takes no positional arguments).
+            **kwargs: ``max_seq_len`` / ``warn`` override the saved constructor arguments; ``revision``,
+                ``cache_dir``, ``token``, ``local_files_only``, ``force_download``, ``subfolder``, ``proxies``
+                select the Hub file; the private arguments transformers' Auto classes add are ignored.
+
+        Raises:
+            FileNotFoundError: the folder has no ``octuple_tokenizer.json``, or the name is neither a local path
+                nor a valid Hub id. ``OSError``: the Hub (or, offline, the cache) has no such file.
+            ValueError: the file is not a tokenizer file this version can read.
         """
-        path = Path(path)
-        file = path / TOKENIZER_FILE_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"{file}: no {TOKENIZER_FILE_NAME} found")
+        if init_inputs:
+            raise TypeError(f"OctupleTokenizer.from_pretrained takes no positional arguments after the path, got {init_inputs}")
+        hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+        init = {k: kwargs.pop(k) for k in ("max_seq_len", "warn") if k in kwargs}
+        unknown = sorted(k for k in kwargs if not k.startswith("_") and k not in _IGNORED_KWARGS)
+        if unknown:
+            logger.warning("OctupleTokenizer.from_pretrained: ignored argument(s) %s", ", ".join(unknown))
+        file = _resolve_tokenizer_file(pretrained_model_name_or_path, hub)
         try:
-            data = json.loads(file.read_text())
+            data = json.loads(Path(file).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{file}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a JSON object, found {type(data).__name__}")
         version = data.get("format_version")
-        if version is None or int(version) > TOKENIZER_FORMAT_VERSION:
+        if not isinstance(version, int) or version > TOKENIZER_FORMAT_VERSION:
             raise ValueError(
                 f"{file}: tokenizer format version {version!r} is not supported (this version reads "
                 f"<= {TOKENIZER_FORMAT_VERSION})"
             )
         if "miditok_config" not in data:
             raise ValueError(f"{file}: missing 'miditok_config'")
-        config = _config_from_dict(data["miditok_config"])
-        init = {"max_seq_len": data.get("max_seq_len", 1024)}
-        init.update(kwargs)
-        tokenizer = cls(tokenizer_config=config, **init)
+        config = config_from_dict(data["miditok_config"])
+        tokenizer = cls(tokenizer_config=config, **{"max_seq_len": data.get("max_seq_len", 1024), **init})
         saved_sizes = data.get("vocab_sizes")
         if saved_sizes is not None and list(saved_sizes) != list(tokenizer.vocab_sizes):
             raise ValueError(
@@ -1006,6 +658,54 @@ class OctupleTokenizer:
             )
         return tokenizer
 
+    def __len__(self) -> int:
+        """Total number of ids over the eight vocabularies."""
+        return int(sum(self.vocab_sizes))
+
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}={s}" for n, s in zip(ATTRIBUTE_NAMES, self.vocab_sizes, strict=True))
         return f"{type(self).__name__}(max_seq_len={self.max_seq_len}, vocab_sizes=({sizes}))"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _as_int_array(values: Any) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.int64)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write aside and rename, so that a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _resolve_tokenizer_file(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> Path:
+    """The local path of ``octuple_tokenizer.json`` for a folder, the file itself, or a Hub id (downloaded)."""
+    path = Path(name_or_path)
+    subfolder = hub.get("subfolder") or ""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        file = path / subfolder / TOKENIZER_FILE_NAME
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: no {TOKENIZER_FILE_NAME} found (not a tokenizer folder)")
+        return file
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    repo_id = str(name_or_path)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise FileNotFoundError(
+            f"{repo_id}: no {TOKENIZER_FILE_NAME} found (no such local folder or file, and not a Hub repository id)"
+        ) from None
+    try:
+        return Path(hf_hub_download(repo_id, TOKENIZER_FILE_NAME, **{k: v for k, v in hub.items() if v is not None and v != ""}))
+    except EntryNotFoundError as err:  # not in the repository, or offline and not cached
+        raise FileNotFoundError(f"{repo_id}: no {TOKENIZER_FILE_NAME} on the Hub or in the local cache ({err})") from err
+    except OSError as err:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP and connection errors
+        raise OSError(f"{repo_id}: cannot get {TOKENIZER_FILE_NAME} from the Hub ({type(err).__name__}: {err})") from err

@@ -383,3 +383,105 @@ def test_bad_files_raise_clear_errors(tokenizer, tmp_path):
             tokenizer([good, path])
     with pytest.raises(TypeError, match="symusic.Score or a MIDI file path"):
         tokenizer.encode_score(123)
+
+
+def test_unreadable_file_is_a_midi_read_error(tokenizer, tmp_path, monkeypatch):
+    """A file that cannot be opened (permission denied) is a MidiReadError naming it, not a bare OSError."""
+    locked = tmp_path / "locked.mid"
+    locked.write_bytes(b"not midi at all")
+    real_open, real_read_bytes = open, Path.read_bytes
+
+    def deny(path):
+        if Path(path).name == locked.name:
+            raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("builtins.open", lambda file, *a, **k: deny(file) or real_open(file, *a, **k))
+    monkeypatch.setattr(Path, "read_bytes", lambda self: deny(self) or real_read_bytes(self))
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: deny(self) or real_open(self, *a, **k))
+    with pytest.raises(MidiReadError, match=r"locked\.mid: cannot be read \(Permission denied\)"):
+        tokenizer.encode_score(locked)
+    folder = tmp_path / "folder.mid"
+    folder.mkdir()
+    with pytest.raises(MidiReadError, match="folder.mid"):
+        tokenizer.encode_score(folder)
+
+
+def test_warning_names_the_source_of_an_in_memory_score(tmp_path):
+    tokenizer = OctupleTokenizer(warn=True)
+    score = Score(480)
+    track = Track(name="piano", program=0)
+    track.notes = Note.from_numpy(*(np.array(v, dtype=np.int32) for v in ([0, 480], [240, 240])),
+                                  np.array([60, 5], np.int8), np.array([80, 80], np.int8))  # 5: below the range
+    score.tracks.append(track)
+    with pytest.warns(UserWarning, match=r"^song\.mid: 1 of 2 notes left out; 1 pitch out of range"):
+        tokenizer.encode_score(score, source="song.mid")
+    with pytest.warns(UserWarning, match=r"^<Score>: 1 of 2 notes left out"):
+        tokenizer.encode_score(score)
+
+
+def test_decode_whole_piece_from_its_segments(data_root):
+    """The bar offsets of a call put every note of a multi-segment piece back in place."""
+    tokenizer = OctupleTokenizer(max_seq_len=64, warn=False)
+    path = sample_files(data_root, "POP909/*/*.mid", 1)[0]
+    other = sample_files(data_root, "EMOPIA/midis/*.mid", 1)[0]
+    batch = tokenizer([other, path], return_tensors="np")
+    assert batch["bar_offset"].shape == batch["piece_index"].shape
+    whole = tokenizer.encode_score(path)
+    segments = batch["input_ids"][batch["piece_index"] == 1]
+    assert len(segments) > 10 and batch["bar_offset"][batch["piece_index"] == 1].max() > 0
+    expected = tokenizer.decode(whole)
+    restored = tokenizer.decode(segments, batch["bar_offset"][batch["piece_index"] == 1])
+    assert restored.note_num() == expected.note_num() == len(whole)
+    for got, want in zip(restored.tracks, expected.tracks, strict=True):
+        assert np.array_equal(got.notes.numpy()["time"], want.notes.numpy()["time"])
+        assert np.array_equal(got.notes.numpy()["pitch"], want.notes.numpy()["pitch"])
+        assert np.array_equal(got.notes.numpy()["duration"], want.notes.numpy()["duration"])
+    assert np.array_equal(sorted_rows(tokenizer.encode_score(restored)), sorted_rows(whole))
+    pieces = tokenizer.batch_decode(batch)
+    assert [p.note_num() for p in pieces] == [len(tokenizer.encode_score(other)), len(whole)]
+    with pytest.raises(ValueError, match="bar_offset"):
+        tokenizer.decode(segments)  # several segments: their bars are relative, the offsets are needed
+    segs, offsets = tokenizer.segment(whole, return_bar_offsets=True)
+    assert np.array_equal(offsets, batch["bar_offset"][batch["piece_index"] == 1])
+
+
+def _fake_hub_cache(cache: Path, repo_id: str, files: dict[str, Path], revision: str = "a" * 40) -> Path:
+    """The layout huggingface_hub keeps in HF_HUB_CACHE: models--org--name/{refs/main, snapshots/<rev>/...}."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        (snapshot / name).write_bytes(source.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+def test_from_pretrained_resolves_a_hub_id_from_the_offline_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    saved = OctupleTokenizer(max_seq_len=96, warn=False)
+    file = saved.save_pretrained(tmp_path / "saved")
+    cache = tmp_path / "hub"
+    _fake_hub_cache(cache, "my-org/octuple", {TOKENIZER_FILE_NAME: file})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    loaded = OctupleTokenizer.from_pretrained("my-org/octuple", cache_dir=cache, warn=False)
+    assert loaded.max_seq_len == 96 and loaded.vocab_sizes == saved.vocab_sizes
+    with pytest.raises(FileNotFoundError, match="my-org/missing"):  # offline, not cached
+        OctupleTokenizer.from_pretrained("my-org/missing", cache_dir=cache)
+    with pytest.raises(FileNotFoundError, match="not a Hub repository id"):
+        OctupleTokenizer.from_pretrained(tmp_path / "no" / "such" / "folder")
+
+
+def test_save_pretrained_writes_a_transformers_tokenizer_config(tmp_path):
+    tokenizer = OctupleTokenizer(max_seq_len=128, warn=False)
+    tokenizer.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "OctupleTokenizer" and config["model_max_length"] == 128
+    assert config["auto_map"]["AutoTokenizer"][0] == "tokenization_octuple.OctupleTokenizer"
+    for name in ("tokenization_octuple.py", "octuple_encoding.py", "constants.py"):
+        assert (tmp_path / name).is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
+    bare = tmp_path / "bare"
+    tokenizer.save_pretrained(bare, include_code=False)
+    assert sorted(p.name for p in bare.iterdir()) == [TOKENIZER_FILE_NAME]
