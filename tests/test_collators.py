@@ -47,7 +47,7 @@ def make_rows(n=6, seed=0, token_labels=False):
 
 def test_padding_and_labels():
     rows = make_rows(token_labels=True)
-    batch = DataCollatorForOctuple(pad_to_multiple_of=8, seed=0)(rows)
+    batch = DataCollatorForOctuple(pad_to_multiple_of=8, seed=0, return_segment_id=True)(rows)
     lengths = [len(r["input_ids"]) for r in rows]
     assert batch["input_ids"].shape[1] % 8 == 0 and batch["input_ids"].shape[1] >= max(lengths)
     for i, n in enumerate(lengths):
@@ -58,6 +58,7 @@ def test_padding_and_labels():
     assert batch["segment_id"].tolist() == list(range(len(rows)))
     seq = DataCollatorForOctuple()(make_rows())
     assert seq["labels"].shape == (6,)
+    assert set(seq) == {"input_ids", "attention_mask", "labels"}  # only what the models' forward takes
 
 
 def test_pitch_shift_stays_in_vocab_and_spares_drums_and_specials():
@@ -85,8 +86,9 @@ def test_pitch_shift_stays_in_vocab_and_spares_drums_and_specials():
 
 def test_mask_finetuning_excludes_masked_positions_from_token_labels():
     rows = make_rows(token_labels=True)
-    batch = DataCollatorForOctuple(mask_ratio=0.3, seed=0)(rows)
+    batch = DataCollatorForOctuple(mask_ratio=0.3, seed=0, return_masked_positions=True)(rows)
     masked = batch["masked_positions"]
+    assert set(DataCollatorForOctuple(mask_ratio=0.3, seed=0)(rows)) == {"input_ids", "attention_mask", "labels"}
     assert masked.any()
     assert (batch["input_ids"][masked] == MASK_ID).all()
     assert (batch["labels"][masked] == -100).all()
@@ -108,8 +110,10 @@ def test_collator_determinism_with_seed():
 def test_mlm_collator(strategy):
     rows = make_rows(n=8)
     plain = DataCollatorForOctuple()(rows)
-    batch = DataCollatorForOctupleMLM(vocab_sizes=VOCAB, strategy=strategy, seed=0)(rows)
+    batch = DataCollatorForOctupleMLM(vocab_sizes=VOCAB, strategy=strategy, seed=0, return_corrupted=True)(rows)
     assert batch["labels"].shape == batch["input_ids"].shape
+    assert batch["corrupted"].shape == batch["attention_mask"].shape
+    assert set(DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=0)(rows)) == {"input_ids", "attention_mask", "labels"}
     real = plain["attention_mask"].bool()
     special = ~real | (plain["input_ids"][..., 0] <= EOS_ID)
     assert torch.equal(batch["input_ids"][special], plain["input_ids"][special])  # PAD/BOS/EOS untouched

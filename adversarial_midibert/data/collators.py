@@ -2,7 +2,10 @@
 
 Both collators are dataclasses, callable on the rows of a split built by :mod:`adversarial_midibert.data.builder`
 (columns ``input_ids`` (length x 8), ``attention_mask``, ``labels``, ``piece_id``, ``segment_id``); they can be
-given to a ``torch.utils.data.DataLoader`` as ``collate_fn``. Randomness comes from an internal
+given to a ``torch.utils.data.DataLoader`` as ``collate_fn`` or to ``transformers.Trainer`` as ``data_collator``:
+by default a batch holds only what the models' ``forward`` accepts (``input_ids``, ``attention_mask``,
+``labels``), so ``model(**batch)`` works as it is; the bookkeeping tensors (``segment_id``, ``masked_positions``,
+``corrupted``) are returned on request. Randomness comes from an internal
 ``torch.Generator`` seeded with ``seed``, so that a run is reproducible (note that each DataLoader worker holds
 its own copy of the collator and so its own generator).
 
@@ -166,11 +169,13 @@ class DataCollatorForOctuple:
             positions get label -100, so that the loss and the accuracy leave them out. The bool mask is returned
             as ``masked_positions``.
         seed (`int`, *optional*): seed of the internal generator.
-        return_segment_id (`bool`): keep the ``segment_id`` column as a tensor.
+        return_segment_id (`bool`): also return the ``segment_id`` column as a tensor.
+        return_masked_positions (`bool`): also return the bool mask of the mask-fine-tuning positions as
+            ``masked_positions`` (when ``mask_ratio > 0``); token labels are -100 there either way.
 
     Returns (when called on a list of rows):
         dict with ``input_ids`` (B, L, 8), ``attention_mask`` (B, L), ``labels`` ((B,) or (B, L)) when present,
-        ``segment_id`` (B,), and ``masked_positions`` (B, L) bool when ``mask_ratio > 0``.
+        and, on request, ``segment_id`` (B,) and ``masked_positions`` (B, L) bool.
     """
 
     tokenizer: Any = None
@@ -179,7 +184,8 @@ class DataCollatorForOctuple:
     max_pitch_shift: int = 11
     mask_ratio: float = 0.0
     seed: Optional[int] = None
-    return_segment_id: bool = True
+    return_segment_id: bool = False
+    return_masked_positions: bool = False
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -226,7 +232,8 @@ class DataCollatorForOctuple:
             batch["input_ids"], masked = mask_for_finetuning(
                 batch["input_ids"], maskable, self.mask_ratio, self.generator, self.mask_token_id
             )
-            batch["masked_positions"] = masked
+            if self.return_masked_positions:
+                batch["masked_positions"] = masked
             if "labels" in batch and batch["labels"].dim() == 2:
                 batch["labels"] = batch["labels"].masked_fill(masked, IGNORE_INDEX)
         return batch
@@ -246,11 +253,13 @@ class DataCollatorForOctupleMLM:
         random_prob (`float`): probability that it becomes a random id (the rest is left unchanged).
         pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
         seed (`int`, *optional*): seed of the internal generator.
+        return_corrupted (`bool`): also return ``corrupted`` (B, L) bool: where MASK or a random id was written.
+        return_segment_id (`bool`): also return the rows' ``segment_id`` as a tensor.
 
     Returns (when called on a list of rows):
         dict with ``input_ids`` (corrupted, B x L x 8), ``attention_mask``, ``labels`` (B, L, 8) with -100 outside
-        the chosen tokens/cells, ``corrupted`` (B, L) bool, ``segment_id`` (B,) when present. A ``labels`` column of
-        the rows (a downstream label) is replaced.
+        the chosen tokens/cells, and on request ``corrupted`` and ``segment_id``. A ``labels`` column of the rows (a
+        downstream label) is replaced.
     """
 
     tokenizer: Any = None
@@ -261,6 +270,8 @@ class DataCollatorForOctupleMLM:
     random_prob: float = 0.1
     pad_to_multiple_of: Optional[int] = None
     seed: Optional[int] = None
+    return_corrupted: bool = False
+    return_segment_id: bool = False
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -283,6 +294,8 @@ class DataCollatorForOctupleMLM:
         mask_id = int(_tokenizer_value(self.tokenizer, "mask_token_id", MASK_ID))
         batch = pad_octuple_batch(rows, pad_id, self.pad_to_multiple_of)
         batch.pop("labels", None)
+        if not self.return_segment_id:
+            batch.pop("segment_id", None)
         maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
         if self.strategy == "random":
             chosen = choose_random_positions(maskable, self.mlm_probability, self.generator)
@@ -291,5 +304,7 @@ class DataCollatorForOctupleMLM:
         ids, labels, corrupted = corrupt(
             batch["input_ids"], chosen, self.vocab_sizes, mask_id, self.generator, self.mask_prob, self.random_prob
         )
-        batch.update(input_ids=ids, labels=labels, corrupted=corrupted)
+        batch.update(input_ids=ids, labels=labels)
+        if self.return_corrupted:
+            batch["corrupted"] = corrupted
         return batch
