@@ -1,11 +1,14 @@
 """Adversarial-MidiBERT for the Hugging Face ecosystem.
 
-Importing this package registers the configuration and every model class with the ``transformers``
-Auto classes (``AutoConfig``, ``AutoModel``, ``AutoModelForMaskedLM``,
-``AutoModelForSequenceClassification``, ``AutoModelForTokenClassification``), and for Hub remote code:
-``save_pretrained`` writes ``configuration_adv_midibert.py`` and ``modeling_adv_midibert.py`` beside the weights,
-with an ``auto_map`` listing every Auto class, so the folder loads with ``trust_remote_code=True`` where this package
-is not installed.
+Importing this package registers
+
+- the configuration and every model class with the ``transformers`` Auto classes (``AutoConfig``, ``AutoModel``,
+  ``AutoModelForMaskedLM``, ``AutoModelForSequenceClassification``, ``AutoModelForTokenClassification``), and for
+  Hub remote code: ``save_pretrained`` writes ``configuration_adv_midibert.py`` and ``modeling_adv_midibert.py``
+  beside the weights, with an ``auto_map`` listing every Auto class, so the folder loads with
+  ``trust_remote_code=True`` where this package is not installed;
+- the Octuple tokenizer with ``AutoTokenizer`` (its ``save_pretrained`` ships its own code the same way);
+- the pipeline tasks ``midi-classification`` and ``midi-token-classification`` with ``transformers.pipeline``.
 """
 
 __version__ = "0.1.0"
@@ -16,6 +19,7 @@ from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
+    AutoTokenizer,
 )
 
 from .configuration_adv_midibert import AdvMidiBertConfig
@@ -28,6 +32,9 @@ from .modeling_adv_midibert import (
     AdvMidiBertPreTrainedModel,
     AdvMidiBertSequenceClassifierOutput,
 )
+from .octuple_encoding import EncodingReport, MidiReadError
+from .pipelines import MidiClassificationPipeline, MidiTokenClassificationPipeline, register_pipelines
+from .tokenization_octuple import OctupleTokenizer
 
 _AUTO_CLASSES = (
     (AutoModel, AdvMidiBertModel),
@@ -43,19 +50,8 @@ for _auto_class, _model_class in _AUTO_CLASSES:
     _model_class.register_for_auto_class(_auto_class.__name__)
 del _auto_class, _model_class
 
-
-_TOKENIZER_NAMES = ("OctupleTokenizer", "MidiReadError", "EncodingReport")
-
-
-def __getattr__(name: str):
-    # The tokenizer pulls in miditok and symusic: import it on first use only, so that the model classes
-    # work (and this package imports) without it.
-    if name in _TOKENIZER_NAMES:
-        from . import tokenization_octuple
-
-        return getattr(tokenization_octuple, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+AutoTokenizer.register(AdvMidiBertConfig, tokenizer_class=OctupleTokenizer, exist_ok=True)
+register_pipelines()
 
 __all__ = [
     "__version__",
@@ -70,4 +66,6 @@ __all__ = [
     "OctupleTokenizer",
     "MidiReadError",
     "EncodingReport",
+    "MidiClassificationPipeline",
+    "MidiTokenClassificationPipeline",
 ]

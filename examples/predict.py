@@ -3,24 +3,27 @@
 
 Usage::
 
-    python examples/predict.py MODEL_DIR song1.mid [song2.mid ...] [--output_dir DIR] [--top_k 3]
+    python examples/predict.py MODEL song1.mid [song2.mid FOLDER ...] [--output_dir DIR] [--top_k 3] [--json out.json]
 
-- Piece-level models (composer, emotion): prints, for every file, the predicted class and the probability of
-  every class. A long piece is cut into segments; the piece's probabilities are the note-weighted geometric mean
-  of the segments' (see ``adversarial_midibert.inference``).
-- Note-level models (melody extraction): for every file, writes to ``--output_dir`` (default: ``predictions``)
-  ``<name>.melody.mid`` with one track per predicted class (melody, bridge, accompaniment; every note of the
-  input, notes that could not be tokenized on an extra ``unclassified`` track) and ``<name>.pianoroll.png``
-  with the notes coloured by class, and prints how many notes each class got.
+MODEL is a folder written by ``examples/finetune.py`` or a Hub id. The work is done by the ``transformers``
+pipelines of :mod:`adversarial_midibert.pipelines` (``midi-classification``, ``midi-token-classification``), run
+over every file by :func:`adversarial_midibert.prediction.predict_files`:
 
-``--json FILE`` also writes all predictions as JSON. A file that cannot be read is reported and skipped; the
-exit code is 1 when any file failed.
+- piece-level models (composer, emotion): prints, for every file, the predicted class and the probabilities of
+  the ``--top_k`` most probable classes (all by default). A long piece is cut into segments; the piece's
+  probabilities are the note-weighted geometric mean of the segments'.
+- note-level models (melody extraction...): for every file, writes ``<name>.<task>.mid`` (every note of the
+  input on one track per predicted class; notes that could not be tokenized on an ``unclassified`` track) and,
+  unless ``--no_plot``, ``<name>.pianoroll.png`` under ``--output_dir`` at the file's path relative to the
+  inputs' common folder, and prints how many notes each class got.
+
+A file that cannot be read is listed with its reason and the others go on; ``--json`` receives every result and
+every error. The exit code is 1 when any input failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,53 +34,65 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def _top_k(text: str) -> int:
+    value = int(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of classes, or -1 for all of them; got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_dir", help="a folder written by examples/finetune.py")
-    p.add_argument("files", nargs="+", help="MIDI files")
+    p.add_argument("model_name_or_path", help="a folder written by examples/finetune.py, or a Hub id")
+    p.add_argument("inputs", nargs="+", help="MIDI files, or folders searched recursively for MIDI files")
     p.add_argument("--output_dir", default="predictions", help="where MIDI and PNG files go (note-level models)")
-    p.add_argument("--top_k", type=int, default=None, help="print only the k most probable classes")
-    p.add_argument("--batch_size", type=int, default=8, help="segments per forward pass")
+    p.add_argument("--top_k", type=_top_k, default=-1, help="list the k most probable classes (-1: all, the default)")
+    p.add_argument("--no_plot", action="store_true", help="note-level models: do not draw the piano rolls")
+    p.add_argument("--segment_batch_size", type=int, default=8, help="segments per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
-    p.add_argument("--json", default=None, help="also write the predictions to this JSON file")
-    return p.parse_args(argv)
+    p.add_argument("--revision", default=None, help="Hub revision of the model")
+    p.add_argument("--trust_remote_code", action="store_true", help="run the Hub repository's code (Hub ids)")
+    p.add_argument("--json", default=None, help="also write every result and error to this JSON file")
+    args = p.parse_args(argv)
+    if args.segment_batch_size < 1:
+        p.error(f"--segment_batch_size must be >= 1, got {args.segment_batch_size}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Predict every file; return the exit code (0, or 1 when a file failed)."""
+    """Predict every input; return the exit code (0, or 1 when an input failed)."""
     args = parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    from adversarial_midibert.inference import AdvMidiBertPredictor, plot_piano_roll, write_class_tracks_midi
+    from transformers import AutoConfig, pipeline
 
-    predictor = AdvMidiBertPredictor.from_pretrained(args.model_dir, device=args.device, batch_size=args.batch_size)
-    output_dir = Path(args.output_dir)
-    records, failed = [], 0
-    for file in args.files:
-        try:
-            prediction = predictor.predict(file)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"{file}: skipped: {err}", file=sys.stderr)
-            failed += 1
-            continue
-        if predictor.is_token_task:
-            stem = Path(file).stem
-            midi = write_class_tracks_midi(prediction, output_dir / f"{stem}.melody.mid")
-            png = plot_piano_roll(prediction, output_dir / f"{stem}.pianoroll.png")
-            counts = ", ".join(f"{name} {count}" for name, count in prediction.counts.items())
-            print(f"{file}: {len(prediction.classes)} notes: {counts} -> {midi}, {png}")
-            records.append({"file": file, "counts": prediction.counts, "midi": str(midi), "piano_roll": str(png)})
+    from adversarial_midibert.prediction import predict_files, write_json
+
+    config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision,
+                                        trust_remote_code=args.trust_remote_code)
+    is_token = any(a.endswith("TokenClassification") for a in (config.architectures or []))
+    task = "midi-token-classification" if is_token else "midi-classification"
+    pipe = pipeline(task, model=args.model_name_or_path, revision=args.revision, device=args.device,
+                    trust_remote_code=args.trust_remote_code)
+    run = predict_files(pipe, args.inputs, output_dir=args.output_dir, plot=not args.no_plot, top_k=args.top_k,
+                        segment_batch_size=args.segment_batch_size)
+    for record in run.results:
+        for message in record["warnings"]:
+            print(f"warning: {message}", file=sys.stderr)
+        if is_token:
+            counts = ", ".join(f"{name} {count}" for name, count in record["counts"].items())
+            written = ", ".join(record[k] for k in ("midi", "piano_roll") if k in record)
+            print(f"{record['file']}: {record['num_notes']} notes: {counts} -> {written}")
         else:
-            ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[: args.top_k]
-            probs = ", ".join(f"{name} {p:.3f}" for name, p in ranked)
-            print(f"{file}: {prediction.label} ({prediction.num_segments} segments, {prediction.num_notes} notes) "
-                  f"[{probs}]")
-            records.append({"file": file, "label": prediction.label, "probabilities": prediction.probabilities,
-                            "num_segments": prediction.num_segments, "num_notes": prediction.num_notes})
+            probs = ", ".join(f"{s['label']} {s['score']:.3f}" for s in record["scores"])
+            print(f"{record['file']}: {record['label']} ({record['num_segments']} segments, {record['num_notes']} "
+                  f"notes) [{probs}]")
+    for error in run.errors:
+        print(f"error: {error['error']}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=2))
-    if failed:
-        print(f"{failed} of {len(args.files)} files failed", file=sys.stderr)
-    return 1 if failed else 0
+        print(f"wrote {write_json(run, args.json)}")
+    if run.errors:
+        print(f"{len(run.errors)} of {run.num_inputs} inputs failed", file=sys.stderr)
+    return 1 if run.errors else 0
 
 
 if __name__ == "__main__":

@@ -68,20 +68,20 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
         low, high = results[f"{key}_ci95"]
         assert 0.0 <= low <= results[key] <= high <= 1.0, key
     assert (output / "eval_piece_results.json").is_file() and results["bootstrap"]["n_resamples"] == 2000
-    # The folder is ready for inference, and prediction combines a piece's segments as fine-tuning scored it.
-    from adversarial_midibert.inference import AdvMidiBertPredictor
+    # The folder is ready for the pipeline, and prediction combines a piece's segments as fine-tuning scored it.
+    from transformers import pipeline
 
-    predictor = AdvMidiBertPredictor.from_pretrained(output, device="cpu")
+    classify = pipeline("midi-classification", model=str(output), device="cpu")
     compared = 0
     for piece in pieces:
-        prediction = predictor.predict(data_root / "Pianist8" / "midi" / piece["piece_id"])
-        assert len(prediction.probabilities) == 8
-        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-        if prediction.num_segments == piece["num_segments"]:  # --max_eval_samples can cut a piece's last segments
+        prediction = classify(str(data_root / "Pianist8" / "midi" / piece["piece_id"]))
+        probabilities = {s["label"]: s["score"] for s in prediction["scores"]}
+        assert len(probabilities) == 8 and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        if prediction["num_segments"] == piece["num_segments"]:  # --max_eval_samples can cut a piece's last segments
             compared += 1
-            assert prediction.label == piece["predicted"]
+            assert prediction["label"] == piece["predicted"]
             for name, probability in piece["probabilities"].items():
-                assert prediction.probabilities[name] == pytest.approx(probability, abs=1e-4)
+                assert probabilities[name] == pytest.approx(probability, abs=1e-4)
     assert compared >= 1
     # Refuses to overwrite a finished run.
     with pytest.raises(FileExistsError, match="all_results.json"):

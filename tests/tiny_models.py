@@ -25,3 +25,28 @@ def tiny_config(**overrides) -> AdvMidiBertConfig:
     )
     values.update(overrides)
     return AdvMidiBertConfig(**values)
+
+
+def tiny_finetuned_folder(folder, token: bool, label_names, max_seq_len: int = 64, **config_extra):
+    """A randomly initialised tiny fine-tuned folder (config, weights, code, tokenizer), as finetune.py writes it,
+    with the vocabulary of the default Octuple tokenizer so that real MIDI files go through it."""
+    import torch
+
+    from adversarial_midibert import (
+        AdvMidiBertForSequenceClassification,
+        AdvMidiBertForTokenClassification,
+        OctupleTokenizer,
+    )
+
+    tokenizer = OctupleTokenizer(max_seq_len=max_seq_len, warn=False)
+    config = AdvMidiBertConfig(
+        vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, attribute_embedding_size=16, max_position_embeddings=max_seq_len,
+        num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)}, **config_extra,
+    )
+    torch.manual_seed(0)
+    model_class = AdvMidiBertForTokenClassification if token else AdvMidiBertForSequenceClassification
+    model_class(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

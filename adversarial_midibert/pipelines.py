@@ -1,0 +1,314 @@
+"""``transformers`` pipelines for MIDI: a class per piece (composer, emotion) and a class per note (melody, velocity).
+
+Importing :mod:`adversarial_midibert` registers both tasks with ``PIPELINE_REGISTRY``, so that::
+
+    from transformers import pipeline
+
+    classify = pipeline("midi-classification", model="org/adv-midibert-composer")
+    classify("song.mid")   # {"label": "Yiruma", "score": 0.71, "scores": [...], "num_segments": 3, ...}
+
+    melody = pipeline("midi-token-classification", model="org/adv-midibert-melody")
+    out = melody("song.mid")
+    out["labels"][:5]                      # one class name per note of the file
+    out["midi"].dump_midi("song.melody.mid")  # the notes, one track per predicted class
+
+The model folder (or Hub repository) holds the model and the Octuple tokenizer, which the pipelines load through
+``AutoTokenizer``. A piece is encoded and cut into segments exactly as the training data was (the attributes in
+``config.hidden_attributes``, e.g. velocity for velocity prediction, are replaced by MASK as in fine-tuning), the
+segments run through the model ``segment_batch_size`` at a time, and:
+
+- ``midi-classification`` combines the segments' class probabilities into one distribution for the piece, the
+  note-weighted geometric mean (:func:`adversarial_midibert.evaluation.aggregate_segment_log_probs`);
+- ``midi-token-classification`` gives every note of the file a class. Notes the tokenizer cannot represent
+  (pitch out of range...) get no prediction: they are counted, labelled ``"unclassified"`` and kept on an extra
+  track of the output MIDI, so that it holds exactly the notes of the input.
+
+Every result names its file and says how many notes were left out and why (``notes_left_out``). A file that
+cannot be read raises :class:`~adversarial_midibert.octuple_encoding.MidiReadError` naming it; to run many files
+and collect each file's result or error, see :func:`adversarial_midibert.prediction.predict_files`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+__all__ = [
+    "MIDI_CLASSIFICATION",
+    "MIDI_TOKEN_CLASSIFICATION",
+    "UNCLASSIFIED",
+    "UNCLASSIFIED_NAME",
+    "MidiClassificationPipeline",
+    "MidiTokenClassificationPipeline",
+    "class_tracks_score",
+    "register_pipelines",
+]
+
+MIDI_CLASSIFICATION = "midi-classification"
+MIDI_TOKEN_CLASSIFICATION = "midi-token-classification"
+UNCLASSIFIED = -1
+UNCLASSIFIED_NAME = "unclassified"
+
+
+class _MidiPipeline(Pipeline):
+    """What both tasks share: reading and segmenting a piece, running its segments, naming the classes."""
+
+    _load_tokenizer = True
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.tokenizer is None or not hasattr(self.tokenizer, "encode_score"):
+            raise ValueError(
+                f"{type(self).__name__} needs the Octuple tokenizer of the model (octuple_tokenizer.json in the model "
+                f"folder), got {type(self.tokenizer).__name__}"
+            )
+        self._check_batch_size(self._batch_size)
+        config = self.model.config
+        id2label = getattr(config, "id2label", None) or {}
+        self.label_names = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(config.num_labels)]
+        names = list(getattr(config, "attribute_names", None) or self.tokenizer.attribute_names)
+        hidden = list(getattr(config, "hidden_attributes", None) or [])
+        unknown = [h for h in hidden if not isinstance(h, int) and h not in names]
+        if unknown:
+            raise ValueError(f"config.hidden_attributes names {unknown}, not among the attributes {names}")
+        self.hidden_attributes = [h if isinstance(h, int) else names.index(h) for h in hidden]
+
+    @staticmethod
+    def _check_batch_size(batch_size: int | None) -> None:
+        if batch_size not in (None, 1):
+            raise ValueError(
+                f"batch_size={batch_size}: MIDI pipelines take one piece at a time (a piece is already a batch of "
+                "segments); use segment_batch_size to choose how many segments run together"
+            )
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any):
+        """Predict one piece (a MIDI path or a ``symusic.Score``) or a list of them (a list of results)."""
+        self._check_batch_size(kwargs.get("batch_size"))
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _sanitize_parameters(self, segment_batch_size: int | None = None, source: str | None = None, **kwargs: Any):
+        preprocess, forward = {}, {}
+        if source is not None:
+            preprocess["source"] = source
+        if segment_batch_size is not None:
+            if int(segment_batch_size) < 1:
+                raise ValueError(f"segment_batch_size must be >= 1, got {segment_batch_size}")
+            forward["segment_batch_size"] = int(segment_batch_size)
+        return preprocess, forward, self._postprocess_parameters(**kwargs)
+
+    def _postprocess_parameters(self, **kwargs: Any) -> dict[str, Any]:
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected argument(s) {sorted(kwargs)}")
+        return {}
+
+    def preprocess(self, inputs: Any, source: str | None = None) -> dict[str, Any]:
+        tokenizer = self.tokenizer
+        score, name = tokenizer.load_score(inputs, source)
+        ids, (track_index, note_index) = tokenizer.encode_score(score, return_note_indices=True, source=name)
+        report = tokenizer.last_report
+        offsets = np.concatenate([[0], np.cumsum([t.note_num() for t in score.tracks])]).astype(np.int64)
+        if offsets[-1] == 0:
+            raise ValueError(f"{name}: the file holds no notes, nothing to predict")
+        num_segments, length = 0, 0
+        input_ids = torch.zeros(0, 0, len(tokenizer.attribute_names), dtype=torch.long)
+        attention_mask = torch.zeros(0, 0, dtype=torch.long)
+        source_note = torch.zeros(0, 0, dtype=torch.long)
+        if len(ids):
+            segments, aligned = tokenizer.segment(ids, note_aligned_arrays=[offsets[track_index] + note_index], fill_value=-1)
+            num_segments, length = len(segments), max(len(s) for s in segments)
+            input_ids = torch.full((num_segments, length, ids.shape[1]), int(tokenizer.pad_token_id), dtype=torch.long)
+            attention_mask = torch.zeros(num_segments, length, dtype=torch.long)
+            source_note = torch.full((num_segments, length), -1, dtype=torch.long)
+            for s, (segment, (notes,)) in enumerate(zip(segments, aligned)):  # one copy per segment
+                input_ids[s, : len(segment)] = torch.from_numpy(segment)
+                attention_mask[s, : len(segment)] = 1
+                source_note[s, : len(segment)] = torch.from_numpy(notes.astype(np.int64))
+            real = attention_mask.bool()
+            for attribute in self.hidden_attributes:
+                input_ids[..., attribute] = torch.where(real, int(tokenizer.mask_token_id), input_ids[..., attribute])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "source_note": source_note,
+                "piece": {"file": name, "score": score, "report": report, "note_offsets": offsets}}
+
+    def _forward(self, model_inputs: dict[str, Any], segment_batch_size: int = 8) -> dict[str, Any]:
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        chunks = []
+        for start in range(0, len(input_ids), segment_batch_size):
+            mask = attention_mask[start : start + segment_batch_size]
+            width = int(mask.sum(1).max())  # trim the padding this chunk does not need
+            logits = self.model(input_ids=input_ids[start : start + segment_batch_size, :width],
+                                attention_mask=mask[:, :width]).logits.float()
+            if logits.dim() == 3 and width < input_ids.shape[1]:
+                logits = torch.nn.functional.pad(logits, (0, 0, 0, input_ids.shape[1] - width))
+            chunks.append(logits)
+        num_labels = len(self.label_names)
+        empty = torch.zeros((0, num_labels) if self._per_segment else (0, input_ids.shape[1], num_labels))
+        return {"logits": torch.cat(chunks) if chunks else empty, "source_note": model_inputs["source_note"],
+                "piece": model_inputs["piece"]}
+
+    @staticmethod
+    def _piece_summary(piece: dict[str, Any], num_segments: int) -> dict[str, Any]:
+        report = piece["report"]
+        return {"file": piece["file"], "num_segments": num_segments, "num_notes": int(report.num_notes_in),
+                "notes_left_out": dict(report.dropped)}
+
+
+class MidiClassificationPipeline(_MidiPipeline):
+    """One class for a whole piece (composer, emotion...), from a fine-tuned ``AdvMidiBertForSequenceClassification``.
+
+    Call it on a MIDI path or a ``symusic.Score`` (or a list of them). Arguments of the call (or of ``pipeline()``):
+
+    - ``top_k`` (int, default all): how many classes ``scores`` lists, most probable first; ``-1`` or None: all.
+    - ``segment_batch_size`` (int, default 8): segments per forward pass.
+    - ``source`` (str): the name reported for an in-memory score.
+
+    Returns a dict: ``file``, ``label`` and ``score`` (the most probable class and its probability), ``scores``
+    (``[{"label", "score"}, ...]``, sorted), ``num_segments``, ``num_notes`` (notes in the file),
+    ``notes_left_out`` (reason -> count, for notes the tokenizer could not represent) and
+    ``segment_probabilities`` (``(num_segments, num_labels)`` numpy array).
+    """
+
+    _per_segment = True
+
+    def _postprocess_parameters(self, top_k: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        super()._postprocess_parameters(**kwargs)
+        if top_k is None:
+            return {}
+        top_k = int(top_k)
+        if top_k == 0 or top_k < -1:
+            raise ValueError(f"top_k must be a positive number of classes, or -1 for all of them; got {top_k}")
+        return {"top_k": top_k}
+
+    def preprocess(self, inputs: Any, source: str | None = None) -> dict[str, Any]:
+        model_inputs = super().preprocess(inputs, source)
+        if model_inputs["input_ids"].shape[0] == 0:
+            piece = model_inputs["piece"]
+            raise ValueError(f"{piece['file']}: no note could be tokenized ({piece['report'].message()}); nothing to classify")
+        return model_inputs
+
+    def postprocess(self, model_outputs: dict[str, Any], top_k: int = -1) -> dict[str, Any]:
+        from .evaluation import aggregate_segment_log_probs
+
+        log_probs = torch.log_softmax(model_outputs["logits"], dim=-1)
+        num_notes = (model_outputs["source_note"] >= 0).sum(1)
+        probabilities = aggregate_segment_log_probs(log_probs, num_notes)
+        order = torch.argsort(probabilities, descending=True).tolist()
+        if top_k != -1:
+            order = order[:top_k]
+        best = int(probabilities.argmax())
+        return {
+            "label": self.label_names[best],
+            "score": float(probabilities[best]),
+            "scores": [{"label": self.label_names[i], "score": float(probabilities[i])} for i in order],
+            **self._piece_summary(model_outputs["piece"], len(log_probs)),
+            "segment_probabilities": log_probs.exp().numpy(),
+        }
+
+
+class MidiTokenClassificationPipeline(_MidiPipeline):
+    """One class per note (melody extraction, velocity bins...), from ``AdvMidiBertForTokenClassification``.
+
+    Call it on a MIDI path or a ``symusic.Score`` (or a list of them); ``segment_batch_size`` and ``source`` as for
+    :class:`MidiClassificationPipeline`. Returns a dict:
+
+    - ``file``, ``num_segments``, ``num_notes``, ``notes_left_out`` (reason -> count);
+    - ``labels``: the class name of every note of the file (tracks in order, notes in order within a track),
+      ``"unclassified"`` for a note the tokenizer could not represent; ``classes``: the same as ids (``-1``);
+      ``probabilities``: ``(num_notes, num_labels)`` (NaN rows for unclassified notes); ``note_track`` and
+      ``note_index``: where each note sits in ``score``;
+    - ``counts``: class name -> notes; ``label_names``;
+    - ``score``: the ``symusic.Score`` as read; ``midi``: a ``symusic.Score`` holding the same notes on one track per
+      predicted class (e.g. melody / bridge / accompaniment), see :func:`class_tracks_score`.
+    """
+
+    _per_segment = False
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
+        piece = model_outputs["piece"]
+        offsets = piece["note_offsets"]
+        total, num_labels = int(offsets[-1]), len(self.label_names)
+        probabilities = np.full((total, num_labels), np.nan, dtype=np.float32)
+        source = model_outputs["source_note"]
+        real = source >= 0
+        if real.any():
+            probabilities[source[real].numpy()] = torch.softmax(model_outputs["logits"][real], dim=-1).numpy()
+        classified = ~np.isnan(probabilities).any(axis=1)
+        classes = np.where(classified, np.nan_to_num(probabilities).argmax(axis=1), UNCLASSIFIED).astype(np.int64)
+        names = np.array([*self.label_names, UNCLASSIFIED_NAME], dtype=object)
+        note_track = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        counts = {n: int((classes == i).sum()) for i, n in enumerate(self.label_names)}
+        if not classified.all():
+            counts[UNCLASSIFIED_NAME] = int((~classified).sum())
+        return {
+            **self._piece_summary(piece, int(source.shape[0])),
+            "labels": names[classes].tolist(),
+            "classes": classes,
+            "probabilities": probabilities,
+            "note_track": note_track,
+            "note_index": np.arange(total) - offsets[note_track],
+            "counts": counts,
+            "label_names": list(self.label_names),
+            "score": piece["score"],
+            "midi": class_tracks_score(piece["score"], classes, self.label_names),
+        }
+
+
+def class_tracks_score(score, classes: np.ndarray, label_names: list[str]):
+    """A ``symusic.Score`` with the notes of ``score`` on one track per class (e.g. melody, bridge, accompaniment).
+
+    Notes keep their time, duration, pitch and velocity; drum notes go to ``"<class> (drums)"`` drum tracks; notes
+    of class ``-1`` go to an ``"unclassified"`` track, so the result holds exactly the notes of ``score``. Tempos,
+    time and key signatures are copied. Every class gets a pitched track, empty when no note was given it.
+
+    Args:
+        score: a tick-time ``symusic.Score``.
+        classes: ``(N,)`` class id per note of ``score`` (tracks in order, notes in order), ``-1`` for none.
+        label_names: the class names, by id.
+    """
+    import symusic
+
+    parts = [track.notes.numpy() for track in score.tracks]
+    fields = ("time", "duration", "pitch", "velocity")
+    notes = {k: np.concatenate([np.asarray(p[k], dtype=np.int64) for p in parts]) if parts else np.zeros(0, np.int64)
+             for k in fields}
+    is_drum = np.repeat(np.array([t.is_drum for t in score.tracks], dtype=bool), [len(p["time"]) for p in parts])
+    classes = np.asarray(classes, dtype=np.int64)
+    if classes.shape != notes["time"].shape:
+        raise ValueError(f"{len(classes)} classes for a score of {len(notes['time'])} notes")
+    out = symusic.Score(score.ticks_per_quarter)
+    out.tempos = score.tempos.copy()
+    out.time_signatures = score.time_signatures.copy()
+    out.key_signatures = score.key_signatures.copy()
+    for class_id, name in [*enumerate(label_names), (UNCLASSIFIED, UNCLASSIFIED_NAME)]:
+        for drum in (False, True):
+            chosen = (classes == class_id) & (is_drum == drum)
+            if not chosen.any() and (drum or class_id == UNCLASSIFIED):
+                continue
+            track = symusic.Track(name=f"{name} (drums)" if drum else str(name), program=0, is_drum=drum, ttype="tick")
+            if chosen.any():
+                order = np.lexsort((notes["pitch"][chosen], notes["time"][chosen]))
+                track.notes = symusic.Note.from_numpy(
+                    *(notes[k][chosen][order].astype(np.int32) for k in ("time", "duration", "pitch")),
+                    notes["velocity"][chosen][order].astype(np.int8),
+                    "tick",
+                )
+            out.tracks.append(track)
+    return out
+
+
+def register_pipelines() -> None:
+    """Register ``midi-classification`` and ``midi-token-classification`` with transformers' ``PIPELINE_REGISTRY``
+    (importing :mod:`adversarial_midibert` does it)."""
+    for task, pipeline_class, model_class in (
+        (MIDI_CLASSIFICATION, MidiClassificationPipeline, AutoModelForSequenceClassification),
+        (MIDI_TOKEN_CLASSIFICATION, MidiTokenClassificationPipeline, AutoModelForTokenClassification),
+    ):
+        if PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl") is not pipeline_class:
+            PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=model_class, type="multimodal")

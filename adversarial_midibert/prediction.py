@@ -1,0 +1,180 @@
+"""Run a MIDI pipeline over many files: every input gives a result or a listed error, nothing is dropped.
+
+:func:`predict_files` is what ``adv-midibert predict`` / ``examples/predict.py`` run:
+
+- inputs are MIDI files or folders (searched recursively); each file is predicted on its own, so one unreadable
+  file is listed in ``errors`` with its reason and the others go on;
+- the notes the tokenizer could not represent, and every warning raised while predicting a file, are kept in
+  that file's record (warnings name the file; identical warnings of different calls are all kept);
+- token-task outputs (the MIDI with one track per class, the piano roll) are written under ``output_dir`` at the
+  input's path relative to the inputs' common folder, so two ``song.mid`` in different folders never overwrite
+  each other; each file is written aside and renamed when complete;
+- :func:`write_json` writes every result and every error, also when some files failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .pipelines import MidiTokenClassificationPipeline
+
+__all__ = ["PredictionRun", "collect_midi_files", "output_stems", "predict_files", "write_json"]
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf")
+
+
+@dataclass
+class PredictionRun:
+    """The outcome of :func:`predict_files`.
+
+    Attributes:
+        results: one JSON-ready record per predicted file, in input order.
+        errors: ``{"file", "error"}`` for every input that gave no result (missing paths first, then files that
+            failed, in input order).
+    """
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.results) + len(self.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"num_inputs": self.num_inputs, "num_failed": len(self.errors), "results": self.results,
+                "errors": self.errors}
+
+
+def collect_midi_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Expand folders into their MIDI files (recursive, sorted); return ``(files, errors)``.
+
+    A path that does not exist, or a folder without MIDI files, is an error entry; a file given by name is kept
+    whatever its suffix (reading it will say whether it is MIDI).
+    """
+    files, errors = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+            if not found:
+                errors.append({"file": str(path), "error": f"{path}: folder holds no MIDI file ({', '.join(MIDI_SUFFIXES)})"})
+            files.extend(found)
+        elif path.exists() or path.is_symlink():
+            files.append(path)
+        else:
+            errors.append({"file": str(path), "error": f"{path}: MIDI file not found"})
+    return files, errors
+
+
+def output_stems(files: Sequence[Path]) -> list[Path]:
+    """A distinct relative output stem per input: its path under the inputs' common folder, without suffix.
+
+    ``a/song.mid`` and ``b/song.mid`` give ``a/song`` and ``b/song``; the same file given twice gives ``song`` and
+    ``song-2``.
+    """
+    if not files:
+        return []
+    resolved = [Path(os.path.abspath(f)) for f in files]
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    stems, seen = [], set()
+    for path in resolved:
+        stem = path.relative_to(root).with_suffix("")
+        candidate, n = stem, 1
+        while candidate.as_posix().lower() in seen:
+            n += 1
+            candidate = stem.with_name(f"{stem.name}-{n}")
+        seen.add(candidate.as_posix().lower())
+        stems.append(candidate)
+    return stems
+
+
+def _write_midi(score, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    score.dump_midi(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def _sequence_record(output: dict[str, Any]) -> dict[str, Any]:
+    return {k: output[k] for k in ("file", "label", "score", "scores", "num_segments", "num_notes", "notes_left_out")}
+
+
+def predict_files(
+    pipe,
+    inputs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike | None = None,
+    plot: bool = True,
+    top_k: int | None = None,
+    segment_batch_size: int = 8,
+    output_suffix: str | None = None,
+    progress: bool = True,
+) -> PredictionRun:
+    """Predict every MIDI file of ``inputs`` with a MIDI pipeline; never stop on one file.
+
+    Args:
+        pipe: a :class:`~adversarial_midibert.pipelines.MidiClassificationPipeline` or
+            :class:`~adversarial_midibert.pipelines.MidiTokenClassificationPipeline`.
+        inputs: MIDI files and folders.
+        output_dir: token tasks: where the class-track MIDI (``<stem>.<suffix>.mid``) and the piano roll
+            (``<stem>.pianoroll.png``) go; required for token tasks.
+        plot: token tasks: also draw the piano roll.
+        top_k: sequence tasks: how many classes each record lists (None or -1: all).
+        segment_batch_size: segments per forward pass.
+        output_suffix: token tasks: the name between the stem and ``.mid`` (default: the model's
+            ``finetuning_task``, e.g. ``melody``, else ``classes``).
+        progress: show a progress bar.
+
+    Returns:
+        a :class:`PredictionRun` with a record per predicted file and an error per failed input.
+    """
+    from tqdm.auto import tqdm
+
+    from .visualization import plot_piano_roll
+
+    token_task = isinstance(pipe, MidiTokenClassificationPipeline)
+    if token_task and output_dir is None:
+        raise ValueError("a token-classification model writes MIDI files: give an output_dir")
+    suffix = output_suffix or getattr(pipe.model.config, "finetuning_task", None) or "classes"
+    files, errors = collect_midi_files(inputs)
+    run = PredictionRun(errors=errors)
+    call_kwargs: dict[str, Any] = {"segment_batch_size": segment_batch_size}
+    if not token_task and top_k is not None:
+        call_kwargs["top_k"] = top_k
+    for file, stem in zip(tqdm(files, desc="predicting", unit="file", disable=not progress), output_stems(files)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                output = pipe(str(file), **call_kwargs)
+                record = _sequence_record(output) if not token_task else {
+                    k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "counts")}
+                if token_task:
+                    base = Path(output_dir) / stem
+                    record["midi"] = str(_write_midi(output["midi"], base.with_name(f"{base.name}.{suffix}.mid")))
+                    if plot:
+                        png = base.with_name(f"{base.name}.pianoroll.png")
+                        record["piano_roll"] = str(plot_piano_roll(output["midi"], png, title=str(file)))
+            except Exception as err:  # noqa: BLE001  (any failure of one file is listed, the run goes on)
+                message = str(err) if str(file) in str(err) else f"{file}: {err}"
+                kind = "" if isinstance(err, (ValueError, OSError)) else f" ({type(err).__name__})"
+                run.errors.append({"file": str(file), "error": message + kind})
+                continue
+        record["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
+        run.results.append(record)
+    return run
+
+
+def write_json(run: PredictionRun, path: str | os.PathLike) -> Path:
+    """Write the run (results and errors) as JSON, aside then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(run.to_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return path

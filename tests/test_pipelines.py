@@ -1,0 +1,145 @@
+"""The MIDI pipelines on real files: a class per piece with segment aggregation, a class per note with the
+class-track MIDI holding every note, and the bounded piano roll."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import symusic
+import torch
+from transformers import pipeline
+
+from adversarial_midibert import MidiClassificationPipeline, MidiReadError, MidiTokenClassificationPipeline
+from adversarial_midibert.evaluation import aggregate_segment_log_probs
+from adversarial_midibert.pipelines import UNCLASSIFIED_NAME, class_tracks_score
+from adversarial_midibert.visualization import CLASS_COLOURS, piano_roll_image, plot_piano_roll
+from tiny_models import tiny_finetuned_folder
+
+COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi", "Ryuichi", "Yiruma"]
+MELODY_CLASSES = ["melody", "bridge", "accompaniment"]
+
+
+@pytest.fixture(scope="module")
+def composer_pipe(tmp_path_factory):
+    folder = tiny_finetuned_folder(tmp_path_factory.mktemp("composer"), False, COMPOSERS)
+    return pipeline("midi-classification", model=str(folder), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def melody_pipe(tmp_path_factory):
+    folder = tiny_finetuned_folder(tmp_path_factory.mktemp("melody"), True, MELODY_CLASSES,
+                                   hidden_attributes=["velocity"])
+    return pipeline("midi-token-classification", model=str(folder), device="cpu")
+
+
+def test_aggregation_weights_segments_by_note_count():
+    log_probs = torch.log(torch.tensor([[0.9, 0.1], [0.2, 0.8]]))
+    equal = aggregate_segment_log_probs(log_probs, torch.tensor([10, 10]))
+    expected = torch.sqrt(torch.tensor([0.9 * 0.2, 0.1 * 0.8]))
+    assert torch.allclose(equal, expected / expected.sum())
+    weighted = aggregate_segment_log_probs(log_probs, torch.tensor([100, 1]))  # a short trailing segment
+    assert weighted[0] > 0.85 and weighted.sum().item() == pytest.approx(1.0)
+
+
+def test_classification_pipeline_on_a_real_piece(composer_pipe, data_root, tmp_path):
+    assert isinstance(composer_pipe, MidiClassificationPipeline)
+    path = sorted((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))[0]
+    out = composer_pipe(str(path))
+    assert out["file"] == str(path) and out["notes_left_out"] == {}
+    assert sorted(s["label"] for s in out["scores"]) == sorted(COMPOSERS)  # every class, -1 / None keep them all
+    assert sum(s["score"] for s in out["scores"]) == pytest.approx(1.0, abs=1e-5)
+    assert out["label"] == out["scores"][0]["label"] and out["score"] == max(s["score"] for s in out["scores"])
+    assert out["num_segments"] > 1  # 64-row segments: the piece is cut and aggregated
+    assert out["segment_probabilities"].shape == (out["num_segments"], 8)
+    score = symusic.Score(str(path))
+    assert out["num_notes"] == score.note_num()
+    # The aggregation is the note-weighted geometric mean of the segments' probabilities.
+    weights = torch.tensor([float(n) for n in _segment_note_counts(composer_pipe, path)])
+    expected = aggregate_segment_log_probs(torch.log(torch.from_numpy(out["segment_probabilities"])), weights)
+    assert out["score"] == pytest.approx(float(expected.max()), abs=1e-5)
+    with pytest.raises(ValueError, match="top_k"):
+        composer_pipe(str(path), top_k=0)
+    with pytest.raises(MidiReadError, match="not_there.mid"):
+        composer_pipe(str(tmp_path / "not_there.mid"))
+    with pytest.raises(ValueError, match="segment_batch_size"):
+        composer_pipe(str(path), batch_size=4)
+    # A short clip for the arguments: top_k, lists, in-memory scores, segment_batch_size.
+    clip = sorted((data_root / "EMOPIA" / "midis").glob("*.mid"))[0]
+    short = symusic.Score(str(clip))
+    both = composer_pipe([str(clip), short], segment_batch_size=1, top_k=3)
+    assert [o["file"] for o in both] == [str(clip), "<Score>"] and len(both[0]["scores"]) == 3
+    assert [s["score"] for s in both[1]["scores"]] == pytest.approx([s["score"] for s in both[0]["scores"]], abs=1e-6)
+    assert len(composer_pipe(short, top_k=-1)["scores"]) == 8
+
+
+def _segment_note_counts(pipe, path):
+    batch = pipe.tokenizer(str(path), return_tensors="np")
+    return (batch["attention_mask"].sum(1) - 2).tolist()
+
+
+def test_token_pipeline_keeps_every_note(melody_pipe, data_root, tmp_path):
+    assert isinstance(melody_pipe, MidiTokenClassificationPipeline)
+    assert melody_pipe.hidden_attributes == [5]
+    score = symusic.Score(str(data_root / "POP909" / "001" / "001.mid"))
+    # A note below the tokenizer's pitch range cannot be represented: it must still be written, unclassified.
+    score.tracks[2].notes.append(symusic.Note(0, 480, 5, 80))
+    total = score.note_num()
+
+    out = melody_pipe(score, source="001-with-a-low-note.mid")
+    assert out["file"] == "001-with-a-low-note.mid"
+    assert out["notes_left_out"] == {"pitch_out_of_range": 1}
+    assert out["classes"].shape == (total,) and len(out["labels"]) == total
+    assert out["labels"].count(UNCLASSIFIED_NAME) == 1 and sum(out["counts"].values()) == total
+    assert out["counts"][UNCLASSIFIED_NAME] == 1
+    probs = out["probabilities"][out["classes"] >= 0]
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    track, index = out["note_track"][-1], out["note_index"][-1]  # per-note positions in the score
+    assert score.tracks[track].notes[index].pitch == score.tracks[-1].notes[-1].pitch
+
+    midi = out["midi"]
+    midi.dump_midi(str(tmp_path / "001.melody.mid"))
+    back = symusic.Score(str(tmp_path / "001.melody.mid"))
+    assert back.note_num() == total
+    names = [t.name for t in back.tracks]
+    assert set(names) <= {*MELODY_CLASSES, UNCLASSIFIED_NAME} and UNCLASSIFIED_NAME in names
+    for name, t in zip(names, back.tracks):  # each track holds the notes predicted for its class
+        assert len(t.notes) == out["counts"].get(name, 0)
+    png = plot_piano_roll(midi, tmp_path / "out" / "001.png", title="001")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_class_tracks_score_checks_its_input():
+    score = symusic.Score(480)
+    track = symusic.Track(name="x", program=0)
+    track.notes.append(symusic.Note(0, 480, 60, 80))
+    score.tracks.append(track)
+    with pytest.raises(ValueError, match="2 classes for a score of 1 notes"):
+        class_tracks_score(score, np.array([0, 1]), ["a", "b"])
+
+
+def test_piano_roll_image_is_bounded_and_in_place():
+    """A 120,000-note score gives a picture of at most max_columns steps (its cost does not grow with the notes),
+    and a note shows at its pitch and time in its track's colour."""
+    from matplotlib.colors import to_rgb
+
+    rng = np.random.default_rng(0)
+    n = 120_000
+    score = symusic.Score(480)
+    tracks = []
+    for name in ("melody", "accompaniment"):
+        track = symusic.Track(name=name, program=0)
+        time = np.sort(rng.integers(0, 480 * 30_000, n // 2)).astype(np.int32)
+        track.notes = symusic.Note.from_numpy(time, np.full(n // 2, 120, np.int32),
+                                              rng.integers(40, 80, n // 2).astype(np.int8),
+                                              np.full(n // 2, 80, np.int8))
+        tracks.append(track)
+    marker = symusic.Track(name="marker", program=0)
+    marker.notes.append(symusic.Note(480 * 15_000, 480 * 8, 100, 80))  # quarter 15,000, pitch 100
+    score.tracks = [marker, *tracks]
+    roll = piano_roll_image(score, max_columns=2000)
+    image = roll["image"]
+    assert image.shape[1] <= 2000 and image.shape[0] == 100 - 40 + 1
+    column = int(15_004 / roll["quarters_per_column"])
+    assert tuple(image[100 - roll["low"], column]) == to_rgb(CLASS_COLOURS[0])  # the first track, on top
+    assert tuple(image[100 - roll["low"], 0]) == (1.0, 1.0, 1.0)
+    assert [t[0] for t in roll["tracks"]] == ["marker", "melody", "accompaniment"]

@@ -1,0 +1,116 @@
+"""Prediction over many files never drops work: every input gives a result or a listed error with its reason, output
+names stay unique, warnings name their file, ``--top_k -1`` keeps every class, ``--no_plot`` draws nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import symusic
+
+from adversarial_midibert.prediction import collect_midi_files, output_stems
+from tiny_models import tiny_finetuned_folder
+
+COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi", "Ryuichi", "Yiruma"]
+
+
+@pytest.fixture(scope="module")
+def predict(repo_root):
+    spec = importlib.util.spec_from_file_location("example_predict", repo_root / "examples" / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _clips(data_root, count):
+    files = sorted((data_root / "EMOPIA" / "midis").glob("*.mid"))[:count]
+    if len(files) < count:
+        pytest.skip(f"EMOPIA clips not found under {data_root}")
+    return files
+
+
+def test_output_stems_keep_relative_paths_and_stay_unique(tmp_path):
+    files = [tmp_path / "a" / "song.mid", tmp_path / "b" / "song.mid", tmp_path / "a" / "song.mid",
+             tmp_path / "a" / "deep" / "x.midi"]
+    assert [p.as_posix() for p in output_stems(files)] == ["a/song", "b/song", "a/song-2", "a/deep/x"]
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    (tmp_path / "a" / "deep" / "x.midi").write_bytes(b"MThd")
+    (tmp_path / "empty").mkdir()
+    found, errors = collect_midi_files([tmp_path / "a", tmp_path / "empty", tmp_path / "gone.mid"])
+    assert found == [tmp_path / "a" / "deep" / "x.midi"]
+    assert [e["file"] for e in errors] == [str(tmp_path / "empty"), str(tmp_path / "gone.mid")]
+    assert "no MIDI file" in errors[0]["error"] and "not found" in errors[1]["error"]
+
+
+def test_token_model_lists_every_failure_and_never_overwrites(predict, data_root, tmp_path, monkeypatch, capsys):
+    model = tiny_finetuned_folder(tmp_path / "model", True, ["melody", "bridge", "accompaniment"],
+                                  finetuning_task="melody")
+    first, second = _clips(data_root, 2)
+    inputs = tmp_path / "inputs"
+    for folder, clip in (("a", first), ("b", second)):  # two files named song.mid
+        (inputs / folder).mkdir(parents=True)
+        shutil.copyfile(clip, inputs / folder / "song.mid")
+    (inputs / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06 this is not a MIDI file")
+    shutil.copyfile(first, inputs / "locked.mid")
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(self):  # permission denied (the tests may run as root, where chmod does not stop reading)
+        if self.name == "locked.mid":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_bytes(self)
+
+    real_open = open
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: read_bytes(Path(f)) if Path(str(f)).name == "locked.mid"
+                        else real_open(f, *a, **k))
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    code = predict.main([str(model), str(inputs / "a" / "song.mid"), str(inputs / "corrupt.mid"),
+                         str(inputs / "locked.mid"), str(inputs / "b" / "song.mid"), str(tmp_path / "missing.mid"),
+                         "--output_dir", str(out), "--json", str(report), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a/song.melody.mid", "a/song.pianoroll.png", "b/song.melody.mid", "b/song.pianoroll.png"]
+    for folder, clip in (("a", first), ("b", second)):
+        assert symusic.Score(str(out / folder / "song.melody.mid")).note_num() == symusic.Score(str(clip)).note_num()
+    data = json.loads(report.read_text())
+    assert data["num_inputs"] == 5 and data["num_failed"] == 3
+    assert [r["file"] for r in data["results"]] == [str(inputs / "a" / "song.mid"), str(inputs / "b" / "song.mid")]
+    errors = {Path(e["file"]).name: e["error"] for e in data["errors"]}
+    assert set(errors) == {"corrupt.mid", "locked.mid", "missing.mid"}
+    assert "Permission denied" in errors["locked.mid"] and "not found" in errors["missing.mid"]
+    assert all(name in message for name, message in errors.items())
+    assert "3 of 5 inputs failed" in captured.err
+
+    code = predict.main([str(model), str(inputs / "a"), "--output_dir", str(tmp_path / "quiet"), "--no_plot",
+                         "--device", "cpu"])
+    assert code == 0 and [p.name for p in (tmp_path / "quiet").rglob("*") if p.is_file()] == ["song.melody.mid"]
+
+
+def test_sequence_model_top_k_and_warnings_naming_the_file(predict, data_root, tmp_path, capsys):
+    model = tiny_finetuned_folder(tmp_path / "model", False, COMPOSERS)
+    clip = _clips(data_root, 1)[0]
+    score = symusic.Score(str(clip))
+    score.tracks[0].notes.append(symusic.Note(0, 240, 5, 80))  # below the pitch range: left out and reported
+    for folder in ("x", "y"):  # identical files: both warnings are shown
+        (tmp_path / folder).mkdir()
+        score.dump_midi(str(tmp_path / folder / "low.mid"))
+    code = predict.main([str(model), str(tmp_path / "x" / "low.mid"), str(tmp_path / "y" / "low.mid"),
+                         "--top_k", "-1", "--device", "cpu", "--json", str(tmp_path / "r.json")])
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = [line for line in captured.out.splitlines() if "low.mid:" in line]
+    assert len(lines) == 2 and all(line.count(" 0.") == 8 for line in lines)  # every class, none dropped
+    for folder in ("x", "y"):
+        assert f"warning: {tmp_path / folder / 'low.mid'}: 1 of {score.note_num()} notes left out" in captured.err
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [r["notes_left_out"] for r in results] == [{"pitch_out_of_range": 1}] * 2
+    assert predict.main([str(model), str(clip), "--top_k", "2", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.count(" 0.") == 2
+    with pytest.raises(SystemExit):
+        predict.parse_args([str(model), str(clip), "--top_k", "0"])
