@@ -162,6 +162,11 @@ class OctupleTokenizer:
         return self.tables.max_bar_embedding
 
     @property
+    def max_num_pos_per_beat(self) -> int:
+        """Positions per beat of the finest ``beat_res`` (the onset grid)."""
+        return self.tables.max_num_pos_per_beat
+
+    @property
     def pitch_range(self) -> tuple[int, int]:
         """Lowest and highest (non-drum) MIDI pitch of the vocabulary, inclusive."""
         return self.tables.pitch_range

@@ -60,7 +60,7 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adversarial_midibert import hub_utils  # noqa: E402
+from adversarial_midibert import hub  # noqa: E402
 
 logger = logging.getLogger("finetune")
 
@@ -584,7 +584,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
             write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
         title = f"{task}: test accuracy {test_metrics['test_accuracy']:.3f}"
         evaluator.plot(output_dir / "confusion_matrix.png", title=title)
-        _write_card_and_code(output_dir, args, task, task_type, results)
+        _write_card(output_dir, args, task, task_type, results)
         write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
         if best_dir.is_dir() and not args.checkpointing_steps:  # kept for a resumed run to restore
             import shutil
@@ -594,24 +594,24 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if args.with_tracking:
         accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
-        hub_utils.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
-                                     commit_message=f"Fine-tuned on {task}: test accuracy {test_metrics['test_accuracy']:.4f}")
+        hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
+                               commit_message=f"Fine-tuned on {task}: test accuracy {test_metrics['test_accuracy']:.4f}")
     return results
 
 
-def _write_card_and_code(output_dir: Path, args, task: str, task_type: str, results: dict) -> None:
-    """Model code files + auto_map (loadable with trust_remote_code) and the model card."""
-    hub_utils.prepare_remote_code(output_dir)
+def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict) -> None:
+    """The model card, with the data set in its metadata (the code files came with save_pretrained)."""
     hyperparameters = {k: getattr(args, k) for k in (
         "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
         "max_train_steps", "mask_ratio", "mask_eval", "pitch_shift", "early_stopping_patience", "seed",
         "freeze_backbone", "probe_layer")}
-    hub_utils.write_model_card(
+    hub.write_model_card(
         output_dir,
         repo_id=args.hub_model_id,
         base_model=None if args.from_scratch or Path(args.model_name_or_path).exists() else args.model_name_or_path,
         task=task,
         task_type=task_type,
+        datasets=[Path(args.dataset).name],
         training_command=results["command"],
         hyperparameters=hyperparameters,
         results={k: v for k, v in results.items() if k != "history"},

@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -51,7 +50,7 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adversarial_midibert import hub_utils
+from adversarial_midibert import hub
 from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.collators import pad_octuple_batch
@@ -70,6 +69,7 @@ from adversarial_midibert.pretraining import (
     step_generator,
     step_seed,
 )
+from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
 logger = get_logger(__name__)
 
@@ -555,16 +555,16 @@ def main(argv=None):
         finish_folder(args, output_dir, dataset_dir, tokenizer_file, eval_results, mask_book, elapsed)
     accelerator.wait_for_everyone()
     if args.push_to_hub and accelerator.is_main_process:
-        hub_utils.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
-                           commit_message="Adversarial-MidiBERT pre-training")
+        hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
+                               commit_message="Adversarial-MidiBERT pre-training")
     accelerator.print(f"Pre-trained model saved to {output_dir.resolve()} "
                       f"({progress.completed_steps} steps, {time.time() - start:.1f} s elapsed)")
 
 
 def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eval_results, mask_book, elapsed):
-    """Tokenizer file, remote code, ``all_results.json`` and the model card beside the saved weights."""
+    """The tokenizer (with its config and code), ``all_results.json`` and the model card beside the saved weights."""
     if tokenizer_file is not None:
-        shutil.copyfile(tokenizer_file, output_dir / TOKENIZER_FILE_NAME)
+        OctupleTokenizer.from_pretrained(tokenizer_file).save_pretrained(output_dir)
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "train_runtime_s": round(elapsed, 1)}
@@ -574,10 +574,9 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
                                            "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",
                                            "max_train_steps",
                                            "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
-    hub_utils.prepare_remote_code(output_dir)
-    hub_utils.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
-                               task="pretrain", hyperparameters=hyper, results=results,
-                               training_command=" ".join(["python", "examples/pretrain.py", *sys.argv[1:]]))
+    hub.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
+                         task="pretrain", hyperparameters=hyper, results=results,
+                         training_command=" ".join(["python", "examples/pretrain.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

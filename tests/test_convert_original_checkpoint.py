@@ -1,4 +1,4 @@
-"""hub/convert_original_checkpoint.py: a reference-layout state dict converts to a model that computes the same.
+"""adversarial_midibert.hub.convert (adv-midibert convert): a reference-layout state dict converts to a model that computes the same.
 
 The test builds a random state dict with the reference code's key names and shapes (SPEC.md section 6; a tiny
 hidden size), runs an independent re-implementation of the reference forward on real POP909 segments (ids mapped
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,10 @@ import torch.nn.functional as F
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertForTokenClassification
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HIDDEN, LAYERS, HEADS, MAX_POS, INTERMEDIATE, EMB = 32, 2, 2, 64, 64, 256
 
 
-def load_converter():
-    spec = spec_from_file_location("convert_original_checkpoint", REPO_ROOT / "hub" / "convert_original_checkpoint.py")
-    module = module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-conv = load_converter()
+from adversarial_midibert.hub import convert as conv  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ import huggingface_hub
 import pytest
 import torch
 
-from adversarial_midibert import hub_utils
-from adversarial_midibert.hub_utils import HubPublishError, push_folder_to_hub
+from adversarial_midibert import OctupleTokenizer, hub
+from adversarial_midibert.cli import main as cli_main
+from adversarial_midibert.hub import HubPublishError, push_folder_to_hub
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForSequenceClassification
 from tiny_models import TINY_VOCAB_SIZES, tiny_config  # noqa: E402
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_UPLOAD = {
     "README.md",
     "config.json",
@@ -31,6 +31,10 @@ EXPECTED_UPLOAD = {
     "model.safetensors",
     "modeling_adv_midibert.py",
     "octuple_tokenizer.json",
+    "tokenizer_config.json",
+    "tokenization_octuple.py",
+    "octuple_encoding.py",
+    "constants.py",
 }
 RESULTS = {
     "task": "composer",
@@ -52,25 +56,14 @@ def tiny_inputs() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def load_cli():
-    """hub/push_to_hub.py as a module (hub/ is a folder of scripts, not a package)."""
-    from importlib.util import module_from_spec, spec_from_file_location
-
-    spec = spec_from_file_location("push_to_hub_cli", REPO_ROOT / "hub" / "push_to_hub.py")
-    cli = module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    return cli
-
-
 @pytest.fixture()
 def model_folder(tmp_path: Path) -> Path:
     """A fine-tuned-looking output folder, with the junk a training run leaves beside the model."""
     torch.manual_seed(0)
     folder = tmp_path / "run"
     model = AdvMidiBertForSequenceClassification(tiny_config(num_labels=3)).eval()
-    model.save_pretrained(folder)
-    hub_utils.prepare_remote_code(folder)
-    (folder / "octuple_tokenizer.json").write_text(json.dumps({"tokenizer": "stand-in"}), encoding="utf-8")
+    model.save_pretrained(folder)  # with the model code files and the complete auto_map
+    OctupleTokenizer(max_seq_len=40).save_pretrained(folder)  # with tokenizer_config.json and its code files
     (folder / "all_results.json").write_text(json.dumps(RESULTS), encoding="utf-8")
     # Never uploaded:
     (folder / "optimizer.bin").write_bytes(b"\0" * 16)
@@ -175,7 +168,8 @@ def test_model_card_metadata_holds_the_run_metrics(model_folder, monkeypatch):
     assert not any(r.metric_type == "loss" for r in card.data.eval_results)
     text = card.text
     assert 'AutoModelForSequenceClassification.from_pretrained("my-org/tiny-midibert", trust_remote_code=True)' in text
-    assert "pip install adversarial-midibert" in text and "OctupleTokenizer.from_pretrained" in text
+    assert "pip install adversarial-midibert" in text and 'pipeline("midi-classification"' in text
+    assert 'AutoTokenizer.from_pretrained("my-org/tiny-midibert", trust_remote_code=True)' in text
     assert "2407.08306" in text and "Let Network Decide What to Learn" in text
     assert "python examples/finetune.py --task composer" in text
     assert "87.50" in text and "97.92" in text  # our test accuracy beside the paper's
@@ -185,7 +179,7 @@ def test_dry_run_folder_loads_with_only_torch_and_transformers(model_folder, tmp
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
     dry = tmp_path / "dry"
-    assert load_cli().main([str(model_folder), "--repo_id", "org/tiny", "--dry_run", str(dry)]) == 0
+    assert cli_main(["push", str(model_folder), "--repo_id", "org/tiny", "--dry_run", str(dry)]) == 0
     assert {p.name for p in dry.iterdir()} == EXPECTED_UPLOAD
     for name in EXPECTED_UPLOAD - {"README.md"}:
         assert (dry / name).read_bytes() == (model_folder / name).read_bytes()
@@ -259,7 +253,7 @@ def test_bad_repo_id_fails_before_any_upload(model_folder, monkeypatch, repo_id)
 
 @pytest.mark.parametrize(
     "missing", ["config.json", "model.safetensors", "modeling_adv_midibert.py", "configuration_adv_midibert.py",
-                "octuple_tokenizer.json"]
+                "octuple_tokenizer.json", "tokenizer_config.json", "tokenization_octuple.py", "octuple_encoding.py"]
 )
 def test_missing_required_file_is_named(model_folder, monkeypatch, missing):
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
@@ -274,11 +268,56 @@ def test_folder_without_auto_map_says_how_to_fix(model_folder):
     config = json.loads((model_folder / "config.json").read_text())
     del config["auto_map"]
     (model_folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(HubPublishError, match="prepare_remote_code"):
-        hub_utils.collect_upload_files(model_folder)
+    with pytest.raises(HubPublishError, match="save_pretrained"):
+        hub.collect_upload_files(model_folder)
 
 
 def test_cli_reports_errors_without_traceback(model_folder, tmp_path):
-    cli = load_cli()
-    assert cli.main([str(model_folder), "--repo_id", "org/a--b", "--dry_run", str(tmp_path / "d")]) == 2
-    assert cli.main([str(tmp_path / "nowhere"), "--repo_id", "org/a", "--dry_run", str(tmp_path / "d")]) == 2
+    assert cli_main(["push", str(model_folder), "--repo_id", "org/a--b", "--dry_run", str(tmp_path / "d")]) == 2
+    assert cli_main(["push", str(tmp_path / "nowhere"), "--repo_id", "org/a", "--dry_run", str(tmp_path / "d")]) == 2
+
+
+@pytest.mark.parametrize("where", ["auto_map", "tokenizer_auto_map", "shard", "relative_import"])
+def test_files_outside_the_folder_are_refused(model_folder, tmp_path, where):
+    """Nothing named by the folder's files may pull in a file from outside it."""
+    (tmp_path / "evil.py").write_text("raise SystemExit('outside')\n")
+    if where == "auto_map":
+        config = json.loads((model_folder / "config.json").read_text())
+        config["auto_map"]["AutoModel"] = "../evil.AdvMidiBertModel"
+        (model_folder / "config.json").write_text(json.dumps(config))
+    elif where == "tokenizer_auto_map":
+        config = json.loads((model_folder / "tokenizer_config.json").read_text())
+        config["auto_map"]["AutoTokenizer"] = ["../evil.OctupleTokenizer", None]
+        (model_folder / "tokenizer_config.json").write_text(json.dumps(config))
+    elif where == "shard":
+        (model_folder / "model.safetensors").unlink()
+        (model_folder / "model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"w": "../evil.py"}}))
+    else:
+        (model_folder / "constants.py").unlink()
+        (model_folder / "constants.py").symlink_to(tmp_path / "evil.py")
+    with pytest.raises(HubPublishError, match="evil|outside"):
+        hub.collect_upload_files(model_folder, require_card=False)
+
+
+def test_cards_of_every_task_carry_hub_metadata(model_folder):
+    """A user-defined task (here music21-composer, the default corpus) gets datasets and a model-index too."""
+    results = {"task": "music21-composer", "test_accuracy": 0.5, "eval_accuracy": 0.4, "test_f1_macro": 0.3}
+    (model_folder / "all_results.json").write_text(json.dumps(results))
+    hub.write_model_card(model_folder, repo_id="org/m21", datasets=["music21-composer-L64"])
+    metadata = huggingface_hub.metadata_load(model_folder / "README.md")
+    assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "other"
+    assert metadata["datasets"] == ["music21-composer-L64"] and "midi-classification" in metadata["tags"]
+    (entry,) = metadata["model-index"]
+    assert {r["task"]["type"] for r in entry["results"]} == {"midi-classification"}
+    card = huggingface_hub.ModelCard.load(model_folder / "README.md")
+    assert {(r.dataset_split, r.metric_type) for r in card.data.eval_results} == {
+        ("test", "accuracy"), ("validation", "accuracy"), ("test", "f1")}
+    assert 'pipeline("midi-classification", model="org/m21")' in card.text
+    assert 'AutoTokenizer.from_pretrained("org/m21", trust_remote_code=True)' in card.text
+    assert "miditok" in card.text and "symusic" in card.text
+    (model_folder / "all_results.json").write_text(json.dumps({"task": "my-task", "test_accuracy": 0.7}))
+    hub.write_model_card(model_folder, repo_id="org/mine", datasets=["org/my-midi-dataset"])
+    (entry,) = huggingface_hub.metadata_load(model_folder / "README.md")["model-index"]
+    dataset = entry["results"][0]["dataset"]
+    assert (dataset["name"], dataset["type"], dataset["split"]) == ("org/my-midi-dataset",) * 2 + ("test",)

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Convert a checkpoint of the authors' reference Adversarial-MidiBERT code into our Hub format.
 
-    python hub/convert_original_checkpoint.py --checkpoint ckpt.pt --dictionary Octuple.pkl \\
+    adv-midibert convert --checkpoint ckpt.pt --dictionary Octuple.pkl \\
         --task mlm|sequence|token [--num_labels C] --output_dir DIR [--tokenizer DIR]
 
 The reference code (a transformers-4 ``BertModel`` with ``relative_key_query`` positions inside a ``MidiBert``
@@ -47,13 +46,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-try:
-    from adversarial_midibert import hub_utils
-except ImportError:  # running from a source checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from adversarial_midibert import hub_utils
-
-from adversarial_midibert.constants import ATTRIBUTE_NAMES
+from ..constants import ATTRIBUTE_NAMES
+from ._common import HubPublishError
 
 # The reference dictionary's attribute names, in our attribute order.
 REFERENCE_ATTRIBUTES: tuple[str, ...] = (
@@ -491,8 +485,8 @@ def convert(
     Raises:
         ConversionError: bad arguments or files, or a head missing from the checkpoint for ``task``.
     """
-    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
-    from adversarial_midibert import modeling_adv_midibert as modeling
+    from .. import modeling_adv_midibert as modeling
+    from ..configuration_adv_midibert import AdvMidiBertConfig
 
     if task not in ("mlm", "sequence", "token"):
         raise ConversionError(f"--task must be mlm, sequence or token, got {task!r}")
@@ -512,7 +506,7 @@ def convert(
         raise ConversionError(f"{checkpoint}: --task {task} needs key {head_keys[task]!r}, absent from the checkpoint")
 
     if tokenizer is None:
-        from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+        from ..tokenization_octuple import OctupleTokenizer
 
         tokenizer = OctupleTokenizer()
     ours, positions_per_beat = _tokenizer_vocabularies(tokenizer)
@@ -578,8 +572,7 @@ def convert(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
-    hub_utils.prepare_remote_code(output_dir)
+    model.save_pretrained(output_dir)  # with the code files and the complete auto_map (remote code)
     tokenizer.save_pretrained(output_dir)
     (output_dir / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -605,18 +598,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     tokenizer = None
     if args.tokenizer is not None:
-        from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+        from ..tokenization_octuple import OctupleTokenizer
 
         tokenizer = OctupleTokenizer.from_pretrained(args.tokenizer)
     try:
         report = convert(args.checkpoint, args.dictionary, args.task, args.output_dir, num_labels=args.num_labels,
                          tokenizer=tokenizer, padding_class=args.padding_class)
-    except (ConversionError, hub_utils.HubPublishError) as error:
-        print(f"convert_original_checkpoint: error: {error}", file=sys.stderr)
+    except (ConversionError, HubPublishError) as error:
+        print(f"adv-midibert convert: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

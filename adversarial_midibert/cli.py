@@ -1,0 +1,159 @@
+"""``adv-midibert``: the project's command line, installed by ``pip install adversarial-midibert``.
+
+::
+
+    adv-midibert prepare  --task composer --data_root DATA --output_dir data/composer   # or --midi_dir + --labels
+    adv-midibert pretrain --dataset data/pretrain --output_dir outputs/pretrain
+    adv-midibert finetune --dataset data/composer --model_name_or_path outputs/pretrain --output_dir outputs/composer
+    adv-midibert predict  outputs/composer song.mid
+    adv-midibert card     outputs/composer --repo_id org/name
+    adv-midibert push     outputs/composer --repo_id org/name [--dry_run DIR]
+    adv-midibert convert  --checkpoint ckpt.pt --dictionary Octuple.pkl --task mlm --output_dir converted
+
+``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (installed with the package
+as ``adversarial_midibert.examples``), so ``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are
+the same run; ``adv-midibert COMMAND --help`` shows a command's flags. Several processes or GPUs:
+``accelerate launch -m adversarial_midibert.cli pretrain ARGS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["COMMANDS", "main"]
+
+
+def _example(module: str) -> Callable[[list[str]], object]:
+    def run(argv: list[str]) -> object:
+        return importlib.import_module(f"adversarial_midibert.examples.{module}").main(argv)
+
+    return run
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expects NAME=VALUE, got {text!r}")
+    name, value = text.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def push(argv: list[str]) -> int:
+    """Publish a trained folder to the Hub in one commit (or ``--dry_run DIR``)."""
+    from pathlib import Path
+
+    from .hub import HubPublishError, push_folder_to_hub
+
+    parser = argparse.ArgumentParser(prog="adv-midibert push", description=push.__doc__ + (
+        " Uploads config.json, the weights, the model and tokenizer code files, octuple_tokenizer.json, "
+        "tokenizer_config.json and README.md (the model card, written from all_results.json when the folder has "
+        "none); never optimizer states, checkpoints or logs. The token comes from HF_TOKEN or `hf auth login`."))
+    parser.add_argument("output_dir", type=Path, help="model folder written by save_pretrained")
+    parser.add_argument("--repo_id", required=True, help="target repository, ORG/NAME")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", default=None, help="branch to commit to (created if missing); default main")
+    parser.add_argument("--commit_message", default="Upload Adversarial-MidiBERT model", help="commit message")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the cached login)")
+    parser.add_argument("--dry_run", type=Path, default=None, metavar="DIR",
+                        help="write the files that would be uploaded to DIR instead of uploading")
+    parser.add_argument("--base_model", default=None, help="pre-trained model id, for the card when it is written")
+    parser.add_argument("--training_command", default=None, help="the run's command line, for the card")
+    args = parser.parse_args(argv)
+    try:
+        result = push_folder_to_hub(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                                    token=args.token, commit_message=args.commit_message, dry_run_dir=args.dry_run,
+                                    base_model=args.base_model, training_command=args.training_command)
+    except HubPublishError as error:
+        print(f"adv-midibert push: error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run is not None:
+        files = sorted(p.relative_to(result).as_posix() for p in Path(result).rglob("*") if p.is_file())
+        print(f"dry run: {len(files)} files written to {result} (nothing uploaded):")
+        for name in files:
+            print(f"  {name}")
+    else:
+        print(f"uploaded to {getattr(result, 'commit_url', result)}")
+    return 0
+
+
+def card(argv: list[str]) -> int:
+    """Write (or rewrite) the model card README.md of a trained folder from its all_results.json."""
+    from pathlib import Path
+
+    from .hub import HubPublishError, write_model_card
+
+    parser = argparse.ArgumentParser(prog="adv-midibert card", description=card.__doc__)
+    parser.add_argument("output_dir", type=Path, help="model folder (holds config.json, maybe all_results.json)")
+    parser.add_argument("--repo_id", default=None, help="Hub id shown in the loading examples")
+    parser.add_argument("--base_model", default=None, help="Hub id of the pre-trained model it was fine-tuned from")
+    parser.add_argument("--dataset", action="append", default=None, help="training data set (repeatable)")
+    parser.add_argument("--task", default=None, help="task name (default: all_results.json's 'task')")
+    parser.add_argument("--training_command", default=None, help="the run's exact command line")
+    parser.add_argument("--hyperparameter", action="append", type=_key_value, default=[], metavar="NAME=VALUE",
+                        help="a training hyper-parameter to list (repeatable)")
+    parser.add_argument("--license", default="mit", help="license of the weights (SPDX id)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_model_card(args.output_dir, repo_id=args.repo_id, base_model=args.base_model,
+                                datasets=args.dataset, task=args.task, training_command=args.training_command,
+                                hyperparameters=dict(args.hyperparameter), license=args.license)
+    except HubPublishError as error:
+        print(f"adv-midibert card: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def convert(argv: list[str]) -> int:
+    """Convert a checkpoint of the authors' reference code into a Hub-ready model folder."""
+    from .hub.convert import main as convert_main
+
+    return convert_main(argv)
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {
+    "prepare": (_example("prepare_data"), "build a data set (paper recipes, or your MIDI folder + labels CSV)"),
+    "pretrain": (_example("pretrain"), "adversarial masked-LM pre-training (Accelerate)"),
+    "finetune": (_example("finetune"), "fine-tune on a sequence or token task (Accelerate)"),
+    "predict": (_example("predict"), "classify MIDI files, or label their notes, with a fine-tuned model"),
+    "card": (card, "write the model card of a trained folder"),
+    "push": (push, "publish a trained folder to the Hugging Face Hub in one commit"),
+    "convert": (convert, "convert a checkpoint of the authors' original code"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: adv-midibert COMMAND [ARGS...]   (adv-midibert COMMAND --help for its flags)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``adv-midibert COMMAND ARGS``; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from . import __version__
+
+        print(f"adv-midibert {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"adv-midibert: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    program = sys.argv[0]
+    sys.argv[0] = f"adv-midibert {command}"  # the commands' --help show this name
+    try:
+        result = COMMANDS[command][0](rest)
+    finally:
+        sys.argv[0] = program
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""What the Hub modules share: their error type and reading a folder's JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CONFIG_NAME = "config.json"
+MODEL_CARD_NAME = "README.md"
+RESULTS_NAME = "all_results.json"
+
+
+class HubPublishError(ValueError):
+    """A model folder or a publishing argument is not fit for upload; the message says what and where."""
+
+
+def read_json(path: Path, what: str) -> dict:
+    """Read a JSON object, or raise :class:`HubPublishError` naming the file and what is wrong."""
+    if not path.is_file():
+        raise HubPublishError(f"{what} file missing: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HubPublishError(f"{what} file {path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise HubPublishError(f"{what} file {path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def inside(folder: Path, name: str, what: str) -> Path:
+    """``folder / name``, refusing any name that resolves outside ``folder`` (``..``, absolute, a symlink out)."""
+    candidate = folder / name
+    if Path(name).is_absolute() or not candidate.resolve().is_relative_to(folder.resolve()):
+        raise HubPublishError(f"{what} {name!r} lies outside the model folder {folder}; refusing to publish it")
+    return candidate

@@ -1,0 +1,99 @@
+"""Which code files a model folder needs so that it loads with ``trust_remote_code=True``.
+
+``save_pretrained`` already writes them: the model's (``configuration_adv_midibert.py``, ``modeling_adv_midibert.py``,
+with an ``auto_map`` naming every Auto class in ``config.json``) and the tokenizer's (``tokenization_octuple.py`` and
+the modules it imports, with ``auto_map["AutoTokenizer"]`` in ``tokenizer_config.json``). Here we only find them:
+the modules named by those ``auto_map`` entries, and every module they import relatively, followed to the end, as
+transformers' ``get_class_from_dynamic_module`` will. Every name must be a module of the folder itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from ..constants import TOKENIZER_CONFIG_FILE_NAME
+from ._common import CONFIG_NAME, HubPublishError, inside, read_json
+
+__all__ = ["auto_map_modules", "remote_code_files"]
+
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def auto_map_modules(auto_map: dict, source: Path) -> list[str]:
+    """Module names of the classes an ``auto_map`` refers to in the same repository (``"module.Class"``).
+
+    Entries pointing to another repository (``"org/name--module.Class"``) are not this folder's code and are skipped.
+
+    Raises:
+        HubPublishError: an entry is not of the form ``module.Class`` with a plain module name.
+    """
+    modules = []
+    for auto_class, reference in auto_map.items():
+        for item in reference if isinstance(reference, (list, tuple)) else [reference]:
+            if item is None:
+                continue
+            if not isinstance(item, str) or "." not in item:
+                raise HubPublishError(f"{source}: auto_map[{auto_class!r}] = {item!r} is not 'module.Class'")
+            if "--" in item:  # code that lives in another repository
+                continue
+            module = item.rsplit(".", 1)[0]
+            if not _MODULE.fullmatch(module):
+                raise HubPublishError(
+                    f"{source}: auto_map[{auto_class!r}] = {item!r} does not name a module of this folder"
+                )
+            modules.append(module)
+    return list(dict.fromkeys(modules))
+
+
+def _relative_imports(path: Path) -> list[str]:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError) as error:
+        raise HubPublishError(f"code file {path} cannot be read as Python: {error}") from error
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            if node.level > 1:
+                raise HubPublishError(f"{path}: 'from {'.' * node.level}{node.module or ''} import' leaves the folder")
+            found.extend([node.module] if node.module else [alias.name for alias in node.names])
+    return found
+
+
+def remote_code_files(folder: str | Path) -> dict[str, Path]:
+    """The code files of ``folder`` that ``trust_remote_code`` loading runs: name -> path, sorted.
+
+    Raises:
+        HubPublishError: ``config.json`` has no ``auto_map``; a referenced module is missing, or lies outside the
+            folder, or imports beyond it.
+    """
+    folder = Path(folder)
+    config = read_json(folder / CONFIG_NAME, what="model config (config.json)")
+    if not config.get("auto_map"):
+        raise HubPublishError(
+            f"{folder / CONFIG_NAME} has no 'auto_map', so the model cannot be loaded with trust_remote_code=True; "
+            "save it with save_pretrained after `import adversarial_midibert` (which registers the Auto classes)"
+        )
+    pending = auto_map_modules(config["auto_map"], folder / CONFIG_NAME)
+    tokenizer_config = folder / TOKENIZER_CONFIG_FILE_NAME
+    if tokenizer_config.is_file():
+        pending += auto_map_modules(read_json(tokenizer_config, "tokenizer config").get("auto_map") or {},
+                                    tokenizer_config)
+    files: dict[str, Path] = {}
+    while pending:
+        module = pending.pop(0)
+        name = f"{module}.py"
+        if name in files:
+            continue
+        if not _MODULE.fullmatch(module):
+            raise HubPublishError(f"code module {module!r} is not a module of the folder {folder}")
+        path = inside(folder, name, "code file")
+        if not path.is_file():
+            raise HubPublishError(
+                f"code file missing: {path} (needed for trust_remote_code=True); save_pretrained of the model and of "
+                "the tokenizer writes their code files"
+            )
+        files[name] = path
+        pending.extend(_relative_imports(path))
+    return dict(sorted(files.items()))

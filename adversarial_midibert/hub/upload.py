@@ -1,0 +1,198 @@
+"""Publishing a trained model folder to the Hugging Face Hub in one commit.
+
+A *model folder* is what ``save_pretrained`` leaves at the end of ``examples/pretrain.py`` or ``examples/finetune.py``
+(or the checkpoint converter): ``config.json``, ``model.safetensors``, the model code files, the tokenizer
+(``octuple_tokenizer.json``, ``tokenizer_config.json`` and its code files) and, for fine-tuned models,
+``all_results.json``. :func:`collect_upload_files` lists exactly the files a user needs (an allow-list: optimizer
+states, ``checkpoint-*``/``step_*`` folders, logs and anything else stay home), every one resolving inside the
+folder; :func:`push_folder_to_hub` writes the model card if the folder has none and uploads that list in one
+``HfApi.create_commit``, or with ``dry_run_dir`` copies it to a folder and makes no network call. (``upload_folder``
+would do the same for a folder this small, except that with ``hf_xet`` installed it switches to a streamed
+pipeline that may split the upload into several commits: a published model should appear whole or not at all.)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..constants import TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME
+from ._common import CONFIG_NAME, MODEL_CARD_NAME, HubPublishError, inside, read_json
+from .card import write_model_card
+from .remote_code import remote_code_files
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["collect_upload_files", "push_folder_to_hub", "resolve_token", "validate_repo_id"]
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[str, Path]:
+    """Check a model folder and list exactly the files a Hub upload of it contains.
+
+    The allow-list: ``config.json``; the weights (``model.safetensors``, or the index and the shards it names); the
+    code files that ``trust_remote_code`` loading runs (:func:`~adversarial_midibert.hub.remote_code.remote_code_files`);
+    ``octuple_tokenizer.json`` and ``tokenizer_config.json``; ``README.md``.
+
+    Args:
+        folder: the model folder.
+        require_card: whether a missing ``README.md`` is an error.
+
+    Returns:
+        A mapping from path in the repository to local file, sorted by path.
+
+    Raises:
+        HubPublishError: the folder does not exist, a required file is missing (the message names it and how to
+            make it), or a file named by the folder's JSON files lies outside it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HubPublishError(f"model folder {folder} does not exist or is not a directory")
+    files: dict[str, Path] = {CONFIG_NAME: folder / CONFIG_NAME}
+    read_json(folder / CONFIG_NAME, what="model config (config.json)")
+
+    if (folder / WEIGHTS_NAME).is_file():
+        files[WEIGHTS_NAME] = folder / WEIGHTS_NAME
+    elif (folder / WEIGHTS_INDEX_NAME).is_file():
+        index = read_json(folder / WEIGHTS_INDEX_NAME, what="weights index")
+        files[WEIGHTS_INDEX_NAME] = folder / WEIGHTS_INDEX_NAME
+        for shard in sorted(set((index.get("weight_map") or {}).values())):
+            path = inside(folder, str(shard), f"weights shard named in {WEIGHTS_INDEX_NAME}")
+            if not path.is_file():
+                raise HubPublishError(f"weights shard {path} named in {WEIGHTS_INDEX_NAME} is missing")
+            files[path.relative_to(folder).as_posix()] = path
+    else:
+        raise HubPublishError(
+            f"model weights missing: neither {folder / WEIGHTS_NAME} nor {folder / WEIGHTS_INDEX_NAME} exists "
+            "(save the model with save_pretrained(..., safe_serialization=True))"
+        )
+
+    for name in (TOKENIZER_FILE_NAME, TOKENIZER_CONFIG_FILE_NAME):
+        if not (folder / name).is_file():
+            raise HubPublishError(
+                f"tokenizer file missing: {folder / name} (write it with OctupleTokenizer.save_pretrained(folder))"
+            )
+        files[name] = folder / name
+    files.update(remote_code_files(folder))
+
+    if (folder / MODEL_CARD_NAME).is_file():
+        files[MODEL_CARD_NAME] = folder / MODEL_CARD_NAME
+    elif require_card:
+        raise HubPublishError(f"model card missing: {folder / MODEL_CARD_NAME} (write it with write_model_card)")
+    return dict(sorted(files.items()))
+
+
+def validate_repo_id(repo_id: str) -> None:
+    """Check a Hub repository id with huggingface_hub's validator; raise :class:`HubPublishError` if bad.
+
+    Args:
+        repo_id: ``"namespace/name"`` (or ``"name"`` for the token owner's namespace).
+    """
+    from huggingface_hub.utils import HFValidationError
+    from huggingface_hub.utils import validate_repo_id as _validate
+
+    try:
+        _validate(repo_id)
+    except HFValidationError as error:
+        raise HubPublishError(f"invalid --repo_id {repo_id!r}: {error}") from error
+
+
+def resolve_token(token: str | None = None) -> str:
+    """The Hub token to use: ``token`` if given, else ``HF_TOKEN`` / the cached ``hf auth login``.
+
+    Raises:
+        HubPublishError: no token was given and none is configured.
+    """
+    from huggingface_hub import get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubPublishError(
+            "no Hugging Face token found: set the HF_TOKEN environment variable or run `hf auth login` "
+            "(nothing was uploaded)"
+        )
+    return token
+
+
+def _copy_aside(files: dict[str, Path], target: Path) -> Path:
+    """Copy the upload's files into ``target`` (new or empty), through a hidden folder renamed when complete."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise HubPublishError(f"--dry_run folder {target} exists and is not empty")
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    for path_in_repo, local in files.items():
+        destination = staging / path_in_repo
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, destination)
+    staging.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.rmdir()
+    staging.rename(target)
+    return target
+
+
+def push_folder_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload Adversarial-MidiBERT model",
+    dry_run_dir: str | Path | None = None,
+    **card_info: Any,
+):
+    """Upload a model folder to the Hub in one commit (or write the would-be upload to ``dry_run_dir``).
+
+    Steps: validate ``repo_id``; write ``README.md`` with :func:`~adversarial_midibert.hub.card.write_model_card` if
+    the folder has none (``card_info`` is passed to it); collect the allow-listed files
+    (:func:`collect_upload_files`); then either copy them to ``dry_run_dir`` (no token needed, no network call) or
+    resolve the token, ``create_repo(exist_ok=True, private=private)``, ``create_branch(revision, exist_ok=True)``
+    when a revision is given, and ``create_commit`` with one ``CommitOperationAdd`` per file. Every check happens
+    before the first network call.
+
+    Args:
+        folder: the model folder.
+        repo_id: target Hub repository, ``"namespace/name"``.
+        private: create the repository as private (has no effect on an existing repository).
+        revision: branch to commit to (created from the default branch if missing); None for ``main``.
+        token: Hub token; defaults to ``HF_TOKEN`` or the cached login.
+        commit_message: the commit's message.
+        dry_run_dir: if given, write exactly the upload's files to this (new or empty) folder and return its
+            path instead of uploading.
+        **card_info: keyword arguments for ``write_model_card`` when the card must be written.
+
+    Returns:
+        The ``huggingface_hub.CommitInfo`` of the commit, or the ``dry_run_dir`` path in a dry run.
+
+    Raises:
+        HubPublishError: bad repo id, missing token (not in a dry run), a required file missing from the folder, or
+            a non-empty ``dry_run_dir``.
+    """
+    folder = Path(folder)
+    validate_repo_id(repo_id)
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise HubPublishError(f"invalid --revision {revision!r}: give a branch name")
+    collect_upload_files(folder, require_card=False)  # fail on missing files before writing anything
+    if not (folder / MODEL_CARD_NAME).is_file():
+        write_model_card(folder, repo_id=repo_id, **card_info)
+    files = collect_upload_files(folder, require_card=True)
+
+    if dry_run_dir is not None:
+        target = _copy_aside(files, Path(dry_run_dir))
+        logger.info("dry run: wrote the %d files of the upload to %s", len(files), target)
+        return target
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    token = resolve_token(token)
+    api = HfApi(token=token)
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local)) for p, local in files.items()]
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model", token=token)
+    return api.create_commit(repo_id, operations=operations, commit_message=commit_message, revision=revision,
+                             repo_type="model", token=token)
