@@ -143,3 +143,91 @@ def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
         auto_map = json.loads((resaved / "config.json").read_text())["auto_map"]
         assert set(auto_map) == {"AutoConfig", *HEADS}
         assert all((resaved / file_name).is_file() for file_name in MODEL_FILES)
+
+
+# Loads tokenizer + model through the Auto classes, from a folder and from a Hub id resolved in the offline cache,
+# with adversarial_midibert unimportable: the tokenizer's code comes from the folder / snapshot like the model's.
+AUTO_TOKENIZER_SCRIPT = r'''
+import sys
+
+class BlockPackage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "adversarial_midibert" or name.startswith("adversarial_midibert."):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+sys.meta_path.insert(0, BlockPackage())
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+midi, root = sys.argv[1], sys.argv[2]
+results = {}
+for source in sys.argv[3:]:
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+    assert type(tokenizer).__module__.startswith("transformers_modules"), type(tokenizer).__module__
+    model = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=True).eval()
+    batch = tokenizer(midi, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    piece = tokenizer.decode(batch["input_ids"], batch["bar_offset"])
+    results[source] = {"input_ids": batch["input_ids"], "logits": logits, "notes": piece.note_num(),
+                       "max_seq_len": tokenizer.max_seq_len}
+torch.save(results, f"{root}/remote_tokenizer_outputs.pt")
+'''
+
+
+def test_auto_tokenizer_and_model_from_a_folder_and_a_cached_hub_id_without_the_package(tmp_path, data_root):
+    from adversarial_midibert import OctupleTokenizer
+
+    midi = sorted((data_root / "EMOPIA" / "midis").glob("*.mid"))[0]
+    tokenizer = OctupleTokenizer(max_seq_len=40, warn=False)
+    model = AdvMidiBertForSequenceClassification(tiny_config(vocab_sizes=list(tokenizer.vocab_sizes))).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    # The same files as a Hub snapshot: HF_HUB_CACHE/models--org--name/{refs/main, snapshots/<commit>/...}.
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub_cache" / "models--my-org--adv-midibert-tiny"
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    for file in folder.iterdir():
+        (repo / "snapshots" / revision / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_")) and key != "ADV_MIDIBERT_DATA"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_CACHE=str(tmp_path / "hub_cache"),
+               HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TRANSFORMERS_VERBOSITY="error")
+    completed = subprocess.run(
+        [sys.executable, "-I", "-c", AUTO_TOKENIZER_SCRIPT, str(midi), str(tmp_path), str(folder),
+         "my-org/adv-midibert-tiny"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    batch = tokenizer(midi, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    remote = torch.load(tmp_path / "remote_tokenizer_outputs.pt")
+    assert set(remote) == {str(folder), "my-org/adv-midibert-tiny"}
+    for result in remote.values():
+        assert result["max_seq_len"] == 40 and result["notes"] == len(tokenizer.encode_score(midi))
+        assert torch.equal(result["input_ids"], batch["input_ids"])
+        torch.testing.assert_close(result["logits"], expected, atol=0, rtol=0)
+
+
+def test_tokenizer_code_files_are_a_closed_set():
+    """The tokenizer's remote code imports only each other (relatively) and the packages the card names."""
+    from adversarial_midibert.tokenization_octuple import TOKENIZER_CODE_FILES
+
+    modules = {name.removesuffix(".py") for name in TOKENIZER_CODE_FILES}
+    allowed = {"numpy", "miditok", "symusic", "transformers", "huggingface_hub", "__future__", "json", "logging",
+               "os", "shutil", "warnings", "collections", "dataclasses", "pathlib", "typing"}
+    for file_name in TOKENIZER_CODE_FILES:
+        for node in ast.walk(ast.parse((PACKAGE_DIR / file_name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and node.module in modules, (file_name, node.module)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert {n.split(".")[0] for n in names} <= allowed, (file_name, names)
