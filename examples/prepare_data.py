@@ -1,62 +1,113 @@
 #!/usr/bin/env python
-"""Build a task's dataset (tokenised, split by piece) and save it for fine-tuning or pre-training.
+"""Build a data set (tokenised, split by piece) for fine-tuning or pre-training, and optionally publish it.
 
-Example::
+A paper task's recipe::
 
     python examples/prepare_data.py --task melody --data_root ../shared/data --output_dir data/melody --num_proc 2
 
-Tasks: composer, emotion, melody, velocity, pretrain, music21-composer, music21-pretrain (see
-``adversarial_midibert.data.recipes``). The output folder holds the ``datasets`` splits (``save_to_disk``),
-``build_report.json``, ``task_info.json`` and ``octuple_tokenizer.json``; load it with
-``adversarial_midibert.data.load_task_dataset``.
+Your own folder of MIDI files and a CSV of labels (see ``adversarial_midibert.data.folder``)::
+
+    python examples/prepare_data.py --midi_dir my_midis --labels labels.csv --label_column genre \\
+        --split_column split --output_dir data/genre [--push_to_hub my-org/genre-octuple]
+
+Recipes: composer, emotion, melody, velocity, pretrain, music21-composer, music21-pretrain (see
+``adversarial_midibert.data.recipes``). The output folder holds the ``datasets`` splits (``save_to_disk``; labels
+are ``ClassLabel`` and the task is in each split's info), ``build_report.json`` (every skipped file with its
+reason), ``task_info.json`` and ``octuple_tokenizer.json``; load it with
+``adversarial_midibert.data.load_task_dataset`` or pass it to the training scripts' ``--dataset``.
+``--push_to_hub ORG/NAME`` publishes it as a Hub dataset (Parquet splits, a dataset card, the task and the
+tokenizer) in one commit; the training scripts then take ``--dataset ORG/NAME``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import sys
 import time
+from pathlib import Path
+
+try:
+    import adversarial_midibert  # noqa: F401
+except ImportError:  # running from a source checkout without installing the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert.data import RECIPES, build_recipe, format_summary, save
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=RECIPES, help="which recipe to build")
-    parser.add_argument("--data_root", default=None, help="shared data folder (default: $ADV_MIDIBERT_DATA)")
-    parser.add_argument("--output_dir", required=True, help="where to save the dataset")
-    parser.add_argument("--max_files", type=int, default=None, help="tokenise at most this many pieces (quick runs)")
-    parser.add_argument("--num_proc", type=int, default=1, help="tokenising processes")
-    parser.add_argument("--max_seq_len", type=int, default=1024, help="rows per segment, BOS and EOS included")
-    parser.add_argument("--split_source", default=None, choices=["midibert", "emopia_song"],
+    source = parser.add_argument_group("a recipe")
+    source.add_argument("--task", default=None,
+                        help=f"a recipe ({', '.join(RECIPES)}); with --midi_dir, the task's name (default: the folder's)")
+    source.add_argument("--data_root", default=None, help="shared data folder (default: $ADV_MIDIBERT_DATA)")
+    source.add_argument("--split_source", default=None, choices=["midibert", "emopia_song"],
                         help="emotion only: MidiBERT-Piano's split (default) or EMOPIA's song-level split")
-    parser.add_argument("--include_eval_pieces", action="store_true",
+    source.add_argument("--include_eval_pieces", action="store_true",
                         help="pretrain only: keep the downstream tasks' validation/test pieces")
-    parser.add_argument("--cache_dir", default=None, help="datasets map cache folder")
-    parser.add_argument("--music21_cache_dir", default=None, help="music21 recipes: converted MIDI cache")
-    parser.add_argument("--seed", type=int, default=0, help="seed of ratio splits and of --max_files")
-    return parser.parse_args(argv)
+    source.add_argument("--music21_cache_dir", default=None, help="music21 recipes: converted MIDI cache")
+    own = parser.add_argument_group("your own folder")
+    own.add_argument("--midi_dir", default=None, help="a folder of MIDI files (searched recursively)")
+    own.add_argument("--labels", default=None, help="CSV of labels: one row per file (sequence) or per track (token)")
+    own.add_argument("--task_type", default="sequence", choices=("sequence", "token"), help="one label per piece or per note")
+    own.add_argument("--label_column", default=None, help="CSV column of the class (default: label)")
+    own.add_argument("--id_column", default=None, help="sequence: CSV column naming the file (default: the first)")
+    own.add_argument("--track_column", default=None, help="token: CSV column naming the track (default: track)")
+    own.add_argument("--label_names", default=None, help="class names in index order, comma-separated (default: sorted)")
+    split = own.add_mutually_exclusive_group()
+    split.add_argument("--split_column", default=None, help="sequence: CSV column with train / valid / test")
+    split.add_argument("--splits", default=None, help='JSON file {"train": [ids], "valid": [...], "test": [...]}')
+    out = parser.add_argument_group("output")
+    out.add_argument("--output_dir", required=True, help="where to save the dataset")
+    out.add_argument("--max_files", type=int, default=None, help="tokenise at most this many pieces (quick runs)")
+    out.add_argument("--num_proc", type=int, default=1, help="tokenising processes")
+    out.add_argument("--max_seq_len", type=int, default=1024, help="rows per segment, BOS and EOS included")
+    out.add_argument("--cache_dir", default=None, help="datasets map cache folder")
+    out.add_argument("--seed", type=int, default=0, help="seed of ratio splits and of --max_files")
+    hub = parser.add_argument_group("Hub")
+    hub.add_argument("--push_to_hub", default=None, metavar="ORG/NAME", help="publish the data set as this Hub dataset")
+    hub.add_argument("--private", action="store_true", help="create the Hub dataset as private")
+    hub.add_argument("--hub_token", default=None, help="Hub token (default: HF_TOKEN or the cached login)")
+    args = parser.parse_args(argv)
+    if (args.midi_dir is None) != (args.task in RECIPES):
+        parser.error(f"give either --task with a recipe ({', '.join(RECIPES)}) or --midi_dir with --labels")
+    if args.midi_dir is not None and args.labels is None:
+        parser.error("--midi_dir needs --labels (a CSV file)")
+    if args.max_files is not None and args.max_files < 1:
+        parser.error(f"--max_files must be >= 1, got {args.max_files}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.time()
-    dataset = build_recipe(
-        args.task,
-        data_root=args.data_root,
-        max_seq_len=args.max_seq_len,
-        num_proc=args.num_proc,
-        max_files=args.max_files,
-        cache_dir=args.cache_dir,
-        split_source=args.split_source,
-        exclude_eval_pieces=not args.include_eval_pieces,
-        music21_cache_dir=args.music21_cache_dir,
-        seed=args.seed,
-    )
+    common = dict(max_seq_len=args.max_seq_len, num_proc=args.num_proc, max_files=args.max_files,
+                  cache_dir=args.cache_dir, seed=args.seed)
+    if args.midi_dir is not None:
+        from adversarial_midibert.data.folder import build_folder_dataset
+
+        dataset = build_folder_dataset(
+            args.midi_dir, args.labels, task_type=args.task_type, label_column=args.label_column,
+            id_column=args.id_column, split_column=args.split_column, splits=args.splits,
+            track_column=args.track_column, task=args.task,
+            label_names=args.label_names.split(",") if args.label_names else None, **common,
+        )
+    else:
+        dataset = build_recipe(args.task, data_root=args.data_root, split_source=args.split_source,
+                               exclude_eval_pieces=not args.include_eval_pieces,
+                               music21_cache_dir=args.music21_cache_dir, **common)
     save(dataset, args.output_dir)
     print(format_summary(dataset))
     print(f"saved to {args.output_dir} in {time.time() - start:.1f} s")
+    if args.push_to_hub:
+        from adversarial_midibert.data.hub import push_dataset_to_hub
+
+        command = " ".join(["adv-midibert prepare", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        info = push_dataset_to_hub(args.output_dir, args.push_to_hub, private=args.private, token=args.hub_token,
+                                   command=command)
+        print(f"published to {getattr(info, 'commit_url', info)}")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
-"""Data pipeline: MIDI folders -> ``datasets.DatasetDict`` (builder, paper recipes, music21 corpus) -> batches (collators)."""
+"""Data pipeline: MIDI folders -> ``datasets.DatasetDict`` (builder, paper recipes, a user's folder + CSV, music21
+corpus) -> batches (collators); built data sets are shared on the Hub (``data.hub``)."""
 
 from .builder import (
     PieceRecord,
     build_dataset,
+    describe_task,
     format_summary,
     list_midi_files,
     load_task_dataset,
     print_summary,
     save,
     split_pieces,
+    task_info_from_dataset,
 )
 from .collators import DataCollatorForOctuple, DataCollatorForOctupleMLM
 from .music21_corpus import convert_music21_corpus, default_cache_dir, select_music21_scores
+from .folder import build_folder_dataset, resolve_folder
+from .hub import download_task_dataset, push_dataset_to_hub
 from .recipes import RECIPES, build_recipe, resolve_recipe
 
 __all__ = [
@@ -19,6 +24,12 @@ __all__ = [
     "build_dataset",
     "save",
     "load_task_dataset",
+    "describe_task",
+    "task_info_from_dataset",
+    "build_folder_dataset",
+    "resolve_folder",
+    "push_dataset_to_hub",
+    "download_task_dataset",
     "format_summary",
     "print_summary",
     "list_midi_files",

@@ -45,6 +45,8 @@ __all__ = [
     "build_dataset",
     "save",
     "load_task_dataset",
+    "describe_task",
+    "task_info_from_dataset",
     "format_summary",
     "print_summary",
     "list_midi_files",
@@ -240,8 +242,10 @@ def _tokenizer_from_json(text: str):
     return tok
 
 
-def _features(task_type: str):
-    from datasets import Features, List, Value  # noqa: PLC0415
+def _features(task_type: str, label_names: Optional[Sequence[str]] = None):
+    """Columns of a tokenised split. Labels are ``ClassLabel`` (sequence) / ``List(ClassLabel)`` (token) when the class
+    names are known, so the names travel with the data; -100 (a token without a label, BOS/EOS) is stored as is."""
+    from datasets import ClassLabel, Features, List, Value  # noqa: PLC0415
 
     cols = {
         "input_ids": List(List(Value("int16"), length=8)),
@@ -251,10 +255,11 @@ def _features(task_type: str):
         "dropped_notes": Value("int32"),
         "error": Value("string"),
     }
+    label = ClassLabel(names=[str(n) for n in label_names]) if label_names else None
     if task_type == "sequence":
-        cols["labels"] = Value("int64")
+        cols["labels"] = label or Value("int64")
     elif task_type == "token":
-        cols["labels"] = List(Value("int16"))
+        cols["labels"] = List(label or Value("int16"))
     return Features(cols)
 
 
@@ -440,7 +445,7 @@ def build_dataset(
     # Key order matters: miditok builds the time-signature vocabulary in the order of ``time_signature_range``'s
     # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
     tokenizer_json = json.dumps(tokenizer_dict)
-    features = _features(task_type)
+    features = _features(task_type, label_names)
     report: dict[str, Any] = {"task": task, "task_type": task_type, "skipped": [], "splits": {},
                               "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
                               "split_pieces_without_file": missing}
@@ -500,6 +505,8 @@ def build_dataset(
     }
     if extra_info:
         task_info.update(extra_info)
+    for split in out.values():  # the task travels in the data set's own info (dataset_info.json)
+        split.info.description = describe_task(task_info)
     out.build_report = report
     out.task_info = task_info
     out.tokenizer = tokenizer
@@ -569,30 +576,93 @@ def save(dataset, output_dir: Union[str, os.PathLike]) -> Path:
     DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(output_dir))
     (output_dir / BUILD_REPORT_NAME).write_text(json.dumps(dataset.build_report, indent=1) + "\n")
     (output_dir / TASK_INFO_NAME).write_text(json.dumps(dataset.task_info, indent=1) + "\n")
-    dataset.tokenizer.save_pretrained(output_dir)
+    dataset.tokenizer.save_pretrained(output_dir, include_code=False)
     return output_dir
 
 
-def load_task_dataset(directory: Union[str, os.PathLike]):
-    """Load a folder written by :func:`save`.
+_TASK_INFO_MARKER = "adversarial_midibert task_info: "
+
+
+def describe_task(task_info: Mapping[str, Any]) -> str:
+    """The ``DatasetInfo.description`` of a built split: a sentence for people, then the task info as JSON for
+    :func:`task_info_from_dataset` (so that ``load_from_disk`` alone gives the task, its classes and hidden attributes)."""
+    kind = {"sequence": "one label per segment (its piece's)", "token": "one label per note",
+            "pretrain": "no labels (pre-training)"}.get(task_info.get("task_type"), str(task_info.get("task_type")))
+    text = (f"Octuple segments of MIDI files for the task {task_info.get('task')!r}, {kind}; built with "
+            "adversarial-midibert (one row of 8 ids per note: bar, position, program, pitch, duration, velocity, "
+            "time signature, tempo).")
+    if task_info.get("label_names"):
+        text += f" Classes: {', '.join(map(str, task_info['label_names']))}."
+    if task_info.get("hidden_attributes"):
+        text += f" Hidden from the model (MASK in every note row): {', '.join(task_info['hidden_attributes'])}."
+    return text + "\n" + _TASK_INFO_MARKER + json.dumps(dict(task_info), sort_keys=True)
+
+
+def task_info_from_dataset(dataset) -> dict[str, Any]:
+    """The task info of a built ``Dataset`` / ``DatasetDict`` read back without ``task_info.json``.
+
+    From the info's description written by :func:`build_dataset`; else (a data set from elsewhere) from its features:
+    ``ClassLabel`` labels give a sequence task and its class names, ``List(ClassLabel)`` a token task, no ``labels``
+    column a pre-training set.
+    """
+    from datasets import ClassLabel  # noqa: PLC0415
+
+    split = next(iter(dataset.values())) if hasattr(dataset, "values") else dataset
+    for line in (split.info.description or "").splitlines():
+        if line.startswith(_TASK_INFO_MARKER):
+            return json.loads(line[len(_TASK_INFO_MARKER):])
+    labels = split.features.get("labels")
+    inner = getattr(labels, "feature", None)
+    if labels is None:
+        task_type, names = "pretrain", None
+    elif isinstance(labels, ClassLabel):
+        task_type, names = "sequence", list(labels.names)
+    elif isinstance(inner, ClassLabel):
+        task_type, names = "token", list(inner.names)
+    else:
+        task_type, names = ("token" if inner is not None else "sequence"), None
+    return {"task": split.info.dataset_name or None, "task_type": task_type, "label_names": names,
+            "num_labels": len(names) if names else None, "hidden_attributes": [],
+            "attribute_names": list(ATTRIBUTE_NAMES), "tokenizer_file": TOKENIZER_FILE_NAME}
+
+
+def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str] = None, token: Optional[str] = None):
+    """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
+
+    A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;
+    offline once cached) and read from its Parquet files; a folder of :func:`save` is read with ``load_from_disk``.
 
     Args:
-        directory: the folder.
+        directory: the folder, or a Hub data set id.
+        revision: Hub revision (branch, tag or commit) of a Hub id.
+        token: Hub token for a private data set.
 
     Returns:
         ``(DatasetDict, task_info, tokenizer)``; the DatasetDict also carries ``build_report``, ``task_info`` and
         ``tokenizer`` attributes.
+
+    Raises:
+        FileNotFoundError: neither a data set folder nor a Hub data set (the message says which was tried).
     """
     from datasets import load_from_disk  # noqa: PLC0415
 
     from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
     directory = Path(directory)
+    if not directory.exists():
+        from .hub import download_task_dataset  # noqa: PLC0415
+
+        directory = download_task_dataset(str(directory), revision=revision, token=token)
+    if (directory / "dataset_dict.json").is_file():
+        dataset = load_from_disk(str(directory))
+    else:
+        from .hub import load_parquet_splits  # noqa: PLC0415
+
+        dataset = load_parquet_splits(directory)
     info_path = directory / TASK_INFO_NAME
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{directory}: no {TASK_INFO_NAME}; not a folder written by adversarial_midibert.data.save")
-    task_info = json.loads(info_path.read_text())
-    dataset = load_from_disk(str(directory))
+    task_info = json.loads(info_path.read_text()) if info_path.is_file() else task_info_from_dataset(dataset)
+    if not (directory / TOKENIZER_FILE_NAME).is_file():
+        raise FileNotFoundError(f"{directory}: no {TOKENIZER_FILE_NAME}; not a data set written by adversarial_midibert")
     tokenizer = OctupleTokenizer.from_pretrained(directory)
     report_path = directory / BUILD_REPORT_NAME
     dataset.build_report = json.loads(report_path.read_text()) if report_path.is_file() else {}

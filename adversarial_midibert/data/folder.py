@@ -1,0 +1,219 @@
+"""A user's own data set: a folder of MIDI files and a CSV of labels, split by piece, without writing Python.
+
+This is what ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` (``examples/prepare_data.py``) builds:
+
+- **sequence tasks** (one label per piece): the CSV has one row per file; ``--id_column`` (default: the first
+  column) names the file by its path relative to ``DIR`` (with or without the suffix), its file name or its stem,
+  and ``--label_column`` (default ``label``) its class. ``--split_column`` (values ``train``, ``valid`` /
+  ``validation`` / ``val`` / ``dev``, ``test``) or ``--splits split.json`` (``{"train": [ids], "valid": [...],
+  "test": [...]}``) fix the split; otherwise 80 / 10 / 10 per class.
+- **token tasks** (one label per note): each note gets the label of its track; the CSV has one row per track name
+  (``--track_column``, default ``track``, matched without case; or a track index) and its class, e.g. ``MELODY,
+  melody``. Notes of other tracks get no label (-100) and are counted in the build report.
+
+Every file under ``DIR`` is a piece; a file the CSV does not label, a CSV row naming no file, and a file that cannot
+be read are listed in ``build_report.json`` (never dropped silently). Class names are sorted (numerically when they
+are all numbers) unless ``label_names`` gives their order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from .builder import IGNORE_INDEX, PieceRecord, build_dataset, list_midi_files
+from .recipes import RecipeSpec
+
+__all__ = ["TrackLabels", "build_folder_dataset", "resolve_folder"]
+
+
+class TrackLabels:
+    """Token labels from track names: ``labels(score, track_index, note_index)`` gives each note its track's class.
+
+    Picklable (it is sent to the tokenising processes).
+
+    Args:
+        by_track: track name (any case) or index (as a string of digits) -> class id.
+    """
+
+    def __init__(self, by_track: dict[str, int]):
+        self.by_track = {key.strip().lower(): int(value) for key, value in by_track.items()}
+
+    def __call__(self, score: Any, track_index: np.ndarray, note_index: np.ndarray) -> np.ndarray:
+        per_track = [self.by_track.get(t.name.strip().lower(), self.by_track.get(str(i), IGNORE_INDEX))
+                     for i, t in enumerate(score.tracks)]
+        return np.asarray(per_track or [IGNORE_INDEX], dtype=np.int64)[np.asarray(track_index, dtype=np.int64)]
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        rows = [row for row in reader]
+        columns = list(reader.fieldnames or [])
+    if not columns:
+        raise ValueError(f"{path}: empty CSV (a header row is needed)")
+    return columns, rows
+
+
+def _column(path: Path, columns: list[str], name: Optional[str], what: str, default: Optional[str]) -> str:
+    name = name or default
+    if name not in columns:
+        raise ValueError(f"{path}: {what} {name!r} is not a column (columns: {columns})")
+    return name
+
+
+def _class_names(values: Sequence[str], given: Optional[Sequence[str]], where: str) -> list[str]:
+    present = sorted(set(values), key=lambda v: (0, float(v), "") if re.fullmatch(r"-?\d+(\.\d+)?", v) else (1, 0, v))
+    if given is None:
+        return present
+    unknown = sorted(set(present) - set(given))
+    if unknown:
+        raise ValueError(f"{where}: label(s) {unknown} are not among label_names {list(given)}")
+    return list(given)
+
+
+def _piece_index(records: list[PieceRecord], root: Path) -> tuple[dict[str, str], set[str]]:
+    """Every name a CSV may use for a piece -> its piece id; names shared by several pieces are ambiguous."""
+    index: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for r in records:
+        relative = Path(r.path).relative_to(root).as_posix()
+        for key in {r.piece_id, relative, Path(r.path).name, Path(r.path).stem}:
+            if key in index and index[key] != r.piece_id:
+                ambiguous.add(key)
+            index.setdefault(key, r.piece_id)
+    for key in ambiguous:
+        index.pop(key, None)
+    return index, ambiguous
+
+
+def _lookup(index: dict[str, str], ambiguous: set[str], key: str, where: str) -> Optional[str]:
+    key = key.strip()
+    if key in ambiguous:
+        raise ValueError(f"{where}: {key!r} names several files; use the path relative to the MIDI folder")
+    return index.get(key)
+
+
+def resolve_folder(
+    midi_dir: Union[str, os.PathLike],
+    labels: Union[str, os.PathLike],
+    task_type: str = "sequence",
+    label_column: Optional[str] = None,
+    id_column: Optional[str] = None,
+    split_column: Optional[str] = None,
+    splits: Optional[Union[str, os.PathLike]] = None,
+    track_column: Optional[str] = None,
+    label_names: Optional[Sequence[str]] = None,
+    task: Optional[str] = None,
+) -> RecipeSpec:
+    """Files, labels and split of a user's folder, without tokenising (see the module docstring).
+
+    Args:
+        midi_dir: the folder of MIDI files (searched recursively).
+        labels: the CSV file of labels.
+        task_type: ``"sequence"`` or ``"token"``.
+        label_column: the CSV column of the class (default ``label``).
+        id_column: sequence tasks: the CSV column naming the file (default: the first column).
+        split_column: sequence tasks: the CSV column naming each file's split.
+        splits: a JSON file ``{split: [file ids]}`` (ids as in the CSV).
+        track_column: token tasks: the CSV column naming the track (default ``track``).
+        label_names: the class names in index order (default: sorted).
+        task: the task's name (default: the folder's name).
+
+    Raises:
+        ValueError: a missing column, an ambiguous file name, ``split_column`` with ``splits``, or a label outside
+            ``label_names``. FileNotFoundError: a missing folder, CSV or split file.
+    """
+    if task_type not in ("sequence", "token"):
+        raise ValueError(f"task_type must be 'sequence' or 'token', got {task_type!r}")
+    if split_column and splits:
+        raise ValueError("give either split_column or splits, not both")
+    root, labels = Path(midi_dir), Path(labels)
+    files = list_midi_files(root)
+    if not files:
+        raise ValueError(f"{root}: no MIDI files found")
+    records = [PieceRecord(str(p), p.relative_to(root).with_suffix("").as_posix()) for p in files]
+    index, ambiguous = _piece_index(records, root)
+    columns, rows = _read_csv(labels)
+    label_column = _column(labels, columns, label_column, "label_column", "label")
+    extra: dict[str, Any] = {"midi_dir": str(root), "labels_file": str(labels)}
+
+    token_label_fn = None
+    split_map: Any = (0.8, 0.1, 0.1)
+    if task_type == "sequence":
+        id_column = _column(labels, columns, id_column, "id_column", columns[0])
+        if split_column:
+            split_column = _column(labels, columns, split_column, "split_column", None)
+        names = _class_names([row[label_column].strip() for row in rows if row[label_column].strip()], label_names,
+                             str(labels))
+        by_id = {r.piece_id: r for r in records}
+        unmatched, assignment = [], {}
+        for line, row in enumerate(rows, start=2):
+            piece = _lookup(index, ambiguous, row[id_column], f"{labels} line {line}")
+            if piece is None:
+                unmatched.append(row[id_column])
+                continue
+            value = row[label_column].strip()
+            by_id[piece].label = value or None
+            if split_column:
+                assignment.setdefault(row[split_column].strip().lower() or "train", []).append(piece)
+        if split_column:
+            split_map = assignment
+        extra["labels_without_file"] = unmatched
+    else:
+        if split_column:
+            raise ValueError("split_column needs a per-file CSV (sequence task); for a token task give --splits")
+        track_column = _column(labels, columns, track_column, "track_column", "track")
+        names = _class_names([row[label_column].strip() for row in rows], label_names, str(labels))
+        token_label_fn = TrackLabels({row[track_column]: names.index(row[label_column].strip()) for row in rows})
+        extra["track_labels"] = {row[track_column]: row[label_column].strip() for row in rows}
+    if splits:
+        split_file = Path(splits)
+        if not split_file.is_file():
+            raise FileNotFoundError(f"{split_file}: split file not found")
+        data = json.loads(split_file.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{split_file}: expected {{split: [file ids]}}, found {type(data).__name__}")
+        split_map = {name: [_lookup(index, ambiguous, str(i), str(split_file)) or str(i) for i in ids]
+                     for name, ids in data.items()}
+    return RecipeSpec(task or root.resolve().name, task_type, records, split_map, names,
+                      token_label_fn=token_label_fn, extra_info=extra)
+
+
+def build_folder_dataset(
+    midi_dir: Union[str, os.PathLike],
+    labels: Union[str, os.PathLike],
+    task_type: str = "sequence",
+    tokenizer: Any = None,
+    max_seq_len: int = 1024,
+    num_proc: int = 1,
+    max_files: Optional[int] = None,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    seed: int = 0,
+    **folder_options: Any,
+):
+    """Build the ``DatasetDict`` of a user's folder (:func:`resolve_folder`'s arguments in ``folder_options``).
+
+    Returns:
+        the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset`, whose build report also lists
+        the CSV rows that named no file (``labels_without_file``).
+    """
+    spec = resolve_folder(midi_dir, labels, task_type=task_type, **folder_options)
+    if tokenizer is None:
+        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+
+        tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
+    dataset = build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
+                            splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
+                            cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
+                            extra_info={k: v for k, v in spec.extra_info.items() if k != "labels_without_file"})
+    dataset.build_report["labels_without_file"] = spec.extra_info.get("labels_without_file", [])
+    return dataset
