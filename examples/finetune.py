@@ -54,6 +54,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 try:
     import adversarial_midibert  # noqa: F401
@@ -72,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line flags (the names of ``run_mlm_no_trainer.py`` / ``examples/pretrain.py`` where they exist)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True, help="folder written by examples/prepare_data.py (with task_info.json)")
+    g.add_argument("--dataset", required=True,
+                   help="folder written by examples/prepare_data.py (with task_info.json), or a Hub dataset id")
     g.add_argument("--task", default=None, help=f"task name ({', '.join(KNOWN_TASKS)} or any); default from task_info.json")
     g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label names")
     g.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N training segments")
@@ -227,7 +229,7 @@ def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, i
     the piece-level results); return the mean loss. The loader must be unshuffled: rows come back in split order."""
     model.eval()
     losses = []
-    for batch in dataloader:
+    for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
         masked = batch.pop("masked_positions", None)
         batch.pop("segment_id", None)
         _hide_attributes(batch, hidden, mask_id)
@@ -306,6 +308,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
     from adversarial_midibert.evaluation import ClassificationEvaluator
+    from adversarial_midibert.visualization import plot_training_curves
     from adversarial_midibert.modeling_adv_midibert import (
         AdvMidiBertForSequenceClassification,
         AdvMidiBertForTokenClassification,
@@ -474,6 +477,8 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     eval_pieces = None
     history = []
     start_time = time.time()
+    progress_bar = tqdm(total=args.max_train_steps, initial=completed_steps, desc="fine-tuning",
+                        disable=not accelerator.is_local_main_process)
     for epoch in range(start_epoch, args.num_train_epochs):
         if stopping.should_stop or completed_steps >= args.max_train_steps:
             break
@@ -499,6 +504,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
             seen += 1
             if accelerator.sync_gradients:
                 completed_steps += 1
+                progress_bar.update(1)
                 if args.checkpointing_steps and args.checkpointing_steps.isdigit():
                     if completed_steps % int(args.checkpointing_steps) == 0:
                         accelerator.save_state(str(output_dir / f"step_{completed_steps}"))
@@ -524,6 +530,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
             accelerator.save_state(str(output_dir / f"epoch_{epoch}"))
         if stopping.should_stop:
             logger.info("early stopping: no better %s for %d epochs", best_key, stopping.bad_epochs)
+    progress_bar.close()
     train_runtime = time.time() - start_time
 
     # --- best weights back, test
@@ -584,6 +591,8 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
             write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
         title = f"{task}: test accuracy {test_metrics['test_accuracy']:.3f}"
         evaluator.plot(output_dir / "confusion_matrix.png", title=title)
+        if history:
+            plot_training_curves(history, output_dir / "training_curves.png", x="epoch", title=task)
         _write_card(output_dir, args, task, task_type, results)
         write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
         if best_dir.is_dir() and not args.checkpointing_steps:  # kept for a resumed run to restore
@@ -611,7 +620,7 @@ def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict
         base_model=None if args.from_scratch or Path(args.model_name_or_path).exists() else args.model_name_or_path,
         task=task,
         task_type=task_type,
-        datasets=[Path(args.dataset).name],
+        datasets=[Path(args.dataset).name if Path(args.dataset).exists() else args.dataset],
         training_command=results["command"],
         hyperparameters=hyperparameters,
         results={k: v for k, v in results.items() if k != "history"},

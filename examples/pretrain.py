@@ -70,6 +70,7 @@ from adversarial_midibert.pretraining import (
     step_seed,
 )
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+from adversarial_midibert.visualization import plot_training_curves
 
 logger = get_logger(__name__)
 
@@ -83,8 +84,8 @@ SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Adversarial masked-LM pre-training of Adversarial-MidiBERT")
     p.add_argument("--dataset", type=str, default=None,
-                   help="Folder written by examples/prepare_data.py (task 'pretrain' or any task: labels are "
-                        "ignored). Default: the embedded music21-pretrain corpus, built once into --cache_dir.")
+                   help="Folder written by examples/prepare_data.py, or a Hub dataset id published by it (task "
+                        "'pretrain' or any task: labels are ignored). Default: the embedded music21-pretrain corpus, built once into --cache_dir.")
     p.add_argument("--cache_dir", type=str, default=None,
                    help="Where the default corpus is built (default: ~/.cache/adversarial_midibert).")
     p.add_argument("--model_name_or_path", type=str, default=None,
@@ -200,9 +201,11 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
     """
     if args.dataset is not None:
         path = Path(args.dataset)
-        if not path.is_dir():
-            raise FileNotFoundError(f"--dataset {path}: no such folder (make one with examples/prepare_data.py)")
-        return path
+        if path.is_dir():
+            return path
+        from adversarial_midibert.data import download_task_dataset
+
+        return download_task_dataset(args.dataset)  # a Hub dataset id (cached; FileNotFoundError if neither)
     from adversarial_midibert.data import build_recipe, default_cache_dir, save
     from adversarial_midibert.data.builder import TASK_INFO_NAME
 
@@ -276,7 +279,8 @@ def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, ou
     ``eval_log.jsonl``; ``{}`` without a validation split."""
     if len(eval_dataloader) == 0:
         return {}
-    results = evaluate_pretraining(step_model, eval_dataloader, accelerator, seed=args.seed)
+    batches = tqdm(eval_dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process)
+    results = evaluate_pretraining(step_model, batches, accelerator, seed=args.seed)
     logger.info(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()
                                               if "accuracy_" not in k))
     if accelerator.is_main_process:
@@ -519,7 +523,9 @@ def main(argv=None):
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
         if args.masking == "adversarial" and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
-            frozen = freezing_pass(unwrapped, freeze_dataloader, mask_book, fraction_sampler, unfreeze_sampler,
+            batches = tqdm(freeze_dataloader, desc="freezing pass", leave=False,
+                           disable=not accelerator.is_local_main_process)
+            frozen = freezing_pass(unwrapped, batches, mask_book, fraction_sampler, unfreeze_sampler,
                                    accelerator, generator=gen)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
@@ -569,6 +575,10 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "train_runtime_s": round(elapsed, 1)}
     (output_dir / "all_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
+              for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if curves:
+        plot_training_curves(curves, output_dir / "training_curves.png", x="step", title=f"pre-training ({args.masking})")
     hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
                                            "attribute_weights_from", "max_grad_norm",
                                            "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",

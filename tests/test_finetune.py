@@ -40,6 +40,7 @@ def _check_results(output, task, n_labels):
     for key in ("epoch", "train_runtime", "seed", "command"):
         assert key in results
     assert (output / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (output / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (output / TOKENIZER_FILE_NAME).is_file() and (output / "README.md").is_file()
     assert not (output / "best_model").exists()
     config = json.loads((output / "config.json").read_text())

@@ -12,7 +12,7 @@ from transformers import pipeline
 from adversarial_midibert import MidiClassificationPipeline, MidiReadError, MidiTokenClassificationPipeline
 from adversarial_midibert.evaluation import aggregate_segment_log_probs
 from adversarial_midibert.pipelines import UNCLASSIFIED_NAME, class_tracks_score
-from adversarial_midibert.visualization import CLASS_COLOURS, piano_roll_image, plot_piano_roll
+from adversarial_midibert.visualization import plot_piano_roll
 from tiny_models import tiny_finetuned_folder
 
 COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi", "Ryuichi", "Yiruma"]
@@ -115,31 +115,3 @@ def test_class_tracks_score_checks_its_input():
     score.tracks.append(track)
     with pytest.raises(ValueError, match="2 classes for a score of 1 notes"):
         class_tracks_score(score, np.array([0, 1]), ["a", "b"])
-
-
-def test_piano_roll_image_is_bounded_and_in_place():
-    """A 120,000-note score gives a picture of at most max_columns steps (its cost does not grow with the notes),
-    and a note shows at its pitch and time in its track's colour."""
-    from matplotlib.colors import to_rgb
-
-    rng = np.random.default_rng(0)
-    n = 120_000
-    score = symusic.Score(480)
-    tracks = []
-    for name in ("melody", "accompaniment"):
-        track = symusic.Track(name=name, program=0)
-        time = np.sort(rng.integers(0, 480 * 30_000, n // 2)).astype(np.int32)
-        track.notes = symusic.Note.from_numpy(time, np.full(n // 2, 120, np.int32),
-                                              rng.integers(40, 80, n // 2).astype(np.int8),
-                                              np.full(n // 2, 80, np.int8))
-        tracks.append(track)
-    marker = symusic.Track(name="marker", program=0)
-    marker.notes.append(symusic.Note(480 * 15_000, 480 * 8, 100, 80))  # quarter 15,000, pitch 100
-    score.tracks = [marker, *tracks]
-    roll = piano_roll_image(score, max_columns=2000)
-    image = roll["image"]
-    assert image.shape[1] <= 2000 and image.shape[0] == 100 - 40 + 1
-    column = int(15_004 / roll["quarters_per_column"])
-    assert tuple(image[100 - roll["low"], column]) == to_rgb(CLASS_COLOURS[0])  # the first track, on top
-    assert tuple(image[100 - roll["low"], 0]) == (1.0, 1.0, 1.0)
-    assert [t[0] for t in roll["tracks"]] == ["marker", "melody", "accompaniment"]

@@ -74,7 +74,8 @@ def full_run(tiny_dataset, repo_root, tmp_path_factory) -> Path:
 
 def test_run_outputs_hub_ready_folder(full_run):
     for name in ("config.json", "model.safetensors", "configuration_adv_midibert.py", "modeling_adv_midibert.py",
-                 "octuple_tokenizer.json", "README.md", "all_results.json", "step_6", "step_12"):
+                 "octuple_tokenizer.json", "README.md", "all_results.json", "step_6", "step_12",
+                 "tokenizer_config.json", "tokenization_octuple.py", "training_curves.png"):
         assert (full_run / name).exists(), name
     results = json.loads((full_run / "all_results.json").read_text())
     assert 0 <= results["eval_accuracy"] <= 1 and "eval_accuracy_pitch" in results

@@ -319,12 +319,15 @@ def convert_music21_corpus(
 
     if jobs:
         logger.info("converting %d music21 scores to MIDI with %d workers into %s", len(jobs), num_workers, cache)
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        bar = {"total": len(jobs), "desc": "converting music21 scores", "unit": "score"}
         if num_workers <= 1:
-            results = [_convert_one(job) for job in jobs]
+            results = [_convert_one(job) for job in tqdm(jobs, **bar)]
         else:
             ctx = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
             with ctx.Pool(num_workers, maxtasksperchild=20) as pool:
-                results = list(pool.imap_unordered(_convert_one, jobs, chunksize=1))
+                results = list(tqdm(pool.imap_unordered(_convert_one, jobs, chunksize=1), **bar))
         report.converted_now = sum(error is None for _, error in results)
         for target, error in results:
             rel = targets[target].relative_path

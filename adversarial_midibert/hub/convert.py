@@ -464,6 +464,7 @@ def convert(
     num_labels: int | None = None,
     tokenizer=None,
     padding_class: str = "first",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Convert a reference checkpoint into a model folder ready for ``push_to_hub``; return the report.
 
@@ -478,6 +479,7 @@ def convert(
             it when None).
         tokenizer: our ``OctupleTokenizer`` defining the target vocabularies (default: ``OctupleTokenizer()``).
         padding_class: ``first`` or ``last``: the padding class of a reference token classifier (dropped).
+        progress: show a progress bar over the four stages (read, map vocabularies, convert weights, write).
 
     Returns:
         The conversion report (also written to ``output_dir/conversion_report.json``).
@@ -492,8 +494,14 @@ def convert(
         raise ConversionError(f"--task must be mlm, sequence or token, got {task!r}")
     if padding_class not in ("first", "last"):
         raise ConversionError(f"--padding_class must be first or last, got {padding_class!r}")
+    from tqdm.auto import tqdm
+
+    stages = tqdm(total=4, desc="converting", unit="stage", disable=not progress)
+    stages.set_postfix_str("reading the checkpoint")
     state = load_reference_state_dict(checkpoint)
     reference_vocabularies = load_reference_dictionary(dictionary)
+    stages.update(1)
+    stages.set_postfix_str("mapping the vocabularies")
     for attribute, vocabulary in enumerate(reference_vocabularies):
         rows = state.get(f"word_emb.{attribute}.lut.weight")
         if rows is not None and rows.shape[0] != len(vocabulary):
@@ -537,6 +545,8 @@ def convert(
     }[task]
     model = model_class(config).eval()
 
+    stages.update(1)
+    stages.set_postfix_str("converting the weights")
     converted, used = convert_state_dict(state, source_rows, special_rows, task, padding_class=padding_class)
     own = model.state_dict()
     for key, value in converted.items():
@@ -572,9 +582,13 @@ def convert(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    stages.update(1)
+    stages.set_postfix_str("writing the model folder")
     model.save_pretrained(output_dir)  # with the code files and the complete auto_map (remote code)
     tokenizer.save_pretrained(output_dir)
     (output_dir / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    stages.update(1)
+    stages.close()
     return report
 
 
