@@ -1,0 +1,62 @@
+"""``pip install .`` ships the ``adv-midibert`` command, the example scripts it runs and the card template."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from adversarial_midibert.cli import COMMANDS, main
+
+COMMAND_CHECK = r"""
+import contextlib, io, sys
+from pathlib import Path
+import adversarial_midibert, adversarial_midibert.examples.finetune as finetune
+from adversarial_midibert.cli import COMMANDS, main
+from adversarial_midibert.hub.card import TEMPLATE_PATH
+
+target = Path(sys.argv[1]).resolve()
+assert Path(adversarial_midibert.__file__).resolve().is_relative_to(target), adversarial_midibert.__file__
+assert Path(finetune.__file__).resolve().is_relative_to(target) and TEMPLATE_PATH.is_file()
+assert "## Intended use and limitations" in TEMPLATE_PATH.read_text()
+for command in COMMANDS:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main([command, "--help"])
+        except SystemExit as stop:
+            assert stop.code == 0, (command, stop.code)
+    assert out.getvalue().startswith(f"usage: adv-midibert {command}"), (command, out.getvalue()[:200])
+print("ALL-COMMANDS-OK")
+"""
+
+
+@pytest.mark.slow
+def test_pip_install_ships_the_command_and_its_files(repo_root, tmp_path):
+    source = tmp_path / "source"  # a copy, so that the build leaves nothing in the checkout
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("adversarial_midibert", "examples"):
+        shutil.copytree(repo_root / name, source / name, ignore=ignore)
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copyfile(repo_root / name, source / name)
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(source)], check=True, capture_output=True, timeout=600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(target)  # the installed copy, not the checkout
+    script = target / "bin" / "adv-midibert"
+    usage = subprocess.run([str(script), "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 0, usage.stderr[-2000:]
+    assert all(command in usage.stdout for command in COMMANDS)
+    check = subprocess.run([sys.executable, "-c", COMMAND_CHECK, str(target)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0 and "ALL-COMMANDS-OK" in check.stdout, check.stderr[-3000:]
+
+
+def test_unknown_command_and_usage(capsys):
+    assert main([]) == 2 and "usage: adv-midibert COMMAND" in capsys.readouterr().out
+    assert main(["train"]) == 2 and "unknown command 'train'" in capsys.readouterr().err
+    assert main(["--help"]) == 0
