@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 
 import pytest
 from datasets import ClassLabel, load_from_disk
@@ -14,12 +12,8 @@ from adversarial_midibert.data import load_task_dataset, resolve_folder, task_in
 
 
 @pytest.fixture(scope="module")
-def prepare(repo_root):
-    spec = importlib.util.spec_from_file_location("example_prepare", repo_root / "examples" / "prepare_data.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def prepare(load_example):
+    return load_example("prepare_data")
 
 
 def _emopia_folder(data_root, folder):

@@ -3,10 +3,8 @@ names stay unique, warnings name their file, ``--top_k -1`` keeps every class, `
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,12 +17,8 @@ COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi
 
 
 @pytest.fixture(scope="module")
-def predict(repo_root):
-    spec = importlib.util.spec_from_file_location("example_predict", repo_root / "examples" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def predict(load_example):
+    return load_example("predict")
 
 
 def _clips(data_root, count):

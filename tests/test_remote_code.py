@@ -30,9 +30,9 @@ HEADS = {
     "AutoModelForTokenClassification": AdvMidiBertForTokenClassification,
 }
 
-# Runs in a fresh interpreter (-I: no PYTHONPATH, no cwd on sys.path) with an import blocker on top, so only the
-# code files of the saved folders are available.
-REMOTE_SCRIPT = r'''
+# The scripts below run in a fresh interpreter (-I: no PYTHONPATH, no cwd on sys.path) with this import blocker on
+# top, so only the code files of the saved folders are available.
+BLOCK_PACKAGE = r'''
 import sys
 
 class BlockPackage:
@@ -42,7 +42,9 @@ class BlockPackage:
         return None
 
 sys.meta_path.insert(0, BlockPackage())
+'''
 
+REMOTE_SCRIPT = BLOCK_PACKAGE + r'''
 import json
 import torch
 import transformers
@@ -147,17 +149,7 @@ def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
 
 # Loads tokenizer + model through the Auto classes, from a folder and from a Hub id resolved in the offline cache,
 # with adversarial_midibert unimportable: the tokenizer's code comes from the folder / snapshot like the model's.
-AUTO_TOKENIZER_SCRIPT = r'''
-import sys
-
-class BlockPackage:
-    def find_spec(self, name, path=None, target=None):
-        if name == "adversarial_midibert" or name.startswith("adversarial_midibert."):
-            raise ImportError(f"{name} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, BlockPackage())
-
+AUTO_TOKENIZER_SCRIPT = BLOCK_PACKAGE + r'''
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -15,7 +15,6 @@ repository through ``huggingface_hub``'s cache (offline once cached); :func:`loa
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil

@@ -1,0 +1,99 @@
+"""Prediction on one big MIDI file, stage by stage: the pipeline (read, tokenise, model), the class-track MIDI and
+the piano roll. Each stage runs in its own process so that its peak memory is its own.
+
+A synthetic piece of ``--notes`` notes on three tracks (melody, bridge, accompaniment names; 120,000 notes over
+about 13,000 quarter notes by default) goes through ``midi-token-classification`` with a randomly initialised tiny
+model (the model is not what is measured; pass ``--model`` for a real one).
+
+    python3 benchmarks/predict_file.py                 # 120,000 notes
+    python3 benchmarks/predict_file.py --notes 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+STAGE = r"""
+import json, resource, sys, time
+stage, folder, midi = sys.argv[1], sys.argv[2], sys.argv[3]
+import symusic
+from transformers import pipeline
+import adversarial_midibert  # noqa: F401
+from adversarial_midibert.visualization import plot_piano_roll
+
+pipe = pipeline("midi-token-classification", model=folder, device="cpu")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if stage == "pipeline":
+    out = pipe(midi)
+    extra = {"notes": out["num_notes"], "segments": out["num_segments"]}
+else:
+    out = pipe(midi)
+    start = time.perf_counter()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if stage == "midi":
+        out["midi"].dump_midi(f"{folder}/out.mid")
+    else:
+        plot_piano_roll(out["midi"], f"{folder}/out.png", title="benchmark")
+    extra = {}
+elapsed = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"stage": stage, "seconds": elapsed, "peak_rss_mib": peak / 1024,
+                  "added_rss_mib": (peak - base) / 1024, **extra}))
+"""
+
+
+# Runs in a child process too: this script imports nothing heavy itself (benchmarks/tokenize.py would shadow the
+# standard library's tokenize module for anything run with this folder first on sys.path).
+SETUP = r"""
+import sys
+import numpy as np
+import symusic
+sys.path.insert(0, sys.argv[4])
+from tiny_models import tiny_finetuned_folder
+
+folder, midi, notes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if sys.argv[5] == "tiny":
+    tiny_finetuned_folder(folder, True, ["melody", "bridge", "accompaniment"], max_seq_len=1024)
+rng = np.random.default_rng(0)
+score = symusic.Score(480)
+quarters = notes // 9
+for name, share, low, high in (("MELODY", 0.2, 60, 84), ("BRIDGE", 0.1, 55, 79), ("PIANO", 0.7, 36, 72)):
+    n = int(notes * share)
+    track = symusic.Track(name=name, program=0)
+    time_ = np.sort(rng.integers(0, 480 * quarters, n)).astype(np.int32)
+    track.notes = symusic.Note.from_numpy(time_, rng.integers(60, 960, n).astype(np.int32),
+                                          rng.integers(low, high, n).astype(np.int8),
+                                          rng.integers(40, 110, n).astype(np.int8))
+    score.tracks.append(track)
+score.dump_midi(midi)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--notes", type=int, default=120_000, help="notes of the synthetic file")
+    parser.add_argument("--model", default=None, help="a token-classification model folder (default: a tiny one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.model) if args.model else Path(tmp) / "model"
+        midi = Path(tmp) / "big.mid"
+        tests = Path(__file__).resolve().parents[1] / "tests"
+        subprocess.run([sys.executable, "-c", SETUP, str(folder), str(midi), str(args.notes), str(tests),
+                        "given" if args.model else "tiny"], check=True)
+        for stage in ("pipeline", "midi", "piano_roll"):
+            done = subprocess.run([sys.executable, "-c", STAGE, stage, str(folder), str(midi)], capture_output=True,
+                                  text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{stage:<11} {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mib']:7.0f} MiB "
+                  f"(+{result['added_rss_mib']:.0f} MiB in the stage)"
+                  + (f"   {result['notes']} notes, {result['segments']} segments" if "notes" in result else ""))
+
+
+if __name__ == "__main__":
+    main()
