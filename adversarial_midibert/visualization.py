@@ -53,7 +53,7 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
     top. Time and memory grow with the picture's size, not with the number of notes.
 
     Returns:
-        ``{"image": (pitches, columns, 3) float array, white background; "low": lowest pitch (row 0);
+        ``{"image": (pitches, columns, 3) uint8 RGB array, white background; "low": lowest pitch (row 0);
         "quarters_per_column": float; "tracks": [(name, colour, notes), ...]}``.
     """
     from matplotlib.colors import to_rgb
@@ -71,7 +71,7 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
     width = max(int(small.end()), 1)
     factor = max(1, math.ceil(width / max_columns))
     columns = math.ceil(width / factor)
-    image = np.ones((high - low, columns, 3))
+    image = np.full((high - low, columns, 3), 255, dtype=np.uint8)  # uint8: matplotlib draws it 3x faster than floats
     tracks, colour_index = [], 0
     for track in small.tracks:
         if track.name == unclassified_name:
@@ -84,7 +84,7 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
             continue
         roll = track.pianoroll(modes=["frame"], pitch_range=(low, high))[0] > 0  # (pitches, steps)
         roll = np.pad(roll[:, : columns * factor], ((0, 0), (0, max(0, columns * factor - roll.shape[1]))))
-        image[roll.reshape(high - low, columns, factor).any(axis=2)] = to_rgb(colour)
+        image[roll.reshape(high - low, columns, factor).any(axis=2)] = np.round(np.array(to_rgb(colour)) * 255)
     return {"image": image, "low": low, "quarters_per_column": factor / steps_per_quarter, "tracks": tracks}
 
 

@@ -32,8 +32,9 @@ def test_piano_roll_image_is_bounded_and_in_place():
     image = roll["image"]
     assert image.shape[1] <= 2000 and image.shape[0] == 100 - 40 + 1
     column = int(15_004 / roll["quarters_per_column"])
-    assert tuple(image[100 - roll["low"], column]) == to_rgb(CLASS_COLOURS[0])  # the first track, on top
-    assert tuple(image[100 - roll["low"], 0]) == (1.0, 1.0, 1.0)
+    red = tuple(int(round(255 * c)) for c in to_rgb(CLASS_COLOURS[0]))
+    assert tuple(image[100 - roll["low"], column]) == red  # the first track, on top
+    assert tuple(image[100 - roll["low"], 0]) == (255, 255, 255)
     assert [t[0] for t in roll["tracks"]] == ["marker", "melody", "accompaniment"]
 
 
