@@ -8,7 +8,7 @@ import shutil
 import pytest
 from datasets import ClassLabel, load_from_disk
 
-from adversarial_midibert.data import load_task_dataset, resolve_folder, task_info_from_dataset
+from adversarial_midibert.data import build_folder_dataset, load_task_dataset, resolve_folder, task_info_from_dataset
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,8 @@ def test_folder_errors_name_the_problem(tmp_path):
         resolve_folder(tmp_path, tmp_path / "labels.csv", label_column="genre")
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
         resolve_folder(tmp_path, tmp_path / "nowhere.csv")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "y.mid").write_bytes(b"MThd")
+    (tmp_path / "c.csv").write_text("file,label\ny,a\n")
+    with pytest.raises(ValueError, match=r"label_names must be distinct.*\['a'\]"):
+        build_folder_dataset(tmp_path / "c", tmp_path / "c.csv", label_names=["a", "a"])

@@ -81,7 +81,7 @@ def _one_song(data_root, song, fn, hidden=()):
     path = data_root / "POP909" / song / f"{song}.mid"
     ds = build_dataset([{"path": str(path), "piece_id": song}], task_type="token", token_label_fn=fn,
                        splits={"train": [song]}, tokenizer=OctupleTokenizer(max_seq_len=512),
-                       label_names=["x"] * 6, hidden_attributes=hidden)
+                       label_names=[f"class{i}" for i in range(6)], hidden_attributes=hidden)
     return path, ds
 
 

@@ -151,13 +151,14 @@ def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
 # with adversarial_midibert unimportable: the tokenizer's code comes from the folder / snapshot like the model's.
 AUTO_TOKENIZER_SCRIPT = BLOCK_PACKAGE + r'''
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoProcessor, AutoTokenizer
 
 midi, root = sys.argv[1], sys.argv[2]
 results = {}
 for source in sys.argv[3:]:
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
     assert type(tokenizer).__module__.startswith("transformers_modules"), type(tokenizer).__module__
+    assert type(AutoProcessor.from_pretrained(source, trust_remote_code=True)).__name__ == "OctupleTokenizer"
     model = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=True).eval()
     batch = tokenizer(midi, return_tensors="pt")
     with torch.no_grad():

@@ -431,6 +431,9 @@ def build_dataset(
         for r in records:
             r.label = None
     label_names = list(label_names) if label_names is not None else None
+    if label_names is not None and len(set(map(str, label_names))) != len(label_names):
+        duplicated = sorted({str(n) for n in label_names if list(map(str, label_names)).count(str(n)) > 1})
+        raise ValueError(f"label_names must be distinct (they become the data set's ClassLabel), duplicated: {duplicated}")
 
     by_id = {r.piece_id: r for r in records}
     assignment, not_in_split, missing = split_pieces(
