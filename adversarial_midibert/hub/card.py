@@ -32,7 +32,7 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
 # The Hub's task list has no symbolic-music task: "other" is its category for such models.
 PIPELINE_TAG = "other"
 # Which pipeline task (and model-index task type) serves each of our task types.
-PIPELINE_TASKS = {"sequence": MIDI_CLASSIFICATION, "token": MIDI_TOKEN_CLASSIFICATION, "pretrain": "fill-mask"}
+PIPELINE_TASKS = {"sequence": MIDI_CLASSIFICATION, "token": MIDI_TOKEN_CLASSIFICATION}
 
 ARCHITECTURE_TO_AUTO: dict[str, str] = {
     "AdvMidiBertModel": "AutoModel",
@@ -253,7 +253,7 @@ def write_model_card(
         dataset_type=datasets[0] if datasets and "/" in datasets[0] else None,
     ) if task_type != "pretrain" else []
     all_tags = list(dict.fromkeys([*DEFAULT_TAGS, *(tags or []), *([str(task)] if task else []),
-                                   *([pipeline_task] if task_type != "pretrain" else [])]))
+                                   *([pipeline_task] if pipeline_task else [])]))
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=PIPELINE_TAG,
@@ -307,7 +307,7 @@ def write_model_card(
         "task": task,
         "task_title": known.get("name") or (str(task).replace("_", " ").replace("-", " ").capitalize() if task else None),
         "task_type": task_type,
-        "pipeline_task": pipeline_task if task_type != "pretrain" else None,
+        "pipeline_task": pipeline_task,
         "auto_class": auto_class,
         "base_model": base_model,
         "datasets": datasets,
