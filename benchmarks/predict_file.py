@@ -7,6 +7,7 @@ model (the model is not what is measured; pass ``--model`` for a real one).
 
     python3 benchmarks/predict_file.py                 # 120,000 notes
     python3 benchmarks/predict_file.py --notes 20000
+    python3 benchmarks/predict_file.py --old_piano_roll 404b530   # also the piano roll this replaced (git history)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 STAGE = r"""
 import json, resource, sys, time
-stage, folder, midi = sys.argv[1], sys.argv[2], sys.argv[3]
+stage, folder, midi, work = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 import symusic
 from transformers import pipeline
 import adversarial_midibert  # noqa: F401
@@ -37,9 +38,18 @@ else:
     start = time.perf_counter()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if stage == "midi":
-        out["midi"].dump_midi(f"{folder}/out.mid")
+        out["midi"].dump_midi(f"{work}/out.mid")
+    elif stage == "old_piano_roll":  # inference.plot_piano_roll of an older revision, one barh rectangle per note
+        sys.path.insert(0, work)
+        import old_inference as old
+
+        prediction = old.TokenPrediction(file=midi, score=out["score"], note_track=out["note_track"],
+                                         note_index=out["note_index"], classes=out["classes"],
+                                         probabilities=out["probabilities"], label_names=out["label_names"])
+        start = time.perf_counter()
+        old.plot_piano_roll(prediction, f"{work}/old.png")
     else:
-        plot_piano_roll(out["midi"], f"{folder}/out.png", title="benchmark")
+        plot_piano_roll(out["midi"], f"{work}/out.png", title="benchmark")
     extra = {}
 elapsed = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -79,6 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notes", type=int, default=120_000, help="notes of the synthetic file")
     parser.add_argument("--model", default=None, help="a token-classification model folder (default: a tiny one)")
+    parser.add_argument("--old_piano_roll", default=None, metavar="REV",
+                        help="also time adversarial_midibert/inference.py's plot_piano_roll at this git revision")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.model) if args.model else Path(tmp) / "model"
@@ -86,9 +98,16 @@ def main() -> None:
         tests = Path(__file__).resolve().parents[1] / "tests"
         subprocess.run([sys.executable, "-c", SETUP, str(folder), str(midi), str(args.notes), str(tests),
                         "given" if args.model else "tiny"], check=True)
-        for stage in ("pipeline", "midi", "piano_roll"):
-            done = subprocess.run([sys.executable, "-c", STAGE, stage, str(folder), str(midi)], capture_output=True,
-                                  text=True, check=True)
+        stages = ["pipeline", "midi", "piano_roll"]
+        if args.old_piano_roll:
+            source = subprocess.run(["git", "show", f"{args.old_piano_roll}:adversarial_midibert/inference.py"],
+                                    capture_output=True, text=True, check=True,
+                                    cwd=Path(__file__).resolve().parents[1]).stdout
+            (Path(tmp) / "old_inference.py").write_text(source.replace("from .", "from adversarial_midibert."))
+            stages.append("old_piano_roll")
+        for stage in stages:
+            done = subprocess.run([sys.executable, "-c", STAGE, stage, str(folder), str(midi), tmp],
+                                  capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{stage:<11} {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mib']:7.0f} MiB "
                   f"(+{result['added_rss_mib']:.0f} MiB in the stage)"
