@@ -593,7 +593,8 @@ class OctupleTokenizer:
 
         Args:
             save_directory: folder to write into.
-            include_code: also copy the tokenizer's code files (off for data set folders).
+            include_code: also write ``tokenizer_config.json`` and the code files, for ``AutoTokenizer`` (off for data
+                set folders, which only need ``octuple_tokenizer.json``).
             **kwargs: ignored (transformers' ``Pipeline.save_pretrained`` and ``Trainer`` pass their own).
         """
         folder = Path(save_directory)
