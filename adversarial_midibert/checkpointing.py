@@ -1,37 +1,517 @@
-"""Files of the example runs: Accelerate checkpoint folders (``step_N`` / ``epoch_N`` in ``--output_dir``) and
-result files written whole or not at all."""
+"""Crash-safe checkpoints of the example training loops (``step_N`` / ``epoch_N`` folders in ``--output_dir``).
+
+A checkpoint is written aside and renamed into place, so that a run killed at any moment (or a full disk) never
+leaves a folder that looks usable and is not:
+
+1. the Accelerate state (model, optimizer, scheduler, random states) goes to a hidden ``.tmp-<name>`` folder with
+   :meth:`accelerate.Accelerator.save_state`; the loop's own state (mask book, attribute weights, counters, early
+   stopping, history) goes beside it as ``training_state.safetensors`` (tensors) + ``training_state.json`` (numbers
+   and strings), never as a pickle;
+2. every file is flushed to disk (``fsync``), then the marker ``checkpoint_complete.json`` is written last: it names
+   every file with its size, the run's step and the fingerprint of the training data;
+3. the folder is renamed to ``<name>`` and older checkpoints beyond ``total_limit`` are removed (renamed away first,
+   so that a half-deleted folder is never taken for a checkpoint).
+
+``latest`` is the complete checkpoint with the highest step (``epoch_N`` after ``step_N`` at the same step),
+whatever the folders' modification times; folders without the marker are skipped with a warning naming them.
+Loading checks the marker (files present with their sizes, no file the run did not write, same training data) and
+unpickles nothing: Accelerate reads its own files with ``torch.load(weights_only=True)``, and no custom object is
+registered with it (``custom_checkpoint_*.pkl`` would be loaded with ``weights_only=False``).
+
+Why not Accelerate's ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...)``: it writes straight
+into ``checkpoints/checkpoint_<i>`` (a killed run leaves a partial folder that ``load_state()`` then picks as the
+newest), deletes the oldest folders *before* the new one is written (a crash in between keeps fewer checkpoints
+than asked, possibly none complete), counts any folder, complete or not, and numbers checkpoints by save count
+rather than by training step. The manager below keeps Accelerate's ``save_state`` / ``load_state`` for the
+state itself and does the naming, the atomic write and the rotation around it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .atomic_io import (
+    TMP_PREFIX,
+    TRASH_PREFIX,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_path,
+    fsync_tree,
+    replace_folder,
+)
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIXES = ("step", "epoch")
+COMPLETE_MARKER = "checkpoint_complete.json"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+CHECKPOINT_FORMAT = 1
+_NAME = re.compile(r"^(step|epoch)_(\d+)$")
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The most recently written ``step_*`` / ``epoch_*`` folder of ``output_dir`` (``--resume_from_checkpoint latest``).
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or used (incomplete, damaged, another data set, no disk space)."""
 
-    Returns ``None`` when there is none (or ``output_dir`` does not exist).
+
+# ------------------------------------------------------------------------------------------------------------
+# Logs
+# ------------------------------------------------------------------------------------------------------------
+
+
+def truncate_jsonl(path: str | os.PathLike, keep) -> int:
+    """Keep the rows of a JSON-lines log for which ``keep(row)`` is true (a resumed run rewrites the rest); a torn
+    last line of a killed run is dropped. Returns the number of rows removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, removed = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            removed += 1
+            continue
+        if keep(row):
+            kept.append(line)
+        else:
+            removed += 1
+    if removed:
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return removed
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The loop's own state: safetensors + JSON, never a pickle
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v, where) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v, f"{where}.{k}") for k, v in value.items()}
+    if hasattr(value, "tolist") and not isinstance(value, torch.Tensor):  # numpy scalars and arrays
+        return _json_safe(value.tolist(), where)
+    raise TypeError(f"training state {where}: cannot store a {type(value).__name__} (tensors, numbers, strings, "
+                    "lists and dicts only)")
+
+
+def save_training_state(folder: str | os.PathLike, states: Mapping[str, Any]) -> list[str]:
+    """Write ``{name: obj.state_dict()}`` as one safetensors file (the tensors) and one JSON file (the rest).
+
+    Returns the names of the files written.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict] = {}
+    for name, obj in states.items():
+        state = obj.state_dict() if hasattr(obj, "state_dict") else obj
+        plain[name] = {}
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous()
+            else:
+                plain[name][key] = _json_safe(value, f"{name}.{key}")
+    save_file(tensors, str(folder / STATE_TENSORS))
+    (folder / STATE_JSON).write_text(json.dumps(plain, indent=2) + "\n", encoding="utf-8")
+    return [STATE_TENSORS, STATE_JSON]
+
+
+def load_training_state(folder: str | os.PathLike) -> dict[str, dict]:
+    """Read what :func:`save_training_state` wrote: ``{name: state_dict}``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        plain = json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / STATE_TENSORS))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint {folder}: cannot read the training state: {error}") from error
+    if not isinstance(plain, dict):
+        raise CheckpointError(f"checkpoint {folder}: {STATE_JSON} is not a JSON object")
+    for key, tensor in tensors.items():
+        name, _, field = key.partition(".")
+        plain.setdefault(name, {})[field] = tensor
+    return plain
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Finding checkpoints
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint folder and what its marker says."""
+
+    path: Path
+    step: int
+    marker: dict
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Sort key: training step, then ``epoch_N`` after ``step_N`` (written later at the same step)."""
+        kind, number = _NAME.match(self.path.name).groups()
+        return self.step, int(kind == "epoch"), int(number)
+
+
+def _folder_files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def check_checkpoint(path: str | os.PathLike) -> dict:
+    """The marker of a complete checkpoint folder; :class:`CheckpointError` saying what is wrong otherwise.
+
+    Complete means: the marker is there and readable, and every file it lists is present with its size and no
+    other file is (a file dropped into a checkpoint is never loaded).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: no such folder")
+    marker_path = path / COMPLETE_MARKER
+    if not marker_path.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: no {COMPLETE_MARKER} (the run that wrote it was "
+                              "interrupted, or it was written by an older version)")
+    try:
+        marker = json.loads(marker_path.read_text(encoding="utf-8"))
+        files = {str(k): int(v) for k, v in marker["files"].items()}
+        int(marker["step"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"checkpoint {path}: unreadable {COMPLETE_MARKER}: {error}") from error
+    present = _folder_files(path)
+    present.pop(COMPLETE_MARKER, None)
+    for name, size in files.items():
+        if name not in present:
+            raise CheckpointError(f"checkpoint {path} is damaged: {name} is missing")
+        if present[name] != size:
+            raise CheckpointError(f"checkpoint {path} is damaged: {name} has {present[name]} bytes, "
+                                  f"{size} were written")
+    extra = sorted(set(present) - set(files))
+    if extra:
+        raise CheckpointError(f"checkpoint {path}: files not written by the run: {', '.join(extra)} (refusing to "
+                              "load a checkpoint that was changed)")
+    return marker
+
+
+def list_checkpoints(output_dir: str | os.PathLike, warn: bool = True) -> list[Checkpoint]:
+    """The complete ``step_*`` / ``epoch_*`` checkpoints of ``output_dir``, oldest first by training step.
+
+    Folders with such a name that are not complete are skipped, with a warning naming each one and why.
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
-        return None
-    candidates = [p for p in output_dir.iterdir() if p.is_dir() and p.name.split("_")[0] in CHECKPOINT_PREFIXES]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+        return []
+    found = []
+    for path in output_dir.iterdir():
+        if not _NAME.match(path.name) or not path.is_dir():
+            continue
+        try:
+            marker = check_checkpoint(path)
+        except CheckpointError as error:
+            if warn:
+                logger.warning(f"skipping {error}")
+            continue
+        found.append(Checkpoint(path, int(marker["step"]), marker))
+    return sorted(found, key=lambda c: c.order)
 
 
-def write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically: into ``path.part`` first, then renamed over ``path``.
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest *complete* checkpoint of ``output_dir`` by training step (``--resume_from_checkpoint latest``).
 
-    A reader (or a resumed run checking whether ``path`` exists) never sees a half-written file. NaN and
-    infinities are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back). Parent folders are created.
+    Returns ``None`` when there is none (or ``output_dir`` does not exist).
     """
+    found = list_checkpoints(output_dir)
+    return found[-1].path if found else None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fingerprint of the training data
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _hash_arrow(digest, array) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if isinstance(array, pa.ExtensionArray):
+        array = array.storage
+    kind = array.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        digest.update(pc.list_value_length(array).fill_null(-1).to_numpy(zero_copy_only=False).tobytes())
+        _hash_arrow(digest, array.flatten())
+    elif pa.types.is_fixed_size_list(kind):
+        digest.update(f"[{kind.list_size}]".encode())
+        _hash_arrow(digest, array.flatten())
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        for value in array.to_pylist():
+            digest.update(b"\x00" if value is None else value.encode("utf-8") + b"\x01")
+    else:
+        digest.update(array.to_numpy(zero_copy_only=False).tobytes())
+
+
+def dataset_fingerprint(*splits, columns: Iterable[str] = ("input_ids", "attention_mask", "labels", "segment_id"),
+                        batch_size: int = 8192) -> str:
+    """A content hash of the rows a run trains on (``datasets.Dataset`` splits, in order): the same data gives the
+    same fingerprint wherever it was built; any other data (same size or not) a different one."""
+    digest = hashlib.blake2b(digest_size=16)
+    for split in splits:
+        names = [c for c in columns if c in split.column_names]
+        digest.update(json.dumps([len(split), names]).encode())
+        arrow = split.select_columns(names).with_format("arrow")
+        for start in range(0, len(split), batch_size):
+            table = arrow[start:start + batch_size]
+            for name in names:
+                _hash_arrow(digest, table.column(name))
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Disk space
+# ------------------------------------------------------------------------------------------------------------
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                              states: Mapping[str, Any] | None = None) -> int:
+    """About how many bytes one checkpoint takes: the model's state, the optimizer's (AdamW keeps two tensors the
+    size of each trainable parameter, counted even before its first step) and the loop's tensors."""
+    total = sum(t.numel() * t.element_size() for t in model.state_dict().values() if isinstance(t, torch.Tensor))
+    if optimizer is not None:
+        inner = getattr(optimizer, "optimizer", optimizer)
+        for group in inner.param_groups:
+            for p in group["params"]:
+                state = inner.state.get(p, {})
+                tensors = [t for t in state.values() if isinstance(t, torch.Tensor) and t.numel() > 1]
+                total += (sum(t.numel() * t.element_size() for t in tensors) if tensors
+                          else 2 * p.numel() * p.element_size() if p.requires_grad else 0)
+    for obj in (states or {}).values():
+        state = obj.state_dict() if hasattr(obj, "state_dict") else obj
+        total += sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+    return total + (1 << 20)  # random states, scheduler, JSON
+
+
+def check_disk_space(folder: str | os.PathLike, needed: int, what: str = "a checkpoint") -> None:
+    """Raise :class:`CheckpointError` when the file system of ``folder`` has less than ``needed`` bytes free."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise CheckpointError(f"not enough disk space in {folder}: {what} needs about {needed / 2**20:.1f} MiB, "
+                              f"{free / 2**20:.1f} MiB are free (free some space, use another --output_dir, or "
+                              "save fewer checkpoints)")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The manager used by examples/pretrain.py and examples/finetune.py
+# ------------------------------------------------------------------------------------------------------------
+
+
+class CheckpointManager:
+    """Atomic save, ``latest``, rotation and checked loading of a run's checkpoints.
+
+    Args:
+        accelerator (`accelerate.Accelerator`): the run's accelerator (after ``prepare``).
+        output_dir (`str` or `Path`): where the ``step_N`` / ``epoch_N`` folders go.
+        states (`dict`): the loop's own state objects by name (anything with ``state_dict`` / ``load_state_dict``
+            whose state holds tensors, numbers, strings, lists and dicts), saved as safetensors + JSON. Do not also
+            register them with ``accelerator.register_for_checkpointing``.
+        total_limit (`int`, *optional*): keep at most this many complete checkpoints (the newest by step); older
+            ones are deleted after each save. ``None`` keeps all.
+        data_fingerprint (`str`, *optional*): :func:`dataset_fingerprint` of the training data; a checkpoint made
+            on other data is refused when loading.
+    """
+
+    def __init__(self, accelerator, output_dir: str | os.PathLike, states: Mapping[str, Any] | None = None,
+                 total_limit: int | None = None, data_fingerprint: str | None = None):
+        if total_limit is not None and total_limit < 1:
+            raise ValueError(f"total_limit must be >= 1 or None, got {total_limit}")
+        self.accelerator = accelerator
+        self.output_dir = Path(output_dir)
+        self.states = dict(states or {})
+        self.total_limit = total_limit
+        self.data_fingerprint = data_fingerprint
+
+    # ---- before training
+    def check_disk_space(self, model: torch.nn.Module, optimizer=None) -> int:
+        """Fail before training when the disk cannot hold one more checkpoint; return the estimate in bytes."""
+        needed = estimate_checkpoint_bytes(model, optimizer, self.states)
+        check_disk_space(self.output_dir, needed)
+        return needed
+
+    # ---- save
+    def save(self, name: str, step: int) -> Path:
+        """Write checkpoint ``name`` (``step_N`` / ``epoch_N``) of training step ``step``; return its folder.
+
+        On failure (a full disk...) the partial folder is removed and :class:`CheckpointError` names the newest
+        complete checkpoint that is left.
+        """
+        if not _NAME.match(name):
+            raise ValueError(f"checkpoint name must be step_N or epoch_N, got {name!r}")
+        acc = self.accelerator
+        final = self.output_dir / name
+        tmp = self.output_dir / f"{TMP_PREFIX}{name}"
+        failure: BaseException | None = None
+        if acc.is_main_process:
+            self._clean_leftovers()
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        try:
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
+                save_training_state(tmp, self.states)
+        except OSError as error:  # no space left, permission... : every process reaches the barrier below
+            failure = error
+        acc.wait_for_everyone()
+        failed = torch.tensor([failure is not None], device=acc.device)
+        if acc.num_processes > 1:
+            failed = acc.reduce(failed.long(), reduction="sum") > 0
+        if bool(failed.any()):
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            newest = latest_checkpoint(self.output_dir)
+            raise CheckpointError(f"checkpoint {final} could not be written ({failure or 'on another process'}); "
+                                  f"the partial folder was removed; newest complete checkpoint: {newest}") from failure
+        if acc.is_main_process:
+            try:
+                self._seal(tmp, name, step)
+                replace_folder(tmp, final)  # over a folder of the same name: a re-run from an older checkpoint
+            except OSError as error:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise CheckpointError(f"checkpoint {final} could not be written ({error}); the partial folder was "
+                                      f"removed; newest complete checkpoint: {latest_checkpoint(self.output_dir)}"
+                                      ) from error
+            self.rotate()
+        acc.wait_for_everyone()
+        return final
+
+    def _seal(self, tmp: Path, name: str, step: int) -> None:
+        """fsync every file, then write the marker last (itself flushed)."""
+        files = _folder_files(tmp)
+        fsync_tree(tmp)
+        marker = {
+            "format": CHECKPOINT_FORMAT,
+            "name": name,
+            "step": int(step),
+            "data_fingerprint": self.data_fingerprint,
+            "num_processes": self.accelerator.num_processes,
+            "states": sorted(self.states),
+            "files": files,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        with open(tmp / COMPLETE_MARKER, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(marker, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_path(tmp)
+
+    def _clean_leftovers(self) -> None:
+        """Remove this manager's temporary and half-deleted folders left by a killed run."""
+        if not self.output_dir.is_dir():
+            return
+        for path in self.output_dir.iterdir():
+            if path.is_dir() and path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                logger.warning(f"removing {path}, left by an interrupted checkpoint write")
+                shutil.rmtree(path, ignore_errors=True)
+
+    def rotate(self) -> list[Path]:
+        """Delete the oldest complete checkpoints beyond ``total_limit``; return the folders deleted.
+
+        Each is renamed away before it is deleted, so a crash mid-delete never leaves a damaged ``step_N``; the
+        newest complete checkpoint is never deleted. Incomplete folders are left alone (they are not ours to judge).
+        """
+        if self.total_limit is None:
+            return []
+        found = list_checkpoints(self.output_dir, warn=False)
+        doomed = [c.path for c in found[:max(0, len(found) - self.total_limit)]]
+        for path in doomed:
+            trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+            os.replace(path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        if doomed:
+            logger.info(f"checkpoints_total_limit {self.total_limit}: deleted {', '.join(p.name for p in doomed)}")
+        return doomed
+
+    # ---- load
+    def resolve(self, resume_from_checkpoint: str) -> Path | None:
+        """The folder named by ``--resume_from_checkpoint``: ``latest`` (``None`` when no complete checkpoint exists
+        yet: the run starts from the beginning, with a warning) or a path, which must be a complete checkpoint."""
+        if resume_from_checkpoint == "latest":
+            path = latest_checkpoint(self.output_dir)
+            if path is None:
+                logger.warning(f"--resume_from_checkpoint latest: no complete step_*/epoch_* checkpoint in "
+                               f"{self.output_dir}; starting from the beginning")
+            return path
+        path = Path(resume_from_checkpoint)
+        check_checkpoint(path)
+        return path
+
+    def load(self, path: str | os.PathLike) -> dict:
+        """Restore the Accelerate state and the loop's states from a complete checkpoint; return its marker.
+
+        Raises :class:`CheckpointError` when the folder is incomplete, damaged, changed, or made on other data.
+        """
+        path = Path(path)
+        marker = check_checkpoint(path)
+        stored = marker.get("data_fingerprint")
+        if self.data_fingerprint is not None and stored is not None and stored != self.data_fingerprint:
+            raise CheckpointError(
+                f"checkpoint {path} was made on other training data (fingerprint {stored}, this run's data "
+                f"{self.data_fingerprint}): resume with the same --dataset and sample limits, or start a new run")
+        pickles = sorted(p.name for p in path.glob("custom_checkpoint_*.pkl"))
+        if pickles:
+            raise CheckpointError(f"checkpoint {path} holds {', '.join(pickles)}: pickled custom states are not "
+                                  "loaded (checkpoints of this version keep the training state in safetensors/JSON)")
+        self._check_random_states(path)
+        states = load_training_state(path)
+        missing = sorted(set(self.states) - set(states))
+        if missing:
+            raise CheckpointError(f"checkpoint {path}: no saved state for {', '.join(missing)}")
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as error:  # noqa: BLE001 - re-raised with the folder named
+            raise CheckpointError(f"checkpoint {path}: Accelerate could not restore the run state: "
+                                  f"{type(error).__name__}: {error}") from error
+        for name, obj in self.states.items():
+            obj.load_state_dict(states[name])
+        return marker
+
+    def _check_random_states(self, path: Path) -> None:
+        """Accelerate restores the random states inside a ``try`` that only logs a failure, which would make the
+        resumed run silently differ: read them first (``weights_only=True``) and fail clearly instead."""
+        from accelerate.utils import load as accelerate_load
+
+        rng_file = path / f"random_states_{self.accelerator.process_index}.pkl"
+        try:
+            states = accelerate_load(rng_file, map_location="cpu")
+            states["torch_manual_seed"]
+        except Exception as error:  # noqa: BLE001 - any failure means the resumed run would differ
+            raise CheckpointError(f"checkpoint {path}: cannot read {rng_file.name} with weights_only=True "
+                                  f"({type(error).__name__}: {error})") from error
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` whole or not at all (:func:`~adversarial_midibert.atomic_io.atomic_write_json`),
+    creating parent folders: a reader (or a resumed run checking whether ``path`` exists) never sees a half-written
+    file. NaN and infinities are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(obj, indent=indent) + "\n", encoding="utf-8")
-    os.replace(part, path)
-    return path
+    return atomic_write_json(path, obj, indent=indent)

@@ -37,9 +37,10 @@ Examples::
 
     accelerate launch examples/finetune.py ...        # several GPUs
 
-Checkpoints: ``--checkpointing_steps N|epoch`` saves the Accelerate state (model, optimizer, scheduler, random
-states, early-stopping state) to ``output_dir/step_N`` / ``epoch_N``; ``--resume_from_checkpoint PATH`` (or
-``latest``) continues from one.
+Checkpoints: ``--checkpointing_steps N|epoch`` saves the run state (model, optimizer, scheduler, random states,
+counters, early stopping, history) atomically to ``output_dir/step_N`` / ``epoch_N`` (at most
+``--checkpoints_total_limit`` of them); ``--resume_from_checkpoint PATH`` (or ``latest``, the newest complete one)
+continues from one and ends exactly as the uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub  # noqa: E402
+from adversarial_midibert.pretraining import TrainingProgress, step_seed  # noqa: E402
 
 logger = logging.getLogger("finetune")
 
@@ -113,7 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--output_dir", required=True)
     g.add_argument("--overwrite_output_dir", action="store_true", help="allow a folder that already holds results")
     g.add_argument("--checkpointing_steps", default=None, help='save the Accelerate state every N steps, or "epoch"')
-    g.add_argument("--resume_from_checkpoint", default=None, help='checkpoint folder, or "latest" in --output_dir')
+    g.add_argument("--checkpoints_total_limit", type=int, default=None,
+                   help="keep at most this many checkpoints (the newest by step); older ones are deleted")
+    g.add_argument("--resume_from_checkpoint", default=None,
+                   help='checkpoint folder, or "latest": the newest complete one in --output_dir (none: start anew)')
     g.add_argument("--bootstrap_resamples", type=int, default=2000,
                    help="resamples of the 95%% bootstrap intervals over pieces in all_results.json (0 = none)")
     g.add_argument("--with_tracking", action="store_true", help="log to TensorBoard (in output_dir)")
@@ -138,9 +143,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f'--checkpointing_steps must be a positive integer or "epoch", got {args.checkpointing_steps!r}')
     if args.bootstrap_resamples < 0:
         p.error(f"--bootstrap_resamples must be >= 0, got {args.bootstrap_resamples}")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "num_train_epochs", "max_train_steps", "max_train_samples", "max_eval_samples", "num_labels",
+                 "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("num_warmup_steps", "early_stopping_patience", "preprocessing_num_workers", "max_grad_norm",
+                 "weight_decay"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        p.error(f"--learning_rate must be > 0, got {args.learning_rate}")
     return args
 
 
@@ -177,6 +190,22 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict) -> None:
         self.__dict__.update(state)
+
+
+class FinetuneProgress(TrainingProgress):
+    """Counters of the run (see ``TrainingProgress``) plus the running loss of the epoch in progress and the
+    per-epoch history, so that a resumed run reports what the uninterrupted one would."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss_sum = 0.0
+        self.loss_batches = 0
+        self.history: list[dict] = []
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.loss_sum, self.loss_batches = float(state["loss_sum"]), int(state["loss_batches"])
+        self.history = list(state["history"])
 
 
 def _task_fields(task_info: dict, args: argparse.Namespace) -> tuple[str, str, list[str], list]:
@@ -299,11 +328,12 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         argv = sys.argv[1:] if args is None else list(args)
         command = "python examples/finetune.py " + " ".join(shlex.quote(a) for a in argv)
         args = parse_args(argv)
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from adversarial_midibert.checkpointing import latest_checkpoint, write_json
+    from adversarial_midibert.atomic_io import write_folder_aside
+    from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, write_json
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
@@ -318,7 +348,11 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if (output_dir / "all_results.json").is_file() and not (args.overwrite_output_dir or args.resume_from_checkpoint):
         raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another folder")
 
-    accelerator_kwargs = {"gradient_accumulation_steps": args.gradient_accumulation_steps}
+    accelerator_kwargs = {
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        # the shuffling order of an epoch depends only on (seed, epoch): a resumed run sees the same batches
+        "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    }
     if args.cpu:
         accelerator_kwargs["cpu"] = True
     if args.mixed_precision:
@@ -362,7 +396,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     loader_kwargs = {"num_workers": args.preprocessing_num_workers}
     train_dataloader = DataLoader(
         datasets["train"].select_columns(columns), shuffle=True, collate_fn=train_collator,
-        batch_size=args.per_device_train_batch_size, generator=torch.Generator().manual_seed(args.seed), **loader_kwargs
+        batch_size=args.per_device_train_batch_size, **loader_kwargs
     )
     eval_dataloader = DataLoader(
         datasets["validation"].select_columns(columns), collate_fn=eval_collator,
@@ -440,34 +474,27 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         model, optimizer, train_dataloader, eval_dataloader, test_dataloader, scheduler
     )
     stopping = EarlyStopping(args.early_stopping_patience)
-    accelerator.register_for_checkpointing(stopping)
+    progress = FinetuneProgress()
+    # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, states={"early_stopping": stopping, "progress": progress},
+        total_limit=args.checkpoints_total_limit,
+        data_fingerprint=dataset_fingerprint(datasets["train"], datasets["validation"]),
+    )
+    if args.checkpointing_steps:
+        checkpoints.check_disk_space(model, optimizer)
     if args.with_tracking:
         accelerator.init_trackers("finetune", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
     # --- resume
-    completed_steps, start_epoch, skip_batches = 0, 0, 0
-    if args.resume_from_checkpoint:
-        checkpoint = Path(args.resume_from_checkpoint)
-        if args.resume_from_checkpoint == "latest":
-            checkpoint = latest_checkpoint(output_dir)
-            if checkpoint is None:
-                raise FileNotFoundError(f"--resume_from_checkpoint latest: no step_*/epoch_* folder in {output_dir}")
-        if not checkpoint.is_dir():
-            raise FileNotFoundError(f"--resume_from_checkpoint {checkpoint}: no such folder")
-        accelerator.load_state(str(checkpoint))
-        kind, number = checkpoint.name.split("_", 1)
-        if kind == "epoch":
-            start_epoch = int(number) + 1
-            completed_steps = start_epoch * steps_per_epoch
-        else:
-            completed_steps = int(number)
-            start_epoch = completed_steps // steps_per_epoch
-            skip_batches = (completed_steps % steps_per_epoch) * args.gradient_accumulation_steps
-        logger.info("resumed from %s (epoch %d, step %d)", checkpoint, start_epoch, completed_steps)
+    checkpoint = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if checkpoint is not None:
+        checkpoints.load(checkpoint)
+        logger.info("resumed from %s (epoch %d, step %d)", checkpoint, progress.epoch, progress.completed_steps)
 
     # --- train
     best_dir = output_dir / "best_model"
-    if best_dir.is_dir() and not args.resume_from_checkpoint and accelerator.is_main_process:
+    if best_dir.is_dir() and checkpoint is None and accelerator.is_main_process:
         import shutil
 
         shutil.rmtree(best_dir)  # left by an earlier run in this folder
@@ -475,23 +502,23 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     best_key = "eval_" + args.metric_for_best_model
     eval_metrics: dict = {}
     eval_pieces = None
-    history = []
     start_time = time.time()
-    progress_bar = tqdm(total=args.max_train_steps, initial=completed_steps, desc="fine-tuning",
+    progress_bar = tqdm(total=args.max_train_steps, initial=progress.completed_steps, desc="fine-tuning",
                         disable=not accelerator.is_local_main_process)
-    for epoch in range(start_epoch, args.num_train_epochs):
-        if stopping.should_stop or completed_steps >= args.max_train_steps:
-            break
+    while (progress.epoch < args.num_train_epochs and not stopping.should_stop
+           and progress.completed_steps < args.max_train_steps):
+        epoch = progress.epoch
         model.train()
-        total_loss, seen = 0.0, 0
+        train_dataloader.set_epoch(epoch)  # the epoch's order and augmentations depend on (seed, epoch) only
+        train_collator.set_epoch(epoch)
         loader = train_dataloader
-        if skip_batches:
-            loader = accelerator.skip_first_batches(train_dataloader, skip_batches)
-            skip_batches = 0
+        if progress.epoch_micro_step:
+            loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
         for batch in loader:
             batch.pop("masked_positions", None)
             batch.pop("segment_id", None)
             _hide_attributes(batch, hidden, mask_id)
+            torch.manual_seed(step_seed(args.seed, progress.micro_step, accelerator.process_index))  # dropout
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -500,34 +527,39 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            total_loss += loss.detach().float().item()
-            seen += 1
+            progress.micro_step += 1
+            progress.epoch_micro_step += 1
+            progress.loss_sum += loss.detach().float().item()
+            progress.loss_batches += 1
             if accelerator.sync_gradients:
-                completed_steps += 1
+                progress.completed_steps += 1
                 progress_bar.update(1)
                 if args.checkpointing_steps and args.checkpointing_steps.isdigit():
-                    if completed_steps % int(args.checkpointing_steps) == 0:
-                        accelerator.save_state(str(output_dir / f"step_{completed_steps}"))
-                if completed_steps >= args.max_train_steps:
+                    if progress.completed_steps % int(args.checkpointing_steps) == 0:
+                        checkpoints.save(f"step_{progress.completed_steps}", progress.completed_steps)
+                if progress.completed_steps >= args.max_train_steps:
                     break
 
         evaluator = ClassificationEvaluator(len(label_names), label_names)
         eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
         metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
-        train_loss = total_loss / max(seen, 1)
-        history.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        train_loss = progress.loss_sum / max(progress.loss_batches, 1)
+        progress.history.append({"epoch": epoch, "train_loss": train_loss, **metrics})
         logger.info("epoch %d: train loss %.4f, eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
                     epoch, train_loss, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"],
                     "" if is_token_task else f", eval piece accuracy {metrics['eval_piece_accuracy']:.4f}")
         if args.with_tracking:
-            accelerator.log({"train_loss": train_loss, **metrics, "epoch": epoch}, step=completed_steps)
+            accelerator.log({"train_loss": train_loss, **metrics, "epoch": epoch}, step=progress.completed_steps)
         if stopping.update(metrics[best_key], epoch):
-            eval_metrics, eval_pieces = metrics, pieces
+            eval_metrics, eval_pieces = dict(metrics), pieces  # a copy: the history row stays as computed
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(best_dir, save_function=accelerator.save)
+                with write_folder_aside(best_dir) as tmp:
+                    accelerator.unwrap_model(model).save_pretrained(tmp, save_function=accelerator.save)
+        progress.epoch, progress.epoch_micro_step = epoch + 1, 0
+        progress.loss_sum, progress.loss_batches = 0.0, 0
         if args.checkpointing_steps == "epoch":
-            accelerator.save_state(str(output_dir / f"epoch_{epoch}"))
+            checkpoints.save(f"epoch_{epoch}", progress.completed_steps)
         if stopping.should_stop:
             logger.info("early stopping: no better %s for %d epochs", best_key, stopping.bad_epochs)
     progress_bar.close()
@@ -543,6 +575,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         if unexpected or any(not k.endswith("position_ids") for k in missing):
             raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected {unexpected})")
         logger.info("restored the best weights (epoch %d, %s %.4f)", stopping.best_epoch, best_key, stopping.best_metric)
+    history = progress.history
     if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
         evaluator = ClassificationEvaluator(len(label_names), label_names)
         eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
@@ -564,7 +597,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         "label_names": label_names,
         "epoch": stopping.best_epoch,
         "epochs_run": stopping.completed_epochs,
-        "train_steps": completed_steps,
+        "train_steps": progress.completed_steps,
         "train_runtime": train_runtime,
         "seed": args.seed,
         "metric_for_best_model": args.metric_for_best_model,

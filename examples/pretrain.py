@@ -51,7 +51,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub
-from adversarial_midibert.checkpointing import latest_checkpoint
+from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
@@ -141,8 +141,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--checkpointing_steps", type=str, default=None,
                    help="Save the run state every N optimizer steps, or 'epoch'.")
+    p.add_argument("--checkpoints_total_limit", type=int, default=None,
+                   help="Keep at most this many checkpoints (the newest by step); older ones are deleted.")
     p.add_argument("--resume_from_checkpoint", type=str, default=None,
-                   help="A checkpoint folder, or 'latest' for the newest step_*/epoch_* in --output_dir.")
+                   help="A checkpoint folder, or 'latest' for the newest complete step_*/epoch_* in --output_dir "
+                        "(none yet: start from the beginning).")
     p.add_argument("--with_tracking", action="store_true", help="Log metrics with the --report_to trackers.")
     p.add_argument("--report_to", type=str, default="tensorboard",
                    help="Tracker(s) for --with_tracking: tensorboard, wandb, all...")
@@ -167,13 +170,20 @@ def parse_args(argv=None):
         args.masker_grad_scale = 0.0
     if not 0 <= args.masker_grad_scale <= 1:
         p.error(f"--masker_grad_scale must be in [0, 1], got {args.masker_grad_scale}")
-    if args.reconstruction_weight < 0:
-        p.error(f"--reconstruction_weight must be >= 0, got {args.reconstruction_weight}")
-    if args.max_grad_norm < 0:
-        p.error(f"--max_grad_norm must be >= 0 (0 = no clipping), got {args.max_grad_norm}")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        if getattr(args, name) < 1:
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "logging_steps", "num_train_epochs", "max_train_steps", "max_train_samples", "max_eval_samples",
+                 "checkpoints_total_limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("num_warmup_steps", "preprocessing_num_workers", "freeze_every", "masker_loss_weight",
+                 "reconstruction_weight", "weight_decay", "max_grad_norm"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ("learning_rate", "masker_learning_rate"):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            p.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    if not 0 <= args.unfreeze_max <= 1:
+        p.error(f"--unfreeze_max must be in [0, 1], got {args.unfreeze_max}")
     if args.dataset is None:  # the main job
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
         if args.max_train_steps is None and args.num_train_epochs is None:
@@ -409,8 +419,13 @@ def main(argv=None):
     step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
         step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler
     )
-    for state in (mask_book, attribute_weights, progress):
-        accelerator.register_for_checkpointing(state)
+    # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, states={"mask_book": mask_book, "attribute_weights": attribute_weights,
+                                         "progress": progress},
+        total_limit=args.checkpoints_total_limit, data_fingerprint=dataset_fingerprint(train_ds, eval_ds))
+    if args.checkpointing_steps is not None:
+        checkpoints.check_disk_space(model, optimizer)
 
     if args.with_tracking:
         accelerator.init_trackers("adversarial_midibert_pretrain",
@@ -427,22 +442,18 @@ def main(argv=None):
                 f"optimization steps = {args.max_train_steps}")
 
     # ---- resume ----
-    if args.resume_from_checkpoint:
-        path = (latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest"
-                else Path(args.resume_from_checkpoint))
-        if path is None or not path.is_dir():
-            raise FileNotFoundError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no checkpoint found "
-                                    f"(looked for step_*/epoch_* folders in {output_dir})")
-        accelerator.print(f"Resumed from checkpoint: {path}")
-        accelerator.load_state(str(path))
-        mask_book.to(accelerator.device)
-        attribute_weights.to(accelerator.device)
+    path = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if path is not None:
+        checkpoints.load(path)
+        accelerator.print(f"Resumed from checkpoint: {path} (step {progress.completed_steps})")
 
     unwrapped = accelerator.unwrap_model(step_model).model
     fraction_sampler = (UniformSampler(0.1, 0.3) if args.freeze_fraction is None
                         else UniformSampler(args.freeze_fraction, args.freeze_fraction))
     unfreeze_sampler = UniformSampler(0.0, args.unfreeze_max)
     log_path = output_dir / "train_log.jsonl"
+    if accelerator.is_main_process:  # the steps after the checkpoint are run (and logged) again
+        truncate_jsonl(log_path, lambda row: row.get("step", 0) <= progress.completed_steps)
     progress_bar = tqdm(range(args.max_train_steps), initial=progress.completed_steps,
                         disable=not accelerator.is_local_main_process)
     eval_results: dict = {}
@@ -452,7 +463,7 @@ def main(argv=None):
     step_total = torch.zeros_like(step_correct)
 
     def save_checkpoint(name: str):
-        accelerator.save_state(str(output_dir / name))
+        checkpoints.save(name, progress.completed_steps)
 
     step_model.train()
     while progress.epoch < args.num_train_epochs and progress.completed_steps < args.max_train_steps:

@@ -5,9 +5,11 @@ Both collators are dataclasses, callable on the rows of a split built by :mod:`a
 given to a ``torch.utils.data.DataLoader`` as ``collate_fn`` or to ``transformers.Trainer`` as ``data_collator``:
 by default a batch holds only what the models' ``forward`` accepts (``input_ids``, ``attention_mask``,
 ``labels``), so ``model(**batch)`` works as it is; the bookkeeping tensors (``segment_id``, ``masked_positions``,
-``corrupted``) are returned on request. Randomness comes from an internal
-``torch.Generator`` seeded with ``seed``, so that a run is reproducible (note that each DataLoader worker holds
-its own copy of the collator and so its own generator).
+``corrupted``) are returned on request. Randomness comes from an internal ``torch.Generator`` seeded with ``seed``,
+so that a run is reproducible. :class:`DataCollatorForOctuple` with a ``seed`` draws each batch from a generator
+seeded by ``(seed, epoch, the batch's segment ids)`` when the rows carry ``segment_id``: a batch gets the same
+augmentation in whichever DataLoader worker it is collated, and a training run interrupted and resumed sees the same
+batches as an uninterrupted one.
 
 - :class:`DataCollatorForOctuple` (fine-tuning): padding, optional pitch-shift augmentation and optional mask
   fine-tuning (SPEC section 4).
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
+
+import hashlib
 
 import numpy as np
 import torch
@@ -168,7 +172,9 @@ class DataCollatorForOctuple:
             attributes (0 disables it; reference code 0.15, paper summary 0.3). For token tasks the masked
             positions get label -100, so that the loss and the accuracy leave them out. The bool mask is returned
             as ``masked_positions``.
-        seed (`int`, *optional*): seed of the internal generator.
+        seed (`int`, *optional*): seed of the randomness. When the rows carry ``segment_id``, each batch is drawn
+            from a generator seeded by ``(seed, epoch, segment ids)`` (see :meth:`set_epoch`), independent of the
+            batches collated before it; otherwise from one generator seeded once.
         return_segment_id (`bool`): also return the ``segment_id`` column as a tensor.
         return_masked_positions (`bool`): also return the bool mask of the mask-fine-tuning positions as
             ``masked_positions`` (when ``mask_ratio > 0``); token labels are -100 there either way.
@@ -187,6 +193,7 @@ class DataCollatorForOctuple:
     return_segment_id: bool = False
     return_masked_positions: bool = False
     generator: torch.Generator = field(init=False, repr=False)
+    epoch: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mask_ratio <= 1.0:
@@ -214,8 +221,19 @@ class DataCollatorForOctuple:
         low, high = self.tokenizer.pitch_range
         return int(self.tokenizer.pitch_token_id(low)), int(self.tokenizer.pitch_token_id(high))
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's augmentations (call before iterating the DataLoader of each epoch)."""
+        self.epoch = int(epoch)
+
+    def _batch_generator(self, segment_ids: Optional[torch.Tensor]) -> torch.Generator:
+        if self.seed is None or segment_ids is None:
+            return self.generator
+        digest = hashlib.sha256(f"{self.seed}/{self.epoch}/".encode() + segment_ids.numpy().tobytes()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad_octuple_batch(rows, self.pad_token_id, self.pad_to_multiple_of)
+        generator = self._batch_generator(batch.get("segment_id"))
         if not self.return_segment_id:
             batch.pop("segment_id", None)
         maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
@@ -226,11 +244,11 @@ class DataCollatorForOctuple:
                 self.pitch_id_range(),
                 _tokenizer_value(self.tokenizer, "drum_program_token_id"),
                 self.max_pitch_shift,
-                self.generator,
+                generator,
             )
         if self.mask_ratio > 0:
             batch["input_ids"], masked = mask_for_finetuning(
-                batch["input_ids"], maskable, self.mask_ratio, self.generator, self.mask_token_id
+                batch["input_ids"], maskable, self.mask_ratio, generator, self.mask_token_id
             )
             if self.return_masked_positions:
                 batch["masked_positions"] = masked

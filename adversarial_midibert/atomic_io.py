@@ -1,0 +1,120 @@
+"""Writes that are all or nothing: files and folders written aside, flushed to disk, then renamed into place.
+
+A run killed at any moment, or a full disk, leaves either the old content or the new one, never a mixture:
+
+- :func:`atomic_write_text` / :func:`atomic_write_json`: one file, through a temporary file in the same folder;
+- :func:`write_folder_aside`: a whole folder, built under a hidden temporary name beside it and swapped in;
+- :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename.
+
+Temporary names start with ``.tmp-`` and folders being replaced are first renamed to ``.deleting-`` names, so a
+reader that lists the parent folder never takes a half-written or half-deleted folder for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_PREFIX = ".tmp-"
+TRASH_PREFIX = ".deleting-"
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file, or a folder's entries, to disk (a no-op where the platform cannot open folders)."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if Path(path).is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # folders cannot be opened on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike) -> None:
+    """Flush every file and folder under ``folder`` (the folder included) to disk."""
+    folder = Path(folder)
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if not path.is_symlink():
+            fsync_path(path)
+    fsync_path(folder)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, flushed, then renamed over it."""
+    path = Path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_path(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
+    """:func:`atomic_write_text` of ``json.dumps(data, indent=indent)``."""
+    return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move the finished folder ``source`` to ``target`` (same file system), replacing any folder there.
+
+    The old ``target`` is renamed away before ``source`` takes its name and is deleted afterwards, so ``target``
+    always names a complete folder (or, for an instant after a crash, none).
+    """
+    source, target = Path(source), Path(target)
+    if target.exists() or target.is_symlink():
+        trash = target.with_name(f"{TRASH_PREFIX}{target.name}.{os.getpid()}")
+        remove_path(trash)
+        os.replace(target, trash)
+        os.replace(source, target)
+        remove_path(trash)
+    else:
+        os.replace(source, target)
+    fsync_path(target.parent)
+    return target
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Delete a file, a symlink or a folder tree if it exists."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+@contextmanager
+def write_folder_aside(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``target``; on success flush it and swap it in.
+
+    Yields the temporary folder to write into. If the block raises, the temporary folder is deleted and ``target``
+    is untouched::
+
+        with write_folder_aside("outputs/model") as tmp:
+            model.save_pretrained(tmp)
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
+    remove_path(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        replace_folder(tmp, target)
+    finally:
+        remove_path(tmp)
