@@ -349,6 +349,8 @@ class CheckpointManager:
         self.states = dict(states or {})
         self.total_limit = total_limit
         self.data_fingerprint = data_fingerprint
+        if accelerator.is_main_process:
+            self._clean_leftovers()
 
     # ---- before training
     def check_disk_space(self, model: torch.nn.Module, optimizer=None) -> int:

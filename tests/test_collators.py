@@ -106,6 +106,23 @@ def test_collator_determinism_with_seed():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_batch_randomness_depends_on_seed_epoch_and_segments_only():
+    """A batch gets the same augmentation whatever was collated before it (DataLoader workers, a resumed run)."""
+    rows = make_rows(token_labels=True)
+    make = lambda: DataCollatorForOctuple(tokenizer=fake_tokenizer(), pitch_shift=True, mask_ratio=0.3, seed=11)
+    warm, fresh = make(), make()
+    warm(rows[3:])
+    warm(rows[:2])  # other batches before it
+    a, b = warm(rows[:3]), fresh(rows[:3])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fresh.set_epoch(1)
+    c = fresh(rows[:3])
+    assert not torch.equal(a["input_ids"], c["input_ids"])  # another epoch: other masks and shifts
+    unseeded = [{k: v for k, v in r.items() if k != "segment_id"} for r in rows[:3]]
+    plain = make()
+    assert not torch.equal(plain(unseeded)["input_ids"], plain(unseeded)["input_ids"])  # no ids: one running stream
+
+
 @pytest.mark.parametrize("strategy", ["random", "bar"])
 def test_mlm_collator(strategy):
     rows = make_rows(n=8)

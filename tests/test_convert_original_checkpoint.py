@@ -227,3 +227,34 @@ def test_bad_inputs_are_named(tmp_path, dictionary):
         conv.convert(checkpoint, dictionary, "mlm", tmp_path / "o")
     assert conv.main(["--checkpoint", str(junk), "--dictionary", str(dictionary), "--task", "mlm",
                       "--output_dir", str(tmp_path / "o")]) == 2
+
+
+class _RunsCode:
+    """Unpickling this object creates a file: proof that code ran."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.target),))
+
+
+def test_crafted_dictionary_runs_no_code(tmp_path):
+    """Issue 11 failure 2: --dictionary was read with pickle.load, so a crafted file ran code."""
+    import pickle
+
+    proof = tmp_path / "code_ran"
+    crafted = tmp_path / "Octuple.pkl"
+    crafted.write_bytes(pickle.dumps(({"Bar": {"Bar 0": 0}, "Pitch": _RunsCode(proof)}, {})))
+    with pytest.raises(conv.ConversionError, match=r"Octuple.pkl is not a readable pickle of plain data: refusing "
+                                                   r"to load pathlib"):
+        conv.load_reference_dictionary(crafted)
+    assert not proof.exists()
+    odd = tmp_path / "odd.pkl"
+    odd.write_bytes(pickle.dumps(({"Bar": {b"Bar 0", 1}}, {})))  # bytes and a set: not plain data
+    with pytest.raises(conv.ConversionError, match="odd.pkl holds a set"):
+        conv.load_reference_dictionary(odd)
+    plain = tmp_path / "plain.pkl"
+    event2word = {name: {f"{name} 0": 0} for name in conv.REFERENCE_ATTRIBUTES}
+    plain.write_bytes(pickle.dumps((event2word, {})))
+    assert conv.load_reference_dictionary(plain)[0] == {"Bar 0": 0}

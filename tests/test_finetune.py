@@ -126,8 +126,20 @@ def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_pat
     assert torch.equal(before[encoder_weight], after[encoder_weight])
 
 
-def test_bad_flags_are_clear(finetune):
+def test_bad_flags_are_clear(finetune, capsys):
     with pytest.raises(SystemExit):
         finetune.parse_args(["--dataset", "x", "--output_dir", "y"])  # neither --from_scratch nor a model
     with pytest.raises(SystemExit):
         finetune.parse_args(["--dataset", "x", "--output_dir", "y", "--from_scratch", "--probe_layer", "2"])
+    # Issue 11 failure 6: negative step counts ran and wrote test accuracy 0.0 and a model card.
+    for flags, message in ((["--max_train_steps", "-3"], "--max_train_steps must be >= 1, got -3"),
+                           (["--num_train_epochs", "0"], "--num_train_epochs must be >= 1, got 0"),
+                           (["--max_eval_samples", "0"], "--max_eval_samples must be >= 1"),
+                           (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+                           (["--early_stopping_patience", "-1"], "--early_stopping_patience must be >= 0"),
+                           (["--learning_rate=-1e-3"], "--learning_rate must be > 0")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            finetune.parse_args(["--dataset", "x", "--output_dir", "y", "--from_scratch", *flags])
+        assert message in capsys.readouterr().err
+

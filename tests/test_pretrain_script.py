@@ -155,3 +155,25 @@ def test_saved_folder_loads_with_auto_class_and_remote_code(full_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.tensor(eval(proc.stdout.strip().splitlines()[-1]))
     assert torch.allclose(got, expected.flatten(), atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_train_steps", "-5"], "--max_train_steps must be >= 1, got -5"),
+    (["--max_train_steps", "0"], "--max_train_steps must be >= 1, got 0"),
+    (["--num_train_epochs", "0"], "--num_train_epochs must be >= 1"),
+    (["--max_train_samples", "0"], "--max_train_samples must be >= 1"),
+    (["--logging_steps", "0"], "--logging_steps must be >= 1"),
+    (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be >= 1"),
+    (["--num_warmup_steps", "-1"], "--num_warmup_steps must be >= 0"),
+    (["--learning_rate", "0"], "--learning_rate must be > 0"),
+])
+def test_counts_are_checked(repo_root, flags, message, capsys):
+    """Issue 11 failure 6: --max_train_steps -5 "saved a pre-trained model (0 steps)"."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example_pretrain", repo_root / "examples" / "pretrain.py")
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    with pytest.raises(SystemExit):
+        pretrain.parse_args(flags)
+    assert message in capsys.readouterr().err

@@ -247,8 +247,33 @@ def build_vocabulary_maps(
     return source_rows, report
 
 
+class DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: dicts, lists, tuples, strings, numbers (what ``Octuple.pkl`` holds).
+
+    A pickle can name any importable callable and have it called while loading; this unpickler refuses every
+    such name (``find_class``), so a crafted file fails with an error instead of running code.
+    """
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data (dicts, lists, strings, "
+                                     "numbers) is read from a dictionary file")
+
+
+def _check_plain(value: Any, depth: int = 0) -> None:
+    if depth > 8:
+        raise ConversionError("nested too deeply")
+    if isinstance(value, (dict, list, tuple)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            _check_plain(key, depth + 1)
+            _check_plain(item, depth + 1)
+    elif not isinstance(value, (str, int, float)):
+        raise ConversionError(f"holds a {type(value).__name__}, not plain data")
+
+
 def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
-    """Read the reference ``Octuple.pkl`` (a pickled ``(event2word, word2event)`` tuple).
+    """Read the reference ``Octuple.pkl`` (a pickled ``(event2word, word2event)`` tuple) with
+    :class:`DataOnlyUnpickler`: nothing in the file is ever run.
 
     Args:
         path: the pickle file.
@@ -258,16 +283,20 @@ def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
         time signature, tempo).
 
     Raises:
-        ConversionError: the file is missing, not a pickle of that shape, or lacks an attribute.
+        ConversionError: the file is missing, not a pickle of plain data of that shape, or lacks an attribute.
     """
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"--dictionary {path} does not exist")
     try:
         with path.open("rb") as handle:
-            data = pickle.load(handle)  # the authors' file; only ever load pickles you trust
+            data = DataOnlyUnpickler(handle).load()
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ConversionError(f"--dictionary {path} is not a readable pickle: {error}") from error
+        raise ConversionError(f"--dictionary {path} is not a readable pickle of plain data: {error}") from error
+    try:
+        _check_plain(data)
+    except ConversionError as error:
+        raise ConversionError(f"--dictionary {path} {error}") from None
     event2word = data[0] if isinstance(data, (tuple, list)) else data
     if not isinstance(event2word, dict):
         raise ConversionError(f"--dictionary {path} must hold (event2word, word2event), found {type(data).__name__}")
