@@ -88,7 +88,8 @@ def test_save_is_complete_and_loads_back(run):
     weights = model.weight.detach().clone()
     _train_step(model, optimizer, counter)
     manager.load(folder)
-    assert torch.equal(model.weight, weights) and counter.step == 2 and torch.equal(counter.values, torch.full((3,), 2.))
+    assert torch.equal(model.weight, weights) and counter.step == 2
+    assert torch.equal(counter.values, torch.full((3,), 2.0))
     assert counter.best == -float("inf")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from script_env import script_env  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +39,6 @@ PRETRAIN_EVENTS = {"step": 11, "save": 12, "state": 4, "seal": 4, "rename": 4, "
 FINETUNE_EVENTS = {"step": 7, "save": 6, "state": 2, "seal": 2, "rename": 2, "best": 1}
 
 
-def _env(repo_root: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(repo_root) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               ACCELERATE_USE_CPU="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("ACCELERATE_MIXED_PRECISION", None)
-    return env
-
-
 class Runner:
     """Runs the examples in children forked from one process that imported everything once
     (``tests/fault_injection.py --serve``), optionally killed at an event."""
@@ -55,7 +47,8 @@ class Runner:
         self.log_dir = log_dir
         self.count = 0
         self.proc = subprocess.Popen([sys.executable, "tests/fault_injection.py", "--serve"], cwd=repo_root,
-                                     env=_env(repo_root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     env=script_env(repo_root), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
 
     def __call__(self, script: str, args: list[str], kill_at: str | None = None) -> int:
         self.count += 1
@@ -193,7 +186,8 @@ def _sweep_points(events: dict[str, int]) -> list:
     else:
         n = int(wanted)
         points = rng.sample(space, min(n, len(space))) + [f"timer:{rng.randint(500, 8000)}" for _ in range(n // 4)]
-    return points or [pytest.param(None, marks=pytest.mark.skip(reason="random kill sweep: ADV_MIDIBERT_FAULT_SWEEP=N"))]
+    skip = pytest.mark.skip(reason="random kill sweep: set ADV_MIDIBERT_FAULT_SWEEP=N or all")
+    return points or [pytest.param(None, marks=skip)]
 
 
 def _sweep(run, script, base_args, output, kill_at):

@@ -8,7 +8,6 @@ saved folder loads with and without the package.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_env import script_env  # noqa: E402
 
 SCRIPT_ARGS = [
     "--preset", "tiny",
@@ -30,17 +30,9 @@ SCRIPT_ARGS = [
 ]
 
 
-def _env(repo_root: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(repo_root) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               ACCELERATE_USE_CPU="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("ACCELERATE_MIXED_PRECISION", None)
-    return env
-
-
 def _run(cmd, repo_root: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=repo_root, env=_env(repo_root), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=repo_root, env=script_env(repo_root), capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stderr[-4000:]}"
     return proc
 
@@ -147,7 +139,7 @@ def test_saved_folder_loads_with_auto_class_and_remote_code(full_run, tmp_path):
             print(repr(m(ids, compute_masker=False).logits[3].flatten().tolist()))
         """
     )
-    env = _env(Path(tmp_path))
+    env = script_env(Path(tmp_path))
     env["PYTHONPATH"] = ""
     env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
     proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
