@@ -4,7 +4,9 @@ A run killed at any moment, or a full disk, leaves either the old content or the
 
 - :func:`atomic_write_text` / :func:`atomic_write_json`: one file, through a temporary file in the same folder;
 - :func:`write_folder_aside`: a whole folder, built under a hidden temporary name beside it and swapped in;
-- :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename.
+- :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename;
+- :class:`FolderLock`: one writer per output folder (a second concurrent run fails clearly instead of mixing its
+  files with the first one's).
 
 Temporary names start with ``.tmp-`` and folders being replaced are first renamed to ``.deleting-`` names, so a
 reader that lists the parent folder never takes a half-written or half-deleted folder for a finished one.
@@ -118,3 +120,90 @@ def write_folder_aside(target: str | os.PathLike) -> Iterator[Path]:
         replace_folder(tmp, target)
     finally:
         remove_path(tmp)
+
+
+class FolderBusyError(RuntimeError):
+    """Another process is writing the folder (it holds the folder's lock)."""
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, held by one process at a time.
+
+    The lock is ``fcntl.flock`` on a hidden file beside the folder (``.<name>.lock``; beside, because the folder
+    itself may be replaced by :func:`write_folder_aside`). The operating system releases it when the process ends,
+    however it ends, so a killed run never leaves a stale lock. A process may take the lock of a folder it already
+    holds (nested ``with`` blocks). Use as a context manager, or ``acquire`` / ``release``::
+
+        with FolderLock("data/composer"):
+            ...  # write data/composer
+
+    Args:
+        folder: the folder to lock (it need not exist yet).
+
+    Raises:
+        FolderBusyError: from ``acquire`` when another process holds the lock (the message names the folder and
+            that process's id).
+    """
+
+    _held: dict[str, list] = {}  # lock file -> [fd, depth] of the locks this process holds
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.path = self.folder.with_name(f".{self.folder.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here; writes stay atomic, concurrent runs are not refused
+            return self
+        key = os.path.abspath(self.path)
+        if key in FolderLock._held:
+            FolderLock._held[key][1] += 1
+            self._fd = FolderLock._held[key][0]
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise FolderBusyError(f"{self.folder} is being written by another process (pid {holder}; lock "
+                                      f"{self.path}); wait for it to finish or choose another folder") from None
+            try:  # the holder before us may have removed the file after we opened it: lock the current one
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        FolderLock._held[key] = [fd, 1]
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        key = os.path.abspath(self.path)
+        held = FolderLock._held.get(key)
+        if held is not None and held[1] > 1:
+            held[1] -= 1
+            self._fd = None
+            return
+        FolderLock._held.pop(key, None)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)  # closing releases the flock
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()

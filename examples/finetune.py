@@ -332,11 +332,12 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from adversarial_midibert.atomic_io import write_folder_aside
+    from adversarial_midibert.atomic_io import FolderLock, write_folder_aside
     from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, write_json
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
+    from adversarial_midibert.data.builder import is_dataset_folder
     from adversarial_midibert.evaluation import ClassificationEvaluator
     from adversarial_midibert.visualization import plot_training_curves
     from adversarial_midibert.modeling_adv_midibert import (
@@ -364,7 +365,11 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if not accelerator.is_local_main_process:
         logger.setLevel(logging.WARNING)
     set_seed(args.seed)
+    output_lock = None
     if accelerator.is_main_process:
+        if is_dataset_folder(output_dir):
+            raise FileExistsError(f"--output_dir {output_dir} holds a dataset; write the run to another folder")
+        output_lock = FolderLock(output_dir).acquire()  # one run at a time per output folder
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
 
@@ -638,6 +643,8 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if args.push_to_hub and accelerator.is_main_process:
         hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
                                commit_message=f"Fine-tuned on {task}: test accuracy {test_metrics['test_accuracy']:.4f}")
+    if output_lock is not None:
+        output_lock.release()
     return results
 
 

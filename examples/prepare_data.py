@@ -33,7 +33,9 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adversarial_midibert.atomic_io import FolderLock
 from adversarial_midibert.data import RECIPES, build_recipe, format_summary, save
+from adversarial_midibert.data.builder import check_dataset_folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     split.add_argument("--splits", default=None, help='JSON file {"train": [ids], "valid": [...], "test": [...]}')
     out = parser.add_argument_group("output")
     out.add_argument("--output_dir", required=True, help="where to save the dataset")
+    out.add_argument("--overwrite_output_dir", action="store_true",
+                     help="replace --output_dir even if it holds something other than a dataset (a model...)")
     out.add_argument("--max_files", type=int, default=None, help="tokenise at most this many pieces (quick runs)")
     out.add_argument("--num_proc", type=int, default=1, help="tokenising processes")
     out.add_argument("--max_seq_len", type=int, default=1024, help="rows per segment, BOS and EOS included")
@@ -74,31 +78,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"give either --task with a recipe ({', '.join(RECIPES)}) or --midi_dir with --labels")
     if args.midi_dir is not None and args.labels is None:
         parser.error("--midi_dir needs --labels (a CSV file)")
-    if args.max_files is not None and args.max_files < 1:
-        parser.error(f"--max_files must be >= 1, got {args.max_files}")
+    for name in ("max_files", "num_proc"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.max_seq_len < 3:
+        parser.error(f"--max_seq_len must be >= 3 (BOS, one note, EOS), got {args.max_seq_len}")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start = time.time()
-    common = dict(max_seq_len=args.max_seq_len, num_proc=args.num_proc, max_files=args.max_files,
-                  cache_dir=args.cache_dir, seed=args.seed)
-    if args.midi_dir is not None:
-        from adversarial_midibert.data.folder import build_folder_dataset
+    # Refuse early (before the build) a folder of another kind or one another run is writing.
+    with FolderLock(args.output_dir):
+        check_dataset_folder(args.output_dir, args.overwrite_output_dir)
+        start = time.time()
+        common = dict(max_seq_len=args.max_seq_len, num_proc=args.num_proc, max_files=args.max_files,
+                      cache_dir=args.cache_dir, seed=args.seed)
+        if args.midi_dir is not None:
+            from adversarial_midibert.data.folder import build_folder_dataset
 
-        dataset = build_folder_dataset(
-            args.midi_dir, args.labels, task_type=args.task_type, label_column=args.label_column,
-            id_column=args.id_column, split_column=args.split_column, splits=args.splits,
-            track_column=args.track_column, task=args.task,
-            label_names=args.label_names.split(",") if args.label_names else None, **common,
-        )
-    else:
-        dataset = build_recipe(args.task, data_root=args.data_root, split_source=args.split_source,
-                               exclude_eval_pieces=not args.include_eval_pieces,
-                               music21_cache_dir=args.music21_cache_dir, **common)
-    save(dataset, args.output_dir)
+            dataset = build_folder_dataset(
+                args.midi_dir, args.labels, task_type=args.task_type, label_column=args.label_column,
+                id_column=args.id_column, split_column=args.split_column, splits=args.splits,
+                track_column=args.track_column, task=args.task,
+                label_names=args.label_names.split(",") if args.label_names else None, **common,
+            )
+        else:
+            dataset = build_recipe(args.task, data_root=args.data_root, split_source=args.split_source,
+                                   exclude_eval_pieces=not args.include_eval_pieces,
+                                   music21_cache_dir=args.music21_cache_dir, **common)
+        save(dataset, args.output_dir, overwrite=args.overwrite_output_dir)
     print(format_summary(dataset))
     print(f"saved to {args.output_dir} in {time.time() - start:.1f} s")
     if args.push_to_hub:

@@ -51,8 +51,10 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub
+from adversarial_midibert.atomic_io import FolderLock
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from adversarial_midibert.data.builder import is_dataset_folder
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
 from adversarial_midibert.diagnostics import evaluate_pretraining
@@ -323,7 +325,11 @@ def main(argv=None):
         datasets.utils.logging.set_verbosity_error()
         transformers.utils.logging.set_verbosity_error()
     set_seed(args.seed)
+    output_lock = None
     if accelerator.is_main_process:
+        if is_dataset_folder(output_dir):
+            raise FileExistsError(f"--output_dir {output_dir} holds a dataset; write the run to another folder")
+        output_lock = FolderLock(output_dir).acquire()  # one run at a time per output folder
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
 
@@ -574,6 +580,8 @@ def main(argv=None):
     if args.push_to_hub and accelerator.is_main_process:
         hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
                                commit_message="Adversarial-MidiBERT pre-training")
+    if output_lock is not None:
+        output_lock.release()
     accelerator.print(f"Pre-trained model saved to {output_dir.resolve()} "
                       f"({progress.completed_steps} steps, {time.time() - start:.1f} s elapsed)")
 

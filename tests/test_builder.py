@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,109 @@ def test_pretrain_build_without_test_split_saves_and_loads(folder, tmp_path):
     loaded, info, _ = load_task_dataset(save(ds, tmp_path / "pretrain"))
     assert set(loaded) == {"train", "validation"} and info["task_type"] == "pretrain"
     assert loaded["train"]["input_ids"] == ds["train"]["input_ids"]
+
+
+def test_folder_scan_reports_what_it_leaves_out_and_follows_symlinked_folders(tmp_path, monkeypatch):
+    """Issue 11 failure 6: unreadable subfolders, dangling or looping symlinks and folders named x.mid were left out
+    without a word, and symlinked subfolders were not followed."""
+    import os
+
+    from adversarial_midibert.data import builder
+
+    root, outside = tmp_path / "midi", tmp_path / "elsewhere"
+    for label in ("a", "b"):
+        for i in range(3):
+            write_midi(root / label / f"{label}{i}.mid")
+    write_midi(outside / "c" / "c0.mid")
+    write_midi(root / "folder.mid" / "inside.mid")  # a folder named like a MIDI file (its content is used)
+    (root / "c").symlink_to(outside / "c", target_is_directory=True)  # symlinked subfolder: followed
+    (root / "again").symlink_to(root / "a", target_is_directory=True)  # the same files a second time
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # a loop back to the top
+    (root / "gone.mid").symlink_to(tmp_path / "missing.mid")  # dangling
+    (root / "self.mid").symlink_to(root / "self.mid")  # a link to itself
+    (root / "locked").mkdir()
+    write_midi(root / "locked" / "l0.mid")
+    real_scandir = os.scandir
+
+    def scandir(path):  # the tests run as root, for whom chmod 000 does not lock a folder
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(builder.os, "scandir", scandir)
+    ds = build_dataset(root, labels="folder", splits=(0.6, 0.2, 0.2), tokenizer=OctupleTokenizer(max_seq_len=16),
+                       task="toy")
+    pieces = {p for split in ds.values() for p in split["piece_id"]}
+    assert {"c/c0", "folder.mid/inside"} <= pieces and not any(p.startswith("again/") for p in pieces)
+    reasons = {Path(s["path"]).relative_to(root).as_posix(): s["reason"] for s in ds.build_report["skipped"]}
+    assert reasons["locked"].startswith("unreadable folder: Permission denied")
+    assert reasons["gone.mid"].startswith("dangling symlink")
+    assert reasons["self.mid"].startswith("unusable symlink")
+    assert reasons["a/loop"] == "symlink loop: points to an enclosing folder"
+    assert reasons["folder.mid"] == "a folder, not a MIDI file"
+    assert all(reasons[f"again/a{i}.mid"].startswith("same file as") for i in range(3))
+    assert "locked" in format_summary(ds)
+
+
+def test_max_files_must_be_positive(folder):
+    """Issue 11 failure 6: --max_files 0 built one piece per split."""
+    with pytest.raises(ValueError, match="max_files must be >= 1"):
+        build_dataset(folder, labels="folder", max_files=0, tokenizer=OctupleTokenizer(max_seq_len=16))
+
+
+def test_save_is_atomic_locked_and_refuses_other_folders(folder, tmp_path):
+    """Issue 11 failure 4: two concurrent saves into one folder gave a dataset that no longer loads, and a dataset
+    saved into a model folder replaced its tokenizer file."""
+    import subprocess
+    import sys
+
+    from adversarial_midibert.atomic_io import FolderBusyError
+
+    ds = build_dataset(folder, labels="folder", splits=(0.6, 0.2, 0.2), tokenizer=OctupleTokenizer(max_seq_len=16),
+                       task="toy")
+    out = tmp_path / "data"
+    holder = subprocess.Popen(  # another process writing the folder
+        [sys.executable, "-c", "import sys; from adversarial_midibert.atomic_io import FolderLock; "
+         f"FolderLock({str(out)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusyError, match=rf"{out} is being written by another process \(pid {holder.pid}"):
+            save(ds, out)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert not out.exists()
+    save(ds, out)
+    save(ds, out)  # a dataset folder is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "midi"]  # no temporary folder or lock left
+    loaded, info, _ = load_task_dataset(out)
+    assert info["task"] == "toy" and len(loaded["train"]) == len(ds["train"])
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "octuple_tokenizer.json").write_text('{"mine": true}')
+    with pytest.raises(FileExistsError, match=r"model is a model folder \(it has config.json\); refusing"):
+        save(ds, model)
+    assert (model / "octuple_tokenizer.json").read_text() == '{"mine": true}'
+    save(ds, model, overwrite=True)
+    assert not (model / "config.json").exists() and load_task_dataset(model)[1]["task"] == "toy"
+
+
+def test_prepare_data_checks_counts_and_refuses_a_model_folder_before_building(repo_root, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example_prepare_data", repo_root / "examples" / "prepare_data.py")
+    prepare_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare_data)
+    for flags, message in ((["--max_files", "0"], "--max_files must be >= 1, got 0"),
+                           (["--num_proc", "0"], "--num_proc must be >= 1")):
+        with pytest.raises(SystemExit):
+            prepare_data.parse_args(["--task", "composer", "--output_dir", str(tmp_path / "o"), *flags])
+        assert message in capsys.readouterr().err
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="model folder"):  # before any data is read
+        prepare_data.main(["--task", "composer", "--data_root", str(tmp_path / "nowhere"), "--output_dir", str(model)])

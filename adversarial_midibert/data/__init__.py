@@ -10,6 +10,7 @@ from .builder import (
     load_task_dataset,
     print_summary,
     save,
+    scan_midi_files,
     split_pieces,
     task_info_from_dataset,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "format_summary",
     "print_summary",
     "list_midi_files",
+    "scan_midi_files",
     "split_pieces",
     "DataCollatorForOctuple",
     "DataCollatorForOctupleMLM",

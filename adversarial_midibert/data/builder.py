@@ -43,6 +43,8 @@ __all__ = [
     "SPLIT_NAMES",
     "MIDI_SUFFIXES",
     "build_dataset",
+    "check_dataset_folder",
+    "is_dataset_folder",
     "save",
     "load_task_dataset",
     "describe_task",
@@ -50,6 +52,7 @@ __all__ = [
     "format_summary",
     "print_summary",
     "list_midi_files",
+    "scan_midi_files",
     "split_pieces",
 ]
 
@@ -76,12 +79,67 @@ class PieceRecord:
 
 
 # ----------------------------------------------------------------------------------------------- records
-def list_midi_files(folder: Union[str, os.PathLike]) -> list[Path]:
-    """All MIDI files under ``folder`` (recursive), sorted."""
+def scan_midi_files(folder: Union[str, os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
+    """All MIDI files under ``folder`` (recursive, following symlinked subfolders), sorted, and what was left out.
+
+    Returns:
+        ``(files, problems)``: ``problems`` lists ``{"path", "reason"}`` for every entry with a MIDI name or a folder
+        that could not be used: unreadable folders, dangling symlinks, symlink loops, folders named like MIDI files,
+        and files reached a second time through a symlink (kept once).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in MIDI_SUFFIXES)
+    files: list[Path] = []
+    problems: list[dict[str, str]] = []
+    seen_files: dict[str, Path] = {}
+
+    def walk(directory: Path, ancestors: frozenset) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as error:
+            problems.append({"path": str(directory), "reason": f"unreadable folder: {error.strerror or error}"})
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            is_midi_name = path.suffix in MIDI_SUFFIXES
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+                is_file = entry.is_file()
+            except OSError as error:  # e.g. a symlink loop a -> b -> a
+                problems.append({"path": str(path), "reason": f"unusable symlink: {error.strerror or error}"})
+                continue
+            if entry.is_symlink() and not (is_dir or is_file):
+                if is_midi_name or not os.path.exists(path):
+                    reason = "dangling symlink" if not os.path.exists(path) else "symlink to a special file"
+                    problems.append({"path": str(path), "reason": f"{reason} (to {os.readlink(path)})"})
+                continue
+            if is_dir:
+                real = os.path.realpath(path)
+                if real in ancestors:
+                    problems.append({"path": str(path), "reason": "symlink loop: points to an enclosing folder"})
+                elif is_midi_name:
+                    problems.append({"path": str(path), "reason": "a folder, not a MIDI file"})
+                    walk(path, ancestors | {real})
+                else:
+                    walk(path, ancestors | {real})
+            elif is_file and is_midi_name:
+                real = os.path.realpath(path)
+                if real in seen_files:
+                    problems.append({"path": str(path), "reason": f"same file as {seen_files[real]} (reached "
+                                                                  "again through a symlink); kept once"})
+                    continue
+                seen_files[real] = path
+                files.append(path)
+
+    walk(folder, frozenset({os.path.realpath(folder)}))
+    return sorted(files), problems
+
+
+def list_midi_files(folder: Union[str, os.PathLike]) -> list[Path]:
+    """All MIDI files under ``folder`` (recursive, following symlinked subfolders), sorted; see
+    :func:`scan_midi_files` for what is left out and why."""
+    return scan_midi_files(folder)[0]
 
 
 def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Optional[str]) -> dict[str, str]:
@@ -101,13 +159,17 @@ def _make_records(
     labels: Any,
     label_column: Optional[str],
     id_column: Optional[str],
-) -> list[PieceRecord]:
-    """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records."""
+) -> tuple[list[PieceRecord], list[dict[str, str]]]:
+    """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records, and the folder entries that
+    were left out (see :func:`scan_midi_files`)."""
+    problems: list[dict[str, str]] = []
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
-        files = list_midi_files(root)
+        files, problems = scan_midi_files(root)
         if not files:
-            raise ValueError(f"{root}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) found")
+            listed = "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5])
+            raise ValueError(f"{root}: no MIDI files ({', '.join(MIDI_SUFFIXES)}) found" + (f" ({listed})" if listed
+                                                                                            else ""))
         records = [PieceRecord(str(p), p.relative_to(root).with_suffix("").as_posix()) for p in files]
     else:
         items = list(source)
@@ -144,7 +206,7 @@ def _make_records(
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise ValueError(f"source: piece ids must be unique, duplicated: {dup}")
-    return records
+    return records, problems
 
 
 def split_pieces(
@@ -400,7 +462,9 @@ def build_dataset(
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         tokenizer = OctupleTokenizer()
-    records = _make_records(source, labels, label_column, id_column)
+    if max_files is not None and int(max_files) < 1:
+        raise ValueError(f"max_files must be >= 1 (or None for all files), got {max_files}")
+    records, scan_problems = _make_records(source, labels, label_column, id_column)
 
     # Labels -> indices
     label_index: dict[Any, int] = {}
@@ -449,7 +513,8 @@ def build_dataset(
     # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
     tokenizer_json = json.dumps(tokenizer_dict)
     features = _features(task_type, label_names)
-    report: dict[str, Any] = {"task": task, "task_type": task_type, "skipped": [], "splits": {},
+    report: dict[str, Any] = {"task": task, "task_type": task_type,
+                              "skipped": [{"split": None, "piece_id": None, **p} for p in scan_problems], "splits": {},
                               "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
                               "split_pieces_without_file": missing}
     if max_files is not None:
@@ -493,7 +558,7 @@ def build_dataset(
         good = good.add_column("segment_id", list(range(len(good))))
         out[split] = good
     if report["skipped"]:
-        logger.warning("%d file(s) skipped: %s", len(report["skipped"]),
+        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
                        "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
     task_info = {
         "task": task,
@@ -557,12 +622,50 @@ def _split_counts(ds, task_type: str, label_names: Optional[Sequence[str]], n_sk
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def save(dataset, output_dir: Union[str, os.PathLike]) -> Path:
+def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+    """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
+    a dataset and ``overwrite`` is false. Returns the folder."""
+    output_dir = Path(output_dir)
+    kind = _folder_kind(output_dir)
+    if kind not in (None, "dataset") and not overwrite:
+        raise FileExistsError(f"{output_dir} is {kind}; refusing to replace it with a dataset (choose another "
+                              "folder, or overwrite it with --overwrite_output_dir / overwrite=True)")
+    return output_dir
+
+
+def is_dataset_folder(folder: Union[str, os.PathLike]) -> bool:
+    """Whether ``folder`` holds a dataset written by :func:`save`."""
+    return _folder_kind(Path(folder)) == "dataset"
+
+
+def _folder_kind(folder: Path) -> str | None:
+    """``None`` (missing or empty), ``"dataset"`` (written by :func:`save`), or a description of what else it is."""
+    if not folder.exists():
+        return None
+    if not folder.is_dir():
+        return "a file, not a folder"
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return None
+    if TASK_INFO_NAME in names and "dataset_dict.json" in names:
+        return "dataset"
+    if "config.json" in names:
+        return "a model folder (it has config.json)"
+    return f"a folder with other content ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''})"
+
+
+def save(dataset, output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
     """Write a built dataset: ``save_to_disk``, ``build_report.json``, ``task_info.json``, ``octuple_tokenizer.json``.
+
+    The folder is written aside and swapped in when complete (a killed or failed save leaves the previous content,
+    never a mixture), under a lock: a second process saving into the same folder at the same time fails with
+    :class:`~adversarial_midibert.atomic_io.FolderBusyError`. An existing dataset folder is replaced; a folder
+    holding anything else (a model, other files) only with ``overwrite=True``.
 
     Args:
         dataset: a ``DatasetDict`` returned by :func:`build_dataset` (or a recipe).
         output_dir: the folder to write (created if needed).
+        overwrite: replace ``output_dir`` even when it holds something other than a dataset.
 
     Returns:
         the output folder.
@@ -572,14 +675,18 @@ def save(dataset, output_dir: Union[str, os.PathLike]) -> Path:
             raise ValueError(f"dataset has no '{attr}' attribute: save() expects the result of build_dataset()")
     from datasets import DatasetDict  # noqa: PLC0415
 
+    from ..atomic_io import FolderLock, write_folder_aside  # noqa: PLC0415
+
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # An empty split (the pre-training sets have no test split) cannot be read back by load_from_disk: leave it out;
-    # the build report still lists it with zero pieces.
-    DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(output_dir))
-    (output_dir / BUILD_REPORT_NAME).write_text(json.dumps(dataset.build_report, indent=1) + "\n")
-    (output_dir / TASK_INFO_NAME).write_text(json.dumps(dataset.task_info, indent=1) + "\n")
-    dataset.tokenizer.save_pretrained(output_dir, include_code=False)
+    with FolderLock(output_dir):
+        check_dataset_folder(output_dir, overwrite)
+        with write_folder_aside(output_dir) as tmp:
+            # An empty split (the pre-training sets have no test split) cannot be read back by load_from_disk: leave
+            # it out; the build report still lists it with zero pieces.
+            DatasetDict({name: split for name, split in dataset.items() if len(split)}).save_to_disk(str(tmp))
+            (tmp / BUILD_REPORT_NAME).write_text(json.dumps(dataset.build_report, indent=1) + "\n")
+            (tmp / TASK_INFO_NAME).write_text(json.dumps(dataset.task_info, indent=1) + "\n")
+            dataset.tokenizer.save_pretrained(tmp, include_code=False)
     return output_dir
 
 
