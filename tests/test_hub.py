@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -321,3 +322,21 @@ def test_cards_of_every_task_carry_hub_metadata(model_folder):
     (entry,) = huggingface_hub.metadata_load(model_folder / "README.md")["model-index"]
     dataset = entry["results"][0]["dataset"]
     assert (dataset["name"], dataset["type"], dataset["split"]) == ("org/my-midi-dataset",) * 2 + ("test",)
+
+
+@pytest.mark.parametrize("name", ["octuple_tokenizer.json", "config.json", "README.md"])
+def test_a_fixed_name_symlinked_out_of_the_folder_is_refused(model_folder, tmp_path, monkeypatch, name):
+    """Issue 11 failure 5: publishing copied files from outside the model folder; the allow-listed names too must
+    resolve inside it (a symlink to elsewhere is refused), for a dry run and an upload, before anything is written."""
+    hub.write_model_card(model_folder, repo_id="org/tiny")
+    secret = tmp_path / "secret.txt"
+    secret.write_text((model_folder / name).read_text())
+    (model_folder / name).unlink()
+    (model_folder / name).symlink_to(secret)
+    recorder = HubRecorder(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    for kwargs in ({"dry_run_dir": tmp_path / "dry"}, {}):
+        with pytest.raises(HubPublishError, match=rf"file '{re.escape(name)}' lies outside the model folder"):
+            hub.push_folder_to_hub(model_folder, "org/tiny", **kwargs)
+    assert not recorder.calls and not (tmp_path / "dry").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

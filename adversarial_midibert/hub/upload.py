@@ -83,6 +83,8 @@ def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[
         files[MODEL_CARD_NAME] = folder / MODEL_CARD_NAME
     elif require_card:
         raise HubPublishError(f"model card missing: {folder / MODEL_CARD_NAME} (write it with write_model_card)")
+    for name in files:  # the fixed names too: a symlink may point out of the folder
+        inside(folder, name, "file")
     return dict(sorted(files.items()))
 
 
