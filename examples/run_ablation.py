@@ -349,7 +349,8 @@ def pretrain_command(variant: str, seed: int, args, dataset: Path, output: Path)
                "--per_device_train_batch_size", str(args.pretrain_batch_size), "--learning_rate",
                str(args.pretrain_learning_rate), "--num_warmup_steps", str(args.pretrain_warmup_steps),
                "--seed", str(seed), "--output_dir", str(output),
-               "--checkpointing_steps", str(max(args.pretrain_steps // 10, 1)), *shlex.split(args.extra_pretrain_args)]
+               "--checkpointing_steps", str(max(args.pretrain_steps // 10, 1)), "--checkpoints_total_limit", "2",
+               *shlex.split(args.extra_pretrain_args)]
     if latest_checkpoint(output) is not None:
         command += ["--resume_from_checkpoint", "latest"]
     return command
