@@ -380,8 +380,8 @@ class CheckpointManager:
             acc.save_state(str(tmp))
             if acc.is_main_process:
                 save_training_state(tmp, self.states)
-        except OSError as error:  # no space left, permission... : every process reaches the barrier below
-            failure = error
+        except Exception as error:  # noqa: BLE001 - a full disk is an OSError, or torch.save's RuntimeError
+            failure = error  # "unexpected pos": every process reaches the barrier below
         acc.wait_for_everyone()
         failed = torch.tensor([failure is not None], device=acc.device)
         if acc.num_processes > 1:
