@@ -459,7 +459,8 @@ def main(argv=None):
     unfreeze_sampler = UniformSampler(0.0, args.unfreeze_max)
     log_path = output_dir / "train_log.jsonl"
     if accelerator.is_main_process:  # the steps after the checkpoint are run (and logged) again
-        truncate_jsonl(log_path, lambda row: row.get("step", 0) <= progress.completed_steps)
+        for log in (log_path, output_dir / "eval_log.jsonl"):
+            truncate_jsonl(log, lambda row: row.get("step", 0) <= progress.completed_steps)
     progress_bar = tqdm(range(args.max_train_steps), initial=progress.completed_steps,
                         disable=not accelerator.is_local_main_process)
     eval_results: dict = {}

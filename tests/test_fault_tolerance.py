@@ -1,20 +1,24 @@
 """Fault tests: the training scripts killed (SIGKILL) at chosen moments, inside checkpoint writes included, then
-resumed with ``--resume_from_checkpoint latest``, end exactly as an uninterrupted run (losses, log, weights,
-metrics, mask book).
+resumed with ``--resume_from_checkpoint latest``, end exactly as an uninterrupted run (losses, logs, weights,
+metrics, mask book, fine-tuning history).
 
 Cost (2-core CPU): each script runs once uninterrupted and three times in a kill chain (two kills, one resume to
 the end), each run in a child forked from one process that imported everything once (``fault_injection.py
---serve``): about XX s of CPU for the module. ``ADV_MIDIBERT_FAULT_SWEEP=N`` adds N random single kill points per script
-(seeded by ``ADV_MIDIBERT_FAULT_SEED``, default 0), two runs each, for a longer local sweep.
+--serve``): about 27 s of CPU for the module. ``ADV_MIDIBERT_FAULT_SWEEP=N`` adds N random single kill points per
+script (``all``: every deterministic kill point) plus a quarter as many kills at random times, seeded by
+``ADV_MIDIBERT_FAULT_SEED`` (default 0), two runs each, for a longer local sweep; ``ADV_MIDIBERT_FAULT_TALLY=file``
+writes how each ended.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -93,14 +97,15 @@ def _same_weights(a: Path, b: Path) -> None:
         assert torch.equal(wa[key], wb[key]), key
 
 
-def _log_rows(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+def _log_rows(folder: Path, name: str = "train_log.jsonl") -> list[dict]:
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
 
 
 def _check_pretrain_equal(full: Path, resumed: Path) -> None:
     rows_full, rows = _log_rows(full), _log_rows(resumed)
     assert [r["step"] for r in rows] == list(range(1, 13))  # every step once: the log is not repeated
     assert rows == rows_full
+    assert _log_rows(resumed, "eval_log.jsonl") == _log_rows(full, "eval_log.jsonl")  # one row per evaluation
     _same_weights(full, resumed)
     a, b = (json.loads((f / "all_results.json").read_text()) for f in (full, resumed))
     a.pop("train_runtime_s"), b.pop("train_runtime_s")
@@ -190,18 +195,26 @@ def _sweep_points(events: dict[str, int]) -> list:
     return points or [pytest.param(None, marks=skip)]
 
 
-def _sweep(run, script, base_args, output, kill_at):
+SWEEP_TALLY: Counter = Counter()
+if os.environ.get("ADV_MIDIBERT_FAULT_TALLY"):  # how each kill point ended, for the closing note of a sweep
+    atexit.register(lambda: Path(os.environ["ADV_MIDIBERT_FAULT_TALLY"]).write_text(json.dumps(SWEEP_TALLY, indent=2)))
+
+
+def _sweep(run, script, base_args, output, kill_at, check, full) -> None:
     killed = _kill_chain(run, script, base_args, output, [kill_at])
     assert killed == 1 or kill_at.startswith("timer"), f"{kill_at} was never reached"
+    check(full, output)
+    ending = "killed, resumed to an identical end" if killed else "not reached, ran to the end"
+    SWEEP_TALLY[f"{script} {kill_at.split(':')[0]}: {ending}"] += 1
 
 
 @pytest.mark.parametrize("kill_at", _sweep_points(PRETRAIN_EVENTS))
 def test_sweep_pretraining(kill_at, pretrain_data, pretrain_full, run, tmp_path):
-    _sweep(run, "pretrain.py", ["--dataset", str(pretrain_data), *PRETRAIN_ARGS], tmp_path / "o", kill_at)
-    _check_pretrain_equal(pretrain_full, tmp_path / "o")
+    _sweep(run, "pretrain.py", ["--dataset", str(pretrain_data), *PRETRAIN_ARGS], tmp_path / "o", kill_at,
+           _check_pretrain_equal, pretrain_full)
 
 
 @pytest.mark.parametrize("kill_at", _sweep_points(FINETUNE_EVENTS))
 def test_sweep_finetuning(kill_at, finetune_data, finetune_full, run, tmp_path):
-    _sweep(run, "finetune.py", ["--dataset", str(finetune_data), *FINETUNE_ARGS], tmp_path / "o", kill_at)
-    _check_finetune_equal(finetune_full, tmp_path / "o")
+    _sweep(run, "finetune.py", ["--dataset", str(finetune_data), *FINETUNE_ARGS], tmp_path / "o", kill_at,
+           _check_finetune_equal, finetune_full)
