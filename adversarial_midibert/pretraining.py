@@ -84,7 +84,7 @@ DEFAULT_MASKER_GRAD_SCALE = 1.0
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Run state: mask book, attribute weights, progress (all checkpointable with accelerator.register_for_checkpointing)
+# Run state: mask book, attribute weights, progress (state_dict / load_state_dict of tensors and numbers: saved by checkpointing.CheckpointManager)
 # --------------------------------------------------------------------------------------------------------------
 
 
