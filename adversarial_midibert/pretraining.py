@@ -84,7 +84,8 @@ DEFAULT_MASKER_GRAD_SCALE = 1.0
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Run state: mask book, attribute weights, progress (state_dict / load_state_dict of tensors and numbers: saved by checkpointing.CheckpointManager)
+# Run state: mask book, attribute weights, progress (state_dict / load_state_dict of tensors and numbers, saved by
+# checkpointing.CheckpointManager)
 # --------------------------------------------------------------------------------------------------------------
 
 
