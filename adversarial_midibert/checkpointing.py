@@ -482,7 +482,7 @@ class CheckpointManager:
         if pickles:
             raise CheckpointError(f"checkpoint {path} holds {', '.join(pickles)}: pickled custom states are not "
                                   "loaded (checkpoints of this version keep the training state in safetensors/JSON)")
-        self._check_random_states(path)
+        self._check_random_states(path, marker)
         states = load_training_state(path)
         missing = sorted(set(self.states) - set(states))
         if missing:
@@ -496,12 +496,19 @@ class CheckpointManager:
             obj.load_state_dict(states[name])
         return marker
 
-    def _check_random_states(self, path: Path) -> None:
+    def _check_random_states(self, path: Path, marker: dict) -> None:
         """Accelerate restores the random states inside a ``try`` that only logs a failure, which would make the
-        resumed run silently differ: read them first (``weights_only=True``) and fail clearly instead."""
+        resumed run silently differ: read them first (``weights_only=True``) and fail clearly instead. A run resumed
+        with more processes than wrote the checkpoint has none for the new ones: a warning says so."""
         from accelerate.utils import load as accelerate_load
 
         rng_file = path / f"random_states_{self.accelerator.process_index}.pkl"
+        written_by = int(marker.get("num_processes", 1))
+        if not rng_file.exists() and self.accelerator.process_index >= written_by:
+            logger.warning(f"checkpoint {path} was written by {written_by} process(es): process "
+                           f"{self.accelerator.process_index} starts from fresh random states, so the resumed run "
+                           "will not repeat an uninterrupted one exactly")
+            return
         try:
             states = accelerate_load(rng_file, map_location="cpu")
             states["torch_manual_seed"]
