@@ -286,16 +286,17 @@ def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path) -> dict:
-    """Validation figures (:func:`adversarial_midibert.diagnostics.evaluate_pretraining`), logged and appended to
-    ``eval_log.jsonl``; ``{}`` without a validation split."""
+def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path,
+                   log: bool = True) -> dict:
+    """Validation figures (:func:`adversarial_midibert.diagnostics.evaluate_pretraining`), logged and (with ``log``)
+    appended to ``eval_log.jsonl``; ``{}`` without a validation split."""
     if len(eval_dataloader) == 0:
         return {}
     batches = tqdm(eval_dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process)
     results = evaluate_pretraining(step_model, batches, accelerator, seed=args.seed)
     logger.info(f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()
                                               if "accuracy_" not in k))
-    if accelerator.is_main_process:
+    if log and accelerator.is_main_process:
         with open(output_dir / "eval_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **results}) + "\n")
     return results
@@ -458,9 +459,12 @@ def main(argv=None):
                         else UniformSampler(args.freeze_fraction, args.freeze_fraction))
     unfreeze_sampler = UniformSampler(0.0, args.unfreeze_max)
     log_path = output_dir / "train_log.jsonl"
-    if accelerator.is_main_process:  # the steps after the checkpoint are run (and logged) again
-        for log in (log_path, output_dir / "eval_log.jsonl"):
-            truncate_jsonl(log, lambda row: row.get("step", 0) <= progress.completed_steps)
+    if accelerator.is_main_process:  # what comes after the checkpoint is run (and logged) again
+        truncate_jsonl(log_path, lambda row: row.get("step", 0) <= progress.completed_steps)
+        # an evaluation at the checkpoint's own step comes after it unless its epoch was closed before it was saved
+        evaluated = progress.completed_steps if progress.epoch_micro_step == 0 else progress.completed_steps - 1
+        truncate_jsonl(output_dir / "eval_log.jsonl", lambda row: row.get("step", 0) <= evaluated)
+    logged_eval_step = progress.completed_steps if path is not None and progress.epoch_micro_step == 0 else -1
     progress_bar = tqdm(range(args.max_train_steps), initial=progress.completed_steps,
                         disable=not accelerator.is_local_main_process)
     eval_results: dict = {}
@@ -562,9 +566,9 @@ def main(argv=None):
             save_checkpoint(f"epoch_{epoch}")
 
     progress_bar.close()
-    if eval_step != progress.completed_steps:  # the run stopped inside an epoch: evaluate the final model
+    if eval_step != progress.completed_steps:  # the run stopped inside an epoch (or resumed at its end): evaluate
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
-                                      output_dir)
+                                      output_dir, log=progress.completed_steps != logged_eval_step)
     if args.debug_dump_mask_book:
         (output_dir / f"mask_book_rank{accelerator.process_index}.txt").write_text(mask_book.fingerprint() + "\n")
     if args.with_tracking:
