@@ -153,7 +153,7 @@ def serve() -> None:
 
     import adversarial_midibert.data  # noqa: F401
     import adversarial_midibert.evaluation  # noqa: F401
-    import adversarial_midibert.hub_utils  # noqa: F401
+    import adversarial_midibert.hub  # noqa: F401
     import adversarial_midibert.pretraining  # noqa: F401
 
     for line in sys.stdin:

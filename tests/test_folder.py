@@ -97,3 +97,25 @@ def test_folder_errors_name_the_problem(tmp_path):
     (tmp_path / "c.csv").write_text("file,label\ny,a\n")
     with pytest.raises(ValueError, match=r"label_names must be distinct.*\['a'\]"):
         build_folder_dataset(tmp_path / "c", tmp_path / "c.csv", label_names=["a", "a"])
+
+
+def test_own_folder_lists_what_the_scan_left_out(tmp_path):
+    """Issue 11 failure 6 on a user's folder: dangling symlinks and folders named x.mid are listed, not dropped."""
+    from symusic import Note, Score, Track
+
+    root = tmp_path / "midi"
+    for name in ("a", "b"):
+        score = Score(96)
+        track = Track("piano", program=0)
+        for i in range(8):
+            track.notes.append(Note(i * 48, 48, 60 + i, 80))
+        score.tracks.append(track)
+        (root / name).mkdir(parents=True)
+        score.dump_midi(str(root / name / f"{name}.mid"))
+    (root / "gone.mid").symlink_to(tmp_path / "missing.mid")
+    (root / "odd.mid").mkdir()
+    (tmp_path / "labels.csv").write_text("file,label\na,x\nb,y\n")
+    ds = build_folder_dataset(root, tmp_path / "labels.csv", splits=None, max_seq_len=16)
+    reasons = {s["path"]: s["reason"] for s in ds.build_report["skipped"] if s["split"] is None}
+    assert reasons[str(root / "gone.mid")].startswith("dangling symlink")
+    assert reasons[str(root / "odd.mid")] == "a folder, not a MIDI file"

@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .builder import IGNORE_INDEX, PieceRecord, build_dataset, list_midi_files
+from .builder import IGNORE_INDEX, PieceRecord, build_dataset, scan_midi_files
 from .recipes import RecipeSpec
 
 __all__ = ["TrackLabels", "build_folder_dataset", "resolve_folder"]
@@ -137,14 +137,15 @@ def resolve_folder(
     if split_column and splits:
         raise ValueError("give either split_column or splits, not both")
     root, labels = Path(midi_dir), Path(labels)
-    files = list_midi_files(root)
+    files, problems = scan_midi_files(root)
     if not files:
-        raise ValueError(f"{root}: no MIDI files found")
+        listed = "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5])
+        raise ValueError(f"{root}: no MIDI files found" + (f" ({listed})" if listed else ""))
     records = [PieceRecord(str(p), p.relative_to(root).with_suffix("").as_posix()) for p in files]
     index, ambiguous = _piece_index(records, root)
     columns, rows = _read_csv(labels)
     label_column = _column(labels, columns, label_column, "label_column", "label")
-    extra: dict[str, Any] = {"midi_dir": str(root), "labels_file": str(labels)}
+    extra: dict[str, Any] = {"midi_dir": str(root), "labels_file": str(labels), "folder_problems": problems}
 
     token_label_fn = None
     split_map: Any = (0.8, 0.1, 0.1)
@@ -204,7 +205,8 @@ def build_folder_dataset(
 
     Returns:
         the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset`, whose build report also lists
-        the CSV rows that named no file (``labels_without_file``).
+        the CSV rows that named no file (``labels_without_file``) and, among the skipped entries, what the folder scan
+        left out (:func:`~adversarial_midibert.data.builder.scan_midi_files`).
     """
     spec = resolve_folder(midi_dir, labels, task_type=task_type, **folder_options)
     if tokenizer is None:
@@ -214,6 +216,10 @@ def build_folder_dataset(
     dataset = build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
                             splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
                             cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
-                            extra_info={k: v for k, v in spec.extra_info.items() if k != "labels_without_file"})
+                            extra_info={k: v for k, v in spec.extra_info.items()
+                                        if k not in ("labels_without_file", "folder_problems")})
     dataset.build_report["labels_without_file"] = spec.extra_info.get("labels_without_file", [])
+    # what the folder scan left out (unreadable folders, dangling or looping symlinks...), listed with the skipped files
+    dataset.build_report["skipped"][:0] = [{"split": None, "piece_id": None, **p}
+                                           for p in spec.extra_info.get("folder_problems", [])]
     return dataset
