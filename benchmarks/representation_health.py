@@ -112,7 +112,9 @@ def main(argv=None):
                        str(args.batch_size), "--learning_rate", str(args.learning_rate), "--max_eval_samples",
                        str(args.max_eval_samples), "--seed", str(seed), "--freeze_every", "1", "--output_dir",
                        str(out)]
-            commands[f"{name} seed{seed}"] = " ".join(shlex.quote(c) for c in command)
+            # as typed from the repository root
+            commands[f"{name} seed{seed}"] = " ".join(["python", "examples/pretrain.py",
+                                                       *map(shlex.quote, command[2:])])
             if not results_file.is_file():
                 start = time.time()
                 code = run(command, work / "logs" / f"{out.parent.name}-seed{seed}.log")

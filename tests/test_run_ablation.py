@@ -42,6 +42,11 @@ def test_smoke_budget_end_to_end_with_two_pretraining_seeds(ablation, data_root,
     for seed, run in enumerate(pretrained):
         assert len(run["pretrain_commands"]) == 1 and f"--seed {seed} " in run["pretrain_commands"][0]
         assert f"--seed {42 + seed} " in run["finetune_commands"][0] and run["pretrain_results"]["task"] == "pretrain"
+    for seed_run in pretrained:  # commands as typed from the repository root, not this machine's paths
+        assert seed_run["pretrain_commands"][0].startswith("python examples/pretrain.py ")
+    health = on_disk["pretraining"]["adversarial"]
+    assert health["eval_token_cosine"]["n"] == 2 and health["eval_masker_spearman"]["n"] == 2
+    assert on_disk["settings"]["pretrain_steps"] == [4]
     assert (work_dir / "pretrain" / "adversarial" / "seed1" / "model.safetensors").is_file()
     assert not list((work_dir / "pretrain" / "adversarial" / "seed1").glob("step_*"))  # dropped once finished
     differences = {(d["comparison"], d["level"]): d for d in on_disk["differences"]}
@@ -89,6 +94,14 @@ def _synthetic_results(ablation):
         "runs": {"composer": {"adversarial": {"runs": [], "missing": []}},
                  "melody": {"adversarial": {"runs": [], "missing": [0, 1, 2]}}},
         "failures": ["finetune-melody-adversarial-seed0 (exit 1, see logs)"],
+        "settings": {"pretrain_steps": [300], "finetune_steps": {"composer": [400], "melody": [300]}},
+        "pretraining": {"random": {"eval_loss": stats(1.5, 0.04), "eval_accuracy": stats(0.6, 0.01),
+                                   "eval_token_cosine": stats(0.51, 0.01), "eval_effective_rank": stats(79.0, 0.3),
+                                   "eval_masker_spearman": {"n": 0, "mean": None, "std": None}},
+                        "adversarial": {"eval_loss": stats(1.73, 0.06), "eval_accuracy": stats(0.533, 0.022),
+                                        "eval_token_cosine": stats(0.516, 0.047),
+                                        "eval_effective_rank": stats(77.6, 2.0),
+                                        "eval_masker_spearman": stats(0.38, 0.03)}},
     }
 
 
@@ -108,6 +121,10 @@ def test_readme_table_is_generated_from_a_results_file(ablation, tmp_path):
     assert "| melody | random - scratch | note | +5.0 | [+3.0, +7.0] | yes |" in text
     assert "other pieces" in text and "Failed runs: finetune-melody-adversarial-seed0" in text
     assert "Missing runs: melody/adversarial: seeds [0, 1, 2]" in text
+    # The header says what the runs did (steps from their results), the pre-training table every variant's yardstick.
+    assert "pre-training: 300 steps" in text and "steps: composer 400, melody 300" in text
+    assert "| random | 1.500 ± 0.040 | 60.0 ± 1.0 | 0.510 ± 0.010 | 79.0 ± 0.3 | — | 3 |" in text
+    assert "| adversarial | 1.730 ± 0.060 | 53.3 ± 2.2 | 0.516 ± 0.047 | 77.6 ± 2.0 | 0.38 ± 0.03 | 3 |" in text
     # Markers missing: a clear error, the file untouched.
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
