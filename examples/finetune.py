@@ -95,7 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = embeddings)")
     g.add_argument("--trust_remote_code", action="store_true", help="allow remote code when loading from the Hub")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--learning_rate", type=float, default=2e-5)
+    g.add_argument("--learning_rate", type=float, default=None,
+                   help="default: 5e-4 for models up to the small preset's width (hidden size 256), the paper's 2e-5 "
+                        "for wider ones")
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--per_device_train_batch_size", type=int, default=12)
     g.add_argument("--per_device_eval_batch_size", type=int, default=12)
@@ -152,7 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "weight_decay"):
         if getattr(args, name) < 0:
             p.error(f"--{name} must be >= 0, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
+    if args.learning_rate is not None and not args.learning_rate > 0:
         p.error(f"--learning_rate must be > 0, got {args.learning_rate}")
     return args
 
@@ -459,6 +461,11 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
                 sum(p.numel() for p in model.parameters()))
 
     # --- optimiser and schedule
+    if args.learning_rate is None:
+        from adversarial_midibert.presets import default_finetune_learning_rate
+
+        args.learning_rate = default_finetune_learning_rate(model.config.hidden_size)
+        logger.info("learning rate %g (the default for hidden size %d)", args.learning_rate, model.config.hidden_size)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim > 1 and "LayerNorm" not in n)]
     optimizer = torch.optim.AdamW(
@@ -606,6 +613,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         "train_runtime": train_runtime,
         "seed": args.seed,
         "metric_for_best_model": args.metric_for_best_model,
+        "learning_rate": args.learning_rate,
         "bootstrap": {"n_resamples": args.bootstrap_resamples, "confidence": 0.95, "seed": args.seed,
                       "method": "percentile bootstrap over pieces, each piece resampled with all its segments/notes"},
         "mask_ratio": args.mask_ratio,

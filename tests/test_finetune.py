@@ -109,9 +109,10 @@ def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_pat
     finetune.main([
         "--dataset", str(dataset), "--model_name_or_path", str(pretrained), "--output_dir", str(output),
         "--num_train_epochs", "1", "--max_train_samples", "8", "--max_eval_samples", "4", "--mask_ratio", "0.3",
-        "--freeze_backbone", "--probe_layer", "1", "--learning_rate", "1e-3", "--cpu",
+        "--freeze_backbone", "--probe_layer", "1", "--cpu",
     ])
     results, saved = _check_results(output, "melody", 3)
+    assert results["learning_rate"] == 5e-4  # the default for a narrow model (hidden size 32)
     assert saved["architectures"] == ["AdvMidiBertForTokenClassification"] and saved["num_hidden_layers"] == 1
     assert results["num_test_scored"] > 0 and results["probe_layer"] == 1
     pieces = json.loads((output / "test_piece_results.json").read_text())

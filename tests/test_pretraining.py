@@ -7,7 +7,8 @@ import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
 from adversarial_midibert.masking import maskable_positions
-from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
+from adversarial_midibert.presets import (PRESETS, default_finetune_learning_rate, parse_config_overrides,
+                                          preset_config_kwargs)
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
     AttributeWeights,
@@ -152,6 +153,9 @@ def test_presets_and_overrides():
         parse_config_overrides("hidden_size")
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config_kwargs("huge")
+    # Fine-tuning learning rate by width: the CPU presets 5e-4 (measured), BERT-base the paper's 2e-5.
+    assert [default_finetune_learning_rate(PRESETS[n]["hidden_size"]) for n in ("tiny", "small", "base")] == \
+        [5e-4, 5e-4, 2e-5]
 
 
 def test_uniform_sampler_and_progress():
