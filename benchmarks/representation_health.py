@@ -106,8 +106,11 @@ def main(argv=None):
         for seed in args.seeds:
             out = work / "runs" / name.replace(" ", "_").replace("+", "_") / f"seed{seed}"
             results_file = out / "all_results.json"
+            flags = list(CONFIGS[name])
+            if "--masker_learning_rate" not in flags:  # the masker head at the shared rate (pretrain.py's default
+                flags += ["--masker_learning_rate", str(args.learning_rate)]  # for a detached masker is ten times it)
             command = [sys.executable, str(ROOT / "examples" / "pretrain.py"), "--dataset", str(data), "--preset",
-                       args.preset, *CONFIGS[name], "--max_train_steps", str(args.steps),
+                       args.preset, *flags, "--max_train_steps", str(args.steps),
                        "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size",
                        str(args.batch_size), "--learning_rate", str(args.learning_rate), "--max_eval_samples",
                        str(args.max_eval_samples), "--seed", str(seed), "--freeze_every", "1", "--output_dir",

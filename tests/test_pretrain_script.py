@@ -173,3 +173,15 @@ def test_counts_are_checked(repo_root, flags, message, capsys):
     with pytest.raises(SystemExit):
         pretrain.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+def test_detached_masker_learns_ten_times_faster_by_default(repo_root):
+    """The detached masker barely learns at the shared learning rate (README, "Representation health")."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("example_pretrain", repo_root / "examples" / "pretrain.py")
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    assert pretrain.parse_args(["--learning_rate", "1e-3"]).masker_learning_rate == pytest.approx(1e-3)
+    assert pretrain.parse_args(["--learning_rate", "1e-3", "--detach_masker"]).masker_learning_rate == pytest.approx(1e-2)
+    assert pretrain.parse_args(["--masker_grad_scale", "0", "--masker_learning_rate", "3e-4"]).masker_learning_rate == 3e-4
