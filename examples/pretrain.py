@@ -51,6 +51,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
 from adversarial_midibert.atomic_io import FolderLock
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
@@ -154,6 +155,7 @@ def parse_args(argv=None):
     p.add_argument("--logging_steps", type=int, default=10, help="Log the running figures every N steps.")
     p.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers.")
     p.add_argument("--cpu", action="store_true", help="Force CPU (also ACCELERATE_USE_CPU=1).")
+    add_acceleration_arguments(p)
     p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
     p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
     p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
@@ -361,6 +363,8 @@ def main(argv=None):
         logger.warning(f"dataset {dataset_dir}: the validation split is empty, no evaluation")
     tokenizer_file = find_tokenizer_file(dataset_dir)
     model = build_model(args, config_kwargs, tokenizer)
+    apply_acceleration(model, args.gradient_checkpointing, args.torch_compile, args.torch_compile_backend,
+                       args.torch_compile_mode)
 
     # ---- run state ----
     segment_ids = torch.as_tensor(train_ds["segment_id"], dtype=torch.long)
