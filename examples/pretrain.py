@@ -220,7 +220,7 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
         from adversarial_midibert.data import download_task_dataset
 
         return download_task_dataset(args.dataset)  # a Hub dataset id (cached; FileNotFoundError if neither)
-    from adversarial_midibert.data import build_recipe, default_cache_dir, save
+    from adversarial_midibert.data import build_recipe, default_cache_dir
     from adversarial_midibert.data.builder import TASK_INFO_NAME
 
     midi_cache = Path(args.cache_dir) / "music21_midi" if args.cache_dir else default_cache_dir()
@@ -229,9 +229,8 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
         logger.info(f"default corpus: reusing {target}")
         return target
     logger.info(f"default corpus: building {DEFAULT_CORPUS} (MIDI cache {midi_cache}) into {target}")
-    dataset = build_recipe(DEFAULT_CORPUS, max_seq_len=max_seq_len, music21_cache_dir=str(midi_cache),
-                           num_proc=max(1, min(2, os.cpu_count() or 1)))
-    save(dataset, target)
+    build_recipe(DEFAULT_CORPUS, max_seq_len=max_seq_len, music21_cache_dir=str(midi_cache),
+                 num_proc=max(1, min(2, os.cpu_count() or 1)), output_dir=target)
     return target
 
 
