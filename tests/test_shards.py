@@ -47,7 +47,7 @@ def test_killed_build_resumes_keeping_finished_shards(pieces, tmp_path):
     assert [s["reason"] for s in first.build_report["skipped"]] and first.build_report["skipped"][0]["piece_id"] == "bad"
     kept = {f: (out / f).stat().st_mtime_ns for f in files[:2]}
     # A kill while shard 2 was being written: its side file missing, a half-written temporary file beside it.
-    (out / files[2]).with_suffix(".json").unlink()
+    (out / ".build" / files[2]).with_suffix(".json").unlink()
     (out / "train" / ".shard-00003-of-00004.arrow.tmp-999").write_bytes(b"partial")
     (out / SHARD_INDEX_NAME).unlink()
     resumed = _build(pieces, out)

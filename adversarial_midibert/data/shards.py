@@ -4,10 +4,11 @@ Layout of a built folder::
 
     shards.json                                  index: per split, the shard files, rows and first segment id
     train/shard-00000-of-00040.arrow             Arrow IPC stream files (``datasets.Dataset.from_file`` reads them
-    train/shard-00000-of-00040.json              memory-mapped; ``load_dataset("arrow", ...)`` streams them),
-    ...                                          each with a JSON side file: its counts and skipped files
+    ...                                          memory-mapped; ``load_dataset(folder, streaming=True)`` streams them)
     validation/shard-00000-of-00001.arrow
-    .build_plan.json                             what is being built (inputs and settings), to resume safely
+    .build/plan.json                             what is being built (inputs and settings), to resume safely
+    .build/train/shard-00000-of-00040.json       each shard's counts and skipped files (hidden, so that the split
+                                                 folders hold data files only)
 
 Each split's pieces (in their sorted order) are cut into shards of ``shard_size`` files. Worker processes tokenise
 whole shards (:func:`~adversarial_midibert.data.segments.tokenize_pieces`); the main process receives them in order,
@@ -42,7 +43,8 @@ __all__ = ["SHARD_INDEX_NAME", "BUILD_PLAN_NAME", "plan_shards", "write_shards",
 ]
 
 SHARD_INDEX_NAME = "shards.json"
-BUILD_PLAN_NAME = ".build_plan.json"
+BUILD_STATE_DIR = ".build"
+BUILD_PLAN_NAME = f"{BUILD_STATE_DIR}/plan.json"
 FORMAT_NAME = "adversarial-midibert-shards"
 FORMAT_VERSION = 1
 
@@ -71,8 +73,8 @@ def plan_shards(num_pieces: int, shard_size: int = 256, num_shards: Optional[int
 
 def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Path, Path]:
     """The data file and side file of shard ``index`` of ``count`` of a split."""
-    stem = directory / split / f"shard-{index:05d}-of-{count:05d}"
-    return stem.with_suffix(".arrow"), stem.with_suffix(".json")
+    name = f"shard-{index:05d}-of-{count:05d}"
+    return directory / split / f"{name}.arrow", directory / BUILD_STATE_DIR / split / f"{name}.json"
 
 
 @contextlib.contextmanager
@@ -80,7 +82,7 @@ def _exclusive(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (one build at a time writes into a folder)."""
     import fcntl  # noqa: PLC0415
 
-    lock = directory / ".build.lock"
+    lock = directory / BUILD_STATE_DIR / "lock"
     with open(lock, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,11 +105,12 @@ def _complete_prefix(directory: Path, split: str, count: int) -> int:
 
 
 def _clear_stale(directory: Path, split: str, keep: set[str]) -> None:
-    folder = directory / split
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.name not in keep:
-                path.unlink()
+    """Remove every file of a split's data and side folders but ``keep`` (names)."""
+    for folder in (directory / split, directory / BUILD_STATE_DIR / split):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.name not in keep:
+                    path.unlink()
 
 
 def _run(task: tuple) -> PieceBatch:
@@ -194,6 +197,7 @@ def write_shards(
           for split, pieces in split_pieces.items()}, plans],
         sort_keys=True, default=str).encode()).hexdigest()[:24]
     plan_path = directory / BUILD_PLAN_NAME
+    plan_path.parent.mkdir(exist_ok=True)
     with _exclusive(directory):
         previous = json.loads(plan_path.read_text()).get("fingerprint") if plan_path.is_file() else None
         if previous != digest:
@@ -215,6 +219,7 @@ def write_shards(
             plan = plans[split]
             count = len(plan)
             (directory / split).mkdir(exist_ok=True)
+            (directory / BUILD_STATE_DIR / split).mkdir(exist_ok=True)
             kept = _complete_prefix(directory, split, count)
             _clear_stale(directory, split, {p.name for i in range(kept) for p in shard_files(directory, split, i, count)})
             if kept:
