@@ -28,6 +28,7 @@ import time
 _PROCESS_START = time.time()  # the elapsed time printed at the end counts imports and the data build
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ import torch
 import transformers
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
@@ -257,6 +258,16 @@ def find_tokenizer_file(dataset_dir: Path) -> Path | None:
 
 def collate(rows):
     return pad_octuple_batch(rows)
+
+
+def gathered_parameters(accelerator, step_model):
+    """FSDP keeps the parameters sharded outside the prepared model's own forward; the freezing pass calls the inner
+    model directly, so gather them for it (nothing to do otherwise)."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(step_model, writeback=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -614,8 +625,9 @@ def main(argv=None):
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
             batches = tqdm(freeze_stream.all_batches() if args.streaming else freeze_dataloader,
                            desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
-            frozen = freezing_pass(unwrapped, batches, mask_book, fraction_sampler, unfreeze_sampler,
-                                   accelerator, generator=gen)
+            with gathered_parameters(accelerator, step_model):  # FSDP: the pass calls the inner model directly
+                frozen = freezing_pass(unwrapped, batches, mask_book, fraction_sampler, unfreeze_sampler,
+                                       accelerator, generator=gen)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)
@@ -643,8 +655,10 @@ def main(argv=None):
 
     # ---- final Hub-ready folder ----
     accelerator.wait_for_everyone()
+    # The whole weights, also when FSDP or DeepSpeed shard them (a collective call), without the step's "model." prefix.
+    state_dict = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(step_model).items()}
     unwrapped.save_pretrained(str(output_dir), is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save)
+                              save_function=accelerator.save, state_dict=state_dict)
     elapsed = time.time() - start
     if accelerator.is_main_process:
         finish_folder(args, output_dir, dataset_dir, tokenizer_file, eval_results, mask_book, elapsed)
