@@ -9,9 +9,9 @@
   shard index (the number of training segments, which sizes the mask book).
 - :class:`StreamingBatches` gives one process its part of the training split
   (``datasets.distributed.split_dataset_by_node``: whole shards per process when their number is a multiple of the
-  number of processes, otherwise every process reads all and keeps one example in N), shuffled per epoch
-  (shards, then a buffer), batched, and resumable mid-epoch: its state (epoch, examples consumed, the iterable's
-  ``state_dict()``) is saved with every checkpoint. Processes may hold different numbers of examples; every process
+  number of processes, otherwise every process reads all and keeps one example in N), read in Arrow blocks,
+  shuffled per epoch (shards, then a buffer), batched, and resumable mid-epoch: its state (epoch, rows consumed) is
+  saved with every checkpoint. Processes may hold different numbers of examples; every process
   stops an epoch when one of them cannot fill another optimizer step, so that their collective calls line up.
 """
 
@@ -104,7 +104,7 @@ class StreamingDataset:
         return None if info is None else int(info["num_rows"])
 
     def split(self, split: str, columns: tuple[str, ...] = ("input_ids", "attention_mask", "segment_id")):
-        """A split as a ``datasets.IterableDataset`` of numpy rows with the given columns."""
+        """A split as a ``datasets.IterableDataset`` with the given columns."""
         from datasets import load_dataset  # noqa: PLC0415
 
         data_files = {split: [f"{split}/*.arrow"]}
@@ -118,32 +118,53 @@ class StreamingDataset:
         missing = [c for c in columns if c not in (stream.column_names or columns)]
         if missing:
             raise ValueError(f"{self.source}: the '{split}' split has no column(s) {missing}")
-        return stream.select_columns(list(columns)).with_format("numpy")
+        return stream.select_columns(list(columns))
 
     def head(self, split: str, max_rows: int):
         """The first ``max_rows`` segments of a split as a map-style ``datasets.Dataset`` (validation)."""
         from datasets import Dataset  # noqa: PLC0415
 
         rows = list(islice(iter(self.split(split)), max_rows))
-        return Dataset.from_list(rows).with_format("numpy") if rows else None
+        return Dataset.from_list(rows, features=self.split(split).features) if rows else None
 
     def __repr__(self) -> str:
         where = "folder" if self.local else "Hub dataset"
         return f"StreamingDataset({where} {self.source!r}, splits {list((self.index or {}).get('splits', {}))})"
 
 
+def _table_rows(table) -> list[dict]:
+    """The rows of an Arrow table of segments as dicts of numpy views (no copy, no Python list per row)."""
+    import numpy as np  # noqa: PLC0415
+
+    ids_column = table.column("input_ids").combine_chunks()
+    lengths = np.diff(ids_column.offsets.to_numpy())
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    ids = ids_column.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 8)
+    mask = table.column("attention_mask").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    segment_ids = table.column("segment_id").to_numpy()
+    return [{"input_ids": ids[a:b], "attention_mask": mask[a:b], "segment_id": int(s)}
+            for a, b, s in zip(starts[:-1], starts[1:], segment_ids)]
+
+
 class StreamingBatches:
     """One process's batches of a streamed split, epoch by epoch, resumable mid-epoch.
+
+    Rows are read from the Arrow shards in blocks (no conversion per row), shuffled per epoch: the shards' order by
+    ``datasets`` (``set_epoch``), the rows by a buffer of ``shuffle_buffer_size`` rows drawn with a generator seeded
+    by ``(seed, epoch, rank)``. The order of an epoch is thus fixed by the seed, and the state saved with a
+    checkpoint is the epoch and the rows consumed: a resumed run reads the epoch again up to that point (reading
+    without training, about a second per 100 k rows) and goes on exactly as the interrupted run would have.
 
     Args:
         dataset (`datasets.IterableDataset`): the whole split (:meth:`StreamingDataset.split`).
         batch_size (`int`): rows per batch.
-        collate_fn (`Callable[[list[dict]], dict]`): rows -> batch of tensors.
+        collate_fn (`Callable[[list[dict]], dict]`): rows (dicts of numpy arrays) -> batch of tensors.
         accelerator (`accelerate.Accelerator`, *optional*): for the process's rank and the end-of-epoch agreement.
         seed (`int`): seed of the shuffling (the same on every process).
         shuffle_buffer_size (`int`): rows in the shuffle buffer (0: shards shuffled per epoch, rows in order).
         group_size (`int`): an epoch ends for every process when one cannot deliver another ``group_size`` batches
             (the gradient accumulation steps: an optimizer step is never split across epochs).
+        read_size (`int`): rows per block read from the shards.
     """
 
     def __init__(
@@ -155,23 +176,21 @@ class StreamingBatches:
         seed: int = 0,
         shuffle_buffer_size: int = 1000,
         group_size: int = 1,
+        read_size: int = 1024,
     ):
         from datasets.distributed import split_dataset_by_node  # noqa: PLC0415
 
         self.accelerator = accelerator
         self.num_processes = accelerator.num_processes if accelerator is not None else 1
-        rank = accelerator.process_index if accelerator is not None else 0
-        node = split_dataset_by_node(dataset, rank=rank, world_size=self.num_processes)
-        if shuffle_buffer_size > 0:
-            node = node.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
-        self.dataset = node
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self.dataset = split_dataset_by_node(dataset, rank=self.rank, world_size=self.num_processes)
         self.whole_shards = dataset.num_shards % self.num_processes == 0
-        self.batch_size, self.collate_fn = int(batch_size), collate_fn
+        self.batch_size, self.collate_fn, self.seed = int(batch_size), collate_fn, int(seed)
         self.shuffle_buffer_size, self.group_size = int(shuffle_buffer_size), max(1, int(group_size))
+        self.read_size = int(read_size)
         self.epoch = 0
         self.consumed = 0  # rows of the current epoch delivered in complete groups
         self.exhausted = False
-        self._dataset_state: Optional[dict] = None
         self._resume: Optional[dict] = None
 
     def _agree(self, flag: bool) -> bool:
@@ -181,23 +200,37 @@ class StreamingBatches:
         value = torch.tensor([int(flag)], device=self.accelerator.device)
         return bool(int(self.accelerator.gather(value).min()))
 
+    def _rows(self, epoch: int, shuffle: bool = True) -> Iterator[dict]:
+        """This process's rows of the split in the order of ``epoch``."""
+        import numpy as np  # noqa: PLC0415
+
+        self.dataset.set_epoch(epoch)  # datasets permutes the shards per epoch (the same on every process)
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
+        size = self.shuffle_buffer_size if shuffle else 0
+        buffer: list[dict] = []
+        for table in self.dataset.with_format("arrow").iter(batch_size=self.read_size):
+            rows = _table_rows(table)
+            if not size:
+                yield from rows
+                continue
+            buffer.extend(rows)
+            if len(buffer) >= size:  # shuffle the buffer, give half of it, keep the other half
+                order = rng.permutation(len(buffer))
+                half = len(buffer) // 2
+                yield from (buffer[i] for i in order[:half])
+                buffer = [buffer[i] for i in order[half:]]
+        yield from (buffer[i] for i in rng.permutation(len(buffer)))
+
     def epoch_batches(self, epoch: int) -> Iterator[dict]:
         """The batches of ``epoch`` (continuing where a loaded state stopped, if it is this epoch's)."""
         if epoch != self.epoch:
-            self.epoch, self.consumed, self._dataset_state = epoch, 0, None
-        self.dataset.set_epoch(epoch)
-        skip = 0
+            self.epoch, self.consumed = epoch, 0
+        rows = self._rows(epoch)
         resume, self._resume = self._resume, None
         if resume is not None and resume["epoch"] == epoch and resume["consumed"] > 0:
-            if self.shuffle_buffer_size == 0 and resume.get("dataset_state") is not None:
-                self.dataset.load_state_dict(resume["dataset_state"])  # exact without a buffer, and no re-reading
-            else:
-                skip = resume["consumed"]  # exact replay of the epoch's order up to where it stopped
-            self.consumed = resume["consumed"]
-        rows = iter(self.dataset)
-        if skip:
-            for _ in islice(rows, skip):
+            for _ in islice(rows, resume["consumed"]):  # the same order: read up to where the run stopped
                 pass
+            self.consumed = resume["consumed"]
         self.exhausted = False
         while True:
             group = []
@@ -209,18 +242,15 @@ class StreamingBatches:
             if not self._agree(len(group) == self.group_size):
                 self.exhausted = True
                 return
-            state = self.dataset.state_dict()
             for i, batch in enumerate(group):
-                if i == len(group) - 1:  # the state is that of the end of the group
+                if i == len(group) - 1:  # a checkpoint can only follow a whole group (an optimizer step)
                     self.consumed += sum(len(b["segment_id"]) for b in group)
-                    self._dataset_state = state
                 yield batch
 
     def all_batches(self) -> Iterator[dict]:
         """This process's part of the split in its stored order, batched: every row once (the freezing pass, which
         lines the processes up itself)."""
-        self.dataset.set_epoch(0)
-        rows = iter(self.dataset)
+        rows = self._rows(0, shuffle=False)
         while True:
             chunk = list(islice(rows, self.batch_size))
             if not chunk:
@@ -228,30 +258,29 @@ class StreamingBatches:
             yield self.collate_fn(chunk)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed, "dataset_state": self._dataset_state,
-                "num_processes": self.num_processes, "shuffle_buffer_size": self.shuffle_buffer_size,
-                "batch_size": self.batch_size}
+        return {"epoch": self.epoch, "consumed": self.consumed, "num_processes": self.num_processes,
+                "seed": self.seed, "shuffle_buffer_size": self.shuffle_buffer_size, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
-        same = (state["num_processes"], state["shuffle_buffer_size"]) == (self.num_processes, self.shuffle_buffer_size)
+        same = ((state["num_processes"], state["shuffle_buffer_size"], state.get("seed", self.seed))
+                == (self.num_processes, self.shuffle_buffer_size, self.seed))
         if not same:
-            logger.warning("the checkpoint's stream was read by %d process(es) with a shuffle buffer of %d rows, this "
-                           "run has %d and %d: epoch %d starts over", state["num_processes"],
-                           state["shuffle_buffer_size"], self.num_processes, self.shuffle_buffer_size, state["epoch"])
+            logger.warning("the checkpoint's stream was read by %d process(es) with a shuffle buffer of %d rows (seed "
+                           "%s), this run has %d, %d (seed %d): epoch %d starts over", state["num_processes"],
+                           state["shuffle_buffer_size"], state.get("seed"), self.num_processes,
+                           self.shuffle_buffer_size, self.seed, state["epoch"])
         self._resume = dict(state, consumed=state["consumed"] if same else 0)
         self.epoch, self.consumed = int(state["epoch"]), 0
 
     def save(self, folder: Union[str, os.PathLike]) -> None:
         """Write this process's state into a checkpoint folder (``streaming_state_rank{i}.json``)."""
-        rank = self.accelerator.process_index if self.accelerator is not None else 0
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"streaming_state_rank{rank}.json").write_text(json.dumps(self.state_dict()) + "\n")
+        (folder / f"streaming_state_rank{self.rank}.json").write_text(json.dumps(self.state_dict()) + "\n")
 
     def load(self, folder: Union[str, os.PathLike]) -> None:
         """Read this process's state from a checkpoint folder written by :meth:`save`."""
-        rank = self.accelerator.process_index if self.accelerator is not None else 0
-        path = Path(folder) / f"streaming_state_rank{rank}.json"
+        path = Path(folder) / f"streaming_state_rank{self.rank}.json"
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: no {path.name}; was this checkpoint written by a --streaming run "
                                     "with as many processes?")
