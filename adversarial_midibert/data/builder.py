@@ -448,17 +448,6 @@ def build_dataset(
         directory = Path(cache_dir) / f"build-{key}"
     else:
         directory = _temporary_folder()
-    summary = write_shards(
-        directory, split_pieces_, tokenizer_json, task_type, plan_key, token_label_fn=token_label_fn,
-        hidden_columns=hidden_columns, label_names=label_names,
-        num_proc=max(1, int(num_proc or 1)), shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
-    )
-    for split, info in summary.items():
-        report["skipped"] += [{"split": split, **entry} for entry in info["skipped"]]
-        report["splits"][split] = _split_counts(info, task_type, label_names)
-    if report["skipped"]:
-        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
-                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
     task_info = {
         "task": task,
         "task_type": task_type,
@@ -472,15 +461,26 @@ def build_dataset(
     }
     if extra_info:
         task_info.update(extra_info)
+    summary = write_shards(
+        directory, split_pieces_, tokenizer_json, task_type, plan_key, token_label_fn=token_label_fn,
+        hidden_columns=hidden_columns, label_names=label_names,
+        num_proc=max(1, int(num_proc or 1)), shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
+        description=describe_task(task_info),  # the task travels in the data set's own info (dataset_info.json)
+    )
+    for split, info in summary.items():
+        report["skipped"] += [{"split": split, **entry} for entry in info["skipped"]]
+        report["splits"][split] = _split_counts(info, task_type, label_names)
+    if report["skipped"]:
+        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
+                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
     _write_metadata(directory, report, task_info, tokenizer)
-    out = load_sharded(directory, include_empty=True)
+    out = load_sharded(directory)
     empty = segment_features(task_type, label_names)
     for split in SPLIT_NAMES:
         if split not in out:
             out[split] = Dataset.from_dict({k: [] for k in empty}, features=empty)
+            out[split].info.description = describe_task(task_info)
     out = DatasetDict({split: out[split] for split in SPLIT_NAMES})
-    for split in out.values():  # the task travels in the data set's own info (dataset_info.json)
-        split.info.description = describe_task(task_info)
     out.build_report = report
     out.task_info = task_info
     out.tokenizer = tokenizer
@@ -656,8 +656,9 @@ def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str
     """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
 
     A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;
-    offline once cached) and read from its Parquet files; a folder of :func:`save` is read with ``load_from_disk``, one
-    written as it was built (``build_dataset(output_dir=...)``, ``prepare_data.py``) from its memory-mapped shards.
+    offline once cached) and read from its Parquet files; a folder of :func:`save`, or one written as it was built
+    (``build_dataset(output_dir=...)``, ``prepare_data.py``: its shards are ``load_from_disk``'s files), is read with
+    ``load_from_disk``.
 
     Args:
         directory: the folder, or a Hub data set id.
@@ -680,9 +681,7 @@ def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str
         from .hub import download_task_dataset  # noqa: PLC0415
 
         directory = download_task_dataset(str(directory), revision=revision, token=token)
-    if (directory / SHARD_INDEX_NAME).is_file():  # written as it was built (build_dataset(output_dir=...))
-        dataset = load_sharded(directory)
-    elif (directory / "dataset_dict.json").is_file():
+    if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
         dataset = load_from_disk(str(directory))
     else:
         from .hub import load_parquet_splits  # noqa: PLC0415

@@ -18,7 +18,9 @@ shard size whatever the size of the corpus. A killed build is resumed by buildin
 inputs: the complete shards at the start of each split are kept, the rest is rebuilt; a folder holding a build of
 other inputs or settings is refused with an error.
 
-:func:`load_sharded` reads a built folder back as a ``DatasetDict`` of memory-mapped shards.
+The folder also holds ``dataset_dict.json`` and each split's ``state.json`` / ``dataset_info.json``: it is a
+``Dataset.save_to_disk`` folder whose data files are the shards, so ``datasets.load_from_disk`` reads it as it is
+(:func:`load_sharded`).
 """
 
 from __future__ import annotations
@@ -75,24 +77,6 @@ def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Pa
     """The data file and side file of shard ``index`` of ``count`` of a split."""
     name = f"shard-{index:05d}-of-{count:05d}"
     return directory / split / f"{name}.arrow", directory / BUILD_STATE_DIR / split / f"{name}.json"
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (one build at a time writes into a folder)."""
-    import fcntl  # noqa: PLC0415
-
-    lock = directory / BUILD_STATE_DIR / "lock"
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{directory}: another build is writing into this folder") from None
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _complete_prefix(directory: Path, split: str, count: int) -> int:
@@ -163,6 +147,7 @@ def write_shards(
     shard_size: int = 256,
     num_shards: Optional[int] = None,
     overwrite: bool = False,
+    description: str = "",
 ) -> dict[str, dict]:
     """Tokenise every split into shard files under ``directory`` (see the module docstring); resume a killed build.
 
@@ -178,6 +163,7 @@ def write_shards(
         num_shards: exact number of shards of the ``train`` split (the other splits keep about as many pieces per
             shard), e.g. a multiple of the number of training processes.
         overwrite: replace a folder holding another build instead of refusing it.
+        description: the ``DatasetInfo.description`` of every split (``dataset_info.json``).
 
     Returns:
         split -> ``{"files", "rows"`` (per shard; files relative to ``directory``), ``"num_rows", "pieces",
@@ -197,21 +183,19 @@ def write_shards(
           for split, pieces in split_pieces.items()}, plans],
         sort_keys=True, default=str).encode()).hexdigest()[:24]
     plan_path = directory / BUILD_PLAN_NAME
-    plan_path.parent.mkdir(exist_ok=True)
-    with _exclusive(directory):
+    with FolderLock(directory):  # one writer per folder (its lock is beside it; a process may take it again)
         previous = json.loads(plan_path.read_text()).get("fingerprint") if plan_path.is_file() else None
         if previous != digest:
-            folders = [directory / split for split in {*split_pieces, "train", "validation", "test"}]
-            occupied = [f.name for f in folders if f.is_dir() and any(f.iterdir())]
-            if (previous is not None or occupied) and not overwrite:
-                raise ValueError(f"{directory}: holds another build (other inputs or settings; split folders "
-                                 f"{occupied}); build into an empty folder or overwrite it (overwrite=True, "
-                                 "--overwrite_output_dir)")
-            for folder in folders:
-                if folder.is_dir():
-                    _clear_stale(directory, folder.name, keep=set())
-            (directory / SHARD_INDEX_NAME).unlink(missing_ok=True)
+            content = sorted(p.name for p in directory.iterdir())
+            if content and not overwrite:
+                raise ValueError(f"{directory}: holds another build (other inputs or settings) or other files "
+                                 f"({', '.join(content[:4])}); build into an empty folder or overwrite it "
+                                 "(overwrite=True, --overwrite_output_dir)")
+            remove_path(directory)
+            (directory / BUILD_STATE_DIR).mkdir(parents=True)
             atomic_write_json(plan_path, {"fingerprint": digest, "shards": {s: len(p) for s, p in plans.items()}})
+        for marker in (SHARD_INDEX_NAME, "dataset_dict.json"):  # written again when this build is complete
+            (directory / marker).unlink(missing_ok=True)
 
         schema = segment_features(task_type, label_names).arrow_schema
         summary: dict[str, dict] = {}
@@ -243,6 +227,7 @@ def write_shards(
                 sides.append(side)
                 next_id += result.num_segments
             summary[split] = _merge_sides(sides)
+        _write_datasets_layout(directory, summary, segment_features(task_type, label_names), description)
         atomic_write_json(directory / SHARD_INDEX_NAME, {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "task_type": task_type,
             "label_names": list(label_names) if label_names else None,
@@ -250,6 +235,24 @@ def write_shards(
                        for split, info in summary.items()},
         })
     return summary
+
+
+def _write_datasets_layout(directory: Path, summary: Mapping[str, dict], features, description: str) -> None:
+    """The files of ``Dataset.save_to_disk``'s layout around the shards (``dataset_dict.json``, and per split
+    ``state.json`` naming the shards and ``dataset_info.json``), so that ``datasets.load_from_disk`` reads the
+    folder as it is: no copy. Splits without rows are left out, as ``save`` leaves them out."""
+    from datasets import DatasetInfo  # noqa: PLC0415
+
+    splits = [split for split, info in summary.items() if info["num_rows"]]
+    info = DatasetInfo(description=description, features=features)
+    for split in splits:
+        files = [Path(f).name for f, rows in zip(summary[split]["files"], summary[split]["rows"]) if rows]
+        digest = hashlib.sha256(json.dumps([split, files, summary[split]["rows"]]).encode()).hexdigest()[:16]
+        atomic_write_json(directory / split / "state.json", {
+            "_data_files": [{"filename": name} for name in files], "_fingerprint": digest, "_format_columns": None,
+            "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": split})
+        info.write_to_directory(str(directory / split))
+    atomic_write_json(directory / "dataset_dict.json", {"splits": splits})
 
 
 def _merge_sides(sides: list[dict]) -> dict:
@@ -284,23 +287,10 @@ def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
     return index
 
 
-def load_sharded(directory: Union[str, os.PathLike], include_empty: bool = False):
-    """A built folder as a ``DatasetDict`` of memory-mapped shards (splits without rows left out unless asked).
+def load_sharded(directory: Union[str, os.PathLike]):
+    """A built folder as a ``DatasetDict`` of memory-mapped shards (``datasets.load_from_disk``; splits without rows
+    are left out)."""
+    from datasets import load_from_disk  # noqa: PLC0415
 
-    Args:
-        directory: the folder written by :func:`write_shards`.
-        include_empty: also return the splits without rows (as empty datasets).
-    """
-    from datasets import Dataset, DatasetDict, concatenate_datasets  # noqa: PLC0415
-
-    directory = Path(directory)
-    index = read_shard_index(directory)
-    features = segment_features(index["task_type"], index.get("label_names"))
-    out = DatasetDict()
-    for split, info in index["splits"].items():
-        parts = [Dataset.from_file(str(directory / f)) for f, rows in zip(info["files"], info["rows"]) if rows]
-        if parts:
-            out[split] = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        elif include_empty:
-            out[split] = Dataset.from_dict({k: [] for k in features}, features=features)
-    return out
+    read_shard_index(directory)  # a finished build
+    return load_from_disk(str(directory))

@@ -3,10 +3,11 @@
 ``examples/pretrain.py --streaming`` never loads the training split as a whole:
 
 - :class:`StreamingDataset` opens a dataset folder written by ``examples/prepare_data.py`` (the Arrow shards of
-  :mod:`~adversarial_midibert.data.shards`, or a ``save_to_disk`` folder) or a Hub dataset repository holding such a
-  folder (``huggingface_hub.upload_folder(..., repo_type="dataset")``), as a ``datasets.IterableDataset`` per split
-  (``load_dataset(..., streaming=True)``: one shard read at a time), with its ``task_info.json``, tokenizer and
-  shard index (the number of training segments, which sizes the mask book).
+  :mod:`~adversarial_midibert.data.shards`, or a ``save_to_disk`` folder) or a Hub dataset repository (such a folder
+  uploaded with ``huggingface_hub.upload_folder(..., repo_type="dataset")``, or the Parquet splits of
+  ``prepare_data.py --push_to_hub``), as a ``datasets.IterableDataset`` per split (``load_dataset(...,
+  streaming=True)``: one shard read at a time), with its ``task_info.json``, tokenizer and number of training
+  segments (from ``shards.json`` or ``build_report.json``; it sizes the mask book).
 - :class:`StreamingBatches` gives one process its part of the training split
   (``datasets.distributed.split_dataset_by_node``: whole shards per process when their number is a multiple of the
   number of processes, otherwise every process reads all and keeps one example in N), read in Arrow blocks,
@@ -97,17 +98,20 @@ class StreamingDataset:
         return digest.hexdigest()
 
     def num_rows(self, split: str) -> Optional[int]:
-        """Segments of a split, from the shard index (``None`` when the dataset has none)."""
-        if self.index is None:
-            return None
-        info = self.index["splits"].get(split)
-        return None if info is None else int(info["num_rows"])
+        """Segments of a split: from the shard index, else from the build report (``None`` when neither says)."""
+        if self.index is not None:
+            info = self.index["splits"].get(split)
+            return None if info is None else int(info["num_rows"])
+        report = self._file("build_report.json")
+        counts = json.loads(report.read_text()).get("splits", {}).get(split) if report is not None else None
+        return None if counts is None else int(counts["segments"])
 
     def split(self, split: str, columns: tuple[str, ...] = ("input_ids", "attention_mask", "segment_id")):
         """A split as a ``datasets.IterableDataset`` with the given columns."""
         from datasets import load_dataset  # noqa: PLC0415
 
-        data_files = {split: [f"{split}/*.arrow"]}
+        # a save_to_disk folder: {split}/*.arrow; a data set published by push_dataset_to_hub: data/{split}-*.parquet
+        data_files = {split: [f"{split}/*.arrow"] if self.local else [f"data/{split}-*.parquet"]}
         if self.index is not None:
             if split not in self.index["splits"]:
                 raise ValueError(f"{self.source}: no '{split}' split (splits: {list(self.index['splits'])})")
