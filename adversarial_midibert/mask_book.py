@@ -30,6 +30,13 @@ import torch.nn.functional as F
 __all__ = ["MaskBook", "PackedMaskBook"]
 
 
+def _check_range(low: int, high: int, num_segments: int) -> None:
+    """Raise an ``IndexError`` naming the range when segment ids ``low .. high`` are not all in the book."""
+    if low < 0 or high >= num_segments:
+        raise IndexError(f"segment_id out of range for a mask book of {num_segments} segments: min {low}, max {high} "
+                         "(is this batch from the training split?)")
+
+
 class MaskBook:
     """A 0/1 flag per (training segment, position): 1 = may be masked, 0 = frozen (SPEC 3.1), one byte each.
 
@@ -88,11 +95,8 @@ class MaskBook:
 
     def _check_ids(self, segment_ids: torch.Tensor) -> torch.Tensor:
         segment_ids = torch.as_tensor(segment_ids).reshape(-1).to(device=self.device, dtype=torch.long)
-        if segment_ids.numel() and (int(segment_ids.min()) < 0 or int(segment_ids.max()) >= self.num_segments):
-            raise IndexError(
-                f"segment_id out of range for a mask book of {self.num_segments} segments: "
-                f"min {int(segment_ids.min())}, max {int(segment_ids.max())} (is this batch from the training split?)"
-            )
+        if segment_ids.numel():
+            _check_range(int(segment_ids.min()), int(segment_ids.max()), self.num_segments)
         return segment_ids
 
     def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:
@@ -325,11 +329,8 @@ class PackedMaskBook:
 
     def _check_ids(self, segment_ids: Any) -> np.ndarray:
         ids = np.asarray(torch.as_tensor(segment_ids).reshape(-1).cpu(), dtype=np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= self._num_segments):
-            raise IndexError(
-                f"segment_id out of range for a mask book of {self._num_segments} segments: min {int(ids.min())}, "
-                f"max {int(ids.max())} (is this batch from the training split?)"
-            )
+        if ids.size:
+            _check_range(int(ids.min()), int(ids.max()), self._num_segments)
         return ids
 
     def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:

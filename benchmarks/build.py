@@ -34,10 +34,9 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
-import psutil  # noqa: E402
+from benchmarks.process_memory import PeakMemory  # noqa: E402
 
 OLD_COMMIT = "28c2e76"  # the last commit whose build_dataset ran Dataset.map and materialised the splits
 
@@ -72,35 +71,6 @@ def load_old_builder(commit: str):
     return module
 
 
-class PeakRSS:
-    """Peak memory of this process and its children, sampled in a thread: the sum of their proportional set sizes
-    (PSS: pages shared between forked workers are counted once, split between them)."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_full_info().pss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def main(argv=None):
     args = parse_args(argv)
     from adversarial_midibert.data import load_task_dataset
@@ -120,7 +90,7 @@ def main(argv=None):
     def run(path: str, out: Path) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         records = [{"path": r.path, "piece_id": r.piece_id, "label": r.label} for r in spec.records]
-        with PeakRSS() as rss:
+        with PeakMemory() as rss:
             start = time.perf_counter()
             if path == "old":
                 ds = old.build_dataset(records, **common)

@@ -113,40 +113,20 @@ def files_for(entries, segments: int, max_seq_len: int) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- phases
 def phase_build(args) -> dict:
-    import threading
-
-    import psutil
-
     from adversarial_midibert.data.builder import build_dataset
     from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+    from benchmarks.process_memory import PeakMemory
 
     files = json.loads(Path(args.files).read_text())
-    peak, stop = [0], threading.Event()
-
-    def sample():
-        me = psutil.Process()
-        while not stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_full_info().pss
-                except psutil.Error:
-                    pass
-            peak[0] = max(peak[0], total)
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    start = time.perf_counter()
-    ds = build_dataset(files, task_type="pretrain", splits=(0.99, 0.01, 0.0), tokenizer=OctupleTokenizer(
-        max_seq_len=args.max_seq_len), num_proc=args.num_proc, output_dir=args.dataset, task="scale")
-    seconds = time.perf_counter() - start
-    stop.set()
-    thread.join()
+    with PeakMemory(interval=0.05) as memory:
+        start = time.perf_counter()
+        ds = build_dataset(files, task_type="pretrain", splits=(0.99, 0.01, 0.0), tokenizer=OctupleTokenizer(
+            max_seq_len=args.max_seq_len), num_proc=args.num_proc, output_dir=args.dataset, task="scale")
+        seconds = time.perf_counter() - start
     report = ds.build_report["splits"]
     return {"seconds": seconds, "notes": sum(c["notes"] for c in report.values()),
             "segments": sum(c["segments"] for c in report.values()), "train_segments": report["train"]["segments"],
-            "peak_pss": peak[0], "files": len(files)}
+            "peak_pss": memory.peak, "files": len(files)}
 
 
 def phase_freeze(args) -> dict:
