@@ -16,6 +16,7 @@ scores (``tests/test_modeling.py``). On CUDA the peak memory of each is printed 
 
     python benchmarks/attention.py                                   # 256, 512, 1024, 2048 rows on the CPU
     python benchmarks/attention.py --device cuda --batch_size 8
+    python benchmarks/attention.py --threads 1 --repeats 3 --output results/attention.json   # the README's figures
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from unittest import mock  # noqa: E402
 import torch  # noqa: E402
 
 from adversarial_midibert import modeling_adv_midibert as modeling  # noqa: E402
-from adversarial_midibert.profiling import count_flops  # noqa: E402
+from adversarial_midibert.profiling import count_flops, step_flops_per_token  # noqa: E402
+from benchmarks.results_file import ResultsFile  # noqa: E402
 
 PATHS = {"gather": modeling.relative_distance_scores_by_gather, "blocked": modeling.relative_distance_scores}
 
@@ -51,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--model_preset", default="base")
     p.add_argument("--model_length", type=int, default=1024)
+    p.add_argument("--output", default=None, help="write the figures and settings to this JSON file")
     return p.parse_args(argv)
 
 
@@ -62,6 +65,7 @@ def relative_terms(path, query, key, table, max_positions):
 
 def main(argv=None):
     args = parse_args(argv)
+    results = ResultsFile(args.output, vars(args))
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,6 +75,7 @@ def main(argv=None):
     print(f"{'rows':>6} {'gather GFLOP':>13} {'blocked GFLOP':>14} {'ratio':>6} {'gather ms':>10} {'blocked ms':>11} "
           f"{'ratio':>6}" + ("  peak GiB gather / blocked" if device.type == "cuda" else ""))
     generator = torch.Generator().manual_seed(0)
+    rows = []
     for length in args.lengths:
         shape = (args.batch_size, args.heads, length, 64)
         query = torch.randn(shape, generator=generator).to(device).requires_grad_()
@@ -103,6 +108,11 @@ def main(argv=None):
         if device.type == "cuda":
             line += f"  {peaks['gather']:.2f} / {peaks['blocked']:.2f}"
         print(line, flush=True)
+        rows.append({"rows": length, "gflop_gather": flops["gather"] / 1e9, "gflop_blocked": flops["blocked"] / 1e9,
+                     "flop_ratio": flops["blocked"] / flops["gather"], "ms_gather": ms["gather"],
+                     "ms_blocked": ms["blocked"], "time_ratio": ms["blocked"] / ms["gather"],
+                     "ms_all": {name: [t * 1000 for t in times[name]] for name in PATHS},
+                     **({"peak_gib": peaks} if device.type == "cuda" else {})})
 
     from adversarial_midibert import AdvMidiBertConfig
     from adversarial_midibert.presets import preset_config_kwargs
@@ -110,23 +120,46 @@ def main(argv=None):
     kwargs = preset_config_kwargs(args.model_preset)
     kwargs["max_position_embeddings"] = max(kwargs["max_position_embeddings"], args.model_length)
     config = AdvMidiBertConfig(**kwargs, attn_implementation="eager")
-    per_token = {}
+    per_token, per_step = {}, {kind: {} for kind in ("adversarial", "random")}
     for name, path in PATHS.items():
-        with mock.patch.object(modeling, "relative_distance_scores", path), torch.device("meta"), \
-                mock.patch.object(modeling.AdvMidiBertEmbeddings, "check_input_ids", lambda self, ids: None):
-            model = modeling.AdvMidiBertForMaskedLM(config).train()
-            ids = torch.zeros(1, args.model_length, 8, dtype=torch.long)
-            mask = torch.ones(1, args.model_length, dtype=torch.long)
+        with mock.patch.object(modeling, "relative_distance_scores", path):
+            with torch.device("meta"), \
+                    mock.patch.object(modeling.AdvMidiBertEmbeddings, "check_input_ids", lambda self, ids: None):
+                model = modeling.AdvMidiBertForMaskedLM(config).train()
+                ids = torch.zeros(1, args.model_length, 8, dtype=torch.long)
+                mask = torch.ones(1, args.model_length, dtype=torch.long)
 
-            def forward_backward():
-                out = model(ids, attention_mask=mask, labels=ids)
-                (out.loss + out.masker_scores.sum()).backward()
+                def forward_backward():
+                    out = model(ids, attention_mask=mask, labels=ids)
+                    (out.loss + out.masker_scores.sum()).backward()
 
-            per_token[name] = count_flops(forward_backward) / args.model_length
+                per_token[name] = count_flops(forward_backward) / args.model_length
+            for kind in per_step:
+                per_step[kind][name] = step_flops_per_token(config, args.model_length, masking=kind)
     print(f"AdvMidiBertForMaskedLM ({args.model_preset}, {args.model_length} rows, MLM and masker heads), forward + "
           f"backward: gather {per_token['gather'] / 1e6:.1f} MFLOP/token, blocked {per_token['blocked'] / 1e6:.1f} "
           f"MFLOP/token ({per_token['blocked'] / per_token['gather']:.3f}x)")
-
+    for kind, flops in per_step.items():
+        print(f"{kind} pre-training step (profiling.step_flops_per_token): gather {flops['gather'] / 1e6:.1f} "
+              f"MFLOP/token, blocked {flops['blocked'] / 1e6:.1f} MFLOP/token "
+              f"({flops['blocked'] / flops['gather']:.3f}x)")
+    results.write(
+        relative_scores={"what": f"relative_key_query scores of one layer, batch {args.batch_size} x {args.heads} "
+                                 "heads of 64, forward + backward; median of the repeats (ms_all: every timed run)",
+                         "device": str(device), "threads": torch.get_num_threads(), "rows": rows},
+        whole_model={"what": f"{args.model_preset} preset, {args.model_length} rows, eager attention, FLOPs of the "
+                             "matrix products of forward + backward per token, counted on the meta device, with the "
+                             "gather path (before) and the blocked skewing (after)",
+                     "masked_lm_forward_backward": {
+                         "what": "AdvMidiBertForMaskedLM, MLM and masker heads, one forward + backward",
+                         "mflop_per_token_gather": per_token["gather"] / 1e6,
+                         "mflop_per_token_blocked": per_token["blocked"] / 1e6,
+                         "ratio": per_token["blocked"] / per_token["gather"]},
+                     **{f"{kind}_step": {"what": f"a {kind} pre-training step (profiling.step_flops_per_token)",
+                                         "mflop_per_token_gather": flops["gather"] / 1e6,
+                                         "mflop_per_token_blocked": flops["blocked"] / 1e6,
+                                         "ratio": flops["blocked"] / flops["gather"]}
+                        for kind, flops in per_step.items()}})
 
 if __name__ == "__main__":
     main()

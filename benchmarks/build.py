@@ -16,6 +16,7 @@ within one run on a busy machine).
 Example::
 
     python benchmarks/build.py --data_root ../shared/data --num_proc 2
+    python benchmarks/build.py --data_root ../shared/data --num_proc 2 --repeats 2 --output results/build.json
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.process_memory import PeakMemory  # noqa: E402
+from benchmarks.results_file import ResultsFile  # noqa: E402
 
 OLD_COMMIT = "28c2e76"  # the last commit whose build_dataset ran Dataset.map and materialised the splits
 
@@ -52,6 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--work_dir", default=None, help="where the folders are built (default: a temporary folder)")
     p.add_argument("--old_commit", default=OLD_COMMIT, help="git commit of the old build path")
     p.add_argument("--skip_old", action="store_true", help="time the new path only")
+    p.add_argument("--output", default=None, help="write the figures and settings to this JSON file")
     return p.parse_args(argv)
 
 
@@ -73,6 +76,7 @@ def load_old_builder(commit: str):
 
 def main(argv=None):
     args = parse_args(argv)
+    output = ResultsFile(args.output, vars(args))
     from adversarial_midibert.data import load_task_dataset
     from adversarial_midibert.data.builder import build_dataset
     from adversarial_midibert.data.recipes import resolve_recipe
@@ -90,7 +94,7 @@ def main(argv=None):
     def run(path: str, out: Path) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         records = [{"path": r.path, "piece_id": r.piece_id, "label": r.label} for r in spec.records]
-        with PeakMemory() as rss:
+        with PeakMemory() as memory:
             start = time.perf_counter()
             if path == "old":
                 ds = old.build_dataset(records, **common)
@@ -100,7 +104,7 @@ def main(argv=None):
             seconds = time.perf_counter() - start
         notes = sum(c["notes"] for c in ds.build_report["splits"].values())
         segments = sum(c["segments"] for c in ds.build_report["splits"].values())
-        return {"seconds": seconds, "notes": notes, "segments": segments, "rss": rss.peak,
+        return {"seconds": seconds, "notes": notes, "segments": segments, "peak_pss": memory.peak,
                 "skipped": len(ds.build_report["skipped"])}
 
     print(f"recipe {args.task}: {len(spec.records)} files{f' (at most {args.max_files})' if args.max_files else ''}, "
@@ -113,10 +117,11 @@ def main(argv=None):
             results[path].append(r)
             print(f"{path}: {r['seconds']:7.2f} s  {r['notes'] / r['seconds'] / 1e6:6.3f} M notes/s  "
                   f"({r['notes']} notes, {r['segments']} segments, {r['skipped']} files skipped)  "
-                  f"peak memory (PSS) {r['rss'] / 2**20:6.0f} MiB", flush=True)
+                  f"peak memory (PSS) {r['peak_pss'] / 2**20:6.0f} MiB", flush=True)
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     new_rate = statistics.median(r["notes"] / r["seconds"] for r in results["new"])
     print(f"new: median {new_rate / 1e6:.3f} M notes/s")
+    summary = {"recipe_files": len(spec.records), "new_median_notes_per_second": new_rate}
     if not args.skip_old:
         old_rate = statistics.median(r["notes"] / r["seconds"] for r in results["old"])
         print(f"old: median {old_rate / 1e6:.3f} M notes/s; new/old speed ratio {new_rate / old_rate:.2f}")
@@ -125,6 +130,14 @@ def main(argv=None):
             a[s].data.column(c).combine_chunks().equals(b[s].data.column(c).combine_chunks())
             for s in a for c in ("input_ids", "attention_mask", "piece_id", "segment_id"))
         print(f"same segments in both folders: {'yes' if same else 'NO'}")
+        summary.update(old_median_notes_per_second=old_rate, new_over_old=new_rate / old_rate, same_segments=same)
+    for runs in results.values():
+        for r in runs:
+            r["notes_per_second"] = r["notes"] / r["seconds"]
+            r["peak_pss_mib"] = r["peak_pss"] / 2**20
+    output.write(what="notes of all splits / wall time (parse + tokenise + segment + write); peak memory: summed PSS "
+                      "of the process tree, sampled every 20 ms; runs in the order old, new, old, new...",
+                 runs=results, **summary)
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
 

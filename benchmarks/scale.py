@@ -19,7 +19,7 @@ minutes on a 2-core machine) it measures, each in its own process:
 
 Example (about 20 minutes on a busy 2-core machine, ~3 GB of disk under --work_dir)::
 
-    python benchmarks/scale.py --data_root ../shared/data --work_dir /tmp/scale
+    python benchmarks/scale.py --data_root ../shared/data --work_dir /tmp/scale --output results/scale.json
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--num_proc", type=int, default=2)
     p.add_argument("--train_steps", type=int, default=50)
     p.add_argument("--keep", action="store_true", help="keep the built datasets (the MIDI pool is always kept)")
+    p.add_argument("--output", default=None, help="write the figures and settings to this JSON file")
     p.add_argument("--phase", default=None, help=argparse.SUPPRESS)  # internal: run one measurement
     p.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
     p.add_argument("--files", default=None, help=argparse.SUPPRESS)
@@ -201,6 +202,9 @@ def main(argv=None):
         result = {"build": phase_build, "freeze": phase_freeze}[args.phase](args)
         print(json.dumps(result))
         return
+    from benchmarks.results_file import ResultsFile
+
+    results = ResultsFile(args.output, {k: v for k, v in vars(args).items() if k not in ("phase", "dataset", "files")})
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs; "
@@ -217,6 +221,7 @@ def main(argv=None):
         train = run_training(args, dataset)
         freeze = run_phase(args, "freeze", dataset)
         n, length = build["train_segments"], args.max_seq_len
+        build["notes_per_second"] = build["notes"] / build["seconds"]
         row = {"size": size, "build": build, "train": train, "freeze": freeze,
                "book_dense": n * length, "book_packed": n * (-(-length // 8) + 8)}
         rows.append(row)
@@ -229,17 +234,26 @@ def main(argv=None):
               f"{freeze['book_in_memory']} B on disk (file {freeze['book_file'] / 2**20:.1f} MiB)", flush=True)
         if not args.keep:
             shutil.rmtree(dataset, ignore_errors=True)
-    if len(rows) > 1:
-        a, b = rows[0], rows[-1]
-        grow = b["build"]["segments"] / a["build"]["segments"]
-        print(f"{a['size']} -> {b['size']}: segments x{grow:.1f}; build time x"
-              f"{b['build']['seconds'] / a['build']['seconds']:.1f}, freezing pass x"
-              f"{b['freeze']['seconds'] / a['freeze']['seconds']:.1f}; build memory x"
-              f"{b['build']['peak_pss'] / a['build']['peak_pss']:.2f}, training RSS x"
-              f"{b['train']['max_rss'] / a['train']['max_rss']:.2f}, freezing RSS x"
-              f"{b['freeze']['max_rss'] / a['freeze']['max_rss']:.2f}")
+    growth = []
+    for a, b in zip(rows, rows[1:]):
+        ratios = {"from": a["size"], "to": b["size"], "segments": b["build"]["segments"] / a["build"]["segments"],
+                  "build_time": b["build"]["seconds"] / a["build"]["seconds"],
+                  "freezing_time": b["freeze"]["seconds"] / a["freeze"]["seconds"],
+                  "build_memory": b["build"]["peak_pss"] / a["build"]["peak_pss"],
+                  "training_rss": b["train"]["max_rss"] / a["train"]["max_rss"],
+                  "freezing_rss": b["freeze"]["max_rss"] / a["freeze"]["max_rss"]}
+        growth.append(ratios)
+        print(f"{a['size']} -> {b['size']}: segments x{ratios['segments']:.1f}; build time x"
+              f"{ratios['build_time']:.1f}, freezing pass x{ratios['freezing_time']:.1f}; build memory x"
+              f"{ratios['build_memory']:.2f}, training RSS x{ratios['training_rss']:.2f}, freezing RSS x"
+              f"{ratios['freezing_rss']:.2f}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    (work / "scale_results.json").write_text(json.dumps(rows, indent=1))
+    results.write(what="per size: build (seconds, notes/s, peak PSS of the process tree in bytes), training "
+                       "(pretrain.py --streaming, seconds with start-up, peak RSS in bytes), freezing pass (seconds, "
+                       "peak RSS), mask book per process in bytes: book_dense = one byte per position on the "
+                       "accelerator (before), book_packed = packed in memory, freeze.book_in_memory = the on-disk "
+                       "book's bytes held by the process, freeze.book_file = its file size",
+                  rows=rows, growth=growth)
 
 
 if __name__ == "__main__":
