@@ -155,7 +155,7 @@ def main(argv=None):
                          "mflop_per_token_gather": per_token["gather"] / 1e6,
                          "mflop_per_token_blocked": per_token["blocked"] / 1e6,
                          "ratio": per_token["blocked"] / per_token["gather"]},
-                     **{f"{kind}_step": {"what": f"a {kind} pre-training step (profiling.step_flops_per_token)",
+                     **{f"{kind}_step": {"what": f"one {kind} pre-training step (profiling.step_flops_per_token)",
                                          "mflop_per_token_gather": flops["gather"] / 1e6,
                                          "mflop_per_token_blocked": flops["blocked"] / 1e6,
                                          "ratio": flops["blocked"] / flops["gather"]}

@@ -52,9 +52,6 @@ from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # n
 from adversarial_midibert.profiling import step_flops_per_token  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 
-# miditok Octuple vocabulary sizes of the default tokenizer (order of constants.ATTRIBUTE_NAMES); only their
-# sizes matter here (the MLM heads' cost).
-DEFAULT_VOCAB = [260, 132, 133, 92, 68, 36, 20, 36]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 VARIANTS = (("adversarial", False), ("adversarial", True), ("random", False), ("bar", False))
@@ -133,7 +130,8 @@ def main(argv=None):
     if seq_len > kwargs["max_position_embeddings"]:
         raise SystemExit(f"--seq_len {seq_len} exceeds the {args.preset} preset's {kwargs['max_position_embeddings']}")
     torch.manual_seed(args.seed)
-    config = AdvMidiBertConfig(vocab_sizes=DEFAULT_VOCAB, attn_implementation=args.attn_implementation, **kwargs)
+    # The default tokenizer's vocabulary sizes (the config's default); only their sizes matter (the MLM heads' cost).
+    config = AdvMidiBertConfig(attn_implementation=args.attn_implementation, **kwargs)
     flops_per_token = {masking + (" (detached)" if detach else ""): step_flops_per_token(config, seq_len, masking, detach)
                        for masking, detach in VARIANTS}
     print(f"model FLOPs per token of a step (forward + backward, counted on the meta device), preset {args.preset}, "
@@ -158,7 +156,7 @@ def main(argv=None):
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = synthetic_batch(args.batch_size, seq_len, DEFAULT_VOCAB, device, args.seed)
+    batch = synthetic_batch(args.batch_size, seq_len, config.vocab_sizes, device, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     tokens = args.batch_size * seq_len
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16"

@@ -49,7 +49,7 @@ def _versions() -> dict[str, str]:
 
 
 def _git_commit() -> dict[str, Any]:
-    """The checkout's commit and whether tracked files differed from it (results files aside)."""
+    """The checkout's commit and how many tracked files differed from it (results files aside)."""
     def git(*command: str) -> str:
         return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -77,6 +77,7 @@ class ResultsFile:
         self.command = typed_command()
         self.started = datetime.datetime.now().astimezone()
         self.load_start = _load()
+        self.git = _git_commit()  # the code that runs: as it is now, not when the benchmark ends
 
     def write(self, **results: Any) -> Path | None:
         if self.path is None:
@@ -93,7 +94,7 @@ class ResultsFile:
                              "note": "1, 5 and 15 minute load averages (os.getloadavg)"},
             "cpus": os.cpu_count(),
             "versions": _versions(),
-            "git": _git_commit(),
+            "git": self.git,
             "settings": self.settings,
             **results,
         }
