@@ -121,6 +121,69 @@ class AdvMidiBertEmbeddings(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def relative_distance_scores(
+    states: torch.Tensor, table: torch.Tensor, max_positions: int, keys: bool = False, block_size: int = 64
+) -> torch.Tensor:
+    """Dot products of every query (or key) head with the distance rows it meets, without a gather.
+
+    For queries (`keys=False`) the result is `[..., l, r] = states_l . table[l - r + M - 1]`; for keys
+    (`keys=True`) it is `[..., r, l] = states_r . table[l - r + M - 1]` (transpose it to index it by [l, r]).
+    M is `max_positions`.
+
+    Computed block by block (the skewing of Music Transformer, Huang et al. 2018, applied per block of `block_size`
+    rows): the rows of one block of b positions meet L + b - 1 distinct distances, so each block is multiplied
+    with those rows of the table only, and the (b, L + b) product is skewed into (b, L) by a reshape and a slice,
+    not gathered. That is L (L + b) products per head instead of the L (2L - 1) of a product with every distance
+    row: about half at L = 1024, b = 64.
+
+    Args:
+        states (`torch.Tensor` of shape (B, H, L, head_dim)): query (or key) heads.
+        table (`torch.Tensor` of shape (2M - 1, head_dim)): the distance table.
+        max_positions (`int`): M; `L <= M`.
+        keys (`bool`): score keys against the distances l - r (the key term of `relative_key_query`).
+        block_size (`int`): rows per block.
+
+    Returns:
+        `torch.Tensor` of shape (B, H, L, L).
+    """
+    batch, heads, length, dim = states.shape
+    block = max(1, min(block_size, length))
+    num_blocks = -(-length // block)
+    padded = num_blocks * block
+    if padded != length:
+        states = F.pad(states, (0, 0, 0, padded - length))
+    width = length + block  # the L + b - 1 distances a block meets, and one spare column so that the skew below fits
+    # Column c of block n meets the distance n * block + block - 1 - c (row i of the block, column r of the result:
+    # c = block - 1 - i + r). Distances met only by padding rows are clamped: those rows are cut off below.
+    device = states.device
+    distance = (torch.arange(num_blocks, device=device) * block + block - 1)[:, None] - torch.arange(
+        width, device=device
+    )
+    if keys:
+        distance = -distance
+    rows = (distance + max_positions - 1).clamp(0, table.shape[0] - 1)
+    window = table[rows].to(states.dtype)  # (num_blocks, width, head_dim)
+    products = torch.einsum("bhnid,nwd->bhniw", states.view(batch, heads, num_blocks, block, dim), window)
+    # Skew: in the flattened block, row i's L columns start at i * width + block - 1 - i.
+    flat = products.reshape(batch, heads, num_blocks, block * width)
+    skewed = flat[..., block - 1 : block - 1 + block * (width - 1)].reshape(batch, heads, num_blocks, block, width - 1)
+    return skewed[..., :length].reshape(batch, heads, padded, length)[:, :, :length]
+
+
+def relative_distance_scores_by_gather(
+    states: torch.Tensor, table: torch.Tensor, max_positions: int, keys: bool = False
+) -> torch.Tensor:
+    """The direct computation of `relative_distance_scores` (same arguments and result): one product with all the
+    2L - 1 distance rows a sequence of length L meets, then a gather into (L, L). About twice the products of the
+    blocked version; kept as its reference (tests, `benchmarks/attention.py`)."""
+    batch, heads, length, _ = states.shape
+    offset = max_positions - length
+    window = table[offset : offset + 2 * length - 1].to(states.dtype)  # row j: distance j - (L - 1)
+    positions = torch.arange(length, device=states.device)
+    index = positions[:, None] - positions[None, :] + length - 1  # [l, r] -> distance l - r
+    return torch.matmul(states, window.t()).gather(-1, (index.t() if keys else index).expand(batch, heads, -1, -1))
+
+
 def eager_attention_forward(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -175,8 +238,8 @@ class AdvMidiBertSelfAttention(nn.Module):
     With `position_embedding_type="relative_key_query"` the score of query l and key r is
     (q_l . k_r + q_l . D[l - r + M - 1] + k_r . D[l - r + M - 1]) / sqrt(head_dim), where D is the distance table
     `distance_embedding` of shape (2M - 1, head_dim) and M = `max_position_embeddings`; `relative_key` keeps only the
-    query term. The relative terms are computed as one product with the (2L - 1) rows of D that a sequence of
-    length L uses, then gathered into (L, L): no (L, L, head_dim) tensor is built.
+    query term. The relative terms are computed block by block with `relative_distance_scores` (skewing, no
+    gather, no (L, L, head_dim) tensor): about L^2 products per head and term.
     """
 
     def __init__(self, config: AdvMidiBertConfig):
@@ -196,18 +259,12 @@ class AdvMidiBertSelfAttention(nn.Module):
 
     def relative_position_scores(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         """Unscaled relative-position scores (B, H, L, L) for query and key heads of shape (B, H, L, head_dim)."""
-        batch, heads, length, _ = query.shape
-        offset = self.max_position_embeddings - length
-        # Rows of D for distances l - r = -(L-1) .. (L-1); row j of the window is distance j - (L - 1).
-        window = self.distance_embedding.weight[offset : offset + 2 * length - 1].to(query.dtype)
-        positions = torch.arange(length, device=query.device)
-        index = (positions[:, None] - positions[None, :] + length - 1).expand(batch, heads, length, length)
-        # [l, r] = q_l . D[l - r]
-        scores = torch.matmul(query, window.t()).gather(-1, index)
+        table = self.distance_embedding.weight
+        scores = relative_distance_scores(query, table, self.max_position_embeddings)
         if self.position_embedding_type == "relative_key_query":
-            # gather gives [r, l] = k_r . D[l - r]; transpose to [l, r]
-            key_scores = torch.matmul(key, window.t()).gather(-1, index.transpose(-1, -2))
-            scores = scores + key_scores.transpose(-1, -2)
+            scores = scores + relative_distance_scores(key, table, self.max_position_embeddings, keys=True).transpose(
+                -1, -2
+            )
         return scores
 
     def forward(

@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .constants import MASK_ID, NUM_ATTRIBUTES
+from .mask_book import MaskBook, PackedMaskBook
 from .masking import (
     IGNORE_INDEX,
     choose_bar_positions,
@@ -60,6 +61,7 @@ from .masking import (
 __all__ = [
     "MASKING_METHODS",
     "MaskBook",
+    "PackedMaskBook",
     "AttributeWeights",
     "TrainingProgress",
     "UniformSampler",
@@ -69,6 +71,7 @@ __all__ = [
     "masker_targets",
     "masker_loss",
     "freezing_pass",
+    "batches_of_every_process",
     "step_generator",
     "step_seed",
     "scale_gradient",
@@ -87,127 +90,6 @@ DEFAULT_MASKER_GRAD_SCALE = 1.0
 # Run state: mask book, attribute weights, progress (state_dict / load_state_dict of tensors and numbers, saved by
 # checkpointing.CheckpointManager)
 # --------------------------------------------------------------------------------------------------------------
-
-
-class MaskBook:
-    """A 0/1 flag per (training segment, position): 1 = may be masked, 0 = frozen (SPEC 3.1).
-
-    Rows are indexed by the dataset's ``segment_id`` column. The book starts all ones; whether a position is a
-    real note is decided by :func:`adversarial_midibert.masking.maskable_positions` at use time, so padding, BOS
-    and EOS are never maskable whatever the book says.
-
-    Args:
-        num_segments (`int`): number of training segments (rows).
-        max_len (`int`): longest segment, BOS and EOS included (columns).
-        segment_lengths (`torch.Tensor` of shape `(num_segments,)`, *optional*): rows of each segment, BOS and
-            EOS included (the sum of its attention mask). Only used by :meth:`frozen_fraction` to count real notes
-            (positions ``1 .. length - 2``); without it every position counts.
-        device (`torch.device` or `str`): where the book lives (the training device keeps row look-ups cheap).
-    """
-
-    def __init__(
-        self,
-        num_segments: int,
-        max_len: int,
-        segment_lengths: Optional[torch.Tensor] = None,
-        device: torch.device | str = "cpu",
-    ):
-        if num_segments < 1 or max_len < 1:
-            raise ValueError(f"MaskBook needs num_segments >= 1 and max_len >= 1, got {num_segments}, {max_len}")
-        self.book = torch.ones(num_segments, max_len, dtype=torch.uint8, device=device)
-        if segment_lengths is not None:
-            segment_lengths = torch.as_tensor(segment_lengths, dtype=torch.long).reshape(-1)
-            if segment_lengths.numel() != num_segments:
-                raise ValueError(
-                    f"segment_lengths has {segment_lengths.numel()} entries for {num_segments} segments"
-                )
-            if bool((segment_lengths > max_len).any()):
-                raise ValueError(f"a segment length exceeds max_len={max_len}: {int(segment_lengths.max())}")
-            segment_lengths = segment_lengths.to(device)
-        self.segment_lengths = segment_lengths
-
-    @property
-    def num_segments(self) -> int:
-        return self.book.shape[0]
-
-    @property
-    def max_len(self) -> int:
-        return self.book.shape[1]
-
-    @property
-    def device(self) -> torch.device:
-        return self.book.device
-
-    def to(self, device: torch.device | str) -> "MaskBook":
-        """Move the book (in place) and return it."""
-        self.book = self.book.to(device)
-        if self.segment_lengths is not None:
-            self.segment_lengths = self.segment_lengths.to(device)
-        return self
-
-    def _check_ids(self, segment_ids: torch.Tensor) -> torch.Tensor:
-        segment_ids = torch.as_tensor(segment_ids).reshape(-1).to(device=self.device, dtype=torch.long)
-        if segment_ids.numel() and (int(segment_ids.min()) < 0 or int(segment_ids.max()) >= self.num_segments):
-            raise IndexError(
-                f"segment_id out of range for a mask book of {self.num_segments} segments: "
-                f"min {int(segment_ids.min())}, max {int(segment_ids.max())} (is this batch from the training split?)"
-            )
-        return segment_ids
-
-    def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:
-        """The book rows of a batch, cut or padded (with 1) to ``length`` columns, as bool `(B, length)`."""
-        ids = self._check_ids(segment_ids)
-        rows = self.book.index_select(0, ids)[:, :length].bool()
-        if rows.shape[1] < length:
-            rows = F.pad(rows, (0, length - rows.shape[1]), value=True)
-        return rows
-
-    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor) -> None:
-        """Overwrite the first ``rows.shape[1]`` columns of the given segments (later duplicates win)."""
-        ids = self._check_ids(segment_ids)
-        rows = rows.to(device=self.device, dtype=torch.uint8)
-        width = min(rows.shape[1], self.max_len)
-        self.book[ids, :width] = rows[:, :width]
-
-    def frozen_fraction(self) -> float:
-        """Fraction of the real notes (all positions without ``segment_lengths``) that are frozen."""
-        frozen = self.book == 0
-        if self.segment_lengths is None:
-            return float(frozen.float().mean())
-        pos = torch.arange(self.max_len, device=self.device)
-        notes = (pos >= 1) & (pos < (self.segment_lengths - 1).unsqueeze(1))
-        n = int(notes.sum())
-        return float((frozen & notes).sum()) / n if n else 0.0
-
-    def broadcast(self, accelerator: Any = None) -> None:
-        """Copy rank 0's book to every process (no-op in a single process)."""
-        if accelerator is None or accelerator.num_processes <= 1:
-            return
-        from accelerate.utils import broadcast
-
-        book = self.book.to(accelerator.device)
-        self.book = broadcast(book, from_process=0).to(self.device)
-
-    def fingerprint(self) -> str:
-        """A short hash of the book's content (to check that processes agree)."""
-        return hashlib.sha256(self.book.cpu().numpy().tobytes()).hexdigest()[:16]
-
-    def state_dict(self) -> dict:
-        state = {"book": self.book.cpu().clone()}
-        if self.segment_lengths is not None:
-            state["segment_lengths"] = self.segment_lengths.cpu().clone()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        book = state["book"]
-        if tuple(book.shape) != tuple(self.book.shape):
-            raise ValueError(
-                f"mask book in the checkpoint has shape {tuple(book.shape)}, this run's training split needs "
-                f"{tuple(self.book.shape)} (was the checkpoint made on another dataset?)"
-            )
-        self.book = book.to(device=self.device, dtype=torch.uint8).clone()
-        if state.get("segment_lengths") is not None:
-            self.segment_lengths = state["segment_lengths"].to(self.device)
 
 
 class AttributeWeights:
@@ -703,6 +585,28 @@ class AdversarialMLM(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
+def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[Optional[dict]]:
+    """This process's batches, then ``None`` for as long as another process still has batches: every process goes
+    through the same number of rounds, so that collective calls (gathers) inside the loop line up.
+
+    Args:
+        dataloader: any iterable of batches.
+        accelerator (`accelerate.Accelerator`, *optional*): without one (or with one process) this is
+            ``iter(dataloader)``.
+    """
+    distributed = accelerator is not None and accelerator.num_processes > 1
+    iterator = iter(dataloader)
+    while True:
+        batch = next(iterator, None)
+        if distributed:
+            more = torch.tensor([0 if batch is None else 1], device=accelerator.device)
+            if int(accelerator.gather(more).max()) == 0:
+                return
+        elif batch is None:
+            return
+        yield batch
+
+
 @torch.no_grad()
 def freezing_pass(
     model: nn.Module,
@@ -719,13 +623,15 @@ def freezing_pass(
     those with the highest masker score, get ``maskbook = 0``; then every frozen note of the segment (frozen now
     or earlier) is unfrozen with probability ``p ~ unfreeze_sampler`` (reference: ``U(0, 0.1)`` per segment).
     The new rows of all processes are gathered and applied everywhere, and rank 0's book is broadcast, so every
-    process holds the same book afterwards.
+    process holds the same book afterwards. The processes may hold different numbers of batches (a streamed
+    split): a process that is done takes part in the gathers until every process is.
 
     Args:
         model (`AdvMidiBertForMaskedLM`): the (unwrapped) model; its masker scores the segments.
-        dataloader: the *unshuffled* training loader (prepared by the accelerator in a distributed run), whose
-            batches carry ``input_ids``, ``attention_mask`` and ``segment_id``.
-        mask_book (`MaskBook`): updated in place.
+        dataloader: the *unshuffled* training loader (prepared by the accelerator in a distributed run, or this
+            process's part of a streamed split), whose batches carry ``input_ids``, ``attention_mask`` and
+            ``segment_id``; they are moved to the model's device.
+        mask_book (`MaskBook` or `PackedMaskBook`): updated in place.
         fraction_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): fraction to freeze per segment.
         unfreeze_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): unfreeze probability per
             segment.
@@ -737,34 +643,49 @@ def freezing_pass(
     """
     was_training = model.training
     model.eval()
+    distributed = accelerator is not None and accelerator.num_processes > 1
+    model_device = next(model.parameters()).device
     try:
-        for batch in dataloader:
-            input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-            device = input_ids.device
-            gen = generator
-            if gen is not None and gen.device != device and device.type != "cpu":
-                gen = None  # a CPU generator cannot draw CUDA tensors: fall back to the device's RNG
-            maskable = maskable_positions(input_ids, attention_mask)
-            rows = mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
-            allowed = maskable & rows
-            scores = model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
-            batch_size = input_ids.shape[0]
-            frac = fraction_sampler(batch_size, gen, device)
-            n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
-            to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze)
-            frozen = (maskable & ~rows) | to_freeze
-            p = unfreeze_sampler(batch_size, gen, device)
-            gen_device = gen.device if gen is not None else device
-            draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
-            frozen = frozen & ~(draw < p.unsqueeze(1))
-            new_rows = (~frozen).to(torch.uint8)
-            # Full-width rows so that every process gathers tensors of one shape.
-            full = torch.ones(batch_size, mask_book.max_len, dtype=torch.uint8, device=device)
-            full[:, : new_rows.shape[1]] = new_rows[:, : mask_book.max_len]
-            seg = batch["segment_id"].to(device=device, dtype=torch.long)
-            if accelerator is not None and accelerator.num_processes > 1:
-                seg, full = accelerator.gather((seg, full))
-            mask_book.set_rows(seg, full)
+        for batch in batches_of_every_process(dataloader, accelerator):
+            if batch is None:  # this process is done, another is not: take part in the gathers only
+                seg = torch.empty(0, dtype=torch.long, device=model_device)
+                full = torch.empty(0, mask_book.max_len, dtype=torch.uint8, device=model_device)
+                notes = torch.empty(0, dtype=torch.long, device=model_device)
+            else:
+                input_ids = batch["input_ids"].to(model_device)
+                attention_mask = batch["attention_mask"].to(model_device)
+                device = input_ids.device
+                gen = generator
+                if gen is not None and gen.device != device and device.type != "cpu":
+                    gen = None  # a CPU generator cannot draw CUDA tensors: fall back to the device's RNG
+                maskable = maskable_positions(input_ids, attention_mask)
+                rows = mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
+                allowed = maskable & rows
+                scores = model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
+                batch_size = input_ids.shape[0]
+                frac = fraction_sampler(batch_size, gen, device)
+                n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
+                to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze)
+                frozen = (maskable & ~rows) | to_freeze
+                p = unfreeze_sampler(batch_size, gen, device)
+                gen_device = gen.device if gen is not None else device
+                draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
+                frozen = frozen & ~(draw < p.unsqueeze(1))
+                new_rows = (~frozen).to(torch.uint8)
+                # Full-width rows so that every process gathers tensors of one shape.
+                full = torch.ones(batch_size, mask_book.max_len, dtype=torch.uint8, device=device)
+                full[:, : new_rows.shape[1]] = new_rows[:, : mask_book.max_len]
+                seg = batch["segment_id"].to(device=device, dtype=torch.long)
+                notes = maskable.sum(dim=1)
+            if distributed:
+                # Batches of different sizes (the last ones of an unprepared loader) are padded with segment -1.
+                seg = accelerator.pad_across_processes(seg, dim=0, pad_index=-1)
+                full = accelerator.pad_across_processes(full, dim=0, pad_index=1)
+                notes = accelerator.pad_across_processes(notes, dim=0, pad_index=0)
+                seg, full, notes = accelerator.gather((seg, full, notes))
+                keep = seg >= 0
+                seg, full, notes = seg[keep], full[keep], notes[keep]
+            mask_book.set_rows(seg, full, notes=notes)
     finally:
         model.train(was_training)
     mask_book.broadcast(accelerator)

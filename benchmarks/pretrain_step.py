@@ -7,16 +7,23 @@ synthetic batch (full-length segments), in one process: warm-up, then several ti
 adversarial/random and detached/random. Targets: adversarial/random <= 2.05 (two forward + backward passes through
 the encoder are the floor), detached/random <= 1.4.
 
-On CUDA it also prints the model FLOPs utilisation and the peak memory. FLOPs per token of one forward + backward
-are counted as ``6 * N + 12 * n_layers * hidden * seq_len`` (N = encoder + embedding-projection parameters; the
-attention term is the QK^T and AV products, forward + backward), which gives about 638 MFLOP per token for
-BERT-base at length 1024 — the figure used by the MidiBERT papers' compute estimates. The MLM heads and the masker
-add their own parameters to N. The adversarial step counts its masker pass as a second forward + backward (a
-forward only when detached, 2 * N + attention / 3).
+On CUDA it also prints the model FLOPs utilisation and the peak memory. The FLOPs of each variant's step are
+counted, not estimated by a formula: ``torch.utils.flop_counter.FlopCounterMode`` over the step's forward and
+backward passes on the ``meta`` device (:func:`adversarial_midibert.profiling.step_flops_per_token`), the relative
+position scores included (a plain BERT-base MLM step, ``6 N + 12 layers hidden L``, is about 638 MFLOP per token at
+L = 1024; this model's relative positions add two terms of about ``L (L + 64)`` products per head and layer).
+
+``--estimate_memory`` prints the peak memory of each variant's step traced on fake tensors
+(:func:`adversarial_midibert.profiling.estimate_step_memory`: weights, gradients, AdamW states and every activation
+alive, bf16 autocast, CUDA's memory-efficient attention for sdpa) with and without gradient checkpointing, for each
+of ``--estimate_attention`` (default: sdpa and eager); without a GPU it stops there, on CUDA the measured peaks are
+printed next to the estimates. ``--output FILE.json`` writes everything printed, with the settings and the load.
 
 Examples::
 
     python benchmarks/pretrain_step.py --preset small --batch_size 8 --seq_len 256
+    python benchmarks/pretrain_step.py --preset base --batch_size 8 --seq_len 1024 --dtype bf16 --estimate_memory \
+        --output results/memory-estimate.json
     python benchmarks/pretrain_step.py --preset base --batch_size 16 --seq_len 1024 --device cuda --dtype bf16
 """
 
@@ -40,11 +47,11 @@ import torch  # noqa: E402
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noqa: E402
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
+from adversarial_midibert.acceleration import enable_activation_checkpointing  # noqa: E402
 from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
+from adversarial_midibert.profiling import step_flops_per_token  # noqa: E402
+from benchmarks.results_file import ResultsFile  # noqa: E402
 
-# miditok Octuple vocabulary sizes of the default tokenizer (order of constants.ATTRIBUTE_NAMES); only their
-# sizes matter here (the MLM heads' cost).
-DEFAULT_VOCAB = [260, 132, 133, 92, 68, 36, 20, 36]
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 VARIANTS = (("adversarial", False), ("adversarial", True), ("random", False), ("bar", False))
@@ -61,6 +68,13 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="Timed steps per variant (median reported).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's.")
+    p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"])
+    p.add_argument("--gradient_checkpointing", action="store_true", help="Time the steps with activation checkpointing.")
+    p.add_argument("--estimate_memory", action="store_true",
+                   help="Print the traced peak memory of each step (no GPU needed); on a CPU, stop there.")
+    p.add_argument("--estimate_attention", nargs="+", default=["sdpa", "eager"], choices=["sdpa", "eager"],
+                   help="Attention implementations whose memory --estimate_memory traces (default: both).")
+    p.add_argument("--output", default=None, help="Write the figures and settings to this JSON file.")
     return p.parse_args(argv)
 
 
@@ -77,13 +91,34 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab, device, seed: int):
     }
 
 
-def flops_per_token(config, seq_len: int, n_params: int) -> float:
-    """Forward + backward FLOPs per token: 6 N + attention (12 * layers * hidden * seq_len)."""
-    return 6.0 * n_params + 12.0 * config.num_hidden_layers * config.hidden_size * seq_len
+def print_memory_estimates(config, args, seq_len: int) -> list:
+    """Traced peak memory of every variant, for each of ``--estimate_attention``, with and without gradient
+    checkpointing; returns ``(variant name, MemoryEstimate)`` pairs."""
+    from adversarial_midibert.profiling import estimate_step_memory
+
+    estimates = []
+    for attention in args.estimate_attention:
+        for checkpointing in (False, True):
+            for masking, detach in VARIANTS:
+                name = masking + (" (detached)" if detach else "")
+                estimate = estimate_step_memory(config, args.batch_size, seq_len, dtype=args.dtype,
+                                                attention=attention, masking=masking, detach_masker=detach,
+                                                gradient_checkpointing=checkpointing)
+                print(f"estimate {name:24s} {estimate.format()}", flush=True)
+                estimates.append((name, estimate))
+    return estimates
+
+
+def estimate_record(name: str, estimate) -> dict:
+    """One traced estimate as plain data for the results file (bytes, and the peak in GiB)."""
+    return {"variant": name, **estimate.settings, "peak_gib": estimate.peak / 2**30, "peak": estimate.peak,
+            "parameters": estimate.parameters, "gradients": estimate.gradients,
+            "optimizer_states": estimate.optimizer_states, "activations_peak": estimate.activations_peak}
 
 
 def main(argv=None):
     args = parse_args(argv)
+    output = ResultsFile(args.output, vars(args))
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
 
@@ -95,10 +130,33 @@ def main(argv=None):
     if seq_len > kwargs["max_position_embeddings"]:
         raise SystemExit(f"--seq_len {seq_len} exceeds the {args.preset} preset's {kwargs['max_position_embeddings']}")
     torch.manual_seed(args.seed)
-    config = AdvMidiBertConfig(vocab_sizes=DEFAULT_VOCAB, **kwargs)
+    # The default tokenizer's vocabulary sizes (the config's default); only their sizes matter (the MLM heads' cost).
+    config = AdvMidiBertConfig(attn_implementation=args.attn_implementation, **kwargs)
+    flops_per_token = {masking + (" (detached)" if detach else ""): step_flops_per_token(config, seq_len, masking, detach)
+                       for masking, detach in VARIANTS}
+    print(f"model FLOPs per token of a step (forward + backward, counted on the meta device), preset {args.preset}, "
+          f"{seq_len} rows: " + ", ".join(f"{name} {f / 1e6:.1f} M" for name, f in flops_per_token.items()))
+    record = {"flops_per_token": {"what": "model FLOPs of a step (forward + backward) per token, counted on the "
+                                          "meta device", "preset": args.preset, "seq_len": seq_len,
+                                  "mflop_per_token": {name: f / 1e6 for name, f in flops_per_token.items()}}}
+    estimates = {}
+    if args.estimate_memory:
+        traced = print_memory_estimates(config, args, seq_len)
+        record["memory_estimates"] = {
+            "what": "peak memory of one training step traced on fake tensors (weights, gradients, AdamW states and "
+                    "every activation alive; CUDA context and allocator fragmentation not counted); bytes, and "
+                    "peak_gib = peak / 2**30",
+            "estimates": [estimate_record(name, e) for name, e in traced]}
+        estimates = {name: e for name, e in traced if e.settings["attention"] == args.attn_implementation
+                     and e.settings["gradient_checkpointing"] == args.gradient_checkpointing}
+        if device.type != "cuda":
+            output.write(device=str(device), **record)
+            return estimates
     model = AdvMidiBertForMaskedLM(config).to(device)
+    if args.gradient_checkpointing:
+        enable_activation_checkpointing(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = synthetic_batch(args.batch_size, seq_len, DEFAULT_VOCAB, device, args.seed)
+    batch = synthetic_batch(args.batch_size, seq_len, config.vocab_sizes, device, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     tokens = args.batch_size * seq_len
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16"
@@ -136,24 +194,35 @@ def main(argv=None):
                 times[name].append(time.perf_counter() - t0)
             if device.type == "cuda":
                 peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
-    results = {}
+    results, record["steps"] = {}, {}
     for name in steps:
         sec = statistics.median(times[name])
         results[name] = sec
+        record["steps"][name] = {"median_ms": sec * 1000, "all_ms": [t * 1000 for t in times[name]],
+                                 "tokens_per_second": tokens / sec}
         spread = f"(min {min(times[name]) * 1000:.0f}, max {max(times[name]) * 1000:.0f})"
         line = f"{name:24s} {sec * 1000:9.1f} ms/step {spread:22s} {tokens / sec:10.0f} tokens/s"
         if device.type == "cuda":
-            passes = {"adversarial": 2.0, "adversarial (detached)": 4.0 / 3.0}.get(name, 1.0)
-            flops = passes * flops_per_token(config, seq_len, n_params) * tokens / sec
+            flops = flops_per_token[name] * tokens / sec
             gpu = torch.cuda.get_device_name(device)
             peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
             mfu = f"  MFU {flops / (peak_tflops * 1e12):.1%}" if peak_tflops and args.dtype == "bf16" else ""
             line += f"  {flops / 1e12:7.1f} TFLOP/s{mfu}  peak mem {peak[name]:.2f} GiB"
+            record["steps"][name].update(tflops_per_second=flops / 1e12, peak_gib=peak[name], gpu=gpu)
+            if mfu:
+                record["steps"][name]["mfu"] = flops / (peak_tflops * 1e12)
+            if name in estimates:
+                line += f" (estimate {estimates[name].peak / 2**30:.2f} GiB)"
+                record["steps"][name]["estimate_peak_gib"] = estimates[name].peak / 2**30
         print(line, flush=True)
     base = results["random"]
     print(f"ratio adversarial/random = {results['adversarial'] / base:.2f} (target <= 2.05)")
     print(f"ratio detached/random    = {results['adversarial (detached)'] / base:.2f} (target <= 1.4)")
     print(f"ratio bar/random         = {results['bar'] / base:.2f}")
+    output.write(device=str(device), threads=torch.get_num_threads(), n_parameters=n_params, **record,
+                 ratios={"adversarial/random": results["adversarial"] / base,
+                         "detached/random": results["adversarial (detached)"] / base,
+                         "bar/random": results["bar"] / base})
     return results
 
 

@@ -63,6 +63,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub  # noqa: E402
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration  # noqa: E402
 from adversarial_midibert.pretraining import TrainingProgress, step_seed  # noqa: E402
 
 logger = logging.getLogger("finetune")
@@ -113,6 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"), help="Accelerate mixed precision")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
+    add_acceleration_arguments(g)
     g = p.add_argument_group("output")
     g.add_argument("--output_dir", required=True)
     g.add_argument("--overwrite_output_dir", action="store_true", help="allow a folder that already holds results")
@@ -456,6 +458,8 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
             _truncate_encoder(model, args.probe_layer)
         for parameter in getattr(model, model.base_model_prefix).parameters():
             parameter.requires_grad_(False)
+    apply_acceleration(model, args.gradient_checkpointing, args.torch_compile,
+                       args.torch_compile_backend, args.torch_compile_mode)
     trainable = [p for p in model.parameters() if p.requires_grad]
     logger.info("parameters: %d trainable of %d", sum(p.numel() for p in trainable),
                 sum(p.numel() for p in model.parameters()))

@@ -11,10 +11,13 @@ Your own folder of MIDI files and a CSV of labels (see ``adversarial_midibert.da
         --split_column split --output_dir data/genre [--push_to_hub my-org/genre-octuple]
 
 Recipes: composer, emotion, melody, velocity, pretrain, music21-composer, music21-pretrain (see
-``adversarial_midibert.data.recipes``). The output folder holds the ``datasets`` splits (``save_to_disk``; labels
-are ``ClassLabel`` and the task is in each split's info), ``build_report.json`` (every skipped file with its
-reason), ``task_info.json`` and ``octuple_tokenizer.json``; load it with
-``adversarial_midibert.data.load_task_dataset`` or pass it to the training scripts' ``--dataset``.
+``adversarial_midibert.data.recipes``). The output folder holds the splits as Arrow shards written as they are
+made (``shards.json`` lists them; labels are ``ClassLabel`` and the task is in each split's info),
+``build_report.json`` (every skipped file with its reason), ``task_info.json`` and ``octuple_tokenizer.json``; load
+it with ``adversarial_midibert.data.load_task_dataset`` or pass it to the training scripts' ``--dataset`` (and
+``examples/pretrain.py --streaming``). Memory stays bounded however large the corpus (shards of ``--shard_size``
+pieces, ``--num_proc`` workers), and a killed build resumes when the same command runs again: the finished shards
+are kept. ``--num_shards`` fixes the number of training shards instead, e.g. a multiple of the number of GPUs.
 ``--push_to_hub ORG/NAME`` publishes it as a Hub dataset (Parquet splits, a dataset card, the task and the
 tokenizer) in one commit; the training scripts then take ``--dataset ORG/NAME``.
 """
@@ -34,7 +37,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert.atomic_io import FolderLock
-from adversarial_midibert.data import RECIPES, build_recipe, format_summary, save
+from adversarial_midibert.data import RECIPES, build_recipe, format_summary
 from adversarial_midibert.data.builder import check_dataset_folder
 
 
@@ -67,7 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--max_files", type=int, default=None, help="tokenise at most this many pieces (quick runs)")
     out.add_argument("--num_proc", type=int, default=1, help="tokenising processes")
     out.add_argument("--max_seq_len", type=int, default=1024, help="rows per segment, BOS and EOS included")
-    out.add_argument("--cache_dir", default=None, help="datasets map cache folder")
+    out.add_argument("--shard_size", type=int, default=256, help="pieces per shard file")
+    out.add_argument("--num_shards", type=int, default=None,
+                     help="exact number of training shards (e.g. a multiple of the number of training processes)")
     out.add_argument("--seed", type=int, default=0, help="seed of ratio splits and of --max_files")
     hub = parser.add_argument_group("Hub")
     hub.add_argument("--push_to_hub", default=None, metavar="ORG/NAME", help="publish the data set as this Hub dataset")
@@ -78,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"give either --task with a recipe ({', '.join(RECIPES)}) or --midi_dir with --labels")
     if args.midi_dir is not None and args.labels is None:
         parser.error("--midi_dir needs --labels (a CSV file)")
-    for name in ("max_files", "num_proc"):
+    for name in ("max_files", "num_proc", "shard_size", "num_shards"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.max_seq_len < 3:
@@ -93,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     with FolderLock(args.output_dir):
         check_dataset_folder(args.output_dir, args.overwrite_output_dir)
         start = time.time()
-        common = dict(max_seq_len=args.max_seq_len, num_proc=args.num_proc, max_files=args.max_files,
-                      cache_dir=args.cache_dir, seed=args.seed)
+        # written into --output_dir as it is built (a re-run of a killed build keeps its finished shards)
+        common = dict(max_seq_len=args.max_seq_len, num_proc=args.num_proc, max_files=args.max_files, seed=args.seed,
+                      output_dir=args.output_dir, shard_size=args.shard_size, num_shards=args.num_shards,
+                      overwrite=args.overwrite_output_dir)
         if args.midi_dir is not None:
             from adversarial_midibert.data.folder import build_folder_dataset
 
@@ -108,7 +115,6 @@ def main(argv: list[str] | None = None) -> None:
             dataset = build_recipe(args.task, data_root=args.data_root, split_source=args.split_source,
                                    exclude_eval_pieces=not args.include_eval_pieces,
                                    music21_cache_dir=args.music21_cache_dir, **common)
-        save(dataset, args.output_dir, overwrite=args.overwrite_output_dir)
     print(format_summary(dataset))
     print(f"saved to {args.output_dir} in {time.time() - start:.1f} s")
     if args.push_to_hub:

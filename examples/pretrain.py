@@ -28,6 +28,7 @@ import time
 _PROCESS_START = time.time()  # the elapsed time printed at the end counts imports and the data build
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ import torch
 import transformers
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
@@ -51,6 +52,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
 from adversarial_midibert.atomic_io import FolderLock
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
@@ -58,13 +60,14 @@ from adversarial_midibert.data.builder import is_dataset_folder
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
 from adversarial_midibert.diagnostics import evaluate_pretraining
+from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
 from adversarial_midibert.pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
     MASKING_METHODS,
     AdversarialMLM,
     AttributeWeights,
-    MaskBook,
+    PackedMaskBook,
     TrainingProgress,
     UniformSampler,
     freezing_pass,
@@ -81,6 +84,7 @@ DEFAULT_OUTPUT_DIR = "outputs/pretrain-music21"
 # The main job (no data argument): the small preset for a fixed number of steps, a few minutes on 2 CPU cores.
 DEFAULT_MAX_TRAIN_STEPS = 80
 DETACHED_MASKER_LR_FACTOR = 10.0  # masker head learning rate / --learning_rate when the masker is detached
+DEFAULT_STREAMING_EVAL_SAMPLES = 1000  # --streaming: validation segments read (--max_eval_samples changes it)
 SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
 
 
@@ -91,6 +95,12 @@ def parse_args(argv=None):
                         "'pretrain' or any task: labels are ignored). Default: the embedded music21-pretrain corpus, built once into --cache_dir.")
     p.add_argument("--cache_dir", type=str, default=None,
                    help="Where the default corpus is built (default: ~/.cache/adversarial_midibert).")
+    p.add_argument("--streaming", action="store_true",
+                   help="Stream the training split shard by shard instead of opening it whole (corpora larger than "
+                        "memory): --dataset is a folder or a Hub dataset id; the mask book is kept on disk in "
+                        "output_dir/mask_book.")
+    p.add_argument("--shuffle_buffer_size", type=int, default=1000,
+                   help="--streaming: rows in the shuffle buffer (shards are shuffled per epoch too; 0 = no buffer).")
     p.add_argument("--model_name_or_path", type=str, default=None,
                    help="Continue pre-training from this model folder instead of a fresh --preset model.")
     p.add_argument("--preset", type=str, default="small", choices=sorted(PRESETS),
@@ -156,6 +166,7 @@ def parse_args(argv=None):
     p.add_argument("--logging_steps", type=int, default=10, help="Log the running figures every N steps.")
     p.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers.")
     p.add_argument("--cpu", action="store_true", help="Force CPU (also ACCELERATE_USE_CPU=1).")
+    add_acceleration_arguments(p)
     p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
     p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
     p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
@@ -193,6 +204,12 @@ def parse_args(argv=None):
             p.error(f"--{name} must be > 0, got {getattr(args, name)}")
     if not 0 <= args.unfreeze_max <= 1:
         p.error(f"--unfreeze_max must be in [0, 1], got {args.unfreeze_max}")
+    if args.streaming and args.dataset is None:
+        p.error("--streaming needs --dataset (a folder written by examples/prepare_data.py or a Hub dataset id)")
+    if args.streaming and args.preprocessing_num_workers:
+        p.error("--streaming reads in the training process (exact mid-epoch resume): --preprocessing_num_workers 0")
+    if args.shuffle_buffer_size < 0:
+        p.error(f"--shuffle_buffer_size must be >= 0, got {args.shuffle_buffer_size}")
     if args.dataset is None:  # the main job
         args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
         if args.max_train_steps is None and args.num_train_epochs is None:
@@ -225,7 +242,7 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
         from adversarial_midibert.data import download_task_dataset
 
         return download_task_dataset(args.dataset)  # a Hub dataset id (cached; FileNotFoundError if neither)
-    from adversarial_midibert.data import build_recipe, default_cache_dir, save
+    from adversarial_midibert.data import build_recipe, default_cache_dir
     from adversarial_midibert.data.builder import TASK_INFO_NAME
 
     midi_cache = Path(args.cache_dir) / "music21_midi" if args.cache_dir else default_cache_dir()
@@ -234,9 +251,8 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
         logger.info(f"default corpus: reusing {target}")
         return target
     logger.info(f"default corpus: building {DEFAULT_CORPUS} (MIDI cache {midi_cache}) into {target}")
-    dataset = build_recipe(DEFAULT_CORPUS, max_seq_len=max_seq_len, music21_cache_dir=str(midi_cache),
-                           num_proc=max(1, min(2, os.cpu_count() or 1)))
-    save(dataset, target)
+    build_recipe(DEFAULT_CORPUS, max_seq_len=max_seq_len, music21_cache_dir=str(midi_cache),
+                 num_proc=max(1, min(2, os.cpu_count() or 1)), output_dir=target)
     return target
 
 
@@ -249,6 +265,16 @@ def find_tokenizer_file(dataset_dir: Path) -> Path | None:
 
 def collate(rows):
     return pad_octuple_batch(rows)
+
+
+def gathered_parameters(accelerator, step_model):
+    """FSDP keeps the parameters sharded outside the prepared model's own forward; the freezing pass calls the inner
+    model directly, so gather them for it (nothing to do otherwise)."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(step_model, writeback=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -346,39 +372,68 @@ def main(argv=None):
 
     config_kwargs = model_config_kwargs(args)
     max_len = int(config_kwargs["max_position_embeddings"])
-    with accelerator.main_process_first():
-        dataset_dir = resolve_dataset_dir(args, max_len)
-        raw, task_info, tokenizer = load_task_dataset(dataset_dir)
-    for split in ("train", "validation"):
-        if split not in raw:
-            raise ValueError(f"dataset {dataset_dir} has no '{split}' split (splits: {list(raw)})")
-    train_ds, eval_ds = raw["train"], raw["validation"]
-    if "segment_id" not in train_ds.column_names:
-        raise ValueError(f"dataset {dataset_dir}: the train split has no 'segment_id' column (the mask book's key)")
-    if args.max_train_samples is not None:
-        train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+    if args.streaming:
+        stream = StreamingDataset(args.dataset)
+        dataset_dir, tokenizer = Path(args.dataset), stream.tokenizer
+        num_segments = stream.num_rows("train")
+        if not num_segments:
+            raise ValueError(f"--streaming --dataset {args.dataset}: no training segments listed (a shards.json "
+                             "written by examples/prepare_data.py sizes the mask book)")
+        if stream.tokenizer.max_seq_len > max_len:
+            raise ValueError(f"dataset {args.dataset}: segments of up to {stream.tokenizer.max_seq_len} rows, the model "
+                             f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
+        train_stream = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate, accelerator,
+                                        seed=args.seed, shuffle_buffer_size=args.shuffle_buffer_size,
+                                        group_size=args.gradient_accumulation_steps)
+        freeze_stream = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate, accelerator,
+                                         shuffle_buffer_size=0)
+        eval_ds = stream.head("validation", args.max_eval_samples or DEFAULT_STREAMING_EVAL_SAMPLES)
+        eval_ds = eval_ds if eval_ds is not None else datasets.Dataset.from_dict({"segment_id": []})
+        tokenizer_file = stream.tokenizer_file
+        # One bit per position, on disk: read per batch, written by the main process.
+        mask_book = PackedMaskBook(num_segments, max_len, directory=output_dir / "mask_book",
+                                   writer=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        num_train = num_segments
+    else:
+        with accelerator.main_process_first():
+            dataset_dir = resolve_dataset_dir(args, max_len)
+            raw, task_info, tokenizer = load_task_dataset(dataset_dir)
+        for split in ("train", "validation"):
+            if split not in raw:
+                raise ValueError(f"dataset {dataset_dir} has no '{split}' split (splits: {list(raw)})")
+        train_ds, eval_ds = raw["train"], raw["validation"]
+        if "segment_id" not in train_ds.column_names:
+            raise ValueError(f"dataset {dataset_dir}: the train split has no 'segment_id' column (the mask book's key)")
+        if args.max_train_samples is not None:
+            train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+        keep = ["input_ids", "attention_mask", "segment_id"]
+        train_ds = train_ds.select_columns(keep).with_format("numpy")
+        if len(train_ds) == 0:
+            raise ValueError(f"dataset {dataset_dir}: the train split is empty")
+        tokenizer_file = find_tokenizer_file(dataset_dir)
+        segment_ids = torch.as_tensor(train_ds["segment_id"], dtype=torch.long)
+        lengths = torch.as_tensor([int(m.sum()) for m in train_ds["attention_mask"]], dtype=torch.long)
+        if int(lengths.max()) > max_len:
+            raise ValueError(f"dataset {dataset_dir}: a training segment has {int(lengths.max())} rows, the model "
+                             f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
+        num_segments = int(segment_ids.max()) + 1
+        book_lengths = torch.zeros(num_segments, dtype=torch.long)
+        book_lengths[segment_ids] = lengths
+        # One bit per position, in memory, off the accelerator: every process applies the same freezing updates.
+        mask_book = PackedMaskBook(num_segments, max_len, segment_lengths=book_lengths)
+        num_train = len(train_ds)
     if args.max_eval_samples is not None:
         eval_ds = eval_ds.select(range(min(args.max_eval_samples, len(eval_ds))))
-    keep = ["input_ids", "attention_mask", "segment_id"]
-    train_ds = train_ds.select_columns(keep).with_format("numpy")
-    eval_ds = eval_ds.select_columns([c for c in keep if c in eval_ds.column_names]).with_format("numpy")
-    if len(train_ds) == 0:
-        raise ValueError(f"dataset {dataset_dir}: the train split is empty")
+    eval_ds = eval_ds.select_columns([c for c in ("input_ids", "attention_mask", "segment_id")
+                                      if c in eval_ds.column_names]).with_format("numpy")
     if len(eval_ds) == 0:
         logger.warning(f"dataset {dataset_dir}: the validation split is empty, no evaluation")
-    tokenizer_file = find_tokenizer_file(dataset_dir)
     model = build_model(args, config_kwargs, tokenizer)
+    apply_acceleration(model, args.gradient_checkpointing, args.torch_compile, args.torch_compile_backend,
+                       args.torch_compile_mode)
 
     # ---- run state ----
-    segment_ids = torch.as_tensor(train_ds["segment_id"], dtype=torch.long)
-    lengths = torch.as_tensor([int(m.sum()) for m in train_ds["attention_mask"]], dtype=torch.long)
-    if int(lengths.max()) > max_len:
-        raise ValueError(f"dataset {dataset_dir}: a training segment has {int(lengths.max())} rows, the model "
-                         f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
-    num_segments = int(segment_ids.max()) + 1
-    book_lengths = torch.zeros(num_segments, dtype=torch.long)
-    book_lengths[segment_ids] = lengths
-    mask_book = MaskBook(num_segments, max_len, segment_lengths=book_lengths, device=accelerator.device)
     attribute_weights = AttributeWeights(len(ATTRIBUTE_NAMES), device=accelerator.device)
     progress = TrainingProgress()
 
@@ -392,11 +447,12 @@ def main(argv=None):
         reconstruction_weight=args.reconstruction_weight,
     )
 
-    train_dataloader = DataLoader(train_ds, shuffle=True, collate_fn=collate,
-                                  batch_size=args.per_device_train_batch_size,
-                                  num_workers=args.preprocessing_num_workers)
-    freeze_dataloader = DataLoader(train_ds, shuffle=False, collate_fn=collate,
-                                   batch_size=args.per_device_eval_batch_size)
+    if not args.streaming:
+        train_dataloader = DataLoader(train_ds, shuffle=True, collate_fn=collate,
+                                      batch_size=args.per_device_train_batch_size,
+                                      num_workers=args.preprocessing_num_workers)
+        freeze_dataloader = DataLoader(train_ds, shuffle=False, collate_fn=collate,
+                                       batch_size=args.per_device_eval_batch_size)
     eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate,
                                  batch_size=args.per_device_eval_batch_size)
 
@@ -415,7 +471,11 @@ def main(argv=None):
 
     # Steps per epoch after sharding, as in run_mlm_no_trainer.
     shards = accelerator.num_processes
-    steps_per_epoch = math.ceil(math.ceil(len(train_dataloader) / shards) / args.gradient_accumulation_steps)
+    if args.streaming:  # an estimate: processes may hold a few segments more or less than their share
+        steps_per_epoch = max(1, num_train // (args.per_device_train_batch_size * shards
+                                               * args.gradient_accumulation_steps))
+    else:
+        steps_per_epoch = math.ceil(math.ceil(len(train_dataloader) / shards) / args.gradient_accumulation_steps)
     if args.max_train_steps is None:
         args.num_train_epochs = args.num_train_epochs or 3
         args.max_train_steps = args.num_train_epochs * steps_per_epoch
@@ -430,14 +490,26 @@ def main(argv=None):
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
 
-    step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
-        step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler
-    )
+    if args.streaming:  # each process reads its own shards: the stream is not handed to Accelerate
+        step_model, optimizer, eval_dataloader, lr_scheduler = accelerator.prepare(
+            step_model, optimizer, eval_dataloader, lr_scheduler)
+        # The stream's position and the on-disk mask book go into every checkpoint folder (all processes).
+        accelerator.register_save_state_pre_hook(
+            lambda models, weights, folder: (train_stream.save(folder), mask_book.save_files(Path(folder) / "mask_book")))
+        accelerator.register_load_state_pre_hook(
+            lambda models, folder: (train_stream.load(folder), mask_book.load_files(Path(folder) / "mask_book",
+                                                                                   accelerator)))
+        data_fingerprint = stream.fingerprint()
+    else:
+        step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
+            step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler
+        )
+        data_fingerprint = dataset_fingerprint(train_ds, eval_ds)
     # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
     checkpoints = CheckpointManager(
         accelerator, output_dir, states={"mask_book": mask_book, "attribute_weights": attribute_weights,
                                          "progress": progress},
-        total_limit=args.checkpoints_total_limit, data_fingerprint=dataset_fingerprint(train_ds, eval_ds))
+        total_limit=args.checkpoints_total_limit, data_fingerprint=data_fingerprint)
     if args.checkpointing_steps is not None:
         checkpoints.check_disk_space(model, optimizer)
 
@@ -450,7 +522,8 @@ def main(argv=None):
     logger.info("***** Running adversarial pre-training *****")
     logger.info(f"  Dataset = {dataset_dir}, masking = {args.masking}, masker_grad_scale = "
                 f"{args.masker_grad_scale}, reconstruction_weight = {args.reconstruction_weight}")
-    logger.info(f"  Train segments = {len(train_ds)}, validation segments = {len(eval_ds)}")
+    logger.info(f"  Train segments = {num_train}{' (streamed)' if args.streaming else ''}, validation segments = "
+                f"{len(eval_ds)}, mask book {mask_book.nbytes() / 2**20:.1f} MiB in memory per process")
     logger.info(f"  Model parameters = {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
     logger.info(f"  Epochs = {args.num_train_epochs}, total batch size = {total_batch}, "
                 f"optimization steps = {args.max_train_steps}")
@@ -486,12 +559,17 @@ def main(argv=None):
     step_model.train()
     while progress.epoch < args.num_train_epochs and progress.completed_steps < args.max_train_steps:
         epoch = progress.epoch
-        train_dataloader.set_epoch(epoch)
-        loader = train_dataloader
-        if progress.epoch_micro_step > 0:
-            loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
+        if args.streaming:
+            loader = train_stream.epoch_batches(epoch)  # resumes mid-epoch from the checkpoint's stream state
+        else:
+            train_dataloader.set_epoch(epoch)
+            loader = train_dataloader
+            if progress.epoch_micro_step > 0:
+                loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
         micro_losses = []
         for batch in loader:
+            if args.streaming:
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
             seed = step_seed(args.seed, progress.micro_step, accelerator.process_index)
             torch.manual_seed(seed)  # dropout: the same after a resume as in an uninterrupted run
             gen = step_generator(args.seed, progress.micro_step, accelerator.process_index, accelerator.device)
@@ -542,8 +620,8 @@ def main(argv=None):
             if progress.completed_steps >= args.max_train_steps:
                 break
 
-        epoch_done = progress.completed_steps < args.max_train_steps or progress.epoch_micro_step >= len(
-            train_dataloader)
+        epoch_done = progress.completed_steps < args.max_train_steps or (
+            train_stream.exhausted if args.streaming else progress.epoch_micro_step >= len(train_dataloader))
         if not epoch_done:
             break
         # ---- end of epoch: weights from this epoch's accuracies, freezing, evaluation ----
@@ -552,10 +630,11 @@ def main(argv=None):
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
         if args.masking == "adversarial" and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
-            batches = tqdm(freeze_dataloader, desc="freezing pass", leave=False,
-                           disable=not accelerator.is_local_main_process)
-            frozen = freezing_pass(unwrapped, batches, mask_book, fraction_sampler, unfreeze_sampler,
-                                   accelerator, generator=gen)
+            batches = tqdm(freeze_stream.all_batches() if args.streaming else freeze_dataloader,
+                           desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
+            with gathered_parameters(accelerator, step_model):  # FSDP: the pass calls the inner model directly
+                frozen = freezing_pass(unwrapped, batches, mask_book, fraction_sampler, unfreeze_sampler,
+                                       accelerator, generator=gen)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)
@@ -583,8 +662,10 @@ def main(argv=None):
 
     # ---- final Hub-ready folder ----
     accelerator.wait_for_everyone()
+    # The whole weights, also when FSDP or DeepSpeed shard them (a collective call), without the step's "model." prefix.
+    state_dict = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(step_model).items()}
     unwrapped.save_pretrained(str(output_dir), is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save)
+                              save_function=accelerator.save, state_dict=state_dict)
     elapsed = time.time() - start
     if accelerator.is_main_process:
         finish_folder(args, output_dir, dataset_dir, tokenizer_file, eval_results, mask_book, elapsed)

@@ -76,14 +76,20 @@ def test_folder_with_corrupt_and_empty_files_builds_and_reports_both(folder, tmp
 def test_token_task_hidden_attribute_and_parallel_cache(folder, tmp_path):
     files = sorted(p for p in folder.rglob("*.mid") if p.stat().st_size > 100)
 
-    ds = build_dataset(files, task_type="token", token_label_fn=_first_track_labels, splits=(0.5, 0.25, 0.25),
-                       tokenizer=OctupleTokenizer(max_seq_len=32), num_proc=2, hidden_attributes=["velocity"],
-                       label_names=["x"], cache_dir=tmp_path / "cache")
+    kwargs = dict(task_type="token", token_label_fn=_first_track_labels, splits=(0.5, 0.25, 0.25),
+                  tokenizer=OctupleTokenizer(max_seq_len=32), num_proc=2, hidden_attributes=["velocity"],
+                  label_names=["x"], cache_dir=tmp_path / "cache", shard_size=2)
+    ds = build_dataset(files, **kwargs)
     row = ds["train"][0]
     ids, labels = np.asarray(row["input_ids"]), np.asarray(row["labels"])
     assert len(labels) == len(ids) and labels[0] == labels[-1] == -100 and (labels[1:-1] == 0).all()
     assert (ids[1:-1, VELOCITY] == MASK_ID).all() and ds.task_info["hidden_attributes"] == ["velocity"]
-    assert list((tmp_path / "cache").glob("*.arrow"))
+    shards = sorted((tmp_path / "cache").rglob("*.arrow"))
+    assert len(shards) >= 3  # train has 2 shards of 2 pieces, validation and test one each
+    written = {p: p.stat().st_mtime_ns for p in shards}
+    again = build_dataset(files, **kwargs)  # the same inputs: read from the cache, nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in shards} == written
+    assert again["train"]["input_ids"] == ds["train"]["input_ids"]
 
 
 def _first_track_labels(score, track_index, note_index):

@@ -76,6 +76,43 @@ def test_relative_scores_match_naive_einsum(kind):
     torch.testing.assert_close(attention.relative_position_scores(query, key), expected, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("keys", [False, True])
+def test_blocked_relative_scores_equal_the_gather_path(keys):
+    """The skewed, blocked computation gives the scores of the direct product-and-gather (float64: to rounding)."""
+    from adversarial_midibert.modeling_adv_midibert import (
+        relative_distance_scores,
+        relative_distance_scores_by_gather,
+    )
+
+    generator = torch.Generator().manual_seed(0)
+    for max_positions, length, block in [(40, 1, 64), (40, 2, 1), (40, 13, 4), (40, 40, 16), (100, 65, 64),
+                                         (100, 100, 7), (100, 64, 64)]:
+        states = torch.randn(2, 3, length, 8, dtype=torch.float64, generator=generator)
+        table = torch.randn(2 * max_positions - 1, 8, dtype=torch.float64, generator=generator)
+        got = relative_distance_scores(states, table, max_positions, keys=keys, block_size=block)
+        expected = relative_distance_scores_by_gather(states, table, max_positions, keys=keys)
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=0, msg=f"L={length}, block={block}")
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_model_with_blocked_relative_scores_equals_the_gather_path(implementation, monkeypatch):
+    """Whole model, padded batch, outputs and gradients: the blocked relative scores against the previous path."""
+    from adversarial_midibert import modeling_adv_midibert as modeling
+
+    ids, mask = padded_batch()
+    results = {}
+    for path in ("blocked", "gather"):
+        if path == "gather":
+            monkeypatch.setattr(modeling, "relative_distance_scores", modeling.relative_distance_scores_by_gather)
+        model = build(AdvMidiBertForMaskedLM, attn_implementation=implementation).double()
+        out = model(ids, attention_mask=mask)
+        main_output(model, out)[mask.bool()].square().sum().backward()
+        grad = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "distance_embedding" in n])
+        results[path] = (main_output(model, out).detach(), grad)
+    torch.testing.assert_close(results["blocked"][0], results["gather"][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(results["blocked"][1], results["gather"][1], atol=1e-10, rtol=1e-10)
+
+
 def test_embeddings_scale_and_project():
     model = build(AdvMidiBertModel, hidden_dropout_prob=0.0)
     embeddings = model.embeddings

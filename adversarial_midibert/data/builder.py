@@ -27,14 +27,16 @@ import json
 import logging
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..constants import ATTRIBUTE_NAMES, MASK_ID, TOKENIZER_FILE_NAME
+from ..atomic_io import atomic_write_json
+from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from .segments import IGNORE_INDEX, TASK_TYPES, TokenLabelFn, segment_features  # noqa: F401  (re-exported)
+from .shards import BUILD_PLAN_NAME, SHARD_INDEX_NAME, load_sharded, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +64,7 @@ _SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", 
 MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
 BUILD_REPORT_NAME = "build_report.json"
 TASK_INFO_NAME = "task_info.json"
-IGNORE_INDEX = -100
-TASK_TYPES = ("sequence", "token", "pretrain")
 
-# A token-label function: (symusic score, track_index (N,), note_index (N,)) -> labels (N,) ints, -100 = no label.
-TokenLabelFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -285,109 +283,6 @@ def split_pieces(
     return {k: sorted(v) for k, v in assignment.items()}, [], []
 
 
-# ------------------------------------------------------------------------------------------- tokenising
-_TOKENIZER_CACHE: dict[str, Any] = {}
-
-
-def _tokenizer_from_json(text: str):
-    tok = _TOKENIZER_CACHE.get(text)
-    if tok is None:
-        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
-
-        data = json.loads(text)
-        import tempfile  # noqa: PLC0415
-
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / TOKENIZER_FILE_NAME).write_text(json.dumps(data))
-            tok = OctupleTokenizer.from_pretrained(tmp, warn=False)
-        _TOKENIZER_CACHE[text] = tok
-    return tok
-
-
-def _features(task_type: str, label_names: Optional[Sequence[str]] = None):
-    """Columns of a tokenised split. Labels are ``ClassLabel`` (sequence) / ``List(ClassLabel)`` (token) when the class
-    names are known, so the names travel with the data; -100 (a token without a label, BOS/EOS) is stored as is."""
-    from datasets import ClassLabel, Features, List, Value  # noqa: PLC0415
-
-    cols = {
-        "input_ids": List(List(Value("int16"), length=8)),
-        "attention_mask": List(Value("int8")),
-        "piece_id": Value("string"),
-        "num_notes": Value("int32"),
-        "dropped_notes": Value("int32"),
-        "error": Value("string"),
-    }
-    label = ClassLabel(names=[str(n) for n in label_names]) if label_names else None
-    if task_type == "sequence":
-        cols["labels"] = label or Value("int64")
-    elif task_type == "token":
-        cols["labels"] = List(label or Value("int16"))
-    return Features(cols)
-
-
-def _tokenize_batch(
-    batch: dict[str, list],
-    tokenizer_json: str,
-    task_type: str,
-    token_label_fn: Optional[TokenLabelFn],
-    hidden_columns: Sequence[int],
-) -> dict[str, list]:
-    """``Dataset.map`` function: pieces -> segments (one output row per segment, one error row per failed file)."""
-    tok = _tokenizer_from_json(tokenizer_json)
-    out: dict[str, list] = {k: [] for k in ("input_ids", "attention_mask", "piece_id", "num_notes", "dropped_notes", "error")}
-    if task_type != "pretrain":
-        out["labels"] = []
-
-    def error_row(piece_id: str, reason: str) -> None:
-        out["input_ids"].append(np.zeros((0, 8), dtype=np.int16))
-        out["attention_mask"].append(np.zeros(0, dtype=np.int8))
-        out["piece_id"].append(piece_id)
-        out["num_notes"].append(0)
-        out["dropped_notes"].append(0)
-        out["error"].append(reason)
-        if task_type == "sequence":
-            out["labels"].append(-1)
-        elif task_type == "token":
-            out["labels"].append(np.zeros(0, dtype=np.int16))
-
-    for path, piece_id, label in zip(batch["path"], batch["piece_id"], batch["label"]):  # loop over files
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                score, _ = tok.load_score(path)
-                ids, (track_index, note_index) = tok.encode_score(score, return_note_indices=True)
-            dropped = tok.last_report.num_dropped if tok.last_report is not None else 0
-            if len(ids) == 0:
-                error_row(piece_id, f"no notes ({dropped} notes could not be represented)" if dropped else "no notes")
-                continue
-            aligned = None
-            if task_type == "token":
-                token_labels = np.asarray(token_label_fn(score, track_index, note_index), dtype=np.int64)
-                if token_labels.shape != (len(ids),):
-                    raise ValueError(f"token_label_fn returned shape {token_labels.shape} for {len(ids)} notes")
-                aligned = [token_labels]
-            for column in hidden_columns:
-                ids[:, column] = MASK_ID
-            if aligned is None:
-                segments, cut = tok.segment(ids), None
-            else:
-                segments, cut = tok.segment(ids, note_aligned_arrays=aligned, fill_value=IGNORE_INDEX)
-            for s, seg in enumerate(segments):
-                out["input_ids"].append(seg.astype(np.int16))
-                out["attention_mask"].append(np.ones(len(seg), dtype=np.int8))
-                out["piece_id"].append(piece_id)
-                out["num_notes"].append(len(seg) - 2)
-                out["dropped_notes"].append(dropped if s == 0 else 0)
-                out["error"].append("")
-                if task_type == "sequence":
-                    out["labels"].append(int(label))
-                elif task_type == "token":
-                    out["labels"].append(cut[s][0].astype(np.int16))
-        except Exception as err:  # one bad file never stops the build: it is reported
-            error_row(piece_id, f"{type(err).__name__}: {err}")
-    return out
-
-
 def _fingerprint(*parts: Any) -> str:
     h = hashlib.sha256()
     for part in parts:
@@ -414,8 +309,19 @@ def build_dataset(
     hidden_attributes: Sequence[str] = (),
     task: Optional[str] = None,
     extra_info: Optional[Mapping[str, Any]] = None,
+    output_dir: Optional[Union[str, os.PathLike]] = None,
+    shard_size: int = 256,
+    num_shards: Optional[int] = None,
+    overwrite: bool = False,
+    report_extra: Optional[Mapping[str, Any]] = None,
 ):
     """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
+
+    The segments are written as they are made, in Arrow shards of ``shard_size`` pieces
+    (:mod:`~adversarial_midibert.data.shards`): with ``output_dir`` the folder is the saved dataset (shards,
+    ``build_report.json``, ``task_info.json``, the tokenizer file), memory stays bounded whatever the corpus size,
+    and a killed build resumes when run again into the same folder (finished shards are kept). Without it the
+    shards go to ``cache_dir`` (reused by a second build of the same inputs) or to a temporary folder.
 
     Args:
         source: a folder (all MIDI files under it, piece id = path relative to it without suffix), a list of
@@ -432,10 +338,11 @@ def build_dataset(
             never by segment.
         seed: seed of ratio splits and of the ``max_files`` choice.
         tokenizer: an :class:`~adversarial_midibert.tokenization_octuple.OctupleTokenizer` (default one if None).
-        num_proc: processes for tokenising (``Dataset.map(num_proc=...)``).
+        num_proc: processes for tokenising (each tokenises whole shards).
         max_files: tokenise at most this many pieces in all (spread over the splits in proportion to their
             sizes, at least one per non-empty split), for quick tests.
-        cache_dir: folder for ``datasets``' map cache; a second build with the same inputs reads it.
+        cache_dir: without ``output_dir``: build into ``cache_dir/build-<fingerprint of the inputs>``; a second
+            build with the same inputs reads it.
         label_column: CSV labels: the column holding the label.
         id_column: CSV labels: the column holding the piece id / file name.
         label_names: class names in label-index order; default: the sorted distinct labels (integer labels are
@@ -444,10 +351,17 @@ def build_dataset(
             note row, so the model never sees them.
         task: task name recorded in ``task_info``.
         extra_info: more entries for ``task_info`` (e.g. the split source, velocity bin edges).
+        output_dir: write the dataset into this folder as it is built (resumable); see above.
+        shard_size: pieces per shard.
+        num_shards: exact number of shards of the train split instead (e.g. a multiple of the number of training
+            processes, so that streaming gives each process whole shards).
+        overwrite: with ``output_dir``: replace a folder holding a build of other inputs (refused otherwise).
+        report_extra: more entries for the build report (e.g. files named by a split list but missing); its
+            ``skipped`` entries are put before the build's own.
 
     Returns:
-        a ``datasets.DatasetDict`` with attributes ``build_report`` (dict), ``task_info`` (dict) and ``tokenizer``,
-        used by :func:`save`.
+        a ``datasets.DatasetDict`` (all three splits, empty ones included; memory-mapped from the shards) with
+        attributes ``build_report`` (dict), ``task_info`` (dict) and ``tokenizer``, used by :func:`save`.
     """
     from datasets import Dataset, DatasetDict  # noqa: PLC0415
 
@@ -512,54 +426,28 @@ def build_dataset(
     # Key order matters: miditok builds the time-signature vocabulary in the order of ``time_signature_range``'s
     # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
     tokenizer_json = json.dumps(tokenizer_dict)
-    features = _features(task_type, label_names)
     report: dict[str, Any] = {"task": task, "task_type": task_type,
                               "skipped": [{"split": None, "piece_id": None, **p} for p in scan_problems], "splits": {},
                               "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
                               "split_pieces_without_file": missing}
     if max_files is not None:
         report["max_files"] = int(max_files)
-    out = DatasetDict()
-    fn_name = getattr(token_label_fn, "__qualname__", None)
-    for split in SPLIT_NAMES:
-        split_records = [by_id[p] for p in assignment[split]]
-        table = Dataset.from_dict({
-            "path": [r.path for r in split_records],
-            "piece_id": [r.piece_id for r in split_records],
-            "label": [r.label if r.label is not None else -1 for r in split_records],
-        })
-        kwargs: dict[str, Any] = {}
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            key = _fingerprint(split, [(r.path, r.piece_id, r.label) for r in split_records], tokenizer_dict,
-                               task_type, fn_name, hidden_columns)
-            kwargs = {"cache_file_name": str(Path(cache_dir) / f"{split}-{key}.arrow"), "load_from_cache_file": True}
-        if len(split_records):
-            mapped = table.map(
-                _tokenize_batch,
-                batched=True,
-                batch_size=4,
-                num_proc=max(1, min(int(num_proc), len(split_records))) if num_proc and num_proc > 1 else None,
-                remove_columns=table.column_names,
-                features=features,
-                fn_kwargs={"tokenizer_json": tokenizer_json, "task_type": task_type,
-                           "token_label_fn": token_label_fn, "hidden_columns": hidden_columns},
-                desc=f"tokenising {split}",
-                **kwargs,
-            )
+    for key, value in (report_extra or {}).items():
+        if key == "skipped":  # entries skipped before the build (e.g. by a folder scan) come first
+            report["skipped"][:0] = list(value)
         else:
-            mapped = Dataset.from_dict({k: [] for k in features}, features=features)
-        errors = mapped.filter(lambda e: e != "", input_columns="error") if len(mapped) else mapped
-        for pid, reason in zip(errors["piece_id"], errors["error"]):
-            report["skipped"].append({"split": split, "piece_id": pid, "path": by_id[pid].path, "reason": reason})
-        good = mapped.filter(lambda e: e == "", input_columns="error") if len(errors) else mapped
-        report["splits"][split] = _split_counts(good, task_type, label_names, len(errors))
-        good = good.remove_columns(["error", "num_notes", "dropped_notes"])
-        good = good.add_column("segment_id", list(range(len(good))))
-        out[split] = good
-    if report["skipped"]:
-        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
-                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
+            report[key] = value
+    split_pieces_ = {split: [(by_id[p].path, p, by_id[p].label if by_id[p].label is not None else -1)
+                             for p in assignment[split]] for split in SPLIT_NAMES}
+    plan_key = {"version": 1}
+    if output_dir is not None:
+        directory = check_dataset_folder(output_dir, overwrite)
+    elif cache_dir is not None:
+        key = _fingerprint(split_pieces_, tokenizer_json, task_type, hidden_columns,
+                           getattr(token_label_fn, "__qualname__", None), shard_size, num_shards)
+        directory = Path(cache_dir) / f"build-{key}"
+    else:
+        directory = _temporary_folder()
     task_info = {
         "task": task,
         "task_type": task_type,
@@ -573,12 +461,41 @@ def build_dataset(
     }
     if extra_info:
         task_info.update(extra_info)
-    for split in out.values():  # the task travels in the data set's own info (dataset_info.json)
-        split.info.description = describe_task(task_info)
+    summary = write_shards(
+        directory, split_pieces_, tokenizer_json, task_type, plan_key, token_label_fn=token_label_fn,
+        hidden_columns=hidden_columns, label_names=label_names,
+        num_proc=max(1, int(num_proc or 1)), shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
+        description=describe_task(task_info),  # the task travels in the data set's own info (dataset_info.json)
+    )
+    for split, info in summary.items():
+        report["skipped"] += [{"split": split, **entry} for entry in info["skipped"]]
+        report["splits"][split] = _split_counts(info, task_type, label_names)
+    if report["skipped"]:
+        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
+                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
+    _write_metadata(directory, report, task_info, tokenizer)
+    out = load_sharded(directory)
+    empty = segment_features(task_type, label_names)
+    for split in SPLIT_NAMES:
+        if split not in out:
+            out[split] = Dataset.from_dict({k: [] for k in empty}, features=empty)
+            out[split].info.description = describe_task(task_info)
+    out = DatasetDict({split: out[split] for split in SPLIT_NAMES})
     out.build_report = report
     out.task_info = task_info
     out.tokenizer = tokenizer
     return out
+
+
+def _temporary_folder() -> Path:
+    """A folder removed when the interpreter exits (the returned dataset is memory-mapped from it until then)."""
+    import atexit  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    folder = Path(tempfile.mkdtemp(prefix="adversarial_midibert_build_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def _limit(assignment: dict[str, list[str]], max_files: int, seed: int) -> dict[str, list[str]]:
@@ -593,31 +510,21 @@ def _limit(assignment: dict[str, list[str]], max_files: int, seed: int) -> dict[
     return limited
 
 
-def _split_counts(ds, task_type: str, label_names: Optional[Sequence[str]], n_skipped: int) -> dict[str, Any]:
-    pieces = ds["piece_id"]
+def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional[Sequence[str]]) -> dict[str, Any]:
+    """A split's entry of the build report from the merged shard summaries of :func:`write_shards`."""
     counts: dict[str, Any] = {
-        "pieces": len(set(pieces)),
-        "segments": len(ds),
-        "notes": int(np.sum(ds["num_notes"])) if len(ds) else 0,
-        "dropped_notes": int(np.sum(ds["dropped_notes"])) if len(ds) else 0,
-        "skipped_files": n_skipped,
+        "pieces": info["pieces"],
+        "segments": info["num_rows"],
+        "notes": info["notes"],
+        "dropped_notes": info["dropped_notes"],
+        "skipped_files": len(info["skipped"]),
     }
-    if task_type == "sequence" and len(ds):
-        labels = np.asarray(ds["labels"])
-        first = {}
-        for pid, lab in zip(pieces, labels):
-            first.setdefault(pid, int(lab))
-        per_piece = np.bincount(list(first.values()), minlength=len(label_names))
-        per_segment = np.bincount(labels, minlength=len(label_names))
-        counts["class_counts_pieces"] = {n: int(c) for n, c in zip(label_names, per_piece)}
-        counts["class_counts_segments"] = {n: int(c) for n, c in zip(label_names, per_segment)}
-    elif task_type == "token" and len(ds):
-        flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ds.with_format("numpy")["labels"]]) \
-            if len(ds) else np.zeros(0, dtype=np.int64)
-        valid = flat[flat >= 0]
-        per_class = np.bincount(valid, minlength=len(label_names))
-        counts["class_counts_notes"] = {n: int(c) for n, c in zip(label_names, per_class)}
-        counts["unlabelled_notes"] = int(counts["notes"] - valid.size)
+    if task_type == "sequence" and info["num_rows"]:
+        counts["class_counts_pieces"] = dict(zip(label_names, info["class_counts_pieces"]))
+        counts["class_counts_segments"] = dict(zip(label_names, info["class_counts_segments"]))
+    elif task_type == "token" and info["num_rows"]:
+        counts["class_counts_notes"] = dict(zip(label_names, info["class_counts_notes"]))
+        counts["unlabelled_notes"] = info["unlabelled_notes"]
     return counts
 
 
@@ -647,7 +554,9 @@ def _folder_kind(folder: Path) -> str | None:
     names = {p.name for p in folder.iterdir()}
     if not names:
         return None
-    if TASK_INFO_NAME in names and "dataset_dict.json" in names:
+    if TASK_INFO_NAME in names and ("dataset_dict.json" in names or SHARD_INDEX_NAME in names):
+        return "dataset"
+    if (folder / BUILD_PLAN_NAME).is_file():  # a build written as it goes; a killed one resumes into it
         return "dataset"
     if "config.json" in names:
         return "a model folder (it has config.json)"
@@ -736,11 +645,20 @@ def task_info_from_dataset(dataset) -> dict[str, Any]:
             "attribute_names": list(ATTRIBUTE_NAMES), "tokenizer_file": TOKENIZER_FILE_NAME}
 
 
+def _write_metadata(output_dir: Path, build_report: dict, task_info: dict, tokenizer) -> None:
+    """``build_report.json``, ``task_info.json`` and the tokenizer file of a dataset folder, each written atomically."""
+    atomic_write_json(output_dir / BUILD_REPORT_NAME, build_report)
+    atomic_write_json(output_dir / TASK_INFO_NAME, task_info)
+    tokenizer.save_pretrained(output_dir, include_code=False)
+
+
 def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str] = None, token: Optional[str] = None):
     """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
 
     A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;
-    offline once cached) and read from its Parquet files; a folder of :func:`save` is read with ``load_from_disk``.
+    offline once cached) and read from its Parquet files; a folder of :func:`save`, or one written as it was built
+    (``build_dataset(output_dir=...)``, ``prepare_data.py``: its shards are ``load_from_disk``'s files), is read with
+    ``load_from_disk``.
 
     Args:
         directory: the folder, or a Hub data set id.
@@ -763,7 +681,7 @@ def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str
         from .hub import download_task_dataset  # noqa: PLC0415
 
         directory = download_task_dataset(str(directory), revision=revision, token=token)
-    if (directory / "dataset_dict.json").is_file():
+    if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
         dataset = load_from_disk(str(directory))
     else:
         from .hub import load_parquet_splits  # noqa: PLC0415

@@ -199,9 +199,16 @@ def build_folder_dataset(
     max_files: Optional[int] = None,
     cache_dir: Optional[Union[str, os.PathLike]] = None,
     seed: int = 0,
+    output_dir: Optional[Union[str, os.PathLike]] = None,
+    shard_size: int = 256,
+    num_shards: Optional[int] = None,
+    overwrite: bool = False,
     **folder_options: Any,
 ):
     """Build the ``DatasetDict`` of a user's folder (:func:`resolve_folder`'s arguments in ``folder_options``).
+
+    ``output_dir``, ``shard_size``, ``num_shards``, ``overwrite``: write the data set into ``output_dir`` as it is
+    built (see :func:`~adversarial_midibert.data.builder.build_dataset`).
 
     Returns:
         the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset`, whose build report also lists
@@ -213,13 +220,14 @@ def build_folder_dataset(
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
-    dataset = build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
-                            splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
-                            cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
-                            extra_info={k: v for k, v in spec.extra_info.items()
-                                        if k not in ("labels_without_file", "folder_problems")})
-    dataset.build_report["labels_without_file"] = spec.extra_info.get("labels_without_file", [])
     # what the folder scan left out (unreadable folders, dangling or looping symlinks...), listed with the skipped files
-    dataset.build_report["skipped"][:0] = [{"split": None, "piece_id": None, **p}
-                                           for p in spec.extra_info.get("folder_problems", [])]
-    return dataset
+    report_extra = {"labels_without_file": spec.extra_info.get("labels_without_file", []),
+                    "skipped": [{"split": None, "piece_id": None, **p}
+                                for p in spec.extra_info.get("folder_problems", [])]}
+    return build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
+                         splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
+                         cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
+                         extra_info={k: v for k, v in spec.extra_info.items()
+                                     if k not in ("labels_without_file", "folder_problems")},
+                         output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
+                         report_extra=report_extra)

@@ -354,6 +354,10 @@ def build_recipe(
     exclude_eval_pieces: bool = True,
     music21_cache_dir: Optional[str] = None,
     seed: int = 0,
+    output_dir: Optional[Union[str, os.PathLike]] = None,
+    shard_size: int = 256,
+    num_shards: Optional[int] = None,
+    overwrite: bool = False,
 ):
     """Build a recipe's ``DatasetDict`` (see the module docstring for the recipes).
 
@@ -364,11 +368,13 @@ def build_recipe(
         max_seq_len: segment length (rows with BOS/EOS) of the default tokenizer.
         num_proc: tokenising (and music21 conversion) processes.
         max_files: tokenise at most this many pieces (spread over the splits), for quick tests.
-        cache_dir: ``datasets`` map cache folder.
+        cache_dir: build cache folder (see :func:`~adversarial_midibert.data.builder.build_dataset`).
         split_source: emotion only, see :func:`resolve_recipe`.
         exclude_eval_pieces: pretrain only, see :func:`resolve_recipe`.
         music21_cache_dir: music21 recipes: cache of the converted MIDI files.
         seed: seed of ratio splits and of the ``max_files`` choice.
+        output_dir, shard_size, num_shards, overwrite: write the dataset into ``output_dir`` as it is built, in
+            shards (resumable), see :func:`~adversarial_midibert.data.builder.build_dataset`.
 
     Returns:
         the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset` (with ``build_report``,
@@ -393,7 +399,10 @@ def build_recipe(
         hidden_attributes=spec.hidden_attributes,
         task=spec.task,
         extra_info=spec.extra_info,
+        output_dir=output_dir,
+        shard_size=shard_size,
+        num_shards=num_shards,
+        overwrite=overwrite,
+        report_extra={"missing_files": spec.missing_files} if spec.missing_files else None,
     )
-    if spec.missing_files:
-        dataset.build_report["missing_files"] = spec.missing_files
     return dataset

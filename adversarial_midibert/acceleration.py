@@ -1,0 +1,70 @@
+"""Speed and memory switches of the training scripts: activation (gradient) checkpointing and ``torch.compile``.
+
+``examples/pretrain.py`` and ``examples/finetune.py`` take the flags of transformers' ``TrainingArguments``
+(``--gradient_checkpointing``, ``--torch_compile``, ``--torch_compile_backend``, ``--torch_compile_mode``) through
+:func:`add_acceleration_arguments` and apply them with :func:`apply_acceleration`.
+
+- Activation checkpointing keeps only each layer's input during the forward pass and recomputes the layer in the
+  backward pass: about one more forward pass of compute for a fraction of the activation memory (see
+  ``benchmarks/pretrain_step.py --estimate_memory``).
+- ``torch.compile`` compiles the model in place (``nn.Module.compile``: the module, its parameter names and its
+  ``save_pretrained`` are unchanged), so the method's own code (masking, mask book) stays eager around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+from torch import nn
+
+__all__ = ["add_acceleration_arguments", "apply_acceleration", "enable_activation_checkpointing"]
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def add_acceleration_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--gradient_checkpointing``, ``--torch_compile``, ``--torch_compile_backend``, ``--torch_compile_mode``."""
+    parser.add_argument("--gradient_checkpointing", action="store_true",
+                        help="Recompute each encoder layer in the backward pass instead of keeping its activations "
+                             "(less memory, about one more forward pass of compute).")
+    parser.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile.")
+    parser.add_argument("--torch_compile_backend", type=str, default=None,
+                        help="torch.compile backend (default: inductor); implies --torch_compile.")
+    parser.add_argument("--torch_compile_mode", type=str, default=None, choices=COMPILE_MODES,
+                        help="torch.compile mode; implies --torch_compile.")
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Turn on (non-reentrant) activation checkpointing of every encoder layer of a transformers model."""
+    if hasattr(model, "activation_checkpointing_enable"):  # the name in recent transformers releases
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def apply_acceleration(
+    model: nn.Module,
+    gradient_checkpointing: bool = False,
+    torch_compile: bool = False,
+    torch_compile_backend: Optional[str] = None,
+    torch_compile_mode: Optional[str] = None,
+) -> nn.Module:
+    """Apply the flags of :func:`add_acceleration_arguments` to ``model`` (in place) and return it.
+
+    Args:
+        model (`nn.Module`): a transformers model of this package.
+        gradient_checkpointing (`bool`): see :func:`enable_activation_checkpointing`.
+        torch_compile (`bool`): compile the model (``model.compile``).
+        torch_compile_backend (`str`, *optional*): backend of ``torch.compile`` (``inductor`` when not given);
+            giving one compiles.
+        torch_compile_mode (`str`, *optional*): mode of ``torch.compile``; giving one compiles.
+    """
+    if gradient_checkpointing:
+        enable_activation_checkpointing(model)
+    if torch_compile or torch_compile_backend or torch_compile_mode:
+        kwargs = {"backend": torch_compile_backend or "inductor"}
+        if torch_compile_mode and torch_compile_mode != "default":
+            kwargs["mode"] = torch_compile_mode
+        model.compile(**kwargs)
+    return model

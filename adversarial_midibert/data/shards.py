@@ -1,0 +1,296 @@
+"""A dataset written as it is built: Arrow shards per split, resumable, parallel over files, memory bounded.
+
+Layout of a built folder::
+
+    shards.json                                  index: per split, the shard files, rows and first segment id
+    train/shard-00000-of-00040.arrow             Arrow IPC stream files (``datasets.Dataset.from_file`` reads them
+    ...                                          memory-mapped; ``load_dataset(folder, streaming=True)`` streams them)
+    validation/shard-00000-of-00001.arrow
+    .build/plan.json                             what is being built (inputs and settings), to resume safely
+    .build/train/shard-00000-of-00040.json       each shard's counts and skipped files (hidden, so that the split
+                                                 folders hold data files only)
+
+Each split's pieces (in their sorted order) are cut into shards of ``shard_size`` files. Worker processes tokenise
+whole shards (:func:`~adversarial_midibert.data.segments.tokenize_pieces`); the main process receives them in order,
+numbers their rows (``segment_id``, the row index within the split) and writes each shard aside, then renames it
+into place, the side file last. At most ``2 * num_proc`` shards are in flight, so memory stays bounded by the
+shard size whatever the size of the corpus. A killed build is resumed by building into the same folder with the same
+inputs: the complete shards at the start of each split are kept, the rest is rebuilt; a folder holding a build of
+other inputs or settings is refused with an error.
+
+The folder also holds ``dataset_dict.json`` and each split's ``state.json`` / ``dataset_info.json``: it is a
+``Dataset.save_to_disk`` folder whose data files are the shards, so ``datasets.load_from_disk`` reads it as it is
+(:func:`load_sharded`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..atomic_io import TMP_PREFIX, FolderLock, atomic_write_json, fsync_path, remove_path
+from .segments import PieceBatch, segment_features, tokenize_pieces
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SHARD_INDEX_NAME", "BUILD_PLAN_NAME", "plan_shards", "write_shards", "load_sharded", "shard_files",
+]
+
+SHARD_INDEX_NAME = "shards.json"
+BUILD_STATE_DIR = ".build"
+BUILD_PLAN_NAME = f"{BUILD_STATE_DIR}/plan.json"
+FORMAT_NAME = "adversarial-midibert-shards"
+FORMAT_VERSION = 1
+
+
+def plan_shards(num_pieces: int, shard_size: int = 256, num_shards: Optional[int] = None) -> list[tuple[int, int]]:
+    """Cut ``num_pieces`` consecutive pieces into shards: ``(start, stop)`` per shard, sizes differing by one at most.
+
+    Args:
+        num_pieces: pieces of the split.
+        shard_size: at most this many pieces per shard.
+        num_shards: exactly this many shards instead (at most one per piece), e.g. a multiple of the number of
+            training processes, so that ``split_dataset_by_node`` gives each process whole shards.
+    """
+    if num_pieces == 0:
+        return []
+    if num_shards is None:
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        num_shards = -(-num_pieces // shard_size)
+    elif num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    num_shards = min(num_shards, num_pieces)
+    bounds = np.linspace(0, num_pieces, num_shards + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Path, Path]:
+    """The data file and side file of shard ``index`` of ``count`` of a split."""
+    name = f"shard-{index:05d}-of-{count:05d}"
+    return directory / split / f"{name}.arrow", directory / BUILD_STATE_DIR / split / f"{name}.json"
+
+
+def _complete_prefix(directory: Path, split: str, count: int) -> int:
+    """How many shards at the start of a split are complete (data and side file both in place)."""
+    for i in range(count):
+        data, side = shard_files(directory, split, i, count)
+        if not (data.is_file() and side.is_file()):
+            return i
+    return count
+
+
+def _clear_stale(directory: Path, split: str, keep: set[str]) -> None:
+    """Remove every file of a split's data and side folders but ``keep`` (names)."""
+    for folder in (directory / split, directory / BUILD_STATE_DIR / split):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.name not in keep:
+                    path.unlink()
+
+
+def _run(task: tuple) -> PieceBatch:
+    return tokenize_pieces(*task)
+
+
+def _ordered_results(tasks: list[tuple], num_proc: int) -> Iterator[PieceBatch]:
+    """Results of ``tokenize_pieces`` over ``tasks``, in order, with at most ``2 * num_proc`` tasks in flight."""
+    if num_proc <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _run(task)
+        return
+    with multiprocessing.get_context().Pool(min(num_proc, len(tasks))) as pool:
+        pending: deque = deque()
+        queue = iter(tasks)
+        for task in queue:
+            pending.append(pool.apply_async(_run, (task,)))
+            if len(pending) >= 2 * num_proc:
+                break
+        while pending:
+            result = pending.popleft().get()
+            for task in queue:
+                pending.append(pool.apply_async(_run, (task,)))
+                break
+            yield result
+
+
+def _write_shard(path: Path, batch, first_segment_id: int, schema) -> None:
+    import pyarrow as pa  # noqa: PLC0415
+
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        if batch is not None and batch.num_rows:
+            ids = pa.array(np.arange(first_segment_id, first_segment_id + batch.num_rows, dtype=np.int64))
+            writer.write_batch(pa.RecordBatch.from_arrays([*batch.columns, ids], schema=schema))
+    fsync_path(tmp)
+    os.replace(tmp, path)
+
+
+def write_shards(
+    directory: Union[str, os.PathLike],
+    split_pieces: Mapping[str, Sequence[tuple[str, str, Any]]],
+    tokenizer_json: str,
+    task_type: str,
+    plan_key: Any,
+    token_label_fn: Optional[Callable] = None,
+    hidden_columns: Sequence[int] = (),
+    label_names: Optional[Sequence[str]] = None,
+    num_proc: int = 1,
+    shard_size: int = 256,
+    num_shards: Optional[int] = None,
+    overwrite: bool = False,
+    description: str = "",
+) -> dict[str, dict]:
+    """Tokenise every split into shard files under ``directory`` (see the module docstring); resume a killed build.
+
+    Args:
+        directory: the output folder (created if needed).
+        split_pieces: split name -> ``(path, piece_id, label)`` per piece, in output order.
+        tokenizer_json, task_type, token_label_fn, hidden_columns, label_names: see
+            :func:`~adversarial_midibert.data.segments.tokenize_pieces`.
+        plan_key: everything else that decides the output (JSON-able); with ``split_pieces`` and the settings it
+            makes the plan's fingerprint, which a resumed build must match.
+        num_proc: tokenising processes.
+        shard_size: pieces per shard.
+        num_shards: exact number of shards of the ``train`` split (the other splits keep about as many pieces per
+            shard), e.g. a multiple of the number of training processes.
+        overwrite: replace a folder holding another build instead of refusing it.
+        description: the ``DatasetInfo.description`` of every split (``dataset_info.json``).
+
+    Returns:
+        split -> ``{"files", "rows"`` (per shard; files relative to ``directory``), ``"num_rows", "pieces",
+        "notes", "dropped_notes", "skipped"`` (``{"piece_id", "path", "reason"}`` each) and the class counts ``}``.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    per_shard = shard_size
+    if num_shards is not None and split_pieces.get("train"):
+        per_shard = -(-len(split_pieces["train"]) // num_shards)  # the other splits: about as many pieces per shard
+    plans = {split: plan_shards(len(pieces), per_shard, num_shards if split == "train" else None)
+             for split, pieces in split_pieces.items()}
+    digest = hashlib.sha256(json.dumps(
+        [plan_key, task_type, tokenizer_json, list(hidden_columns), list(label_names or []),
+         getattr(token_label_fn, "__qualname__", None),
+         {split: [[str(path), piece_id, label] for path, piece_id, label in pieces]
+          for split, pieces in split_pieces.items()}, plans],
+        sort_keys=True, default=str).encode()).hexdigest()[:24]
+    plan_path = directory / BUILD_PLAN_NAME
+    with FolderLock(directory):  # one writer per folder (its lock is beside it; a process may take it again)
+        previous = json.loads(plan_path.read_text()).get("fingerprint") if plan_path.is_file() else None
+        if previous != digest:
+            content = sorted(p.name for p in directory.iterdir())
+            if content and not overwrite:
+                raise ValueError(f"{directory}: holds another build (other inputs or settings) or other files "
+                                 f"({', '.join(content[:4])}); build into an empty folder or overwrite it "
+                                 "(overwrite=True, --overwrite_output_dir)")
+            remove_path(directory)
+            (directory / BUILD_STATE_DIR).mkdir(parents=True)
+            atomic_write_json(plan_path, {"fingerprint": digest, "shards": {s: len(p) for s, p in plans.items()}})
+        for marker in (SHARD_INDEX_NAME, "dataset_dict.json"):  # written again when this build is complete
+            (directory / marker).unlink(missing_ok=True)
+
+        schema = segment_features(task_type, label_names).arrow_schema
+        summary: dict[str, dict] = {}
+        for split, pieces in split_pieces.items():
+            plan = plans[split]
+            count = len(plan)
+            (directory / split).mkdir(exist_ok=True)
+            (directory / BUILD_STATE_DIR / split).mkdir(exist_ok=True)
+            kept = _complete_prefix(directory, split, count)
+            _clear_stale(directory, split, {p.name for i in range(kept) for p in shard_files(directory, split, i, count)})
+            if kept:
+                logger.info("%s: %d of %d shards of %s already built, kept", directory, kept, count, split)
+            sides = [json.loads(shard_files(directory, split, i, count)[1].read_text()) for i in range(kept)]
+            next_id = sum(side["rows"] for side in sides)
+            tasks = [([tuple(p) for p in pieces[a:b]], tokenizer_json, task_type, token_label_fn, hidden_columns,
+                      label_names) for a, b in plan[kept:]]
+            for i, result in enumerate(_ordered_results(tasks, num_proc), start=kept):
+                data, side_path = shard_files(directory, split, i, count)
+                _write_shard(data, result.batch, next_id, schema)
+                side = {"file": f"{split}/{data.name}", "rows": result.num_segments, "first_segment_id": next_id,
+                        "pieces": result.num_pieces, "notes": result.num_notes,
+                        "dropped_notes": result.dropped_notes,
+                        "skipped": [{"piece_id": p, "path": path, "reason": r} for p, path, r in result.skipped],
+                        "class_counts_pieces": result.class_counts_pieces,
+                        "class_counts_segments": result.class_counts_segments,
+                        "class_counts_notes": result.class_counts_notes,
+                        "unlabelled_notes": result.unlabelled_notes}
+                atomic_write_json(side_path, side)
+                sides.append(side)
+                next_id += result.num_segments
+            summary[split] = _merge_sides(sides)
+        _write_datasets_layout(directory, summary, segment_features(task_type, label_names), description)
+        atomic_write_json(directory / SHARD_INDEX_NAME, {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "task_type": task_type,
+            "label_names": list(label_names) if label_names else None,
+            "splits": {split: {"files": info["files"], "rows": info["rows"], "num_rows": info["num_rows"]}
+                       for split, info in summary.items()},
+        })
+    return summary
+
+
+def _write_datasets_layout(directory: Path, summary: Mapping[str, dict], features, description: str) -> None:
+    """The files of ``Dataset.save_to_disk``'s layout around the shards (``dataset_dict.json``, and per split
+    ``state.json`` naming the shards and ``dataset_info.json``), so that ``datasets.load_from_disk`` reads the
+    folder as it is: no copy. Splits without rows are left out, as ``save`` leaves them out."""
+    from datasets import DatasetInfo  # noqa: PLC0415
+
+    splits = [split for split, info in summary.items() if info["num_rows"]]
+    info = DatasetInfo(description=description, features=features)
+    for split in splits:
+        files = [Path(f).name for f, rows in zip(summary[split]["files"], summary[split]["rows"]) if rows]
+        digest = hashlib.sha256(json.dumps([split, files, summary[split]["rows"]]).encode()).hexdigest()[:16]
+        atomic_write_json(directory / split / "state.json", {
+            "_data_files": [{"filename": name} for name in files], "_fingerprint": digest, "_format_columns": None,
+            "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": split})
+        info.write_to_directory(str(directory / split))
+    atomic_write_json(directory / "dataset_dict.json", {"splits": splits})
+
+
+def _merge_sides(sides: list[dict]) -> dict:
+    def add(key):
+        present = [s[key] for s in sides if s.get(key) is not None]
+        return np.sum(present, axis=0).astype(int).tolist() if present else None
+
+    return {
+        "files": [s["file"] for s in sides],
+        "rows": [s["rows"] for s in sides],
+        "num_rows": int(sum(s["rows"] for s in sides)),
+        "pieces": int(sum(s["pieces"] for s in sides)),
+        "notes": int(sum(s["notes"] for s in sides)),
+        "dropped_notes": int(sum(s["dropped_notes"] for s in sides)),
+        "skipped": [entry for s in sides for entry in s["skipped"]],
+        "class_counts_pieces": add("class_counts_pieces"),
+        "class_counts_segments": add("class_counts_segments"),
+        "class_counts_notes": add("class_counts_notes"),
+        "unlabelled_notes": int(sum(s.get("unlabelled_notes", 0) for s in sides)),
+    }
+
+
+def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
+    """The ``shards.json`` of a built folder."""
+    path = Path(directory) / SHARD_INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no {SHARD_INDEX_NAME}; not a folder written by a sharded build "
+                                "(or the build did not finish: run it again to resume)")
+    index = json.loads(path.read_text())
+    if index.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: not an {FORMAT_NAME} index (format {index.get('format')!r})")
+    return index
+
+
+def load_sharded(directory: Union[str, os.PathLike]):
+    """A built folder as a ``DatasetDict`` of memory-mapped shards (``datasets.load_from_disk``; splits without rows
+    are left out)."""
+    from datasets import load_from_disk  # noqa: PLC0415
+
+    read_shard_index(directory)  # a finished build
+    return load_from_disk(str(directory))

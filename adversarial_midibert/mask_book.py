@@ -1,0 +1,458 @@
+"""The mask book of adversarial pre-training (SPEC 3.1): which notes of each training segment may be masked.
+
+A 0/1 flag per (training segment, position), indexed by the dataset's ``segment_id``: 1 = may be masked, 0 = frozen
+by a freezing pass (SPEC 3.8). Whether a position is a real note is decided at use time
+(:func:`adversarial_midibert.masking.maskable_positions`), so padding, BOS and EOS are never masked whatever a book
+says. Two implementations with the same interface (``rows``, ``set_rows``, ``frozen_fraction``, ``broadcast``,
+``fingerprint``, ``state_dict``):
+
+- :class:`MaskBook`: one byte per position in a tensor (on the training device if asked): simple, for small corpora.
+- :class:`PackedMaskBook`: one bit per position, off the accelerator, in memory or in files on disk read per batch.
+  At 4 M segments of 1,024 rows that is 512 MB instead of 4 GB, and on disk none of it is held by the training
+  processes: a step reads the rows of its batch (``B`` x 128 bytes at 1,024 rows), the main process writes the
+  rows a freezing pass changes. This is the book of ``examples/pretrain.py`` (in memory; on disk with
+  ``--streaming``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["MaskBook", "PackedMaskBook"]
+
+
+def _check_range(low: int, high: int, num_segments: int) -> None:
+    """Raise an ``IndexError`` naming the range when segment ids ``low .. high`` are not all in the book."""
+    if low < 0 or high >= num_segments:
+        raise IndexError(f"segment_id out of range for a mask book of {num_segments} segments: min {low}, max {high} "
+                         "(is this batch from the training split?)")
+
+
+class MaskBook:
+    """A 0/1 flag per (training segment, position): 1 = may be masked, 0 = frozen (SPEC 3.1), one byte each.
+
+    Rows are indexed by the dataset's ``segment_id`` column. The book starts all ones; whether a position is a
+    real note is decided by :func:`adversarial_midibert.masking.maskable_positions` at use time, so padding, BOS
+    and EOS are never maskable whatever the book says.
+
+    Args:
+        num_segments (`int`): number of training segments (rows).
+        max_len (`int`): longest segment, BOS and EOS included (columns).
+        segment_lengths (`torch.Tensor` of shape `(num_segments,)`, *optional*): rows of each segment, BOS and
+            EOS included (the sum of its attention mask). Only used by :meth:`frozen_fraction` to count real notes
+            (positions ``1 .. length - 2``); without it every position counts.
+        device (`torch.device` or `str`): where the book lives (the training device keeps row look-ups cheap).
+    """
+
+    def __init__(
+        self,
+        num_segments: int,
+        max_len: int,
+        segment_lengths: Optional[torch.Tensor] = None,
+        device: torch.device | str = "cpu",
+    ):
+        if num_segments < 1 or max_len < 1:
+            raise ValueError(f"MaskBook needs num_segments >= 1 and max_len >= 1, got {num_segments}, {max_len}")
+        self.book = torch.ones(num_segments, max_len, dtype=torch.uint8, device=device)
+        if segment_lengths is not None:
+            segment_lengths = torch.as_tensor(segment_lengths, dtype=torch.long).reshape(-1)
+            if segment_lengths.numel() != num_segments:
+                raise ValueError(
+                    f"segment_lengths has {segment_lengths.numel()} entries for {num_segments} segments"
+                )
+            if bool((segment_lengths > max_len).any()):
+                raise ValueError(f"a segment length exceeds max_len={max_len}: {int(segment_lengths.max())}")
+            segment_lengths = segment_lengths.to(device)
+        self.segment_lengths = segment_lengths
+
+    @property
+    def num_segments(self) -> int:
+        return self.book.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.book.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.book.device
+
+    def to(self, device: torch.device | str) -> "MaskBook":
+        """Move the book (in place) and return it."""
+        self.book = self.book.to(device)
+        if self.segment_lengths is not None:
+            self.segment_lengths = self.segment_lengths.to(device)
+        return self
+
+    def _check_ids(self, segment_ids: torch.Tensor) -> torch.Tensor:
+        segment_ids = torch.as_tensor(segment_ids).reshape(-1).to(device=self.device, dtype=torch.long)
+        if segment_ids.numel():
+            _check_range(int(segment_ids.min()), int(segment_ids.max()), self.num_segments)
+        return segment_ids
+
+    def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:
+        """The book rows of a batch, cut or padded (with 1) to ``length`` columns, as bool `(B, length)`."""
+        ids = self._check_ids(segment_ids)
+        rows = self.book.index_select(0, ids)[:, :length].bool()
+        if rows.shape[1] < length:
+            rows = F.pad(rows, (0, length - rows.shape[1]), value=True)
+        return rows
+
+    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor, notes: Optional[torch.Tensor] = None) -> None:
+        """Overwrite the first ``rows.shape[1]`` columns of the given segments (later duplicates win).
+
+        ``notes`` (real notes per row) is accepted for the interface of :class:`PackedMaskBook` and not needed here
+        (``segment_lengths`` counts the notes).
+        """
+        ids = self._check_ids(segment_ids)
+        rows = rows.to(device=self.device, dtype=torch.uint8)
+        width = min(rows.shape[1], self.max_len)
+        self.book[ids, :width] = rows[:, :width]
+
+    def frozen_fraction(self) -> float:
+        """Fraction of the real notes (all positions without ``segment_lengths``) that are frozen."""
+        frozen = self.book == 0
+        if self.segment_lengths is None:
+            return float(frozen.float().mean())
+        pos = torch.arange(self.max_len, device=self.device)
+        notes = (pos >= 1) & (pos < (self.segment_lengths - 1).unsqueeze(1))
+        n = int(notes.sum())
+        return float((frozen & notes).sum()) / n if n else 0.0
+
+    def broadcast(self, accelerator: Any = None) -> None:
+        """Copy rank 0's book to every process (no-op in a single process)."""
+        if accelerator is None or accelerator.num_processes <= 1:
+            return
+        from accelerate.utils import broadcast
+
+        book = self.book.to(accelerator.device)
+        self.book = broadcast(book, from_process=0).to(self.device)
+
+    def fingerprint(self) -> str:
+        """A short hash of the book's content (to check that processes agree)."""
+        return hashlib.sha256(self.book.cpu().numpy().tobytes()).hexdigest()[:16]
+
+    def state_dict(self) -> dict:
+        state = {"book": self.book.cpu().clone()}
+        if self.segment_lengths is not None:
+            state["segment_lengths"] = self.segment_lengths.cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        book = state["book"]
+        if tuple(book.shape) != tuple(self.book.shape):
+            raise ValueError(
+                f"mask book in the checkpoint has shape {tuple(book.shape)}, this run's training split needs "
+                f"{tuple(self.book.shape)} (was the checkpoint made on another dataset?)"
+            )
+        self.book = book.to(device=self.device, dtype=torch.uint8).clone()
+        if state.get("segment_lengths") is not None:
+            self.segment_lengths = state["segment_lengths"].to(self.device)
+
+
+# A 256-entry table: set bits of each byte value.
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
+
+
+class PackedMaskBook:
+    """The mask book with one bit per position, off the accelerator: in memory, or on disk and read per batch.
+
+    The bits record the *frozen* positions (1 = frozen), so a book starts as zeros, and a file that was never written
+    (sparse, or shorter than the book) reads as "nothing frozen". Beside the bits, the book keeps two counts per
+    segment, its real notes and its frozen notes, for :meth:`frozen_fraction`.
+
+    In memory (``directory=None``) every process holds the whole book and applies the same updates (the freezing
+    pass gathers every process's new rows), as :class:`MaskBook` does, at an eighth of its size and off the
+    accelerator.
+
+    On disk (``directory`` given) the bits and counts are files in ``directory`` (``frozen_bits.bin``,
+    ``counts.bin``, ``mask_book.json``), read with ``os.pread`` for the rows of each batch, so a training process
+    holds none of the book in memory however large the corpus. Only the ``writer`` process (the main process)
+    writes; :meth:`broadcast` (the end of a freezing pass) makes its writes visible to the others. All processes
+    must see the same folder: one machine, or a filesystem shared by the nodes (as Accelerate's checkpoints
+    assume).
+
+    Args:
+        num_segments (`int`): rows (training segments); segment ids are ``0 .. num_segments - 1``.
+        max_len (`int`): columns (the longest segment, BOS and EOS included).
+        segment_lengths (`torch.Tensor` or array of shape `(num_segments,)`, *optional*): rows of each segment (BOS
+            and EOS included); gives the note counts up front. Without it they are recorded by :meth:`set_rows`
+            (the freezing pass passes them), which is all :meth:`frozen_fraction` needs.
+        directory (`str` or `os.PathLike`, *optional*): keep the book in files in this folder.
+        writer (`bool`): on disk: whether this process writes (``accelerator.is_main_process``).
+    """
+
+    def __init__(
+        self,
+        num_segments: int,
+        max_len: int,
+        segment_lengths: Optional[Any] = None,
+        directory: Optional[Union[str, os.PathLike]] = None,
+        writer: bool = True,
+    ):
+        if num_segments < 1 or max_len < 1:
+            raise ValueError(f"PackedMaskBook needs num_segments >= 1 and max_len >= 1, got {num_segments}, {max_len}")
+        self._num_segments = int(num_segments)
+        self._max_len = int(max_len)
+        self.row_bytes = -(-self._max_len // 8)
+        self.directory = None if directory is None else Path(directory)
+        self.writer = bool(writer) or self.directory is None
+        notes = None
+        if segment_lengths is not None:
+            lengths = np.asarray(torch.as_tensor(segment_lengths).cpu(), dtype=np.int64).reshape(-1)
+            if lengths.size != num_segments:
+                raise ValueError(f"segment_lengths has {lengths.size} entries for {num_segments} segments")
+            if lengths.size and lengths.max() > max_len:
+                raise ValueError(f"a segment length exceeds max_len={max_len}: {int(lengths.max())}")
+            notes = np.maximum(lengths - 2, 0).astype(np.int32)
+        self._fds: Optional[tuple[int, int]] = None
+        if self.directory is None:
+            self._bits = np.zeros((self._num_segments, self.row_bytes), dtype=np.uint8)
+            self._counts = np.zeros((self._num_segments, 2), dtype=np.int32)  # notes, frozen notes
+            if notes is not None:
+                self._counts[:, 0] = notes
+            self._totals = None
+        else:
+            self._totals = [0, 0]
+            if self.writer:
+                self._create_files(notes)
+
+    # ------------------------------------------------------------------------------------------------ storage
+    def _paths(self, directory: Optional[Path] = None) -> tuple[Path, Path, Path]:
+        d = directory or self.directory
+        return d / "frozen_bits.bin", d / "counts.bin", d / "mask_book.json"
+
+    def _create_files(self, notes: Optional[np.ndarray]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        bits, counts, meta = self._paths()
+        for path, size in ((bits, self._num_segments * self.row_bytes), (counts, self._num_segments * 8)):
+            with open(path, "wb") as handle:  # a sparse file of zeros: nothing frozen
+                handle.truncate(size)
+        if notes is not None:
+            table = np.zeros((self._num_segments, 2), dtype=np.int32)
+            table[:, 0] = notes
+            table.tofile(counts)
+            self._totals = [int(notes.sum()), 0]
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        meta = self._paths()[2]
+        tmp = meta.with_name(f".{meta.name}.tmp")
+        tmp.write_text(json.dumps({"num_segments": self._num_segments, "max_len": self._max_len,
+                                   "notes": self._totals[0], "frozen": self._totals[1]}) + "\n")
+        os.replace(tmp, meta)
+
+    def _open(self) -> tuple[int, int]:
+        if self._fds is None:
+            bits, counts, meta = self._paths()
+            if not bits.is_file():
+                raise FileNotFoundError(f"{self.directory}: no mask book files (was the writer's book created "
+                                        "before the other processes read it?)")
+            flags = os.O_RDWR if self.writer else os.O_RDONLY
+            self._fds = (os.open(bits, flags), os.open(counts, flags))
+            if not self.writer:
+                state = json.loads(meta.read_text())
+                self._totals = [int(state["notes"]), int(state["frozen"])]
+        return self._fds
+
+    def close(self) -> None:
+        """Close the book's files (on disk; reopened on the next use)."""
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_fds"] = None
+        return state
+
+    def _read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Packed bits `(n, row_bytes)` and counts `(n, 2)` of the given segments."""
+        if self.directory is None:
+            return self._bits[ids], self._counts[ids]
+        fd_bits, fd_counts = self._open()
+        bits = np.zeros((len(ids), self.row_bytes), dtype=np.uint8)
+        counts = np.zeros((len(ids), 2), dtype=np.int32)
+        for i, sid in enumerate(ids.tolist()):
+            raw = os.pread(fd_bits, self.row_bytes, sid * self.row_bytes)
+            bits[i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+            raw = os.pread(fd_counts, 8, sid * 8)
+            counts[i, : len(raw) // 4] = np.frombuffer(raw, dtype=np.int32)
+        return bits, counts
+
+    def _write(self, ids: np.ndarray, bits: np.ndarray, counts: np.ndarray) -> None:
+        if self.directory is None:
+            self._bits[ids] = bits
+            self._counts[ids] = counts
+            return
+        fd_bits, fd_counts = self._open()
+        for sid, row, count in zip(ids.tolist(), bits, counts):
+            os.pwrite(fd_bits, row.tobytes(), sid * self.row_bytes)
+            os.pwrite(fd_counts, count.tobytes(), sid * 8)
+
+    # ------------------------------------------------------------------------------------------------ interface
+    @property
+    def num_segments(self) -> int:
+        return self._num_segments
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def to(self, device: Any = None) -> "PackedMaskBook":
+        """The book stays off the accelerator (rows are copied to the batch's device by the caller)."""
+        return self
+
+    def nbytes(self) -> int:
+        """Bytes of the book held in this process's memory (0 on disk: rows are read per batch)."""
+        return self._bits.nbytes + self._counts.nbytes if self.directory is None else 0
+
+    def _check_ids(self, segment_ids: Any) -> np.ndarray:
+        ids = np.asarray(torch.as_tensor(segment_ids).reshape(-1).cpu(), dtype=np.int64)
+        if ids.size:
+            _check_range(int(ids.min()), int(ids.max()), self._num_segments)
+        return ids
+
+    def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:
+        """The book rows of a batch (1 = may be masked), cut or padded (with 1) to ``length`` columns, bool `(B, length)`."""
+        ids = self._check_ids(segment_ids)
+        bits, _ = self._read(ids)
+        frozen = np.unpackbits(bits, axis=1, count=self._max_len, bitorder="little")[:, :length].astype(bool)
+        allowed = torch.from_numpy(~frozen)
+        if allowed.shape[1] < length:
+            allowed = F.pad(allowed, (0, length - allowed.shape[1]), value=True)
+        return allowed
+
+    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor, notes: Optional[torch.Tensor] = None) -> None:
+        """Overwrite the first ``rows.shape[1]`` columns of the given segments (1 = may be masked; later duplicates
+        win), and record their real notes when ``notes`` `(B,)` is given. On disk, only the writer writes."""
+        if not self.writer:
+            return
+        ids = self._check_ids(segment_ids)
+        if ids.size == 0:
+            return
+        allowed = torch.as_tensor(rows).to(device="cpu", dtype=torch.bool).numpy()
+        note_counts = None if notes is None else np.asarray(torch.as_tensor(notes).cpu(), dtype=np.int64).reshape(-1)
+        # the last occurrence of each id wins
+        last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]
+        ids, allowed = ids[last], allowed[last]
+        note_counts = None if note_counts is None else note_counts[last]
+        width = min(allowed.shape[1], self._max_len)
+        old_bits, counts = self._read(ids)
+        frozen = np.unpackbits(old_bits, axis=1, count=self._max_len, bitorder="little").astype(bool)
+        frozen[:, :width] = ~allowed[:, :width]
+        bits = np.packbits(frozen, axis=1, bitorder="little")
+        new_frozen = _POPCOUNT[bits].sum(axis=1, dtype=np.int64)
+        new_counts = counts.copy()
+        new_counts[:, 1] = new_frozen
+        if note_counts is not None:
+            new_counts[:, 0] = note_counts
+        if self._totals is not None:
+            self._totals[0] += int(new_counts[:, 0].sum() - counts[:, 0].sum())
+            self._totals[1] += int(new_counts[:, 1].sum() - counts[:, 1].sum())
+        self._write(ids, bits, new_counts)
+
+    def frozen_fraction(self) -> float:
+        """Fraction of the real notes that are frozen (notes as given up front or recorded by :meth:`set_rows`)."""
+        if self.directory is None:
+            notes, frozen = self._counts[:, 0].sum(dtype=np.int64), self._counts[:, 1].sum(dtype=np.int64)
+        else:
+            self._open()
+            notes, frozen = self._totals
+        return float(frozen) / float(notes) if notes else 0.0
+
+    def broadcast(self, accelerator: Any = None) -> None:
+        """Make every process see the same book after an update.
+
+        In memory every process applied the same rows already: nothing to do. On disk the writer flushes its files
+        and the counts, every process waits for it, then reopens the files (fresh reads on a shared filesystem).
+        """
+        if self.directory is None:
+            return
+        if self.writer:
+            if self._fds is not None:
+                for fd in self._fds:
+                    os.fsync(fd)
+            self._write_meta()
+        if accelerator is not None and accelerator.num_processes > 1:
+            accelerator.wait_for_everyone()
+        if not self.writer:
+            self.close()
+
+    def fingerprint(self) -> str:
+        """A short hash of the frozen positions (the same for equal books, in memory or on disk)."""
+        digest = hashlib.sha256()
+        chunk = 1 << 16
+        for start in range(0, self._num_segments, chunk):
+            ids = np.arange(start, min(start + chunk, self._num_segments))
+            digest.update(self._read(ids)[0].tobytes())
+        return digest.hexdigest()[:16]
+
+    # -------------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        """In memory: the whole book (for ``accelerator.register_for_checkpointing``). On disk: its size only; the
+        files are copied by :meth:`save_files` / :meth:`load_files`."""
+        state = {"num_segments": self._num_segments, "max_len": self._max_len}
+        if self.directory is None:
+            state["frozen_bits"] = torch.from_numpy(self._bits.copy())
+            state["counts"] = torch.from_numpy(self._counts.copy())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["num_segments"], state["max_len"]) != (self._num_segments, self._max_len):
+            raise ValueError(
+                f"mask book in the checkpoint has {state['num_segments']} segments of {state['max_len']} rows, this "
+                f"run's training split needs {self._num_segments} x {self._max_len} (was the checkpoint made on "
+                "another dataset?)"
+            )
+        if self.directory is None:
+            self._bits = state["frozen_bits"].numpy().astype(np.uint8, copy=True)
+            self._counts = state["counts"].numpy().astype(np.int32, copy=True)
+
+    def save_files(self, directory: Union[str, os.PathLike]) -> None:
+        """On disk: copy the book's files into ``directory`` (a checkpoint folder); the writer does it."""
+        if self.directory is None or not self.writer:
+            return
+        self.broadcast()
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        for src, dst in zip(self._paths(), self._paths(target)):
+            shutil.copyfile(src, dst)
+
+    def load_files(self, directory: Union[str, os.PathLike], accelerator: Any = None) -> None:
+        """On disk: replace the book by the files saved in ``directory`` by :meth:`save_files` (all processes call
+        it; the writer copies, the others wait and reopen)."""
+        if self.directory is None:
+            return
+        source = Path(directory)
+        meta = json.loads(self._paths(source)[2].read_text())
+        if (meta["num_segments"], meta["max_len"]) != (self._num_segments, self._max_len):
+            raise ValueError(f"{source}: a mask book of {meta['num_segments']} x {meta['max_len']}, this run needs "
+                             f"{self._num_segments} x {self._max_len} (was the checkpoint made on another dataset?)")
+        self.close()
+        if self.writer:
+            for src, dst in zip(self._paths(source), self._paths()):
+                shutil.copyfile(src, dst)
+            self._totals = [int(meta["notes"]), int(meta["frozen"])]
+        if accelerator is not None and accelerator.num_processes > 1:
+            accelerator.wait_for_everyone()

@@ -1,0 +1,110 @@
+"""PackedMaskBook (one bit per position, in memory or on disk) against MaskBook: same rows, same run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adversarial_midibert.mask_book import MaskBook, PackedMaskBook
+from adversarial_midibert.pretraining import AdversarialMLM, AttributeWeights, UniformSampler, freezing_pass, step_generator
+from test_pretraining import make_batch, tiny_model
+
+LENGTHS = torch.tensor([22, 14, 32, 9, 40])
+
+
+def _books(tmp_path, lengths=LENGTHS, max_len=64):
+    return {
+        "dense": MaskBook(len(lengths), max_len, segment_lengths=lengths),
+        "packed": PackedMaskBook(len(lengths), max_len, segment_lengths=lengths),
+        "disk": PackedMaskBook(len(lengths), max_len, directory=tmp_path / "book"),  # notes recorded by the pass
+    }
+
+
+def _all_rows(book, n=5, width=64):
+    return book.rows(torch.arange(n), width)
+
+
+def test_packed_books_follow_the_dense_book_through_freezing_passes_and_steps(tmp_path):
+    """Small corpus: two freezing passes and a few steps give the same book, fraction and losses with each book."""
+    batches = [make_batch((20, 12), seed=0, segment_ids=[0, 1]), make_batch((30, 7, 38), seed=1, segment_ids=[2, 3, 4])]
+    results = {}
+    for name, book in _books(tmp_path).items():
+        model = tiny_model()
+        fractions = [freezing_pass(model, batches, book, UniformSampler(0.1, 0.3), UniformSampler(0.0, 0.1),
+                                   generator=torch.Generator().manual_seed(s)) for s in (0, 1)]
+        step = AdversarialMLM(model, mask_book=book, attribute_weights=AttributeWeights())
+        losses = []
+        for i, batch in enumerate(batches):
+            torch.manual_seed(i)
+            out = step(batch, generator=step_generator(3, i), return_details=True)
+            losses.append((float(out.loss.detach()), out.chosen.clone(), float(out.frozen_fraction)))
+        results[name] = (fractions, _all_rows(book), book.fingerprint() if name != "dense" else None, losses)
+    dense = results["dense"]
+    assert dense[0][1] > dense[0][0] > 0 and not dense[1].all()
+    for name in ("packed", "disk"):
+        fractions, rows, _, losses = results[name]
+        assert fractions == pytest.approx(dense[0], abs=1e-12), name
+        assert torch.equal(rows, dense[1]), name
+        for (loss, chosen, frozen), (d_loss, d_chosen, d_frozen) in zip(losses, dense[3]):
+            assert loss == pytest.approx(d_loss, abs=1e-6) and torch.equal(chosen, d_chosen)
+            assert frozen == pytest.approx(d_frozen)
+    assert results["packed"][2] == results["disk"][2]
+
+
+def test_rows_set_rows_and_their_edge_cases(tmp_path):
+    for book in (PackedMaskBook(4, 10, segment_lengths=[10, 6, 4, 3]),
+                 PackedMaskBook(4, 10, segment_lengths=[10, 6, 4, 3], directory=tmp_path / "b")):
+        assert book.frozen_fraction() == 0.0 and book.rows(torch.tensor([1, 3]), 12).all()  # padded with ones
+        new = torch.ones(2, 10, dtype=torch.bool)
+        new[0, 1:5] = False  # first row of segment 0: overwritten by the later duplicate below
+        new[1, 2:4] = False
+        book.set_rows(torch.tensor([0, 0]), new)
+        assert book.rows(torch.tensor([0]), 10)[0].tolist() == [True, True, False, False] + [True] * 6
+        assert book.frozen_fraction() == pytest.approx(2 / 15)
+        narrow = torch.zeros(1, 3, dtype=torch.bool)  # only the first three columns are overwritten
+        book.set_rows(torch.tensor([0]), narrow)
+        assert book.rows(torch.tensor([0]), 4)[0].tolist() == [False, False, False, False]
+        assert book.frozen_fraction() == pytest.approx(4 / 15)
+        with pytest.raises(IndexError, match="segment_id out of range"):
+            book.rows(torch.tensor([4]), 10)
+
+
+def test_state_round_trips_and_size(tmp_path):
+    book = PackedMaskBook(1000, 1024)
+    assert book.nbytes() == 1000 * 128 + 1000 * 8  # one bit per position, two counts per segment
+    rows = torch.rand(3, 1024) > 0.5
+    book.set_rows(torch.tensor([5, 500, 999]), rows, notes=torch.tensor([1022, 1022, 1022]))
+    other = PackedMaskBook(1000, 1024)
+    other.load_state_dict(book.state_dict())
+    assert other.fingerprint() == book.fingerprint() and other.frozen_fraction() == book.frozen_fraction()
+    with pytest.raises(ValueError, match="another dataset"):
+        PackedMaskBook(999, 1024).load_state_dict(book.state_dict())
+
+    disk = PackedMaskBook(1000, 1024, directory=tmp_path / "work")
+    assert disk.nbytes() == 0
+    disk.set_rows(torch.tensor([5, 500, 999]), rows, notes=torch.tensor([1022, 1022, 1022]))
+    assert disk.fingerprint() == book.fingerprint()
+    disk.save_files(tmp_path / "checkpoint")
+    disk.set_rows(torch.tensor([5]), torch.zeros(1, 1024, dtype=torch.bool))
+    assert disk.fingerprint() != book.fingerprint()
+    disk.load_files(tmp_path / "checkpoint")
+    assert disk.fingerprint() == book.fingerprint() and disk.frozen_fraction() == pytest.approx(book.frozen_fraction())
+
+
+def test_a_reading_process_sees_the_writer_after_broadcast(tmp_path):
+    writer = PackedMaskBook(50, 16, directory=tmp_path / "book", writer=True)
+    reader = PackedMaskBook(50, 16, directory=tmp_path / "book", writer=False)
+    assert reader.rows(torch.arange(50), 16).all()
+    frozen = torch.ones(2, 16, dtype=torch.bool)
+    frozen[:, 3] = False
+    writer.set_rows(torch.tensor([7, 42]), frozen, notes=torch.tensor([10, 12]))
+    reader.set_rows(torch.tensor([7]), torch.zeros(1, 16, dtype=torch.bool))  # not the writer: ignored
+    writer.broadcast()
+    reader.broadcast()
+    got = reader.rows(torch.tensor([7, 42, 8]), 16)
+    assert not got[0, 3] and not got[1, 3] and got[2].all() and got[:, :3].all()
+    assert reader.frozen_fraction() == pytest.approx(2 / 22)
+    # bits on disk: 50 rows of 2 bytes
+    assert (tmp_path / "book" / "frozen_bits.bin").stat().st_size == 50 * 2
+    assert np.fromfile(tmp_path / "book" / "frozen_bits.bin", dtype=np.uint8).sum() == 2 * 8

@@ -1,0 +1,80 @@
+"""The sharded build (adversarial_midibert.data.shards): resume after a kill, refusal of a foreign folder, layout."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from adversarial_midibert.data.builder import build_dataset, load_task_dataset
+from adversarial_midibert.data.shards import SHARD_INDEX_NAME, plan_shards
+from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+from test_builder import write_midi
+
+
+@pytest.fixture()
+def pieces(tmp_path):
+    root = tmp_path / "midi"
+    for i in range(9):
+        write_midi(root / f"p{i}.mid", n_notes=20 + 7 * i, base=48 + i)
+    (root / "bad.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    return root
+
+
+def _build(pieces, out, **kwargs):
+    kwargs = {"task_type": "pretrain", "splits": (0.8, 0.2, 0.0), "tokenizer": OctupleTokenizer(max_seq_len=16),
+              "shard_size": 2, "output_dir": out, **kwargs}
+    return build_dataset(pieces, **kwargs)
+
+
+def test_plan_shards_sizes():
+    assert plan_shards(0) == []
+    assert plan_shards(5, shard_size=2) == [(0, 2), (2, 3), (3, 5)]  # consecutive, sizes differ by one at most
+    assert plan_shards(10, num_shards=4) == [(0, 2), (2, 5), (5, 8), (8, 10)]
+    assert plan_shards(3, num_shards=8) == [(0, 1), (1, 2), (2, 3)]  # never an empty shard
+    with pytest.raises(ValueError, match="shard_size"):
+        plan_shards(3, shard_size=0)
+
+
+def test_killed_build_resumes_keeping_finished_shards(pieces, tmp_path):
+    out = tmp_path / "built"
+    first = _build(pieces, out)
+    index = json.loads((out / SHARD_INDEX_NAME).read_text())
+    files = index["splits"]["train"]["files"]
+    assert len(files) == 4  # 8 train pieces (the bad file among them), 2 per shard
+    assert first["train"]["segment_id"] == list(range(len(first["train"])))
+    assert [s["reason"] for s in first.build_report["skipped"]] and first.build_report["skipped"][0]["piece_id"] == "bad"
+    kept = {f: (out / f).stat().st_mtime_ns for f in files[:2]}
+    # A kill while shard 2 was being written: its side file missing, a half-written temporary file beside it.
+    (out / ".build" / files[2]).with_suffix(".json").unlink()
+    (out / "train" / ".shard-00003-of-00004.arrow.tmp-999").write_bytes(b"partial")
+    (out / SHARD_INDEX_NAME).unlink()
+    resumed = _build(pieces, out)
+    assert {f: (out / f).stat().st_mtime_ns for f in files[:2]} == kept  # finished shards kept as they were
+    assert not list((out / "train").glob(".*tmp*"))
+    for column in ("input_ids", "piece_id", "segment_id"):
+        assert resumed["train"][column] == first["train"][column]
+    assert resumed.build_report == first.build_report
+    loaded, info, _ = load_task_dataset(out)
+    assert set(loaded) == {"train", "validation"} and info["task_type"] == "pretrain"
+    assert np.array_equal(np.asarray(loaded["train"][3]["input_ids"]), np.asarray(first["train"][3]["input_ids"]))
+
+
+def test_folder_of_another_build_is_refused_unless_overwritten(pieces, tmp_path):
+    out = tmp_path / "built"
+    _build(pieces, out)
+    with pytest.raises(ValueError, match="holds another build"):
+        _build(pieces, out, tokenizer=OctupleTokenizer(max_seq_len=32))
+    rebuilt = _build(pieces, out, tokenizer=OctupleTokenizer(max_seq_len=32), overwrite=True)
+    assert max(len(x) for x in rebuilt["train"]["input_ids"]) > 16
+    assert len(json.loads((out / SHARD_INDEX_NAME).read_text())["splits"]["train"]["files"]) == 4
+
+
+def test_num_shards_and_parallel_build_give_the_same_rows(pieces, tmp_path):
+    serial = _build(pieces, tmp_path / "serial")
+    parallel = _build(pieces, tmp_path / "parallel", num_shards=3, num_proc=2)
+    index = json.loads((tmp_path / "parallel" / SHARD_INDEX_NAME).read_text())
+    assert len(index["splits"]["train"]["files"]) == 3
+    assert parallel["train"]["input_ids"] == serial["train"]["input_ids"]
+    assert parallel["train"]["segment_id"] == serial["train"]["segment_id"]
