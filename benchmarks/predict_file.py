@@ -8,6 +8,7 @@ model (the model is not what is measured; pass ``--model`` for a real one).
     python3 benchmarks/predict_file.py                 # 120,000 notes
     python3 benchmarks/predict_file.py --notes 20000
     python3 benchmarks/predict_file.py --old_piano_roll 404b530   # also the piano roll this replaced (git history)
+    python3 benchmarks/predict_file.py --old_piano_roll 404b530 --output results/predict-file.json
 """
 
 from __future__ import annotations
@@ -91,7 +92,17 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a token-classification model folder (default: a tiny one)")
     parser.add_argument("--old_piano_roll", default=None, metavar="REV",
                         help="also time adversarial_midibert/inference.py's plot_piano_roll at this git revision")
+    parser.add_argument("--output", default=None, help="also write the figures to this JSON file (results/...)")
     args = parser.parse_args()
+    # The results file's helper, imported with this folder off the import path (benchmarks/tokenize.py would shadow
+    # the standard library's tokenize module).
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.results_file import ResultsFile
+
+    results = ResultsFile(args.output, vars(args))
+    stage_results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.model) if args.model else Path(tmp) / "model"
         midi = Path(tmp) / "big.mid"
@@ -109,9 +120,16 @@ def main() -> None:
             done = subprocess.run([sys.executable, "-c", STAGE, stage, str(folder), str(midi), tmp],
                                   capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
+            stage_results[stage] = result
             print(f"{stage:<11} {result['seconds']:7.2f} s   peak RSS {result['peak_rss_mib']:7.0f} MiB "
                   f"(+{result['added_rss_mib']:.0f} MiB in the stage)"
                   + (f"   {result['notes']} notes, {result['segments']} segments" if "notes" in result else ""))
+        ratios = {}
+        if "old_piano_roll" in stage_results:
+            old_roll, new_roll = stage_results["old_piano_roll"], stage_results["piano_roll"]
+            ratios = {"old_over_new_piano_roll_seconds": old_roll["seconds"] / new_roll["seconds"]}
+            print(f"piano roll: the old one took {ratios['old_over_new_piano_roll_seconds']:.1f} times as long")
+        results.write(stages=stage_results, ratios=ratios)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A benchmark's results file (``--output FILE.json``): what it printed, with the settings, the date, the machine's
 load at start and end, the library versions and the command as typed from the repository root.
 
-Shared by ``benchmarks/attention.py``, ``build.py``, ``scale.py`` and ``pretrain_step.py``::
+Shared by ``benchmarks/attention.py``, ``build.py``, ``scale.py``, ``pretrain_step.py``, ``tokenize.py`` and
+``predict_file.py``::
 
     results = ResultsFile(args.output, settings=vars(args))   # at start: date and load average
     ...
@@ -40,7 +41,7 @@ def typed_command(argv: list[str] | None = None) -> str:
 
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "datasets", "symusic"):
+    for package in ("torch", "transformers", "datasets", "symusic", "miditok"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -12,7 +12,7 @@ It prints notes per second of each, the ratio, and how many files gave identical
 
 Example::
 
-    python benchmarks/tokenize.py --data_root ../shared/data --num_files 200
+    python benchmarks/tokenize.py --data_root ../shared/data --num_files 200 --output results/tokenize.json
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=3, help="passes of our encoder; the best is kept")
     parser.add_argument("--seed", type=int, default=0, help="seed of the file sample")
+    parser.add_argument("--output", default=None, help="also write the figures to this JSON file (results/...)")
     args = parser.parse_args(argv)
     if args.data_root is None:
         parser.error(f"--data_root is required (or set {DATA_ROOT_ENV})")
@@ -84,8 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from miditok import Octuple
 
+    from benchmarks.results_file import ResultsFile
+
     from adversarial_midibert.tokenization_octuple import MidiReadError, OctupleTokenizer, default_tokenizer_config
 
+    results = ResultsFile(args.output, {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     tokenizer = OctupleTokenizer(warn=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -129,6 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'miditok Octuple notes/s':28s}{notes / miditok_s:20,.0f}{notes / (miditok_s + parse_s):20,.0f}")
     print(f"{'ratio (ours / miditok)':28s}{miditok_s / ours_s:20.1f}{(miditok_s + parse_s) / (ours_s + parse_s):20.1f}")
     print(f"{'symusic parsing notes/s':28s}{notes / parse_s:20,.0f}")
+    results.write(files=len(scores), unreadable=skipped, notes=notes, identical_to_miditok=int(identical),
+                  seconds={"ours": ours_s, "miditok": miditok_s, "parsing": parse_s},
+                  notes_per_second={"ours": notes / ours_s, "miditok": notes / miditok_s, "parsing": notes / parse_s,
+                                    "ours_with_parsing": notes / (ours_s + parse_s),
+                                    "miditok_with_parsing": notes / (miditok_s + parse_s)},
+                  ratio={"excluding_parsing": miditok_s / ours_s,
+                         "including_parsing": (miditok_s + parse_s) / (ours_s + parse_s)})
 
 
 if __name__ == "__main__":
