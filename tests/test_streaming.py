@@ -124,3 +124,11 @@ def test_two_streaming_processes_share_the_mask_book_on_disk(pop909_shards, repo
     bits = np.fromfile(out / "mask_book" / "frozen_bits.bin", dtype=np.uint8)
     assert bits.any() and bits.size == json.loads((pop909_shards / "shards.json").read_text())[
         "splits"]["train"]["num_rows"] * 16  # 128 rows: 16 bytes per segment
+
+
+def test_an_empty_split_is_said_clearly(synthetic_build):
+    """A tiny corpus may have no piece in a split: reading it names the split instead of a datasets error."""
+    stream = StreamingDataset(str(synthetic_build))
+    assert stream.num_rows("test") == 0 and stream.head("test", 4) is None
+    with pytest.raises(ValueError, match="'test' split holds no segments"):
+        stream.split("test")

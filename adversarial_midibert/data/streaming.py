@@ -117,6 +117,9 @@ class StreamingDataset:
                 raise ValueError(f"{self.source}: no '{split}' split (splits: {list(self.index['splits'])})")
             data_files = {split: [f for f, rows in zip(self.index["splits"][split]["files"],
                                                        self.index["splits"][split]["rows"]) if rows]}
+            if not data_files[split]:
+                raise ValueError(f"{self.source}: the '{split}' split holds no segments (its shards are empty); "
+                                 "build the data set with a share of the pieces in it")
         stream = load_dataset(self.source, data_files=data_files, split=split, streaming=True, revision=self.revision,
                               token=self.token)
         missing = [c for c in columns if c not in (stream.column_names or columns)]
@@ -125,9 +128,12 @@ class StreamingDataset:
         return stream.select_columns(list(columns))
 
     def head(self, split: str, max_rows: int):
-        """The first ``max_rows`` segments of a split as a map-style ``datasets.Dataset`` (validation)."""
+        """The first ``max_rows`` segments of a split as a map-style ``datasets.Dataset`` (validation); ``None`` when
+        the split is empty."""
         from datasets import Dataset  # noqa: PLC0415
 
+        if self.num_rows(split) == 0:  # an empty split (e.g. a tiny corpus without validation pieces): nothing to read
+            return None
         rows = list(islice(iter(self.split(split)), max_rows))
         return Dataset.from_list(rows, features=self.split(split).features) if rows else None
 
