@@ -15,8 +15,9 @@ leaves a folder that looks usable and is not:
 ``latest`` is the complete checkpoint with the highest step (``epoch_N`` after ``step_N`` at the same step),
 whatever the folders' modification times; folders without the marker are skipped with a warning naming them.
 Loading checks the marker (files present with their sizes, no file the run did not write, same training data) and
-unpickles nothing: Accelerate reads its own files with ``torch.load(weights_only=True)``, and no custom object is
-registered with it (``custom_checkpoint_*.pkl`` would be loaded with ``weights_only=False``).
+unpickles nothing: Accelerate reads its own files with ``torch.load(weights_only=True)``, no custom object is
+registered with it, and a checkpoint holding ``custom_checkpoint_*.pkl`` files (which Accelerate would unpickle in
+full) is refused before anything is loaded.
 
 Why not Accelerate's ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...)``: it writes straight
 into ``checkpoints/checkpoint_<i>`` (a killed run leaves a partial folder that ``load_state()`` then picks as the

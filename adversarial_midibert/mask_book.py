@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic_io import atomic_write_json
+
 __all__ = ["MaskBook", "PackedMaskBook"]
 
 
@@ -245,11 +247,8 @@ class PackedMaskBook:
         self._write_meta()
 
     def _write_meta(self) -> None:
-        meta = self._paths()[2]
-        tmp = meta.with_name(f".{meta.name}.tmp")
-        tmp.write_text(json.dumps({"num_segments": self._num_segments, "max_len": self._max_len,
-                                   "notes": self._totals[0], "frozen": self._totals[1]}) + "\n")
-        os.replace(tmp, meta)
+        atomic_write_json(self._paths()[2], {"num_segments": self._num_segments, "max_len": self._max_len,
+                                             "notes": self._totals[0], "frozen": self._totals[1]}, indent=None)
 
     def _open(self) -> tuple[int, int]:
         if self._fds is None:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic_io import atomic_write_json
 from .pipelines import MidiTokenClassificationPipeline
 
 __all__ = ["PredictionRun", "collect_midi_files", "output_stems", "predict_files", "write_json"]
@@ -174,7 +174,4 @@ def write_json(run: PredictionRun, path: str | os.PathLike) -> Path:
     """Write the run (results and errors) as JSON, aside then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(run.to_dict(), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, run.to_dict())

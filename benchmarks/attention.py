@@ -24,9 +24,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent  # keep benchmarks/tokenize.py from shadowing the standard library
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
 
 import argparse  # noqa: E402
 import os  # noqa: E402

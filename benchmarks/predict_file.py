@@ -59,8 +59,7 @@ print(json.dumps({"stage": stage, "seconds": elapsed, "peak_rss_mib": peak / 102
 """
 
 
-# Runs in a child process too: this script imports nothing heavy itself (benchmarks/tokenize.py would shadow the
-# standard library's tokenize module for anything run with this folder first on sys.path).
+# Runs in a child process too.
 SETUP = r"""
 import sys
 import numpy as np
@@ -94,11 +93,7 @@ def main() -> None:
                         help="also time adversarial_midibert/inference.py's plot_piano_roll at this git revision")
     parser.add_argument("--output", default=None, help="also write the figures to this JSON file (results/...)")
     args = parser.parse_args()
-    # The results file's helper, imported with this folder off the import path (benchmarks/tokenize.py would shadow
-    # the standard library's tokenize module).
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
     from benchmarks.results_file import ResultsFile
 
     results = ResultsFile(args.output, vars(args))

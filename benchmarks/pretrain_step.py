@@ -32,11 +32,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This folder holds benchmarks/tokenize.py, which would shadow the standard library's tokenize: take the script's
-# folder off the path and put the repository root on it instead.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402

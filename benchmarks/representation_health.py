@@ -33,6 +33,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository root: benchmarks.* imports
+
+from adversarial_midibert.atomic_io import atomic_write_json  # noqa: E402
+from benchmarks.results_file import typed_command  # noqa: E402
+
 CONFIGS: dict[str, list[str]] = {
     "random": ["--masking", "random", "--reconstruction_weight", "0"],
     "random+recon": ["--masking", "random", "--reconstruction_weight", "1"],
@@ -115,9 +120,7 @@ def main(argv=None):
                        str(args.batch_size), "--learning_rate", str(args.learning_rate), "--max_eval_samples",
                        str(args.max_eval_samples), "--seed", str(seed), "--freeze_every", "1", "--output_dir",
                        str(out)]
-            # as typed from the repository root
-            commands[f"{name} seed{seed}"] = " ".join(["python", "examples/pretrain.py",
-                                                       *map(shlex.quote, command[2:])])
+            commands[f"{name} seed{seed}"] = typed_command(command[1:])
             if not results_file.is_file():
                 start = time.time()
                 code = run(command, work / "logs" / f"{out.parent.name}-seed{seed}.log")
@@ -143,9 +146,7 @@ def main(argv=None):
                    "commands": commands, "runs": runs, "table": table, "failures": failures}
         target = Path(args.output)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, target)
+        atomic_write_json(target, payload)
         print(f"written {target}")
 
 

@@ -1,7 +1,7 @@
 """A benchmark's results file (``--output FILE.json``): what it printed, with the settings, the date, the machine's
 load at start and end, the library versions and the command as typed from the repository root.
 
-Shared by ``benchmarks/attention.py``, ``build.py``, ``scale.py``, ``pretrain_step.py``, ``tokenize.py`` and
+Shared by ``benchmarks/attention.py``, ``build.py``, ``scale.py``, ``pretrain_step.py``, ``tokenizer_speed.py`` and
 ``predict_file.py``::
 
     results = ResultsFile(args.output, settings=vars(args))   # at start: date and load average

@@ -90,6 +90,7 @@ try:
 except ImportError:  # running from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adversarial_midibert.atomic_io import atomic_write_text  # noqa: E402
 from adversarial_midibert.bootstrap import paired_bootstrap_difference, stack_piece_counts  # noqa: E402
 from adversarial_midibert.checkpointing import latest_checkpoint, write_json  # noqa: E402
 from adversarial_midibert.evaluation import PieceResults  # noqa: E402
@@ -613,10 +614,7 @@ def update_readme(readme: Path, table: str) -> None:
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         raise ValueError(f"{readme}: no {README_START} ... {README_END} markers (in that order) to write the table between")
-    new = text[: start + len(README_START)] + "\n" + table + text[end:]
-    part = readme.with_name(readme.name + ".part")
-    part.write_text(new, encoding="utf-8")
-    os.replace(part, readme)
+    atomic_write_text(readme, text[: start + len(README_START)] + "\n" + table + text[end:])
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -34,6 +34,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..atomic_io import atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -343,9 +345,7 @@ def convert_music21_corpus(
     report.files.sort()
     report.failed.sort()
     manifest = {"failed": dict(sorted(previous_failures.items()))}
-    tmp = manifest_path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
+    atomic_write_json(manifest_path, manifest, indent=1)
     report.seconds = time.time() - start
     if report.failed:
         logger.warning("%d music21 scores could not be converted (see report.failed)", len(report.failed))

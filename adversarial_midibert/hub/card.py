@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic_io import atomic_write_text
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from ..pipelines import MIDI_CLASSIFICATION, MIDI_TOKEN_CLASSIFICATION
 from ._common import CONFIG_NAME, MODEL_CARD_NAME, RESULTS_NAME, HubPublishError, read_json
@@ -329,8 +330,4 @@ def write_model_card(
     if not template.is_file():
         raise HubPublishError(f"model card template {template} not found")
     card = ModelCard.from_template(card_data, template_path=str(template), **template_kwargs)
-    out = folder / MODEL_CARD_NAME
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(str(card), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(folder / MODEL_CARD_NAME, str(card))

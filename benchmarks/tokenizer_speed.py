@@ -12,7 +12,7 @@ It prints notes per second of each, the ratio, and how many files gave identical
 
 Example::
 
-    python benchmarks/tokenize.py --data_root ../shared/data --num_files 200 --output results/tokenize.json
+    python benchmarks/tokenizer_speed.py --data_root ../shared/data --num_files 200 --output results/tokenizer-speed.json
 """
 
 from __future__ import annotations
@@ -20,10 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named like the standard library's ``tokenize``: keep its folder off the import path.
-_HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
 
 import argparse  # noqa: E402
 import os  # noqa: E402
