@@ -31,6 +31,7 @@ __all__ = [
     "YARDSTICK_SEED",
     "representation_health",
     "spearman_correlation",
+    "spearman_within_rows",
     "evaluate_pretraining",
 ]
 
@@ -82,6 +83,32 @@ def spearman_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((rx * ry).sum() / denominator) if float(denominator) > 0 else float("nan")
 
 
+def spearman_within_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation inside each row of two `(B, L)` tensors, over the positions where both are numbers.
+
+    Selection happens inside a segment, so this is the figure that says whether the masker ranks a segment's notes
+    well (a pooled correlation also rewards telling easy segments from hard ones). Ties are ranked by position.
+
+    Returns:
+        `(B,)` float64: one correlation per row, NaN for a row with fewer than 3 pairs or a constant side.
+    """
+    x, y = x.double(), y.double()
+    valid = ~(torch.isnan(x) | torch.isnan(y))
+    n = valid.sum(dim=1, keepdim=True).double()
+
+    def ranks(v):
+        key = v.masked_fill(~valid, float("inf"))  # invalid entries last
+        order = torch.sort(key, dim=1, stable=True).indices
+        r = torch.empty_like(order)
+        r.scatter_(1, order, torch.arange(v.shape[1], device=v.device).expand_as(order))
+        return torch.where(valid, r.double() - (n - 1) / 2, torch.zeros_like(v))
+
+    rx, ry = ranks(x), ranks(y)
+    denominator = (rx.square().sum(1) * ry.square().sum(1)).sqrt()
+    rho = (rx * ry).sum(1) / denominator.clamp_min(1e-300)
+    return torch.where((n.squeeze(1) >= 3) & (denominator > 0), rho, torch.full_like(rho, float("nan")))
+
+
 def _gather(accelerator, tensors):
     return accelerator.gather_for_metrics(tensors) if accelerator is not None else tensors
 
@@ -108,9 +135,10 @@ def evaluate_pretraining(
     Returns:
         ``eval_loss``, ``eval_accuracy``, ``eval_accuracy_<attribute>`` (yardstick), ``eval_run_masking_loss``,
         ``eval_run_masking_accuracy`` (+ per attribute), ``eval_token_cosine``, ``eval_effective_rank`` and, for
-        adversarial runs, ``eval_masker_spearman``.
+        runs that learn a masker, ``eval_masker_spearman`` (pooled over every corrupted note of the split) and
+        ``eval_masker_spearman_within`` (per segment, then averaged over segments: the ranking that selection uses).
     """
-    from .pretraining import step_generator  # pretraining imports nothing from here; keep the import local
+    from .pretraining import MASKER_METHODS, step_generator  # pretraining imports nothing from here
 
     inner = accelerator.unwrap_model(step_model) if accelerator is not None else step_model
     model = inner.model
@@ -121,7 +149,7 @@ def evaluate_pretraining(
     uniform = torch.full((num_attributes,), 1.0 / num_attributes, device=device)
     sums = {name: torch.zeros(num_attributes, dtype=torch.float64, device=device)
             for name in ("yard_correct", "yard_total", "run_correct", "run_total")}
-    yard_losses, run_losses, cosines, ranks, scores_at, losses_at = [], [], [], [], [], []
+    yard_losses, run_losses, cosines, ranks, scores_at, losses_at, within = [], [], [], [], [], [], []
 
     was_training = step_model.training
     step_model.eval()
@@ -151,7 +179,7 @@ def evaluate_pretraining(
             ranks.append(gathered[5])
             yard_losses.append(gathered[6])
             run_losses.append(gathered[7])
-            if run_masking == "adversarial":
+            if run_masking in MASKER_METHODS:
                 scores = model.masker(hidden).float()
                 at = yard.corrupted & notes
                 # Pairs of (score, recovery loss) at the corrupted positions, padded to a fixed width per batch so
@@ -162,6 +190,7 @@ def evaluate_pretraining(
                 s, l = _gather(accelerator, (s.reshape(batch_size, width), l.reshape(batch_size, width)))
                 scores_at.append(s.reshape(-1))
                 losses_at.append(l.reshape(-1))
+                within.append(spearman_within_rows(s.reshape(-1, width), l.reshape(-1, width)))
     finally:
         step_model.train(was_training)
 
@@ -181,4 +210,5 @@ def evaluate_pretraining(
         s, l = torch.cat(scores_at), torch.cat(losses_at)
         keep = ~torch.isnan(s)
         results["eval_masker_spearman"] = spearman_correlation(s[keep], l[keep])
+        results["eval_masker_spearman_within"] = float(torch.cat(within).nanmean())
     return results

@@ -24,6 +24,7 @@ __all__ = [
     "maskable_positions",
     "choose_random_positions",
     "choose_bar_positions",
+    "rank_positions",
     "choose_top_scored_positions",
     "corrupt",
     "mask_for_finetuning",
@@ -74,34 +75,74 @@ def maskable_positions(input_ids: torch.Tensor, attention_mask: Optional[torch.T
     return maskable
 
 
-def choose_top_scored_positions(
-    scores: torch.Tensor, maskable: torch.Tensor, k: Union[int, torch.Tensor]
+def rank_positions(
+    scores: torch.Tensor,
+    maskable: torch.Tensor,
+    generator: Optional[torch.Generator] = None,
+    largest: bool = True,
 ) -> torch.Tensor:
-    """The ``k`` maskable positions with the highest score in each row.
+    """The rank of every position in its row: the maskable positions by score (rank 0 = the highest, or the lowest
+    with ``largest=False``), then the others.
 
     Args:
-        scores (`torch.Tensor` of shape `(B, L)`): any real scores (NaN counts as the lowest score).
-        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
-        k (`int` or `torch.Tensor` of shape `(B,)`): how many positions to choose per row; clipped to the
-            number of maskable positions of the row.
+        scores (`torch.Tensor` of shape `(B, L)`): any real scores, compared in float32 whatever their dtype.
+            NaN ranks after every number, but before any unmaskable position.
+        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that are ranked first.
+        generator (`torch.Generator`, *optional*): breaks ties at random (seeded). Without one, among equal
+            scores the earlier position wins; with one, every order of the tied positions is equally likely, so a
+            coarse score (e.g. a bf16 sigmoid) does not favour the start of the segment.
+        largest (`bool`): rank the highest scores first (``True``) or the lowest.
 
     Returns:
-        `torch.BoolTensor` of shape `(B, L)` with exactly ``min(k, n_maskable)`` True per row. Ties are broken
-        deterministically: among equal scores the earlier position wins.
+        `torch.LongTensor` of shape `(B, L)`: a permutation of ``0..L-1`` per row; the row's ``n`` maskable
+        positions hold ranks ``0..n-1``.
     """
     if scores.shape != maskable.shape:
         raise ValueError(f"scores shape {tuple(scores.shape)} != maskable shape {tuple(maskable.shape)}")
     batch, length = scores.shape
+    s = scores.detach().float()
+    s = s if largest else -s
+    # Stable sorts by the least significant key first make one lexicographic order: maskable first, then numbers
+    # before NaN, then by score, then by a random key (or by position).
+    if generator is not None:
+        order = torch.argsort(_rand(s.shape, generator, s.device), dim=1)
+    else:
+        order = torch.arange(length, device=s.device).expand(batch, length)
+    for key, descending in ((s.nan_to_num(nan=float("-inf")), True), (s.isnan(), False), (maskable, True)):
+        keyed = key.gather(1, order).float()
+        order = order.gather(1, torch.sort(keyed, dim=1, descending=descending, stable=True).indices)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(length, device=scores.device).expand(batch, length))
+    return ranks
+
+
+def choose_top_scored_positions(
+    scores: torch.Tensor,
+    maskable: torch.Tensor,
+    k: Union[int, torch.Tensor],
+    generator: Optional[torch.Generator] = None,
+    largest: bool = True,
+) -> torch.Tensor:
+    """The ``k`` maskable positions with the highest (or lowest) score in each row.
+
+    Args:
+        scores (`torch.Tensor` of shape `(B, L)`): any real scores (NaN is chosen after every number).
+        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
+        k (`int` or `torch.Tensor` of shape `(B,)`): how many positions to choose per row; clipped to the
+            number of maskable positions of the row.
+        generator (`torch.Generator`, *optional*): breaks ties at random (see :func:`rank_positions`).
+        largest (`bool`): ``True`` chooses the highest scores, ``False`` the lowest (the easiest-first control).
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, L)` with exactly ``min(k, n_maskable)`` True per row.
+    """
+    batch = scores.shape[0]
     if not torch.is_tensor(k):
         k = torch.full((batch,), int(k), dtype=torch.long, device=scores.device)
     k = k.to(device=scores.device, dtype=torch.long).reshape(-1)
     if k.numel() != batch:
         raise ValueError(f"k must hold one count per row ({batch}), got {k.numel()}")
-    s = scores.detach().float().nan_to_num(nan=float("-inf"))
-    s = s.masked_fill(~maskable, float("-inf"))
-    order = torch.sort(s, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(length, device=scores.device).expand(batch, length))
+    ranks = rank_positions(scores, maskable, generator, largest)
     return (ranks < k.unsqueeze(1)) & maskable
 
 

@@ -9,6 +9,7 @@ relatively), never the rest of the ``adversarial_midibert`` package.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,13 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": "modeling_adv_midibert.AdvMidiBertForSequenceClassification",
     "AutoModelForTokenClassification": "modeling_adv_midibert.AdvMidiBertForTokenClassification",
 }
+
+
+def _without_autocast(device: torch.device):
+    """A region computed in the tensors' own dtype under any autocast (nothing to do on a device autocast lacks)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -563,9 +571,14 @@ class AdvMidiBertMasker(nn.Module):
         self.out_proj = nn.Linear(config.masker_hidden_size, 1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, hidden) -> scores (B, L) in [0, 1]."""
-        hidden_states = torch.relu(self.dense(self.dropout(hidden_states)))
-        return torch.sigmoid(self.out_proj(hidden_states)).squeeze(-1)
+        """Hidden states (B, L, hidden) -> scores (B, L) in [0, 1], in the head's own dtype (float32) under any autocast.
+
+        The scores are ranked to choose the notes to mask: in bf16 a sigmoid keeps only about a dozen distinct values
+        among 128 notes, so the choice would be made by the tie-break instead of by the masker.
+        """
+        with _without_autocast(hidden_states.device):
+            hidden_states = torch.relu(self.dense(self.dropout(hidden_states.to(self.dense.weight.dtype))))
+            return torch.sigmoid(self.out_proj(hidden_states)).squeeze(-1)
 
 
 class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
@@ -686,10 +699,14 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
                 for i, attribute_logits in enumerate(logits)
             ]
         )
-        counts = (labels != -100).sum(dim=(0, 1)).to(token_losses.dtype)  # (8,)
-        attribute_losses = token_losses.sum(dim=(1, 2)) / counts.clamp(min=1)
-        loss = (weights * attribute_losses).sum()
-        per_token_loss = torch.einsum("a,abl->bl", weights, token_losses)
+        # float32 sums under any autocast: bf16 per-token losses tie (they rank the masker's targets) and fp16 sums
+        # overflow beyond about 15 k tokens.
+        with _without_autocast(device):
+            token_losses = token_losses.float()
+            counts = (labels != -100).sum(dim=(0, 1)).to(token_losses.dtype)  # (8,)
+            attribute_losses = token_losses.sum(dim=(1, 2)) / counts.clamp(min=1)
+            loss = (weights.float() * attribute_losses).sum()
+            per_token_loss = torch.einsum("a,abl->bl", weights.float(), token_losses)
         return loss, attribute_losses, per_token_loss
 
 

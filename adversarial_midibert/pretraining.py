@@ -56,10 +56,14 @@ from .masking import (
     choose_top_scored_positions,
     corrupt,
     maskable_positions,
+    rank_positions,
 )
 
 __all__ = [
     "MASKING_METHODS",
+    "MASKER_METHODS",
+    "MASK_BUDGETS",
+    "MASKER_LOSS_FORMS",
     "MaskBook",
     "PackedMaskBook",
     "AttributeWeights",
@@ -79,7 +83,18 @@ __all__ = [
     "DEFAULT_MASKER_GRAD_SCALE",
 ]
 
-MASKING_METHODS = ("adversarial", "random", "bar")
+MASKING_METHODS = ("adversarial", "random", "bar", "easiest")
+# Methods that run the masker pass and learn the masker: the method, and its control that masks the notes the masker
+# finds *easiest* (the bottom k of its scores), which shows whether the masker's choice matters at all.
+MASKER_METHODS = ("adversarial", "easiest")
+# How k is budgeted (SPEC 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and cap
+# over notes); "padded" = the reference code's padded length (its mask book counts padding rows, and the cap is
+# max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments.
+MASK_BUDGETS = ("notes", "padded")
+# Masker loss: "pooled" = one mean squared error over every selected note of the batch; "reference" = per segment,
+# the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
+# scale: about twice the pooled loss).
+MASKER_LOSS_FORMS = ("pooled", "reference")
 # Defaults of the coupling between masker and encoder, chosen from the representation-health study of the README
 # (results/representation-health.json): see AdversarialMLM.
 DEFAULT_RECONSTRUCTION_WEIGHT = 1.0
@@ -291,28 +306,29 @@ def adversarial_mask_counts(
 
 
 def masker_targets(
-    per_token_loss: torch.Tensor, corrupted: torch.Tensor, fraction: float = 0.3
+    per_token_loss: torch.Tensor,
+    corrupted: torch.Tensor,
+    fraction: float = 0.3,
+    generator: Optional[torch.Generator] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets of the masker loss (SPEC 3.6), per segment and without a sign flip.
 
     In each row, among the corrupted positions (``n_b`` of them), the ``floor(fraction * n_b)`` with the highest
-    recovery loss get target 1 and the same number with the lowest get target 0. Ties are broken by position.
+    recovery loss get target 1 and the same number with the lowest get target 0. Ties are broken at random with
+    ``generator`` (by position without one).
 
     Args:
         per_token_loss (`torch.Tensor` of shape `(B, L)`): recovery loss per token (detached inside).
         corrupted (`torch.BoolTensor` of shape `(B, L)`): positions that were actually corrupted.
         fraction (`float`): share of the corrupted positions in each of the two groups (at most 0.5).
+        generator (`torch.Generator`, *optional*): randomness of the tie-break.
 
     Returns:
         `(targets, selected)`: float targets `(B, L)` (0 where not selected) and bool `(B, L)` selected.
     """
     if not 0 <= fraction <= 0.5:
         raise ValueError(f"fraction must be in [0, 0.5], got {fraction}")
-    batch, length = per_token_loss.shape
-    loss = per_token_loss.detach().float().masked_fill(~corrupted, float("-inf"))
-    order = torch.sort(loss, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(length, device=loss.device).expand(batch, length))
+    ranks = rank_positions(per_token_loss, corrupted, generator)  # one order: the two groups never overlap
     n = corrupted.sum(dim=1, keepdim=True)
     m = torch.floor(n.double() * fraction).long()
     hard = (ranks < m) & corrupted
@@ -320,14 +336,31 @@ def masker_targets(
     return hard.float(), hard | easy
 
 
-def masker_loss(scores: torch.Tensor, targets: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between masker scores and targets over the selected positions of the batch.
+def masker_loss(
+    scores: torch.Tensor, targets: torch.Tensor, selected: torch.Tensor, form: str = "pooled"
+) -> torch.Tensor:
+    """Mean squared error between masker scores and targets.
+
+    Args:
+        scores, targets (`torch.Tensor` of shape `(B, L)`), selected (`torch.BoolTensor` of shape `(B, L)`): see
+            :func:`masker_targets`.
+        form (`str`): ``"pooled"``: one mean over every selected position of the batch. ``"reference"``: the
+            reference code's, per segment the mean over its hard group (target 1) plus the mean over its easy group
+            (target 0), averaged over the batch's segments (a segment with an empty group adds 0 for it), so about
+            twice the pooled value.
 
     Always connected to ``scores`` (a batch with no selected position gives a zero loss with zero gradient).
     """
+    if form not in MASKER_LOSS_FORMS:
+        raise ValueError(f"masker loss form must be one of {MASKER_LOSS_FORMS}, got {form!r}")
     sel = selected.to(torch.float32)
     err = (scores.float() - targets.float()).square() * sel
-    return err.sum() / sel.sum().clamp_min(1.0)
+    if form == "pooled":
+        return err.sum() / sel.sum().clamp_min(1.0)
+    hard = sel * targets.float()
+    easy = sel - hard
+    per_segment = ((err * hard).sum(1) / hard.sum(1).clamp_min(1.0)) + ((err * easy).sum(1) / easy.sum(1).clamp_min(1.0))
+    return per_segment.mean()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -349,6 +382,8 @@ class AdversarialMLMOutput:
         attribute_total (`torch.Tensor` of shape `(B, 8)`): masked positions per segment and attribute.
         num_masked (`torch.Tensor` of shape `(B,)`): chosen positions per segment (``k`` for the adversarial
             method).
+        masked_share (`torch.Tensor` of shape `(B,)`): ``num_masked`` / the segment's notes (notes with at least
+            one chosen attribute for bar masking).
         frozen_fraction (`torch.Tensor`): fraction of the batch's notes frozen in the mask book.
         masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (adversarial only).
         per_token_loss (`torch.Tensor` of shape `(B, L)`, *optional*): detached recovery loss per token.
@@ -363,6 +398,7 @@ class AdversarialMLMOutput:
     attribute_correct: torch.Tensor
     attribute_total: torch.Tensor
     num_masked: torch.Tensor
+    masked_share: torch.Tensor
     frozen_fraction: torch.Tensor
     masker_scores: Optional[torch.Tensor] = None
     per_token_loss: Optional[torch.Tensor] = None
@@ -396,6 +432,11 @@ class AdversarialMLM(nn.Module):
             baselines.
         masker_target_fraction (`float`): share of the corrupted positions labelled hard (1) and easy (0).
         mask_prob (`float`), random_prob (`float`): the 80/10/10 corruption split.
+        mask_budget (`str`): what ``k`` is counted over, see ``MASK_BUDGETS``: ``"notes"`` (the segment's real
+            notes) or ``"padded"`` (the reference code: its mask book counts the padding rows up to the model's
+            ``max_position_embeddings`` and the cap is ``max_mask_ratio`` of that length; padding is still never
+            chosen).
+        masker_loss_form (`str`): ``"pooled"`` or ``"reference"``, see :func:`masker_loss`.
     """
 
     def __init__(
@@ -412,8 +453,16 @@ class AdversarialMLM(nn.Module):
         masker_target_fraction: float = 0.3,
         mask_prob: float = 0.8,
         random_prob: float = 0.1,
+        mask_budget: str = "notes",
+        masker_loss_form: str = "pooled",
     ):
         super().__init__()
+        if mask_budget not in MASK_BUDGETS:
+            raise ValueError(f"mask_budget must be one of {MASK_BUDGETS}, got {mask_budget!r}")
+        if masker_loss_form not in MASKER_LOSS_FORMS:
+            raise ValueError(f"masker_loss_form must be one of {MASKER_LOSS_FORMS}, got {masker_loss_form!r}")
+        if not 0.0 <= max_mask_ratio <= 1.0:
+            raise ValueError(f"max_mask_ratio must be in [0, 1], got {max_mask_ratio}")
         if masking not in MASKING_METHODS:
             raise ValueError(f"masking must be one of {MASKING_METHODS}, got {masking!r}")
         if reconstruction_weight < 0 or masker_loss_weight < 0:
@@ -432,6 +481,8 @@ class AdversarialMLM(nn.Module):
         self.masker_target_fraction = masker_target_fraction
         self.mask_prob = mask_prob
         self.random_prob = random_prob
+        self.mask_budget = mask_budget
+        self.masker_loss_form = masker_loss_form
         config = model.config
         self.register_buffer(
             "vocab_sizes", torch.as_tensor(list(config.vocab_sizes), dtype=torch.long), persistent=False
@@ -489,8 +540,8 @@ class AdversarialMLM(nn.Module):
             attribute_weights (`torch.Tensor` of shape `(8,)`, *optional*): weights to use instead of the run's
                 (e.g. uniform weights for a validation loss comparable across epochs).
             masking (`str`, *optional*): choose the positions with this method instead of the run's (validation:
-                ``"random"`` gives every variant the same yardstick). The masker loss is only computed when the
-                method is ``"adversarial"``.
+                ``"random"`` gives every variant the same yardstick). The masker loss is only computed for the
+                methods that run the masker (``MASKER_METHODS``).
         """
         masking = self.masking if masking is None else masking
         if masking not in MASKING_METHODS:
@@ -506,7 +557,7 @@ class AdversarialMLM(nn.Module):
         zero = torch.zeros((), device=device)
 
         book_rows = None
-        if use_mask_book and self.mask_book is not None and masking == "adversarial":
+        if use_mask_book and self.mask_book is not None and masking in MASKER_METHODS:
             if "segment_id" not in batch:
                 raise KeyError("batch has no 'segment_id' column: the mask book needs it (see data/README)")
             book_rows = self.mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
@@ -515,14 +566,21 @@ class AdversarialMLM(nn.Module):
             frozen = zero
 
         scores = None
-        if masking == "adversarial":
-            # (1) masker on the uncorrupted segment, (2) k under the mask book, top-k by score.
+        if masking in MASKER_METHODS:
+            # (1) masker on the uncorrupted segment, (2) k under the mask book, top-k by score (bottom-k for the
+            # easiest-first control), ties broken at random.
             scores = self._masker_scores(input_ids, attention_mask)
             allowed = maskable if book_rows is None else (maskable & book_rows)
             s = scores if book_rows is None else scores * book_rows.to(scores.dtype)
             u = self.mask_ratio(input_ids.shape[0], generator, device)
-            k = adversarial_mask_counts(allowed.sum(dim=1), num_notes, u, self.max_mask_ratio)
-            chosen = choose_top_scored_positions(s, allowed, k)
+            book_counts, budget_length = allowed.sum(dim=1), num_notes
+            if self.mask_budget == "padded":
+                padded_length = int(getattr(self.model.config, "max_position_embeddings", input_ids.shape[1]))
+                padding_rows = padded_length - attention_mask.sum(dim=1)
+                book_counts = book_counts + padding_rows
+                budget_length = torch.full_like(num_notes, padded_length)
+            k = adversarial_mask_counts(book_counts, budget_length, u, self.max_mask_ratio)
+            chosen = choose_top_scored_positions(s, allowed, k, generator=generator, largest=masking == "adversarial")
         elif masking == "random":
             chosen = choose_random_positions(maskable, self.max_mask_ratio, generator)
         else:
@@ -546,14 +604,14 @@ class AdversarialMLM(nn.Module):
         if self.reconstruction_weight > 0:
             real = attention_mask.bool()
             full_labels = input_ids.masked_fill(~real.unsqueeze(-1), IGNORE_INDEX)
-            _, _, token_loss = self.model.masked_lm_loss(out.logits, full_labels, weights)
+            _, _, token_loss = self.model.masked_lm_loss(out.logits, full_labels, weights)  # float32
             reconstruction = (token_loss * real).sum() / real.sum().clamp_min(1)
 
         # (5) masker loss.
         m_loss = zero
         if scores is not None:
-            targets, selected = masker_targets(per_token_loss, corrupted, self.masker_target_fraction)
-            m_loss = masker_loss(scores, targets, selected)
+            targets, selected = masker_targets(per_token_loss, corrupted, self.masker_target_fraction, generator)
+            m_loss = masker_loss(scores, targets, selected, self.masker_loss_form)
 
         loss = recoverer_loss + self.masker_loss_weight * m_loss + self.reconstruction_weight * reconstruction
 
@@ -563,6 +621,7 @@ class AdversarialMLM(nn.Module):
             correct = ((preds == labels) & has_label).sum(dim=1)
             total = has_label.sum(dim=1)
             num_masked = chosen.reshape(chosen.shape[0], chosen.shape[1], -1).any(-1).sum(dim=1)
+            masked_share = num_masked.float() / num_notes.clamp_min(1).float()
 
         return AdversarialMLMOutput(
             loss=loss,
@@ -572,6 +631,7 @@ class AdversarialMLM(nn.Module):
             attribute_correct=correct,
             attribute_total=total,
             num_masked=num_masked,
+            masked_share=masked_share,
             frozen_fraction=frozen.detach(),
             masker_scores=scores.detach() if (return_details and scores is not None) else None,
             per_token_loss=per_token_loss if return_details else None,
@@ -655,9 +715,7 @@ def freezing_pass(
                 input_ids = batch["input_ids"].to(model_device)
                 attention_mask = batch["attention_mask"].to(model_device)
                 device = input_ids.device
-                gen = generator
-                if gen is not None and gen.device != device and device.type != "cpu":
-                    gen = None  # a CPU generator cannot draw CUDA tensors: fall back to the device's RNG
+                gen = generator  # on any device: the numbers are drawn on the generator's device and moved
                 maskable = maskable_positions(input_ids, attention_mask)
                 rows = mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
                 allowed = maskable & rows
@@ -665,7 +723,7 @@ def freezing_pass(
                 batch_size = input_ids.shape[0]
                 frac = fraction_sampler(batch_size, gen, device)
                 n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
-                to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze)
+                to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze, generator=gen)
                 frozen = (maskable & ~rows) | to_freeze
                 p = unfreeze_sampler(batch_size, gen, device)
                 gen_device = gen.device if gen is not None else device

@@ -64,6 +64,9 @@ from adversarial_midibert.data.streaming import StreamingBatches, StreamingDatas
 from adversarial_midibert.pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
+    MASK_BUDGETS,
+    MASKER_LOSS_FORMS,
+    MASKER_METHODS,
     MASKING_METHODS,
     AdversarialMLM,
     AttributeWeights,
@@ -114,6 +117,14 @@ def parse_args(argv=None):
                         "0 = detached (only the masker head learns from it; cheaper). Default: %(default)s.")
     p.add_argument("--detach_masker", action="store_true", help="Same as --masker_grad_scale 0.")
     p.add_argument("--masker_loss_weight", type=float, default=1.0, help="Weight of the masker MSE loss.")
+    p.add_argument("--masker_loss_form", type=str, default="pooled", choices=MASKER_LOSS_FORMS,
+                   help="pooled: one MSE over the batch's selected notes; reference: per segment hard-group mean + "
+                        "easy-group mean, averaged over segments (the reference code, about twice the scale).")
+    p.add_argument("--max_mask_ratio", type=float, default=0.15,
+                   help="Cap on the masked share (adversarial: k <= ratio x budget length; random/bar: the ratio).")
+    p.add_argument("--mask_budget", type=str, default="notes", choices=MASK_BUDGETS,
+                   help="notes: k counted over the segment's real notes; padded: over the padded length "
+                        "(max_position_embeddings), as the reference code's mask book counts padding rows.")
     p.add_argument("--reconstruction_weight", type=float, default=DEFAULT_RECONSTRUCTION_WEIGHT,
                    help="Weight of the all-token reconstruction term (the reference code: 1; the paper does not "
                         "mention it: 0). Default %(default)s: without it the masker's gradient collapses the "
@@ -202,6 +213,8 @@ def parse_args(argv=None):
     for name in ("learning_rate", "masker_learning_rate"):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             p.error(f"--{name} must be > 0, got {getattr(args, name)}")
+    if not 0 < args.max_mask_ratio <= 1:
+        p.error(f"--max_mask_ratio must be in (0, 1], got {args.max_mask_ratio}")
     if not 0 <= args.unfreeze_max <= 1:
         p.error(f"--unfreeze_max must be in [0, 1], got {args.unfreeze_max}")
     if args.streaming and args.dataset is None:
@@ -347,7 +360,7 @@ def main(argv=None):
         project_dir=str(output_dir),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         # The baselines never use the masker head.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.masking != "adversarial")],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.masking not in MASKER_METHODS)],
     )
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
@@ -445,6 +458,9 @@ def main(argv=None):
         masker_grad_scale=args.masker_grad_scale,
         masker_loss_weight=args.masker_loss_weight,
         reconstruction_weight=args.reconstruction_weight,
+        max_mask_ratio=args.max_mask_ratio,
+        mask_budget=args.mask_budget,
+        masker_loss_form=args.masker_loss_form,
     )
 
     if not args.streaming:
@@ -600,6 +616,7 @@ def main(argv=None):
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": progress.completed_steps, "epoch": epoch, "loss": loss,
                                         "masker_loss": float(out.masker_loss),
+                                        "masked_share": float(out.masked_share.mean()),
                                         "lr": lr_scheduler.get_last_lr()[0], "frozen": frozen}) + "\n")
             if progress.completed_steps % args.logging_steps == 0 or progress.completed_steps == 1:
                 progress_bar.set_postfix_str(
@@ -628,7 +645,7 @@ def main(argv=None):
         accuracies = attribute_weights.end_epoch(accelerator)
         logger.info(f"epoch {epoch}: train masked accuracy "
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
-        if args.masking == "adversarial" and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
+        if args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
             batches = tqdm(freeze_stream.all_batches() if args.streaming else freeze_dataloader,
                            desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
@@ -692,6 +709,7 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     if curves:
         plot_training_curves(curves, output_dir / "training_curves.png", x="step", title=f"pre-training ({args.masking})")
     hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
+                                           "max_mask_ratio", "mask_budget", "masker_loss_form",
                                            "attribute_weights_from", "max_grad_norm",
                                            "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",
                                            "max_train_steps",
