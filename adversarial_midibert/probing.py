@@ -1,0 +1,184 @@
+"""Frozen-encoder features and linear probes: what a pre-trained encoder knows, measured without fine-tuning.
+
+Probing (as MERT reports its results) trains only a linear classifier on the encoder's frozen representations, so
+the figure reflects the representation rather than the fine-tuning recipe; it is cheap and has little variance of
+its own, which makes it the sharp evaluation of a pre-training study.
+
+- :func:`encode_dataset` runs an encoder over a tokenised split (rows of ``input_ids``, ``attention_mask``,
+  ``labels``, ``piece_id``) and returns, for every real note, its last hidden state, its label and its piece, and for
+  every piece the note-weighted mean of its notes' hidden states (the piece embedding; every segment of a long piece
+  counts, weighted by its notes).
+- :func:`fit_linear_probe` fits a multinomial logistic regression (scikit-learn) on standardised features and returns
+  the per-piece correct/total counts on the evaluation features, ready for :mod:`adversarial_midibert.bootstrap`.
+- :func:`cross_validated_piece_probe` does the same for one label per piece with stratified k-fold
+  cross-validation, every piece predicted once by a probe that did not see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .constants import ATTRIBUTE_NAMES, MASK_ID
+from .data.collators import pad_octuple_batch
+from .masking import IGNORE_INDEX, maskable_positions
+
+__all__ = ["EncodedSplit", "encode_dataset", "fit_linear_probe", "cross_validated_piece_probe", "ProbeResult"]
+
+
+@dataclass
+class EncodedSplit:
+    """Frozen features of one split.
+
+    Attributes:
+        note_features: ``(N, H)`` float32, one row per real note (padding, BOS and EOS left out).
+        note_labels: ``(N,)`` int64 per-note labels (-100 where the note has none), or ``None`` for a split without
+            token labels.
+        note_piece: ``(N,)`` index into ``piece_ids`` of each note's piece.
+        piece_ids: the split's pieces, in order of first appearance.
+        piece_features: ``(P, H)`` note-weighted mean of each piece's note features.
+        piece_labels: ``(P,)`` the piece's label for sequence tasks, else ``None``.
+    """
+
+    note_features: np.ndarray
+    note_labels: Optional[np.ndarray]
+    note_piece: np.ndarray
+    piece_ids: list[str]
+    piece_features: np.ndarray
+    piece_labels: Optional[np.ndarray]
+
+
+@torch.no_grad()
+def encode_dataset(
+    encoder: torch.nn.Module,
+    split: Any,
+    batch_size: int = 64,
+    hidden_attributes: Sequence[str] = (),
+    max_pieces: Optional[int] = None,
+) -> EncodedSplit:
+    """Run a frozen encoder over a tokenised split.
+
+    Args:
+        encoder: an ``AdvMidiBertModel`` (or any model whose output has ``last_hidden_state``), in eval mode here.
+        split: a ``datasets.Dataset`` (or a list of rows) with ``input_ids``, ``attention_mask``, ``piece_id`` and
+            optionally ``labels``; the segments of a piece are consecutive rows.
+        batch_size: segments per forward pass.
+        hidden_attributes: attribute names replaced by MASK at every note before encoding (e.g. ``["velocity"]``
+            for velocity prediction, so that the representation cannot copy it).
+        max_pieces: encode only the rows of the first N pieces.
+
+    Returns:
+        :class:`EncodedSplit`.
+    """
+    hidden = [ATTRIBUTE_NAMES.index(name) for name in hidden_attributes]
+    pieces = list(split["piece_id"])
+    piece_index: dict[str, int] = {}
+    for piece in pieces:
+        if piece not in piece_index:
+            if max_pieces is not None and len(piece_index) >= max_pieces:
+                break
+            piece_index[piece] = len(piece_index)
+    num_rows = sum(1 for piece in pieces if piece in piece_index)
+    has_labels = "labels" in split.column_names if hasattr(split, "column_names") else "labels" in split[0]
+    was_training = encoder.training
+    encoder.eval()
+    features, labels, owners, segment_labels = [], [], [], {}
+    try:
+        for start in range(0, num_rows, batch_size):
+            rows = [split[i] for i in range(start, min(start + batch_size, num_rows))]
+            batch = pad_octuple_batch(rows)
+            input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+            notes = maskable_positions(input_ids, attention_mask)
+            for attribute in hidden:
+                input_ids[..., attribute] = input_ids[..., attribute].masked_fill(notes, MASK_ID)
+            state = encoder(input_ids, attention_mask=attention_mask).last_hidden_state.float()
+            features.append(state[notes].numpy())
+            owner = torch.tensor([piece_index[row["piece_id"]] for row in rows]).unsqueeze(1).expand_as(notes)
+            owners.append(owner[notes].numpy())
+            if has_labels and batch["labels"].dim() == 2:
+                labels.append(batch["labels"][notes].numpy())
+            elif has_labels:
+                for row in rows:
+                    segment_labels[piece_index[row["piece_id"]]] = int(row["labels"])
+    finally:
+        encoder.train(was_training)
+    note_features = np.concatenate(features).astype(np.float32)
+    note_piece = np.concatenate(owners).astype(np.int64)
+    count = np.bincount(note_piece, minlength=len(piece_index)).astype(np.float64)
+    piece_features = np.zeros((len(piece_index), note_features.shape[1]), dtype=np.float64)
+    np.add.at(piece_features, note_piece, note_features)
+    piece_features = (piece_features / np.maximum(count, 1)[:, None]).astype(np.float32)
+    return EncodedSplit(
+        note_features=note_features,
+        note_labels=np.concatenate(labels).astype(np.int64) if labels else None,
+        note_piece=note_piece,
+        piece_ids=list(piece_index),
+        piece_features=piece_features,
+        piece_labels=(np.array([segment_labels[i] for i in range(len(piece_index))], dtype=np.int64)
+                      if segment_labels else None),
+    )
+
+
+@dataclass
+class ProbeResult:
+    """Per-piece counts of a probe on its evaluation pieces (``correct[p] / total[p]``), and the pooled accuracy."""
+
+    piece_ids: list[str]
+    correct: np.ndarray
+    total: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.sum() / max(self.total.sum(), 1))
+
+
+def _probe(max_iter: int, seed: int, C: float):
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
+    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C, random_state=seed))
+
+
+def fit_linear_probe(
+    train: EncodedSplit, test: EncodedSplit, max_iter: int = 300, seed: int = 0, C: float = 1.0
+) -> ProbeResult:
+    """A per-note linear probe: logistic regression on standardised frozen features of ``train``'s labelled notes,
+    scored on every labelled note of ``test``.
+
+    Returns:
+        :class:`ProbeResult` with, per test piece, the correctly classified notes and the labelled notes.
+    """
+    if train.note_labels is None or test.note_labels is None:
+        raise ValueError("fit_linear_probe needs per-note labels in both splits (a token task)")
+    keep = train.note_labels != IGNORE_INDEX
+    probe = _probe(max_iter, seed, C).fit(train.note_features[keep], train.note_labels[keep])
+    scored = test.note_labels != IGNORE_INDEX
+    hit = probe.predict(test.note_features[scored]) == test.note_labels[scored]
+    owners = test.note_piece[scored]
+    pieces = len(test.piece_ids)
+    return ProbeResult(test.piece_ids, np.bincount(owners, weights=hit, minlength=pieces),
+                       np.bincount(owners, minlength=pieces).astype(np.float64))
+
+
+def cross_validated_piece_probe(
+    encoded: EncodedSplit, folds: int = 5, seed: int = 0, max_iter: int = 1000, C: float = 1.0
+) -> ProbeResult:
+    """One label per piece: stratified ``folds``-fold cross-validation of a logistic regression on the piece
+    embeddings; every piece is predicted once, by the probe of the fold that left it out.
+
+    Returns:
+        :class:`ProbeResult` with ``correct`` 0/1 and ``total`` 1 per piece.
+    """
+    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
+
+    if encoded.piece_labels is None:
+        raise ValueError("cross_validated_piece_probe needs one label per piece (a sequence task)")
+    x, y = encoded.piece_features, encoded.piece_labels
+    predicted = np.full(len(y), -1)
+    for train_index, test_index in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        predicted[test_index] = _probe(max_iter, seed, C).fit(x[train_index], y[train_index]).predict(x[test_index])
+    return ProbeResult(encoded.piece_ids, (predicted == y).astype(np.float64), np.ones(len(y)))
