@@ -102,15 +102,15 @@ def rank_positions(
     batch, length = scores.shape
     s = scores.detach().float()
     s = s if largest else -s
-    # Stable sorts by the least significant key first make one lexicographic order: maskable first, then numbers
-    # before NaN, then by score, then by a random key (or by position).
+    # Stable sorts by the least significant key first make one lexicographic order: maskable first, then by score
+    # (NaN last: it becomes -inf, while nan_to_num turns a real -inf into the lowest float), then by a random key
+    # (or by position).
     if generator is not None:
         order = torch.argsort(_rand(s.shape, generator, s.device), dim=1)
     else:
         order = torch.arange(length, device=s.device).expand(batch, length)
-    for key, descending in ((s.nan_to_num(nan=float("-inf")), True), (s.isnan(), False), (maskable, True)):
-        keyed = key.gather(1, order).float()
-        order = order.gather(1, torch.sort(keyed, dim=1, descending=descending, stable=True).indices)
+    for key in (s.nan_to_num(nan=float("-inf")), maskable.float()):
+        order = order.gather(1, torch.sort(key.gather(1, order), dim=1, descending=True, stable=True).indices)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(length, device=scores.device).expand(batch, length))
     return ranks

@@ -74,7 +74,7 @@ def encode_dataset(
         :class:`EncodedSplit`.
     """
     hidden = [ATTRIBUTE_NAMES.index(name) for name in hidden_attributes]
-    pieces = list(split["piece_id"])
+    pieces = [row["piece_id"] for row in split] if isinstance(split, list) else list(split["piece_id"])
     piece_index: dict[str, int] = {}
     for piece in pieces:
         if piece not in piece_index:
@@ -82,7 +82,7 @@ def encode_dataset(
                 break
             piece_index[piece] = len(piece_index)
     num_rows = sum(1 for piece in pieces if piece in piece_index)
-    has_labels = "labels" in split.column_names if hasattr(split, "column_names") else "labels" in split[0]
+    has_labels = "labels" in (split[0] if isinstance(split, list) else split.column_names)
     was_training = encoder.training
     encoder.eval()
     features, labels, owners, segment_labels = [], [], [], {}

@@ -116,6 +116,9 @@ def parse_args(argv=None):
     p.add_argument("--bootstrap_resamples", type=int, default=2000)
     p.add_argument("--results_file", default=None, help="default: WORK_DIR/study.json")
     p.add_argument("--docs", default=None, help="write the generated markdown page here")
+    p.add_argument("--step_cost_file", default=None,
+                   help="a results file of benchmarks/pretrain_step.py at the study's preset, batch and length: the "
+                        "step cost ratios measured in one run (the runs' wall times are noisy on a shared machine)")
     p.add_argument("--probe_model", help=argparse.SUPPRESS)  # internal: one model's probes (a subprocess)
     p.add_argument("--probe_output", help=argparse.SUPPRESS)
     p.add_argument("--probe_seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -420,15 +423,36 @@ def commands_of(args) -> dict:
     return _read(path) if path.is_file() else {}
 
 
+STEP_KIND = {"random": "random", "random-2x": "random", "bar": "bar", "adversarial": "adversarial",
+             "easiest": "adversarial"}
+
+
+def benchmark_step_costs(path) -> dict:
+    """Per arm: median step time and counted FLOPs of its kind of step, relative to a random step, from one run of
+    ``benchmarks/pretrain_step.py``."""
+    if path is None:
+        return {}
+    bench = _read(Path(path))
+    times = {kind: bench["steps"][kind]["median_ms"] for kind in ("random", "bar", "adversarial")}
+    flops = bench["flops_per_token"]["mflop_per_token"]
+    return {arm: {"time_ratio": times[kind] / times["random"], "flop_ratio": flops[kind] / flops["random"],
+                  "benchmark": bench.get("command")} for arm, kind in STEP_KIND.items()}
+
+
 def report(args, command_line: str) -> dict:
     arms = {arm: arm_summary(args, arm) for arm in args.arms}
+    measured = benchmark_step_costs(args.step_cost_file)
     random_cost = arms.get("random", {}).get("runtime_s")
     for arm, summary in arms.items():
         cost = summary.get("runtime_s")
         steps = summary.get("pretrain_steps") or 0
         base_steps = arms.get("random", {}).get("pretrain_steps") or 0
-        summary["step_cost_ratio"] = (cost / steps) / (random_cost / base_steps) if (
+        # wall time per step of the runs themselves, against random's (noisy when other jobs share the machine)
+        summary["wall_step_cost_ratio"] = (cost / steps) / (random_cost / base_steps) if (
             cost and steps and random_cost and base_steps) else None
+        bench = measured.get(arm)
+        summary["step_cost_ratio"] = bench["time_ratio"] if bench else summary["wall_step_cost_ratio"]
+        summary["step_flop_ratio"] = bench["flop_ratio"] if bench else None
     compared, accuracy = comparisons(args)
     expected = len(args.seeds) * len(args.arms)
     finished = sum(len(a["seeds"]) for a in arms.values())
@@ -443,6 +467,7 @@ def report(args, command_line: str) -> dict:
         "comparisons": compared,
         "finetune_learning_rate_choice": finetune_choices(args),
         "floors": FLOORS,
+        "step_cost_benchmark": next(iter(measured.values()))["benchmark"] if measured else None,
         "commit": commit,
         "command": command_line,
         "run_commands": {k: portable_command(v) for k, v in commands_of(args).items()},
@@ -471,15 +496,20 @@ def markdown(results: dict) -> str:
              f"`pretrain` recipe), batch {settings['batch_size']}, learning rate {settings['learning_rate']} "
              f"(linear decay, 5 % warm-up), pre-training flags `{settings['pretrain_args']}`.", "",
              "## Arms", "",
-             "| arm | seeds | steps | freezing passes | attribute-weight updates | masked share | step cost vs random "
-             "| frozen at the end | masker Spearman pooled / within | validation loss (random 15 %) |",
+             "Step cost: the benchmark's median step time and counted FLOPs per token relative to a random step, "
+             f"from one run of `{results.get('step_cost_benchmark')}`; the runs' own wall times are shown too but "
+             "were taken while other jobs shared the two cores.", "",
+             "| arm | seeds | steps | freezing passes | attribute-weight updates | masked share | step cost vs random: "
+             "benchmark time / FLOPs / runs' wall time | frozen at the end | masker Spearman pooled / within | "
+             "validation loss (random 15 %) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, a in results["arms"].items():
         spearman = ("–" if a.get("eval_masker_spearman") is None else
                     f"{_num(a['eval_masker_spearman'], '.2f')} / {_num(a.get('eval_masker_spearman_within'), '.2f')}")
         lines.append(f"| {arm} | {len(a['seeds'])} | {a['pretrain_steps']} | {_num(a.get('freezing_passes'), '.0f')} | "
                      f"{_num(a.get('attribute_weight_updates'), '.0f')} | {_pct(a.get('masked_share'))} % | "
-                     f"{_num(a.get('step_cost_ratio'), '.2f')} | {_pct(a.get('frozen_fraction'))} % | {spearman} | "
+                     f"{_num(a.get('step_cost_ratio'), '.2f')} / {_num(a.get('step_flop_ratio'), '.2f')} / "
+                     f"{_num(a.get('wall_step_cost_ratio'), '.2f')} | {_pct(a.get('frozen_fraction'))} % | {spearman} | "
                      f"{_num(a.get('eval_loss'), '.3f')} |")
     lines += ["", "## Accuracy (%, mean ± std over seeds)", "",
               "| evaluation | " + " | ".join(results["arms"]) + " |", "|---|" + "---|" * len(results["arms"])]
