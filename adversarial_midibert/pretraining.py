@@ -733,7 +733,9 @@ def freezing_pass(
     model.eval()
     distributed = accelerator is not None and accelerator.num_processes > 1
     model_device = next(model.parameters()).device
-    inner = accelerator.unwrap_model(model) if accelerator is not None else model
+    inner = model
+    while not isinstance(inner, AdversarialMLM) and isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module  # DDP, FSDP (prepared by the accelerator or not)
 
     def masker_scores(input_ids, attention_mask):
         if isinstance(inner, AdversarialMLM):

@@ -475,9 +475,10 @@ def test_training_mode_checks_ids_without_a_host_read():
         model.eval()(batch["input_ids"], attention_mask=batch["attention_mask"])
 
 
-def _ddp_worker(rank: int, port: str, out_dir: str) -> None:
-    """One of two gloo processes: a training step, the evaluation and the freezing pass through the DDP-prepared step
-    module, with every inner call guarded as in the single-process test."""
+def _distributed_worker(rank: int, port: str, out_dir: str, wrapper: str) -> None:
+    """One of two gloo processes: a training step, the evaluation and the freezing pass through the step module
+    prepared by the accelerator (DDP) or wrapped by FSDP (parameters sharded over the two processes: a pass that went
+    around the wrapper would find flat shards), with every inner call guarded as in the single-process test."""
     import json
     import os
 
@@ -494,9 +495,22 @@ def _ddp_worker(rank: int, port: str, out_dir: str) -> None:
     book = MaskBook(6, 64)
     step = AdversarialMLM(tiny_model(), mask_book=book)
     guard_inner_calls(step)
-    optimizer = torch.optim.AdamW(step.parameters(), lr=1e-3)
-    prepared, optimizer = accelerator.prepare(step, optimizer)
-    assert isinstance(prepared, DistributedDataParallel)
+    if wrapper == "fsdp":  # on CPU the accelerator would choose DDP: wrapped here as its FSDP plugin would
+        import functools
+
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        from adversarial_midibert.modeling_adv_midibert import AdvMidiBertLayer
+
+        prepared = FullyShardedDataParallel(step, device_id=torch.device("cpu"), use_orig_params=True,
+                                            auto_wrap_policy=functools.partial(transformer_auto_wrap_policy,
+                                                                               transformer_layer_cls={AdvMidiBertLayer}))
+        optimizer = torch.optim.AdamW(prepared.parameters(), lr=1e-3)
+    else:
+        optimizer = torch.optim.AdamW(step.parameters(), lr=1e-3)
+        prepared, optimizer = accelerator.prepare(step, optimizer)
+        assert isinstance(prepared, DistributedDataParallel)
     batch = make_batch(seed=rank, segment_ids=[3 * rank, 3 * rank + 1, 3 * rank + 2])  # each process its own rows
     out = prepared(batch_to_device(batch, accelerator.device, book), generator=step_generator(0, 0, rank))
     accelerator.backward(out.loss)
@@ -504,14 +518,15 @@ def _ddp_worker(rank: int, port: str, out_dir: str) -> None:
     results = evaluate_pretraining(prepared, [make_batch(seed=10 + rank)], accelerator)
     frozen = freezing_pass(prepared, [batch], book, accelerator=accelerator,
                            generator=torch.Generator().manual_seed(rank))
-    weights = sum(float(p.double().sum()) for p in step.parameters())
+    weights = None if wrapper == "fsdp" else sum(float(p.double().sum()) for p in step.parameters())
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"results": results, "frozen": frozen, "book": book.fingerprint(), "weights": weights}, f)
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_two_processes_run_step_evaluation_and_freezing_through_the_prepared_module(tmp_path):
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp"])
+def test_two_processes_run_step_evaluation_and_freezing_through_the_prepared_module(wrapper, tmp_path):
     import json
     import socket
 
@@ -520,7 +535,7 @@ def test_ddp_two_processes_run_step_evaluation_and_freezing_through_the_prepared
     with socket.socket() as probe:  # a free port: other runs on the machine may hold a fixed one
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(port, str(tmp_path), wrapper), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert ranks[0] == ranks[1]  # gathered figures, one synchronised step, one broadcast book
     assert ranks[0]["frozen"] > 0 and 0 <= ranks[0]["results"]["eval_accuracy"] <= 1
