@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+import torch
 from torch import nn
 
-__all__ = ["add_acceleration_arguments", "apply_acceleration", "compile_layers", "enable_activation_checkpointing"]
+__all__ = ["add_acceleration_arguments", "apply_acceleration", "compile_layers", "enable_activation_checkpointing",
+           "slow_bf16_warning"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -91,3 +93,18 @@ def compile_layers(model: nn.Module, **compile_kwargs) -> int:
     for layer in layers:
         layer.compile(**compile_kwargs)
     return len(layers)
+
+
+def slow_bf16_warning(device: torch.device, mixed_precision: str) -> Optional[str]:
+    """A warning when bf16 autocast would run on a CPU without bf16 matrix instructions, else ``None``.
+
+    On such a CPU (AVX2 only: no AVX512-BF16 or AMX; oneDNN reports no bf16 support) every bf16 matrix product is
+    computed by converting its operands, so a bf16 step takes about three times as long as an fp32 one (measured for
+    the base preset: results/pretrain-step-bf16-cpu.json) and saves only activation memory.
+    """
+    if str(mixed_precision) != "bf16" or torch.device(device).type != "cpu":
+        return None
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    return ("bf16 mixed precision on a CPU without bf16 matrix instructions (no AVX512-BF16/AMX): every matrix product "
+            "is emulated and a step is about 3x slower than in fp32; use --mixed_precision no on this machine")

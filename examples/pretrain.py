@@ -52,7 +52,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
@@ -365,6 +365,9 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    slow_bf16 = slow_bf16_warning(accelerator.device, accelerator.mixed_precision)
+    if slow_bf16:
+        logger.warning(slow_bf16)
     if accelerator.is_local_main_process:
         datasets.utils.logging.set_verbosity_warning()
         transformers.utils.logging.set_verbosity_warning()

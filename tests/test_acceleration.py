@@ -102,3 +102,14 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
     assert dict(counters["graph_break"]) == {}
     # One compile for training, one for no-grad evaluation and freezing, one for lengths <= 64 (a single block).
     assert compiles.frame_count == 3
+
+
+def test_slow_bf16_warning_only_for_bf16_on_a_cpu_without_bf16_instructions(monkeypatch):
+    from adversarial_midibert.acceleration import slow_bf16_warning
+
+    assert slow_bf16_warning(torch.device("cpu"), "no") is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert "3x slower" in slow_bf16_warning(torch.device("cpu"), "bf16")
+    assert slow_bf16_warning(torch.device("cuda"), "bf16") is None
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert slow_bf16_warning(torch.device("cpu"), "bf16") is None
