@@ -7,8 +7,9 @@
 - Activation checkpointing keeps only each layer's input during the forward pass and recomputes the layer in the
   backward pass: about one more forward pass of compute for a fraction of the activation memory (see
   ``benchmarks/pretrain_step.py --estimate_memory``).
-- ``torch.compile`` compiles the model in place (``nn.Module.compile``: the module, its parameter names and its
-  ``save_pretrained`` are unchanged), so the method's own code (masking, mask book) stays eager around it.
+- ``torch.compile`` compiles each encoder layer in place (``nn.Module.compile``: the module, its parameter names and
+  its ``save_pretrained`` are unchanged; see :func:`compile_layers`), so every encoder pass is compiled whoever calls
+  it, and the method's own code (masking, mask book) stays eager around it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
+import torch
 from torch import nn
 
-__all__ = ["add_acceleration_arguments", "apply_acceleration", "enable_activation_checkpointing"]
+__all__ = ["add_acceleration_arguments", "apply_acceleration", "compile_layers", "enable_activation_checkpointing",
+           "slow_bf16_warning"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -55,7 +58,7 @@ def apply_acceleration(
     Args:
         model (`nn.Module`): a transformers model of this package.
         gradient_checkpointing (`bool`): see :func:`enable_activation_checkpointing`.
-        torch_compile (`bool`): compile the model (``model.compile``).
+        torch_compile (`bool`): compile the model's encoder layers (:func:`compile_layers`).
         torch_compile_backend (`str`, *optional*): backend of ``torch.compile`` (``inductor`` when not given);
             giving one compiles.
         torch_compile_mode (`str`, *optional*): mode of ``torch.compile``; giving one compiles.
@@ -66,5 +69,43 @@ def apply_acceleration(
         kwargs = {"backend": torch_compile_backend or "inductor"}
         if torch_compile_mode and torch_compile_mode != "default":
             kwargs["mode"] = torch_compile_mode
-        model.compile(**kwargs)
+        compile_layers(model, **kwargs)
     return model
+
+
+def compile_layers(model: nn.Module, **compile_kwargs) -> int:
+    """Compile every encoder layer of ``model`` in place (regional compilation); returns how many.
+
+    Every pass that runs the encoder is then compiled, whoever calls it: the adversarial step's masker and recoverer
+    passes, evaluation, the freezing pass, activation checkpointing's recomputation. The layers share one compiled
+    code (their parameters are inputs of the graph, not constants), so a 12-layer model compiles as often as a
+    1-layer one, with symbolic batch size and length (``dynamic=True`` unless given): once per mode (training /
+    no-grad evaluation), and once more for lengths of at most 64 rows (a single block of the relative-position
+    scores); pad batches to a multiple of 64 rows to keep it there (``--pad_to_multiple_of``). What stays eager (embeddings with the id check, the heads, the masking) is a few percent of the
+    FLOPs.
+    """
+    from .modeling_adv_midibert import AdvMidiBertLayer
+
+    layers = [module for module in model.modules() if isinstance(module, AdvMidiBertLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no AdvMidiBertLayer to compile")
+    compile_kwargs.setdefault("dynamic", True)  # batch size and length vary: symbolic from the first compile
+    for layer in layers:
+        layer.compile(**compile_kwargs)
+    return len(layers)
+
+
+def slow_bf16_warning(device: torch.device, mixed_precision: str) -> Optional[str]:
+    """A warning when bf16 autocast would run on a CPU without bf16 matrix instructions, else ``None``.
+
+    On such a CPU (AVX2 only: no AVX512-BF16 or AMX; oneDNN reports no bf16 support) every bf16 matrix product is
+    computed by converting its operands, so a bf16 step takes about three times as long as an fp32 one and saves
+    only activation memory (on the project's AVX2 CPU a 256 x 768 by 768 x 3072 linear layer took 3.7x as long in
+    bf16, sdpa was not slower; ``benchmarks/profile_step.py --ops`` times the suspects one by one).
+    """
+    if str(mixed_precision) != "bf16" or torch.device(device).type != "cpu":
+        return None
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    return ("bf16 mixed precision on a CPU without bf16 matrix instructions (no AVX512-BF16/AMX): every matrix product "
+            "is emulated and a step is about 3x slower than in fp32; use --mixed_precision no on this machine")

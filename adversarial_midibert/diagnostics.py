@@ -125,7 +125,8 @@ def evaluate_pretraining(
     """Score a pre-training run on the validation batches of ``dataloader`` (see the module docstring).
 
     Args:
-        step_model (`AdversarialMLM`, possibly wrapped by ``accelerator.prepare``): the run's step module.
+        step_model (`AdversarialMLM`, possibly wrapped by ``accelerator.prepare``): the run's step module; every
+            pass goes through its call (DDP, FSDP, autocast and a compiled model apply as in training).
         dataloader: validation batches (``input_ids``, ``attention_mask``), unshuffled.
         accelerator (`accelerate.Accelerator`, *optional*): for the device, the process index and the gather.
         seed (`int`): the run's seed (randomness of the run's own masking on validation, the same every epoch).
@@ -165,8 +166,10 @@ def evaluate_pretraining(
             gen = step_generator(seed, 1_000_000_000 + i, process, device)
             own = step_model(batch, generator=gen, use_mask_book=False, attribute_weights=uniform,
                              masking=run_masking)
-            # 3. health and masker scores on the uncorrupted segments
-            hidden = model.base_model(input_ids, attention_mask=attention_mask).last_hidden_state
+            # 3. health and masker scores on the uncorrupted segments, through the prepared module as well (FSDP
+            # gathers the parameters only inside its own forward)
+            scored = step_model(batch, score_only=True)
+            hidden = scored.hidden_states[-1]
             notes = maskable_positions(input_ids, attention_mask)
             cosine, rank = representation_health(hidden, notes)
             gathered = _gather(accelerator, (yard.attribute_correct, yard.attribute_total, own.attribute_correct,
@@ -180,7 +183,7 @@ def evaluate_pretraining(
             yard_losses.append(gathered[6])
             run_losses.append(gathered[7])
             if run_masking in MASKER_METHODS:
-                scores = model.masker(hidden).float()
+                scores = scored.masker_scores.float()
                 at = yard.corrupted & notes
                 # Pairs of (score, recovery loss) at the corrupted positions, padded to a fixed width per batch so
                 # that every process gathers the same shapes.

@@ -241,7 +241,8 @@ def corrupt(
         input_ids (`torch.LongTensor` of shape `(B, L, 8)`): uncorrupted ids (not modified).
         chosen (`torch.BoolTensor` of shape `(B, L)` or `(B, L, 8)`): the positions (or cells) to corrupt.
         vocab_sizes (sequence of 8 ints or tensor): size of each attribute vocabulary; random ids are drawn
-            uniformly in ``[NUM_SPECIAL_TOKENS, vocab_size)``.
+            uniformly in ``[NUM_SPECIAL_TOKENS, vocab_size)``. A tensor already on the data's device avoids a copy
+            per call (and is not checked: its owner checks it once).
         mask_token_id (`int`): the MASK id (the same in every attribute).
         generator (`torch.Generator`, *optional*): source of randomness.
         mask_prob (`float`): probability of MASK.
@@ -257,11 +258,13 @@ def corrupt(
     if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1 + 1e-9:
         raise ValueError(f"need mask_prob, random_prob >= 0 with sum <= 1, got {mask_prob}, {random_prob}")
     device = input_ids.device
+    if not torch.is_tensor(vocab_sizes) and min(vocab_sizes) <= NUM_SPECIAL_TOKENS:
+        # Sizes given as numbers are checked here; a tensor is trusted (reading it back would wait for the device at
+        # every step): its owner checks it once (AdversarialMLM does).
+        raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got {list(vocab_sizes)}")
     vocab = torch.as_tensor(vocab_sizes, dtype=torch.long, device=device).reshape(-1)
     if vocab.numel() != input_ids.shape[-1]:
         raise ValueError(f"vocab_sizes has {vocab.numel()} entries, input_ids has {input_ids.shape[-1]} attributes")
-    if bool((vocab <= NUM_SPECIAL_TOKENS).any()):
-        raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got {vocab.tolist()}")
     chosen = chosen.bool()
     if chosen.dim() == 2:
         if chosen.shape != input_ids.shape[:2]:

@@ -41,6 +41,18 @@ def _without_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """The same values as ``tensor``, with the gradient flowing back through it multiplied by ``scale``.
+
+    ``scale * x + (1 - scale) * x.detach()``: 1 returns ``tensor`` itself, 0 is ``tensor.detach()``.
+    """
+    if scale == 1.0:
+        return tensor
+    if scale == 0.0:
+        return tensor.detach()
+    return tensor * scale + tensor.detach() * (1.0 - scale)
+
+
 def _padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a (B, L) 0/1 mask into an additive (B, 1, 1, L) bias: 0 at real tokens, a huge negative at padding.
 
@@ -83,7 +95,11 @@ class AdvMidiBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def check_input_ids(self, input_ids: torch.Tensor) -> None:
-        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary."""
+        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary.
+
+        Out of training the values are checked on the host with a message naming the column; in training they are
+        checked asynchronously (`torch._assert_async`: no host sync); under `torch.compile` only the shape.
+        """
         num_attributes = len(self.vocab_sizes)
         if input_ids.dim() != 3 or input_ids.shape[-1] != num_attributes:
             raise ValueError(
@@ -99,8 +115,14 @@ class AdvMidiBertEmbeddings(nn.Module):
             raise ValueError(f"`input_ids` must hold integer ids, got dtype {input_ids.dtype}.")
         if torch.compiler.is_compiling():
             return
-        upper = torch.tensor(self.vocab_sizes, device=input_ids.device)
-        bad = (input_ids < 0) | (input_ids >= upper)
+        bad = input_ids < 0
+        for column, size in enumerate(self.vocab_sizes):  # Python bounds: no host-to-device copy of a table
+            bad[..., column] |= input_ids[..., column] >= size
+        if self.training:
+            # The training hot path: checked on the device, without waiting for it (a host sync every step would
+            # stall the accelerator's queue); on CPU this raises at once, on CUDA as a device-side assert.
+            torch._assert_async(~bad.any(), "`input_ids` holds ids outside a vocabulary of `config.vocab_sizes`")
+            return
         if bool(bad.any()):
             column = int(bad.flatten(0, 1).any(0).nonzero()[0])
             values = input_ids[..., column][bad[..., column]]
@@ -600,6 +622,7 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
         compute_logits: bool = True,
         compute_masker: bool = True,
         detach_masker_input: bool = False,
+        masker_grad_scale: float = 1.0,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -616,7 +639,9 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
                 (the heads still run when `labels` is given, since the loss needs them).
             compute_masker (`bool`, defaults to `True`): run the masker head.
             detach_masker_input (`bool`, defaults to `False`): feed the masker `last_hidden_state.detach()`, so that
-                the masker's loss does not reach the encoder.
+                the masker's loss does not reach the encoder (the same as `masker_grad_scale=0`).
+            masker_grad_scale (`float`, defaults to 1): share of the masker's gradient that flows back into the
+                encoder (the forward values are unchanged; see `scale_gradient`).
             output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
 
         Returns:
@@ -638,7 +663,7 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
 
         masker_scores = None
         if compute_masker:
-            masker_input = sequence_output.detach() if detach_masker_input else sequence_output
+            masker_input = scale_gradient(sequence_output, 0.0 if detach_masker_input else masker_grad_scale)
             masker_scores = self.masker(masker_input)
             if attention_mask is None:
                 attention_mask = (input_ids != self.config.pad_token_id).any(dim=-1)

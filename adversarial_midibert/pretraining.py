@@ -47,8 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import MASK_ID, NUM_ATTRIBUTES
+from .constants import BOS_ID, EOS_ID, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
 from .mask_book import MaskBook, PackedMaskBook
+from .modeling_adv_midibert import scale_gradient
 from .masking import (
     IGNORE_INDEX,
     choose_bar_positions,
@@ -76,6 +77,7 @@ __all__ = [
     "masker_loss",
     "freezing_pass",
     "batches_of_every_process",
+    "batch_to_device",
     "step_generator",
     "step_seed",
     "scale_gradient",
@@ -242,18 +244,6 @@ class UniformSampler:
         gen_device = generator.device if generator is not None else device
         u = torch.rand(n, generator=generator, device=gen_device).to(device)
         return self.low + (self.high - self.low) * u
-
-
-def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
-    """The same values as ``tensor``, with the gradient flowing back through it multiplied by ``scale``.
-
-    ``scale * x + (1 - scale) * x.detach()``: 1 returns ``tensor`` itself, 0 is ``tensor.detach()``.
-    """
-    if scale == 1.0:
-        return tensor
-    if scale == 0.0:
-        return tensor.detach()
-    return tensor * scale + tensor.detach() * (1.0 - scale)
 
 
 def step_seed(seed: int, step: int, process_index: int = 0) -> int:
@@ -484,6 +474,9 @@ class AdversarialMLM(nn.Module):
         self.mask_budget = mask_budget
         self.masker_loss_form = masker_loss_form
         config = model.config
+        if min(config.vocab_sizes) <= NUM_SPECIAL_TOKENS:  # checked once here, not by `corrupt` at every step
+            raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got "
+                             f"{list(config.vocab_sizes)}")
         self.register_buffer(
             "vocab_sizes", torch.as_tensor(list(config.vocab_sizes), dtype=torch.long), persistent=False
         )
@@ -501,23 +494,23 @@ class AdversarialMLM(nn.Module):
         return self.masker_grad_scale == 0.0
 
     def _masker_scores(self, input_ids, attention_mask) -> torch.Tensor:
-        encoder = self.model.base_model
+        # Through the model's own call (compiled with it by `--torch_compile`), so the whole encoder pass is compiled.
         if self.detach_masker:
             # Encoder without gradient and without dropout (as in the freezing pass; it also lets sdpa use its fused
             # kernel); only the masker head learns, on these detached features.
+            encoder = self.model.base_model
             was_training = encoder.training
             encoder.eval()
             try:
                 with torch.no_grad():
-                    hidden = encoder(input_ids, attention_mask=attention_mask).last_hidden_state
+                    hidden = self.model(input_ids, attention_mask=attention_mask, compute_logits=False,
+                                        compute_masker=False, output_hidden_states=True).hidden_states[-1]
             finally:
                 encoder.train(was_training)
-            hidden = hidden.detach()
-        else:
-            hidden = encoder(input_ids, attention_mask=attention_mask).last_hidden_state
-            hidden = scale_gradient(hidden, self.masker_grad_scale)
-        scores = self.model.masker(hidden)
-        return scores * attention_mask.to(scores.dtype)
+            scores = self.model.masker(hidden.detach())
+            return scores * attention_mask.to(scores.dtype)
+        return self.model(input_ids, attention_mask=attention_mask, compute_logits=False, compute_masker=True,
+                          masker_grad_scale=self.masker_grad_scale).masker_scores
 
     def forward(
         self,
@@ -527,12 +520,18 @@ class AdversarialMLM(nn.Module):
         return_details: bool = False,
         attribute_weights: Optional[torch.Tensor] = None,
         masking: Optional[str] = None,
+        score_only: bool = False,
     ) -> AdversarialMLMOutput:
-        """Run one step.
+        """Run one step (or, with ``score_only``, only score the uncorrupted batch).
+
+        Every pass of the model goes through this call, so that a prepared module (DDP, FSDP: parameters gathered;
+        mixed precision: autocast) and a compiled model see the training step, the evaluation and the freezing pass
+        alike.
 
         Args:
             batch (`dict`): ``input_ids`` `(B, L, 8)`, ``attention_mask`` `(B, L)` and, for the mask book,
-                ``segment_id`` `(B,)`.
+                ``segment_id`` `(B,)` or the book's rows already looked up, ``mask_book_rows`` `(B, L)` bool (see
+                :func:`batch_to_device`: no device-to-host copy of the segment ids).
             generator (`torch.Generator`, *optional*): randomness of the masking (see :func:`step_generator`).
             use_mask_book (`bool`): look the batch up in the mask book (training); ``False`` for validation
                 batches, whose segment ids are not the book's.
@@ -542,7 +541,13 @@ class AdversarialMLM(nn.Module):
             masking (`str`, *optional*): choose the positions with this method instead of the run's (validation:
                 ``"random"`` gives every variant the same yardstick). The masker loss is only computed for the
                 methods that run the masker (``MASKER_METHODS``).
+            score_only (`bool`): return the model's output on the uncorrupted batch instead
+                (``AdvMidiBertMaskedLMOutput`` with ``masker_scores`` and every layer's ``hidden_states``, no logits):
+                the freezing pass and the evaluation's health figures.
         """
+        if score_only:
+            return self.model(batch["input_ids"], attention_mask=batch.get("attention_mask"), compute_logits=False,
+                              compute_masker=True, output_hidden_states=True)
         masking = self.masking if masking is None else masking
         if masking not in MASKING_METHODS:
             raise ValueError(f"masking must be one of {MASKING_METHODS}, got {masking!r}")
@@ -558,9 +563,12 @@ class AdversarialMLM(nn.Module):
 
         book_rows = None
         if use_mask_book and self.mask_book is not None and masking in MASKER_METHODS:
-            if "segment_id" not in batch:
+            if "mask_book_rows" in batch:
+                book_rows = batch["mask_book_rows"].to(device=device, dtype=torch.bool)
+            elif "segment_id" in batch:
+                book_rows = self.mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
+            else:
                 raise KeyError("batch has no 'segment_id' column: the mask book needs it (see data/README)")
-            book_rows = self.mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
             frozen = ((~book_rows) & maskable).sum().float() / num_notes.sum().clamp_min(1).float()
         else:
             frozen = zero
@@ -667,6 +675,24 @@ def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[Op
         yield batch
 
 
+def batch_to_device(batch: dict, device, mask_book: Optional[MaskBook] = None) -> dict:
+    """A host batch on ``device``, without a host sync: the mask book's rows are looked up on the host first (a book
+    kept off the accelerator would otherwise copy the segment ids back to the host every step, waiting for the
+    device), then every tensor is copied with ``non_blocking`` (asynchronous from pinned memory).
+
+    Args:
+        batch (`dict`): tensors on the host (``input_ids``, ``attention_mask``, ``segment_id``...).
+        device (`torch.device` or `str`): where the step runs.
+        mask_book (`MaskBook` or `PackedMaskBook`, *optional*): adds ``mask_book_rows`` `(B, L)` bool, which
+            :class:`AdversarialMLM` reads instead of looking the segment ids up itself.
+    """
+    batch = dict(batch)
+    if mask_book is not None and "segment_id" in batch and "mask_book_rows" not in batch:
+        rows = mask_book.rows(batch["segment_id"], batch["input_ids"].shape[1])
+        batch["mask_book_rows"] = rows.pin_memory() if torch.device(device).type == "cuda" else rows
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 @torch.no_grad()
 def freezing_pass(
     model: nn.Module,
@@ -687,7 +713,9 @@ def freezing_pass(
     split): a process that is done takes part in the gathers until every process is.
 
     Args:
-        model (`AdvMidiBertForMaskedLM`): the (unwrapped) model; its masker scores the segments.
+        model (`AdversarialMLM` as prepared by the accelerator, or an `AdvMidiBertForMaskedLM`): scores the segments
+            with the masker. Give the prepared step module in a training run: its ``score_only`` call goes through
+            DDP/FSDP (parameters gathered), autocast and the compiled model like the training step.
         dataloader: the *unshuffled* training loader (prepared by the accelerator in a distributed run, or this
             process's part of a streamed split), whose batches carry ``input_ids``, ``attention_mask`` and
             ``segment_id``; they are moved to the model's device.
@@ -705,9 +733,21 @@ def freezing_pass(
     model.eval()
     distributed = accelerator is not None and accelerator.num_processes > 1
     model_device = next(model.parameters()).device
+    inner = model
+    while not isinstance(inner, AdversarialMLM) and isinstance(getattr(inner, "module", None), nn.Module):
+        inner = inner.module  # DDP, FSDP (prepared by the accelerator or not)
+
+    def masker_scores(input_ids, attention_mask):
+        if isinstance(inner, AdversarialMLM):
+            return model({"input_ids": input_ids, "attention_mask": attention_mask}, score_only=True).masker_scores
+        return model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
+
     try:
         for batch in batches_of_every_process(dataloader, accelerator):
             if batch is None:  # this process is done, another is not: take part in the gathers only
+                # A sharded model (FSDP) gathers its parameters in every forward, a collective call: join it.
+                ends = torch.tensor([[BOS_ID] * NUM_ATTRIBUTES, [EOS_ID] * NUM_ATTRIBUTES], device=model_device)
+                masker_scores(ends.unsqueeze(0), torch.ones(1, 2, dtype=torch.long, device=model_device))
                 seg = torch.empty(0, dtype=torch.long, device=model_device)
                 full = torch.empty(0, mask_book.max_len, dtype=torch.uint8, device=model_device)
                 notes = torch.empty(0, dtype=torch.long, device=model_device)
@@ -719,7 +759,7 @@ def freezing_pass(
                 maskable = maskable_positions(input_ids, attention_mask)
                 rows = mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
                 allowed = maskable & rows
-                scores = model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
+                scores = masker_scores(input_ids, attention_mask)
                 batch_size = input_ids.shape[0]
                 frac = fraction_sampler(batch_size, gen, device)
                 n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()

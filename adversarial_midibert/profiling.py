@@ -24,6 +24,7 @@ tensors and costs nothing next to these.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import weakref
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ from . import modeling_adv_midibert as modeling
 from .acceleration import enable_activation_checkpointing
 from .configuration_adv_midibert import AdvMidiBertConfig
 
-__all__ = ["count_flops", "step_flops_per_token", "MemoryEstimate", "estimate_step_memory", "STEP_KINDS"]
+__all__ = ["count_flops", "step_flops_per_token", "MemoryEstimate", "estimate_step_memory", "STEP_KINDS",
+           "count_host_reads", "HOST_READS"]
 
 STEP_KINDS = ("adversarial", "adversarial-detached", "random", "bar")
 
@@ -50,6 +52,46 @@ def count_flops(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+# Tensor methods that read values back on the host: on an accelerator each waits for the device (a host sync).
+HOST_READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+
+
+@contextlib.contextmanager
+def count_host_reads():
+    """Count, per name, the calls made inside the block that read tensor values on the host: the methods of
+    ``HOST_READS``, ``torch.nonzero`` / ``torch.unique`` / ``torch.masked_select`` and indexing with a boolean mask
+    (their output size depends on the data). On CPU they cost nothing, but each is a host sync on an accelerator, so
+    counting them on CPU finds the syncs a GPU run would have (``torch.cuda.set_sync_debug_mode`` sees them on CUDA).
+
+    Yields:
+        `collections.Counter`: name -> calls, filled while the block runs.
+    """
+    calls: collections.Counter = collections.Counter()
+
+    def counted(name, original):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    original_getitem = torch.Tensor.__getitem__
+
+    def getitem(self, index):
+        for part in index if isinstance(index, tuple) else (index,):
+            if torch.is_tensor(part) and part.dtype == torch.bool:
+                calls["boolean index"] += 1
+        return original_getitem(self, index)
+
+    with contextlib.ExitStack() as stack:
+        for name in HOST_READS:
+            stack.enter_context(mock.patch.object(torch.Tensor, name, counted(name, getattr(torch.Tensor, name))))
+        for name in ("nonzero", "unique", "masked_select"):
+            stack.enter_context(mock.patch.object(torch, name, counted(f"torch.{name}", getattr(torch, name))))
+        stack.enter_context(mock.patch.object(torch.Tensor, "__getitem__", getitem))
+        yield calls
 
 
 @contextlib.contextmanager

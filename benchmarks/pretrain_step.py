@@ -19,12 +19,19 @@ alive, bf16 autocast, CUDA's memory-efficient attention for sdpa) with and witho
 of ``--estimate_attention`` (default: sdpa and eager); without a GPU it stops there, on CUDA the measured peaks are
 printed next to the estimates. ``--output FILE.json`` writes everything printed, with the settings and the load.
 
+``--dtype fp32 bf16`` times both precisions in one run and ``--torch_compile`` adds the compiled encoder layers
+(``--torch_compile`` of the training scripts) beside the eager ones: every setup is interleaved in the same rounds, and
+the time ratios of each variant to the first setup (fp32 eager) are printed.
+
 Examples::
 
     python benchmarks/pretrain_step.py --preset small --batch_size 8 --seq_len 256
     python benchmarks/pretrain_step.py --preset base --batch_size 8 --seq_len 1024 --dtype bf16 --estimate_memory \
         --output results/memory-estimate.json
     python benchmarks/pretrain_step.py --preset base --batch_size 16 --seq_len 1024 --device cuda --dtype bf16
+    python benchmarks/pretrain_step.py --preset small --batch_size 4 --seq_len 256 --torch_compile \
+        --output results/pretrain-step-compile-small.json
+    python benchmarks/pretrain_step.py --preset base --batch_size 1 --seq_len 512 --dtype fp32 bf16
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* impor
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import copy  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -44,7 +52,7 @@ import torch  # noqa: E402
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noqa: E402
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
-from adversarial_midibert.acceleration import enable_activation_checkpointing  # noqa: E402
+from adversarial_midibert.acceleration import apply_acceleration, enable_activation_checkpointing  # noqa: E402
 from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
 from adversarial_midibert.profiling import step_flops_per_token  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
@@ -60,7 +68,12 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=8, help="Segments per step.")
     p.add_argument("--seq_len", type=int, default=None, help="Rows per segment (default: the preset's maximum).")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda.")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="Autocast dtype of the step.")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="Autocast dtype(s) of the step; two time both in one run (ratio bf16/fp32).")
+    p.add_argument("--torch_compile", action="store_true",
+                   help="Also time the steps with the encoder layers compiled (--torch_compile of the training "
+                        "scripts), interleaved with the eager ones (ratio compiled/eager).")
+    p.add_argument("--torch_compile_backend", default="inductor", help="Backend of --torch_compile.")
     p.add_argument("--warmup", type=int, default=2, help="Untimed steps per variant.")
     p.add_argument("--repeats", type=int, default=5, help="Timed steps per variant (median reported).")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +111,7 @@ def print_memory_estimates(config, args, seq_len: int) -> list:
         for checkpointing in (False, True):
             for masking, detach in VARIANTS:
                 name = masking + (" (detached)" if detach else "")
-                estimate = estimate_step_memory(config, args.batch_size, seq_len, dtype=args.dtype,
+                estimate = estimate_step_memory(config, args.batch_size, seq_len, dtype=args.dtype[-1],
                                                 attention=attention, masking=masking, detach_masker=detach,
                                                 gradient_checkpointing=checkpointing)
                 print(f"estimate {name:24s} {estimate.format()}", flush=True)
@@ -152,12 +165,13 @@ def main(argv=None):
     model = AdvMidiBertForMaskedLM(config).to(device)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    models = {"eager": model}
+    if args.torch_compile:  # the same weights, the encoder layers compiled
+        models["compiled"] = apply_acceleration(copy.deepcopy(model), torch_compile=True,
+                                                torch_compile_backend=args.torch_compile_backend)
     batch = synthetic_batch(args.batch_size, seq_len, config.vocab_sizes, device, args.seed)
     n_params = sum(p.numel() for p in model.parameters())
     tokens = args.batch_size * seq_len
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16"
-                else contextlib.nullcontext())
 
     def sync():
         if device.type == "cuda":
@@ -165,23 +179,33 @@ def main(argv=None):
 
     print(f"preset {args.preset} ({n_params / 1e6:.2f} M parameters), batch {args.batch_size} x {seq_len}, "
           f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"dtype {args.dtype}, threads {torch.get_num_threads()}, {args.warmup} warm-up + {args.repeats} repeats")
-    steps = {}
-    for masking, detach in VARIANTS:
-        steps[masking + (" (detached)" if detach else "")] = AdversarialMLM(
-            model, masking=masking, masker_grad_scale=0.0 if detach else 1.0).to(device).train()
+          f"dtype {' and '.join(args.dtype)}, threads {torch.get_num_threads()}, {args.warmup} warm-up + "
+          f"{args.repeats} repeats{', eager and compiled' if args.torch_compile else ''}")
+    # One setup per (dtype, eager/compiled); its variants named "<variant>" alone when there is one setup.
+    setups = [(dtype, mode) for dtype in args.dtype for mode in models]
+    steps, autocasts, optimizers = {}, {}, {}
+    for dtype, mode in setups:
+        suffix = "" if len(setups) == 1 else f" [{dtype}{', compiled' if mode == 'compiled' else ''}]"
+        optimizers[(dtype, mode)] = torch.optim.AdamW(models[mode].parameters(), lr=1e-4)
+        for masking, detach in VARIANTS:
+            name = masking + (" (detached)" if detach else "") + suffix
+            steps[name] = AdversarialMLM(models[mode], masking=masking,
+                                         masker_grad_scale=0.0 if detach else 1.0).to(device).train()
+            autocasts[name] = (dtype, mode)
     times: dict[str, list[float]] = {name: [] for name in steps}
     peak: dict[str, float] = {}
     # Interleaved: every round times one step of each variant, so that a slow patch of the machine (other
     # processes, clock changes) hits all variants alike; the median over rounds is reported.
     for i in range(args.warmup + args.repeats):
         for name, step in steps.items():
+            dtype, mode = autocasts[name]
+            optimizer = optimizers[(dtype, mode)]
             gen = step_generator(args.seed, i, 0, device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             sync()
             t0 = time.perf_counter()
-            with autocast:
+            with (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()):
                 out = step(batch, generator=gen)
             out.loss.backward()
             optimizer.step()
@@ -198,20 +222,32 @@ def main(argv=None):
         record["steps"][name] = {"median_ms": sec * 1000, "all_ms": [t * 1000 for t in times[name]],
                                  "tokens_per_second": tokens / sec}
         spread = f"(min {min(times[name]) * 1000:.0f}, max {max(times[name]) * 1000:.0f})"
-        line = f"{name:24s} {sec * 1000:9.1f} ms/step {spread:22s} {tokens / sec:10.0f} tokens/s"
+        line = f"{name:44s} {sec * 1000:9.1f} ms/step {spread:22s} {tokens / sec:10.0f} tokens/s"
+        variant = name.split(" [")[0]
         if device.type == "cuda":
-            flops = flops_per_token[name] * tokens / sec
+            flops = flops_per_token[variant] * tokens / sec
             gpu = torch.cuda.get_device_name(device)
             peak_tflops = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu), None)
-            mfu = f"  MFU {flops / (peak_tflops * 1e12):.1%}" if peak_tflops and args.dtype == "bf16" else ""
+            mfu = f"  MFU {flops / (peak_tflops * 1e12):.1%}" if peak_tflops and autocasts[name][0] == "bf16" else ""
             line += f"  {flops / 1e12:7.1f} TFLOP/s{mfu}  peak mem {peak[name]:.2f} GiB"
             record["steps"][name].update(tflops_per_second=flops / 1e12, peak_gib=peak[name], gpu=gpu)
             if mfu:
                 record["steps"][name]["mfu"] = flops / (peak_tflops * 1e12)
-            if name in estimates:
-                line += f" (estimate {estimates[name].peak / 2**30:.2f} GiB)"
-                record["steps"][name]["estimate_peak_gib"] = estimates[name].peak / 2**30
+            if variant in estimates and autocasts[name][0] == args.dtype[-1]:
+                line += f" (estimate {estimates[variant].peak / 2**30:.2f} GiB)"
+                record["steps"][name]["estimate_peak_gib"] = estimates[variant].peak / 2**30
         print(line, flush=True)
+    if len(setups) > 1:
+        record["ratios_between_setups"] = ratios = {}
+        for masking, detach in VARIANTS:
+            variant = masking + (" (detached)" if detach else "")
+            for dtype, mode in setups[1:]:
+                first = f"{variant} [{setups[0][0]}]"
+                other = f"{variant} [{dtype}{', compiled' if mode == 'compiled' else ''}]"
+                key = f"{other} / {first}"
+                ratios[key] = results[other] / results[first]
+                print(f"time ratio {key:70s} {ratios[key]:.2f}")
+        results = {name.split(" [")[0]: sec for name, sec in results.items() if name.endswith(f"[{setups[0][0]}]")}
     base = results["random"]
     print(f"ratio adversarial/random = {results['adversarial'] / base:.2f} (target <= 2.05)")
     print(f"ratio detached/random    = {results['adversarial (detached)'] / base:.2f} (target <= 1.4)")

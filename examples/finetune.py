@@ -63,7 +63,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub  # noqa: E402
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration  # noqa: E402
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning  # noqa: E402
 from adversarial_midibert.pretraining import TrainingProgress, step_seed  # noqa: E402
 
 logger = logging.getLogger("finetune")
@@ -368,6 +368,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_local_main_process:
         logger.setLevel(logging.WARNING)
+    slow_bf16 = slow_bf16_warning(accelerator.device, accelerator.mixed_precision)
+    if slow_bf16:
+        logger.warning(slow_bf16)
     set_seed(args.seed)
     output_lock = None
     if accelerator.is_main_process:

@@ -28,7 +28,7 @@ import time
 _PROCESS_START = time.time()  # the elapsed time printed at the end counts imports and the data build
 
 import argparse
-import contextlib
+import functools
 import json
 import logging
 import math
@@ -41,7 +41,7 @@ import torch
 import transformers
 from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
 from accelerate.logging import get_logger
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
@@ -52,7 +52,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert import hub
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
@@ -76,6 +76,7 @@ from adversarial_midibert.pretraining import (
     freezing_pass,
     step_generator,
     step_seed,
+    batch_to_device,
 )
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 from adversarial_midibert.visualization import plot_training_curves
@@ -88,6 +89,7 @@ DEFAULT_OUTPUT_DIR = "outputs/pretrain-music21"
 DEFAULT_MAX_TRAIN_STEPS = 80
 DETACHED_MASKER_LR_FACTOR = 10.0  # masker head learning rate / --learning_rate when the masker is detached
 DEFAULT_STREAMING_EVAL_SAMPLES = 1000  # --streaming: validation segments read (--max_eval_samples changes it)
+COMPILE_PAD_MULTIPLE = 64  # --torch_compile: lengths padded to a multiple of the attention's 64-row blocks
 SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
 
 
@@ -174,10 +176,14 @@ def parse_args(argv=None):
     p.add_argument("--with_tracking", action="store_true", help="Log metrics with the --report_to trackers.")
     p.add_argument("--report_to", type=str, default="tensorboard",
                    help="Tracker(s) for --with_tracking: tensorboard, wandb, all...")
-    p.add_argument("--logging_steps", type=int, default=10, help="Log the running figures every N steps.")
+    p.add_argument("--logging_steps", type=int, default=10,
+                   help="Log the running figures every N steps (they are read back from the device then, in one go).")
     p.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers.")
     p.add_argument("--cpu", action="store_true", help="Force CPU (also ACCELERATE_USE_CPU=1).")
     add_acceleration_arguments(p)
+    p.add_argument("--pad_to_multiple_of", type=int, default=None,
+                   help="Pad every batch to a multiple of this many rows (default: %d with --torch_compile, so that "
+                        "varying batch lengths fall into few compiled shapes; none otherwise)." % COMPILE_PAD_MULTIPLE)
     p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
     p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
     p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
@@ -221,6 +227,10 @@ def parse_args(argv=None):
         p.error("--streaming needs --dataset (a folder written by examples/prepare_data.py or a Hub dataset id)")
     if args.streaming and args.preprocessing_num_workers:
         p.error("--streaming reads in the training process (exact mid-epoch resume): --preprocessing_num_workers 0")
+    if args.pad_to_multiple_of is None and (args.torch_compile or args.torch_compile_backend or args.torch_compile_mode):
+        args.pad_to_multiple_of = COMPILE_PAD_MULTIPLE
+    if args.pad_to_multiple_of is not None and args.pad_to_multiple_of < 1:
+        p.error(f"--pad_to_multiple_of must be >= 1, got {args.pad_to_multiple_of}")
     if args.shuffle_buffer_size < 0:
         p.error(f"--shuffle_buffer_size must be >= 0, got {args.shuffle_buffer_size}")
     if args.dataset is None:  # the main job
@@ -276,18 +286,8 @@ def find_tokenizer_file(dataset_dir: Path) -> Path | None:
     return None
 
 
-def collate(rows):
-    return pad_octuple_batch(rows)
-
-
-def gathered_parameters(accelerator, step_model):
-    """FSDP keeps the parameters sharded outside the prepared model's own forward; the freezing pass calls the inner
-    model directly, so gather them for it (nothing to do otherwise)."""
-    if accelerator.distributed_type != DistributedType.FSDP:
-        return contextlib.nullcontext()
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    return FullyShardedDataParallel.summon_full_params(step_model, writeback=False)
+def collate(rows, pad_to_multiple_of=None):
+    return pad_octuple_batch(rows, pad_to_multiple_of=pad_to_multiple_of)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -365,6 +365,9 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     logger.info(accelerator.state, main_process_only=False)
+    slow_bf16 = slow_bf16_warning(accelerator.device, accelerator.mixed_precision)
+    if slow_bf16:
+        logger.warning(slow_bf16)
     if accelerator.is_local_main_process:
         datasets.utils.logging.set_verbosity_warning()
         transformers.utils.logging.set_verbosity_warning()
@@ -383,6 +386,8 @@ def main(argv=None):
     # ---- data ----
     from adversarial_midibert.data import load_task_dataset
 
+    collate_fn = functools.partial(collate, pad_to_multiple_of=args.pad_to_multiple_of)
+
     config_kwargs = model_config_kwargs(args)
     max_len = int(config_kwargs["max_position_embeddings"])
     if args.streaming:
@@ -395,10 +400,10 @@ def main(argv=None):
         if stream.tokenizer.max_seq_len > max_len:
             raise ValueError(f"dataset {args.dataset}: segments of up to {stream.tokenizer.max_seq_len} rows, the model "
                              f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
-        train_stream = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate, accelerator,
+        train_stream = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate_fn, accelerator,
                                         seed=args.seed, shuffle_buffer_size=args.shuffle_buffer_size,
                                         group_size=args.gradient_accumulation_steps)
-        freeze_stream = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate, accelerator,
+        freeze_stream = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate_fn, accelerator,
                                          shuffle_buffer_size=0)
         eval_ds = stream.head("validation", args.max_eval_samples or DEFAULT_STREAMING_EVAL_SAMPLES)
         eval_ds = eval_ds if eval_ds is not None else datasets.Dataset.from_dict({"segment_id": []})
@@ -464,12 +469,13 @@ def main(argv=None):
     )
 
     if not args.streaming:
-        train_dataloader = DataLoader(train_ds, shuffle=True, collate_fn=collate,
+        train_dataloader = DataLoader(train_ds, shuffle=True, collate_fn=collate_fn,
                                       batch_size=args.per_device_train_batch_size,
-                                      num_workers=args.preprocessing_num_workers)
-        freeze_dataloader = DataLoader(train_ds, shuffle=False, collate_fn=collate,
+                                      num_workers=args.preprocessing_num_workers,
+                                      pin_memory=accelerator.device.type == "cuda")
+        freeze_dataloader = DataLoader(train_ds, shuffle=False, collate_fn=collate_fn,
                                        batch_size=args.per_device_eval_batch_size)
-    eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate,
+    eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate_fn,
                                  batch_size=args.per_device_eval_batch_size)
 
     # Four groups: weight decay or not, masker head or not (the masker head may learn faster).
@@ -517,9 +523,10 @@ def main(argv=None):
                                                                                    accelerator)))
         data_fingerprint = stream.fingerprint()
     else:
+        # The training batches stay on the host until batch_to_device (mask book looked up there, no sync).
         step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
-            step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler
-        )
+            step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler,
+            device_placement=[None, None, False, None, None, None])
         data_fingerprint = dataset_fingerprint(train_ds, eval_ds)
     # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
     checkpoints = CheckpointManager(
@@ -565,11 +572,26 @@ def main(argv=None):
                         disable=not accelerator.is_local_main_process)
     eval_results: dict = {}
     eval_step = -1
-    running = {"loss": [], "masker": []}
+    pending_log: list[dict] = []  # the steps' figures, still on the device: read back every --logging_steps steps
     step_correct = torch.zeros(len(ATTRIBUTE_NAMES), device=accelerator.device)
     step_total = torch.zeros_like(step_correct)
 
+    def flush_train_log() -> list[dict]:
+        """Write the pending steps to train_log.jsonl: one host sync for all of them (none in the steps between)."""
+        if not pending_log:
+            return []
+        keys = ("loss", "masker_loss", "masked_share", "frozen")
+        values = torch.stack([torch.stack([row[k].float() for k in keys]) for row in pending_log]).tolist()
+        rows = [{"step": row["step"], "epoch": row["epoch"], **dict(zip(keys[:3], v[:3])), "lr": row["lr"],
+                 "frozen": v[3]} for row, v in zip(pending_log, values)]
+        pending_log.clear()
+        if accelerator.is_main_process:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+        return rows
+
     def save_checkpoint(name: str):
+        flush_train_log()  # the log holds every step the checkpoint holds
         checkpoints.save(name, progress.completed_steps)
 
     step_model.train()
@@ -584,8 +606,8 @@ def main(argv=None):
                 loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
         micro_losses = []
         for batch in loader:
-            if args.streaming:
-                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+            # Looked up in the mask book on the host, then copied without waiting (the loader leaves it on the host).
+            batch = batch_to_device(batch, accelerator.device, mask_book if args.masking in MASKER_METHODS else None)
             seed = step_seed(args.seed, progress.micro_step, accelerator.process_index)
             torch.manual_seed(seed)  # dropout: the same after a resume as in an uninterrupted run
             gen = step_generator(args.seed, progress.micro_step, accelerator.process_index, accelerator.device)
@@ -602,33 +624,27 @@ def main(argv=None):
             attribute_weights.update(out.attribute_correct, out.attribute_total)
             step_correct += out.attribute_correct.sum(0)
             step_total += out.attribute_total.sum(0)
-            micro_losses.append(float(out.loss.detach()))
-            running["masker"].append(float(out.masker_loss))
+            micro_losses.append(out.loss.detach())
             if not accelerator.sync_gradients:
                 continue
             progress.completed_steps += 1
             progress_bar.update(1)
-            loss = sum(micro_losses) / len(micro_losses)
+            pending_log.append({"step": progress.completed_steps, "epoch": epoch,
+                                "loss": torch.stack(micro_losses).mean(), "masker_loss": out.masker_loss,
+                                "masked_share": out.masked_share.float().mean(), "lr": lr_scheduler.get_last_lr()[0],
+                                "frozen": out.frozen_fraction})
             micro_losses = []
-            running["loss"].append(loss)
-            frozen = float(out.frozen_fraction)
-            if accelerator.is_main_process:
-                with open(log_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": progress.completed_steps, "epoch": epoch, "loss": loss,
-                                        "masker_loss": float(out.masker_loss),
-                                        "masked_share": float(out.masked_share.mean()),
-                                        "lr": lr_scheduler.get_last_lr()[0], "frozen": frozen}) + "\n")
             if progress.completed_steps % args.logging_steps == 0 or progress.completed_steps == 1:
-                progress_bar.set_postfix_str(
-                    f"loss {loss:.3f} | {_accuracy_text(step_correct, step_total)} | frozen {frozen:.1%}")
+                rows = flush_train_log()
+                progress_bar.set_postfix_str(f"loss {rows[-1]['loss']:.3f} | {_accuracy_text(step_correct, step_total)}"
+                                             f" | frozen {rows[-1]['frozen']:.1%}")
                 if args.with_tracking:
-                    accelerator.log({"train_loss": sum(running["loss"]) / len(running["loss"]),
-                                     "masker_loss": sum(running["masker"]) / len(running["masker"]),
+                    accelerator.log({"train_loss": sum(r["loss"] for r in rows) / len(rows),
+                                     "masker_loss": sum(r["masker_loss"] for r in rows) / len(rows),
                                      "frozen_fraction": mask_book.frozen_fraction(),
                                      **{f"train_accuracy_{n}": float(c / max(t, 1)) for n, c, t in
                                         zip(ATTRIBUTE_NAMES, step_correct.tolist(), step_total.tolist())}},
                                     step=progress.completed_steps)
-                running = {"loss": [], "masker": []}
                 step_correct.zero_()
                 step_total.zero_()
             if (args.checkpointing_steps not in (None, "epoch")
@@ -637,6 +653,7 @@ def main(argv=None):
             if progress.completed_steps >= args.max_train_steps:
                 break
 
+        flush_train_log()
         epoch_done = progress.completed_steps < args.max_train_steps or (
             train_stream.exhausted if args.streaming else progress.epoch_micro_step >= len(train_dataloader))
         if not epoch_done:
@@ -649,9 +666,9 @@ def main(argv=None):
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
             batches = tqdm(freeze_stream.all_batches() if args.streaming else freeze_dataloader,
                            desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
-            with gathered_parameters(accelerator, step_model):  # FSDP: the pass calls the inner model directly
-                frozen = freezing_pass(unwrapped, batches, mask_book, fraction_sampler, unfreeze_sampler,
-                                       accelerator, generator=gen)
+            # Through the prepared step module (score_only): FSDP gathers, autocast and compile apply as in training.
+            frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
+                                   generator=gen)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)

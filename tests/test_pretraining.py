@@ -403,3 +403,139 @@ def test_short_adversarial_run_keeps_representations_healthy(data_root):
     assert default["eval_masker_spearman"] > 0.2, default  # the masker still learns which notes are hard
     paper = health_after_run(masker_grad_scale=1.0, reconstruction_weight=0.0)
     assert paper["eval_token_cosine"] > 0.95 and paper["eval_effective_rank"] < 8, paper
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The prepared module: every pass through it; no host sync in the step
+# ---------------------------------------------------------------------------------------------------------
+
+
+def guard_inner_calls(step: AdversarialMLM) -> None:
+    """Make any call of the model's modules outside the step module's own forward raise, as FSDP's sharded parameters
+    would (outside the root's forward they are flat shards): what passes here passes under FSDP."""
+    inside = []
+    step.register_forward_pre_hook(lambda module, args: inside.append(True))
+    step.register_forward_hook(lambda module, args, output: inside.pop() and None)
+
+    def check(module, args):
+        if not inside:
+            raise AssertionError(f"{type(module).__name__} called outside the prepared step module")
+
+    for module in step.model.modules():
+        module.register_forward_pre_hook(check)
+
+
+def test_step_evaluation_and_freezing_pass_go_through_the_step_module():
+    from adversarial_midibert.diagnostics import evaluate_pretraining
+
+    model = tiny_model()
+    book = MaskBook(3, 64)
+    step = AdversarialMLM(model, mask_book=book)
+    guard_inner_calls(step)
+    batch = make_batch()
+    step(batch, generator=step_generator(0, 0)).loss.backward()
+    results = evaluate_pretraining(step, [batch])
+    assert -1 <= results["eval_masker_spearman"] <= 1 and results["eval_token_cosine"] == results["eval_token_cosine"]
+    freezing_pass(step, [batch], book, generator=torch.Generator().manual_seed(0))
+    assert book.frozen_fraction() > 0
+    with pytest.raises(AssertionError, match="outside the prepared step module"):  # the guard itself works
+        model.base_model(batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
+@pytest.mark.parametrize("masking, grad_scale, reads", [
+    ("adversarial", 1.0, {}), ("adversarial", 0.5, {}), ("easiest", 1.0, {}), ("random", 1.0, {}),
+    # The detached masker pass runs the encoder in eval mode, where the id check reads its verdict on the host.
+    ("adversarial", 0.0, {"__bool__": 1}),
+])
+def test_training_step_reads_nothing_back_on_the_host(masking, grad_scale, reads):
+    from adversarial_midibert.pretraining import batch_to_device
+    from adversarial_midibert.profiling import count_host_reads
+
+    book = MaskBook(3, 64)
+    step = AdversarialMLM(tiny_model(), mask_book=book, masking=masking, masker_grad_scale=grad_scale)
+    batch = batch_to_device(make_batch(), "cpu", book)  # the book's rows looked up on the host, before the step
+    assert batch["mask_book_rows"].shape == batch["attention_mask"].shape
+    with count_host_reads() as calls:
+        out = step(batch, generator=step_generator(0, 0))
+        out.loss.backward()
+    assert dict(calls) == reads
+    # ... while the counter does see a read (here the id check of an evaluation, which reads its verdict)
+    with count_host_reads() as calls:
+        step.eval()(batch, generator=step_generator(0, 0))
+    assert calls["__bool__"] >= 1
+
+
+def test_training_mode_checks_ids_without_a_host_read():
+    model = tiny_model()
+    batch = make_batch()
+    batch["input_ids"][0, 1, 3] = VOCAB[3]  # one id past the pitch vocabulary
+    with pytest.raises(RuntimeError, match="outside a vocabulary"):  # training: torch._assert_async
+        model.train()(batch["input_ids"], attention_mask=batch["attention_mask"])
+    with pytest.raises(ValueError, match="column 3"):  # inference: the full message
+        model.eval()(batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
+def _distributed_worker(rank: int, port: str, out_dir: str, wrapper: str) -> None:
+    """One of two gloo processes: a training step, the evaluation and the freezing pass through the step module
+    prepared by the accelerator (DDP) or wrapped by FSDP (parameters sharded over the two processes: a pass that went
+    around the wrapper would find flat shards), with every inner call guarded as in the single-process test."""
+    import json
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+    from torch.nn.parallel import DistributedDataParallel
+
+    from adversarial_midibert.diagnostics import evaluate_pretraining
+    from adversarial_midibert.pretraining import batch_to_device
+
+    accelerator = Accelerator(cpu=True)
+    book = MaskBook(6, 64)
+    step = AdversarialMLM(tiny_model(), mask_book=book)
+    guard_inner_calls(step)
+    if wrapper == "fsdp":  # on CPU the accelerator would choose DDP: wrapped here as its FSDP plugin would
+        import functools
+
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+        from adversarial_midibert.modeling_adv_midibert import AdvMidiBertLayer
+
+        prepared = FullyShardedDataParallel(step, device_id=torch.device("cpu"), use_orig_params=True,
+                                            auto_wrap_policy=functools.partial(transformer_auto_wrap_policy,
+                                                                               transformer_layer_cls={AdvMidiBertLayer}))
+        optimizer = torch.optim.AdamW(prepared.parameters(), lr=1e-3)
+    else:
+        optimizer = torch.optim.AdamW(step.parameters(), lr=1e-3)
+        prepared, optimizer = accelerator.prepare(step, optimizer)
+        assert isinstance(prepared, DistributedDataParallel)
+    batch = make_batch(seed=rank, segment_ids=[3 * rank, 3 * rank + 1, 3 * rank + 2])  # each process its own rows
+    out = prepared(batch_to_device(batch, accelerator.device, book), generator=step_generator(0, 0, rank))
+    accelerator.backward(out.loss)
+    optimizer.step()
+    results = evaluate_pretraining(prepared, [make_batch(seed=10 + rank)], accelerator)
+    frozen = freezing_pass(prepared, [batch], book, accelerator=accelerator,
+                           generator=torch.Generator().manual_seed(rank))
+    weights = None if wrapper == "fsdp" else sum(float(p.double().sum()) for p in step.parameters())
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({"results": results, "frozen": frozen, "book": book.fingerprint(), "weights": weights}, f)
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp"])
+def test_two_processes_run_step_evaluation_and_freezing_through_the_prepared_module(wrapper, tmp_path):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:  # a free port: other runs on the machine may hold a fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    mp.spawn(_distributed_worker, args=(port, str(tmp_path), wrapper), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
+    assert ranks[0] == ranks[1]  # gathered figures, one synchronised step, one broadcast book
+    assert ranks[0]["frozen"] > 0 and 0 <= ranks[0]["results"]["eval_accuracy"] <= 1

@@ -50,3 +50,18 @@ def tiny_finetuned_folder(folder, token: bool, label_names, max_seq_len: int = 6
     model_class(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def random_segment_rows(lengths, vocab_sizes=TINY_VOCAB_SIZES, first_segment_id: int = 0, seed: int = 0):
+    """Dataset rows (``input_ids`` (L, 8) with BOS/EOS rows, ``attention_mask``, ``segment_id``) of random notes, one
+    per length: what the collators take."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, length in enumerate(lengths):
+        ids = np.stack([rng.integers(4, v, length) for v in vocab_sizes], axis=-1)
+        ids[0], ids[-1] = 1, 2  # BOS, EOS
+        rows.append({"input_ids": ids, "attention_mask": np.ones(length, dtype=np.int64),
+                     "segment_id": first_segment_id + i})
+    return rows
