@@ -372,8 +372,8 @@ class AdversarialMLMOutput:
         attribute_total (`torch.Tensor` of shape `(B, 8)`): masked positions per segment and attribute.
         num_masked (`torch.Tensor` of shape `(B,)`): chosen positions per segment (``k`` for the adversarial
             method).
-        masked_share (`torch.Tensor` of shape `(B,)`): ``num_masked`` / the segment's notes (notes with at least
-            one chosen attribute for bar masking).
+        masked_share (`torch.Tensor` of shape `(B,)`): the share of the segment's notes masked (``num_masked`` /
+            notes); for bar masking, the share of its (note, attribute) cells.
         frozen_fraction (`torch.Tensor`): fraction of the batch's notes frozen in the mask book.
         masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (adversarial only).
         per_token_loss (`torch.Tensor` of shape `(B, L)`, *optional*): detached recovery loss per token.
@@ -629,7 +629,10 @@ class AdversarialMLM(nn.Module):
             correct = ((preds == labels) & has_label).sum(dim=1)
             total = has_label.sum(dim=1)
             num_masked = chosen.reshape(chosen.shape[0], chosen.shape[1], -1).any(-1).sum(dim=1)
-            masked_share = num_masked.float() / num_notes.clamp_min(1).float()
+            # share of the notes' attribute cells: for token masking the share of notes; for bar masking the share
+            # of (note, attribute) cells (a note with one masked attribute is one eighth masked)
+            cells = chosen.reshape(chosen.shape[0], chosen.shape[1], -1)
+            masked_share = cells.float().mean(-1).sum(1) / num_notes.clamp_min(1).float()
 
         return AdversarialMLMOutput(
             loss=loss,

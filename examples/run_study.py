@@ -122,6 +122,8 @@ def parse_args(argv=None):
     p.add_argument("--step_cost_file", default=None,
                    help="a results file of benchmarks/pretrain_step.py at the study's preset, batch and length: the "
                         "step cost ratios measured in one run (the runs' wall times are noisy on a shared machine)")
+    p.add_argument("--note", action="append", default=[],
+                   help="a sentence printed under the set-up in the docs page (repeatable), e.g. what changed since the runs")
     p.add_argument("--probe_model", help=argparse.SUPPRESS)  # internal: one model's probes (a subprocess)
     p.add_argument("--probe_output", help=argparse.SUPPRESS)
     p.add_argument("--probe_seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -541,6 +543,7 @@ def markdown(results: dict) -> str:
              f"{settings['train_segments']} training segments per epoch ({settings['pretrain_files']} pieces of the "
              f"`pretrain` recipe), batch {settings['batch_size']}, learning rate {settings['learning_rate']} "
              f"(linear decay, 5 % warm-up), pre-training flags `{settings['pretrain_args']}`.", "",
+             *[f"- {note}" for note in settings.get("note", [])], *([""] if settings.get("note") else []),
              "## Arms", "",
              "Step cost: the benchmark's median step time and counted FLOPs per token relative to a random step, "
              f"from one run of `{results.get('step_cost_benchmark')}`; the runs' own wall times are shown too but "

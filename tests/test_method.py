@@ -220,3 +220,10 @@ def test_bf16_autocast_chooses_the_fp32_notes_without_positional_bias():
     position = torch.arange(batch["input_ids"].shape[1]).float()
     mean_position = lambda out: float((position * out.chosen).sum() / out.chosen.sum())  # noqa: E731
     assert abs(mean_position(bf16) - mean_position(fp32)) < 3.0
+
+
+def test_bar_masking_masked_share_counts_attribute_cells():
+    out = step("bar")(make_batch((60, 50, 40)), generator=step_generator(0, 0), return_details=True)
+    notes_touched = out.chosen.any(-1).sum(1).float() / out.num_masked.new_tensor([60, 50, 40]).float()
+    assert torch.all(out.masked_share < notes_touched)
+    assert torch.all((out.masked_share > 0.1) & (out.masked_share < 0.3))  # 15 % of the cells, one bar of overshoot
