@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .constants import BAR, BOS_ID, EOS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
+from .constants import BAR, BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
 
 __all__ = [
     "maskable_positions",
@@ -30,7 +30,6 @@ __all__ = [
     "mask_for_finetuning",
 ]
 
-IGNORE_INDEX = -100
 
 
 def _rand(shape, generator: Optional[torch.Generator], device: torch.device, dtype=torch.float32) -> torch.Tensor:
@@ -292,7 +291,7 @@ def mask_for_finetuning(
     generator: Optional[torch.Generator] = None,
     mask_token_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask fine-tuning (SPEC section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.
+    """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.
 
     Args:
         input_ids (`torch.LongTensor` of shape `(B, L, 8)`): ids (not modified).

@@ -46,7 +46,7 @@ from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noq
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
 from adversarial_midibert.acceleration import enable_activation_checkpointing  # noqa: E402
 from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
-from adversarial_midibert.profiling import step_flops_per_token  # noqa: E402
+from benchmarks.profiling import step_flops_per_token  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -91,7 +91,7 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab, device, seed: int):
 def print_memory_estimates(config, args, seq_len: int) -> list:
     """Traced peak memory of every variant, for each of ``--estimate_attention``, with and without gradient
     checkpointing; returns ``(variant name, MemoryEstimate)`` pairs."""
-    from adversarial_midibert.profiling import estimate_step_memory
+    from benchmarks.profiling import estimate_step_memory
 
     estimates = []
     for attention in args.estimate_attention:

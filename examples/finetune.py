@@ -7,7 +7,7 @@ with ``task_info.json`` beside it, which gives the task, its type (``sequence``:
 prediction). The model is loaded from a pre-trained folder (``examples/pretrain.py``; the masked-LM and masker
 heads are dropped and a fresh classification head is added) or built from scratch from a size preset.
 
-Training (SPEC section 4):
+Training (docs/method.md section 4):
 
 - mask fine-tuning: ``--mask_ratio`` of the notes of each training segment are replaced by MASK in all
   attributes (default 0.3, the paper's summary; the reference code uses 0.15). For token tasks the masked notes
@@ -57,28 +57,24 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-try:
-    import adversarial_midibert  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adversarial_midibert import hub  # noqa: E402
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration  # noqa: E402
-from adversarial_midibert.pretraining import TrainingProgress, step_seed  # noqa: E402
+from adversarial_midibert import hub
+from adversarial_midibert.cli import command_line
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
+from adversarial_midibert.pretraining import TrainingProgress, step_seed
+from adversarial_midibert.tasks import TASKS
 
 logger = logging.getLogger("finetune")
 
-KNOWN_TASKS = ("composer", "emotion", "melody", "velocity", "music21-composer")
 METRICS_FOR_BEST_MODEL = ("accuracy", "f1_macro", "piece_accuracy", "piece_f1_macro")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """Command-line flags (the names of ``run_mlm_no_trainer.py`` / ``examples/pretrain.py`` where they exist)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True,
                    help="folder written by examples/prepare_data.py (with task_info.json), or a Hub dataset id")
-    g.add_argument("--task", default=None, help=f"task name ({', '.join(KNOWN_TASKS)} or any); default from task_info.json")
+    g.add_argument("--task", default=None, help=f"task name ({', '.join(TASKS)} or any); default from task_info.json")
     g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label names")
     g.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N training segments")
     g.add_argument("--max_eval_samples", type=int, default=None, help="keep only the first N validation and test segments")
@@ -320,24 +316,26 @@ def bootstrap_intervals(pieces, prefix: str, n_resamples: int, seed: int) -> dic
 
 
 # ----------------------------------------------------------------------------------------------- main
-def main(args: argparse.Namespace | list[str] | None = None) -> dict:
+def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = None) -> dict:
     """Run the fine-tuning; return the results written to ``all_results.json``.
 
     Args:
         args: parsed flags, a list of command-line strings, or None for ``sys.argv``.
+        prog: the command's name in ``--help`` and in the recorded command (``adv-midibert finetune``).
     """
     if isinstance(args, argparse.Namespace):
         command = None
     else:
         argv = sys.argv[1:] if args is None else list(args)
-        command = "python examples/finetune.py " + " ".join(shlex.quote(a) for a in argv)
-        args = parse_args(argv)
+        command = command_line(prog or "python examples/finetune.py", argv)
+        args = parse_args(argv, prog)
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     from adversarial_midibert.atomic_io import FolderLock, write_folder_aside
-    from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, write_json
+    from adversarial_midibert.atomic_io import atomic_write_json as write_json
+    from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset

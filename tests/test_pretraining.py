@@ -9,10 +9,10 @@ from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_I
 from adversarial_midibert.masking import maskable_positions
 from adversarial_midibert.presets import (PRESETS, default_finetune_learning_rate, parse_config_overrides,
                                           preset_config_kwargs)
+from byte_mask_book import MaskBook
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
     AttributeWeights,
-    MaskBook,
     TrainingProgress,
     UniformSampler,
     adversarial_mask_counts,
@@ -360,7 +360,7 @@ def test_tiny_run_loss_falls_and_masker_learns_hardness(data_root):
 def test_short_adversarial_run_keeps_representations_healthy(data_root):
     """100 adversarial steps of a tiny model on real POP909 segments, then the validation health figures.
 
-    Measured with this set-up (README, "Representation health"): the paper's coupling (full masker gradient, no
+    Measured with this set-up (docs/results.md, "Representation health"): the paper's coupling (full masker gradient, no
     reconstruction term) collapses to a mean token cosine of 0.998 and an effective rank of 2.2; the default
     (reference code's reconstruction term) stays at 0.89 / 12.3, as random-MLM with the same loss (0.89 / 12.3).
     The thresholds sit between the two, and the test checks both sides so that it can fail either way.

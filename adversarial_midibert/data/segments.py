@@ -23,12 +23,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..constants import MASK_ID, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
+from ..constants import IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
 
 __all__ = ["TASK_TYPES", "IGNORE_INDEX", "PieceBatch", "segment_features", "tokenize_pieces"]
 
 TASK_TYPES = ("sequence", "token", "pretrain")
-IGNORE_INDEX = -100
 
 # A token-label function: (symusic score, track_index (N,), note_index (N,)) -> labels (N,) ints, -100 = no label.
 TokenLabelFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
