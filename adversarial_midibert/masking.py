@@ -28,6 +28,7 @@ __all__ = [
     "choose_top_scored_positions",
     "corrupt",
     "mask_for_finetuning",
+    "hide_attributes",
 ]
 
 
@@ -308,3 +309,14 @@ def mask_for_finetuning(
     masked_ids = input_ids.masked_fill(mask.unsqueeze(-1), mask_token_id)
     return masked_ids, mask
 
+
+def hide_attributes(input_ids, columns, rows=None, mask_token_id: int = MASK_ID):
+    """Replace attribute ``columns`` (e.g. velocity, for the velocity task) by MASK, in place, so that the model
+    never sees them: in every row, or only where the bool ``rows`` (shape ``input_ids.shape[:-1]``, e.g. the
+    attention mask) is set. Works on a torch tensor or a numpy array; returns ``input_ids``."""
+    for column in columns:
+        if rows is None:
+            input_ids[..., column] = mask_token_id
+        else:
+            input_ids[..., column][rows] = mask_token_id
+    return input_ids

@@ -37,6 +37,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .masking import hide_attributes
+
 __all__ = [
     "MIDI_CLASSIFICATION",
     "MIDI_TOKEN_CLASSIFICATION",
@@ -152,9 +154,7 @@ class _MidiPipeline(Pipeline):
                 input_ids[s, : len(segment)] = torch.from_numpy(segment)
                 attention_mask[s, : len(segment)] = 1
                 source_note[s, : len(segment)] = torch.from_numpy(notes.astype(np.int64))
-            real = attention_mask.bool()
-            for attribute in self.hidden_attributes:
-                input_ids[..., attribute] = torch.where(real, int(tokenizer.mask_token_id), input_ids[..., attribute])
+            hide_attributes(input_ids, self.hidden_attributes, attention_mask.bool(), int(tokenizer.mask_token_id))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "source_note": source_note,
                 "piece": {"file": name, "score": score, "report": report, "note_offsets": offsets}}
 

@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 
 from adversarial_midibert import hub
 from adversarial_midibert.cli import command_line
+from adversarial_midibert.masking import hide_attributes
 from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
 from adversarial_midibert.pretraining import TrainingProgress, step_seed
 from adversarial_midibert.tasks import TASKS
@@ -233,16 +234,6 @@ def _task_fields(task_info: dict, args: argparse.Namespace) -> tuple[str, str, l
     return task, task_type, label_names, hidden
 
 
-def _hide_attributes(batch: dict, hidden: list[int], mask_id: int) -> dict:
-    """Replace the hidden attributes (e.g. velocity) of every real note by MASK, so that the model never sees them."""
-    if hidden:
-        ids = batch["input_ids"]
-        real = batch["attention_mask"].bool()
-        for attribute in hidden:
-            ids[..., attribute] = torch.where(real, torch.full_like(ids[..., attribute], mask_id), ids[..., attribute])
-    return batch
-
-
 def _truncate_encoder(model, num_layers: int) -> None:
     """Keep the first ``num_layers`` encoder layers (probing: the head sees ``hidden_states[num_layers]``)."""
     base = getattr(model, model.base_model_prefix)
@@ -261,7 +252,7 @@ def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, i
     for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
         masked = batch.pop("masked_positions", None)
         batch.pop("segment_id", None)
-        _hide_attributes(batch, hidden, mask_id)
+        hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
         with torch.no_grad():
             outputs = model(**batch)
         predictions = outputs.logits.argmax(-1)
@@ -531,7 +522,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         for batch in loader:
             batch.pop("masked_positions", None)
             batch.pop("segment_id", None)
-            _hide_attributes(batch, hidden, mask_id)
+            hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
             torch.manual_seed(step_seed(args.seed, progress.micro_step, accelerator.process_index))  # dropout
             with accelerator.accumulate(model):
                 loss = model(**batch).loss

@@ -23,7 +23,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..constants import IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
+from ..constants import IGNORE_INDEX, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
+from ..masking import hide_attributes
 
 __all__ = ["TASK_TYPES", "IGNORE_INDEX", "PieceBatch", "segment_features", "tokenize_pieces"]
 
@@ -143,8 +144,7 @@ def tokenize_pieces(
                 if labels.shape != (len(ids),):
                     raise ValueError(f"token_label_fn returned shape {labels.shape} for {len(ids)} notes")
                 aligned = [labels]
-            for column in hidden_columns:
-                ids[:, column] = MASK_ID
+            hide_attributes(ids, hidden_columns)
             if aligned is None:
                 piece_segments, cut = tok.segment(ids), None
             else:
