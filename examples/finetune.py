@@ -61,6 +61,7 @@ from adversarial_midibert import hub
 from adversarial_midibert.cli import command_line
 from adversarial_midibert.masking import hide_attributes
 from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
+from adversarial_midibert.presets import PRESETS
 from adversarial_midibert.pretraining import TrainingProgress, step_seed
 from adversarial_midibert.tasks import TASKS
 
@@ -87,7 +88,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     g = p.add_argument_group("model")
     g.add_argument("--model_name_or_path", default=None, help="pre-trained folder (AdvMidiBertForMaskedLM) or Hub id")
     g.add_argument("--from_scratch", action="store_true", help="random initialisation from --preset (no pre-training)")
-    g.add_argument("--preset", default="small", choices=("tiny", "small", "base"), help="model size with --from_scratch")
+    g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size with --from_scratch")
     g.add_argument("--config_overrides", default=None, help='with --from_scratch: "hidden_size=128,num_hidden_layers=2"')
     g.add_argument("--freeze_backbone", action="store_true", help="probing: train only the classification head")
     g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = embeddings)")
@@ -418,10 +419,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     if args.from_scratch:
         from adversarial_midibert.presets import parse_config_overrides, preset_config_kwargs
 
-        config_kwargs = preset_config_kwargs(args.preset)
-        seq_len = int(config_kwargs.pop("max_seq_len", getattr(tokenizer, "max_seq_len", 1024)))
-        config_kwargs.update(parse_config_overrides(args.config_overrides))
-        config_kwargs.setdefault("max_position_embeddings", max(seq_len, int(getattr(tokenizer, "max_seq_len", seq_len))))
+        config_kwargs = {**preset_config_kwargs(args.preset), **parse_config_overrides(args.config_overrides)}
         config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), **config_kwargs, **label_kwargs)
         model = model_class(config)
     else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from script_env import script_env  # noqa: E402
+from script_env import free_port, script_env  # noqa: E402
 
 SCRIPT_ARGS = [
     "--preset", "tiny",
@@ -104,10 +103,7 @@ def test_resume_gives_same_losses(full_run, tiny_dataset, repo_root, tmp_path):
 
 def test_two_processes_share_one_mask_book(tiny_dataset, repo_root, tmp_path):
     out = tmp_path / "ddp"
-    with socket.socket() as probe:  # a free port: other runs on the machine may hold a fixed one
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
           "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out),
           "--preset", "tiny", "--max_train_steps", "4", "--per_device_train_batch_size", "4",
           "--max_train_samples", "24", "--freeze_every", "1", "--debug_dump_mask_book"], repo_root, timeout=300)
