@@ -50,8 +50,10 @@ def fsync_tree(folder: str | os.PathLike) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, flushed, then renamed over it."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder, flushed, then renamed over it: a
+    reader (or a resumed run checking whether ``path`` exists) never sees a half-written file. Creates the folder."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -67,7 +69,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Path:
-    """:func:`atomic_write_text` of ``json.dumps(data, indent=indent)``."""
+    """:func:`atomic_write_text` of ``json.dumps(data, indent=indent)``: the project's one JSON writer. NaN and
+    infinities are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back)."""
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
 
 

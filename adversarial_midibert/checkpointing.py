@@ -45,7 +45,6 @@ import torch
 from .atomic_io import (
     TMP_PREFIX,
     TRASH_PREFIX,
-    atomic_write_json,
     atomic_write_text,
     fsync_path,
     fsync_tree,
@@ -516,12 +515,3 @@ class CheckpointManager:
         except Exception as error:  # noqa: BLE001 - any failure means the resumed run would differ
             raise CheckpointError(f"checkpoint {path}: cannot read {rng_file.name} with weights_only=True "
                                   f"({type(error).__name__}: {error})") from error
-
-
-def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` whole or not at all (:func:`~adversarial_midibert.atomic_io.atomic_write_json`),
-    creating parent folders: a reader (or a resumed run checking whether ``path`` exists) never sees a half-written
-    file. NaN and infinities are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_json(path, obj, indent=indent)

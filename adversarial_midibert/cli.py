@@ -10,8 +10,8 @@
     adv-midibert push     outputs/composer --repo_id org/name [--dry_run DIR]
     adv-midibert convert  --checkpoint ckpt.pt --dictionary Octuple.pkl --task mlm --output_dir converted
 
-``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (installed with the package
-as ``adversarial_midibert.examples``), so ``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are
+``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (the wheel installs these
+four as ``adversarial_midibert.examples``; research tooling such as ``run_ablation.py`` stays in the checkout), so ``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are
 the same run; ``adv-midibert COMMAND --help`` shows a command's flags. Several processes or GPUs:
 ``accelerate launch -m adversarial_midibert.cli pretrain ARGS``.
 """
@@ -20,15 +20,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "command_line", "main"]
 
 
-def _example(module: str) -> Callable[[list[str]], object]:
+def command_line(prog: str, argv: Sequence[str] | None) -> str:
+    """The command as the user typed it: ``prog`` (``adv-midibert finetune``, ``python examples/finetune.py``) and
+    the arguments (``sys.argv[1:]`` when ``argv`` is None), for model cards and results files."""
+    return " ".join([prog, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+
+
+def _example(module: str, command: str) -> Callable[[list[str]], object]:
     def run(argv: list[str]) -> object:
-        return importlib.import_module(f"adversarial_midibert.examples.{module}").main(argv)
+        script = importlib.import_module(f"adversarial_midibert.examples.{module}")
+        return script.main(argv, prog=f"adv-midibert {command}")
 
     return run
 
@@ -40,13 +48,13 @@ def _key_value(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def push(argv: list[str]) -> int:
+def push(argv: list[str], prog: str = "adv-midibert push") -> int:
     """Publish a trained folder to the Hub in one commit (or ``--dry_run DIR``)."""
     from pathlib import Path
 
     from .hub import HubPublishError, push_folder_to_hub
 
-    parser = argparse.ArgumentParser(prog="adv-midibert push", description=push.__doc__ + (
+    parser = argparse.ArgumentParser(prog=prog, description=push.__doc__ + (
         " Uploads config.json, the weights, the model and tokenizer code files, octuple_tokenizer.json, "
         "tokenizer_config.json and README.md (the model card, written from all_results.json when the folder has "
         "none); never optimizer states, checkpoints or logs. The token comes from HF_TOKEN or `hf auth login`."))
@@ -66,7 +74,7 @@ def push(argv: list[str]) -> int:
                                     token=args.token, commit_message=args.commit_message, dry_run_dir=args.dry_run,
                                     base_model=args.base_model, training_command=args.training_command)
     except HubPublishError as error:
-        print(f"adv-midibert push: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     if args.dry_run is not None:
         files = sorted(p.relative_to(result).as_posix() for p in Path(result).rglob("*") if p.is_file())
@@ -78,13 +86,13 @@ def push(argv: list[str]) -> int:
     return 0
 
 
-def card(argv: list[str]) -> int:
+def card(argv: list[str], prog: str = "adv-midibert card") -> int:
     """Write (or rewrite) the model card README.md of a trained folder from its all_results.json."""
     from pathlib import Path
 
     from .hub import HubPublishError, write_model_card
 
-    parser = argparse.ArgumentParser(prog="adv-midibert card", description=card.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=card.__doc__)
     parser.add_argument("output_dir", type=Path, help="model folder (holds config.json, maybe all_results.json)")
     parser.add_argument("--repo_id", default=None, help="Hub id shown in the loading examples")
     parser.add_argument("--base_model", default=None, help="Hub id of the pre-trained model it was fine-tuned from")
@@ -100,24 +108,24 @@ def card(argv: list[str]) -> int:
                                 datasets=args.dataset, task=args.task, training_command=args.training_command,
                                 hyperparameters=dict(args.hyperparameter), license=args.license)
     except HubPublishError as error:
-        print(f"adv-midibert card: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
     return 0
 
 
-def convert(argv: list[str]) -> int:
+def convert(argv: list[str], prog: str = "adv-midibert convert") -> int:
     """Convert a checkpoint of the authors' reference code into a Hub-ready model folder."""
     from .hub.convert import main as convert_main
 
-    return convert_main(argv)
+    return convert_main(argv, prog=prog)
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {
-    "prepare": (_example("prepare_data"), "build a data set (paper recipes, or your MIDI folder + labels CSV)"),
-    "pretrain": (_example("pretrain"), "adversarial masked-LM pre-training (Accelerate)"),
-    "finetune": (_example("finetune"), "fine-tune on a sequence or token task (Accelerate)"),
-    "predict": (_example("predict"), "classify MIDI files, or label their notes, with a fine-tuned model"),
+    "prepare": (_example("prepare_data", "prepare"), "build a data set (paper recipes, or your MIDI folder + labels CSV)"),
+    "pretrain": (_example("pretrain", "pretrain"), "adversarial masked-LM pre-training (Accelerate)"),
+    "finetune": (_example("finetune", "finetune"), "fine-tune on a sequence or token task (Accelerate)"),
+    "predict": (_example("predict", "predict"), "classify MIDI files, or label their notes, with a fine-tuned model"),
     "card": (card, "write the model card of a trained folder"),
     "push": (push, "publish a trained folder to the Hugging Face Hub in one commit"),
     "convert": (convert, "convert a checkpoint of the authors' original code"),
@@ -146,12 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"adv-midibert: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    program = sys.argv[0]
-    sys.argv[0] = f"adv-midibert {command}"  # the commands' --help show this name
-    try:
-        result = COMMANDS[command][0](rest)
-    finally:
-        sys.argv[0] = program
+    result = COMMANDS[command][0](rest)
     return result if isinstance(result, int) else 0
 
 

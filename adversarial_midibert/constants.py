@@ -32,5 +32,17 @@ TOKENIZER_FILE_NAME = "octuple_tokenizer.json"
 # transformers' standard tokenizer config: names the class and its ``auto_map`` for AutoTokenizer.
 TOKENIZER_CONFIG_FILE_NAME = "tokenizer_config.json"
 
+# Label id that losses and metrics ignore (PyTorch's cross-entropy default).
+IGNORE_INDEX = -100
+
+# What counts as a MIDI file in a folder; compare with ``path.suffix.lower()``.
+MIDI_SUFFIXES = (".mid", ".midi", ".smf")
+
+# A data set folder: its splits, the task description, the build report and the index of its Arrow shards.
+SPLIT_NAMES = ("train", "validation", "test")
+TASK_INFO_NAME = "task_info.json"
+BUILD_REPORT_NAME = "build_report.json"
+SHARD_INDEX_NAME = "shards.json"
+
 # Environment variable naming the shared real-data folder (POP909, EMOPIA, Pianist8, POP1K7...).
 DATA_ROOT_ENV = "ADV_MIDIBERT_DATA"

@@ -11,7 +11,7 @@ they have the whole ``evaluate`` interface (``add_batch``, ``compute``, ``evalua
 offline, and give the same numbers as the Hub scripts (both call scikit-learn).
 
 Token tasks are scored over real notes only: positions labelled ``-100`` (BOS, EOS, padding, ignored
-notes) and positions that mask fine-tuning replaced by MASK (SPEC section 4) are left out, see
+notes) and positions that mask fine-tuning replaced by MASK (docs/method.md section 4) are left out, see
 :func:`token_metric_mask`.
 
 Macro-F1 averages over **every** label of the task (``labels=range(num_labels)``, ``zero_division=0``): a class
@@ -37,7 +37,9 @@ import evaluate
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from .constants import IGNORE_INDEX
+from .pipelines import aggregate_segment_log_probs  # noqa: F401  (re-exported: the prediction's rule, in the core install)
+
 
 _FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
 
@@ -112,7 +114,7 @@ def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarra
     Args:
         labels: ``(B, L)`` class ids with ``-100`` at BOS/EOS/padding/ignored notes (tensor or array).
         masked_positions: optional bool ``(B, L)`` (or ``(B, L, 8)``, reduced with any over the last
-            axis): positions that mask fine-tuning replaced by MASK. They are left out (SPEC section 4).
+            axis): positions that mask fine-tuning replaced by MASK. They are left out (docs/method.md section 4).
 
     Returns:
         bool ``(B, L)`` of the same kind as ``labels``: True where the note is real and was not masked.
@@ -214,26 +216,6 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: 
 
 
 # ----------------------------------------------------------------------------------------------- pieces
-def aggregate_segment_log_probs(log_probs: torch.Tensor, num_notes: torch.Tensor) -> torch.Tensor:
-    """Combine per-segment class log-probabilities into one distribution per piece.
-
-    Args:
-        log_probs: ``(S, C)`` log-probabilities of the ``S`` segments of one piece.
-        num_notes: ``(S,)`` notes per segment (the weights).
-
-    Returns:
-        ``(C,)`` probabilities: softmax of the note-weighted mean of the log-probabilities. A segment is one piece
-        of evidence per note it holds, so a short trailing segment counts little; a geometric (log) mean lets one
-        confident segment move the result more than an arithmetic mean of probabilities would. When no segment
-        has notes, the segments count equally.
-    """
-    weights = num_notes.to(log_probs.dtype).clamp(min=0)
-    if weights.sum() <= 0:
-        weights = torch.ones_like(weights)
-    mean = (log_probs * weights[:, None]).sum(0) / weights.sum()
-    return torch.softmax(mean, dim=-1)
-
-
 def group_by_piece(piece_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """``(pieces, index)``: the distinct piece ids in order of first appearance and, per row, its piece's position."""
     positions: dict[str, int] = {}

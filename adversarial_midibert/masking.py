@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .constants import BAR, BOS_ID, EOS_ID, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
+from .constants import BAR, BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
 
 __all__ = [
     "maskable_positions",
@@ -28,9 +28,9 @@ __all__ = [
     "choose_top_scored_positions",
     "corrupt",
     "mask_for_finetuning",
+    "hide_attributes",
 ]
 
-IGNORE_INDEX = -100
 
 
 def _rand(shape, generator: Optional[torch.Generator], device: torch.device, dtype=torch.float32) -> torch.Tensor:
@@ -295,7 +295,7 @@ def mask_for_finetuning(
     generator: Optional[torch.Generator] = None,
     mask_token_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask fine-tuning (SPEC section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.
+    """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.
 
     Args:
         input_ids (`torch.LongTensor` of shape `(B, L, 8)`): ids (not modified).
@@ -312,3 +312,14 @@ def mask_for_finetuning(
     masked_ids = input_ids.masked_fill(mask.unsqueeze(-1), mask_token_id)
     return masked_ids, mask
 
+
+def hide_attributes(input_ids, columns, rows=None, mask_token_id: int = MASK_ID):
+    """Replace attribute ``columns`` (e.g. velocity, for the velocity task) by MASK, in place, so that the model
+    never sees them: in every row, or only where the bool ``rows`` (shape ``input_ids.shape[:-1]``, e.g. the
+    attention mask) is set. Works on a torch tensor or a numpy array; returns ``input_ids``."""
+    for column in columns:
+        if rows is None:
+            input_ids[..., column] = mask_token_id
+        else:
+            input_ids[..., column][rows] = mask_token_id
+    return input_ids

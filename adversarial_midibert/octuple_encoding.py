@@ -43,6 +43,7 @@ from .constants import (
     ATTRIBUTE_NAMES,
     BAR,
     DURATION,
+    MIDI_SUFFIXES,
     NUM_ATTRIBUTES,
     NUM_SPECIAL_TOKENS,
     PITCH,
@@ -82,7 +83,7 @@ _MIDITOK_TYPES = {
     "tempo": "Tempo",
 }
 _NOTE_FIELDS = ("time", "duration", "pitch", "velocity")
-_MIDI_SUFFIXES = (".mid", ".midi", ".smf", "")
+_MIDI_SUFFIXES = (*MIDI_SUFFIXES, "")
 
 
 class MidiReadError(ValueError):

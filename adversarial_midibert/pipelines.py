@@ -18,7 +18,7 @@ The model folder (or Hub repository) holds the model and the Octuple tokenizer, 
 segments run through the model ``segment_batch_size`` at a time, and:
 
 - ``midi-classification`` combines the segments' class probabilities into one distribution for the piece, the
-  note-weighted geometric mean (:func:`adversarial_midibert.evaluation.aggregate_segment_log_probs`);
+  note-weighted geometric mean (:func:`aggregate_segment_log_probs`);
 - ``midi-token-classification`` gives every note of the file a class. Notes the tokenizer cannot represent
   (pitch out of range...) get no prediction: they are counted, labelled ``"unclassified"`` and kept on an extra
   track of the output MIDI, so that it holds exactly the notes of the input.
@@ -37,11 +37,14 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .masking import hide_attributes
+
 __all__ = [
     "MIDI_CLASSIFICATION",
     "MIDI_TOKEN_CLASSIFICATION",
     "UNCLASSIFIED",
     "UNCLASSIFIED_NAME",
+    "aggregate_segment_log_probs",
     "MidiClassificationPipeline",
     "MidiTokenClassificationPipeline",
     "class_tracks_score",
@@ -52,6 +55,26 @@ MIDI_CLASSIFICATION = "midi-classification"
 MIDI_TOKEN_CLASSIFICATION = "midi-token-classification"
 UNCLASSIFIED = -1
 UNCLASSIFIED_NAME = "unclassified"
+
+
+def aggregate_segment_log_probs(log_probs: torch.Tensor, num_notes: torch.Tensor) -> torch.Tensor:
+    """Combine per-segment class log-probabilities into one distribution per piece.
+
+    Args:
+        log_probs: ``(S, C)`` log-probabilities of the ``S`` segments of one piece.
+        num_notes: ``(S,)`` notes per segment (the weights).
+
+    Returns:
+        ``(C,)`` probabilities: softmax of the note-weighted mean of the log-probabilities. A segment is one piece
+        of evidence per note it holds, so a short trailing segment counts little; a geometric (log) mean lets one
+        confident segment move the result more than an arithmetic mean of probabilities would. When no segment
+        has notes, the segments count equally.
+    """
+    weights = num_notes.to(log_probs.dtype).clamp(min=0)
+    if weights.sum() <= 0:
+        weights = torch.ones_like(weights)
+    mean = (log_probs * weights[:, None]).sum(0) / weights.sum()
+    return torch.softmax(mean, dim=-1)
 
 
 class _MidiPipeline(Pipeline):
@@ -131,9 +154,7 @@ class _MidiPipeline(Pipeline):
                 input_ids[s, : len(segment)] = torch.from_numpy(segment)
                 attention_mask[s, : len(segment)] = 1
                 source_note[s, : len(segment)] = torch.from_numpy(notes.astype(np.int64))
-            real = attention_mask.bool()
-            for attribute in self.hidden_attributes:
-                input_ids[..., attribute] = torch.where(real, int(tokenizer.mask_token_id), input_ids[..., attribute])
+            hide_attributes(input_ids, self.hidden_attributes, attention_mask.bool(), int(tokenizer.mask_token_id))
         return {"input_ids": input_ids, "attention_mask": attention_mask, "source_note": source_note,
                 "piece": {"file": name, "score": score, "report": report, "note_offsets": offsets}}
 
@@ -194,8 +215,6 @@ class MidiClassificationPipeline(_MidiPipeline):
         return model_inputs
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = -1) -> dict[str, Any]:
-        from .evaluation import aggregate_segment_log_probs
-
         log_probs = torch.log_softmax(model_outputs["logits"], dim=-1)
         num_notes = (model_outputs["source_note"] >= 0).sum(1)
         probabilities = aggregate_segment_log_probs(log_probs, num_notes)

@@ -9,7 +9,7 @@
 - token-task outputs (the MIDI with one track per class, the piano roll) are written under ``output_dir`` at the
   input's path relative to the inputs' common folder, so two ``song.mid`` in different folders never overwrite
   each other; each file is written aside and renamed when complete;
-- :func:`write_json` writes every result and every error, also when some files failed.
+- ``PredictionRun.to_dict()`` holds every result and every error, also when some files failed.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import atomic_write_json
+from .constants import MIDI_SUFFIXES
 from .pipelines import MidiTokenClassificationPipeline
 
-__all__ = ["PredictionRun", "collect_midi_files", "output_stems", "predict_files", "write_json"]
-
-MIDI_SUFFIXES = (".mid", ".midi", ".smf")
+__all__ = ["PredictionRun", "collect_midi_files", "output_stems", "predict_files"]
 
 
 @dataclass
@@ -168,10 +166,3 @@ def predict_files(
         record["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
         run.results.append(record)
     return run
-
-
-def write_json(run: PredictionRun, path: str | os.PathLike) -> Path:
-    """Write the run (results and errors) as JSON, aside then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_json(path, run.to_dict())

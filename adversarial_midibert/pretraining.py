@@ -1,4 +1,4 @@
-"""Adversarial masked-LM pre-training (SPEC section 3): mask book, attribute weights, one step, freezing.
+"""Adversarial masked-LM pre-training (docs/method.md section 3): mask book, attribute weights, one step, freezing.
 
 One training step of Adversarial-MidiBERT, for every segment ``b`` of a batch:
 
@@ -30,9 +30,9 @@ Paper and reference code differ in two places, both options here:
 How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
 reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full
 masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.diagnostics` and the
-README's "Representation health" section).
+docs/results.md, "Representation health").
 
-Fixes of the reference code's defects (SPEC section 7): the masker targets are computed per segment without
+Fixes of the reference code's defects (docs/method.md section 7): the masker targets are computed per segment without
 the sign flip that swapped "hard" and "easy" on every second segment; padding, BOS and EOS can never be chosen
 (the reference's mask book starts at 1 on padding too); everything is vectorised over the batch.
 """
@@ -47,11 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .constants import BOS_ID, EOS_ID, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
-from .mask_book import MaskBook, PackedMaskBook
+from .constants import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
+from .mask_book import PackedMaskBook
 from .modeling_adv_midibert import scale_gradient
 from .masking import (
-    IGNORE_INDEX,
     choose_bar_positions,
     choose_random_positions,
     choose_top_scored_positions,
@@ -65,7 +64,6 @@ __all__ = [
     "MASKER_METHODS",
     "MASK_BUDGETS",
     "MASKER_LOSS_FORMS",
-    "MaskBook",
     "PackedMaskBook",
     "AttributeWeights",
     "TrainingProgress",
@@ -89,7 +87,7 @@ MASKING_METHODS = ("adversarial", "random", "bar", "easiest")
 # Methods that run the masker pass and learn the masker: the method, and its control that masks the notes the masker
 # finds *easiest* (the bottom k of its scores), which shows whether the masker's choice matters at all.
 MASKER_METHODS = ("adversarial", "easiest")
-# How k is budgeted (SPEC 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and cap
+# How k is budgeted (docs/method.md 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and cap
 # over notes); "padded" = the reference code's padded length (its mask book counts padding rows, and the cap is
 # max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments.
 MASK_BUDGETS = ("notes", "padded")
@@ -97,7 +95,7 @@ MASK_BUDGETS = ("notes", "padded")
 # the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
 # scale: about twice the pooled loss).
 MASKER_LOSS_FORMS = ("pooled", "reference")
-# Defaults of the coupling between masker and encoder, chosen from the representation-health study of the README
+# Defaults of the coupling between masker and encoder, chosen from the representation-health study of docs/results.md
 # (results/representation-health.json): see AdversarialMLM.
 DEFAULT_RECONSTRUCTION_WEIGHT = 1.0
 DEFAULT_MASKER_GRAD_SCALE = 1.0
@@ -110,7 +108,7 @@ DEFAULT_MASKER_GRAD_SCALE = 1.0
 
 
 class AttributeWeights:
-    """Dynamic attribute weights (SPEC 3.7): ``w_i = (1 / a_i) / sum_j (1 / a_j)``.
+    """Dynamic attribute weights (docs/method.md 3.7): ``w_i = (1 / a_i) / sum_j (1 / a_j)``.
 
     ``a_i`` is the masked-token accuracy of attribute ``i`` over the previous epoch. During an epoch, call
     :meth:`update` with the per-attribute correct/total counts of each step; :meth:`end_epoch` sums them over
@@ -279,7 +277,7 @@ def step_generator(seed: int, step: int, process_index: int = 0, device="cpu") -
 def adversarial_mask_counts(
     book_counts: torch.Tensor, num_notes: torch.Tensor, u: torch.Tensor, max_ratio: float = 0.15
 ) -> torch.Tensor:
-    """``k = min(round(u * sum(maskbook[b])), round(max_ratio * L_b))`` per segment (SPEC 3.3).
+    """``k = min(round(u * sum(maskbook[b])), round(max_ratio * L_b))`` per segment (docs/method.md 3.3).
 
     Args:
         book_counts (`torch.Tensor` of shape `(B,)`): maskable notes that are not frozen.
@@ -301,7 +299,7 @@ def masker_targets(
     fraction: float = 0.3,
     generator: Optional[torch.Generator] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets of the masker loss (SPEC 3.6), per segment and without a sign flip.
+    """Targets of the masker loss (docs/method.md 3.6), per segment and without a sign flip.
 
     In each row, among the corrupted positions (``n_b`` of them), the ``floor(fraction * n_b)`` with the highest
     recovery loss get target 1 and the same number with the lowest get target 0. Ties are broken at random with
@@ -401,7 +399,7 @@ class AdversarialMLM(nn.Module):
 
     Args:
         model (`AdvMidiBertForMaskedLM`): the model (embeddings, encoder, masked-LM heads, masker head).
-        mask_book (`MaskBook`, *optional*): the run's mask book (adversarial masking); without one nothing is
+        mask_book (`PackedMaskBook`, *optional*): the run's mask book (adversarial masking); without one nothing is
             frozen.
         attribute_weights (`AttributeWeights`, *optional*): the run's attribute weights; without one all are
             ``1 / 8``.
@@ -432,7 +430,7 @@ class AdversarialMLM(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        mask_book: Optional[MaskBook] = None,
+        mask_book: Optional[PackedMaskBook] = None,
         attribute_weights: Optional[AttributeWeights] = None,
         masking: str = "adversarial",
         masker_grad_scale: float = DEFAULT_MASKER_GRAD_SCALE,
@@ -568,7 +566,7 @@ class AdversarialMLM(nn.Module):
             elif "segment_id" in batch:
                 book_rows = self.mask_book.rows(batch["segment_id"], input_ids.shape[1]).to(device)
             else:
-                raise KeyError("batch has no 'segment_id' column: the mask book needs it (see data/README)")
+                raise KeyError("batch has no 'segment_id' column: the mask book needs it (see docs/data.md)")
             frozen = ((~book_rows) & maskable).sum().float() / num_notes.sum().clamp_min(1).float()
         else:
             frozen = zero
@@ -678,7 +676,7 @@ def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[Op
         yield batch
 
 
-def batch_to_device(batch: dict, device, mask_book: Optional[MaskBook] = None) -> dict:
+def batch_to_device(batch: dict, device, mask_book: Optional[PackedMaskBook] = None) -> dict:
     """A host batch on ``device``, without a host sync: the mask book's rows are looked up on the host first (a book
     kept off the accelerator would otherwise copy the segment ids back to the host every step, waiting for the
     device), then every tensor is copied with ``non_blocking`` (asynchronous from pinned memory).
@@ -686,7 +684,7 @@ def batch_to_device(batch: dict, device, mask_book: Optional[MaskBook] = None) -
     Args:
         batch (`dict`): tensors on the host (``input_ids``, ``attention_mask``, ``segment_id``...).
         device (`torch.device` or `str`): where the step runs.
-        mask_book (`MaskBook` or `PackedMaskBook`, *optional*): adds ``mask_book_rows`` `(B, L)` bool, which
+        mask_book (`PackedMaskBook`, *optional*): adds ``mask_book_rows`` `(B, L)` bool, which
             :class:`AdversarialMLM` reads instead of looking the segment ids up itself.
     """
     batch = dict(batch)
@@ -700,13 +698,13 @@ def batch_to_device(batch: dict, device, mask_book: Optional[MaskBook] = None) -
 def freezing_pass(
     model: nn.Module,
     dataloader,
-    mask_book: MaskBook,
+    mask_book: PackedMaskBook,
     fraction_sampler: Callable = UniformSampler(0.1, 0.3),
     unfreeze_sampler: Callable = UniformSampler(0.0, 0.1),
     accelerator: Any = None,
     generator: Optional[torch.Generator] = None,
 ) -> float:
-    """Score every training segment and freeze its highest-scored notes (SPEC 3.8).
+    """Score every training segment and freeze its highest-scored notes (docs/method.md 3.8).
 
     For each segment, a fraction ``fraction_sampler`` (reference: ``U(0.1, 0.3)``) of its still-maskable notes,
     those with the highest masker score, get ``maskbook = 0``; then every frozen note of the segment (frozen now
@@ -722,7 +720,7 @@ def freezing_pass(
         dataloader: the *unshuffled* training loader (prepared by the accelerator in a distributed run, or this
             process's part of a streamed split), whose batches carry ``input_ids``, ``attention_mask`` and
             ``segment_id``; they are moved to the model's device.
-        mask_book (`MaskBook` or `PackedMaskBook`): updated in place.
+        mask_book (`PackedMaskBook`, or any book with its interface): updated in place.
         fraction_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): fraction to freeze per segment.
         unfreeze_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): unfreeze probability per
             segment.

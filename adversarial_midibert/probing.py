@@ -22,9 +22,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .constants import ATTRIBUTE_NAMES, MASK_ID
+from .constants import ATTRIBUTE_NAMES, IGNORE_INDEX
 from .data.collators import pad_octuple_batch
-from .masking import IGNORE_INDEX, maskable_positions
+from .masking import hide_attributes, maskable_positions
 
 __all__ = ["EncodedSplit", "encode_dataset", "fit_linear_probe", "cross_validated_piece_probe", "ProbeResult"]
 
@@ -92,8 +92,7 @@ def encode_dataset(
             batch = pad_octuple_batch(rows)
             input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             notes = maskable_positions(input_ids, attention_mask)
-            for attribute in hidden:
-                input_ids[..., attribute] = input_ids[..., attribute].masked_fill(notes, MASK_ID)
+            hide_attributes(input_ids, hidden, notes)
             state = encoder(input_ids, attention_mask=attention_mask).last_hidden_state.float()
             features.append(state[notes].numpy())
             owner = torch.tensor([piece_index[row["piece_id"]] for row in rows]).unsqueeze(1).expand_as(notes)

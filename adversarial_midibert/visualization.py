@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASS_COLOURS", "piano_roll_image", "plot_piano_roll", "plot_training_curves"]
+from .constants import ATTRIBUTE_NAMES
+
+__all__ = ["CLASS_COLOURS", "piano_roll_image", "plot_piano_roll", "plot_training_curves", "training_curve_series"]
 
 # Colours of the tracks of a piano roll (melody, bridge, accompaniment first), then matplotlib's "tab" cycle.
 CLASS_COLOURS = ("tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
@@ -125,14 +127,33 @@ def plot_piano_roll(score, path: str | Path, title: str | None = None, max_colum
     return _save(fig, path, dpi=100)
 
 
+def training_curve_series(records: Sequence[Mapping[str, Any]], x: str = "step") -> dict[str, tuple[list, list]]:
+    """The series :func:`plot_training_curves` draws: ``{key: (xs, ys)}`` for every overall loss, accuracy and F1
+    (keys with ``loss``, ``accuracy`` or ``f1`` in the name), finite values only. Per-attribute series (a key ending
+    in ``_pitch``, ``_velocity``...) are left out: they stay in the logs, and eight of them hid the overall curves."""
+    per_attribute = tuple(f"_{name}" for name in ATTRIBUTE_NAMES)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for record in records:
+        if not isinstance(record.get(x), (int, float)):
+            continue
+        for key, value in record.items():
+            if key == x or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            if ("loss" in key or "accuracy" in key or "f1" in key) and not key.endswith(per_attribute):
+                xs, ys = series.setdefault(key, ([], []))
+                xs.append(float(record[x]))
+                ys.append(float(value))
+    return series
+
+
 def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | Path, x: str = "step",
                          title: str | None = None) -> Path:
-    """Write ``training_curves.png``: every loss on the left, every accuracy / F1 on the right, against ``x``.
+    """Write ``training_curves.png``: the overall losses on the left, accuracies / F1 on the right, against ``x``,
+    each legend below its axes (:func:`training_curve_series` says which series).
 
     Args:
         records: one mapping per logged point (a line of ``train_log.jsonl``, an epoch of the fine-tuning history):
-            the ``x`` value and any numeric series (``loss``, ``eval_loss``, ``eval_accuracy``...). A series is drawn
-            where its key is present; keys with ``loss`` in the name go left, ``accuracy`` or ``f1`` right.
+            the ``x`` value and any numeric series (``loss``, ``eval_loss``, ``eval_accuracy``...).
         path: the PNG file to write.
         x: the key of the horizontal axis (``"step"`` or ``"epoch"``).
         title: figure title.
@@ -144,22 +165,13 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | Path,
         ValueError: no record has ``x`` and a numeric series.
     """
     plt = _pyplot()
-    series: dict[str, tuple[list[float], list[float]]] = {}
-    for record in records:
-        if not isinstance(record.get(x), (int, float)):
-            continue
-        for key, value in record.items():
-            if key == x or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                continue
-            if "loss" in key or "accuracy" in key or "f1" in key:
-                xs, ys = series.setdefault(key, ([], []))
-                xs.append(float(record[x]))
-                ys.append(float(value))
+    series = training_curve_series(records, x)
     if not series:
         raise ValueError(f"no record has '{x}' and a loss or accuracy to plot")
     left = sorted(k for k in series if "loss" in k)
     right = sorted(k for k in series if k not in left)
-    fig, axes = plt.subplots(1, 2 if right else 1, figsize=(11 if right else 6, 4), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if right else 1, figsize=(11 if right else 6, 5), squeeze=False,
+                             layout="constrained")
     for ax, keys, label in ((axes[0, 0], left, "loss"), *(((axes[0, 1], right, "accuracy / F1"),) if right else ())):
         for key in keys:
             xs, ys = series[key]
@@ -167,9 +179,8 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | Path,
         ax.set_xlabel(x)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        if keys:
-            ax.legend(fontsize=8)
+        if keys:  # below the axes, never over the curves
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return _save(fig, path, dpi=110)

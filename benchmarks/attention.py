@@ -16,7 +16,7 @@ scores (``tests/test_modeling.py``). On CUDA the peak memory of each is printed 
 
     python benchmarks/attention.py                                   # 256, 512, 1024, 2048 rows on the CPU
     python benchmarks/attention.py --device cuda --batch_size 8
-    python benchmarks/attention.py --threads 1 --repeats 3 --output results/attention.json   # the README's figures
+    python benchmarks/attention.py --threads 1 --repeats 3 --output results/attention.json   # the figures of docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from unittest import mock  # noqa: E402
 import torch  # noqa: E402
 
 from adversarial_midibert import modeling_adv_midibert as modeling  # noqa: E402
-from adversarial_midibert.profiling import count_flops, step_flops_per_token  # noqa: E402
+from benchmarks.profiling import count_flops, step_flops_per_token  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 
 PATHS = {"gather": modeling.relative_distance_scores_by_gather, "blocked": modeling.relative_distance_scores}

@@ -7,9 +7,9 @@ In one process, in a few minutes on one GPU (bf16 autocast, ``--preset base``, `
    relative-position bias: flash attention takes no bias, so expect the memory-efficient or the cuDNN kernel).
 2. **Steps**: random and adversarial pre-training steps (forward, backward, AdamW step), eager and compiled
    (``--torch_compile``'s per-layer compilation): steps/s, tokens/s, model FLOPs utilisation (FLOPs counted on the
-   meta device, :func:`adversarial_midibert.profiling.step_flops_per_token`, over the GPU's bf16 peak), peak memory
-   against the traced estimate (:func:`adversarial_midibert.profiling.estimate_step_memory`, the README's figure),
-   the host syncs of one step (CUDA's sync debug mode; :func:`~adversarial_midibert.profiling.count_host_reads` on
+   meta device, :func:`benchmarks.profiling.step_flops_per_token`, over the GPU's bf16 peak), peak memory
+   against the traced estimate (:func:`benchmarks.profiling.estimate_step_memory`, the README's figure),
+   the host syncs of one step (CUDA's sync debug mode; :func:`~benchmarks.profiling.count_host_reads` on
    CPU) and, for the adversarial step, how many notes share their masker score with another note of the segment
    (ties: the choice among them is made by the tie-break, not by the masker).
 3. **FSDP**: two steps, the evaluation and a freezing pass with the step module wrapped by FSDP (one process, one
@@ -56,7 +56,7 @@ from adversarial_midibert.pretraining import (  # noqa: E402
     freezing_pass,
     step_generator,
 )
-from adversarial_midibert.profiling import count_host_reads, estimate_step_memory, step_flops_per_token  # noqa: E402
+from benchmarks.profiling import count_host_reads, estimate_step_memory, step_flops_per_token  # noqa: E402
 from benchmarks.pretrain_step import PEAK_BF16_TFLOPS, synthetic_batch  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 

@@ -9,12 +9,12 @@ the encoder are the floor), detached/random <= 1.4.
 
 On CUDA it also prints the model FLOPs utilisation and the peak memory. The FLOPs of each variant's step are
 counted, not estimated by a formula: ``torch.utils.flop_counter.FlopCounterMode`` over the step's forward and
-backward passes on the ``meta`` device (:func:`adversarial_midibert.profiling.step_flops_per_token`), the relative
+backward passes on the ``meta`` device (:func:`benchmarks.profiling.step_flops_per_token`), the relative
 position scores included (a plain BERT-base MLM step, ``6 N + 12 layers hidden L``, is about 638 MFLOP per token at
 L = 1024; this model's relative positions add two terms of about ``L (L + 64)`` products per head and layer).
 
 ``--estimate_memory`` prints the peak memory of each variant's step traced on fake tensors
-(:func:`adversarial_midibert.profiling.estimate_step_memory`: weights, gradients, AdamW states and every activation
+(:func:`benchmarks.profiling.estimate_step_memory`: weights, gradients, AdamW states and every activation
 alive, bf16 autocast, CUDA's memory-efficient attention for sdpa) with and without gradient checkpointing, for each
 of ``--estimate_attention`` (default: sdpa and eager); without a GPU it stops there, on CUDA the measured peaks are
 printed next to the estimates. ``--output FILE.json`` writes everything printed, with the settings and the load.
@@ -54,7 +54,7 @@ from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noq
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
 from adversarial_midibert.acceleration import apply_acceleration, enable_activation_checkpointing  # noqa: E402
 from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
-from adversarial_midibert.profiling import step_flops_per_token  # noqa: E402
+from benchmarks.profiling import step_flops_per_token  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -104,7 +104,7 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab, device, seed: int):
 def print_memory_estimates(config, args, seq_len: int) -> list:
     """Traced peak memory of every variant, for each of ``--estimate_attention``, with and without gradient
     checkpointing; returns ``(variant name, MemoryEstimate)`` pairs."""
-    from adversarial_midibert.profiling import estimate_step_memory
+    from benchmarks.profiling import estimate_step_memory
 
     estimates = []
     for attention in args.estimate_attention:

@@ -14,7 +14,7 @@ the adversarial method with the masker's gradient into the encoder at full stren
 tenth (0.1) or none (0, detached), each without (the paper) and with the reference code's reconstruction term.
 
 The runs are resumable (a finished run is read back, not run again); the table is printed and written to
-``--output`` (JSON, aside then renamed). Example (the README's figures; about 40 minutes on 2 CPU cores)::
+``--output`` (JSON, aside then renamed). Example (the figures of docs/results.md; about 40 minutes on 2 CPU cores)::
 
     python benchmarks/representation_health.py --data_root ../shared/data --work_dir runs/health \\
         --output results/representation-health.json

@@ -9,7 +9,7 @@ Shared by ``benchmarks/attention.py``, ``build.py``, ``scale.py``, ``pretrain_st
     results.write(rows=rows, ratio=ratio)                        # at the end: load average again, then the file
 
 The file is written aside and renamed into place (``adversarial_midibert.atomic_io.atomic_write_json``), so a
-killed benchmark leaves the previous file or none. README figures are copied from these files, never from a
+killed benchmark leaves the previous file or none. The figures of docs/ are copied from these files, never from a
 terminal.
 """
 

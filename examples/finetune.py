@@ -7,7 +7,7 @@ with ``task_info.json`` beside it, which gives the task, its type (``sequence``:
 prediction). The model is loaded from a pre-trained folder (``examples/pretrain.py``; the masked-LM and masker
 heads are dropped and a fresh classification head is added) or built from scratch from a size preset.
 
-Training (SPEC section 4):
+Training (docs/method.md section 4):
 
 - mask fine-tuning: ``--mask_ratio`` of the notes of each training segment are replaced by MASK in all
   attributes (default 0.3, the paper's summary; the reference code uses 0.15). For token tasks the masked notes
@@ -57,28 +57,26 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-try:
-    import adversarial_midibert  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adversarial_midibert import hub  # noqa: E402
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning  # noqa: E402
-from adversarial_midibert.pretraining import TrainingProgress, step_seed  # noqa: E402
+from adversarial_midibert import hub
+from adversarial_midibert.cli import command_line
+from adversarial_midibert.masking import hide_attributes
+from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
+from adversarial_midibert.presets import PRESETS
+from adversarial_midibert.pretraining import TrainingProgress, step_seed
+from adversarial_midibert.tasks import TASKS
 
 logger = logging.getLogger("finetune")
 
-KNOWN_TASKS = ("composer", "emotion", "melody", "velocity", "music21-composer")
 METRICS_FOR_BEST_MODEL = ("accuracy", "f1_macro", "piece_accuracy", "piece_f1_macro")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """Command-line flags (the names of ``run_mlm_no_trainer.py`` / ``examples/pretrain.py`` where they exist)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True,
                    help="folder written by examples/prepare_data.py (with task_info.json), or a Hub dataset id")
-    g.add_argument("--task", default=None, help=f"task name ({', '.join(KNOWN_TASKS)} or any); default from task_info.json")
+    g.add_argument("--task", default=None, help=f"task name ({', '.join(TASKS)} or any); default from task_info.json")
     g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label names")
     g.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N training segments")
     g.add_argument("--max_eval_samples", type=int, default=None, help="keep only the first N validation and test segments")
@@ -90,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("model")
     g.add_argument("--model_name_or_path", default=None, help="pre-trained folder (AdvMidiBertForMaskedLM) or Hub id")
     g.add_argument("--from_scratch", action="store_true", help="random initialisation from --preset (no pre-training)")
-    g.add_argument("--preset", default="small", choices=("tiny", "small", "base"), help="model size with --from_scratch")
+    g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size with --from_scratch")
     g.add_argument("--config_overrides", default=None, help='with --from_scratch: "hidden_size=128,num_hidden_layers=2"')
     g.add_argument("--freeze_backbone", action="store_true", help="probing: train only the classification head")
     g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = embeddings)")
@@ -237,16 +235,6 @@ def _task_fields(task_info: dict, args: argparse.Namespace) -> tuple[str, str, l
     return task, task_type, label_names, hidden
 
 
-def _hide_attributes(batch: dict, hidden: list[int], mask_id: int) -> dict:
-    """Replace the hidden attributes (e.g. velocity) of every real note by MASK, so that the model never sees them."""
-    if hidden:
-        ids = batch["input_ids"]
-        real = batch["attention_mask"].bool()
-        for attribute in hidden:
-            ids[..., attribute] = torch.where(real, torch.full_like(ids[..., attribute], mask_id), ids[..., attribute])
-    return batch
-
-
 def _truncate_encoder(model, num_layers: int) -> None:
     """Keep the first ``num_layers`` encoder layers (probing: the head sees ``hidden_states[num_layers]``)."""
     base = getattr(model, model.base_model_prefix)
@@ -265,7 +253,7 @@ def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, i
     for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
         masked = batch.pop("masked_positions", None)
         batch.pop("segment_id", None)
-        _hide_attributes(batch, hidden, mask_id)
+        hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
         with torch.no_grad():
             outputs = model(**batch)
         predictions = outputs.logits.argmax(-1)
@@ -320,24 +308,26 @@ def bootstrap_intervals(pieces, prefix: str, n_resamples: int, seed: int) -> dic
 
 
 # ----------------------------------------------------------------------------------------------- main
-def main(args: argparse.Namespace | list[str] | None = None) -> dict:
+def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = None) -> dict:
     """Run the fine-tuning; return the results written to ``all_results.json``.
 
     Args:
         args: parsed flags, a list of command-line strings, or None for ``sys.argv``.
+        prog: the command's name in ``--help`` and in the recorded command (``adv-midibert finetune``).
     """
     if isinstance(args, argparse.Namespace):
         command = None
     else:
         argv = sys.argv[1:] if args is None else list(args)
-        command = "python examples/finetune.py " + " ".join(shlex.quote(a) for a in argv)
-        args = parse_args(argv)
+        command = command_line(prog or "python examples/finetune.py", argv)
+        args = parse_args(argv, prog)
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     from adversarial_midibert.atomic_io import FolderLock, write_folder_aside
-    from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, write_json
+    from adversarial_midibert.atomic_io import atomic_write_json as write_json
+    from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
     from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
@@ -432,10 +422,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
     if args.from_scratch:
         from adversarial_midibert.presets import parse_config_overrides, preset_config_kwargs
 
-        config_kwargs = preset_config_kwargs(args.preset)
-        seq_len = int(config_kwargs.pop("max_seq_len", getattr(tokenizer, "max_seq_len", 1024)))
-        config_kwargs.update(parse_config_overrides(args.config_overrides))
-        config_kwargs.setdefault("max_position_embeddings", max(seq_len, int(getattr(tokenizer, "max_seq_len", seq_len))))
+        config_kwargs = {**preset_config_kwargs(args.preset), **parse_config_overrides(args.config_overrides)}
         config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), **config_kwargs, **label_kwargs)
         model = model_class(config)
     else:
@@ -536,7 +523,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> dict:
         for batch in loader:
             batch.pop("masked_positions", None)
             batch.pop("segment_id", None)
-            _hide_attributes(batch, hidden, mask_id)
+            hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
             torch.manual_seed(step_seed(args.seed, progress.micro_step, accelerator.process_index))  # dropout
             with accelerator.accumulate(model):
                 loss = model(**batch).loss

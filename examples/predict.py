@@ -26,12 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
-
-try:
-    import adversarial_midibert  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _top_k(text: str) -> int:
@@ -41,8 +35,8 @@ def _top_k(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_name_or_path", help="a folder written by examples/finetune.py, or a Hub id")
     p.add_argument("inputs", nargs="+", help="MIDI files, or folders searched recursively for MIDI files")
     p.add_argument("--output_dir", default="predictions", help="where MIDI and PNG files go (note-level models)")
@@ -59,13 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Predict every input; return the exit code (0, or 1 when an input failed)."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     from transformers import AutoConfig, pipeline
 
-    from adversarial_midibert.prediction import predict_files, write_json
+    from adversarial_midibert.atomic_io import atomic_write_json
+    from adversarial_midibert.prediction import predict_files
 
     config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision,
                                         trust_remote_code=args.trust_remote_code)
@@ -89,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     for error in run.errors:
         print(f"error: {error['error']}", file=sys.stderr)
     if args.json:
-        print(f"wrote {write_json(run, args.json)}")
+        print(f"wrote {atomic_write_json(args.json, run.to_dict())}")
     if run.errors:
         print(f"{len(run.errors)} of {run.num_inputs} inputs failed", file=sys.stderr)
     return 1 if run.errors else 0

@@ -26,23 +26,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
-from pathlib import Path
-
-try:
-    import adversarial_midibert  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adversarial_midibert.atomic_io import FolderLock
+from adversarial_midibert.cli import command_line
 from adversarial_midibert.data import RECIPES, build_recipe, format_summary
 from adversarial_midibert.data.builder import check_dataset_folder
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("a recipe")
     source.add_argument("--task", default=None,
                         help=f"a recipe ({', '.join(RECIPES)}); with --midi_dir, the task's name (default: the folder's)")
@@ -91,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    args = parse_args(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Refuse early (before the build) a folder of another kind or one another run is writing.
     with FolderLock(args.output_dir):
@@ -118,9 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     print(format_summary(dataset))
     print(f"saved to {args.output_dir} in {time.time() - start:.1f} s")
     if args.push_to_hub:
-        from adversarial_midibert.data.hub import push_dataset_to_hub
+        from adversarial_midibert.data.publish import push_dataset_to_hub
 
-        command = " ".join(["adv-midibert prepare", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+        command = command_line(prog or "python examples/prepare_data.py", argv)
         info = push_dataset_to_hub(args.output_dir, args.push_to_hub, private=args.private, token=args.hub_token,
                                    command=command)
         print(f"published to {getattr(info, 'commit_url', info)}")

@@ -33,7 +33,6 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 
 import datasets
@@ -46,14 +45,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
 
-try:
-    import adversarial_midibert  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from adversarial_midibert import hub
 from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
-from adversarial_midibert.atomic_io import FolderLock
+from adversarial_midibert.atomic_io import FolderLock, atomic_write_json
+from adversarial_midibert.cli import command_line
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.builder import is_dataset_folder
@@ -93,8 +88,8 @@ COMPILE_PAD_MULTIPLE = 64  # --torch_compile: lengths padded to a multiple of th
 SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Adversarial masked-LM pre-training of Adversarial-MidiBERT")
+def parse_args(argv=None, prog=None):
+    p = argparse.ArgumentParser(prog=prog, description="Adversarial masked-LM pre-training of Adversarial-MidiBERT")
     p.add_argument("--dataset", type=str, default=None,
                    help="Folder written by examples/prepare_data.py, or a Hub dataset id published by it (task "
                         "'pretrain' or any task: labels are ignored). Default: the embedded music21-pretrain corpus, built once into --cache_dir.")
@@ -130,7 +125,7 @@ def parse_args(argv=None):
     p.add_argument("--reconstruction_weight", type=float, default=DEFAULT_RECONSTRUCTION_WEIGHT,
                    help="Weight of the all-token reconstruction term (the reference code: 1; the paper does not "
                         "mention it: 0). Default %(default)s: without it the masker's gradient collapses the "
-                        "encoder's representations (README, 'Representation health').")
+                        "encoder's representations (docs/results.md, 'Representation health').")
     p.add_argument("--attribute_weights_from", type=str, default="validation", choices=("validation", "train"),
                    help="Dynamic attribute weights from the previous epoch's masked accuracy on the validation "
                         "split with random 15%% masking (the reference code; default) or on the training batches "
@@ -190,6 +185,7 @@ def parse_args(argv=None):
     p.add_argument("--debug_dump_mask_book", action="store_true",
                    help="Write each process's mask-book fingerprint to output_dir/mask_book_rank{i}.txt.")
     args = p.parse_args(argv)
+    args.command = command_line(prog or "python examples/pretrain.py", argv)  # for the model card
 
     if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
         if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
@@ -204,7 +200,7 @@ def parse_args(argv=None):
         p.error(f"--masker_grad_scale must be in [0, 1], got {args.masker_grad_scale}")
     if args.masker_learning_rate is None and args.learning_rate is not None:
         # A detached masker head learns from features it cannot shape: at the shared rate it barely ranks the notes
-        # (Spearman 0.08 with their real recovery loss), at ten times the rate 0.23 (README, "Representation health").
+        # (Spearman 0.08 with their real recovery loss), at ten times the rate 0.23 (docs/results.md, "Representation health").
         factor = DETACHED_MASKER_LR_FACTOR if args.masker_grad_scale == 0 else 1.0
         args.masker_learning_rate = factor * args.learning_rate
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -348,9 +344,9 @@ def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, ou
     return results
 
 
-def main(argv=None):
+def main(argv=None, prog=None):
     start = _PROCESS_START
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     output_dir = Path(args.output_dir)
 
     accelerator = Accelerator(
@@ -720,7 +716,7 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "train_runtime_s": round(elapsed, 1)}
-    (output_dir / "all_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output_dir / "all_results.json", results)
     curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
               for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
     if curves:
@@ -733,7 +729,7 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
                                            "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
     hub.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
                          task="pretrain", hyperparameters=hyper, results=results,
-                         training_command=" ".join(["python", "examples/pretrain.py", *sys.argv[1:]]))
+                         training_command=args.command)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ Report (written to ``--results_file``, default ``WORK_DIR/ablation.json``, and `
 - the paper's figures and the floors of the data README (majority class, simple non-neural baselines) and whether
   each variant's mean clears each floor (composer and emotion: per piece; melody and velocity: per note).
 
-``--readme README.md`` writes the markdown table between ``<!-- ablation-cpu:start -->`` and
+``--readme docs/results.md`` writes the markdown table between ``<!-- ablation-cpu:start -->`` and
 ``<!-- ablation-cpu:end -->``; with ``--stages report`` and no ``--work_dir`` it is generated from an existing
 results file alone.
 
@@ -61,10 +61,10 @@ Examples::
     python examples/run_ablation.py --data_root ../shared/data --work_dir runs/ablation --budget small \\
         --stages data,pretrain --jobs 2 --variant_args "adversarial=--reconstruction_weight 1"
     python examples/run_ablation.py --work_dir runs/ablation --budget small --stages finetune,report \\
-        --learning_rate 5e-4 --results_file results/ablation-cpu.json --readme README.md
+        --learning_rate 5e-4 --results_file results/ablation-cpu.json --readme docs/results.md
 
-    # regenerate the README table from the results file
-    python examples/run_ablation.py --stages report --results_file results/ablation-cpu.json --readme README.md
+    # regenerate the table of docs/results.md from the results file
+    python examples/run_ablation.py --stages report --results_file results/ablation-cpu.json --readme docs/results.md
 """
 
 from __future__ import annotations
@@ -85,20 +85,17 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import adversarial_midibert  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adversarial_midibert.atomic_io import atomic_write_text  # noqa: E402
-from adversarial_midibert.bootstrap import paired_bootstrap_difference, stack_piece_counts  # noqa: E402
-from adversarial_midibert.checkpointing import latest_checkpoint, write_json  # noqa: E402
-from adversarial_midibert.evaluation import PieceResults  # noqa: E402
+from adversarial_midibert.atomic_io import atomic_write_text
+from adversarial_midibert.bootstrap import paired_bootstrap_difference, stack_piece_counts
+from adversarial_midibert.atomic_io import atomic_write_json as write_json
+from adversarial_midibert.checkpointing import latest_checkpoint
+from adversarial_midibert.evaluation import PieceResults
+from adversarial_midibert.tasks import PAPER_ACCURACY, PAPER_TASKS, TASKS as TASK_REGISTRY
 
 logger = logging.getLogger("run_ablation")
 
 EXAMPLES = Path(__file__).resolve().parent
-TASKS = ("composer", "emotion", "melody", "velocity")
+TASKS = PAPER_TASKS
 STAGES = ("data", "pretrain", "finetune", "report")
 VARIANTS: dict[str, list[str] | None] = {
     "scratch": None,
@@ -108,7 +105,7 @@ VARIANTS: dict[str, list[str] | None] = {
     "adversarial-detached": ["--masking", "adversarial", "--detach_masker"],
 }
 # Paper accuracies (%) and the data README's floors (test accuracy %, same splits).
-PAPER = {"composer": 97.92, "emotion": 79.46, "velocity": 45.58, "melody": 92.68}
+PAPER = PAPER_ACCURACY
 FLOORS = {
     "composer": {"majority class": 13.5, "random forest, per piece": 75.7},
     "emotion": {"majority class": 29.0, "gradient boosting, per clip": 70.1},
@@ -130,8 +127,6 @@ BUDGETS = {
                  pretrain_warmup_steps=1000, max_files=None, finetune_epochs=10, finetune_batch_size=12,
                  learning_rate=2e-5, finetune_warmup_steps=0, patience=3, mask_ratio=0.3),
 }
-# Pitch-shift augmentation for the tonality-independent piece-level tasks.
-PITCH_SHIFT_TASKS = ("composer", "emotion")
 COMMANDS_FILE = "commands.json"
 README_START, README_END = "<!-- ablation-cpu:start -->", "<!-- ablation-cpu:end -->"
 
@@ -183,7 +178,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--bootstrap_resamples", type=int, default=5000)
     g.add_argument("--bootstrap_seed", type=int, default=0)
     g.add_argument("--results_file", default=None, help="the machine-readable results (default WORK_DIR/ablation.json)")
-    g.add_argument("--readme", default=None, help=f"write the table into this file between {README_START} and {README_END}")
+    g.add_argument("--readme", default=None, help=f"write the table into this markdown page (docs/results.md) between {README_START} and {README_END}")
     g.add_argument("--dry_run", action="store_true", help="print the commands without running them")
     g.add_argument("--in_process", action="store_true",
                    help="run the examples in this process, one at a time (tests; saves the Python start-up)")
@@ -378,7 +373,7 @@ def finetune_command(task: str, variant: str, seed: int, args, dataset: Path, pr
                args.metric_for_best_model, "--seed", str(seed), "--output_dir", str(output), "--overwrite_output_dir"]
     if args.finetune_max_steps is not None:
         command += ["--max_train_steps", str(args.finetune_max_steps)]
-    if task in PITCH_SHIFT_TASKS:
+    if TASK_REGISTRY[task]["pitch_shift"]:  # tonality-independent piece-level tasks
         command.append("--pitch_shift")
     return command + shlex.split(args.extra_finetune_args) + args.task_flags.get(task, [])
 

@@ -4,6 +4,7 @@ one thread, CPU, no mixed precision."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 
@@ -14,3 +15,11 @@ def script_env(repo_root: Path) -> dict:
                ACCELERATE_USE_CPU="1", TOKENIZERS_PARALLELISM="false")
     env.pop("ACCELERATE_MIXED_PRECISION", None)
     return env
+
+
+def free_port() -> str:
+    """A TCP port free now, for ``torch.distributed.run --master_port``: other runs on the machine may hold a
+    fixed one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])

@@ -77,7 +77,8 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
 
     from adversarial_midibert.data.collators import pad_octuple_batch
     from adversarial_midibert.diagnostics import evaluate_pretraining
-    from adversarial_midibert.pretraining import AdversarialMLM, MaskBook, batch_to_device, freezing_pass, step_generator
+    from adversarial_midibert.pretraining import AdversarialMLM, batch_to_device, freezing_pass, step_generator
+    from byte_mask_book import MaskBook
 
     torch._dynamo.reset()
     counters.clear()

@@ -1,4 +1,5 @@
-"""``pip install .`` ships the ``adv-midibert`` command, the example scripts it runs and the card template."""
+"""``pip install .`` ships the ``adv-midibert`` command, the example scripts it runs and the card template, and not
+the research tooling (``examples/run_ablation.py``)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def test_pip_install_ships_the_command_and_its_files(repo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(target)  # the installed copy, not the checkout
     assert (target / "bin" / "adv-midibert").is_file()
+    assert not (target / "adversarial_midibert" / "examples" / "run_ablation.py").exists()  # research tooling stays out
     check = subprocess.run([sys.executable, "-c", COMMAND_CHECK, str(target)], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert check.returncode == 0 and "ALL-COMMANDS-OK" in check.stdout, check.stderr[-3000:]

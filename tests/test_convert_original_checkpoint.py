@@ -1,6 +1,6 @@
 """adversarial_midibert.hub.convert (adv-midibert convert): a reference-layout state dict converts to a model that computes the same.
 
-The test builds a random state dict with the reference code's key names and shapes (SPEC.md section 6; a tiny
+The test builds a random state dict with the reference code's key names and shapes (docs/method.md section 6; a tiny
 hidden size), runs an independent re-implementation of the reference forward on real POP909 segments (ids mapped
 into the reference vocabulary), and checks our converted model's hidden states and masked-LM logits against it.
 """
@@ -85,7 +85,7 @@ def reference_state_dict(vocab_sizes, task="mlm", num_classes=3, seed=0) -> dict
 
 
 def reference_forward(sd, ids, mask):
-    """The reference computation (SPEC 6), written independently of our modeling code."""
+    """The reference computation (docs/method.md 6), written independently of our modeling code."""
     sd = {k.removeprefix("midibert."): v for k, v in sd.items()}
     embeds = [F.embedding(ids[..., i], sd[f"word_emb.{i}.lut.weight"]) * math.sqrt(EMB) for i in range(8)]
     x = F.linear(torch.cat(embeds, -1), sd["in_linear.weight"], sd["in_linear.bias"])

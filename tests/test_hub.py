@@ -340,3 +340,24 @@ def test_a_fixed_name_symlinked_out_of_the_folder_is_refused(model_folder, tmp_p
             hub.push_folder_to_hub(model_folder, "org/tiny", **kwargs)
     assert not recorder.calls and not (tmp_path / "dry").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_top_level_hub_scripts_publish_and_write_the_card(model_folder, tmp_path, repo_root):
+    """``hub/push_to_hub.py`` and ``hub/model_card.py`` are the ``push`` and ``card`` commands, run as files."""
+    from script_env import script_env
+
+    env = {**script_env(repo_root), "HF_TOKEN": ""}
+    card = subprocess.run([sys.executable, str(repo_root / "hub" / "model_card.py"), str(model_folder),
+                           "--repo_id", "org/tiny", "--training_command", "adv-midibert finetune --task composer"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert card.returncode == 0, card.stderr[-2000:]
+    assert "adv-midibert finetune --task composer" in (model_folder / "README.md").read_text(encoding="utf-8")
+    dry = tmp_path / "dry"
+    push = subprocess.run([sys.executable, str(repo_root / "hub" / "push_to_hub.py"), str(model_folder),
+                           "--repo_id", "org/tiny", "--dry_run", str(dry)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert push.returncode == 0, push.stderr[-2000:]
+    assert {p.name for p in dry.iterdir()} == EXPECTED_UPLOAD
+    convert = subprocess.run([sys.executable, str(repo_root / "hub" / "convert_original_checkpoint.py"), "--help"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert convert.returncode == 0 and convert.stdout.startswith("usage: python hub/convert_original_checkpoint.py")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from adversarial_midibert.mask_book import MaskBook, PackedMaskBook
+from adversarial_midibert.mask_book import PackedMaskBook
+from byte_mask_book import MaskBook
 from adversarial_midibert.pretraining import AdversarialMLM, AttributeWeights, UniformSampler, freezing_pass, step_generator
 from test_pretraining import make_batch, tiny_model
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from adversarial_midibert.constants import NUM_ATTRIBUTES, PAD_ID
 from adversarial_midibert.diagnostics import spearman_within_rows
-from adversarial_midibert.masking import IGNORE_INDEX, choose_top_scored_positions, maskable_positions
+from adversarial_midibert.constants import IGNORE_INDEX
+from adversarial_midibert.masking import choose_top_scored_positions, maskable_positions
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
-    MaskBook,
     UniformSampler,
     freezing_pass,
     masker_loss,
@@ -23,6 +23,7 @@ from adversarial_midibert.pretraining import (
     step_generator,
 )
 
+from byte_mask_book import MaskBook
 from test_pretraining import make_batch, tiny_model
 
 

@@ -115,3 +115,32 @@ def test_class_tracks_score_checks_its_input():
     score.tracks.append(track)
     with pytest.raises(ValueError, match="2 classes for a score of 1 notes"):
         class_tracks_score(score, np.array([0, 1]), ["a", "b"])
+
+
+# What the [train] extra adds: a core install (`pip install .`) has none of them.
+TRAIN_EXTRAS = ("datasets", "accelerate", "evaluate", "sklearn", "matplotlib", "tensorboard", "music21", "scipy")
+
+
+def test_pipeline_runs_without_the_training_extras(tmp_path, data_root, repo_root):
+    """The core install (models, tokenizer, pipelines) classifies a MIDI file with none of the [train] packages."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from script_env import script_env
+
+    folder = tiny_finetuned_folder(tmp_path / "model", False, COMPOSERS)
+    path = sorted((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))[0]
+    code = textwrap.dedent(f"""
+        import sys
+        for name in {TRAIN_EXTRAS!r}:
+            sys.modules[name] = None  # `import name` fails, as where the package is not installed
+        import adversarial_midibert
+        from transformers import pipeline
+        out = pipeline("midi-classification", model={str(folder)!r}, device="cpu")({str(path)!r})
+        assert out["label"] in {COMPOSERS!r}, out
+        print("CORE-INSTALL-OK")
+    """)
+    run = subprocess.run([sys.executable, "-c", code], env=script_env(repo_root), cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "CORE-INSTALL-OK" in run.stdout, run.stderr[-3000:]

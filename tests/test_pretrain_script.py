@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from script_env import script_env  # noqa: E402
+from script_env import free_port, script_env  # noqa: E402
 
 SCRIPT_ARGS = [
     "--preset", "tiny",
@@ -104,10 +103,7 @@ def test_resume_gives_same_losses(full_run, tiny_dataset, repo_root, tmp_path):
 
 def test_two_processes_share_one_mask_book(tiny_dataset, repo_root, tmp_path):
     out = tmp_path / "ddp"
-    with socket.socket() as probe:  # a free port: other runs on the machine may hold a fixed one
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
           "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out),
           "--preset", "tiny", "--max_train_steps", "4", "--per_device_train_batch_size", "4",
           "--max_train_samples", "24", "--freeze_every", "1", "--debug_dump_mask_book"], repo_root, timeout=300)
@@ -176,7 +172,7 @@ def test_counts_are_checked(repo_root, flags, message, capsys):
 
 
 def test_detached_masker_learns_ten_times_faster_by_default(repo_root):
-    """The detached masker barely learns at the shared learning rate (README, "Representation health")."""
+    """The detached masker barely learns at the shared learning rate (docs/results.md, "Representation health")."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("example_pretrain", repo_root / "examples" / "pretrain.py")
@@ -185,3 +181,19 @@ def test_detached_masker_learns_ten_times_faster_by_default(repo_root):
     assert pretrain.parse_args(["--learning_rate", "1e-3"]).masker_learning_rate == pytest.approx(1e-3)
     assert pretrain.parse_args(["--learning_rate", "1e-3", "--detach_masker"]).masker_learning_rate == pytest.approx(1e-2)
     assert pretrain.parse_args(["--masker_grad_scale", "0", "--masker_learning_rate", "3e-4"]).masker_learning_rate == 3e-4
+
+
+def test_model_card_records_the_command_as_typed(tiny_dataset, repo_root, tmp_path):
+    """Under ``adv-midibert pretrain`` the card names that command and its flags, not ``pretrain.py pretrain``."""
+    out = tmp_path / "run"
+    flags = ["--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny", "--max_train_steps", "2",
+             "--per_device_train_batch_size", "8", "--freeze_every", "0", "--seed", "3"]
+    code = ("import importlib.util, sys\n"
+            "spec = importlib.util.spec_from_file_location('example_pretrain', sys.argv[1])\n"
+            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+            "module.main(sys.argv[3:], prog='adv-midibert pretrain')\n")
+    # sys.argv[2] stands for the CLI's command word, which must not leak into the recorded command.
+    _run([sys.executable, "-c", code, str(repo_root / "examples" / "pretrain.py"), "pretrain", *flags], repo_root)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "adv-midibert pretrain " + " ".join(flags) in card
+    assert "pretrain.py pretrain" not in card

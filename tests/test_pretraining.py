@@ -9,10 +9,11 @@ from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_I
 from adversarial_midibert.masking import maskable_positions
 from adversarial_midibert.presets import (PRESETS, default_finetune_learning_rate, parse_config_overrides,
                                           preset_config_kwargs)
+from byte_mask_book import MaskBook
+from tiny_models import tiny_config
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
     AttributeWeights,
-    MaskBook,
     TrainingProgress,
     UniformSampler,
     adversarial_mask_counts,
@@ -27,13 +28,10 @@ VOCAB = [40, 40, 20, 60, 40, 20, 12, 30]
 
 
 def tiny_model(seed: int = 0):
-    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
 
     torch.manual_seed(seed)
-    config = AdvMidiBertConfig(vocab_sizes=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                               intermediate_size=64, attribute_embedding_size=8, max_position_embeddings=64,
-                               masker_hidden_size=16)
+    config = tiny_config(vocab_sizes=VOCAB, num_hidden_layers=1, max_position_embeddings=64)
     return AdvMidiBertForMaskedLM(config)
 
 
@@ -306,7 +304,6 @@ def test_tiny_run_loss_falls_and_masker_learns_hardness(data_root):
     coupling is checked over a longer run by ``test_short_adversarial_run_keeps_representations_healthy``."""
     from scipy.stats import spearmanr
 
-    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.masking import choose_random_positions, corrupt
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
     from adversarial_midibert.tokenization_octuple import OctupleTokenizer
@@ -318,9 +315,7 @@ def test_tiny_run_loss_falls_and_masker_learns_hardness(data_root):
     train = tok(files[:4], return_tensors="pt")
     held = tok(files[4:], return_tensors="pt")
     torch.manual_seed(0)
-    config = AdvMidiBertConfig(vocab_sizes=tok.vocab_sizes, hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=64, attribute_embedding_size=8,
-                               max_position_embeddings=64, masker_hidden_size=16)
+    config = tiny_config(vocab_sizes=tok.vocab_sizes, num_hidden_layers=1, max_position_embeddings=64)
     model = AdvMidiBertForMaskedLM(config)
     step = AdversarialMLM(model, masker_grad_scale=1.0, reconstruction_weight=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -360,12 +355,11 @@ def test_tiny_run_loss_falls_and_masker_learns_hardness(data_root):
 def test_short_adversarial_run_keeps_representations_healthy(data_root):
     """100 adversarial steps of a tiny model on real POP909 segments, then the validation health figures.
 
-    Measured with this set-up (README, "Representation health"): the paper's coupling (full masker gradient, no
+    Measured with this set-up (docs/results.md, "Representation health"): the paper's coupling (full masker gradient, no
     reconstruction term) collapses to a mean token cosine of 0.998 and an effective rank of 2.2; the default
     (reference code's reconstruction term) stays at 0.89 / 12.3, as random-MLM with the same loss (0.89 / 12.3).
     The thresholds sit between the two, and the test checks both sides so that it can fail either way.
     """
-    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.diagnostics import evaluate_pretraining
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
     from adversarial_midibert.tokenization_octuple import OctupleTokenizer
@@ -381,9 +375,8 @@ def test_short_adversarial_run_keeps_representations_healthy(data_root):
 
     def health_after_run(**step_kwargs):
         torch.manual_seed(0)
-        config = AdvMidiBertConfig(vocab_sizes=tok.vocab_sizes, hidden_size=32, num_hidden_layers=2,
-                                   num_attention_heads=2, intermediate_size=64, attribute_embedding_size=16,
-                                   max_position_embeddings=64, masker_hidden_size=32)
+        config = tiny_config(vocab_sizes=tok.vocab_sizes, attribute_embedding_size=16, max_position_embeddings=64,
+                             masker_hidden_size=32)
         model = AdvMidiBertForMaskedLM(config)
         step = AdversarialMLM(model, **step_kwargs)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -449,7 +442,7 @@ def test_step_evaluation_and_freezing_pass_go_through_the_step_module():
 ])
 def test_training_step_reads_nothing_back_on_the_host(masking, grad_scale, reads):
     from adversarial_midibert.pretraining import batch_to_device
-    from adversarial_midibert.profiling import count_host_reads
+    from benchmarks.profiling import count_host_reads
 
     book = MaskBook(3, 64)
     step = AdversarialMLM(tiny_model(), mask_book=book, masking=masking, masker_grad_scale=grad_scale)

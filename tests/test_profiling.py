@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adversarial_midibert.profiling import estimate_step_memory, step_flops_per_token
+from benchmarks.profiling import estimate_step_memory, step_flops_per_token
 from tiny_models import tiny_config
 
 

@@ -16,6 +16,7 @@ from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 from test_builder import write_midi
+from script_env import free_port
 from test_pretrain_script import _losses, _run
 
 
@@ -115,7 +116,7 @@ def test_streaming_run_resumes_mid_epoch_with_the_same_losses_and_mask_book(pop9
 
 def test_two_streaming_processes_share_the_mask_book_on_disk(pop909_shards, repo_root, tmp_path):
     out = tmp_path / "ddp"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
           "examples/pretrain.py", "--cpu", "--dataset", str(pop909_shards), "--output_dir", str(out),
           *STREAM_ARGS, "--max_train_steps", "6"], repo_root, timeout=300)
     hashes = [(out / f"mask_book_rank{i}.txt").read_text().strip() for i in range(2)]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import symusic
 
-from adversarial_midibert.visualization import CLASS_COLOURS, piano_roll_image, plot_training_curves
+from adversarial_midibert.visualization import (CLASS_COLOURS, piano_roll_image, plot_training_curves,
+                                                 training_curve_series)
 
 
 def test_piano_roll_image_is_bounded_and_in_place():
@@ -48,3 +49,9 @@ def test_training_curves_plot_losses_and_accuracies(tmp_path):
     assert plot_training_curves(steps, tmp_path / "steps.png").is_file()
     with pytest.raises(ValueError, match="no record has 'step'"):
         plot_training_curves([{"epoch": 0, "loss": 1.0}], tmp_path / "none.png")
+
+
+def test_training_curves_draw_the_overall_figures_not_one_per_attribute():
+    record = {"step": 1, "loss": 2.0, "eval_loss": 2.2, "eval_accuracy": 0.4, "eval_accuracy_pitch": 0.3,
+              "eval_accuracy_velocity": 0.2, "eval_run_masking_accuracy_bar": 0.9, "learning_rate": 1e-3}
+    assert sorted(training_curve_series([record])) == ["eval_accuracy", "eval_loss", "loss"]

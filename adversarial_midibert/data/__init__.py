@@ -1,5 +1,6 @@
 """Data pipeline: MIDI folders -> ``datasets.DatasetDict`` (builder, paper recipes, a user's folder + CSV, music21
-corpus) -> batches (collators); built data sets are shared on the Hub (``data.hub``)."""
+corpus) -> batches (collators); built data sets are shared on the Hub (``data.publish``,
+read back by ``data.download``)."""
 
 from .builder import (
     PieceRecord,
@@ -8,7 +9,6 @@ from .builder import (
     format_summary,
     list_midi_files,
     load_task_dataset,
-    print_summary,
     save,
     scan_midi_files,
     split_pieces,
@@ -17,7 +17,8 @@ from .builder import (
 from .collators import DataCollatorForOctuple, DataCollatorForOctupleMLM
 from .music21_corpus import convert_music21_corpus, default_cache_dir, select_music21_scores
 from .folder import build_folder_dataset, resolve_folder
-from .hub import download_task_dataset, push_dataset_to_hub
+from .download import download_task_dataset
+from .publish import push_dataset_to_hub
 from .recipes import RECIPES, build_recipe, resolve_recipe
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
     "push_dataset_to_hub",
     "download_task_dataset",
     "format_summary",
-    "print_summary",
     "list_midi_files",
     "scan_midi_files",
     "split_pieces",

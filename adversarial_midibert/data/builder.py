@@ -16,7 +16,7 @@ names, hidden attributes, tokenizer settings) and the tokenizer (``octuple_token
 :func:`load_task_dataset` reads all of it back.
 
 Hidden attributes (``hidden_attributes=("velocity",)``): the whole column of every note row is replaced by the
-MASK id before segmenting, so the model never sees it (the velocity task, SPEC section 4).
+MASK id before segmenting, so the model never sees it (the velocity task, docs/method.md section 4).
 """
 
 from __future__ import annotations
@@ -34,9 +34,18 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..atomic_io import atomic_write_json
-from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from ..constants import (  # noqa: F401  (MIDI_SUFFIXES, SPLIT_NAMES re-exported)
+    ATTRIBUTE_NAMES,
+    BUILD_REPORT_NAME,
+    MIDI_SUFFIXES,
+    SHARD_INDEX_NAME,
+    SPLIT_NAMES,
+    TASK_INFO_NAME,
+    TOKENIZER_FILE_NAME,
+)
+from .download import download_task_dataset, load_parquet_splits
 from .segments import IGNORE_INDEX, TASK_TYPES, TokenLabelFn, segment_features  # noqa: F401  (re-exported)
-from .shards import BUILD_PLAN_NAME, SHARD_INDEX_NAME, load_sharded, write_shards
+from .shards import BUILD_PLAN_NAME, load_sharded, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +61,13 @@ __all__ = [
     "describe_task",
     "task_info_from_dataset",
     "format_summary",
-    "print_summary",
     "list_midi_files",
     "scan_midi_files",
     "split_pieces",
 ]
 
-SPLIT_NAMES = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation",
                   "dev": "validation", "test": "test"}
-MIDI_SUFFIXES = (".mid", ".midi", ".MID", ".MIDI")
-BUILD_REPORT_NAME = "build_report.json"
-TASK_INFO_NAME = "task_info.json"
 
 
 
@@ -100,7 +104,7 @@ def scan_midi_files(folder: Union[str, os.PathLike]) -> tuple[list[Path], list[d
             return
         for entry in entries:
             path = Path(entry.path)
-            is_midi_name = path.suffix in MIDI_SUFFIXES
+            is_midi_name = path.suffix.lower() in MIDI_SUFFIXES
             try:
                 is_dir = entry.is_dir()  # follows symlinks
                 is_file = entry.is_file()
@@ -678,14 +682,10 @@ def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str
 
     directory = Path(directory)
     if not directory.exists():
-        from .hub import download_task_dataset  # noqa: PLC0415
-
         directory = download_task_dataset(str(directory), revision=revision, token=token)
     if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
         dataset = load_from_disk(str(directory))
     else:
-        from .hub import load_parquet_splits  # noqa: PLC0415
-
         dataset = load_parquet_splits(directory)
     info_path = directory / TASK_INFO_NAME
     task_info = json.loads(info_path.read_text()) if info_path.is_file() else task_info_from_dataset(dataset)
@@ -731,8 +731,3 @@ def format_summary(dataset_or_report: Any, max_skipped: int = 10) -> str:
         if report.get(key):
             lines.append(f"  {what}: {len(report[key])} (e.g. {', '.join(report[key][:3])})")
     return "\n".join(lines)
-
-
-def print_summary(dataset_or_report: Any) -> None:
-    """Print :func:`format_summary`."""
-    print(format_summary(dataset_or_report))

@@ -12,7 +12,7 @@ augmentation in whichever DataLoader worker it is collated, and a training run i
 batches as an uninterrupted one.
 
 - :class:`DataCollatorForOctuple` (fine-tuning): padding, optional pitch-shift augmentation and optional mask
-  fine-tuning (SPEC section 4).
+  fine-tuning (docs/method.md section 4).
 - :class:`DataCollatorForOctupleMLM` (masked LM on the CPU side): random or MusicBERT bar-level choice followed by
   BERT-style corruption; used by the baselines' evaluation and by tests. Adversarial pre-training chooses its
   positions on the accelerator instead (``adversarial_midibert.pretraining``).
@@ -28,9 +28,8 @@ import hashlib
 import numpy as np
 import torch
 
-from ..constants import MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, PITCH, PROGRAM
+from ..constants import IGNORE_INDEX, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID, PITCH, PROGRAM
 from ..masking import (
-    IGNORE_INDEX,
     choose_bar_positions,
     choose_random_positions,
     corrupt,
@@ -114,7 +113,7 @@ def pitch_shift_batch(
     max_shift: int = 11,
     generator: Optional[torch.Generator] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transpose each segment by its own random number of semitones (SPEC section 4), vectorised over the batch.
+    """Transpose each segment by its own random number of semitones (docs/method.md section 4), vectorised over the batch.
 
     The shift k of a segment is drawn uniformly among the integers of ``[-max_shift, max_shift]`` that keep every
     one of its pitched notes inside ``pitch_id_range``; a segment without pitched notes gets k = 0. Only note rows
@@ -167,7 +166,7 @@ class DataCollatorForOctuple:
         pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
         pitch_shift (`bool`): transpose each segment by a random number of semitones (training only; for
             tonality-independent tasks such as composer or emotion classification).
-        max_pitch_shift (`int`): largest shift, in semitones (SPEC: 11).
+        max_pitch_shift (`int`): largest shift, in semitones (docs/method.md: 11).
         mask_ratio (`float`): mask fine-tuning: replace this fraction of the notes of each segment by MASK in all
             attributes (0 disables it; reference code 0.15, paper summary 0.3). For token tasks the masked
             positions get label -100, so that the loss and the accuracy leave them out. The bool mask is returned

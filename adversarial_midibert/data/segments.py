@@ -23,12 +23,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ..constants import MASK_ID, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
+from ..constants import IGNORE_INDEX, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
+from ..masking import hide_attributes
 
 __all__ = ["TASK_TYPES", "IGNORE_INDEX", "PieceBatch", "segment_features", "tokenize_pieces"]
 
 TASK_TYPES = ("sequence", "token", "pretrain")
-IGNORE_INDEX = -100
 
 # A token-label function: (symusic score, track_index (N,), note_index (N,)) -> labels (N,) ints, -100 = no label.
 TokenLabelFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
@@ -144,8 +144,7 @@ def tokenize_pieces(
                 if labels.shape != (len(ids),):
                     raise ValueError(f"token_label_fn returned shape {labels.shape} for {len(ids)} notes")
                 aligned = [labels]
-            for column in hidden_columns:
-                ids[:, column] = MASK_ID
+            hide_attributes(ids, hidden_columns)
             if aligned is None:
                 piece_segments, cut = tok.segment(ids), None
             else:

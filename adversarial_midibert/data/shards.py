@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from ..constants import SHARD_INDEX_NAME
 from ..atomic_io import TMP_PREFIX, FolderLock, atomic_write_json, fsync_path, remove_path
 from .segments import PieceBatch, segment_features, tokenize_pieces
 
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["SHARD_INDEX_NAME", "BUILD_PLAN_NAME", "plan_shards", "write_shards", "load_sharded", "shard_files",
 ]
 
-SHARD_INDEX_NAME = "shards.json"
 BUILD_STATE_DIR = ".build"
 BUILD_PLAN_NAME = f"{BUILD_STATE_DIR}/plan.json"
 FORMAT_NAME = "adversarial-midibert-shards"

@@ -27,14 +27,12 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 
-from ..constants import TOKENIZER_FILE_NAME
+from ..constants import BUILD_REPORT_NAME, SHARD_INDEX_NAME, TASK_INFO_NAME, TOKENIZER_FILE_NAME
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["StreamingDataset", "StreamingBatches"]
 
-TASK_INFO_NAME = "task_info.json"
-SHARD_INDEX_NAME = "shards.json"
 
 
 class StreamingDataset:
@@ -92,7 +90,7 @@ class StreamingDataset:
         import hashlib  # noqa: PLC0415
 
         digest = hashlib.blake2b(digest_size=16)
-        for name in (SHARD_INDEX_NAME, "build_report.json", TASK_INFO_NAME):
+        for name in (SHARD_INDEX_NAME, BUILD_REPORT_NAME, TASK_INFO_NAME):
             path = self._file(name)
             digest.update(name.encode() + b"\0" + (path.read_bytes() if path is not None else b"-") + b"\0")
         return digest.hexdigest()

@@ -17,6 +17,7 @@ from typing import Any
 from ..atomic_io import atomic_write_text
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from ..pipelines import MIDI_CLASSIFICATION, MIDI_TOKEN_CLASSIFICATION
+from ..tasks import TASKS
 from ._common import CONFIG_NAME, MODEL_CARD_NAME, RESULTS_NAME, HubPublishError, read_json
 
 __all__ = [
@@ -67,19 +68,7 @@ DEFAULT_TAGS: tuple[str, ...] = (
     "bert",
 )
 
-# The tasks this project knows: the data set each one uses and, for the paper's four, the accuracy it reports.
-KNOWN_TASKS: dict[str, dict[str, Any]] = {
-    "composer": {"name": "Composer classification", "dataset_name": "Pianist8", "dataset_type": "pianist8",
-                 "task_type": "sequence", "paper_accuracy": 97.92},
-    "emotion": {"name": "Emotion recognition", "dataset_name": "EMOPIA", "dataset_type": "emopia",
-                "task_type": "sequence", "paper_accuracy": 79.46},
-    "melody": {"name": "Melody extraction", "dataset_name": "POP909", "dataset_type": "pop909",
-               "task_type": "token", "paper_accuracy": 92.68},
-    "velocity": {"name": "Velocity prediction", "dataset_name": "POP909", "dataset_type": "pop909",
-                 "task_type": "token", "paper_accuracy": 45.58},
-    "music21-composer": {"name": "Composer classification", "dataset_name": "music21 corpus",
-                         "dataset_type": "music21-corpus", "task_type": "sequence"},
-}
+KNOWN_TASKS = TASKS  # the data set each task uses and, for the paper's four, the accuracy it reports
 
 _SPLIT_PREFIXES = {"test_": "test", "eval_": "validation", "validation_": "validation"}
 _METRIC_NAMES = {

@@ -4,7 +4,7 @@
         --task mlm|sequence|token [--num_labels C] --output_dir DIR [--tokenizer DIR]
 
 The reference code (a transformers-4 ``BertModel`` with ``relative_key_query`` positions inside a ``MidiBert``
-module, see SPEC.md section 6) saves plain PyTorch state dicts. This script
+module, see docs/method.md section 6) saves plain PyTorch state dicts. This script
 
 1. loads the state dict with ``torch.load(..., weights_only=True)`` (a ``{"state_dict": ...}`` wrapper and the
    ``midibert.`` prefix of the task models are handled) and reads every size from the tensors' shapes;
@@ -621,8 +621,8 @@ def convert(
     return report
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, prog=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="the reference code's state dict (.pt/.ckpt)")
     parser.add_argument("--dictionary", type=Path, required=True, help="the reference Octuple.pkl")
     parser.add_argument("--task", choices=("mlm", "sequence", "token"), required=True,
@@ -637,8 +637,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = "adv-midibert convert") -> int:
+    args = parse_args(argv, prog)
     tokenizer = None
     if args.tokenizer is not None:
         from ..tokenization_octuple import OctupleTokenizer
@@ -648,7 +648,7 @@ def main(argv=None) -> int:
         report = convert(args.checkpoint, args.dictionary, args.task, args.output_dir, num_labels=args.num_labels,
                          tokenizer=tokenizer, padding_class=args.padding_class)
     except (ConversionError, HubPublishError) as error:
-        print(f"adv-midibert convert: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
     return 0

@@ -9,8 +9,7 @@
     octuple_tokenizer.json                  the tokenizer that made the segments
 
 so that anyone can ``datasets.load_dataset("org/name")``, and ``load_task_dataset("org/name")`` (which the training
-examples call on ``--dataset``) gets the task and the tokenizer too. :func:`download_task_dataset` fetches a
-repository through ``huggingface_hub``'s cache (offline once cached); :func:`load_parquet_splits` reads its splits.
+examples call on ``--dataset``) gets the task and the tokenizer too (through :mod:`adversarial_midibert.data.download`).
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..constants import TOKENIZER_FILE_NAME
-from .builder import BUILD_REPORT_NAME, SPLIT_NAMES, TASK_INFO_NAME
+from ..constants import BUILD_REPORT_NAME, SPLIT_NAMES, TASK_INFO_NAME, TOKENIZER_FILE_NAME
+from .builder import load_task_dataset
+from .download import DATA_DIR
 
-__all__ = ["download_task_dataset", "load_parquet_splits", "push_dataset_to_hub", "write_dataset_card"]
+__all__ = ["push_dataset_to_hub", "write_dataset_card"]
 
-DATA_DIR = "data"
 MAX_SHARD_BYTES = 500 * 2**20  # datasets' own default for push_to_hub
 DATASET_TAGS = ("symbolic-music", "midi", "music", "octuple", "adversarial-midibert")
 
@@ -124,8 +123,6 @@ data, task_info, tokenizer = load_task_dataset("{repo_id}")
 
 def _stage(folder: Path, repo_id: str, staging: Path, license: Optional[str], command: Optional[str]) -> list[str]:
     """Write the repository's files into ``staging``; return their paths in the repository."""
-    from .builder import load_task_dataset
-
     dataset, _, _ = load_task_dataset(folder)
     names = []
     (staging / DATA_DIR).mkdir(parents=True, exist_ok=True)
@@ -204,37 +201,3 @@ def push_dataset_to_hub(
         operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(Path(tmp) / n)) for n in names]
         return api.create_commit(repo_id, repo_type="dataset", operations=operations, commit_message=commit_message,
                                  revision=revision, token=token)
-
-
-def download_task_dataset(repo_id: str, revision: Optional[str] = None, token: Optional[str] = None) -> Path:
-    """The local snapshot of a Hub dataset repository published by :func:`push_dataset_to_hub` (cached).
-
-    Raises:
-        FileNotFoundError: ``repo_id`` is not a valid id, or (offline / not found) no snapshot can be had.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise FileNotFoundError(f"{repo_id}: no such data set folder, and not a Hub data set id") from None
-    try:
-        path = snapshot_download(repo_id, repo_type="dataset", revision=revision, token=token,
-                                 allow_patterns=[f"{DATA_DIR}/*.parquet", "*.json", "README.md"])
-    except OSError as err:  # not found, offline without a cache, HTTP errors
-        raise FileNotFoundError(f"{repo_id}: cannot get the Hub data set ({type(err).__name__}: {err})") from err
-    return Path(path)
-
-
-def load_parquet_splits(folder: Union[str, os.PathLike]):
-    """A ``DatasetDict`` of the ``data/<split>-*.parquet`` files of a (downloaded) dataset repository."""
-    from datasets import DatasetDict, load_dataset
-
-    folder = Path(folder)
-    files = {split: sorted(str(p) for p in (folder / DATA_DIR).glob(f"{split}-*.parquet")) for split in SPLIT_NAMES}
-    files = {split: paths for split, paths in files.items() if paths}
-    if not files:
-        raise FileNotFoundError(f"{folder}: no data set here (neither a save_to_disk folder nor {DATA_DIR}/*.parquet)")
-    return DatasetDict(load_dataset("parquet", data_files=files))

@@ -28,7 +28,7 @@ import collections
 import contextlib
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 from unittest import mock
 
 import torch
@@ -37,9 +37,9 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from . import modeling_adv_midibert as modeling
-from .acceleration import enable_activation_checkpointing
-from .configuration_adv_midibert import AdvMidiBertConfig
+from adversarial_midibert import modeling_adv_midibert as modeling
+from adversarial_midibert.acceleration import enable_activation_checkpointing
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
 
 __all__ = ["count_flops", "step_flops_per_token", "MemoryEstimate", "estimate_step_memory", "STEP_KINDS",
            "count_host_reads", "HOST_READS"]
