@@ -104,12 +104,12 @@ def write_folder_aside(target: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``target``; on success flush it and swap it in.
 
     Yields the temporary folder to write into. If the block raises, the temporary folder is deleted and ``target``
-    is untouched::
+    is untouched. A ``target`` that is a symbolic link keeps its link: the folder it points to is replaced::
 
         with write_folder_aside("outputs/model") as tmp:
             model.save_pretrained(tmp)
     """
-    target = Path(target)
+    target = Path(os.path.realpath(target)) if Path(target).is_symlink() else Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
     remove_path(tmp)
@@ -130,7 +130,8 @@ class FolderLock:
     """An exclusive lock on an output folder, held by one process at a time.
 
     The lock is ``fcntl.flock`` on a hidden file beside the folder (``.<name>.lock``; beside, because the folder
-    itself may be replaced by :func:`write_folder_aside`). The operating system releases it when the process ends,
+    itself may be replaced by :func:`write_folder_aside`), keyed on the folder's resolved path, so that a folder and
+    a symbolic link to it share one lock. The operating system releases it when the process ends,
     however it ends, so a killed run never leaves a stale lock. A process may take the lock of a folder it already
     holds (nested ``with`` blocks). Use as a context manager, or ``acquire`` / ``release``::
 
@@ -149,7 +150,8 @@ class FolderLock:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.path = self.folder.with_name(f".{self.folder.name}.lock")
+        resolved = Path(os.path.realpath(self.folder))
+        self.path = resolved.with_name(f".{resolved.name}.lock")
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":
