@@ -334,30 +334,16 @@ def test_a_symlinked_checkpoint_removed_by_rotation_leaves_nothing_behind(run, t
     assert "left by an interrupted" not in caplog.text and elsewhere.is_dir()
 
 
-def test_a_folder_and_a_symlink_to_it_share_one_lock(tmp_path):
+def test_a_folder_and_a_symlink_to_it_share_one_lock(tmp_path, lock_holder):
     """Issue 19 item 8: ``FolderLock`` on ``out`` and on a symlink to it both acquired (two lock files)."""
-    import subprocess
-    import sys
-
-    from adversarial_midibert import atomic_io
     from adversarial_midibert.atomic_io import FolderBusyError, FolderLock
 
     out, link = tmp_path / "out", tmp_path / "link"
     out.mkdir()
     link.symlink_to(out)
-    holder = subprocess.Popen(  # another process holds the lock of the real folder (atomic_io alone starts fast)
-        [sys.executable, "-c", "import importlib.util, sys; "
-         f"spec = importlib.util.spec_from_file_location('atomic_io', {atomic_io.__file__!r}); "
-         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-         f"m.FolderLock({str(out)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_holder(out):  # another process holds the lock of the real folder
         with pytest.raises(FolderBusyError, match=rf"{link} is being written by another process"):
             FolderLock(link).acquire()
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     with FolderLock(link):
         pass
 
