@@ -5,6 +5,7 @@ A run killed at any moment, or a full disk, leaves either the old content or the
 - :func:`atomic_write_text` / :func:`atomic_write_json`: one file, through a temporary file in the same folder;
 - :func:`write_folder_aside`: a whole folder, built under a hidden temporary name beside it and swapped in;
 - :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename;
+- :func:`file_sha256`: what a reader checks a finished file against (checkpoints, data set shards);
 - :class:`FolderLock`: one writer per output folder (a second concurrent run fails clearly instead of mixing its
   files with the first one's).
 
@@ -14,6 +15,7 @@ reader that lists the parent folder never takes a half-written or half-deleted f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +49,15 @@ def fsync_tree(folder: str | os.PathLike) -> None:
         if not path.is_symlink():
             fsync_path(path)
     fsync_path(folder)
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -49,6 +49,7 @@ from .atomic_io import (
     TRASH_PREFIX,
     atomic_write_json,
     atomic_write_text,
+    file_sha256,
     fsync_path,
     fsync_tree,
     remove_path,
@@ -177,15 +178,6 @@ class Checkpoint:
 
 def _folder_files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """The SHA-256 of a file's bytes (hex), read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_checkpoint(path: str | os.PathLike, verify_content: bool = False) -> dict:

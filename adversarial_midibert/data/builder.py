@@ -36,7 +36,7 @@ import numpy as np
 from ..atomic_io import atomic_write_json
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from .segments import IGNORE_INDEX, TASK_TYPES, TokenLabelFn, segment_features  # noqa: F401  (re-exported)
-from .shards import BUILD_PLAN_NAME, SHARD_INDEX_NAME, load_sharded, write_shards
+from .shards import BUILD_PLAN_NAME, SHARD_INDEX_NAME, load_sharded, verify_shards, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -682,6 +682,8 @@ def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str
 
         directory = download_task_dataset(str(directory), revision=revision, token=token)
     if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
+        if (directory / SHARD_INDEX_NAME).is_file():
+            verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
         dataset = load_from_disk(str(directory))
     else:
         from .hub import load_parquet_splits  # noqa: PLC0415
