@@ -347,3 +347,51 @@ def test_converted_sequence_classifier_reproduces_the_reference_head(tmp_path, d
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_pickle_referencing_one_list_many_times_is_checked_in_bounded_time(tmp_path):
+    """Issue 19 item 7: a 456-byte pickle referencing one list from many places (fan-out 30, depth 7) made the
+    plain-data check walk 30^7 paths (hours). Each container is now checked once."""
+    import pickle
+    import time
+
+    value: list = ["x"]
+    for _ in range(6):  # with the outer list and tuple, 8 levels: within the depth limit
+        value = [value] * 30
+    data = pickle.dumps((value, {}))
+    assert len(data) < 1000
+    (tmp_path / "fan.pkl").write_bytes(data)
+    start = time.perf_counter()
+    with pytest.raises(conv.ConversionError, match="must hold \\(event2word, word2event\\)|lacks"):
+        conv.load_reference_dictionary(tmp_path / "fan.pkl")
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("attribute, table, match", [
+    ("Bar", {"Bar 0": float("nan"), "Bar 1": 1}, r"rows of Bar must be the integers 0..1 each once, found nan"),
+    ("Bar", {"Bar 0": "0"}, r"found '0'"),
+    ("Bar", {"Bar 0": 0, "Bar 1": 10**12}, r"found 1000000000000"),
+    ("Bar", {"Bar 0": 0, "Bar 1": 0}, r"found repeats"),
+    ("Pitch", {0: 0}, r"Pitch must map token strings to rows, found dict with non-string keys"),
+    ("Tempo", "Tempo 120", r"Tempo must map token strings to rows, found str"),
+])
+def test_dictionary_values_of_the_wrong_kind_are_named(tmp_path, attribute, table, match):
+    """Issue 19 item 12: NaN, string or huge rows, int keys or a string attribute gave tracebacks."""
+    import pickle
+
+    event2word = {name: {f"{name} 0": 0} for name in conv.REFERENCE_ATTRIBUTES}
+    event2word[attribute] = table
+    (tmp_path / "Octuple.pkl").write_bytes(pickle.dumps((event2word, {})))
+    with pytest.raises(conv.ConversionError, match=rf"Octuple.pkl: (the )?.*{match}"):
+        conv.load_reference_dictionary(tmp_path / "Octuple.pkl")
+
+
+def test_a_stride_zero_tensor_is_refused_before_it_is_expanded(tmp_path):
+    """Issue 19 item 7: a tensor saved as ``expand`` (stride 0) holds a few bytes but copying it allocates its whole
+    shape (32 GB in the reported case); it is refused, naming the key."""
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    torch.save({"bert.embeddings.LayerNorm.weight": torch.ones(1).expand(1 << 20),
+                "in_linear.weight": torch.zeros(2, 2)}, tmp_path / "ckpt.pt")
+    with pytest.raises(conv.ConversionError, match=r"tensor bert.embeddings.LayerNorm.weight \(1048576,\) is stored "
+                                                   r"in 4 bytes"):
+        conv.load_reference_state_dict(tmp_path / "ckpt.pt")
