@@ -201,3 +201,17 @@ def test_token_csv_labels_give_each_note_its_track_class(tmp_path):
     (tmp_path / "tracks.csv").write_text("track,label\nT0,lead\nt0,bass\n")
     with pytest.raises(ValueError, match=r"tracks.csv line 3: track 't0' has 'bass', but line 2 gives 'lead'"):
         resolve_folder(root, tmp_path / "tracks.csv", task_type="token")
+
+
+def test_prepare_into_the_current_folder(prepare, tmp_path, monkeypatch):
+    """Issue 19 item 12: ``prepare --output_dir .`` died with "PosixPath('.') has an empty name"."""
+    root = _tiny_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label,split\na,x,train\nb,y,train\nc,x,test\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    prepare.main(["--midi_dir", str(root), "--labels", str(tmp_path / "labels.csv"), "--output_dir", ".",
+                  "--max_seq_len", "16", "--split_column", "split"])
+    data, info, _ = load_task_dataset(work)
+    assert info["label_names"] == ["x", "y"] and sum(len(split) for split in data.values()) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "midi", "work"]  # no lock or temp left

@@ -590,8 +590,10 @@ def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional
 # ------------------------------------------------------------------------------------------ save / load
 def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
     """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
-    a dataset and ``overwrite`` is false. Returns the folder."""
-    output_dir = Path(output_dir)
+    a dataset and ``overwrite`` is false. Returns the folder as an absolute path (``.`` names the current folder)."""
+    output_dir = Path(os.path.abspath(output_dir))
+    if not output_dir.name:
+        raise ValueError(f"output_dir {output_dir} is the file system's root; give a folder for the dataset")
     kind = _folder_kind(output_dir)
     if kind not in (None, "dataset") and not overwrite:
         raise FileExistsError(f"{output_dir} is {kind}; refusing to replace it with a dataset (choose another "
