@@ -5,6 +5,7 @@ A run killed at any moment, or a full disk, leaves either the old content or the
 - :func:`atomic_write_text` / :func:`atomic_write_json`: one file, through a temporary file in the same folder;
 - :func:`write_folder_aside`: a whole folder, built under a hidden temporary name beside it and swapped in;
 - :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename;
+- :func:`file_sha256`: what a reader checks a finished file against (checkpoints, data set shards);
 - :class:`FolderLock`: one writer per output folder (a second concurrent run fails clearly instead of mixing its
   files with the first one's).
 
@@ -14,6 +15,7 @@ reader that lists the parent folder never takes a half-written or half-deleted f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +49,15 @@ def fsync_tree(folder: str | os.PathLike) -> None:
         if not path.is_symlink():
             fsync_path(path)
     fsync_path(folder)
+
+
+def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -107,12 +118,12 @@ def write_folder_aside(target: str | os.PathLike) -> Iterator[Path]:
     """Build a folder under a temporary name beside ``target``; on success flush it and swap it in.
 
     Yields the temporary folder to write into. If the block raises, the temporary folder is deleted and ``target``
-    is untouched::
+    is untouched. A ``target`` that is a symbolic link keeps its link: the folder it points to is replaced::
 
         with write_folder_aside("outputs/model") as tmp:
             model.save_pretrained(tmp)
     """
-    target = Path(target)
+    target = Path(os.path.realpath(target)) if Path(target).is_symlink() else Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
     remove_path(tmp)
@@ -133,7 +144,8 @@ class FolderLock:
     """An exclusive lock on an output folder, held by one process at a time.
 
     The lock is ``fcntl.flock`` on a hidden file beside the folder (``.<name>.lock``; beside, because the folder
-    itself may be replaced by :func:`write_folder_aside`). The operating system releases it when the process ends,
+    itself may be replaced by :func:`write_folder_aside`), keyed on the folder's resolved path, so that a folder and
+    a symbolic link to it share one lock. The operating system releases it when the process ends,
     however it ends, so a killed run never leaves a stale lock. A process may take the lock of a folder it already
     holds (nested ``with`` blocks). Use as a context manager, or ``acquire`` / ``release``::
 
@@ -152,7 +164,8 @@ class FolderLock:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        self.path = self.folder.with_name(f".{self.folder.name}.lock")
+        resolved = Path(os.path.realpath(self.folder))
+        self.path = resolved.with_name(f".{resolved.name}.lock")
         self._fd: int | None = None
 
     def acquire(self) -> "FolderLock":

@@ -8,14 +8,15 @@ leaves a folder that looks usable and is not:
    stopping, history) goes beside it as ``training_state.safetensors`` (tensors) + ``training_state.json`` (numbers
    and strings), never as a pickle;
 2. every file is flushed to disk (``fsync``), then the marker ``checkpoint_complete.json`` is written last: it names
-   every file with its size, the run's step and the fingerprint of the training data;
+   every file with its size and SHA-256, the run's step, the run's id and the fingerprint of the training data;
 3. the folder is renamed to ``<name>`` and older checkpoints beyond ``total_limit`` are removed (renamed away first,
-   so that a half-deleted folder is never taken for a checkpoint).
+   so that a half-deleted folder is never taken for a checkpoint; the checkpoint just written is never removed).
 
 ``latest`` is the complete checkpoint with the highest step (``epoch_N`` after ``step_N`` at the same step),
-whatever the folders' modification times; folders without the marker are skipped with a warning naming them.
-Loading checks the marker (files present with their sizes, no file the run did not write, same training data) and
-unpickles nothing: Accelerate reads its own files with ``torch.load(weights_only=True)``, no custom object is
+whatever the folders' modification times, whose files still hash to what was written; folders without the marker
+are skipped with a warning naming them, and a damaged one (a file changed in place, even at the same size) is
+skipped with a warning naming it and the checkpoint used instead. Loading checks the marker (files present with
+their sizes and hashes, no file the run did not write, same training data) and unpickles nothing: Accelerate reads its own files with ``torch.load(weights_only=True)``, no custom object is
 registered with it, and a checkpoint holding ``custom_checkpoint_*.pkl`` files (which Accelerate would unpickle in
 full) is refused before anything is loaded.
 
@@ -36,6 +37,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -46,8 +48,10 @@ from .atomic_io import (
     TMP_PREFIX,
     TRASH_PREFIX,
     atomic_write_text,
+    file_sha256,
     fsync_path,
     fsync_tree,
+    remove_path,
     replace_folder,
 )
 
@@ -57,7 +61,7 @@ CHECKPOINT_PREFIXES = ("step", "epoch")
 COMPLETE_MARKER = "checkpoint_complete.json"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the marker holds each file's SHA-256 and the run id
 _NAME = re.compile(r"^(step|epoch)_(\d+)$")
 
 
@@ -175,11 +179,13 @@ def _folder_files(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def check_checkpoint(path: str | os.PathLike) -> dict:
+def check_checkpoint(path: str | os.PathLike, verify_content: bool = False) -> dict:
     """The marker of a complete checkpoint folder; :class:`CheckpointError` saying what is wrong otherwise.
 
     Complete means: the marker is there and readable, and every file it lists is present with its size and no
-    other file is (a file dropped into a checkpoint is never loaded).
+    other file is (a file dropped into a checkpoint is never loaded). With ``verify_content``, every file must also
+    hash to the SHA-256 the marker recorded (a file overwritten in place at the same size is caught; markers of
+    format 1 have no hashes and are checked by size only).
     """
     path = Path(path)
     if not path.is_dir():
@@ -206,6 +212,14 @@ def check_checkpoint(path: str | os.PathLike) -> dict:
     if extra:
         raise CheckpointError(f"checkpoint {path}: files not written by the run: {', '.join(extra)} (refusing to "
                               "load a checkpoint that was changed)")
+    if verify_content:
+        hashes = marker.get("sha256") or {}
+        if not isinstance(hashes, dict):
+            raise CheckpointError(f"checkpoint {path}: unreadable {COMPLETE_MARKER}: 'sha256' is not an object")
+        for name in sorted(files):
+            if name in hashes and file_sha256(path / name) != hashes[name]:
+                raise CheckpointError(f"checkpoint {path} is damaged: {name} is not what was written (its SHA-256 "
+                                      "differs from the one recorded when it was saved)")
     return marker
 
 
@@ -231,13 +245,28 @@ def list_checkpoints(output_dir: str | os.PathLike, warn: bool = True) -> list[C
     return sorted(found, key=lambda c: c.order)
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+def latest_checkpoint(output_dir: str | os.PathLike, verify_content: bool = True) -> Path | None:
     """The newest *complete* checkpoint of ``output_dir`` by training step (``--resume_from_checkpoint latest``).
 
-    Returns ``None`` when there is none (or ``output_dir`` does not exist).
+    With ``verify_content`` (the default) the candidates are hashed newest first: a damaged one is skipped with a
+    warning naming it and the checkpoint used instead. Returns ``None`` when there is none (or ``output_dir`` does
+    not exist).
     """
     found = list_checkpoints(output_dir)
-    return found[-1].path if found else None
+    damaged = []
+    for checkpoint in reversed(found):
+        try:
+            if verify_content:
+                check_checkpoint(checkpoint.path, verify_content=True)
+        except CheckpointError as error:
+            damaged.append(str(error))
+            continue
+        if damaged:
+            logger.warning(f"skipping {'; '.join(damaged)}; falling back to {checkpoint.path}")
+        return checkpoint.path
+    if damaged:
+        logger.warning(f"skipping {'; '.join(damaged)}; no undamaged checkpoint left in {output_dir}")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -349,6 +378,8 @@ class CheckpointManager:
         self.states = dict(states or {})
         self.total_limit = total_limit
         self.data_fingerprint = data_fingerprint
+        self.run_id = uuid.uuid4().hex  # a resumed run takes the id of the checkpoint it loads
+        self._verified: dict[Path, tuple] = {}  # checkpoints hashed by resolve(), not hashed again by load()
         if accelerator.is_main_process:
             self._clean_leftovers()
 
@@ -401,7 +432,8 @@ class CheckpointManager:
                 raise CheckpointError(f"checkpoint {final} could not be written ({error}); the partial folder was "
                                       f"removed; newest complete checkpoint: {latest_checkpoint(self.output_dir)}"
                                       ) from error
-            self.rotate()
+            self.rotate(keep=final)
+            self._warn_other_runs(final, step)
         acc.wait_for_everyone()
         return final
 
@@ -413,10 +445,12 @@ class CheckpointManager:
             "format": CHECKPOINT_FORMAT,
             "name": name,
             "step": int(step),
+            "run_id": self.run_id,
             "data_fingerprint": self.data_fingerprint,
             "num_processes": self.accelerator.num_processes,
             "states": sorted(self.states),
             "files": files,
+            "sha256": {name: file_sha256(tmp / name) for name in files},  # read back from the page cache
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         with open(tmp / COMPLETE_MARKER, "w", encoding="utf-8") as handle:
@@ -432,25 +466,39 @@ class CheckpointManager:
         for path in self.output_dir.iterdir():
             if path.is_dir() and path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
                 logger.warning(f"removing {path}, left by an interrupted checkpoint write")
-                shutil.rmtree(path, ignore_errors=True)
+                remove_path(path)  # a symlinked checkpoint: the link only
 
-    def rotate(self) -> list[Path]:
+    def rotate(self, keep: str | os.PathLike | None = None) -> list[Path]:
         """Delete the oldest complete checkpoints beyond ``total_limit``; return the folders deleted.
 
         Each is renamed away before it is deleted, so a crash mid-delete never leaves a damaged ``step_N``; the
-        newest complete checkpoint is never deleted. Incomplete folders are left alone (they are not ours to judge).
+        newest complete checkpoint and ``keep`` (the checkpoint just saved, even when older runs left checkpoints at
+        later steps) are never deleted; a symlinked checkpoint loses its link only. Incomplete folders are left
+        alone (they are not ours to judge).
         """
         if self.total_limit is None:
             return []
         found = list_checkpoints(self.output_dir, warn=False)
-        doomed = [c.path for c in found[:max(0, len(found) - self.total_limit)]]
+        keep = Path(keep) if keep is not None else None
+        doomed = [c.path for c in found[:max(0, len(found) - self.total_limit)] if c.path != keep]
         for path in doomed:
             trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
             os.replace(path, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_path(trash)
         if doomed:
             logger.info(f"checkpoints_total_limit {self.total_limit}: deleted {', '.join(p.name for p in doomed)}")
         return doomed
+
+    def _warn_other_runs(self, saved: Path, step: int) -> None:
+        """Say clearly when ``output_dir`` holds checkpoints of another run at later steps: ``latest`` would pick
+        them rather than the one just saved."""
+        later = [c for c in list_checkpoints(self.output_dir, warn=False)
+                 if c.step > int(step) and c.marker.get("run_id") != self.run_id]
+        if later:
+            logger.warning(f"{self.output_dir} holds checkpoints of another run at later steps than {saved.name} "
+                           f"(step {step}): {', '.join(c.path.name for c in later)}; --resume_from_checkpoint latest "
+                           f"would pick {later[-1].path.name}, not this run's: remove them or use another "
+                           "--output_dir")
 
     # ---- load
     def resolve(self, resume_from_checkpoint: str) -> Path | None:
@@ -461,9 +509,12 @@ class CheckpointManager:
             if path is None:
                 logger.warning(f"--resume_from_checkpoint latest: no complete step_*/epoch_* checkpoint in "
                                f"{self.output_dir}; starting from the beginning")
+            else:
+                self._verified[path] = _stamp(path)
             return path
         path = Path(resume_from_checkpoint)
-        check_checkpoint(path)
+        check_checkpoint(path, verify_content=True)
+        self._verified[path] = _stamp(path)
         return path
 
     def load(self, path: str | os.PathLike) -> dict:
@@ -472,7 +523,7 @@ class CheckpointManager:
         Raises :class:`CheckpointError` when the folder is incomplete, damaged, changed, or made on other data.
         """
         path = Path(path)
-        marker = check_checkpoint(path)
+        marker = check_checkpoint(path, verify_content=self._verified.get(path) != _stamp(path))
         stored = marker.get("data_fingerprint")
         if self.data_fingerprint is not None and stored is not None and stored != self.data_fingerprint:
             raise CheckpointError(
@@ -494,6 +545,7 @@ class CheckpointManager:
                                   f"{type(error).__name__}: {error}") from error
         for name, obj in self.states.items():
             obj.load_state_dict(states[name])
+        self.run_id = str(marker.get("run_id") or self.run_id)  # the resumed run continues the loaded one
         return marker
 
     def _check_random_states(self, path: Path, marker: dict) -> None:
@@ -515,3 +567,8 @@ class CheckpointManager:
         except Exception as error:  # noqa: BLE001 - any failure means the resumed run would differ
             raise CheckpointError(f"checkpoint {path}: cannot read {rng_file.name} with weights_only=True "
                                   f"({type(error).__name__}: {error})") from error
+
+
+def _stamp(path: Path) -> tuple:
+    """Sizes and modification times of a checkpoint's files: unchanged since it was hashed, it need not be again."""
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file())

@@ -65,7 +65,8 @@ def push(argv: list[str], prog: str = "adv-midibert push") -> int:
     parser.add_argument("--commit_message", default="Upload Adversarial-MidiBERT model", help="commit message")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the cached login)")
     parser.add_argument("--dry_run", type=Path, default=None, metavar="DIR",
-                        help="write the files that would be uploaded to DIR instead of uploading")
+                        help="write the files that would be uploaded (the model card included) to DIR instead of "
+                        "uploading; nothing is written anywhere else")
     parser.add_argument("--base_model", default=None, help="pre-trained model id, for the card when it is written")
     parser.add_argument("--training_command", default=None, help="the run's command line, for the card")
     args = parser.parse_args(argv)

@@ -8,8 +8,10 @@
   that file's record (warnings name the file; identical warnings of different calls are all kept);
 - token-task outputs (the MIDI with one track per class, the piano roll) are written under ``output_dir`` at the
   input's path relative to the inputs' common folder, so two ``song.mid`` in different folders never overwrite
-  each other; each file is written aside and renamed when complete;
-- ``PredictionRun.to_dict()`` holds every result and every error, also when some files failed.
+  each other; each file is written aside and renamed when complete; an output never replaces an input (that file
+  is an error), and the tool's own outputs (``*.<suffix>.mid``) found in an input folder are skipped and listed;
+- ``PredictionRun.to_dict()`` holds every result and every error, also when some files failed; :func:`check_writable`
+  tests the JSON path before the run, so that a bad ``--json`` fails at once rather than after every prediction.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic_io import TMP_PREFIX
 from .constants import MIDI_SUFFIXES
 from .pipelines import MidiTokenClassificationPipeline
 
-__all__ = ["PredictionRun", "collect_midi_files", "output_stems", "predict_files"]
+__all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "predict_files"]
 
 
 @dataclass
@@ -35,10 +38,12 @@ class PredictionRun:
         results: one JSON-ready record per predicted file, in input order.
         errors: ``{"file", "error"}`` for every input that gave no result (missing paths first, then files that
             failed, in input order).
+        skipped: ``{"file", "reason"}`` for the files of input folders left out on purpose (this tool's outputs).
     """
 
     results: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def num_inputs(self) -> int:
@@ -46,7 +51,7 @@ class PredictionRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {"num_inputs": self.num_inputs, "num_failed": len(self.errors), "results": self.results,
-                "errors": self.errors}
+                "errors": self.errors, "skipped": self.skipped}
 
 
 def collect_midi_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -142,6 +147,13 @@ def predict_files(
     suffix = output_suffix or getattr(pipe.model.config, "finetuning_task", None) or "classes"
     files, errors = collect_midi_files(inputs)
     run = PredictionRun(errors=errors)
+    if token_task:  # this tool's outputs in an input folder (a re-run into it) are not inputs
+        named = {Path(os.path.abspath(item)) for item in inputs if not Path(item).is_dir()}
+        own = [f for f in files if f.name.lower().endswith(f".{suffix}.mid") and Path(os.path.abspath(f)) not in named]
+        run.skipped = [{"file": str(f), "reason": f"an output of this tool (*.{suffix}.mid), not predicted"}
+                       for f in own]
+        files = [f for f in files if f not in set(own)]
+    protected = {os.path.realpath(f) for f in files}  # never written over
     call_kwargs: dict[str, Any] = {"segment_batch_size": segment_batch_size}
     if not token_task and top_k is not None:
         call_kwargs["top_k"] = top_k
@@ -154,9 +166,13 @@ def predict_files(
                     k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "counts")}
                 if token_task:
                     base = Path(output_dir) / stem
-                    record["midi"] = str(_write_midi(output["midi"], base.with_name(f"{base.name}.{suffix}.mid")))
+                    midi, png = base.with_name(f"{base.name}.{suffix}.mid"), base.with_name(f"{base.name}.pianoroll.png")
+                    for path in (midi, png) if plot else (midi,):
+                        if os.path.realpath(path) in protected:
+                            raise ValueError(f"{file}: its output {path} is an input of this run; refusing to "
+                                             "overwrite it (choose another --output_dir)")
+                    record["midi"] = str(_write_midi(output["midi"], midi))
                     if plot:
-                        png = base.with_name(f"{base.name}.pianoroll.png")
                         record["piano_roll"] = str(plot_piano_roll(output["midi"], png, title=str(file)))
             except Exception as err:  # noqa: BLE001  (any failure of one file is listed, the run goes on)
                 message = str(err) if str(file) in str(err) else f"{file}: {err}"
@@ -166,3 +182,20 @@ def predict_files(
         record["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
         run.results.append(record)
     return run
+
+
+def check_writable(path: str | os.PathLike, what: str = "--json") -> Path:
+    """Fail now, with a one-line ``OSError`` naming ``path``, if a file cannot be written there later (a folder
+    in the way, no permission, a missing drive): a temporary file is created beside it and removed."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give a file name")
+    probe = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"{what} {path} cannot be written ({error.strerror or error})") from None
+    return path
+

@@ -60,8 +60,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from transformers import AutoConfig, pipeline
 
     from adversarial_midibert.atomic_io import atomic_write_json
-    from adversarial_midibert.prediction import predict_files
+    from adversarial_midibert.prediction import check_writable, predict_files
 
+    if args.json:
+        try:  # before the run: its results must not be lost to a bad path at the end
+            check_writable(args.json)
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision,
                                         trust_remote_code=args.trust_remote_code)
     is_token = any(a.endswith("TokenClassification") for a in (config.architectures or []))
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             probs = ", ".join(f"{s['label']} {s['score']:.3f}" for s in record["scores"])
             print(f"{record['file']}: {record['label']} ({record['num_segments']} segments, {record['num_notes']} "
                   f"notes) [{probs}]")
+    for entry in run.skipped:
+        print(f"skipped: {entry['file']}: {entry['reason']}", file=sys.stderr)
     for error in run.errors:
         print(f"error: {error['error']}", file=sys.stderr)
     if args.json:

@@ -50,3 +50,30 @@ def load_example(repo_root):
         return module
 
     return load
+
+
+@pytest.fixture
+def lock_holder():
+    """``with lock_holder(folder) as pid:`` another process holds ``FolderLock(folder)`` inside the block."""
+    import contextlib
+    import subprocess
+    import sys
+
+    from adversarial_midibert import atomic_io
+
+    @contextlib.contextmanager
+    def hold(folder):
+        holder = subprocess.Popen(  # atomic_io loaded alone: the holder starts fast
+            [sys.executable, "-c", "import importlib.util, sys; "
+             f"spec = importlib.util.spec_from_file_location('atomic_io', {atomic_io.__file__!r}); "
+             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+             f"m.FolderLock({str(folder)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            yield holder.pid
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=30)
+
+    return hold

@@ -172,32 +172,17 @@ def test_max_files_must_be_positive(folder):
         build_dataset(folder, labels="folder", max_files=0, tokenizer=OctupleTokenizer(max_seq_len=16))
 
 
-def test_save_is_atomic_locked_and_refuses_other_folders(folder, tmp_path):
+def test_save_is_atomic_locked_and_refuses_other_folders(folder, tmp_path, lock_holder):
     """Issue 11 failure 4: two concurrent saves into one folder gave a dataset that no longer loads, and a dataset
     saved into a model folder replaced its tokenizer file."""
-    import subprocess
-    import sys
-
     from adversarial_midibert.atomic_io import FolderBusyError
-    from adversarial_midibert.data import builder
 
     ds = build_dataset(folder, labels="folder", splits=(0.6, 0.2, 0.2), tokenizer=OctupleTokenizer(max_seq_len=16),
                        task="toy")
     out = tmp_path / "data"
-    atomic_io = Path(builder.__file__).parents[1] / "atomic_io.py"  # loaded alone: the holder starts fast
-    holder = subprocess.Popen(  # another process writing the folder
-        [sys.executable, "-c", "import importlib.util, sys; "
-         f"spec = importlib.util.spec_from_file_location('atomic_io', {str(atomic_io)!r}); "
-         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-         f"m.FolderLock({str(out)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(FolderBusyError, match=rf"{out} is being written by another process \(pid {holder.pid}"):
+    with lock_holder(out) as pid:  # another process writing the folder
+        with pytest.raises(FolderBusyError, match=rf"{out} is being written by another process \(pid {pid}"):
             save(ds, out)
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
     assert not out.exists()
     save(ds, out)
     save(ds, out)  # a dataset folder is replaced

@@ -269,3 +269,93 @@ def test_folder_written_aside_is_all_or_nothing(tmp_path):
     assert (target / "a.txt").read_text() == "1" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     atomic_write_json(tmp_path / "r.json", {"x": 1})
     assert json.loads((tmp_path / "r.json").read_text()) == {"x": 1}
+
+
+def test_a_file_changed_in_place_at_the_same_size_is_caught(run, caplog):
+    """Issue 19 item 2: the marker recorded sizes only; overwriting the end of model.safetensors with other bytes
+    (same size) was picked by ``latest`` and resumed with ``inf`` weights. Now the SHA-256 is checked: ``latest``
+    falls back to the previous checkpoint with a warning naming the damaged one, and ``load`` refuses it."""
+    manager, model, optimizer, counter = run
+    _save_steps(manager, model, optimizer, counter, [1, 2])
+    out = manager.output_dir
+    weights = out / "step_2" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-8:] = b"\x00\x00\x80\x7f" * 2  # float32 inf, same size
+    weights.write_bytes(bytes(data))
+    check_checkpoint(out / "step_2")  # sizes alone cannot tell
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(out) == out / "step_1"
+    assert "step_2 is damaged: model.safetensors is not what was written" in caplog.text
+    assert "falling back to" in caplog.text and str(out / "step_1") in caplog.text
+    assert manager.resolve("latest") == out / "step_1"
+    with pytest.raises(CheckpointError, match="step_2 is damaged: model.safetensors"):
+        manager.resolve(str(out / "step_2"))
+    with pytest.raises(CheckpointError, match="step_2 is damaged: model.safetensors"):
+        manager.load(out / "step_2")
+    manager.load(out / "step_1")
+    assert counter.step == 1 and torch.isfinite(model.weight).all()
+
+
+def test_rotation_never_deletes_the_checkpoint_it_just_wrote(run, caplog):
+    """Issue 19 item 5: an older run's step_1..5 in the folder, a new manager with total_limit=1 saving epoch_3:
+    ``save()`` returned a folder its own rotation had deleted. Now it is kept, and a warning says that the folder
+    holds another run's checkpoints at later steps."""
+    manager, model, optimizer, counter = run
+    manager.total_limit = 5
+    _save_steps(manager, model, optimizer, counter, [1, 2, 3, 4, 5])
+    fresh = CheckpointManager(manager.accelerator, manager.output_dir, states={"counter": counter}, total_limit=1)
+    with caplog.at_level(logging.WARNING):
+        saved = fresh.save("epoch_3", 3)
+    assert saved.is_dir() and check_checkpoint(saved)["run_id"] == fresh.run_id
+    assert sorted(p.name for p in manager.output_dir.iterdir()) == ["epoch_3", "step_5"]
+    assert "holds checkpoints of another run at later steps than epoch_3" in caplog.text and "step_5" in caplog.text
+    # a run resumed from a checkpoint continues it: no warning about its own checkpoints
+    resumed = CheckpointManager(manager.accelerator, manager.output_dir, states={"counter": counter}, total_limit=3)
+    resumed.load(manager.output_dir / "step_5")
+    assert resumed.run_id == manager.run_id
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        resumed.save("step_6", 6)
+    assert "another run" not in caplog.text
+
+
+def test_a_symlinked_checkpoint_removed_by_rotation_leaves_nothing_behind(run, tmp_path, caplog):
+    """Issue 19 item 13: rotating away a symlinked step_N left ``.deleting-step_N`` forever (rmtree refuses a
+    link), with a false warning at every save. The link is removed; the folder it points to is not ours."""
+    manager, model, optimizer, counter = run
+    manager.total_limit = 1
+    _save_steps(manager, model, optimizer, counter, [1])
+    elsewhere = tmp_path / "elsewhere"
+    (manager.output_dir / "step_1").rename(elsewhere)
+    (manager.output_dir / "step_1").symlink_to(elsewhere)
+    with caplog.at_level(logging.WARNING):
+        _save_steps(manager, model, optimizer, counter, [2, 3])
+    assert sorted(p.name for p in manager.output_dir.iterdir()) == ["step_3"]
+    assert "left by an interrupted" not in caplog.text and elsewhere.is_dir()
+
+
+def test_a_folder_and_a_symlink_to_it_share_one_lock(tmp_path, lock_holder):
+    """Issue 19 item 8: ``FolderLock`` on ``out`` and on a symlink to it both acquired (two lock files)."""
+    from adversarial_midibert.atomic_io import FolderBusyError, FolderLock
+
+    out, link = tmp_path / "out", tmp_path / "link"
+    out.mkdir()
+    link.symlink_to(out)
+    with lock_holder(out):  # another process holds the lock of the real folder
+        with pytest.raises(FolderBusyError, match=rf"{link} is being written by another process"):
+            FolderLock(link).acquire()
+    with FolderLock(link):
+        pass
+
+
+def test_writing_aside_over_a_symlink_keeps_the_link(tmp_path):
+    """Issue 19 item 13: ``write_folder_aside`` on a symlinked target replaced the link by a real folder."""
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    (real / "old.txt").write_text("old")
+    link.symlink_to(real)
+    with write_folder_aside(link) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert link.is_symlink() and os.path.realpath(link) == str(real)
+    assert sorted(p.name for p in real.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]

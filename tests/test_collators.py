@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, MASK_ID, PAD_ID, PITCH, PROGRAM
 from adversarial_midibert.data.collators import DataCollatorForOctuple, DataCollatorForOctupleMLM
+from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
-VOCAB = [40, 30, 20, 92, 30, 20, 10, 12]
-PITCH_LOW, PITCH_HIGH = 21, 108  # ids 4..91
-DRUM = 19
-
-
-def fake_tokenizer():
-    return SimpleNamespace(
-        vocab_sizes=VOCAB,
-        pad_token_id=PAD_ID,
-        mask_token_id=MASK_ID,
-        pitch_range=(PITCH_LOW, PITCH_HIGH),
-        pitch_token_id=lambda p: 4 + p - PITCH_LOW,
-        drum_program_token_id=DRUM,
-    )
+# The real vocabulary (issue 19 item 17: a fake one hid that drum pitches have ids of their own above the pitches)
+TOKENIZER = OctupleTokenizer(max_seq_len=64, warn=False)
+VOCAB = list(TOKENIZER.vocab_sizes)
+DRUM = TOKENIZER.drum_program_token_id
+PITCH_TOKENS = {i: token for token, i in TOKENIZER.vocab[PITCH].items()}
+PITCH_IDS = np.array(sorted(i for i, t in PITCH_TOKENS.items() if t.startswith("Pitch_")))
+DRUM_PITCH_IDS = np.array(sorted(i for i, t in PITCH_TOKENS.items() if t.startswith("PitchDrum_")))
+PROGRAM_IDS = np.array(sorted(i for t, i in TOKENIZER.vocab[PROGRAM].items() if t.startswith("Program_")
+                              and i != DRUM))
 
 
 def make_rows(n=6, seed=0, token_labels=False):
@@ -33,10 +27,13 @@ def make_rows(n=6, seed=0, token_labels=False):
     for i in range(n):
         length = int(rng.integers(5, 40))
         ids = np.stack([rng.integers(4, v, size=length) for v in VOCAB], axis=1)
+        ids[:, PITCH] = rng.choice(PITCH_IDS, size=length)
+        ids[:, PROGRAM] = rng.choice(PROGRAM_IDS, size=length)
+        ids[1:3, PROGRAM] = DRUM  # two drum notes per segment, with drum pitches
+        ids[1:3, PITCH] = rng.choice(DRUM_PITCH_IDS, size=2)
         ids[0], ids[-1] = BOS_ID, EOS_ID
-        ids[1:3, PROGRAM] = DRUM  # two drum notes per segment
         if i == 0:
-            ids[3:-1, PITCH] = 4 + 100 - PITCH_LOW  # high notes: only downward shifts fit
+            ids[3:-1, PITCH] = TOKENIZER.pitch_token_id(100)  # high notes: only downward shifts fit
         labels = rng.integers(0, 3, size=length).tolist() if token_labels else int(rng.integers(0, 4))
         if token_labels:
             labels[0] = labels[-1] = -100
@@ -64,7 +61,7 @@ def test_padding_and_labels():
 def test_pitch_shift_stays_in_vocab_and_spares_drums_and_specials():
     rows = make_rows(n=16)
     plain = DataCollatorForOctuple()(rows)
-    collator = DataCollatorForOctuple(tokenizer=fake_tokenizer(), pitch_shift=True, seed=3)
+    collator = DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, seed=3)
     shifts = set()
     for _ in range(5):
         batch = collator(rows)
@@ -75,11 +72,17 @@ def test_pitch_shift_stays_in_vocab_and_spares_drums_and_specials():
         assert (delta[~note | drum] == 0).all()  # specials, padding and drums untouched
         assert (ids[..., [a for a in range(8) if a != PITCH]] == ref[..., [a for a in range(8) if a != PITCH]]).all()
         pitched = note & ~drum
-        assert (ids[..., PITCH][pitched] >= 4).all() and (ids[..., PITCH][pitched] <= 91).all()
         per_row = [set(delta[b][pitched[b]].tolist()) for b in range(len(rows))]
         assert all(len(s) <= 1 for s in per_row)  # one shift per segment
         assert all(-11 <= k <= 11 for s in per_row for k in s)
-        assert per_row[0] <= set(range(-11, 9))  # row 0: pitch 100 can go up 8 at most
+        low, high = TOKENIZER.pitch_range
+        assert per_row[0] <= set(range(-11, high - 100 + 1))  # row 0: pitch 100 can go up to the highest pitch
+        for b in range(len(rows)):  # each shifted note is the token of its pitch + k, by the token strings
+            (k,) = per_row[b] or {0}
+            for before, after in zip(ref[b, :, PITCH][pitched[b]].tolist(), ids[b, :, PITCH][pitched[b]].tolist()):
+                pitch = int(PITCH_TOKENS[before].removeprefix("Pitch_"))
+                assert PITCH_TOKENS[after] == f"Pitch_{pitch + k}" and low <= pitch + k <= high
+        assert all(PITCH_TOKENS[i].startswith("PitchDrum_") for i in ids[..., PITCH][note & drum].tolist())
         shifts |= {k for s in per_row for k in s}
     assert len(shifts) > 5
 
@@ -98,7 +101,7 @@ def test_mask_finetuning_excludes_masked_positions_from_token_labels():
 
 def test_collator_determinism_with_seed():
     rows = make_rows(token_labels=True)
-    make = lambda: DataCollatorForOctuple(tokenizer=fake_tokenizer(), pitch_shift=True, mask_ratio=0.2, seed=11)
+    make = lambda: DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, mask_ratio=0.2, seed=11)
     a, b = make()(rows), make()(rows)
     assert all(torch.equal(a[k], b[k]) for k in a)
     m1, m2 = DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=5), DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=5)
@@ -109,7 +112,7 @@ def test_collator_determinism_with_seed():
 def test_batch_randomness_depends_on_seed_epoch_and_segments_only():
     """A batch gets the same augmentation whatever was collated before it (DataLoader workers, a resumed run)."""
     rows = make_rows(token_labels=True)
-    make = lambda: DataCollatorForOctuple(tokenizer=fake_tokenizer(), pitch_shift=True, mask_ratio=0.3, seed=11)
+    make = lambda: DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, mask_ratio=0.3, seed=11)
     warm, fresh = make(), make()
     warm(rows[3:])
     warm(rows[:2])  # other batches before it

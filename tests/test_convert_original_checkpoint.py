@@ -15,7 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertForTokenClassification
+from adversarial_midibert.modeling_adv_midibert import (
+    AdvMidiBertForMaskedLM,
+    AdvMidiBertForSequenceClassification,
+    AdvMidiBertForTokenClassification,
+)
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
 HIDDEN, LAYERS, HEADS, MAX_POS, INTERMEDIATE, EMB = 32, 2, 2, 64, 64, 256
@@ -77,6 +81,11 @@ def reference_state_dict(vocab_sizes, task="mlm", num_classes=3, seed=0) -> dict
         for i, n in enumerate(vocab_sizes):
             sd[f"mask_lm.proj.{i}.weight"] = rand(n, h)
             sd[f"mask_lm.proj.{i}.bias"] = rand(n)
+    elif task == "sequence":
+        sd = {f"midibert.{k}": v for k, v in sd.items()}
+        sd["attention.ws1.weight"], sd["attention.ws2.weight"] = rand(128, h), rand(4, 128)
+        sd["classifier.0.weight"], sd["classifier.0.bias"] = rand(256, 4 * h, scale=0.05), rand(256)
+        sd["classifier.2.weight"], sd["classifier.2.bias"] = rand(num_classes, 256), rand(num_classes)
     elif task == "token":
         sd = {f"midibert.{k}": v for k, v in sd.items()}
         sd["classifier.1.weight"], sd["classifier.1.bias"] = rand(256, h), rand(256)
@@ -258,3 +267,131 @@ def test_crafted_dictionary_runs_no_code(tmp_path):
     event2word = {name: {f"{name} 0": 0} for name in conv.REFERENCE_ATTRIBUTES}
     plain.write_bytes(pickle.dumps((event2word, {})))
     assert conv.load_reference_dictionary(plain)[0] == {"Bar 0": 0}
+
+
+# Token pairs checked by hand against the reference encoder's units (SPEC 6; our tokenizer has 8 positions per
+# beat, the reference 16; its duration token = length in 1/16 notes up to 15, then every 2 up to 47...; velocity
+# bins of 4; tempo bin = round(12 log2(bpm / 16)), each bin written as 16 * 2^(bin/12)).
+HAND_CHECKED_PAIRS = {
+    "bar": [("Bar_0", "Bar 0"), ("Bar_7", "Bar 7"), ("Bar_255", "Bar 255")],
+    "position": [("Position_0", "Position 0/64"), ("Position_1", "Position 2/64"), ("Position_3", "Position 6/64"),
+                 ("Position_31", "Position 62/64")],
+    "program": [("Program_0", "Instrument 0"), ("Program_33", "Instrument 33"), ("Program_-1", "Instrument percussion")],
+    "pitch": [("Pitch_60", "Pitch 60"), ("Pitch_21", "Pitch 21"), ("PitchDrum_36", "Pitch percussion 36")],
+    "duration": [("Duration_0.1.8", "Duration 2"), ("Duration_0.3.8", "Duration 6"), ("Duration_1.0.8", "Duration 16"),
+                 ("Duration_2.0.8", "Duration 24")],
+    "velocity": [("Velocity_3", "Velocity 2"), ("Velocity_63", "Velocity 62"), ("Velocity_127", "Velocity 126")],
+    "time_signature": [("TimeSig_4/4", "TimeSig 4/4"), ("TimeSig_6/8", "TimeSig 6/8"), ("TimeSig_3/4", "TimeSig 3/4")],
+    "tempo": [("Tempo_40.0", "Tempo 40.31747359663594"), ("Tempo_60.32", "Tempo 60.407956011628386"),
+              ("Tempo_100.97", "Tempo 101.59366732596476"), ("Tempo_121.29", "Tempo 120.81591202325676"),
+              ("Tempo_250.0", "Tempo 256.0")],
+}
+
+
+def _hand_checked_rows(tokenizer, reference_vocab):
+    """Rows of our ids and of the reference rows built from HAND_CHECKED_PAIRS (row j takes pair j of each)."""
+    width = max(len(pairs) for pairs in HAND_CHECKED_PAIRS.values())
+    ours = torch.zeros(1, width, 8, dtype=torch.long)
+    theirs = torch.zeros(1, width, 8, dtype=torch.long)
+    for a, name in enumerate(tokenizer.attribute_names):
+        pairs = HAND_CHECKED_PAIRS[name]
+        for j in range(width):
+            our_token, reference_token = pairs[j % len(pairs)]
+            ours[0, j, a] = tokenizer.vocab[a][our_token]
+            theirs[0, j, a] = reference_vocab[a][reference_token]
+    return ours, theirs
+
+
+def test_converted_rows_match_a_hand_checked_table(tmp_path, dictionary):
+    """Issue 19 item 15: the test above builds its expected ids with ``build_vocabulary_maps``, the code under test,
+    so "tempo bin + 1" passed. Here each of our tokens must carry the embedding and output rows of the reference
+    token a person matched to it, and the converted model must compute the reference forward on those ids."""
+    tokenizer = OctupleTokenizer(max_seq_len=40)
+    reference_vocab = conv.load_reference_dictionary(dictionary)
+    sd = reference_state_dict([len(v) for v in reference_vocab], "mlm", seed=2)
+    torch.save(sd, tmp_path / "lm.pt")
+    conv.convert(tmp_path / "lm.pt", dictionary, "mlm", tmp_path / "out", tokenizer=tokenizer, progress=False)
+    model = AdvMidiBertForMaskedLM.from_pretrained(tmp_path / "out").eval()
+    for a, name in enumerate(tokenizer.attribute_names):
+        for our_token, reference_token in HAND_CHECKED_PAIRS[name]:
+            ours, theirs = tokenizer.vocab[a][our_token], reference_vocab[a][reference_token]
+            torch.testing.assert_close(model.adv_midibert.embeddings.attribute_embeddings[a].weight[ours],
+                                       sd[f"midibert.word_emb.{a}.lut.weight"][theirs], msg=f"{our_token}")
+            torch.testing.assert_close(model.lm_heads[a].weight[ours], sd[f"mask_lm.proj.{a}.weight"][theirs],
+                                       msg=f"{our_token}")
+    ids, reference_ids = _hand_checked_rows(tokenizer, reference_vocab)
+    mask = torch.ones(ids.shape[:2], dtype=torch.long)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, compute_masker=False)
+    torch.testing.assert_close(out.hidden_states[-1], reference_forward(sd, reference_ids, mask), atol=1e-4, rtol=1e-4)
+
+
+def test_converted_sequence_classifier_reproduces_the_reference_head(tmp_path, dictionary):
+    """Issue 19 item 15: no test covered the sequence head, so a zeroed pooling weight passed. The reference head
+    (SPEC 2): A = softmax over tokens of W2 tanh(W1 H), M = A H flattened, Linear -> ReLU -> Linear."""
+    tokenizer = OctupleTokenizer(max_seq_len=40)
+    reference_vocab = conv.load_reference_dictionary(dictionary)
+    sd = reference_state_dict([len(v) for v in reference_vocab], "sequence", num_classes=5, seed=3)
+    torch.save(sd, tmp_path / "seq.pt")
+    conv.convert(tmp_path / "seq.pt", dictionary, "sequence", tmp_path / "out", tokenizer=tokenizer, progress=False)
+    model = AdvMidiBertForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    assert model.config.num_labels == 5
+    ids, reference_ids = _hand_checked_rows(tokenizer, reference_vocab)
+    mask = torch.ones(ids.shape[:2], dtype=torch.long)  # no padding: the reference's unmasked softmax agrees
+    hidden = reference_forward(sd, reference_ids, mask)
+    views = torch.softmax(F.linear(torch.tanh(F.linear(hidden, sd["attention.ws1.weight"])), sd["attention.ws2.weight"]),
+                          dim=1)  # (B, L, r): over the tokens
+    pooled = (views.transpose(1, 2) @ hidden).flatten(1)  # (B, r * h)
+    inner = F.relu(F.linear(pooled, sd["classifier.0.weight"], sd["classifier.0.bias"]))
+    expected = F.linear(inner, sd["classifier.2.weight"], sd["classifier.2.bias"])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_pickle_referencing_one_list_many_times_is_checked_in_bounded_time(tmp_path):
+    """Issue 19 item 7: a 456-byte pickle referencing one list from many places (fan-out 30, depth 7) made the
+    plain-data check walk 30^7 paths (hours). Each container is now checked once."""
+    import pickle
+    import time
+
+    value: list = ["x"]
+    for _ in range(6):  # with the outer list and tuple, 8 levels: within the depth limit
+        value = [value] * 30
+    data = pickle.dumps((value, {}))
+    assert len(data) < 1000
+    (tmp_path / "fan.pkl").write_bytes(data)
+    start = time.perf_counter()
+    with pytest.raises(conv.ConversionError, match="must hold \\(event2word, word2event\\)|lacks"):
+        conv.load_reference_dictionary(tmp_path / "fan.pkl")
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("attribute, table, match", [
+    ("Bar", {"Bar 0": float("nan"), "Bar 1": 1}, r"rows of Bar must be the integers 0..1 each once, found nan"),
+    ("Bar", {"Bar 0": "0"}, r"found '0'"),
+    ("Bar", {"Bar 0": 0, "Bar 1": 10**12}, r"found 1000000000000"),
+    ("Bar", {"Bar 0": 0, "Bar 1": 0}, r"found repeats"),
+    ("Pitch", {0: 0}, r"Pitch must map token strings to rows, found dict with non-string keys"),
+    ("Tempo", "Tempo 120", r"Tempo must map token strings to rows, found str"),
+])
+def test_dictionary_values_of_the_wrong_kind_are_named(tmp_path, attribute, table, match):
+    """Issue 19 item 12: NaN, string or huge rows, int keys or a string attribute gave tracebacks."""
+    import pickle
+
+    event2word = {name: {f"{name} 0": 0} for name in conv.REFERENCE_ATTRIBUTES}
+    event2word[attribute] = table
+    (tmp_path / "Octuple.pkl").write_bytes(pickle.dumps((event2word, {})))
+    with pytest.raises(conv.ConversionError, match=rf"Octuple.pkl: (the )?.*{match}"):
+        conv.load_reference_dictionary(tmp_path / "Octuple.pkl")
+
+
+def test_a_stride_zero_tensor_is_refused_before_it_is_expanded(tmp_path):
+    """Issue 19 item 7: a tensor saved as ``expand`` (stride 0) holds a few bytes but copying it allocates its whole
+    shape (32 GB in the reported case); it is refused, naming the key."""
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    torch.save({"bert.embeddings.LayerNorm.weight": torch.ones(1).expand(1 << 20),
+                "in_linear.weight": torch.zeros(2, 2)}, tmp_path / "ckpt.pt")
+    with pytest.raises(conv.ConversionError, match=r"tensor bert.embeddings.LayerNorm.weight \(1048576,\) is stored "
+                                                   r"in 4 bytes"):
+        conv.load_reference_state_dict(tmp_path / "ckpt.pt")

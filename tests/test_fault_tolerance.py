@@ -181,6 +181,24 @@ def test_finetuning_killed_in_best_model_and_checkpoint_writes_resumes_exactly(
     _check_finetune_equal(finetune_full, out)
 
 
+def test_pretraining_resumes_past_a_checkpoint_corrupted_in_place(pretrain_data, pretrain_full, run, tmp_path):
+    """Issue 19 item 2 in the kill suite: killed after step_9 was saved, then step_9's weights overwritten in place
+    at the same size (inf values); ``latest`` skips it with a warning naming it, resumes from step_6, and the run
+    ends as the uninterrupted one."""
+    out = tmp_path / "pretrain"
+    args = ["--dataset", str(pretrain_data), *PRETRAIN_ARGS, "--output_dir", str(out)]
+    assert run("pretrain.py", args, "step:10") == -9
+    weights = out / "step_9" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:] = b"\x00\x00\x80\x7f" * 16
+    weights.write_bytes(bytes(data))
+    run("pretrain.py", args + ["--resume_from_checkpoint", "latest"])
+    log = (run.log_dir / f"run{run.count}.log").read_text()
+    assert "step_9 is damaged: model.safetensors is not what was written" in log and "falling back to" in log
+    _check_pretrain_equal(pretrain_full, out)
+    SWEEP_TALLY["pretrain.py corrupted in place (step_9 weights): fell back to step_6, identical end"] += 1
+
+
 def _sweep_points(events: dict[str, int]) -> list:
     """Kill points of the sweep: every ``EVENT:N`` of ``events`` (``ADV_MIDIBERT_FAULT_SWEEP=all``) or N of them
     drawn at random, plus as many ``timer:MS`` kills at random times (the moment is whatever the run is doing)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from datasets import ClassLabel, load_from_disk
 
@@ -119,3 +120,98 @@ def test_own_folder_lists_what_the_scan_left_out(tmp_path):
     reasons = {s["path"]: s["reason"] for s in ds.build_report["skipped"] if s["split"] is None}
     assert reasons[str(root / "gone.mid")].startswith("dangling symlink")
     assert reasons[str(root / "odd.mid")] == "a folder, not a MIDI file"
+
+
+def _tiny_folder(tmp_path, names=("a", "b", "c"), tracks=1):
+    from test_builder import write_midi
+
+    root = tmp_path / "midi"
+    for i, name in enumerate(names):
+        write_midi(root / f"{name}.mid", n_notes=20 + 3 * i, base=50 + 2 * i, tracks=tracks)
+    return root
+
+
+@pytest.mark.parametrize("rows, match", [
+    (["file,label", "a,x", "b,y", "a,y"], r"labels.csv line 4: file 'a' has \('y', None\), but line 2 gives"),
+    (["file,label", "a,x", "b,y", "a.mid,y"], r"line 4: file 'a' has .*line 2"),  # one file by two names
+    (["file,label", "a,x", "b"], r"labels.csv line 3: 1 field\(s\), 2 expected"),
+    (["file,label", "a,x", "b,y,z"], r"labels.csv line 3: 3 field\(s\), 2 expected"),
+])
+def test_conflicting_or_broken_csv_rows_stop_with_the_line(tmp_path, rows, match):
+    """Issue 19 item 4: the same file twice with different labels (the last won silently), a row with a missing
+    field (AttributeError on None.strip)."""
+    root = _tiny_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=match):
+        resolve_folder(root, tmp_path / "labels.csv")
+
+
+def test_repeated_csv_rows_and_headers_are_reported(tmp_path):
+    """Issue 19 item 4: a repeated header row and repeated rows passed unreported; they are kept once and listed in
+    build_report.json with their lines."""
+    root = _tiny_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na,x\nfile,label\nb,y\nc,x\nb,y\n")
+    ds = build_folder_dataset(root, tmp_path / "labels.csv", splits=None, max_seq_len=16)
+    assert ds.build_report["labels_csv_problems"] == [
+        {"line": 3, "problem": "repeated header row, left out"},
+        {"line": 6, "problem": "file 'b' repeats line 4, left out"}]
+    assert ds["train"].features["labels"].names == ["x", "y"]
+    assert {r["piece_id"]: r["labels"] for r in ds["train"]} == {"a": 0, "b": 1, "c": 0}
+
+
+def test_build_dataset_csv_labels_refuse_conflicts(tmp_path):
+    """The same checks on ``build_dataset(labels="x.csv")``: a conflict names both lines, a repeat is reported."""
+    from adversarial_midibert import OctupleTokenizer
+    from adversarial_midibert.data import build_dataset
+
+    root = _tiny_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na,x\nb,y\nc,x\nb.mid,x\n")
+    with pytest.raises(ValueError, match=r"b.mid is labelled differently by several rows \(line 3 .*line 5"):
+        build_dataset(root, labels=tmp_path / "labels.csv", label_column="label", splits=None,
+                      tokenizer=OctupleTokenizer(max_seq_len=16))
+    (tmp_path / "labels.csv").write_text("file,label\na,x\nb,y\nc,x\nb,y\n")
+    ds = build_dataset(root, labels=tmp_path / "labels.csv", label_column="label", splits=None,
+                       tokenizer=OctupleTokenizer(max_seq_len=16))
+    assert ds.build_report["labels_csv_problems"] == [{"line": 5, "problem": "file 'b' repeats line 3, left out"}]
+
+
+def _note_classes(ds, piece_id):
+    """The labels of a piece's notes, in token order (BOS/EOS rows left out)."""
+    rows = [r for r in ds["train"] if r["piece_id"] == piece_id]
+    return [label for r in sorted(rows, key=lambda r: r["segment_id"]) for label in r["labels"][1:-1]]
+
+
+def test_token_csv_labels_give_each_note_its_track_class(tmp_path):
+    """Issue 19 items 16 and 9: each note gets the class of its track, named or by index (swapped classes and a
+    broken index fallback passed the old test); an empty label makes no class "" and is reported; tracks twice
+    with different labels stop the build."""
+    from adversarial_midibert import OctupleTokenizer
+
+    root = _tiny_folder(tmp_path, names=("a",), tracks=3)  # tracks T0, T1, T2
+    (tmp_path / "tracks.csv").write_text("track,label\nt0,lead\n1,bass\nT2,\nT0,lead\n")
+    tokenizer = OctupleTokenizer(max_seq_len=16)
+    ds = build_folder_dataset(root, tmp_path / "tracks.csv", task_type="token", splits=None, tokenizer=tokenizer)
+    assert ds["train"].features["labels"].feature.names == ["bass", "lead"]
+    _, (track_index, _) = tokenizer.encode_score(str(root / "a.mid"), return_note_indices=True)
+    expected = np.select([track_index == 0, track_index == 1], [1, 0], -100).tolist()
+    assert _note_classes(ds, "a") == expected and {0, 1, -100} <= set(expected)
+    assert ds.build_report["labels_csv_problems"] == [
+        {"line": 4, "problem": "track 'T2' has an empty label, its notes are left unlabelled"},
+        {"line": 5, "problem": "track 't0' repeats line 2, left out"}]
+    (tmp_path / "tracks.csv").write_text("track,label\nT0,lead\nt0,bass\n")
+    with pytest.raises(ValueError, match=r"tracks.csv line 3: track 't0' has 'bass', but line 2 gives 'lead'"):
+        resolve_folder(root, tmp_path / "tracks.csv", task_type="token")
+
+
+def test_prepare_into_the_current_folder(prepare, tmp_path, monkeypatch):
+    """Issue 19 item 12: ``prepare --output_dir .`` died with "PosixPath('.') has an empty name"."""
+    root = _tiny_folder(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label,split\na,x,train\nb,y,train\nc,x,test\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    prepare.main(["--midi_dir", str(root), "--labels", str(tmp_path / "labels.csv"), "--output_dir", ".",
+                  "--max_seq_len", "16", "--split_column", "split"])
+    data, info, _ = load_task_dataset(work)
+    assert info["label_names"] == ["x", "y"] and sum(len(split) for split in data.values()) > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "midi", "work"]  # no lock or temp left

@@ -146,3 +146,50 @@ def test_corrupted_bytes_are_encoded_exactly_or_refused(tokenizer, tmp_path_fact
     path = folder / "mutated.mid"
     path.write_bytes(bytes(data))
     check_file(tokenizer, path, "corrupted bytes")
+
+
+@pytest.fixture(scope="module")
+def csv_folder(tmp_path_factory) -> Path:
+    """Three MIDI files (``a``, ``b``, ``c``) for the labels-CSV property (only the file names matter to it)."""
+    root = tmp_path_factory.mktemp("csv") / "midi"
+    root.mkdir()
+    for name in "abc":
+        (root / f"{name}.mid").write_bytes(_seed_file(root))
+    (root / "seed.mid").unlink()
+    return root
+
+
+csv_rows = st.lists(st.one_of(
+    st.tuples(st.sampled_from(["a", "b", "c", "a.mid", "zz"]), st.sampled_from(["x", "y", ""])),  # id, label
+    st.just(("file", "label")),  # a repeated header row
+), max_size=8)
+
+
+@SETTINGS
+@given(rows=csv_rows, short_row=st.one_of(st.none(), st.none(), st.integers(0, 8)))
+def test_labels_csv_rows_are_used_reported_or_refused_by_line(csv_folder, tmp_path_factory, rows, short_row):
+    """Issue 19 item 4, as a property: whatever rows a labels CSV holds (repeated, conflicting, a header again, a
+    field missing), ``resolve_folder`` either refuses it with a message naming a line, or gives each file the one
+    label its rows agree on and accounts for every row (used, reported as a repeat or a header, or naming no file)."""
+    from adversarial_midibert.data.folder import resolve_folder
+
+    if short_row is not None:  # a row with a field missing
+        rows = rows[:short_row] + [("b",)] + rows[short_row:]
+    path = tmp_path_factory.mktemp("csv") / "labels.csv"
+    path.write_text("file,label\n" + "".join(",".join(row) + "\n" for row in rows))
+    stems = [row[0].removesuffix(".mid") for row in rows if len(row) == 2 and row != ("file", "label")]
+    try:
+        spec = resolve_folder(csv_folder, path)
+    except ValueError as error:
+        assert f"{path} line " in str(error), error
+        malformed = any(len(row) == 1 for row in rows)
+        TALLY[f"labels CSV: refused ({'a missing field' if malformed else 'conflicting labels'}, line named)"] += 1
+        return
+    labels = {Path(r.path).stem: r.label for r in spec.records}
+    for stem in set(stems) & set(labels):
+        given_labels = {row[1] for row in rows if len(row) == 2 and row[0].removesuffix(".mid") == stem}
+        assert given_labels == {labels[stem] or ""}, (stem, given_labels, labels[stem])
+    problems = spec.extra_info["labels_csv_problems"]
+    used = len(set(stems) & set(labels))
+    assert used + len(problems) + len(spec.extra_info["labels_without_file"]) == len(rows), (rows, problems)
+    TALLY["labels CSV: read, " + ("rows reported" if problems else "no problem")] += 1

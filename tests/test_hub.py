@@ -361,3 +361,71 @@ def test_top_level_hub_scripts_publish_and_write_the_card(model_folder, tmp_path
     convert = subprocess.run([sys.executable, str(repo_root / "hub" / "convert_original_checkpoint.py"), "--help"],
                              env=env, capture_output=True, text=True, timeout=300)
     assert convert.returncode == 0 and convert.stdout.startswith("usage: python hub/convert_original_checkpoint.py")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("shard", ["../run/model-00001.safetensors", "./model-00001.safetensors",
+                                   "sub//model-00001.safetensors", "sub\\model-00001.safetensors"])
+def test_a_shard_name_that_is_not_a_clean_path_is_refused(model_folder, tmp_path, monkeypatch, shard):
+    """Issue 19 item 1: ``../run/model-00001.safetensors`` resolves inside the folder ``run`` but a dry run wrote
+    it to ``B/run/...`` (outside its folder) and an upload died in huggingface_hub. Refused before any write."""
+    weights = model_folder / "model.safetensors"
+    (model_folder / "sub").mkdir()
+    for name in ("model-00001.safetensors", "sub/model-00001.safetensors", "sub\\model-00001.safetensors"):
+        (model_folder / name).write_bytes(weights.read_bytes())
+    weights.unlink()
+    (model_folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    recorder = HubRecorder(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    before = _tree(tmp_path)
+    outside = tmp_path / "B"
+    assert cli_main(["push", str(model_folder), "--repo_id", "org/x", "--dry_run", str(outside / "dry")]) == 2
+    with pytest.raises(HubPublishError, match="not a clean relative path"):
+        push_folder_to_hub(model_folder, "org/x")
+    assert not recorder.calls and _tree(tmp_path) == before and not outside.exists()
+
+
+def test_clean_shard_names_are_published_at_their_path(model_folder, tmp_path):
+    """The check refuses only unclean names: an index naming ``shards/model-00001.safetensors`` is published there."""
+    (model_folder / "shards").mkdir()
+    (model_folder / "model.safetensors").rename(model_folder / "shards" / "model-00001.safetensors")
+    (model_folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"w": "shards/model-00001.safetensors"}}))
+    files = hub.collect_upload_files(model_folder, require_card=False)
+    assert files["shards/model-00001.safetensors"] == model_folder / "shards" / "model-00001.safetensors"
+
+
+def test_a_dry_run_writes_only_into_its_folder(model_folder, tmp_path):
+    """Issue 19 item 11: a dry run wrote README.md into the model folder; now the card goes into the dry-run copy."""
+    before = _tree(model_folder)
+    dry = tmp_path / "dry"
+    assert cli_main(["push", str(model_folder), "--repo_id", "org/tiny", "--dry_run", str(dry)]) == 0
+    assert _tree(model_folder) == before
+    assert "org/tiny" in (dry / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", "dry", "expected_logits.pt"])
+
+
+@pytest.mark.parametrize("case", ["weight_map_list", "weight_map_missing", "card_folder", "dry_run_symlink"])
+def test_bad_folder_shapes_give_one_line_errors(model_folder, tmp_path, case, capsys):
+    """Issue 19 item 12: these raised tracebacks (or left ``.dry.partial``); now exit 2 with a message naming the
+    file, and nothing is left behind."""
+    dry = tmp_path / "dry"
+    if case.startswith("weight_map"):
+        (model_folder / "model.safetensors").unlink()
+        index = {"weight_map": ["model.safetensors"]} if case == "weight_map_list" else {"metadata": {}}
+        (model_folder / "model.safetensors.index.json").write_text(json.dumps(index))
+        expected = "weight_map"
+    elif case == "card_folder":
+        (model_folder / "README.md").mkdir()
+        expected = "README.md is not a file"
+    else:
+        (tmp_path / "real").mkdir()
+        dry.symlink_to(tmp_path / "real")
+        expected = "symbolic link"
+    assert cli_main(["push", str(model_folder), "--repo_id", "org/tiny", "--dry_run", str(dry)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert expected in error and "\n" not in error and "Traceback" not in error
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

@@ -144,3 +144,34 @@ def test_pipeline_runs_without_the_training_extras(tmp_path, data_root, repo_roo
     run = subprocess.run([sys.executable, "-c", code], env=script_env(repo_root), cwd=tmp_path, capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0 and "CORE-INSTALL-OK" in run.stdout, run.stderr[-3000:]
+
+
+def test_token_pipeline_gives_each_note_the_softmax_of_its_own_row(melody_pipe):
+    """Issue 19 item 14: the old check compared the last note with itself, so reversing ``source_note`` passed.
+    Here each note's probabilities must equal the model's softmax at the row of that note, found independently
+    from the tokenizer's note indices (segments run one at a time, velocity hidden by MASK as in fine-tuning)."""
+    score = symusic.Score(480)
+    for t, (program, base) in enumerate([(0, 60), (33, 40)]):
+        track = symusic.Track(name=f"t{t}", program=program)
+        for i in range(70):  # two tracks x 70 notes: several 64-row segments
+            track.notes.append(symusic.Note(i * 120 + 30 * t, 100 + 7 * (i % 5), base + (i * 7 + t) % 19, 40 + i))
+        score.tracks.append(track)
+    out = melody_pipe(score)
+    tokenizer, model = melody_pipe.tokenizer, melody_pipe.model
+    ids, (track_index, note_index) = tokenizer.encode_score(score, return_note_indices=True)
+    segments = tokenizer.segment(ids)
+    assert len(segments) > 2 and sum(len(s) - 2 for s in segments) == len(ids)
+    rows = []
+    with torch.no_grad():
+        for segment in segments:
+            inputs = torch.from_numpy(segment).long()[None]
+            inputs[..., 5] = tokenizer.mask_token_id  # velocity, the hidden attribute
+            logits = model(input_ids=inputs, attention_mask=torch.ones(inputs.shape[:2], dtype=torch.long)).logits
+            rows.append(torch.softmax(logits[0, 1:-1].float(), dim=-1))  # the notes, BOS/EOS rows left out
+    expected = torch.cat(rows).numpy()
+    offsets = np.concatenate([[0], np.cumsum([t.note_num() for t in score.tracks])])
+    positions = offsets[track_index] + note_index
+    assert sorted(positions.tolist()) == list(range(score.note_num()))
+    np.testing.assert_allclose(out["probabilities"][positions], expected, atol=1e-5)
+    assert (out["classes"][positions] == expected.argmax(axis=1)).all()
+    assert not np.allclose(expected[0], expected[-1], atol=1e-3)  # the rows differ: a permutation would show

@@ -108,3 +108,47 @@ def test_sequence_model_top_k_and_warnings_naming_the_file(predict, data_root, t
     assert capsys.readouterr().out.count(" 0.") == 2
     with pytest.raises(SystemExit):
         predict.parse_args([str(model), str(clip), "--top_k", "0"])
+
+
+def test_outputs_never_replace_inputs_and_are_not_predicted_again(predict, tmp_path, capsys):
+    """Issue 19 item 6: ``--output_dir`` equal to the input folder replaced the input ``y.classes.mid`` with the
+    output for ``y.mid``, and a re-run predicted on the earlier outputs."""
+    from test_builder import write_midi
+
+    model = tiny_finetuned_folder(tmp_path / "model", True, ["melody", "accompaniment"])  # suffix "classes"
+    folder = tmp_path / "songs"
+    write_midi(folder / "y.mid", n_notes=30)
+    write_midi(folder / "y.classes.mid", n_notes=12, base=40)
+    mine = (folder / "y.classes.mid").read_bytes()
+    # both named as inputs: the output of y.mid would replace the input y.classes.mid -> an error, not a write
+    code = predict.main([str(model), str(folder / "y.mid"), str(folder / "y.classes.mid"), "--output_dir",
+                         str(folder), "--no_plot", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1 and (folder / "y.classes.mid").read_bytes() == mine
+    assert f"its output {folder / 'y.classes.mid'} is an input of this run" in captured.err
+    assert (folder / "y.classes.classes.mid").is_file()  # the other input was predicted
+    (folder / "y.classes.classes.mid").unlink()
+    # the folder as input, twice: the tool's own outputs are skipped (and listed), never predicted again
+    for _ in range(2):
+        report = tmp_path / "run.json"
+        assert predict.main([str(model), str(folder), "--output_dir", str(folder), "--no_plot", "--device", "cpu",
+                             "--json", str(report)]) == 0
+        data = json.loads(report.read_text())
+        assert [r["file"] for r in data["results"]] == [str(folder / "y.mid")]
+        assert [s["file"] for s in data["skipped"]] == [str(folder / "y.classes.mid")]
+    assert sorted(p.name for p in folder.iterdir()) == ["y.classes.mid", "y.mid"]
+    assert "skipped: " in capsys.readouterr().err
+
+
+def test_an_unwritable_json_path_fails_before_the_run(predict, tmp_path, capsys):
+    """Issue 19 item 10: ``--json`` to an unwritable path failed only after the whole run, losing its results."""
+    from test_builder import write_midi
+
+    write_midi(tmp_path / "x.mid", n_notes=10)
+    (tmp_path / "file").write_text("not a folder")
+    for bad in (tmp_path / "file" / "out.json", tmp_path):
+        code = predict.main([str(tmp_path / "no_model"), str(tmp_path / "x.mid"), "--json", str(bad),
+                             "--output_dir", str(tmp_path / "out")])
+        error = capsys.readouterr().err.strip()
+        assert code == 2 and f"--json {bad}" in error and "\n" not in error
+    assert not (tmp_path / "out").exists()

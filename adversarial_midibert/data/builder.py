@@ -45,7 +45,7 @@ from ..constants import (  # noqa: F401  (MIDI_SUFFIXES, SPLIT_NAMES re-exported
 )
 from .download import download_task_dataset, load_parquet_splits
 from .segments import IGNORE_INDEX, TASK_TYPES, TokenLabelFn, segment_features  # noqa: F401  (re-exported)
-from .shards import BUILD_PLAN_NAME, load_sharded, write_shards
+from .shards import BUILD_PLAN_NAME, load_sharded, verify_shards, write_shards
 
 logger = logging.getLogger(__name__)
 
@@ -144,16 +144,69 @@ def list_midi_files(folder: Union[str, os.PathLike]) -> list[Path]:
     return scan_midi_files(folder)[0]
 
 
-def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Optional[str]) -> dict[str, str]:
-    with csv_path.open(newline="") as handle:
+def read_labels_csv(path: Union[str, os.PathLike]) -> tuple[list[str], list[tuple[int, dict[str, str]]],
+                                                               list[dict[str, Any]]]:
+    """Read a labels CSV strictly: ``(columns, [(line, row)], problems)``.
+
+    A row with fewer or more fields than the header stops the read with a ``ValueError`` naming its line; a repeated
+    header row is left out and listed in ``problems`` (``{"line", "problem"}``, for the build report).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found")
+    rows, problems = [], []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if label_column is None or label_column not in columns:
-            raise ValueError(f"{csv_path}: label_column {label_column!r} not among the columns {columns}")
-        id_column = id_column or columns[0]
-        if id_column not in columns:
-            raise ValueError(f"{csv_path}: id_column {id_column!r} not among the columns {columns}")
-        return {row[id_column]: row[label_column] for row in reader}
+        columns = list(reader.fieldnames or [])
+        if not columns:
+            raise ValueError(f"{path}: empty CSV (a header row is needed)")
+        for row in reader:
+            line = reader.line_num
+            if None in row or None in row.values():
+                found = len(row.get(None) or []) + sum(v is not None for k, v in row.items() if k is not None)
+                raise ValueError(f"{path} line {line}: {found} field(s), {len(columns)} expected (columns: {columns})")
+            if [row[c].strip() for c in columns] == [c.strip() for c in columns]:
+                problems.append({"line": line, "problem": "repeated header row, left out"})
+                continue
+            rows.append((line, row))
+    return columns, rows, problems
+
+
+def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: Union[str, os.PathLike], what: str
+                  ) -> tuple[dict[Any, Any], list[dict[str, Any]]]:
+    """One value per key from ``(key, line, value)`` CSV entries: ``({key: value}, problems)``.
+
+    A key given again with the same value is kept once and listed in ``problems``; with another value, a
+    ``ValueError`` names both lines (which label is right cannot be guessed)."""
+    values: dict[Any, Any] = {}
+    first_line: dict[Any, int] = {}
+    problems = []
+    for key, line, value in entries:
+        if key not in values:
+            values[key], first_line[key] = value, line
+        elif values[key] == value:
+            problems.append({"line": line, "problem": f"{what} {key!r} repeats line {first_line[key]}, left out"})
+        else:
+            raise ValueError(f"{path} line {line}: {what} {key!r} has {value!r}, but line {first_line[key]} gives "
+                             f"{values[key]!r}; give each {what} one label")
+    return values, problems
+
+
+def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Optional[str]
+                    ) -> tuple[dict[str, tuple[int, str]], list[dict[str, Any]]]:
+    """``{id: (line, label)}`` of a labels CSV, and its problems (see :func:`read_labels_csv`)."""
+    columns, rows, problems = read_labels_csv(csv_path)
+    if label_column is None or label_column not in columns:
+        raise ValueError(f"{csv_path}: label_column {label_column!r} not among the columns {columns}")
+    id_column = id_column or columns[0]
+    if id_column not in columns:
+        raise ValueError(f"{csv_path}: id_column {id_column!r} not among the columns {columns}")
+    values, duplicates = unique_labels([(row[id_column], line, row[label_column]) for line, row in rows], csv_path,
+                                       "file")
+    lines = {}
+    for line, row in rows:
+        lines.setdefault(row[id_column], line)
+    return {key: (lines[key], value) for key, value in values.items()}, problems + duplicates
 
 
 def _make_records(
@@ -161,10 +214,11 @@ def _make_records(
     labels: Any,
     label_column: Optional[str],
     id_column: Optional[str],
-) -> tuple[list[PieceRecord], list[dict[str, str]]]:
-    """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records, and the folder entries that
-    were left out (see :func:`scan_midi_files`)."""
+) -> tuple[list[PieceRecord], list[dict[str, str]], list[dict[str, Any]]]:
+    """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records, the folder entries that
+    were left out (see :func:`scan_midi_files`) and the problems of a labels CSV (:func:`read_labels_csv`)."""
     problems: list[dict[str, str]] = []
+    csv_problems: list[dict[str, Any]] = []
     if isinstance(source, (str, os.PathLike)):
         root = Path(source)
         files, problems = scan_midi_files(root)
@@ -189,13 +243,16 @@ def _make_records(
         for r in records:
             r.label = Path(r.path).parent.name
     elif isinstance(labels, (str, os.PathLike)):
-        table = _read_label_csv(Path(labels), label_column, id_column)
+        table, csv_problems = _read_label_csv(Path(labels), label_column, id_column)
         for r in records:
-            name = Path(r.path).name
-            for key in (r.piece_id, name, Path(r.path).stem):
-                if key in table:
-                    r.label = table[key]
-                    break
+            found = {key: table[key] for key in dict.fromkeys((r.piece_id, Path(r.path).name, Path(r.path).stem))
+                     if key in table}
+            if len({label for _, label in found.values()}) > 1:
+                given = ", ".join(f"line {line} ({key!r}): {label!r}" for key, (line, label) in found.items())
+                raise ValueError(f"{labels}: {r.path} is labelled differently by several rows ({given}); give each "
+                                 "file one label")
+            if found:
+                r.label = next(iter(found.values()))[1]
     elif isinstance(labels, Mapping):
         for r in records:
             r.label = labels.get(r.piece_id, labels.get(r.path))
@@ -208,7 +265,7 @@ def _make_records(
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise ValueError(f"source: piece ids must be unique, duplicated: {dup}")
-    return records, problems
+    return records, problems, csv_problems
 
 
 def split_pieces(
@@ -382,7 +439,7 @@ def build_dataset(
         tokenizer = OctupleTokenizer()
     if max_files is not None and int(max_files) < 1:
         raise ValueError(f"max_files must be >= 1 (or None for all files), got {max_files}")
-    records, scan_problems = _make_records(source, labels, label_column, id_column)
+    records, scan_problems, csv_problems = _make_records(source, labels, label_column, id_column)
 
     # Labels -> indices
     label_index: dict[Any, int] = {}
@@ -434,6 +491,8 @@ def build_dataset(
                               "skipped": [{"split": None, "piece_id": None, **p} for p in scan_problems], "splits": {},
                               "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
                               "split_pieces_without_file": missing}
+    if csv_problems:
+        report["labels_csv_problems"] = csv_problems
     if max_files is not None:
         report["max_files"] = int(max_files)
     for key, value in (report_extra or {}).items():
@@ -535,8 +594,10 @@ def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional
 # ------------------------------------------------------------------------------------------ save / load
 def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
     """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
-    a dataset and ``overwrite`` is false. Returns the folder."""
-    output_dir = Path(output_dir)
+    a dataset and ``overwrite`` is false. Returns the folder as an absolute path (``.`` names the current folder)."""
+    output_dir = Path(os.path.abspath(output_dir))
+    if not output_dir.name:
+        raise ValueError(f"output_dir {output_dir} is the file system's root; give a folder for the dataset")
     kind = _folder_kind(output_dir)
     if kind not in (None, "dataset") and not overwrite:
         raise FileExistsError(f"{output_dir} is {kind}; refusing to replace it with a dataset (choose another "
@@ -684,6 +745,8 @@ def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str
     if not directory.exists():
         directory = download_task_dataset(str(directory), revision=revision, token=token)
     if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
+        if (directory / SHARD_INDEX_NAME).is_file():
+            verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
         dataset = load_from_disk(str(directory))
     else:
         dataset = load_parquet_splits(directory)

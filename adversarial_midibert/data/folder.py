@@ -12,13 +12,15 @@ This is what ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` (``exampl
   melody``. Notes of other tracks get no label (-100) and are counted in the build report.
 
 Every file under ``DIR`` is a piece; a file the CSV does not label, a CSV row naming no file, and a file that cannot
-be read are listed in ``build_report.json`` (never dropped silently). Class names are sorted (numerically when they
+be read are listed in ``build_report.json`` (never dropped silently), and so are the CSV's repeated header rows,
+repeated rows and token-task rows with an empty label (``labels_csv_problems``, with their line numbers). A row with
+a missing field, or two rows giving one file (or track) different labels, stop the build with an error naming the
+lines. Class names are sorted (numerically when they
 are all numbers) unless ``label_names`` gives their order.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -27,7 +29,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from .builder import IGNORE_INDEX, PieceRecord, build_dataset, scan_midi_files
+from .builder import IGNORE_INDEX, PieceRecord, build_dataset, read_labels_csv, scan_midi_files, unique_labels
 from .recipes import RecipeSpec
 
 __all__ = ["TrackLabels", "build_folder_dataset", "resolve_folder"]
@@ -49,18 +51,6 @@ class TrackLabels:
         per_track = [self.by_track.get(t.name.strip().lower(), self.by_track.get(str(i), IGNORE_INDEX))
                      for i, t in enumerate(score.tracks)]
         return np.asarray(per_track or [IGNORE_INDEX], dtype=np.int64)[np.asarray(track_index, dtype=np.int64)]
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: labels file not found")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        rows = [row for row in reader]
-        columns = list(reader.fieldnames or [])
-    if not columns:
-        raise ValueError(f"{path}: empty CSV (a header row is needed)")
-    return columns, rows
 
 
 def _column(path: Path, columns: list[str], name: Optional[str], what: str, default: Optional[str]) -> str:
@@ -143,9 +133,10 @@ def resolve_folder(
         raise ValueError(f"{root}: no MIDI files found" + (f" ({listed})" if listed else ""))
     records = [PieceRecord(str(p), p.relative_to(root).with_suffix("").as_posix()) for p in files]
     index, ambiguous = _piece_index(records, root)
-    columns, rows = _read_csv(labels)
+    columns, lines, csv_problems = read_labels_csv(labels)
     label_column = _column(labels, columns, label_column, "label_column", "label")
-    extra: dict[str, Any] = {"midi_dir": str(root), "labels_file": str(labels), "folder_problems": problems}
+    extra: dict[str, Any] = {"midi_dir": str(root), "labels_file": str(labels), "folder_problems": problems,
+                             "labels_csv_problems": csv_problems}
 
     token_label_fn = None
     split_map: Any = (0.8, 0.1, 0.1)
@@ -153,19 +144,24 @@ def resolve_folder(
         id_column = _column(labels, columns, id_column, "id_column", columns[0])
         if split_column:
             split_column = _column(labels, columns, split_column, "split_column", None)
-        names = _class_names([row[label_column].strip() for row in rows if row[label_column].strip()], label_names,
-                             str(labels))
+        names = _class_names([row[label_column].strip() for _, row in lines if row[label_column].strip()],
+                             label_names, str(labels))
         by_id = {r.piece_id: r for r in records}
-        unmatched, assignment = [], {}
-        for line, row in enumerate(rows, start=2):
+        unmatched, entries = [], []
+        for line, row in lines:
             piece = _lookup(index, ambiguous, row[id_column], f"{labels} line {line}")
             if piece is None:
                 unmatched.append(row[id_column])
                 continue
-            value = row[label_column].strip()
+            split = (row[split_column].strip().lower() or "train") if split_column else None
+            entries.append((piece, line, (row[label_column].strip(), split)))
+        given, repeated = unique_labels(entries, labels, "file")  # rows naming one file by different names too
+        csv_problems += repeated
+        assignment: dict[str, list[str]] = {}
+        for piece, (value, split) in given.items():
             by_id[piece].label = value or None
             if split_column:
-                assignment.setdefault(row[split_column].strip().lower() or "train", []).append(piece)
+                assignment.setdefault(split, []).append(piece)
         if split_column:
             split_map = assignment
         extra["labels_without_file"] = unmatched
@@ -173,9 +169,20 @@ def resolve_folder(
         if split_column:
             raise ValueError("split_column needs a per-file CSV (sequence task); for a token task give --splits")
         track_column = _column(labels, columns, track_column, "track_column", "track")
-        names = _class_names([row[label_column].strip() for row in rows], label_names, str(labels))
-        token_label_fn = TrackLabels({row[track_column]: names.index(row[label_column].strip()) for row in rows})
-        extra["track_labels"] = {row[track_column]: row[label_column].strip() for row in rows}
+        entries = []
+        for line, row in lines:
+            if not row[label_column].strip():  # no class named "": the track's notes stay unlabelled (counted)
+                csv_problems.append({"line": line, "problem": f"track {row[track_column]!r} has an empty label, "
+                                                              "its notes are left unlabelled"})
+                continue
+            entries.append((row[track_column].strip().lower(), line, row[label_column].strip()))
+        by_track, repeated = unique_labels(entries, labels, "track")
+        csv_problems += repeated
+        if not by_track:
+            raise ValueError(f"{labels}: no row gives a track a label (column {label_column!r})")
+        names = _class_names(list(by_track.values()), label_names, str(labels))
+        token_label_fn = TrackLabels({track: names.index(value) for track, value in by_track.items()})
+        extra["track_labels"] = by_track
     if splits:
         split_file = Path(splits)
         if not split_file.is_file():
@@ -222,12 +229,13 @@ def build_folder_dataset(
         tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
     # what the folder scan left out (unreadable folders, dangling or looping symlinks...), listed with the skipped files
     report_extra = {"labels_without_file": spec.extra_info.get("labels_without_file", []),
+                    "labels_csv_problems": spec.extra_info.get("labels_csv_problems", []),
                     "skipped": [{"split": None, "piece_id": None, **p}
                                 for p in spec.extra_info.get("folder_problems", [])]}
     return build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
                          splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
                          cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
                          extra_info={k: v for k, v in spec.extra_info.items()
-                                     if k not in ("labels_without_file", "folder_problems")},
+                                     if k not in ("labels_without_file", "folder_problems", "labels_csv_problems")},
                          output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
                          report_extra=report_extra)

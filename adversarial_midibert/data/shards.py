@@ -13,10 +13,12 @@ Layout of a built folder::
 Each split's pieces (in their sorted order) are cut into shards of ``shard_size`` files. Worker processes tokenise
 whole shards (:func:`~adversarial_midibert.data.segments.tokenize_pieces`); the main process receives them in order,
 numbers their rows (``segment_id``, the row index within the split) and writes each shard aside, then renames it
-into place, the side file last. At most ``2 * num_proc`` shards are in flight, so memory stays bounded by the
-shard size whatever the size of the corpus. A killed build is resumed by building into the same folder with the same
-inputs: the complete shards at the start of each split are kept, the rest is rebuilt; a folder holding a build of
-other inputs or settings is refused with an error.
+into place, the side file last (it records the shard's rows, size and SHA-256). At most ``2 * num_proc`` shards are
+in flight, so memory stays bounded by the shard size whatever the size of the corpus. A killed build is resumed by
+building into the same folder with the same inputs: the complete shards at the start of each split are kept, the
+rest is rebuilt; a shard whose file no longer matches its side file (truncated, changed in place) is rebuilt, with a
+warning naming it; a folder holding a build of other inputs or settings is refused with an error.
+:func:`verify_shards` checks every shard against ``shards.json`` when a built folder is loaded.
 
 The folder also holds ``dataset_dict.json`` and each split's ``state.json`` / ``dataset_info.json``: it is a
 ``Dataset.save_to_disk`` folder whose data files are the shards, so ``datasets.load_from_disk`` reads it as it is
@@ -37,13 +39,13 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ..constants import SHARD_INDEX_NAME
-from ..atomic_io import TMP_PREFIX, FolderLock, atomic_write_json, fsync_path, remove_path
+from ..atomic_io import TMP_PREFIX, FolderLock, atomic_write_json, file_sha256, fsync_path, remove_path
 from .segments import PieceBatch, segment_features, tokenize_pieces
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SHARD_INDEX_NAME", "BUILD_PLAN_NAME", "plan_shards", "write_shards", "load_sharded", "shard_files",
-]
+           "verify_shards"]
 
 BUILD_STATE_DIR = ".build"
 BUILD_PLAN_NAME = f"{BUILD_STATE_DIR}/plan.json"
@@ -79,11 +81,44 @@ def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Pa
     return directory / split / f"{name}.arrow", directory / BUILD_STATE_DIR / split / f"{name}.json"
 
 
+def shard_problem(path: Path, rows: int, size: Optional[int], sha256: Optional[str]) -> Optional[str]:
+    """What is wrong with a shard file against what was recorded when it was written (``None``: nothing).
+
+    ``size`` and ``sha256`` (recorded since format 2) are checked when given; the rows are counted otherwise."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    if not path.is_file():
+        return f"shard {path} is missing"
+    if size is not None and path.stat().st_size != size:
+        return f"shard {path} has {path.stat().st_size} bytes, {size} were written (truncated or changed)"
+    if sha256 is not None:
+        if file_sha256(path) != sha256:
+            return f"shard {path} is not what was written (its SHA-256 differs from the recorded one)"
+        return None
+    try:
+        with pa.memory_map(str(path)) as source:
+            found = sum(batch.num_rows for batch in pa.ipc.open_stream(source))
+    except (OSError, pa.ArrowInvalid) as error:
+        return f"shard {path} is not a readable Arrow stream ({error})"
+    if found != rows:
+        return f"shard {path} holds {found} rows, {rows} were written (truncated)"
+    return None
+
+
 def _complete_prefix(directory: Path, split: str, count: int) -> int:
-    """How many shards at the start of a split are complete (data and side file both in place)."""
+    """How many shards at the start of a split are complete: data and side file both in place, and the data file
+    as the side file recorded it (a damaged shard is rebuilt, with a warning naming it)."""
     for i in range(count):
-        data, side = shard_files(directory, split, i, count)
-        if not (data.is_file() and side.is_file()):
+        data, side_path = shard_files(directory, split, i, count)
+        if not (data.is_file() and side_path.is_file()):
+            return i
+        try:
+            side = json.loads(side_path.read_text())
+            problem = shard_problem(data, int(side["rows"]), side.get("bytes"), side.get("sha256"))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problem = f"side file {side_path} is unreadable ({error})"
+        if problem:
+            logger.warning("%s; rebuilding it and the shards after it", problem)
             return i
     return count
 
@@ -122,7 +157,8 @@ def _ordered_results(tasks: list[tuple], num_proc: int) -> Iterator[PieceBatch]:
             yield result
 
 
-def _write_shard(path: Path, batch, first_segment_id: int, schema) -> None:
+def _write_shard(path: Path, batch, first_segment_id: int, schema) -> dict:
+    """Write a shard aside and rename it into place; return its ``bytes`` and ``sha256`` for the side file."""
     import pyarrow as pa  # noqa: PLC0415
 
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
@@ -131,7 +167,9 @@ def _write_shard(path: Path, batch, first_segment_id: int, schema) -> None:
             ids = pa.array(np.arange(first_segment_id, first_segment_id + batch.num_rows, dtype=np.int64))
             writer.write_batch(pa.RecordBatch.from_arrays([*batch.columns, ids], schema=schema))
     fsync_path(tmp)
+    written = {"bytes": tmp.stat().st_size, "sha256": file_sha256(tmp)}
     os.replace(tmp, path)
+    return written
 
 
 def write_shards(
@@ -214,8 +252,9 @@ def write_shards(
                       label_names) for a, b in plan[kept:]]
             for i, result in enumerate(_ordered_results(tasks, num_proc), start=kept):
                 data, side_path = shard_files(directory, split, i, count)
-                _write_shard(data, result.batch, next_id, schema)
-                side = {"file": f"{split}/{data.name}", "rows": result.num_segments, "first_segment_id": next_id,
+                written = _write_shard(data, result.batch, next_id, schema)
+                side = {"file": f"{split}/{data.name}", "rows": result.num_segments, **written,
+                        "first_segment_id": next_id,
                         "pieces": result.num_pieces, "notes": result.num_notes,
                         "dropped_notes": result.dropped_notes,
                         "skipped": [{"piece_id": p, "path": path, "reason": r} for p, path, r in result.skipped],
@@ -231,7 +270,8 @@ def write_shards(
         atomic_write_json(directory / SHARD_INDEX_NAME, {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "task_type": task_type,
             "label_names": list(label_names) if label_names else None,
-            "splits": {split: {"files": info["files"], "rows": info["rows"], "num_rows": info["num_rows"]}
+            "splits": {split: {"files": info["files"], "rows": info["rows"], "num_rows": info["num_rows"],
+                               "bytes": info["bytes"], "sha256": info["sha256"]}
                        for split, info in summary.items()},
         })
     return summary
@@ -263,6 +303,8 @@ def _merge_sides(sides: list[dict]) -> dict:
     return {
         "files": [s["file"] for s in sides],
         "rows": [s["rows"] for s in sides],
+        "bytes": [s.get("bytes") for s in sides],
+        "sha256": [s.get("sha256") for s in sides],
         "num_rows": int(sum(s["rows"] for s in sides)),
         "pieces": int(sum(s["pieces"] for s in sides)),
         "notes": int(sum(s["notes"] for s in sides)),
@@ -285,6 +327,21 @@ def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
     if index.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: not an {FORMAT_NAME} index (format {index.get('format')!r})")
     return index
+
+
+def verify_shards(directory: Union[str, os.PathLike]) -> None:
+    """Check every shard of a built folder against ``shards.json`` (size and SHA-256; the row count where an older
+    build recorded no hash); raise ``ValueError`` naming the first damaged shard and how to repair it."""
+    directory = Path(directory)
+    index = read_shard_index(directory)
+    for split, info in index["splits"].items():
+        count = len(info["files"])
+        sizes, hashes = info.get("bytes") or [None] * count, info.get("sha256") or [None] * count
+        for name, rows, size, sha256 in zip(info["files"], info["rows"], sizes, hashes):
+            problem = shard_problem(directory / name, int(rows), size, sha256)
+            if problem:
+                raise ValueError(f"{problem}: the data set in {directory} is damaged; run the same build (prepare "
+                                 "command) again to rebuild the damaged shards")
 
 
 def load_sharded(directory: Union[str, os.PathLike]):

@@ -182,6 +182,7 @@ def write_model_card(
     tags: Sequence[str] | None = None,
     notes: str | None = None,
     template_path: str | Path | None = None,
+    output: str | Path | None = None,
     **extra_info: Any,
 ) -> Path:
     """Render the model card ``README.md`` of a model folder (metadata + text) and write it there.
@@ -205,6 +206,7 @@ def write_model_card(
         tags: extra Hub tags, added to :data:`DEFAULT_TAGS`.
         notes: free text added under "Training details".
         template_path: a Jinja2 card template; defaults to the package's ``model_card_template.md``.
+        output: where to write the card instead of ``folder/README.md`` (the dry run of an upload).
         **extra_info: any other facts of the run (name -> value), listed with the hyper-parameters.
 
     Returns:
@@ -319,4 +321,4 @@ def write_model_card(
     if not template.is_file():
         raise HubPublishError(f"model card template {template} not found")
     card = ModelCard.from_template(card_data, template_path=str(template), **template_kwargs)
-    return atomic_write_text(folder / MODEL_CARD_NAME, str(card))
+    return atomic_write_text(Path(output) if output is not None else folder / MODEL_CARD_NAME, str(card))

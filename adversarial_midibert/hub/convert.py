@@ -259,14 +259,20 @@ class DataOnlyUnpickler(pickle.Unpickler):
                                      "numbers) is read from a dictionary file")
 
 
-def _check_plain(value: Any, depth: int = 0) -> None:
+def _check_plain(value: Any, depth: int = 0, seen: set[int] | None = None) -> None:
+    """Raise :class:`ConversionError` unless ``value`` is plain data; each container is checked once (a pickle
+    can reference one list from many places: walking every reference would take exponential time)."""
+    seen = set() if seen is None else seen
     if depth > 8:
         raise ConversionError("nested too deeply")
     if isinstance(value, (dict, list, tuple)):
+        if id(value) in seen:
+            return
+        seen.add(id(value))
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
-            _check_plain(key, depth + 1)
-            _check_plain(item, depth + 1)
+            _check_plain(key, depth + 1, seen)
+            _check_plain(item, depth + 1, seen)
     elif not isinstance(value, (str, int, float)):
         raise ConversionError(f"holds a {type(value).__name__}, not plain data")
 
@@ -303,6 +309,17 @@ def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
     missing = [name for name in REFERENCE_ATTRIBUTES if name not in event2word]
     if missing:
         raise ConversionError(f"--dictionary {path} lacks the attribute(s) {missing}; found {list(event2word)}")
+    for name in REFERENCE_ATTRIBUTES:  # token string -> row, the rows 0..n-1 each once (an embedding table's rows)
+        table = event2word[name]
+        if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
+            raise ConversionError(f"--dictionary {path}: {name} must map token strings to rows, found "
+                                  f"{type(table).__name__}" + (" with non-string keys" if isinstance(table, dict)
+                                                               else ""))
+        rows = list(table.values())
+        if any(type(r) is not int for r in rows) or sorted(rows) != list(range(len(rows))):
+            bad = next((r for r in rows if type(r) is not int or not 0 <= r < len(rows)), None)
+            raise ConversionError(f"--dictionary {path}: the rows of {name} must be the integers 0..{len(rows) - 1} "
+                                  f"each once" + (f", found {bad!r}" if bad is not None else ", found repeats"))
     return [dict(event2word[name]) for name in REFERENCE_ATTRIBUTES]
 
 
@@ -339,6 +356,11 @@ def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for key, value in data.items():
         if not isinstance(value, torch.Tensor):
             continue
+        stored = value.untyped_storage().nbytes()
+        if stored < value.numel() * value.element_size():  # a stride-0 view: copying it would allocate the shape
+            raise ConversionError(f"--checkpoint {path}: tensor {key} {tuple(value.shape)} is stored in {stored} bytes, "
+                                  f"less than its shape needs ({value.numel() * value.element_size()}; a stride-0 "
+                                  "view); refusing to expand it")
         for prefix in ("module.", "midibert."):
             if key.startswith(prefix):
                 key = key[len(prefix):]

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..atomic_io import remove_path
 from ..constants import TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME
 from ._common import CONFIG_NAME, MODEL_CARD_NAME, HubPublishError, inside, read_json
 from .card import write_model_card
@@ -60,11 +61,16 @@ def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[
     elif (folder / WEIGHTS_INDEX_NAME).is_file():
         index = read_json(folder / WEIGHTS_INDEX_NAME, what="weights index")
         files[WEIGHTS_INDEX_NAME] = folder / WEIGHTS_INDEX_NAME
-        for shard in sorted(set((index.get("weight_map") or {}).values())):
-            path = inside(folder, str(shard), f"weights shard named in {WEIGHTS_INDEX_NAME}")
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise HubPublishError(f"weights index {folder / WEIGHTS_INDEX_NAME}: \"weight_map\" must be a non-empty "
+                                  f"object {{parameter: shard file}}, found {type(weight_map).__name__}")
+        for shard in sorted({str(name) for name in weight_map.values()}):
+            name = repo_path(shard, f"weights shard named in {WEIGHTS_INDEX_NAME}")
+            path = inside(folder, name, f"weights shard named in {WEIGHTS_INDEX_NAME}")
             if not path.is_file():
                 raise HubPublishError(f"weights shard {path} named in {WEIGHTS_INDEX_NAME} is missing")
-            files[path.relative_to(folder).as_posix()] = path
+            files[name] = path
     else:
         raise HubPublishError(
             f"model weights missing: neither {folder / WEIGHTS_NAME} nor {folder / WEIGHTS_INDEX_NAME} exists "
@@ -79,13 +85,27 @@ def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[
         files[name] = folder / name
     files.update(remote_code_files(folder))
 
-    if (folder / MODEL_CARD_NAME).is_file():
-        files[MODEL_CARD_NAME] = folder / MODEL_CARD_NAME
+    card = folder / MODEL_CARD_NAME
+    if card.is_file():
+        files[MODEL_CARD_NAME] = card
+    elif card.exists() or card.is_symlink():
+        raise HubPublishError(f"model card {card} is not a file (remove it, or put the card there)")
     elif require_card:
         raise HubPublishError(f"model card missing: {folder / MODEL_CARD_NAME} (write it with write_model_card)")
     for name in files:  # the fixed names too: a symlink may point out of the folder
         inside(folder, name, "file")
     return dict(sorted(files.items()))
+
+
+def repo_path(name: str, what: str) -> str:
+    """``name`` if it is a clean relative path in a repository (``a/b.safetensors``); :class:`HubPublishError`
+    otherwise. A name with ``..``, ``.``, empty parts, a backslash or a leading ``/`` is refused even when it
+    resolves inside the folder: it would be written elsewhere by a dry run, and the Hub refuses it."""
+    parts = name.split("/")
+    if not name or "\\" in name or PurePosixPath(name).is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise HubPublishError(f"{what} {name!r} is not a clean relative path (no '..', '.', empty parts, backslashes "
+                              "or leading '/'); refusing to publish it")
+    return name
 
 
 def validate_repo_id(repo_id: str) -> None:
@@ -120,20 +140,30 @@ def resolve_token(token: str | None = None) -> str:
     return token
 
 
-def _copy_aside(files: dict[str, Path], target: Path) -> Path:
-    """Copy the upload's files into ``target`` (new or empty), through a hidden folder renamed when complete."""
+def _copy_aside(files: dict[str, Path], target: Path, folder: Path, card_info: dict[str, Any] | None = None) -> Path:
+    """Copy the upload's files into ``target`` (new or empty), through a hidden folder renamed when complete.
+
+    With ``card_info`` (the model ``folder`` has no card), the card is written into the copy only: a dry run writes
+    nothing but ``target``."""
+    if target.is_symlink():
+        raise HubPublishError(f"--dry_run folder {target} is a symbolic link; give a real (new or empty) folder")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise HubPublishError(f"--dry_run folder {target} exists and is not empty")
     staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for path_in_repo, local in files.items():
-        destination = staging / path_in_repo
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, destination)
-    staging.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        target.rmdir()
-    staging.rename(target)
+    remove_path(staging)
+    try:
+        for path_in_repo, local in files.items():
+            destination = staging / path_in_repo
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, destination)
+        staging.mkdir(parents=True, exist_ok=True)
+        if card_info is not None:
+            write_model_card(folder, output=staging / MODEL_CARD_NAME, **card_info)
+        if target.exists():
+            target.rmdir()
+        staging.rename(target)
+    finally:
+        remove_path(staging)
     return target
 
 
@@ -149,9 +179,10 @@ def push_folder_to_hub(
 ):
     """Upload a model folder to the Hub in one commit (or write the would-be upload to ``dry_run_dir``).
 
-    Steps: validate ``repo_id``; write ``README.md`` with :func:`~adversarial_midibert.hub.card.write_model_card` if
-    the folder has none (``card_info`` is passed to it); collect the allow-listed files
-    (:func:`collect_upload_files`); then either copy them to ``dry_run_dir`` (no token needed, no network call) or
+    Steps: validate ``repo_id``; collect the allow-listed files (:func:`collect_upload_files`); write ``README.md``
+    with :func:`~adversarial_midibert.hub.card.write_model_card` if the folder has none (``card_info`` is passed to
+    it; in a dry run into ``dry_run_dir`` only, never into the model folder); then either copy the files to
+    ``dry_run_dir`` (no token needed, no network call, nothing written anywhere else) or
     resolve the token, ``create_repo(exist_ok=True, private=private)``, ``create_branch(revision, exist_ok=True)``
     when a revision is given, and ``create_commit`` with one ``CommitOperationAdd`` per file. Every check happens
     before the first network call.
@@ -178,15 +209,15 @@ def push_folder_to_hub(
     validate_repo_id(repo_id)
     if revision is not None and (not isinstance(revision, str) or not revision.strip()):
         raise HubPublishError(f"invalid --revision {revision!r}: give a branch name")
-    collect_upload_files(folder, require_card=False)  # fail on missing files before writing anything
-    if not (folder / MODEL_CARD_NAME).is_file():
+    files = collect_upload_files(folder, require_card=False)  # fail on missing files before writing anything
+    if dry_run_dir is not None:  # writes only into dry_run_dir, the card too
+        card = None if MODEL_CARD_NAME in files else {"repo_id": repo_id, **card_info}
+        target = _copy_aside(files, Path(dry_run_dir), folder, card)
+        logger.info("dry run: wrote the %d files of the upload to %s", len(files) + (card is not None), target)
+        return target
+    if MODEL_CARD_NAME not in files:
         write_model_card(folder, repo_id=repo_id, **card_info)
     files = collect_upload_files(folder, require_card=True)
-
-    if dry_run_dir is not None:
-        target = _copy_aside(files, Path(dry_run_dir))
-        logger.info("dry run: wrote the %d files of the upload to %s", len(files), target)
-        return target
 
     from huggingface_hub import CommitOperationAdd, HfApi
 
