@@ -37,6 +37,8 @@ import evaluate
 import numpy as np
 import torch
 
+from .pooling import aggregate_segment_log_probs  # noqa: F401  (also this module's public name)
+
 IGNORE_INDEX = -100
 
 _FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
@@ -214,26 +216,6 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: 
 
 
 # ----------------------------------------------------------------------------------------------- pieces
-def aggregate_segment_log_probs(log_probs: torch.Tensor, num_notes: torch.Tensor) -> torch.Tensor:
-    """Combine per-segment class log-probabilities into one distribution per piece.
-
-    Args:
-        log_probs: ``(S, C)`` log-probabilities of the ``S`` segments of one piece.
-        num_notes: ``(S,)`` notes per segment (the weights).
-
-    Returns:
-        ``(C,)`` probabilities: softmax of the note-weighted mean of the log-probabilities. A segment is one piece
-        of evidence per note it holds, so a short trailing segment counts little; a geometric (log) mean lets one
-        confident segment move the result more than an arithmetic mean of probabilities would. When no segment
-        has notes, the segments count equally.
-    """
-    weights = num_notes.to(log_probs.dtype).clamp(min=0)
-    if weights.sum() <= 0:
-        weights = torch.ones_like(weights)
-    mean = (log_probs * weights[:, None]).sum(0) / weights.sum()
-    return torch.softmax(mean, dim=-1)
-
-
 def group_by_piece(piece_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """``(pieces, index)``: the distinct piece ids in order of first appearance and, per row, its piece's position."""
     positions: dict[str, int] = {}
