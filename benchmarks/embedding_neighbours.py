@@ -15,7 +15,7 @@ Queries use the stored embeddings of the pieces (the vector ``adv-midibert searc
 Example::
 
     nice -n 10 python benchmarks/embedding_neighbours.py --midi_dir ../shared/data/Pianist8/midi \\
-        --model random=/work/study-runs/cpu/pretrain/random/seed0 --work_dir /tmp/neighbours \\
+        --model random=/work/study-runs/cpu/pretrain/random/seed0 --work_dir /tmp/neighbours --max_per_composer 15 \\
         --output results/embedding-neighbours.json
 """
 
@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a model folder to evaluate (repeatable)")
     parser.add_argument("--no_random_init", action="store_true", help="skip the randomly initialised encoder")
     parser.add_argument("--init_seed", type=int, default=0, help="seed of the randomly initialised encoder")
+    parser.add_argument("--max_per_composer", type=int, default=None,
+                        help="embed only the first N files (sorted by name) of each composer (a small, fixed sample)")
     parser.add_argument("--top_k", type=int, default=10)
     parser.add_argument("--work_dir", type=Path, required=True, help="where the embeddings folders go")
     parser.add_argument("--segment_batch_size", type=int, default=16)
@@ -111,10 +113,14 @@ def main(argv: list[str] | None = None) -> dict:
         like = models[0][1] if models else None
         models.insert(0, ("random-init", str(random_init_folder(like, args.work_dir / "random-init-model",
                                                                  args.init_seed))))
+    inputs = [args.midi_dir]
+    if args.max_per_composer:
+        inputs = [f for folder in sorted(p for p in args.midi_dir.iterdir() if p.is_dir())
+                  for f in sorted(folder.glob("*.mid"))[: args.max_per_composer]]
     rows = {}
     for name, path in models:
         start = time.perf_counter()
-        dataset, run = embed_files(path, [args.midi_dir], args.work_dir / f"embeddings-{name}",
+        dataset, run = embed_files(path, inputs, args.work_dir / f"embeddings-{name}",
                                    segment_batch_size=args.segment_batch_size, device="cpu")
         embed_s = time.perf_counter() - start
         dataset, _ = load_index(args.work_dir / f"embeddings-{name}")
