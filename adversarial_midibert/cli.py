@@ -9,6 +9,8 @@
     adv-midibert card     outputs/composer --repo_id org/name
     adv-midibert push     outputs/composer --repo_id org/name [--dry_run DIR]
     adv-midibert convert  --checkpoint ckpt.pt --dictionary Octuple.pkl --task mlm --output_dir converted
+    adv-midibert embed    FOLDER --model outputs/pretrain --output_dir embeddings/mine   # a datasets folder
+    adv-midibert search   query.mid --index embeddings/mine --top_k 10                   # needs the [search] extra
 
 ``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (the wheel installs these
 four as ``adversarial_midibert.examples``; research tooling such as ``run_ablation.py`` stays in the checkout), so ``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are
@@ -122,6 +124,85 @@ def convert(argv: list[str], prog: str = "adv-midibert convert") -> int:
     return convert_main(argv, prog=prog)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def embed(argv: list[str]) -> int:
+    """Embed every MIDI file of folders/files into a datasets folder (file, embedding) for similarity search."""
+    from pathlib import Path
+
+    from .similarity import INFO_FILE_NAME, POOLING, embed_files
+
+    parser = argparse.ArgumentParser(prog="adv-midibert embed", description=embed.__doc__ + (
+        f" The embedding of a piece is the {POOLING}. Files that cannot be read are skipped, listed here and in "
+        f"{INFO_FILE_NAME}; the exit code is then 1."))
+    parser.add_argument("inputs", nargs="+", help="MIDI files, or folders searched recursively for MIDI files")
+    parser.add_argument("--model", required=True, help="model folder or Hub id (pre-trained or fine-tuned)")
+    parser.add_argument("--output_dir", type=Path, required=True, help="the datasets folder to write (replaced)")
+    parser.add_argument("--segment_batch_size", type=_positive_int, default=8, help="segments per forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
+    parser.add_argument("--trust_remote_code", action="store_true", help="run the Hub repository's code (Hub ids)")
+    args = parser.parse_args(argv)
+    try:
+        dataset, run = embed_files(args.model, args.inputs, args.output_dir, segment_batch_size=args.segment_batch_size,
+                                   device=args.device, trust_remote_code=args.trust_remote_code)
+    except (ValueError, OSError) as error:
+        print(f"adv-midibert embed: error: {error}", file=sys.stderr)
+        return 2
+    for error in run.errors:
+        print(f"skipped: {error['error']}", file=sys.stderr)
+    print(f"wrote {args.output_dir}: {len(dataset)} pieces embedded, {len(run.errors)} skipped "
+          f"(listed in {args.output_dir / INFO_FILE_NAME})")
+    return 1 if run.errors else 0
+
+
+def search(argv: list[str]) -> int:
+    """Find the pieces of an embeddings folder nearest to a MIDI file (cosine similarity, datasets' faiss index)."""
+    from pathlib import Path
+
+    from .similarity import INDEX_FILE_NAME, search as search_index
+
+    parser = argparse.ArgumentParser(prog="adv-midibert search", description=search.__doc__ + (
+        f" The index is built on the first query and saved in the folder ({INDEX_FILE_NAME}); later queries load "
+        "it. Needs faiss: pip install adversarial-midibert[search]."))
+    parser.add_argument("query", type=Path, help="the query MIDI file")
+    parser.add_argument("--index", type=Path, required=True, help="a folder written by `adv-midibert embed`")
+    parser.add_argument("--top_k", type=_positive_int, default=10, help="how many neighbours (default 10)")
+    parser.add_argument("--model", default=None, help="the model (default: the one that embedded the folder)")
+    parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
+    parser.add_argument("--trust_remote_code", action="store_true", help="run the Hub repository's code (Hub ids)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        print("adv-midibert search: error: faiss is not installed: pip install adversarial-midibert[search] "
+              "(or pip install faiss-cpu)", file=sys.stderr)
+        return 2
+    if not args.query.is_file():
+        print(f"adv-midibert search: error: {args.query}: MIDI file not found", file=sys.stderr)
+        return 2
+    try:
+        result = search_index(args.query, args.index, top_k=args.top_k, model=args.model, device=args.device,
+                              trust_remote_code=args.trust_remote_code)
+    except (ValueError, OSError) as error:
+        print(f"adv-midibert search: error: {error}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        from .atomic_io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+    print(f"{result['query']} ({result['num_notes']} notes): nearest of {args.index}"
+          + (" (index built and saved)" if result["index_built"] else ""))
+    for item in result["neighbours"]:
+        print(f"{item['rank']:>4}  {item['score']:.4f}  {item['file']}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {
     "prepare": (_example("prepare_data", "prepare"), "build a data set (paper recipes, or your MIDI folder + labels CSV)"),
     "pretrain": (_example("pretrain", "pretrain"), "adversarial masked-LM pre-training (Accelerate)"),
@@ -130,6 +211,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {
     "card": (card, "write the model card of a trained folder"),
     "push": (push, "publish a trained folder to the Hugging Face Hub in one commit"),
     "convert": (convert, "convert a checkpoint of the authors' original code"),
+    "embed": (embed, "embed MIDI files into a datasets folder (file, embedding) for similarity search"),
+    "search": (search, "find the pieces nearest to a MIDI file in an embedded folder"),
 }
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .constants import IGNORE_INDEX
-from .pipelines import aggregate_segment_log_probs  # noqa: F401  (re-exported: the prediction's rule, in the core install)
+from .pooling import aggregate_segment_log_probs  # noqa: F401  (re-exported: the prediction's rule, torch only)
 
 
 _FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})

@@ -9,7 +9,6 @@ relatively), never the rest of the ``adversarial_midibert`` package.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -35,10 +34,10 @@ AUTO_MAP = {
 
 
 def _without_autocast(device: torch.device):
-    """A region computed in the tensors' own dtype under any autocast (nothing to do on a device autocast lacks)."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
+    """A region computed in the tensors' own dtype under any autocast (a device autocast lacks, such as ``meta``, has
+    none to turn off: the CPU's is turned off instead, which changes nothing there)."""
+    device_type = device.type if torch.amp.is_autocast_available(device.type) else "cpu"
+    return torch.autocast(device_type=device_type, enabled=False)
 
 
 def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:

@@ -12,16 +12,30 @@ Importing :mod:`adversarial_midibert` registers both tasks with ``PIPELINE_REGIS
     out["labels"][:5]                      # one class name per note of the file
     out["midi"].dump_midi("song.melody.mid")  # the notes, one track per predicted class
 
+    embed = pipeline("midi-feature-extraction", model="org/adv-midibert-base")
+    out = embed("song.mid")
+    out["embedding"]          # (hidden_size,) the piece: the mean of its notes' vectors
+    out["note_embeddings"]    # (notes, hidden_size) one vector per note of the file (NaN rows: notes left out)
+
 The model folder (or Hub repository) holds the model and the Octuple tokenizer, which the pipelines load through
 ``AutoTokenizer``. A piece is encoded and cut into segments exactly as the training data was (the attributes in
 ``config.hidden_attributes``, e.g. velocity for velocity prediction, are replaced by MASK as in fine-tuning), the
 segments run through the model ``segment_batch_size`` at a time, and:
 
 - ``midi-classification`` combines the segments' class probabilities into one distribution for the piece, the
-  note-weighted geometric mean (:func:`aggregate_segment_log_probs`);
+  note-weighted geometric mean (:func:`adversarial_midibert.pooling.aggregate_segment_log_probs`);
 - ``midi-token-classification`` gives every note of the file a class. Notes the tokenizer cannot represent
   (pitch out of range...) get no prediction: they are counted, labelled ``"unclassified"`` and kept on an extra
   track of the output MIDI, so that it holds exactly the notes of the input.
+
+- ``midi-feature-extraction`` returns the last hidden layer of the encoder (any head is ignored): a vector per note
+  and the piece's vector, the mean over its notes (:func:`adversarial_midibert.pooling.mean_note_embedding`; for a
+  piece of several segments, the segments' note means weighted by their notes).
+
+Hub remote code: a model folder carries these classes beside its model code (``pipelines.py`` and ``pooling.py``,
+``custom_pipelines`` in ``config.json``, written by :func:`adversarial_midibert.hub.remote_code.add_pipeline_code`), so that with only transformers,
+torch, miditok and symusic installed ``pipeline(model="org/x", trust_remote_code=True)`` runs the folder's task. This
+module therefore imports only those packages and its sibling ``pooling``.
 
 Every result names its file and says how many notes were left out and why (``notes_left_out``). A file that
 cannot be read raises :class:`~adversarial_midibert.octuple_encoding.MidiReadError` naming it; to run many files
@@ -34,47 +48,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, Pipeline
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .masking import hide_attributes
+from .pooling import aggregate_segment_log_probs, mean_note_embedding
 
 __all__ = [
     "MIDI_CLASSIFICATION",
+    "MIDI_FEATURE_EXTRACTION",
     "MIDI_TOKEN_CLASSIFICATION",
     "UNCLASSIFIED",
     "UNCLASSIFIED_NAME",
     "aggregate_segment_log_probs",
     "MidiClassificationPipeline",
+    "MidiFeatureExtractionPipeline",
     "MidiTokenClassificationPipeline",
     "class_tracks_score",
+    "midi_pipeline",
+    "pipeline_task_of",
     "register_pipelines",
 ]
 
 MIDI_CLASSIFICATION = "midi-classification"
 MIDI_TOKEN_CLASSIFICATION = "midi-token-classification"
+MIDI_FEATURE_EXTRACTION = "midi-feature-extraction"
 UNCLASSIFIED = -1
 UNCLASSIFIED_NAME = "unclassified"
-
-
-def aggregate_segment_log_probs(log_probs: torch.Tensor, num_notes: torch.Tensor) -> torch.Tensor:
-    """Combine per-segment class log-probabilities into one distribution per piece.
-
-    Args:
-        log_probs: ``(S, C)`` log-probabilities of the ``S`` segments of one piece.
-        num_notes: ``(S,)`` notes per segment (the weights).
-
-    Returns:
-        ``(C,)`` probabilities: softmax of the note-weighted mean of the log-probabilities. A segment is one piece
-        of evidence per note it holds, so a short trailing segment counts little; a geometric (log) mean lets one
-        confident segment move the result more than an arithmetic mean of probabilities would. When no segment
-        has notes, the segments count equally.
-    """
-    weights = num_notes.to(log_probs.dtype).clamp(min=0)
-    if weights.sum() <= 0:
-        weights = torch.ones_like(weights)
-    mean = (log_probs * weights[:, None]).sum(0) / weights.sum()
-    return torch.softmax(mean, dim=-1)
 
 
 class _MidiPipeline(Pipeline):
@@ -279,6 +279,70 @@ class MidiTokenClassificationPipeline(_MidiPipeline):
         }
 
 
+class MidiFeatureExtractionPipeline(_MidiPipeline):
+    """Embeddings of a piece and of its notes: the last hidden layer of the encoder (``AutoModel``).
+
+    Any Adversarial-MidiBERT folder works (pre-trained or fine-tuned; a head is not used). Call it on a MIDI path or a
+    ``symusic.Score`` (or a list of them); ``segment_batch_size`` and ``source`` as for
+    :class:`MidiClassificationPipeline`. Returns a dict:
+
+    - ``file``, ``num_segments``, ``num_notes``, ``notes_left_out`` (reason -> count);
+    - ``embedding``: ``(hidden_size,)`` float32, the piece: the mean of the vectors of its tokenized notes. A long
+      piece runs as several segments (each note is seen with the context of its own segment); every note counts
+      once, so this equals the mean of the segments' note means weighted by their notes
+      (:func:`~adversarial_midibert.pooling.mean_note_embedding`);
+    - ``note_embeddings``: ``(num_notes, hidden_size)`` float32, one row per note of the file (tracks in order, notes
+      in order within a track, as ``midi-token-classification`` counts them); NaN rows for notes the tokenizer could
+      not represent;
+    - ``segment_embeddings``: ``(num_segments, hidden_size)``, each segment's mean note vector.
+    """
+
+    _per_segment = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.label_names = []  # no classes: a head, if the folder has one, is not used
+
+    def preprocess(self, inputs: Any, source: str | None = None) -> dict[str, Any]:
+        model_inputs = super().preprocess(inputs, source)
+        if model_inputs["input_ids"].shape[0] == 0:
+            piece = model_inputs["piece"]
+            raise ValueError(f"{piece['file']}: no note could be tokenized ({piece['report'].message()}); nothing to embed")
+        return model_inputs
+
+    def _forward(self, model_inputs: dict[str, Any], segment_batch_size: int = 8) -> dict[str, Any]:
+        encoder = self.model.base_model  # the bare encoder of any head (PreTrainedModel.base_model)
+        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        source = model_inputs["source_note"]
+        vectors, notes, segment_means = [], [], []
+        for start in range(0, len(input_ids), segment_batch_size):
+            mask = attention_mask[start : start + segment_batch_size]
+            width = int(mask.sum(1).max())
+            hidden = encoder(input_ids=input_ids[start : start + segment_batch_size, :width],
+                             attention_mask=mask[:, :width]).last_hidden_state.float()
+            chunk_source = source[start : start + segment_batch_size, :width]
+            real = chunk_source >= 0  # notes only: not BOS, EOS or padding
+            vectors.append(hidden[real])
+            notes.append(chunk_source[real])
+            weights = real.to(hidden.dtype)
+            segment_means.append((hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1))
+        return {"note_vectors": torch.cat(vectors), "note_ids": torch.cat(notes),
+                "segment_embeddings": torch.cat(segment_means), "piece": model_inputs["piece"]}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, Any]:
+        piece = model_outputs["piece"]
+        vectors = model_outputs["note_vectors"]
+        note_embeddings = np.full((int(piece["note_offsets"][-1]), vectors.shape[1]), np.nan, dtype=np.float32)
+        note_embeddings[model_outputs["note_ids"].numpy()] = vectors.numpy()
+        segments = model_outputs["segment_embeddings"]
+        return {
+            **self._piece_summary(piece, int(segments.shape[0])),
+            "embedding": mean_note_embedding(vectors).numpy(),
+            "note_embeddings": note_embeddings,
+            "segment_embeddings": segments.numpy(),
+        }
+
+
 def class_tracks_score(score, classes: np.ndarray, label_names: list[str]):
     """A ``symusic.Score`` with the notes of ``score`` on one track per class (e.g. melody, bridge, accompaniment).
 
@@ -322,12 +386,41 @@ def class_tracks_score(score, classes: np.ndarray, label_names: list[str]):
     return out
 
 
+# task -> (pipeline class, Auto class of its model); the Auto class is named by a string in config.json.
+PIPELINES = {
+    MIDI_CLASSIFICATION: (MidiClassificationPipeline, AutoModelForSequenceClassification),
+    MIDI_TOKEN_CLASSIFICATION: (MidiTokenClassificationPipeline, AutoModelForTokenClassification),
+    MIDI_FEATURE_EXTRACTION: (MidiFeatureExtractionPipeline, AutoModel),
+}
+
+
 def register_pipelines() -> None:
-    """Register ``midi-classification`` and ``midi-token-classification`` with transformers' ``PIPELINE_REGISTRY``
-    (importing :mod:`adversarial_midibert` does it)."""
-    for task, pipeline_class, model_class in (
-        (MIDI_CLASSIFICATION, MidiClassificationPipeline, AutoModelForSequenceClassification),
-        (MIDI_TOKEN_CLASSIFICATION, MidiTokenClassificationPipeline, AutoModelForTokenClassification),
-    ):
+    """Register ``midi-classification``, ``midi-token-classification`` and ``midi-feature-extraction`` with
+    transformers' ``PIPELINE_REGISTRY`` (importing :mod:`adversarial_midibert` does it)."""
+    for task, (pipeline_class, model_class) in PIPELINES.items():
         if PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl") is not pipeline_class:
             PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=model_class, type="multimodal")
+
+
+def pipeline_task_of(architecture: str) -> str:
+    """The pipeline task a model class serves: a sequence head classifies pieces, a token head notes, and a bare or
+    masked-LM model gives embeddings."""
+    if architecture.endswith("ForSequenceClassification"):
+        return MIDI_CLASSIFICATION
+    if architecture.endswith("ForTokenClassification"):
+        return MIDI_TOKEN_CLASSIFICATION
+    return MIDI_FEATURE_EXTRACTION
+
+
+def midi_pipeline(task: str, model: Any, **kwargs: Any) -> Pipeline:
+    """``transformers.pipeline(task, model=model, **kwargs)`` with this package's pipeline class for ``task``.
+
+    A folder whose ``config.json`` names its pipeline as remote code (``custom_pipelines``) makes transformers ask for
+    ``trust_remote_code=True`` before it runs the folder's copy of this module; where the package is installed, this
+    runs the installed classes instead (``pipeline_class=``), so that no folder code is needed or run for them.
+    """
+    from transformers import pipeline
+
+    if task not in PIPELINES:
+        raise ValueError(f"unknown MIDI pipeline task {task!r}; expected one of {sorted(PIPELINES)}")
+    return pipeline(task, model=model, pipeline_class=PIPELINES[task][0], **kwargs)

@@ -25,7 +25,7 @@ from typing import Any
 
 from .atomic_io import TMP_PREFIX
 from .constants import MIDI_SUFFIXES
-from .pipelines import MidiTokenClassificationPipeline
+from .pipelines import MidiFeatureExtractionPipeline, MidiTokenClassificationPipeline
 
 __all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "predict_files"]
 
@@ -122,8 +122,10 @@ def predict_files(
     """Predict every MIDI file of ``inputs`` with a MIDI pipeline; never stop on one file.
 
     Args:
-        pipe: a :class:`~adversarial_midibert.pipelines.MidiClassificationPipeline` or
-            :class:`~adversarial_midibert.pipelines.MidiTokenClassificationPipeline`.
+        pipe: a :class:`~adversarial_midibert.pipelines.MidiClassificationPipeline`,
+            :class:`~adversarial_midibert.pipelines.MidiTokenClassificationPipeline` or
+            :class:`~adversarial_midibert.pipelines.MidiFeatureExtractionPipeline` (each record then holds the
+            piece's ``embedding``, a float32 numpy array).
         inputs: MIDI files and folders.
         output_dir: token tasks: where the class-track MIDI (``<stem>.<suffix>.mid``) and the piano roll
             (``<stem>.pianoroll.png``) go; required for token tasks.
@@ -142,6 +144,7 @@ def predict_files(
     from .visualization import plot_piano_roll
 
     token_task = isinstance(pipe, MidiTokenClassificationPipeline)
+    feature_task = isinstance(pipe, MidiFeatureExtractionPipeline)
     if token_task and output_dir is None:
         raise ValueError("a token-classification model writes MIDI files: give an output_dir")
     suffix = output_suffix or getattr(pipe.model.config, "finetuning_task", None) or "classes"
@@ -155,15 +158,20 @@ def predict_files(
         files = [f for f in files if f not in set(own)]
     protected = {os.path.realpath(f) for f in files}  # never written over
     call_kwargs: dict[str, Any] = {"segment_batch_size": segment_batch_size}
-    if not token_task and top_k is not None:
+    if not token_task and not feature_task and top_k is not None:
         call_kwargs["top_k"] = top_k
-    for file, stem in zip(tqdm(files, desc="predicting", unit="file", disable=not progress), output_stems(files)):
+    bar = tqdm(files, desc="embedding" if feature_task else "predicting", unit="file", disable=not progress)
+    for file, stem in zip(bar, output_stems(files)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 output = pipe(str(file), **call_kwargs)
-                record = _sequence_record(output) if not token_task else {
-                    k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "counts")}
+                if feature_task:
+                    record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "embedding")}
+                elif token_task:
+                    record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "counts")}
+                else:
+                    record = _sequence_record(output)
                 if token_task:
                     base = Path(output_dir) / stem
                     midi, png = base.with_name(f"{base.name}.{suffix}.mid"), base.with_name(f"{base.name}.pianoroll.png")

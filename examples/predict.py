@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Predict every input; return the exit code (0, or 1 when an input failed)."""
     args = parse_args(argv, prog)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    from transformers import AutoConfig, pipeline
+    from transformers import AutoConfig
 
     from adversarial_midibert.atomic_io import atomic_write_json
+    from adversarial_midibert.pipelines import MIDI_CLASSIFICATION, MIDI_TOKEN_CLASSIFICATION, midi_pipeline
     from adversarial_midibert.prediction import check_writable, predict_files
 
     if args.json:
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision,
                                         trust_remote_code=args.trust_remote_code)
     is_token = any(a.endswith("TokenClassification") for a in (config.architectures or []))
-    task = "midi-token-classification" if is_token else "midi-classification"
-    pipe = pipeline(task, model=args.model_name_or_path, revision=args.revision, device=args.device,
-                    trust_remote_code=args.trust_remote_code)
+    task = MIDI_TOKEN_CLASSIFICATION if is_token else MIDI_CLASSIFICATION
+    pipe = midi_pipeline(task, args.model_name_or_path, revision=args.revision, device=args.device,
+                         trust_remote_code=args.trust_remote_code)
     run = predict_files(pipe, args.inputs, output_dir=args.output_dir, plot=not args.no_plot, top_k=args.top_k,
                         segment_batch_size=args.segment_batch_size)
     for record in run.results:

@@ -10,5 +10,5 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   echo "setup: no torch found, installing the CPU build torch==2.13.0"
   "$PYTHON" -m pip install --quiet "torch==2.13.0"
 fi
-"$PYTHON" -m pip install --quiet -e ".[train,test]"
+"$PYTHON" -m pip install --quiet -e ".[train,search,test]"
 "$PYTHON" -c "import importlib.metadata as m; print('setup: ' + ', '.join(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'miditok', 'adversarial-midibert')))"

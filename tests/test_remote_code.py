@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 import adversarial_midibert  # noqa: F401  (registers the Auto classes)
@@ -147,6 +149,27 @@ def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
         assert all((resaved / file_name).is_file() for file_name in MODEL_FILES)
 
 
+def _as_cached_hub_repo(folder: Path, hub_cache: Path, repo_id: str) -> None:
+    """The files of ``folder`` as a Hub snapshot: HF_HUB_CACHE/models--org--name/{refs/main, snapshots/<commit>/...}."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    for file in folder.iterdir():
+        (repo / "snapshots" / revision / file.name).write_bytes(file.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+
+
+def _run_blocked(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` in a clean interpreter, offline, with the package blocked and the Hub cache under tmp_path."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_")) and key != "ADV_MIDIBERT_DATA"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_CACHE=str(tmp_path / "hub_cache"),
+               HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TRANSFORMERS_VERBOSITY="error")
+    return subprocess.run([sys.executable, "-I", "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 # Loads tokenizer + model through the Auto classes, from a folder and from a Hub id resolved in the offline cache,
 # with adversarial_midibert unimportable: the tokenizer's code comes from the folder / snapshot like the model's.
 AUTO_TOKENIZER_SCRIPT = BLOCK_PACKAGE + r'''
@@ -179,24 +202,9 @@ def test_auto_tokenizer_and_model_from_a_folder_and_a_cached_hub_id_without_the_
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    # The same files as a Hub snapshot: HF_HUB_CACHE/models--org--name/{refs/main, snapshots/<commit>/...}.
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub_cache" / "models--my-org--adv-midibert-tiny"
-    (repo / "snapshots" / revision).mkdir(parents=True)
-    for file in folder.iterdir():
-        (repo / "snapshots" / revision / file.name).write_bytes(file.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PYTHON", "HF_", "TRANSFORMERS_")) and key != "ADV_MIDIBERT_DATA"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), HF_HUB_CACHE=str(tmp_path / "hub_cache"),
-               HF_MODULES_CACHE=str(tmp_path / "hf_modules"), TRANSFORMERS_VERBOSITY="error")
-    completed = subprocess.run(
-        [sys.executable, "-I", "-c", AUTO_TOKENIZER_SCRIPT, str(midi), str(tmp_path), str(folder),
-         "my-org/adv-midibert-tiny"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
+    _as_cached_hub_repo(folder, tmp_path / "hub_cache", "my-org/adv-midibert-tiny")
+    completed = _run_blocked(AUTO_TOKENIZER_SCRIPT, [str(midi), str(tmp_path), str(folder), "my-org/adv-midibert-tiny"],
+                             tmp_path)
     assert completed.returncode == 0, completed.stderr[-4000:]
 
     batch = tokenizer(midi, return_tensors="pt")
@@ -224,3 +232,65 @@ def test_tokenizer_code_files_are_a_closed_set():
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
                 assert {n.split(".")[0] for n in names} <= allowed, (file_name, names)
+
+
+# The three MIDI pipelines from folders and cached Hub ids with the package blocked: the pipeline class comes from the
+# folder (custom_pipelines in config.json), like the model and the tokenizer.
+PIPELINE_SCRIPT = BLOCK_PACKAGE + r'''
+import torch
+from transformers import pipeline
+
+midi, root = sys.argv[1], sys.argv[2]
+results = {}
+for item in sys.argv[3:]:
+    source, task = item.split("=")
+    pipes = {"inferred": pipeline(model=source, trust_remote_code=True, device="cpu"),
+             "named": pipeline(task, model=source, trust_remote_code=True, device="cpu")}
+    for how, pipe in pipes.items():
+        assert type(pipe).__module__.startswith("transformers_modules"), type(pipe).__module__
+        out = pipe(midi)
+        if "midi" in out:  # symusic Scores of the token task: not needed, and not picklable
+            out.pop("midi"), out.pop("score")
+        results[f"{source}:{how}"] = {"task": pipe.task, "class": type(pipe).__name__, **out}
+torch.save(results, f"{root}/remote_pipeline_outputs.pt")
+'''
+
+
+def test_pipelines_run_as_remote_code_from_a_folder_and_a_cached_hub_id_without_the_package(tmp_path, data_root):
+    from adversarial_midibert.hub.remote_code import add_pipeline_code, remote_code_files
+    from adversarial_midibert.pipelines import midi_pipeline
+    from tiny_models import tiny_finetuned_folder, tiny_pretrained_folder
+
+    midi = sorted((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))[0]
+    folders = {
+        "midi-classification": tiny_finetuned_folder(tmp_path / "composer", False, ["a", "b", "c"]),
+        "midi-token-classification": tiny_finetuned_folder(tmp_path / "melody", True, ["melody", "bridge", "accomp"],
+                                                           hidden_attributes=["velocity"]),
+        "midi-feature-extraction": tiny_pretrained_folder(tmp_path / "base"),
+    }
+    expected, items = {}, []
+    for task, folder in folders.items():
+        assert add_pipeline_code(folder) == task
+        config = json.loads((folder / "config.json").read_text())
+        assert list(config["custom_pipelines"]) == [task]
+        assert {"pipelines.py", "pooling.py"} <= set(remote_code_files(folder))  # published with the folder
+        expected[task] = midi_pipeline(task, str(folder), device="cpu")(str(midi))  # the installed classes
+        repo_id = f"my-org/{folder.name}"
+        _as_cached_hub_repo(folder, tmp_path / "hub_cache", repo_id)
+        items += [f"{folder}={task}", f"{repo_id}={task}"]
+
+    completed = _run_blocked(PIPELINE_SCRIPT, [str(midi), str(tmp_path), *items], tmp_path)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    remote = torch.load(tmp_path / "remote_pipeline_outputs.pt", weights_only=False)
+    assert len(remote) == 12
+    for key, out in remote.items():
+        task = out["task"]
+        local = expected[task]
+        assert out["num_notes"] == local["num_notes"] and out["num_segments"] == local["num_segments"] > 1, key
+        if task == "midi-classification":
+            assert out["label"] == local["label"] and out["score"] == pytest.approx(local["score"], abs=1e-6), key
+        elif task == "midi-token-classification":
+            assert out["labels"] == local["labels"], key
+        else:
+            np.testing.assert_allclose(out["embedding"], local["embedding"], atol=1e-6, err_msg=key)
+            np.testing.assert_allclose(out["note_embeddings"], local["note_embeddings"], atol=1e-6, err_msg=key)

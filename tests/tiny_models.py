@@ -65,3 +65,21 @@ def random_segment_rows(lengths, vocab_sizes=TINY_VOCAB_SIZES, first_segment_id:
         rows.append({"input_ids": ids, "attention_mask": np.ones(length, dtype=np.int64),
                      "segment_id": first_segment_id + i})
     return rows
+
+
+def tiny_pretrained_folder(folder, max_seq_len: int = 64):
+    """A randomly initialised tiny masked-LM folder (config, weights, code, tokenizer), as pretrain.py writes it,
+    with the vocabulary of the default Octuple tokenizer."""
+    import torch
+
+    from adversarial_midibert import AdvMidiBertForMaskedLM, OctupleTokenizer
+
+    tokenizer = OctupleTokenizer(max_seq_len=max_seq_len, warn=False)
+    config = AdvMidiBertConfig(
+        vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, attribute_embedding_size=16, max_position_embeddings=max_seq_len,
+    )
+    torch.manual_seed(0)
+    AdvMidiBertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

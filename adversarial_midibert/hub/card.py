@@ -187,6 +187,8 @@ def write_model_card(
 ) -> Path:
     """Render the model card ``README.md`` of a model folder (metadata + text) and write it there.
 
+    The folder also gets its pipeline as remote code first (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`).
+
     Args:
         folder: the model folder (must hold ``config.json``); ``README.md`` is written there.
         repo_id: the Hub repository id used in the loading examples (defaults to the folder name).
@@ -217,7 +219,10 @@ def write_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    from .remote_code import add_pipeline_code
+
     folder = Path(folder)
+    add_pipeline_code(folder)  # the card's pipeline example then runs from the folder alone (trust_remote_code)
     config = read_json(folder / CONFIG_NAME, what="model config (config.json)")
     results = dict(results) if results is not None else read_results(folder)
     architecture = (config.get("architectures") or ["AdvMidiBertModel"])[0]

@@ -3,8 +3,13 @@
 ``save_pretrained`` already writes them: the model's (``configuration_adv_midibert.py``, ``modeling_adv_midibert.py``,
 with an ``auto_map`` naming every Auto class in ``config.json``) and the tokenizer's (``tokenization_octuple.py`` and
 the modules it imports, with ``auto_map["AutoTokenizer"]`` in ``tokenizer_config.json``). Here we only find them:
-the modules named by those ``auto_map`` entries, and every module they import relatively, followed to the end, as
-transformers' ``get_class_from_dynamic_module`` will. Every name must be a module of the folder itself.
+the modules named by those ``auto_map`` entries and by ``custom_pipelines`` (the pipeline classes, see
+:func:`add_pipeline_code`), and every module they import relatively, followed to the end, as transformers'
+``get_class_from_dynamic_module`` will. Every name must be a module of the folder itself.
+
+:func:`add_pipeline_code` makes a folder carry its pipeline too (``pipelines.py`` and ``pooling.py``, and
+``custom_pipelines`` in ``config.json``); :func:`~adversarial_midibert.hub.card.write_model_card`, the last step of
+every training script, calls it.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import ast
 import re
 from pathlib import Path
 
+from ..atomic_io import atomic_write_json
 from ..constants import TOKENIZER_CONFIG_FILE_NAME
 from ._common import CONFIG_NAME, HubPublishError, inside, read_json
 
-__all__ = ["auto_map_modules", "remote_code_files"]
+__all__ = ["add_pipeline_code", "auto_map_modules", "remote_code_files"]
 
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -76,6 +82,8 @@ def remote_code_files(folder: str | Path) -> dict[str, Path]:
             "save it with save_pretrained after `import adversarial_midibert` (which registers the Auto classes)"
         )
     pending = auto_map_modules(config["auto_map"], folder / CONFIG_NAME)
+    pending += auto_map_modules({task: info.get("impl") if isinstance(info, dict) else info
+                                 for task, info in (config.get("custom_pipelines") or {}).items()}, folder / CONFIG_NAME)
     tokenizer_config = folder / TOKENIZER_CONFIG_FILE_NAME
     if tokenizer_config.is_file():
         pending += auto_map_modules(read_json(tokenizer_config, "tokenizer config").get("auto_map") or {},
@@ -97,3 +105,39 @@ def remote_code_files(folder: str | Path) -> dict[str, Path]:
         files[name] = path
         pending.extend(_relative_imports(path))
     return dict(sorted(files.items()))
+
+
+def add_pipeline_code(folder: str | Path, task: str | None = None) -> str:
+    """Make a model folder carry its MIDI pipeline as Hub remote code; return the task.
+
+    Writes ``custom_pipelines`` into ``folder/config.json`` (the folder's one task, so that
+    ``pipeline(model=folder_or_hub_id, trust_remote_code=True)`` finds it without a task name) and copies
+    ``pipelines.py`` and the modules it imports relatively (``pooling.py``) beside the model code with transformers'
+    ``custom_object_save``. Where only transformers, torch, miditok and symusic are installed, ``pipeline()`` then
+    loads the pipeline class from the folder (``get_class_from_dynamic_module``), as it loads the model and tokenizer.
+    A sequence head gets ``midi-classification``, a token head ``midi-token-classification``, a bare or masked-LM
+    model ``midi-feature-extraction`` (:func:`~adversarial_midibert.pipelines.pipeline_task_of`).
+
+    Args:
+        folder: a model folder written by ``save_pretrained`` (``config.json`` with ``architectures``).
+        task: the pipeline task; by default the one of the folder's architecture.
+
+    Raises:
+        HubPublishError: ``config.json`` is missing or unreadable, or ``task`` is not a MIDI pipeline task.
+    """
+    from transformers.dynamic_module_utils import custom_object_save
+
+    from ..pipelines import PIPELINES, pipeline_task_of
+
+    folder = Path(folder)
+    config = read_json(folder / CONFIG_NAME, what="model config (config.json)")
+    task = task or pipeline_task_of((config.get("architectures") or ["AdvMidiBertModel"])[0])
+    if task not in PIPELINES:
+        raise HubPublishError(f"unknown MIDI pipeline task {task!r}; expected one of {sorted(PIPELINES)}")
+    pipeline_class, model_class = PIPELINES[task]
+    module = pipeline_class.__module__.rsplit(".", 1)[-1]
+    config["custom_pipelines"] = {task: {"impl": f"{module}.{pipeline_class.__name__}", "pt": [model_class.__name__],
+                                         "type": "multimodal"}}
+    custom_object_save(pipeline_class, folder)
+    atomic_write_json(folder / CONFIG_NAME, config)
+    return task

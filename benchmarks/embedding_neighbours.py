@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Are a piece's nearest neighbours by the same composer? ``adv-midibert embed`` + ``search`` on Pianist8.
+
+For each model of ``--model NAME=PATH`` (and a randomly initialised encoder of the same configuration as the first,
+``random-init``, unless ``--no_random_init``), embeds every file of ``--midi_dir`` (Pianist8: one folder per
+composer) with :func:`adversarial_midibert.similarity.embed_files` (what ``adv-midibert embed`` runs), builds the
+search index with :func:`~adversarial_midibert.similarity.load_index` (what ``adv-midibert search`` queries), and
+asks, for every piece, its ``--top_k`` nearest other pieces (the piece itself left out). The figure is the
+precision@k of "same composer" over all queries, with a 95% bootstrap interval over query pieces
+(:func:`adversarial_midibert.bootstrap.bootstrap_accuracy`), against the chance rate: the precision a random
+ranking would have, ``mean over queries of (pieces of its composer - 1) / (pieces - 1)``.
+
+Queries use the stored embeddings of the pieces (the vector ``adv-midibert search`` computes for the same file).
+
+Example::
+
+    nice -n 10 python benchmarks/embedding_neighbours.py --midi_dir ../shared/data/Pianist8/midi \\
+        --model random=/work/study-runs/cpu/pretrain/random/seed0 --work_dir /tmp/neighbours --max_per_composer 15 \\
+        --output results/embedding-neighbours.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks.results_file import ResultsFile  # noqa: E402
+
+
+def _named(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expects NAME=PATH, got {text!r}")
+    name, path = text.split("=", 1)
+    return name, path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--midi_dir", type=Path, required=True, help="one sub-folder of MIDI files per composer")
+    parser.add_argument("--model", type=_named, action="append", default=[], metavar="NAME=PATH",
+                        help="a model folder to evaluate (repeatable)")
+    parser.add_argument("--no_random_init", action="store_true", help="skip the randomly initialised encoder")
+    parser.add_argument("--init_seed", type=int, default=0, help="seed of the randomly initialised encoder")
+    parser.add_argument("--max_per_composer", type=int, default=None,
+                        help="embed only the first N files (sorted by name) of each composer (a small, fixed sample)")
+    parser.add_argument("--top_k", type=int, default=10)
+    parser.add_argument("--work_dir", type=Path, required=True, help="where the embeddings folders go")
+    parser.add_argument("--segment_batch_size", type=int, default=16)
+    parser.add_argument("--output", type=Path, default=None, help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if not args.model and args.no_random_init:
+        parser.error("nothing to evaluate: give --model or leave the random initialisation on")
+    if not args.midi_dir.is_dir():
+        parser.error(f"--midi_dir {args.midi_dir}: not a folder")
+    return args
+
+
+def random_init_folder(like: str | None, folder: Path, seed: int) -> Path:
+    """A randomly initialised encoder with ``like``'s configuration and tokenizer (or the tiny defaults)."""
+    import torch
+
+    from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertModel, OctupleTokenizer
+
+    if like is None:
+        tokenizer = OctupleTokenizer(max_seq_len=128, warn=False)
+        config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    else:
+        tokenizer = OctupleTokenizer.from_pretrained(like)
+        config = AdvMidiBertConfig.from_pretrained(like)
+    torch.manual_seed(seed)
+    AdvMidiBertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def neighbour_precision(dataset, composers: list[str], top_k: int) -> dict:
+    from adversarial_midibert.bootstrap import bootstrap_accuracy
+    from adversarial_midibert.similarity import EMBEDDING_COLUMN
+
+    vectors = np.asarray(dataset[EMBEDDING_COLUMN], dtype=np.float32)
+    _, indices = dataset.search_batch(EMBEDDING_COLUMN, vectors, k=top_k + 1)
+    labels = np.array(composers)
+    own = np.arange(len(vectors))
+    hits = np.zeros(len(vectors), dtype=np.int64)
+    for row, found in enumerate(indices):  # one row per query: drop the query itself, keep top_k
+        others = [i for i in found if i != own[row]][:top_k]
+        hits[row] = int((labels[others] == labels[row]).sum())
+    sizes = {c: int((labels == c).sum()) for c in set(composers)}
+    chance = float(np.mean([(sizes[c] - 1) / (len(labels) - 1) for c in composers]))
+    interval = bootstrap_accuracy(hits, top_k)
+    per_composer = {c: round(float(hits[labels == c].sum() / (top_k * sizes[c])), 4) for c in sorted(sizes)}
+    return {f"precision_at_{top_k}": round(interval.estimate, 4),
+            "interval_95": [round(interval.low, 4), round(interval.high, 4)], "chance": round(chance, 4),
+            "lift_over_chance": round(interval.estimate / chance, 2), "per_composer": per_composer,
+            "interval_method": interval.method}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    results = ResultsFile(args.output, settings=vars(args))
+    from adversarial_midibert.similarity import embed_files, load_index
+
+    models = list(args.model)
+    if not args.no_random_init:
+        like = models[0][1] if models else None
+        models.insert(0, ("random-init", str(random_init_folder(like, args.work_dir / "random-init-model",
+                                                                 args.init_seed))))
+    inputs = [args.midi_dir]
+    if args.max_per_composer:
+        inputs = [f for folder in sorted(p for p in args.midi_dir.iterdir() if p.is_dir())
+                  for f in sorted(folder.glob("*.mid"))[: args.max_per_composer]]
+    rows = {}
+    for name, path in models:
+        start = time.perf_counter()
+        dataset, run = embed_files(path, inputs, args.work_dir / f"embeddings-{name}",
+                                   segment_batch_size=args.segment_batch_size, device="cpu")
+        embed_s = time.perf_counter() - start
+        dataset, _ = load_index(args.work_dir / f"embeddings-{name}")
+        composers = [Path(f).relative_to(args.midi_dir).parts[0] for f in dataset["file"]]
+        row = neighbour_precision(dataset, composers, args.top_k)
+        row.update(model=path if name == "random-init" else name, num_pieces=len(dataset), num_skipped=len(run.errors),
+                   skipped=run.errors, embed_s=round(embed_s, 1))
+        if name == "random-init":
+            row["model"] = "randomly initialised encoder, configuration of " + (models[1][0] if len(models) > 1 else
+                                                                               "the tiny default")
+        rows[name] = row
+        print(f"{name}: precision@{args.top_k} same composer {row[f'precision_at_{args.top_k}']:.3f} "
+              f"[{row['interval_95'][0]:.3f}, {row['interval_95'][1]:.3f}] vs chance {row['chance']:.3f} "
+              f"(x{row['lift_over_chance']}), {row['num_pieces']} pieces, {row['num_skipped']} skipped, "
+              f"{embed_s:.0f} s to embed")
+    results.write(task="same-composer precision of nearest neighbours (cosine, datasets faiss index), Pianist8",
+                  models={name: path for name, path in models}, rows=rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
