@@ -51,7 +51,7 @@ from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, A
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
 from adversarial_midibert.pretraining import (  # noqa: E402
     AdversarialMLM,
-    MaskBook,
+    PackedMaskBook,
     batch_to_device,
     freezing_pass,
     step_generator,
@@ -185,7 +185,7 @@ def fsdp_run(config, batch, device, autocast, args) -> dict:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        book = MaskBook(args.batch_size, args.seq_len)
+        book = PackedMaskBook(args.batch_size, args.seq_len)
         inner = AdversarialMLM(AdvMidiBertForMaskedLM(config).to(device), mask_book=book)
         precision = MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.bfloat16,
                                    buffer_dtype=torch.bfloat16)
@@ -243,7 +243,7 @@ def main(argv=None):
             print(f"sdpa kernel(s): {', '.join(record['sdpa_kernels'])}", flush=True)
         for masking in ("random", "adversarial"):
             name = f"{masking} {'compiled' if compiled else 'eager'}"
-            book = MaskBook(args.batch_size, args.seq_len) if masking == "adversarial" else None
+            book = PackedMaskBook(args.batch_size, args.seq_len) if masking == "adversarial" else None
             step = AdversarialMLM(model, mask_book=book, masking=masking).to(device).train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
             figures = time_steps(step, optimizer, batch, book, device, autocast, args, tokens, compiled)

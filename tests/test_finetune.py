@@ -72,7 +72,7 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
     # The folder is ready for the pipeline, and prediction combines a piece's segments as fine-tuning scored it.
     from transformers import pipeline
 
-    classify = pipeline("midi-classification", model=str(output), device="cpu")
+    classify = pipeline("midi-classification", model=str(output), device="cpu", trust_remote_code=True)
     compared = 0
     for piece in pieces:
         prediction = classify(str(data_root / "Pianist8" / "midi" / piece["piece_id"]))

@@ -38,6 +38,7 @@ EXPECTED_UPLOAD = {
     "constants.py",
     "pipelines.py",  # the pipeline as remote code, added with the card (custom_pipelines)
     "pooling.py",
+    "masking.py",  # imported by pipelines.py (hide_attributes)
 }
 RESULTS = {
     "task": "composer",
@@ -67,6 +68,9 @@ def model_folder(tmp_path: Path) -> Path:
     model = AdvMidiBertForSequenceClassification(tiny_config(num_labels=3)).eval()
     model.save_pretrained(folder)  # with the model code files and the complete auto_map
     OctupleTokenizer(max_seq_len=40).save_pretrained(folder)  # with tokenizer_config.json and its code files
+    from adversarial_midibert.hub.remote_code import add_pipeline_code
+
+    add_pipeline_code(folder)  # as the training scripts' final card does: the pipeline as remote code
     (folder / "all_results.json").write_text(json.dumps(RESULTS), encoding="utf-8")
     # Never uploaded:
     (folder / "optimizer.bin").write_bytes(b"\0" * 16)

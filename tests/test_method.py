@@ -80,7 +80,8 @@ def test_recoverer_loss_is_the_attribute_weighted_cross_entropy():
     captured = {}
 
     def record(_, args, kwargs, output):
-        captured.update(ids=args[0], labels=kwargs["labels"], logits=output.logits)
+        if kwargs.get("labels") is not None:  # the recoverer pass (the masker pass has no labels)
+            captured.update(ids=args[0], labels=kwargs["labels"], logits=output.logits)
 
     handle = module.model.register_forward_hook(record, with_kwargs=True)
     try:

@@ -69,7 +69,7 @@ def test_cross_validated_probe_predicts_every_piece_once():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 10)
     features = rng.normal(size=(40, 6)).astype(np.float32)
-    features[:, 0] += 6 * labels  # separable along one direction
+    features[np.arange(40), labels] += 6.0  # each class along its own direction: linearly separable
     encoded = EncodedSplit(features, None, np.arange(40), [f"p{i}" for i in range(40)], features, labels)
     result = cross_validated_piece_probe(encoded, folds=5)
     assert result.total.tolist() == [1.0] * 40 and result.accuracy > 0.9

@@ -222,7 +222,8 @@ def write_model_card(
     from .remote_code import add_pipeline_code
 
     folder = Path(folder)
-    add_pipeline_code(folder)  # the card's pipeline example then runs from the folder alone (trust_remote_code)
+    if output is None:  # a dry run writes only into its own folder: the model folder is left as it is
+        add_pipeline_code(folder)  # the card's pipeline example then runs from the folder alone (trust_remote_code)
     config = read_json(folder / CONFIG_NAME, what="model config (config.json)")
     results = dict(results) if results is not None else read_results(folder)
     architecture = (config.get("architectures") or ["AdvMidiBertModel"])[0]
