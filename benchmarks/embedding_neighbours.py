@@ -15,7 +15,7 @@ Queries use the stored embeddings of the pieces (the vector ``adv-midibert searc
 Example::
 
     nice -n 10 python benchmarks/embedding_neighbours.py --midi_dir ../shared/data/Pianist8/midi \\
-        --model random=/work/study-runs/cpu/pretrain/random/seed0 --work_dir /tmp/neighbours --max_per_composer 15 \\
+        --model random=runs/study/pretrain/random/seed0 --work_dir runs/neighbours --max_per_composer 15 \\
         --output results/embedding-neighbours.json
 """
 
@@ -60,6 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.midi_dir.is_dir():
         parser.error(f"--midi_dir {args.midi_dir}: not a folder")
     return args
+
+
+def model_label(name: str, path: str, models: list) -> str:
+    """What a results row names as its model: the folder, or for the random initialisation the configuration it
+    copies."""
+    if name != "random-init":
+        return path
+    return "randomly initialised encoder, configuration of " + (models[1][0] if len(models) > 1 else "the tiny default")
 
 
 def random_init_folder(like: str | None, folder: Path, seed: int) -> Path:
@@ -126,11 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
         dataset, _ = load_index(args.work_dir / f"embeddings-{name}")
         composers = [Path(f).relative_to(args.midi_dir).parts[0] for f in dataset["file"]]
         row = neighbour_precision(dataset, composers, args.top_k)
-        row.update(model=path if name == "random-init" else name, num_pieces=len(dataset), num_skipped=len(run.errors),
+        row.update(model=model_label(name, path, models), num_pieces=len(dataset), num_skipped=len(run.errors),
                    skipped=run.errors, embed_s=round(embed_s, 1))
-        if name == "random-init":
-            row["model"] = "randomly initialised encoder, configuration of " + (models[1][0] if len(models) > 1 else
-                                                                               "the tiny default")
         rows[name] = row
         print(f"{name}: precision@{args.top_k} same composer {row[f'precision_at_{args.top_k}']:.3f} "
               f"[{row['interval_95'][0]:.3f}, {row['interval_95'][1]:.3f}] vs chance {row['chance']:.3f} "

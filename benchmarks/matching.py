@@ -24,7 +24,7 @@ randomly initialised encoder of the first model's configuration (``random-init``
 Example::
 
     nice -n 10 python benchmarks/matching.py --data_root ../shared/data \\
-        --model random=/work/study-runs/cpu/pretrain/random/seed0 --output results/matching.json
+        --model random=runs/study/pretrain/random/seed0 --output results/matching.json
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import tempfile  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adversarial_midibert.constants import DATA_ROOT_ENV  # noqa: E402
-from benchmarks.embedding_neighbours import _named, random_init_folder  # noqa: E402
+from benchmarks.embedding_neighbours import _named, model_label, random_init_folder  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 
 HITS_AT = (1, 5, 10, 25)
@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
             melody = embed_all(path, melodies, [f"{s}:melody" for s in songs])
             accompaniment = embed_all(path, accompaniments, [f"{s}:accompaniment" for s in songs])
             row = matching_metrics(melody, accompaniment, args.num_distractors, args.seed)
-            row["model"] = ("randomly initialised encoder, configuration of " + (models[1][0] if len(models) > 1
-                            else "the tiny default")) if name == "random-init" else path
+            row["model"] = model_label(name, path, models)
             rows[name] = row
             print(f"{name}: MAP {row['MAP']['value']:.3f} {row['MAP']['interval_95']}, HITS@1 "
                   f"{row['HITS@1']['value']:.3f}, HITS@5 {row['HITS@5']['value']:.3f}, HITS@10 "
