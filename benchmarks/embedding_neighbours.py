@@ -27,31 +27,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.model_arms import compare_arms, folder_name, model_label, named_model, with_random_init  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
-
-
-def _named(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expects NAME=PATH, got {text!r}")
-    name, path = text.split("=", 1)
-    return name, path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--midi_dir", type=Path, required=True, help="one sub-folder of MIDI files per composer")
-    parser.add_argument("--model", type=_named, action="append", default=[], metavar="NAME=PATH",
-                        help="a model folder to evaluate (repeatable)")
+    parser.add_argument("--model", type=named_model, action="append", default=[], metavar="NAME=PATH",
+                        help="a model folder to evaluate (repeatable); ARM/seedN names group seeds into arms")
     parser.add_argument("--no_random_init", action="store_true", help="skip the randomly initialised encoder")
-    parser.add_argument("--init_seed", type=int, default=0, help="seed of the randomly initialised encoder")
+    parser.add_argument("--init_seed", type=int, nargs="+", default=[0],
+                        help="seeds of the randomly initialised encoders (one random-init/seedN each)")
     parser.add_argument("--max_per_composer", type=int, default=None,
                         help="embed only the first N files (sorted by name) of each composer (a small, fixed sample)")
     parser.add_argument("--top_k", type=int, default=10)
-    parser.add_argument("--work_dir", type=Path, required=True, help="where the embeddings folders go")
+    parser.add_argument("--work_dir", type=Path, required=True,
+                        help="where the embeddings folders go; a model whose folder is complete is not embedded again")
     parser.add_argument("--segment_batch_size", type=int, default=16)
     parser.add_argument("--output", type=Path, default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -62,34 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_label(name: str, path: str, models: list) -> str:
-    """What a results row names as its model: the folder, or for the random initialisation the configuration it
-    copies."""
-    if name != "random-init":
-        return path
-    return "randomly initialised encoder, configuration of " + (models[1][0] if len(models) > 1 else "the tiny default")
-
-
-def random_init_folder(like: str | None, folder: Path, seed: int) -> Path:
-    """A randomly initialised encoder with ``like``'s configuration and tokenizer (or the tiny defaults)."""
-    import torch
-
-    from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertModel, OctupleTokenizer
-
-    if like is None:
-        tokenizer = OctupleTokenizer(max_seq_len=128, warn=False)
-        config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=64, num_hidden_layers=2,
-                                   num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
-    else:
-        tokenizer = OctupleTokenizer.from_pretrained(like)
-        config = AdvMidiBertConfig.from_pretrained(like)
-    torch.manual_seed(seed)
-    AdvMidiBertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def neighbour_precision(dataset, composers: list[str], top_k: int) -> dict:
+def neighbour_precision(dataset, composers: list[str], top_k: int) -> tuple[dict, np.ndarray]:
+    """``(row, hits)``: the precision@k of the same composer with its interval, and each query's hits."""
     from adversarial_midibert.bootstrap import bootstrap_accuracy
     from adversarial_midibert.similarity import EMBEDDING_COLUMN
 
@@ -108,41 +79,52 @@ def neighbour_precision(dataset, composers: list[str], top_k: int) -> dict:
     return {f"precision_at_{top_k}": round(interval.estimate, 4),
             "interval_95": [round(interval.low, 4), round(interval.high, 4)], "chance": round(chance, 4),
             "lift_over_chance": round(interval.estimate / chance, 2), "per_composer": per_composer,
-            "interval_method": interval.method}
+            "interval_method": interval.method}, hits
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = ResultsFile(args.output, settings=vars(args))
-    from adversarial_midibert.similarity import embed_files, load_index
+    from adversarial_midibert.constants import MIDI_SUFFIXES
+    from adversarial_midibert.similarity import INFO_FILE_NAME, embed_files, load_index
 
     models = list(args.model)
     if not args.no_random_init:
-        like = models[0][1] if models else None
-        models.insert(0, ("random-init", str(random_init_folder(like, args.work_dir / "random-init-model",
-                                                                 args.init_seed))))
-    inputs = [args.midi_dir]
-    if args.max_per_composer:
-        inputs = [f for folder in sorted(p for p in args.midi_dir.iterdir() if p.is_dir())
-                  for f in sorted(folder.glob("*.mid"))[: args.max_per_composer]]
-    rows = {}
+        models = with_random_init(models, args.init_seed, args.work_dir)
+    inputs = [f for folder in sorted(p for p in args.midi_dir.iterdir() if p.is_dir())
+              for f in sorted(f for f in folder.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES)[
+                  : args.max_per_composer]]
+    rows, hits = {}, {}
     for name, path in models:
+        folder = args.work_dir / f"embeddings-{folder_name(name)}"
         start = time.perf_counter()
-        dataset, run = embed_files(path, inputs, args.work_dir / f"embeddings-{name}",
-                                   segment_batch_size=args.segment_batch_size, device="cpu")
+        info_file = folder / INFO_FILE_NAME
+        earlier = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        if earlier.get("model") == str(Path(path).resolve()) and earlier.get("num_inputs") == len(inputs):
+            print(f"{name}: reusing {folder} (embedded by an earlier run: same model, same files)")
+        else:
+            embed_files(path, inputs, folder, segment_batch_size=args.segment_batch_size, device="cpu")
         embed_s = time.perf_counter() - start
-        dataset, _ = load_index(args.work_dir / f"embeddings-{name}")
-        composers = [Path(f).relative_to(args.midi_dir).parts[0] for f in dataset["file"]]
-        row = neighbour_precision(dataset, composers, args.top_k)
-        row.update(model=model_label(name, path, models), num_pieces=len(dataset), num_skipped=len(run.errors),
-                   skipped=run.errors, embed_s=round(embed_s, 1))
+        dataset, _ = load_index(folder)
+        info = json.loads(info_file.read_text())
+        composers = [Path(f).resolve().relative_to(args.midi_dir.resolve()).parts[0] for f in dataset["file"]]
+        row, hits[name] = neighbour_precision(dataset, composers, args.top_k)
+        skipped = info["errors"]
+        row.update(model=model_label(name, path, models), num_pieces=len(dataset), num_skipped=len(skipped),
+                   skipped=skipped, embed_s=round(embed_s, 1))
         rows[name] = row
         print(f"{name}: precision@{args.top_k} same composer {row[f'precision_at_{args.top_k}']:.3f} "
               f"[{row['interval_95'][0]:.3f}, {row['interval_95'][1]:.3f}] vs chance {row['chance']:.3f} "
               f"(x{row['lift_over_chance']}), {row['num_pieces']} pieces, {row['num_skipped']} skipped, "
               f"{embed_s:.0f} s to embed")
+    if len({len(h) for h in hits.values()}) != 1:
+        raise SystemExit(f"the models embedded different numbers of pieces ({ {n: len(h) for n, h in hits.items()} }):"
+                         " arms cannot be compared query by query")
+    arms = compare_arms(hits, args.top_k, f"precision@{args.top_k} of the same composer")
+    for pair, difference in arms["differences"].items():
+        print(f"{pair}: {difference['difference']:+.3f} {difference['interval_95']}")
     results.write(task="same-composer precision of nearest neighbours (cosine, datasets faiss index), Pianist8",
-                  models={name: path for name, path in models}, rows=rows)
+                  models={name: path for name, path in models}, rows=rows, arms=arms)
     return rows
 
 
