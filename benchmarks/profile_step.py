@@ -9,6 +9,8 @@ the model's own code (the relative-position scores, sdpa) is not the cause, so t
 (``acceleration.slow_bf16_warning``). Keep it short on a shared CPU: base preset, 1 x 512 rows, random masking.
 
     python benchmarks/profile_step.py                     # whole steps, per-op tables (minutes on a busy CPU)
+    python benchmarks/profile_step.py --preset small --batch_size 4 --seq_len 256 --masking adversarial --threads 1 \
+        --output results/profile-step-small.json         # + the share of matrix products, written to a file
     python benchmarks/profile_step.py --ops --output results/bf16-cpu-ops.json   # the suspects one by one (seconds)
 """
 
@@ -33,6 +35,13 @@ from adversarial_midibert.pretraining import MASKING_METHODS, AdversarialMLM, st
 from benchmarks.pretrain_step import synthetic_batch  # noqa: E402
 
 
+# The ops whose kernels are library matrix products (MKL / oneDNN): what torch.compile on the CPU calls as extern
+# kernels, unchanged, and what bf16 slows down where oneDNN has no bf16 matrix kernels.
+MATRIX_PRODUCT_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                      "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_efficient_attention_forward",
+                      "aten::_scaled_dot_product_efficient_attention", "aten::mkldnn_linear_pointwise"}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="base", choices=sorted(PRESETS))
@@ -44,10 +53,18 @@ def main(argv=None):
                    help="Instead of whole steps, time the suspects one by one in fp32 and bf16 (seconds): a linear "
                         "layer, the relative-position scores, sdpa with the bias, at the preset's sizes.")
     p.add_argument("--repeats", type=int, default=5, help="--ops: timed calls per op (median).")
-    p.add_argument("--output", default=None, help="--ops: write the timings to this JSON file.")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's).")
+    p.add_argument("--output", default=None, help="Write the timings (and, for whole steps, the op shares) to this "
+                                                   "JSON file.")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.ops:
         return time_ops(args)
+    from benchmarks.results_file import ResultsFile
+
+    output = ResultsFile(args.output, vars(args))
+    rows = {}
     print(f"mkldnn bf16 supported: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}, "
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}, threads {torch.get_num_threads()}")
     torch.manual_seed(0)
@@ -70,8 +87,21 @@ def main(argv=None):
             seconds = time.perf_counter() - start
         print(f"== {dtype}: {seconds:.2f} s per step ({args.masking} masking, {args.preset}, "
               f"{args.batch_size} x {args.seq_len})")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows,
-                                        max_name_column_width=50))
+        averages = prof.key_averages()
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=50))
+        self_ms = {event.key: event.self_cpu_time_total / 1000 for event in averages}
+        total_ms = sum(self_ms.values())
+        matrix_ms = sum(ms for name, ms in self_ms.items() if name in MATRIX_PRODUCT_OPS)
+        top = sorted(self_ms.items(), key=lambda item: -item[1])[: args.rows]
+        rows[dtype] = {"seconds_per_step": round(seconds, 3), "self_cpu_ms": round(total_ms, 1),
+                       "matrix_product_share": round(matrix_ms / total_ms, 3),
+                       "top_ops_self_ms": {name: round(ms, 1) for name, ms in top}}
+        print(f"== {dtype}: matrix products (aten::mm, addmm, bmm, sdpa kernels) take "
+              f"{rows[dtype]['matrix_product_share']:.0%} of the self CPU time")
+    output.write(mkldnn_bf16_supported=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                 cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
+                 steps=rows, bf16_over_fp32=round(rows["bf16"]["seconds_per_step"] / rows["fp32"]["seconds_per_step"], 2))
+    return rows
 
 
 def time_ops(args) -> dict:
