@@ -9,6 +9,7 @@ import pytest
 
 from adversarial_midibert.data.builder import build_dataset, load_task_dataset
 from adversarial_midibert.data.shards import SHARD_INDEX_NAME, plan_shards
+from adversarial_midibert.data.streaming import StreamingDataset
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 from test_builder import write_midi
 
@@ -122,6 +123,8 @@ def test_a_damaged_shard_is_named_on_load_and_rebuilt_on_resume(pieces, tmp_path
         shard.write_bytes(bytes(body))
     with pytest.raises(ValueError, match=rf"shard {shard} .*run the same build"):
         load_task_dataset(out)
+    with pytest.raises(ValueError, match=rf"shard {shard} .*run the same build"):
+        StreamingDataset(out)  # the streaming path checks the shards too, before training reads them
     with caplog.at_level(logging.WARNING):
         rebuilt = _build(pieces, out, shard_size=4)
     assert f"shard {shard}" in caplog.text and "rebuilding it" in caplog.text

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import torch
 
 from ..constants import BUILD_REPORT_NAME, SHARD_INDEX_NAME, TASK_INFO_NAME, TOKENIZER_FILE_NAME
+from .shards import verify_shards
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class StreamingDataset:
         self.tokenizer_file = tokenizer_file
         index = self._file(SHARD_INDEX_NAME)
         self.index = json.loads(index.read_text()) if index is not None else None
+        if self.local and self.index is not None:
+            verify_shards(self.source)  # a damaged local shard is named before training reads it
 
     def _file(self, name: str) -> Optional[Path]:
         """A metadata file of the dataset (downloaded from the Hub when needed), or ``None``."""
