@@ -43,6 +43,8 @@ def test_epochs_cover_the_split_once_in_a_new_order_each(synthetic_build):
     epochs = [_ids(batches.epoch_batches(e)) for e in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(total)) and batches.exhausted
     assert epochs[0] != epochs[1]
+    unbuffered = StreamingBatches(stream.split("train"), 4, pad_octuple_batch, seed=1, shuffle_buffer_size=0)
+    assert _ids(unbuffered.epoch_batches(1)) != _ids(unbuffered.epoch_batches(2))  # the shards' order, per epoch
     first = next(iter(batches.epoch_batches(2)))
     assert first["input_ids"].shape[0] == 4 and first["input_ids"].dtype == torch.long
 

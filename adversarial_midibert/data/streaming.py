@@ -157,11 +157,12 @@ def _table_rows(table) -> list[dict]:
 class StreamingBatches:
     """One process's batches of a streamed split, epoch by epoch, resumable mid-epoch.
 
-    Rows are read from the Arrow shards in blocks (no conversion per row), shuffled per epoch: the shards' order by
-    ``datasets`` (``set_epoch``), the rows by a buffer of ``shuffle_buffer_size`` rows drawn with a generator seeded
-    by ``(seed, epoch, rank)``. The order of an epoch is thus fixed by the seed, and the state saved with a
-    checkpoint is the epoch and the rows consumed: a resumed run reads the epoch again up to that point (reading
-    without training, about a second per 100 k rows) and goes on exactly as the interrupted run would have.
+    Rows are read from the Arrow shards in blocks (no conversion per row), shuffled per epoch by ``datasets``
+    (``IterableDataset.shuffle(seed, buffer_size)`` and ``set_epoch``: the shards' order, then a buffer of
+    ``shuffle_buffer_size`` rows). The order of an epoch is thus fixed by the seed. ``datasets``' own
+    ``state_dict`` drops the buffer's content on resume, so the state saved with a checkpoint is the epoch and the
+    rows consumed: a resumed run reads the epoch again up to that point (reading without training, about a second
+    per 100 k rows) and goes on exactly as the interrupted run would have.
 
     Args:
         dataset (`datasets.IterableDataset`): the whole split (:meth:`StreamingDataset.split`).
@@ -209,25 +210,15 @@ class StreamingBatches:
         return bool(int(self.accelerator.gather(value).min()))
 
     def _rows(self, epoch: int, shuffle: bool = True) -> Iterator[dict]:
-        """This process's rows of the split in the order of ``epoch``."""
-        import numpy as np  # noqa: PLC0415
-
-        self.dataset.set_epoch(epoch)  # datasets permutes the shards per epoch (the same on every process)
-        rng = np.random.default_rng([self.seed, epoch, self.rank])
-        size = self.shuffle_buffer_size if shuffle else 0
-        buffer: list[dict] = []
-        for table in self.dataset.with_format("arrow").iter(batch_size=self.read_size):
-            rows = _table_rows(table)
-            if not size:
-                yield from rows
-                continue
-            buffer.extend(rows)
-            if len(buffer) >= size:  # shuffle the buffer, give half of it, keep the other half
-                order = rng.permutation(len(buffer))
-                half = len(buffer) // 2
-                yield from (buffer[i] for i in order[:half])
-                buffer = [buffer[i] for i in order[half:]]
-        yield from (buffer[i] for i in rng.permutation(len(buffer)))
+        """This process's rows of the split in the order of ``epoch``: ``datasets``' own shuffling (the shards, then
+        a buffer of rows taken in Arrow blocks, seeded by ``seed`` and the epoch; a buffer of 1 keeps the rows'
+        order)."""
+        dataset = self.dataset.with_format("arrow")  # first: with_format does not carry the epoch over
+        if shuffle:
+            dataset = dataset.shuffle(seed=self.seed, buffer_size=max(1, self.shuffle_buffer_size))
+            dataset.set_epoch(epoch)
+        for table in dataset.iter(batch_size=self.read_size):
+            yield from _table_rows(table)
 
     def epoch_batches(self, epoch: int) -> Iterator[dict]:
         """The batches of ``epoch`` (continuing where a loaded state stopped, if it is this epoch's)."""
