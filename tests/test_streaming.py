@@ -96,6 +96,7 @@ def pop909_shards(data_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_streaming_run_resumes_mid_epoch_with_the_same_losses_and_mask_book(pop909_shards, repo_root, tmp_path):
     """12 steps over two epochs (8 or 9 batches each, a freezing pass between them); resumed from step 4."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
@@ -116,6 +117,7 @@ def test_streaming_run_resumes_mid_epoch_with_the_same_losses_and_mask_book(pop9
     assert (full / "mask_book_rank0.txt").read_text() == (resumed / "mask_book_rank0.txt").read_text()
 
 
+@pytest.mark.slow
 def test_two_streaming_processes_share_the_mask_book_on_disk(pop909_shards, repo_root, tmp_path):
     out = tmp_path / "ddp"
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
