@@ -17,7 +17,7 @@ its own, which makes it the sharp evaluation of a pre-training study.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -44,11 +44,11 @@ class EncodedSplit:
     """
 
     note_features: np.ndarray
-    note_labels: Optional[np.ndarray]
+    note_labels: np.ndarray | None
     note_piece: np.ndarray
     piece_ids: list[str]
     piece_features: np.ndarray
-    piece_labels: Optional[np.ndarray]
+    piece_labels: np.ndarray | None
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def encode_dataset(
     split: Any,
     batch_size: int = 64,
     hidden_attributes: Sequence[str] = (),
-    max_pieces: Optional[int] = None,
+    max_pieces: int | None = None,
 ) -> EncodedSplit:
     """Run a frozen encoder over a tokenised split.
 

@@ -29,7 +29,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -77,11 +77,11 @@ class PieceRecord:
 
     path: str
     piece_id: str
-    label: Optional[Union[int, str]] = None
+    label: int | str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- records
-def scan_midi_files(folder: Union[str, os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
+def scan_midi_files(folder: str | os.PathLike) -> tuple[list[Path], list[dict[str, str]]]:
     """All MIDI files under ``folder`` (recursive, following symlinked subfolders), sorted, and what was left out.
 
     Returns:
@@ -138,13 +138,13 @@ def scan_midi_files(folder: Union[str, os.PathLike]) -> tuple[list[Path], list[d
     return sorted(files), problems
 
 
-def list_midi_files(folder: Union[str, os.PathLike]) -> list[Path]:
+def list_midi_files(folder: str | os.PathLike) -> list[Path]:
     """All MIDI files under ``folder`` (recursive, following symlinked subfolders), sorted; see
     :func:`scan_midi_files` for what is left out and why."""
     return scan_midi_files(folder)[0]
 
 
-def read_labels_csv(path: Union[str, os.PathLike]) -> tuple[list[str], list[tuple[int, dict[str, str]]],
+def read_labels_csv(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict[str, str]]],
                                                                list[dict[str, Any]]]:
     """Read a labels CSV strictly: ``(columns, [(line, row)], problems)``.
 
@@ -172,7 +172,7 @@ def read_labels_csv(path: Union[str, os.PathLike]) -> tuple[list[str], list[tupl
     return columns, rows, problems
 
 
-def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: Union[str, os.PathLike], what: str
+def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: str | os.PathLike, what: str
                   ) -> tuple[dict[Any, Any], list[dict[str, Any]]]:
     """One value per key from ``(key, line, value)`` CSV entries: ``({key: value}, problems)``.
 
@@ -192,7 +192,7 @@ def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: Union[str, os.P
     return values, problems
 
 
-def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Optional[str]
+def _read_label_csv(csv_path: Path, label_column: str | None, id_column: str | None
                     ) -> tuple[dict[str, tuple[int, str]], list[dict[str, Any]]]:
     """``{id: (line, label)}`` of a labels CSV, and its problems (see :func:`read_labels_csv`)."""
     columns, rows, problems = read_labels_csv(csv_path)
@@ -210,10 +210,10 @@ def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Opti
 
 
 def _make_records(
-    source: Union[str, os.PathLike, Sequence[Any]],
+    source: str | os.PathLike | Sequence[Any],
     labels: Any,
-    label_column: Optional[str],
-    id_column: Optional[str],
+    label_column: str | None,
+    id_column: str | None,
 ) -> tuple[list[PieceRecord], list[dict[str, str]], list[dict[str, Any]]]:
     """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records, the folder entries that
     were left out (see :func:`scan_midi_files`) and the problems of a labels CSV (:func:`read_labels_csv`)."""
@@ -270,8 +270,8 @@ def _make_records(
 
 def split_pieces(
     piece_ids: Sequence[str],
-    splits: Union[Mapping[str, Any], Sequence[float], None],
-    labels: Optional[Sequence[Any]] = None,
+    splits: Mapping[str, Any] | Sequence[float] | None,
+    labels: Sequence[Any] | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, list[str]], list[str], list[str]]:
     """Assign pieces to splits.
@@ -354,27 +354,27 @@ def _fingerprint(*parts: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------ build
 def build_dataset(
-    source: Union[str, os.PathLike, Sequence[Any]],
+    source: str | os.PathLike | Sequence[Any],
     labels: Any = None,
     task_type: str = "sequence",
-    token_label_fn: Optional[TokenLabelFn] = None,
-    splits: Union[Mapping[str, Any], Sequence[float], None] = None,
+    token_label_fn: TokenLabelFn | None = None,
+    splits: Mapping[str, Any] | Sequence[float] | None = None,
     seed: int = 0,
     tokenizer: Any = None,
     num_proc: int = 1,
-    max_files: Optional[int] = None,
-    cache_dir: Optional[Union[str, os.PathLike]] = None,
-    label_column: Optional[str] = None,
-    id_column: Optional[str] = None,
-    label_names: Optional[Sequence[str]] = None,
+    max_files: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    label_names: Sequence[str] | None = None,
     hidden_attributes: Sequence[str] = (),
-    task: Optional[str] = None,
-    extra_info: Optional[Mapping[str, Any]] = None,
-    output_dir: Optional[Union[str, os.PathLike]] = None,
+    task: str | None = None,
+    extra_info: Mapping[str, Any] | None = None,
+    output_dir: str | os.PathLike | None = None,
     shard_size: int = 256,
-    num_shards: Optional[int] = None,
+    num_shards: int | None = None,
     overwrite: bool = False,
-    report_extra: Optional[Mapping[str, Any]] = None,
+    report_extra: Mapping[str, Any] | None = None,
 ):
     """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
 
@@ -573,7 +573,7 @@ def _limit(assignment: dict[str, list[str]], max_files: int, seed: int) -> dict[
     return limited
 
 
-def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional[Sequence[str]]) -> dict[str, Any]:
+def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Sequence[str] | None) -> dict[str, Any]:
     """A split's entry of the build report from the merged shard summaries of :func:`write_shards`."""
     counts: dict[str, Any] = {
         "pieces": info["pieces"],
@@ -592,7 +592,7 @@ def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+def check_dataset_folder(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
     a dataset and ``overwrite`` is false. Returns the folder as an absolute path (``.`` names the current folder)."""
     output_dir = Path(os.path.abspath(output_dir))
@@ -605,7 +605,7 @@ def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = 
     return output_dir
 
 
-def is_dataset_folder(folder: Union[str, os.PathLike]) -> bool:
+def is_dataset_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a dataset written by :func:`save`."""
     return _folder_kind(Path(folder)) == "dataset"
 
@@ -628,7 +628,7 @@ def _folder_kind(folder: Path) -> str | None:
     return f"a folder with other content ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''})"
 
 
-def save(dataset, output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+def save(dataset, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a built dataset: ``save_to_disk``, ``build_report.json``, ``task_info.json``, ``octuple_tokenizer.json``.
 
     The folder is written aside and swapped in when complete (a killed or failed save leaves the previous content,
@@ -717,7 +717,7 @@ def _write_metadata(output_dir: Path, build_report: dict, task_info: dict, token
     tokenizer.save_pretrained(output_dir, include_code=False)
 
 
-def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str] = None, token: Optional[str] = None):
+def load_task_dataset(directory: str | os.PathLike, revision: str | None = None, token: str | None = None):
     """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
 
     A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;

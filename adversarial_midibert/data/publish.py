@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
 
 from ..constants import BUILD_REPORT_NAME, SPLIT_NAMES, TASK_INFO_NAME, TOKENIZER_FILE_NAME
 from .builder import load_task_dataset
@@ -35,8 +34,8 @@ class DatasetPublishError(ValueError):
     """A data set folder or a publishing argument is not fit for upload; the message says what and where."""
 
 
-def write_dataset_card(folder: Union[str, os.PathLike], repo_id: str, dataset, license: Optional[str] = None,
-                       command: Optional[str] = None) -> Path:
+def write_dataset_card(folder: str | os.PathLike, repo_id: str, dataset, license: str | None = None,
+                       command: str | None = None) -> Path:
     """Write ``README.md`` (Hub dataset card) into ``folder`` for a loaded task data set.
 
     Args:
@@ -76,7 +75,7 @@ def write_dataset_card(folder: Union[str, os.PathLike], repo_id: str, dataset, l
     return path
 
 
-def _stage(folder: Path, repo_id: str, staging: Path, license: Optional[str], command: Optional[str]) -> list[str]:
+def _stage(folder: Path, repo_id: str, staging: Path, license: str | None, command: str | None) -> list[str]:
     """Write the repository's files into ``staging``; return their paths in the repository."""
     import datasets
     from datasets.utils.py_utils import convert_file_size_to_int
@@ -102,15 +101,15 @@ def _stage(folder: Path, repo_id: str, staging: Path, license: Optional[str], co
 
 
 def push_dataset_to_hub(
-    folder: Union[str, os.PathLike],
+    folder: str | os.PathLike,
     repo_id: str,
     private: bool = False,
-    revision: Optional[str] = None,
-    token: Optional[str] = None,
+    revision: str | None = None,
+    token: str | None = None,
     commit_message: str = "Upload Octuple data set",
-    dry_run_dir: Optional[Union[str, os.PathLike]] = None,
-    license: Optional[str] = None,
-    command: Optional[str] = None,
+    dry_run_dir: str | os.PathLike | None = None,
+    license: str | None = None,
+    command: str | None = None,
 ):
     """Publish a data set folder (written by ``save``) as a Hub dataset repository, in one commit.
 

@@ -34,7 +34,7 @@ import multiprocessing
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ FORMAT_NAME = "adversarial-midibert-shards"
 FORMAT_VERSION = 1
 
 
-def plan_shards(num_pieces: int, shard_size: int = 256, num_shards: Optional[int] = None) -> list[tuple[int, int]]:
+def plan_shards(num_pieces: int, shard_size: int = 256, num_shards: int | None = None) -> list[tuple[int, int]]:
     """Cut ``num_pieces`` consecutive pieces into shards: ``(start, stop)`` per shard, sizes differing by one at most.
 
     Args:
@@ -81,7 +81,7 @@ def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Pa
     return directory / split / f"{name}.arrow", directory / BUILD_STATE_DIR / split / f"{name}.json"
 
 
-def shard_problem(path: Path, rows: int, size: Optional[int], sha256: Optional[str]) -> Optional[str]:
+def shard_problem(path: Path, rows: int, size: int | None, sha256: str | None) -> str | None:
     """What is wrong with a shard file against what was recorded when it was written (``None``: nothing).
 
     ``size`` and ``sha256`` (recorded since format 2) are checked when given; the rows are counted otherwise."""
@@ -173,17 +173,17 @@ def _write_shard(path: Path, batch, first_segment_id: int, schema) -> dict:
 
 
 def write_shards(
-    directory: Union[str, os.PathLike],
+    directory: str | os.PathLike,
     split_pieces: Mapping[str, Sequence[tuple[str, str, Any]]],
     tokenizer_json: str,
     task_type: str,
     plan_key: Any,
-    token_label_fn: Optional[Callable] = None,
+    token_label_fn: Callable | None = None,
     hidden_columns: Sequence[int] = (),
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Sequence[str] | None = None,
     num_proc: int = 1,
     shard_size: int = 256,
-    num_shards: Optional[int] = None,
+    num_shards: int | None = None,
     overwrite: bool = False,
     description: str = "",
 ) -> dict[str, dict]:
@@ -317,7 +317,7 @@ def _merge_sides(sides: list[dict]) -> dict:
     }
 
 
-def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
+def read_shard_index(directory: str | os.PathLike) -> dict:
     """The ``shards.json`` of a built folder."""
     path = Path(directory) / SHARD_INDEX_NAME
     if not path.is_file():
@@ -329,7 +329,7 @@ def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
     return index
 
 
-def verify_shards(directory: Union[str, os.PathLike]) -> None:
+def verify_shards(directory: str | os.PathLike) -> None:
     """Check every shard of a built folder against ``shards.json`` (size and SHA-256; the row count where an older
     build recorded no hash); raise ``ValueError`` naming the first damaged shard and how to repair it."""
     directory = Path(directory)
@@ -344,7 +344,7 @@ def verify_shards(directory: Union[str, os.PathLike]) -> None:
                                  "command) again to rebuild the damaged shards")
 
 
-def load_sharded(directory: Union[str, os.PathLike]):
+def load_sharded(directory: str | os.PathLike):
     """A built folder as a ``DatasetDict`` of memory-mapped shards (``datasets.load_from_disk``; splits without rows
     are left out)."""
     from datasets import load_from_disk  # noqa: PLC0415

@@ -23,7 +23,7 @@ import logging
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -49,7 +49,7 @@ class StreamingDataset:
         ``shards.json``), local (`bool`).
     """
 
-    def __init__(self, source: Union[str, os.PathLike], revision: Optional[str] = None, token: Optional[str] = None):
+    def __init__(self, source: str | os.PathLike, revision: str | None = None, token: str | None = None):
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         self.source = str(source)
@@ -70,7 +70,7 @@ class StreamingDataset:
         index = self._file(SHARD_INDEX_NAME)
         self.index = json.loads(index.read_text()) if index is not None else None
 
-    def _file(self, name: str) -> Optional[Path]:
+    def _file(self, name: str) -> Path | None:
         """A metadata file of the dataset (downloaded from the Hub when needed), or ``None``."""
         if self.local:
             path = Path(self.source) / name
@@ -95,7 +95,7 @@ class StreamingDataset:
             digest.update(name.encode() + b"\0" + (path.read_bytes() if path is not None else b"-") + b"\0")
         return digest.hexdigest()
 
-    def num_rows(self, split: str) -> Optional[int]:
+    def num_rows(self, split: str) -> int | None:
         """Segments of a split: from the shard index, else from the build report (``None`` when neither says)."""
         if self.index is not None:
             info = self.index["splits"].get(split)
@@ -200,7 +200,7 @@ class StreamingBatches:
         self.epoch = 0
         self.consumed = 0  # rows of the current epoch delivered in complete groups
         self.exhausted = False
-        self._resume: Optional[dict] = None
+        self._resume: dict | None = None
 
     def _agree(self, flag: bool) -> bool:
         """True when ``flag`` holds on every process."""
@@ -271,13 +271,13 @@ class StreamingBatches:
         self._resume = dict(state, consumed=state["consumed"] if same else 0)
         self.epoch, self.consumed = int(state["epoch"]), 0
 
-    def save(self, folder: Union[str, os.PathLike]) -> None:
+    def save(self, folder: str | os.PathLike) -> None:
         """Write this process's state into a checkpoint folder (``streaming_state_rank{i}.json``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"streaming_state_rank{self.rank}.json").write_text(json.dumps(self.state_dict()) + "\n")
 
-    def load(self, folder: Union[str, os.PathLike]) -> None:
+    def load(self, folder: str | os.PathLike) -> None:
         """Read this process's state from a checkpoint folder written by :meth:`save`."""
         path = Path(folder) / f"streaming_state_rank{self.rank}.json"
         if not path.is_file():
