@@ -182,8 +182,6 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
     p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
     p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
-    p.add_argument("--debug_dump_mask_book", action="store_true",
-                   help="Write each process's mask-book fingerprint to output_dir/mask_book_rank{i}.txt.")
     args = p.parse_args(argv)
     args.command = command_line(prog or "python examples/pretrain.py", argv)  # for the model card
 
@@ -685,8 +683,6 @@ def main(argv=None, prog=None):
     if eval_step != progress.completed_steps:  # the run stopped inside an epoch (or resumed at its end): evaluate
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir, log=progress.completed_steps != logged_eval_step)
-    if args.debug_dump_mask_book:
-        (output_dir / f"mask_book_rank{accelerator.process_index}.txt").write_text(mask_book.fingerprint() + "\n")
     if args.with_tracking:
         accelerator.end_training()
 

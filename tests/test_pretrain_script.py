@@ -107,9 +107,9 @@ def test_resume_gives_same_losses(full_run, tiny_dataset, repo_root, tmp_path):
 def test_two_processes_share_one_mask_book(tiny_dataset, repo_root, tmp_path):
     out = tmp_path / "ddp"
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-          "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out),
-          "--preset", "tiny", "--max_train_steps", "4", "--per_device_train_batch_size", "4",
-          "--max_train_samples", "24", "--freeze_every", "1", "--debug_dump_mask_book"], repo_root, timeout=300)
+          "tests/mask_book_probe.py", "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset),
+          "--output_dir", str(out), "--preset", "tiny", "--max_train_steps", "4", "--per_device_train_batch_size", "4",
+          "--max_train_samples", "24", "--freeze_every", "1"], repo_root, timeout=300)
     hashes = [(out / f"mask_book_rank{i}.txt").read_text().strip() for i in range(2)]
     assert hashes[0] == hashes[1]
     assert len(list(out.glob("*.safetensors"))) == 1
