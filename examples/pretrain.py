@@ -44,6 +44,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
+from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
 from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
@@ -472,16 +473,15 @@ def main(argv=None, prog=None):
     eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate_fn,
                                  batch_size=args.per_device_eval_batch_size)
 
-    # Four groups: weight decay or not, masker head or not (the masker head may learn faster).
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    # Four groups: weight decay or not (transformers' Trainer rule), masker head or not (it may learn faster).
+    decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias"]))
     masker_lr = args.masker_learning_rate or args.learning_rate
     params = []
     for is_masker, lr in ((False, args.learning_rate), (True, masker_lr)):
         named = [(n, p) for n, p in model.named_parameters() if n.startswith("masker.") == is_masker]
         params += [
-            {"params": [p for n, p in named if not any(nd in n for nd in no_decay)],
-             "weight_decay": args.weight_decay, "lr": lr},
-            {"params": [p for n, p in named if any(nd in n for nd in no_decay)], "weight_decay": 0.0, "lr": lr},
+            {"params": [p for n, p in named if n in decay_names], "weight_decay": args.weight_decay, "lr": lr},
+            {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0, "lr": lr},
         ]
     optimizer = torch.optim.AdamW([g for g in params if g["params"]], lr=args.learning_rate)
 
