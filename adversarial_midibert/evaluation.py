@@ -14,7 +14,7 @@ log-probabilities are combined as :func:`aggregate_segment_log_probs` does for p
 log-probabilities, then softmax), and the piece's class is the argmax. Token tasks keep the note accuracy (micro
 over notes) and count, per piece, the scored and correctly classified notes. :class:`PieceResults` holds these
 per-piece figures (written to ``*_piece_results.json`` by ``examples/finetune.py``); the bootstrap intervals over
-pieces are in :mod:`adversarial_midibert.bootstrap`.
+pieces are in :mod:`adversarial_midibert.confidence_intervals`.
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ class PieceResults:
         return len(self.piece_ids)
 
     def counts(self, level: str = "piece") -> tuple[np.ndarray, np.ndarray]:
-        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.bootstrap`).
+        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.confidence_intervals`).
 
         Args:
             level: ``"piece"`` (sequence tasks: 0/1 per piece), ``"segment"`` (sequence tasks: correct segments

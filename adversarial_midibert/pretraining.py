@@ -29,7 +29,7 @@ Paper and reference code differ in two places, both options here:
 
 How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
 reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full
-masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.diagnostics` and the
+masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and the
 docs/results.md, "Representation health").
 
 Fixes of the reference code's defects (docs/method.md section 7): the masker targets are computed per segment without

@@ -9,7 +9,7 @@ its own, which makes it the sharp evaluation of a pre-training study.
   every piece the note-weighted mean of its notes' hidden states (the piece embedding; every segment of a long piece
   counts, weighted by its notes).
 - :func:`fit_linear_probe` fits a multinomial logistic regression (scikit-learn) on standardised features and returns
-  the per-piece correct/total counts on the evaluation features, ready for :mod:`adversarial_midibert.bootstrap`.
+  the per-piece correct/total counts on the evaluation features, ready for :mod:`adversarial_midibert.confidence_intervals`.
 - :func:`cross_validated_piece_probe` does the same for one label per piece with stratified k-fold
   cross-validation, every piece predicted once by a probe that did not see it.
 """

@@ -62,9 +62,9 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock, atomic_write_json, write_folder_aside
-from adversarial_midibert.bootstrap import bootstrap_accuracy
+from adversarial_midibert.confidence_intervals import bootstrap_accuracy
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint
 from adversarial_midibert.cli import command_line
 from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig

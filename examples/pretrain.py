@@ -47,7 +47,7 @@ from transformers import SchedulerType, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock, atomic_write_json
 from adversarial_midibert.cli import command_line
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
@@ -55,7 +55,7 @@ from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.builder import is_dataset_folder
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
-from adversarial_midibert.diagnostics import evaluate_pretraining
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
 from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
 from adversarial_midibert.pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
@@ -329,7 +329,7 @@ def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
 
 def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path,
                    log: bool = True) -> dict:
-    """Validation figures (:func:`adversarial_midibert.diagnostics.evaluate_pretraining`), logged and (with ``log``)
+    """Validation figures (:func:`adversarial_midibert.pretraining_evaluation.evaluate_pretraining`), logged and (with ``log``)
     appended to ``eval_log.jsonl``; ``{}`` without a validation split."""
     if len(eval_dataloader) == 0:
         return {}
