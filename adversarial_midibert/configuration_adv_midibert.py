@@ -194,12 +194,9 @@ class AdvMidiBertConfig(PretrainedConfig):
         self.pooling_attention_size = pooling_attention_size
         self.pooling_num_views = pooling_num_views
 
-    def __eq__(self, other) -> bool:
-        # transformers 5 turns every config subclass into a dataclass, whose generated `__eq__` would compare only
-        # the base class's fields (so two configs with different hidden sizes would be "equal").
-        return isinstance(other, PretrainedConfig) and self.__dict__ == other.__dict__
-
-    __hash__ = None
+    # transformers 5 makes every config subclass a dataclass, whose generated `__eq__` would compare only the base
+    # class's fields (two configs with different hidden sizes "equal"): keep the base class's comparison of all fields.
+    __eq__ = PretrainedConfig.__eq__
 
     @property
     def num_attributes(self) -> int:
@@ -208,7 +205,10 @@ class AdvMidiBertConfig(PretrainedConfig):
 
     @staticmethod
     def _validate(vocab_sizes, attribute_names, special_ids, sizes, dropouts, position_embedding_type) -> None:
-        """Raise a `ValueError` naming the first argument that is out of range."""
+        """Raise a `ValueError` naming the first argument that is out of range.
+
+        Written out, not huggingface_hub's `@strict` validators of transformers 5's own configs: this file is remote
+        code that imports only torch and transformers."""
         if len(vocab_sizes) != 8:
             raise ValueError(f"`vocab_sizes` must hold 8 sizes (one per Octuple attribute), got {len(vocab_sizes)}.")
         if len(attribute_names) != len(vocab_sizes):

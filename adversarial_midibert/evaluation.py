@@ -1,14 +1,5 @@
-"""Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` modules, token masks, piece-level
-results, confusion matrix.
-
-Why local metric modules. ``evaluate`` (0.4.x) ships no metric scripts: ``evaluate.load("accuracy")``
-downloads the script from the Hub Space ``evaluate-metric/accuracy`` and fails with
-``FileNotFoundError`` under ``HF_HUB_OFFLINE=1`` unless it was cached before. ``evaluate.load`` can also
-read a local script, but it copies that file alone into its module cache and takes the first
-``EvaluationModule`` class it finds, so every metric would need its own dependency-free file. The two
-metrics the project reports are therefore defined here as ordinary :class:`evaluate.Metric` subclasses:
-they have the whole ``evaluate`` interface (``add_batch``, ``compute``, ``evaluate.combine``), work
-offline, and give the same numbers as the Hub scripts (both call scikit-learn).
+"""Classification metrics for fine-tuning: accuracy and macro-F1 (scikit-learn), token masks, piece-level results,
+confusion matrix.
 
 Token tasks are scored over real notes only: positions labelled ``-100`` (BOS, EOS, padding, ignored
 notes) and positions that mask fine-tuning replaced by MASK (docs/method.md section 4) are left out, see
@@ -23,7 +14,7 @@ log-probabilities are combined as :func:`aggregate_segment_log_probs` does for p
 log-probabilities, then softmax), and the piece's class is the argmax. Token tasks keep the note accuracy (micro
 over notes) and count, per piece, the scored and correctly classified notes. :class:`PieceResults` holds these
 per-piece figures (written to ``*_piece_results.json`` by ``examples/finetune.py``); the bootstrap intervals over
-pieces are in :mod:`adversarial_midibert.bootstrap`.
+pieces are in :mod:`adversarial_midibert.confidence_intervals`.
 """
 
 from __future__ import annotations
@@ -32,8 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-import evaluate
 import numpy as np
 import torch
 
@@ -41,71 +30,15 @@ from .constants import IGNORE_INDEX
 from .pooling import aggregate_segment_log_probs  # noqa: F401  (re-exported: the prediction's rule, torch only)
 
 
-_FEATURES = datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")})
+def accuracy_and_macro_f1(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> dict[str, float]:
+    """``{"accuracy", "f1_macro"}`` with scikit-learn; macro-F1 over every label id in ``range(num_labels)`` (a class
+    neither predicted nor present scores 0). Both are NaN when nothing was scored."""
+    from sklearn.metrics import accuracy_score, f1_score
 
-
-class Accuracy(evaluate.Metric):
-    """Fraction of predictions equal to the reference (``evaluate``'s ``accuracy``, offline).
-
-    ``compute(predictions, references, sample_weight=None)`` returns ``{"accuracy": float}``.
-    """
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="Accuracy: the fraction of predictions equal to their reference label.",
-            citation="",
-            inputs_description="predictions, references: lists of integer class ids.",
-            features=_FEATURES,
-        )
-
-    def _compute(self, predictions, references, sample_weight=None):
-        from sklearn.metrics import accuracy_score
-
-        if len(references) == 0:
-            return {"accuracy": float("nan")}
-        return {"accuracy": float(accuracy_score(references, predictions, sample_weight=sample_weight))}
-
-
-class F1(evaluate.Metric):
-    """F1 score (``evaluate``'s ``f1``, offline); ``average="macro"`` is the unweighted mean over classes.
-
-    ``compute(predictions, references, labels=None, average="macro")`` returns ``{"f1": float}``.
-    ``labels`` lists the class ids to average over (default: those seen in predictions or references, as
-    scikit-learn; :class:`ClassificationEvaluator` passes every label id). A label that is neither predicted nor
-    present scores 0 (``zero_division=0``).
-    """
-
-    def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description="F1 score, the harmonic mean of precision and recall, averaged over classes.",
-            citation="",
-            inputs_description="predictions, references: lists of integer class ids.",
-            features=_FEATURES,
-        )
-
-    def _compute(self, predictions, references, labels=None, average="macro"):
-        from sklearn.metrics import f1_score
-
-        if len(references) == 0:
-            return {"f1": float("nan")}
-        score = f1_score(references, predictions, labels=labels, average=average, zero_division=0)
-        return {"f1": float(score) if np.ndim(score) == 0 else score.tolist()}
-
-
-_LOCAL_METRICS = {"accuracy": Accuracy, "f1": F1}
-
-
-def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
-    """Load an ``evaluate`` metric that works offline.
-
-    Args:
-        name: ``"accuracy"`` or ``"f1"`` (defined in this module); any other name is passed to
-            ``evaluate.load`` (which then needs the Hub or its cache).
-        **kwargs: passed to the metric's constructor (``experiment_id``, ``num_process``...).
-    """
-    if name in _LOCAL_METRICS:
-        return _LOCAL_METRICS[name](**kwargs)
-    return evaluate.load(name, **kwargs)
+    if len(references) == 0:
+        return {"accuracy": float("nan"), "f1_macro": float("nan")}
+    f1 = f1_score(references, predictions, labels=list(range(num_labels)), average="macro", zero_division=0)
+    return {"accuracy": float(accuracy_score(references, predictions)), "f1_macro": float(f1)}
 
 
 def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarray:
@@ -163,12 +96,13 @@ def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_
         references: true class ids (same length).
         num_labels: number of classes; ids must lie in ``[0, num_labels)``.
     """
+    from sklearn.metrics import confusion_matrix as counts
+
     predictions, references = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
-    for name, values in (("predictions", predictions), ("references", references)):
+    for name, values in (("predictions", predictions), ("references", references)):  # scikit-learn drops them silently
         if values.size and (values.min() < 0 or values.max() >= num_labels):
             raise ValueError(f"{name} hold class ids outside [0, {num_labels}): min {values.min()}, max {values.max()}")
-    flat = np.bincount(references * num_labels + predictions, minlength=num_labels * num_labels)
-    return flat.reshape(num_labels, num_labels)
+    return counts(references, predictions, labels=np.arange(num_labels))
 
 
 def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: str | Path, title: str = "") -> Path:
@@ -282,7 +216,7 @@ class PieceResults:
         return len(self.piece_ids)
 
     def counts(self, level: str = "piece") -> tuple[np.ndarray, np.ndarray]:
-        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.bootstrap`).
+        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.confidence_intervals`).
 
         Args:
             level: ``"piece"`` (sequence tasks: 0/1 per piece), ``"segment"`` (sequence tasks: correct segments
@@ -306,11 +240,8 @@ class PieceResults:
         """
         out: dict[str, float] = {f"{prefix}num_pieces": len(self)}
         if self.is_sequence:
-            preds, refs = self.predictions.tolist(), self.labels.tolist()
-            out[f"{prefix}piece_accuracy"] = load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
-            out[f"{prefix}piece_f1_macro"] = load_metric("f1").compute(
-                predictions=preds, references=refs, labels=list(range(num_labels)), average="macro"
-            )["f1"]
+            scores = accuracy_and_macro_f1(self.predictions, self.labels, num_labels)
+            out[f"{prefix}piece_accuracy"], out[f"{prefix}piece_f1_macro"] = scores["accuracy"], scores["f1_macro"]
         return out
 
     def records(self, label_names: Sequence[str] | None = None) -> list[dict]:
@@ -454,19 +385,13 @@ class ClassificationEvaluator:
         return np.concatenate(self._references) if self._references else np.zeros(0, dtype=np.int64)
 
     def compute(self, prefix: str = "") -> dict[str, float]:
-        """Return ``{prefix+"accuracy", prefix+"f1_macro"}`` through the ``evaluate`` modules (see :attr:`num_scored`).
-
-        Macro-F1 averages over all ``num_labels`` labels (absent and never predicted ones score 0).
+        """Return ``{prefix+"accuracy", prefix+"f1_macro"}`` (:func:`accuracy_and_macro_f1`, see :attr:`num_scored`).
 
         Args:
             prefix: prepended to every key (``"eval_"``, ``"test_"``).
         """
-        preds, refs = self.predictions.tolist(), self.references.tolist()
-        accuracy = load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"]
-        f1 = load_metric("f1").compute(
-            predictions=preds, references=refs, labels=list(range(self.num_labels)), average="macro"
-        )["f1"]
-        return {f"{prefix}accuracy": accuracy, f"{prefix}f1_macro": f1}
+        scores = accuracy_and_macro_f1(self.predictions, self.references, self.num_labels)
+        return {f"{prefix}{name}": value for name, value in scores.items()}
 
     def piece_results(self, piece_ids: Sequence[str]) -> PieceResults:
         """Group what was added by piece (see :func:`piece_results`).

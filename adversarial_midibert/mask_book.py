@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,8 +72,8 @@ class PackedMaskBook:
         self,
         num_segments: int,
         max_len: int,
-        segment_lengths: Optional[Any] = None,
-        directory: Optional[Union[str, os.PathLike]] = None,
+        segment_lengths: Any | None = None,
+        directory: str | os.PathLike | None = None,
         writer: bool = True,
     ):
         if num_segments < 1 or max_len < 1:
@@ -91,7 +91,7 @@ class PackedMaskBook:
             if lengths.size and lengths.max() > max_len:
                 raise ValueError(f"a segment length exceeds max_len={max_len}: {int(lengths.max())}")
             notes = np.maximum(lengths - 2, 0).astype(np.int32)
-        self._fds: Optional[tuple[int, int]] = None
+        self._fds: tuple[int, int] | None = None
         if self.directory is None:
             self._bits = np.zeros((self._num_segments, self.row_bytes), dtype=np.uint8)
             self._counts = np.zeros((self._num_segments, 2), dtype=np.int32)  # notes, frozen notes
@@ -104,11 +104,11 @@ class PackedMaskBook:
                 self._create_files(notes)
 
     # ------------------------------------------------------------------------------------------------ storage
-    def _paths(self, directory: Optional[Path] = None) -> tuple[Path, Path, Path]:
+    def _paths(self, directory: Path | None = None) -> tuple[Path, Path, Path]:
         d = directory or self.directory
         return d / "frozen_bits.bin", d / "counts.bin", d / "mask_book.json"
 
-    def _create_files(self, notes: Optional[np.ndarray]) -> None:
+    def _create_files(self, notes: np.ndarray | None) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         bits, counts, meta = self._paths()
         for path, size in ((bits, self._num_segments * self.row_bytes), (counts, self._num_segments * 8)):
@@ -217,7 +217,7 @@ class PackedMaskBook:
             allowed = F.pad(allowed, (0, length - allowed.shape[1]), value=True)
         return allowed
 
-    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor, notes: Optional[torch.Tensor] = None) -> None:
+    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor, notes: torch.Tensor | None = None) -> None:
         """Overwrite the first ``rows.shape[1]`` columns of the given segments (1 = may be masked; later duplicates
         win), and record their real notes when ``notes`` `(B,)` is given. On disk, only the writer writes."""
         if not self.writer:
@@ -303,7 +303,7 @@ class PackedMaskBook:
             self._bits = state["frozen_bits"].numpy().astype(np.uint8, copy=True)
             self._counts = state["counts"].numpy().astype(np.int32, copy=True)
 
-    def save_files(self, directory: Union[str, os.PathLike]) -> None:
+    def save_files(self, directory: str | os.PathLike) -> None:
         """On disk: copy the book's files into ``directory`` (a checkpoint folder); the writer does it."""
         if self.directory is None or not self.writer:
             return
@@ -313,7 +313,7 @@ class PackedMaskBook:
         for src, dst in zip(self._paths(), self._paths(target)):
             shutil.copyfile(src, dst)
 
-    def load_files(self, directory: Union[str, os.PathLike], accelerator: Any = None) -> None:
+    def load_files(self, directory: str | os.PathLike, accelerator: Any = None) -> None:
         """On disk: replace the book by the files saved in ``directory`` by :meth:`save_files` (all processes call
         it; the writer copies, the others wait and reopen)."""
         if self.directory is None:

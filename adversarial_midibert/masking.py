@@ -14,7 +14,7 @@ The four functions that choose positions never choose an unmaskable position (pa
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence
 
 import torch
 
@@ -33,7 +33,7 @@ __all__ = [
 
 
 
-def _rand(shape, generator: Optional[torch.Generator], device: torch.device, dtype=torch.float32) -> torch.Tensor:
+def _rand(shape, generator: torch.Generator | None, device: torch.device, dtype=torch.float32) -> torch.Tensor:
     """Uniform [0, 1) numbers drawn on the generator's device, returned on ``device``."""
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
@@ -48,7 +48,7 @@ def _per_row_count(maskable: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.minimum(k, n)
 
 
-def maskable_positions(input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def maskable_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Positions holding a real note: inside the attention mask and not a PAD, BOS or EOS row.
 
     Args:
@@ -78,7 +78,7 @@ def maskable_positions(input_ids: torch.Tensor, attention_mask: Optional[torch.T
 def rank_positions(
     scores: torch.Tensor,
     maskable: torch.Tensor,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     largest: bool = True,
 ) -> torch.Tensor:
     """The rank of every position in its row: the maskable positions by score (rank 0 = the highest, or the lowest
@@ -119,8 +119,8 @@ def rank_positions(
 def choose_top_scored_positions(
     scores: torch.Tensor,
     maskable: torch.Tensor,
-    k: Union[int, torch.Tensor],
-    generator: Optional[torch.Generator] = None,
+    k: int | torch.Tensor,
+    generator: torch.Generator | None = None,
     largest: bool = True,
 ) -> torch.Tensor:
     """The ``k`` maskable positions with the highest (or lowest) score in each row.
@@ -147,7 +147,7 @@ def choose_top_scored_positions(
 
 
 def choose_random_positions(
-    maskable: torch.Tensor, ratio: float = 0.15, generator: Optional[torch.Generator] = None
+    maskable: torch.Tensor, ratio: float = 0.15, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Uniformly random positions: exactly ``round(ratio * n_maskable)`` per row (at least 1 when possible).
 
@@ -169,7 +169,7 @@ def choose_bar_positions(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
     ratio: float = 0.15,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """MusicBERT's bar-level masking: choose (bar, attribute) pairs and mask that attribute for every note of the bar.
 
@@ -224,9 +224,9 @@ def choose_bar_positions(
 def corrupt(
     input_ids: torch.Tensor,
     chosen: torch.Tensor,
-    vocab_sizes: Union[Sequence[int], torch.Tensor],
+    vocab_sizes: Sequence[int] | torch.Tensor,
     mask_token_id: int = MASK_ID,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     mask_prob: float = 0.8,
     random_prob: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -292,7 +292,7 @@ def mask_for_finetuning(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
     ratio: float = 0.15,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     mask_token_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.

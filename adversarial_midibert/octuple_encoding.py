@@ -450,35 +450,13 @@ def _adjust_times(times: np.ndarray, factors: np.ndarray) -> np.ndarray:
     return (np.round((times - start) / step) * step + start).astype(np.int64)
 
 
-def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -> tuple[np.ndarray, np.ndarray, EncodingReport]:
-    """Encode a whole piece: one row of 8 ids per note, absolute bars, no BOS/EOS.
-
-    The ids, their order (time, then track in miditok's merged-track order, then the track's note order) and the
-    notes kept are exactly those of miditok's ``Octuple.encode`` with this configuration (and a bar limit high
-    enough for the piece), after the column permutation to our attribute order. Bar ids are
-    ``4 + bar index from the start of the piece``. Notes that cannot be represented (pitch outside the range,
-    program outside the vocabulary) are left out and counted in the report.
-
-    Args:
-        tables: the vocabulary's tables.
-        score: a tick-time :class:`symusic.Score` (see :func:`load_score`).
-        source: the name put in the report.
-
-    Returns:
-        ``(ids (N, 8) int64, source_note (N,) int64, report)``: ``source_note`` is each token's note number in
-        the score (tracks in order, notes in order within a track).
-    """
-    report = EncodingReport(source=source)
-    ts, new_tpq, report.ignored_time_signatures = _process_time_signatures(tables, score)
+def _notes_by_program(tables: OctupleTables, score: Score, new_tpq: int) -> tuple[list[tuple[np.ndarray, ...]],
+                                                                                 dict[str, int], int]:
+    """The score's notes grouped by program (drums -1), each group's tracks merged at the position of its first
+    track, ticks resampled to ``new_tpq``, notes that cannot be represented left out and counted. Returns per group
+    ``(time, duration, pitch id, velocity, source note, program id)`` arrays, the counts left out per reason, and
+    the number of notes in the score."""
     tpq = score.ticks_per_quarter
-
-    # Resampling factors (several denominators): onsets are re-quantised per section.
-    factors = None
-    if len(set(ts[:, 2].tolist())) > 1:
-        factors = _sections(ts, lambda d: int(new_tpq // (tables.max_num_pos_per_beat * (d / 4))))
-    tpb_sections = _sections(ts, lambda d: ticks_per_beat(d, new_tpq))
-
-    # Tracks: grouped by program (drums -1) and merged at the position of the group's first track.
     tracks = score.tracks
     track_programs = [(-1 if t.is_drum else int(t.program)) for t in tracks]
     groups: dict[int, list[int]] = {}
@@ -486,7 +464,6 @@ def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -
         groups.setdefault(prog, []).append(ti)
     sizes = np.array([t.note_num() for t in tracks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    report.num_notes_in = int(offsets[-1])
 
     parts: list[tuple[np.ndarray, ...]] = []
     dropped = {"pitch_out_of_range": 0, "drum_pitch_out_of_range": 0, "program_not_in_vocabulary": 0}
@@ -524,20 +501,14 @@ def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -
             time, dur, pitch_id, vel, src = time[ok], dur[ok], pitch_id[ok], vel[ok], src[ok]
         parts.append((time, dur, pitch_id, vel, src, np.full(len(time), tables.program_ids[prog + 1])))
 
-    report.dropped = {k: v for k, v in dropped.items() if v}
-    if not parts:
-        report.num_notes_out = 0
-        return np.zeros((0, NUM_ATTRIBUTES), dtype=np.int64), np.zeros(0, dtype=np.int64), report
-    if len(parts) == 1:
-        time, dur, pitch_id, vel, src, prog_id = parts[0]
-    else:
-        time, dur, pitch_id, vel, src, prog_id = (np.concatenate(c) for c in zip(*parts, strict=True))
-    if factors is not None:
-        time = _adjust_times(time, factors)
-    ids = np.empty((len(time), NUM_ATTRIBUTES), dtype=np.int64)
-    ids[:, PITCH] = pitch_id
-    ids[:, PROGRAM] = prog_id
-    ids[:, VELOCITY] = tables.velocity_lut[vel.astype(np.intp) & 127]
+    return parts, dropped, int(offsets[-1])
+
+
+def _fill_timing_columns(ids: np.ndarray, tables: OctupleTables, ts: np.ndarray, new_tpq: int, time: np.ndarray,
+                         dur: np.ndarray) -> None:
+    """Write the duration, bar, position and time-signature columns of ``ids`` from the notes' onsets and
+    durations (ticks at ``new_tpq``), under the time signature in force at each onset."""
+    tpb_sections = _sections(ts, lambda d: ticks_per_beat(d, new_tpq))
     # Durations: closest bin for the ticks-per-beat of the onset's time-signature section.
     if len(tpb_sections) == 1:
         lut = tables.dur_lut[int(tpb_sections[0, 1])]
@@ -566,6 +537,50 @@ def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -
         ids[:, POSITION] = NUM_SPECIAL_TOKENS + offset // tppos[k]
         ts_ids = np.array([tables.ts_ids[(int(n), int(d))] for _, n, d in ts], dtype=np.int64)
         ids[:, TIME_SIGNATURE_COLUMN] = ts_ids[k]
+
+
+def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -> tuple[np.ndarray, np.ndarray, EncodingReport]:
+    """Encode a whole piece: one row of 8 ids per note, absolute bars, no BOS/EOS.
+
+    The ids, their order (time, then track in miditok's merged-track order, then the track's note order) and the
+    notes kept are exactly those of miditok's ``Octuple.encode`` with this configuration (and a bar limit high
+    enough for the piece), after the column permutation to our attribute order. Bar ids are
+    ``4 + bar index from the start of the piece``. Notes that cannot be represented (pitch outside the range,
+    program outside the vocabulary) are left out and counted in the report.
+
+    Args:
+        tables: the vocabulary's tables.
+        score: a tick-time :class:`symusic.Score` (see :func:`load_score`).
+        source: the name put in the report.
+
+    Returns:
+        ``(ids (N, 8) int64, source_note (N,) int64, report)``: ``source_note`` is each token's note number in
+        the score (tracks in order, notes in order within a track).
+    """
+    report = EncodingReport(source=source)
+    ts, new_tpq, report.ignored_time_signatures = _process_time_signatures(tables, score)
+
+    # Resampling factors (several denominators): onsets are re-quantised per section.
+    factors = None
+    if len(set(ts[:, 2].tolist())) > 1:
+        factors = _sections(ts, lambda d: int(new_tpq // (tables.max_num_pos_per_beat * (d / 4))))
+
+    parts, dropped, report.num_notes_in = _notes_by_program(tables, score, new_tpq)
+    report.dropped = {k: v for k, v in dropped.items() if v}
+    if not parts:
+        report.num_notes_out = 0
+        return np.zeros((0, NUM_ATTRIBUTES), dtype=np.int64), np.zeros(0, dtype=np.int64), report
+    if len(parts) == 1:
+        time, dur, pitch_id, vel, src, prog_id = parts[0]
+    else:
+        time, dur, pitch_id, vel, src, prog_id = (np.concatenate(c) for c in zip(*parts, strict=True))
+    if factors is not None:
+        time = _adjust_times(time, factors)
+    ids = np.empty((len(time), NUM_ATTRIBUTES), dtype=np.int64)
+    ids[:, PITCH] = pitch_id
+    ids[:, PROGRAM] = prog_id
+    ids[:, VELOCITY] = tables.velocity_lut[vel.astype(np.intp) & 127]
+    _fill_timing_columns(ids, tables, ts, new_tpq, time, dur)
     tempo_times, tempo_ids = _process_tempos(tables, score, new_tpq, factors)
     if len(tempo_times) == 1 and tempo_times[0] == 0:
         ids[:, TEMPO] = tempo_ids[0]

@@ -29,7 +29,7 @@ Paper and reference code differ in two places, both options here:
 
 How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
 reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full
-masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.diagnostics` and the
+masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and the
 docs/results.md, "Representation health").
 
 Fixes of the reference code's defects (docs/method.md section 7): the masker targets are computed per segment without
@@ -41,10 +41,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .constants import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
@@ -128,7 +127,7 @@ class AttributeWeights:
         self.num_attributes = num_attributes
         self.min_accuracy = min_accuracy
         self.weights = torch.full((num_attributes,), 1.0 / num_attributes, device=device)
-        self.accuracies: Optional[torch.Tensor] = None  # of the previous epoch
+        self.accuracies: torch.Tensor | None = None  # of the previous epoch
         self.correct = torch.zeros(num_attributes, dtype=torch.float64, device=device)
         self.total = torch.zeros(num_attributes, dtype=torch.float64, device=device)
 
@@ -238,7 +237,7 @@ class UniformSampler:
         if self.high < self.low:
             raise ValueError(f"UniformSampler needs low <= high, got {self.low}, {self.high}")
 
-    def __call__(self, n: int, generator: Optional[torch.Generator] = None, device="cpu") -> torch.Tensor:
+    def __call__(self, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
         gen_device = generator.device if generator is not None else device
         u = torch.rand(n, generator=generator, device=gen_device).to(device)
         return self.low + (self.high - self.low) * u
@@ -297,7 +296,7 @@ def masker_targets(
     per_token_loss: torch.Tensor,
     corrupted: torch.Tensor,
     fraction: float = 0.3,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets of the masker loss (docs/method.md 3.6), per segment and without a sign flip.
 
@@ -388,10 +387,10 @@ class AdversarialMLMOutput:
     num_masked: torch.Tensor
     masked_share: torch.Tensor
     frozen_fraction: torch.Tensor
-    masker_scores: Optional[torch.Tensor] = None
-    per_token_loss: Optional[torch.Tensor] = None
-    chosen: Optional[torch.Tensor] = None
-    corrupted: Optional[torch.Tensor] = None
+    masker_scores: torch.Tensor | None = None
+    per_token_loss: torch.Tensor | None = None
+    chosen: torch.Tensor | None = None
+    corrupted: torch.Tensor | None = None
 
 
 class AdversarialMLM(nn.Module):
@@ -430,8 +429,8 @@ class AdversarialMLM(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        mask_book: Optional[PackedMaskBook] = None,
-        attribute_weights: Optional[AttributeWeights] = None,
+        mask_book: PackedMaskBook | None = None,
+        attribute_weights: AttributeWeights | None = None,
         masking: str = "adversarial",
         masker_grad_scale: float = DEFAULT_MASKER_GRAD_SCALE,
         masker_loss_weight: float = 1.0,
@@ -513,11 +512,11 @@ class AdversarialMLM(nn.Module):
     def forward(
         self,
         batch: dict,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
         use_mask_book: bool = True,
         return_details: bool = False,
-        attribute_weights: Optional[torch.Tensor] = None,
-        masking: Optional[str] = None,
+        attribute_weights: torch.Tensor | None = None,
+        masking: str | None = None,
         score_only: bool = False,
     ) -> AdversarialMLMOutput:
         """Run one step (or, with ``score_only``, only score the uncorrupted batch).
@@ -654,7 +653,7 @@ class AdversarialMLM(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[Optional[dict]]:
+def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[dict | None]:
     """This process's batches, then ``None`` for as long as another process still has batches: every process goes
     through the same number of rounds, so that collective calls (gathers) inside the loop line up.
 
@@ -676,7 +675,7 @@ def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[Op
         yield batch
 
 
-def batch_to_device(batch: dict, device, mask_book: Optional[PackedMaskBook] = None) -> dict:
+def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None) -> dict:
     """A host batch on ``device``, without a host sync: the mask book's rows are looked up on the host first (a book
     kept off the accelerator would otherwise copy the segment ids back to the host every step, waiting for the
     device), then every tensor is copied with ``non_blocking`` (asynchronous from pinned memory).
@@ -702,7 +701,7 @@ def freezing_pass(
     fraction_sampler: Callable = UniformSampler(0.1, 0.3),
     unfreeze_sampler: Callable = UniformSampler(0.0, 0.1),
     accelerator: Any = None,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> float:
     """Score every training segment and freeze its highest-scored notes (docs/method.md 3.8).
 

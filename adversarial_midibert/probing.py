@@ -9,7 +9,7 @@ its own, which makes it the sharp evaluation of a pre-training study.
   every piece the note-weighted mean of its notes' hidden states (the piece embedding; every segment of a long piece
   counts, weighted by its notes).
 - :func:`fit_linear_probe` fits a multinomial logistic regression (scikit-learn) on standardised features and returns
-  the per-piece correct/total counts on the evaluation features, ready for :mod:`adversarial_midibert.bootstrap`.
+  the per-piece correct/total counts on the evaluation features, ready for :mod:`adversarial_midibert.confidence_intervals`.
 - :func:`cross_validated_piece_probe` does the same for one label per piece with stratified k-fold
   cross-validation, every piece predicted once by a probe that did not see it.
 """
@@ -17,7 +17,7 @@ its own, which makes it the sharp evaluation of a pre-training study.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -44,11 +44,11 @@ class EncodedSplit:
     """
 
     note_features: np.ndarray
-    note_labels: Optional[np.ndarray]
+    note_labels: np.ndarray | None
     note_piece: np.ndarray
     piece_ids: list[str]
     piece_features: np.ndarray
-    piece_labels: Optional[np.ndarray]
+    piece_labels: np.ndarray | None
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def encode_dataset(
     split: Any,
     batch_size: int = 64,
     hidden_attributes: Sequence[str] = (),
-    max_pieces: Optional[int] = None,
+    max_pieces: int | None = None,
 ) -> EncodedSplit:
     """Run a frozen encoder over a tokenised split.
 

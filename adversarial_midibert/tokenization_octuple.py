@@ -85,18 +85,24 @@ __all__ = [
     "EncodingReport",
     "MidiReadError",
     "OctupleTokenizer",
-    "TOKENIZER_CODE_FILES",
     "TOKENIZER_FORMAT_VERSION",
     "default_tokenizer_config",
+    "tokenizer_code_files",
 ]
 
 TOKENIZER_FORMAT_VERSION = 1
-# The tokenizer's code, shipped beside the tokenizer files for ``trust_remote_code`` (this module first).
-TOKENIZER_CODE_FILES: tuple[str, ...] = ("tokenization_octuple.py", "octuple_encoding.py", "constants.py")
 # Keyword arguments of ``from_pretrained`` that select files on the Hub (passed to ``huggingface_hub``).
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 # Keyword arguments transformers' Auto classes and pipelines pass along that do not concern this tokenizer.
 _IGNORED_KWARGS = ("trust_remote_code", "use_fast", "code_revision", "resume_download", "user_agent")
+
+
+def tokenizer_code_files() -> list[Path]:
+    """The tokenizer's code, shipped beside the tokenizer files for ``trust_remote_code``: this module first, then what
+    it imports relatively, found as transformers' loader will find it (``get_relative_import_files``)."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    return [Path(__file__).resolve(), *sorted(map(Path, get_relative_import_files(Path(__file__).resolve())))]
 
 
 class OctupleTokenizer:
@@ -563,7 +569,7 @@ class OctupleTokenizer:
         facts a transformers user looks for (``model_max_length``, ``model_input_names``, special ids)."""
         return {
             "tokenizer_class": type(self).__name__,
-            "auto_map": {"AutoTokenizer": [f"{Path(TOKENIZER_CODE_FILES[0]).stem}.{type(self).__name__}", None]},
+            "auto_map": {"AutoTokenizer": [f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}", None]},
             "tokenizer_file": TOKENIZER_FILE_NAME,
             "model_max_length": self.max_seq_len,
             "model_input_names": list(self.model_input_names),
@@ -588,7 +594,7 @@ class OctupleTokenizer:
 
         Files: ``octuple_tokenizer.json`` (format version, ``max_seq_len``, the miditok configuration),
         ``tokenizer_config.json`` (class, ``auto_map``), and with ``include_code`` the code files
-        (:data:`TOKENIZER_CODE_FILES`) that ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` runs.
+        (:func:`tokenizer_code_files`) that ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` runs.
         Each file is written aside and renamed into place.
 
         Args:
@@ -604,12 +610,11 @@ class OctupleTokenizer:
         _write_text(folder / TOKENIZER_FILE_NAME, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
         if include_code and self._auto_class:
             _write_text(folder / TOKENIZER_CONFIG_FILE_NAME, json.dumps(self.tokenizer_config(), indent=2) + "\n")
-            source_dir = Path(__file__).resolve().parent
-            for name in TOKENIZER_CODE_FILES:
-                if (source_dir / name).resolve() != (folder / name).resolve():
-                    tmp = folder / f".{name}.tmp"
-                    shutil.copyfile(source_dir / name, tmp)
-                    os.replace(tmp, folder / name)
+            for source in tokenizer_code_files():  # not custom_object_save: it copies in place, not aside
+                if source != (folder / source.name).resolve():
+                    tmp = folder / f".{source.name}.tmp"
+                    shutil.copyfile(source, tmp)
+                    os.replace(tmp, folder / source.name)
         return folder / TOKENIZER_FILE_NAME
 
     @classmethod

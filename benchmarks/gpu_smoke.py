@@ -43,9 +43,9 @@ import warnings  # noqa: E402
 
 import torch  # noqa: E402
 
-from adversarial_midibert.acceleration import apply_acceleration  # noqa: E402
+from adversarial_midibert.speed_and_memory import apply_acceleration  # noqa: E402
 from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # noqa: E402
-from adversarial_midibert.diagnostics import evaluate_pretraining  # noqa: E402
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining  # noqa: E402
 from adversarial_midibert.masking import maskable_positions  # noqa: E402
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertLayer  # noqa: E402
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402

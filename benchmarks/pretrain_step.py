@@ -52,7 +52,7 @@ import torch  # noqa: E402
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noqa: E402
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
-from adversarial_midibert.acceleration import apply_acceleration, enable_activation_checkpointing  # noqa: E402
+from adversarial_midibert.speed_and_memory import apply_acceleration, enable_activation_checkpointing  # noqa: E402
 from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
 from benchmarks.profiling import step_flops_per_token  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402

@@ -6,7 +6,7 @@ AVX512-BF16 or AMX): one warm-up step, then one profiled step (forward, backward
 time and the ops with the most self time. On such a CPU the matrix products (``aten::mm``, ``addmm``, ``bmm``) take
 the extra time in bf16 (oneDNN has no bf16 kernels there, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is False):
 the model's own code (the relative-position scores, sdpa) is not the cause, so the training scripts warn instead
-(``acceleration.slow_bf16_warning``). Keep it short on a shared CPU: base preset, 1 x 512 rows, random masking.
+(``speed_and_memory.slow_bf16_warning``). Keep it short on a shared CPU: base preset, 1 x 512 rows, random masking.
 
     python benchmarks/profile_step.py                     # whole steps, per-op tables (minutes on a busy CPU)
     python benchmarks/profile_step.py --preset small --batch_size 4 --seq_len 256 --masking adversarial --threads 1 \

@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from adversarial_midibert import modeling_adv_midibert as modeling
-from adversarial_midibert.acceleration import enable_activation_checkpointing
+from adversarial_midibert.speed_and_memory import enable_activation_checkpointing
 from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
 
 __all__ = ["count_flops", "step_flops_per_token", "MemoryEstimate", "estimate_step_memory", "STEP_KINDS",

@@ -2,7 +2,7 @@
 """Representation health of pre-training variants: which coupling of masker and encoder collapses the encoder?
 
 Pre-trains a small model with each configuration below (``examples/pretrain.py``, same data, same steps, several
-seeds) and reads the validation figures every run writes (:mod:`adversarial_midibert.diagnostics`):
+seeds) and reads the validation figures every run writes (:mod:`adversarial_midibert.pretraining_evaluation`):
 
 - ``eval_token_cosine``: mean cosine similarity between the notes of a segment (higher = more collapsed);
 - ``eval_effective_rank``: effective rank of a segment's note representations (lower = more collapsed);

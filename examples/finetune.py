@@ -54,16 +54,33 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import get_scheduler
+from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
+from adversarial_midibert.atomic_io import FolderLock, atomic_write_json, write_folder_aside
+from adversarial_midibert.confidence_intervals import bootstrap_accuracy
+from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint
 from adversarial_midibert.cli import command_line
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
+from adversarial_midibert.data.builder import is_dataset_folder
+from adversarial_midibert.evaluation import ClassificationEvaluator
 from adversarial_midibert.masking import hide_attributes
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
-from adversarial_midibert.presets import PRESETS
+from adversarial_midibert.modeling_adv_midibert import (
+    AdvMidiBertForSequenceClassification,
+    AdvMidiBertForTokenClassification,
+)
+from adversarial_midibert.presets import PRESETS, default_finetune_learning_rate, parse_config_overrides, preset_config_kwargs
 from adversarial_midibert.pretraining import TrainingProgress, step_seed
 from adversarial_midibert.tasks import TASKS
+from adversarial_midibert.visualization import plot_training_curves
 
 logger = logging.getLogger("finetune")
 
@@ -295,8 +312,6 @@ def split_metrics(evaluator, piece_ids, loss: float, prefix: str) -> tuple[dict,
 def bootstrap_intervals(pieces, prefix: str, n_resamples: int, seed: int) -> dict:
     """95 % bootstrap intervals over pieces: ``{prefix}accuracy_ci95`` (pieces resampled with all their segments or
     notes) and, for sequence tasks, ``{prefix}piece_accuracy_ci95``; empty when ``n_resamples`` is 0."""
-    from adversarial_midibert.bootstrap import bootstrap_accuracy
-
     if n_resamples <= 0:
         return {}
     levels = {"accuracy": "segment", "piece_accuracy": "piece"} if pieces.is_sequence else {"accuracy": "note"}
@@ -321,24 +336,6 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         argv = sys.argv[1:] if args is None else list(args)
         command = command_line(prog or "python examples/finetune.py", argv)
         args = parse_args(argv, prog)
-    from accelerate import Accelerator, DataLoaderConfiguration
-    from accelerate.utils import set_seed
-    from transformers import get_scheduler
-
-    from adversarial_midibert.atomic_io import FolderLock, write_folder_aside
-    from adversarial_midibert.atomic_io import atomic_write_json as write_json
-    from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint
-    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
-    from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
-    from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
-    from adversarial_midibert.data.builder import is_dataset_folder
-    from adversarial_midibert.evaluation import ClassificationEvaluator
-    from adversarial_midibert.visualization import plot_training_curves
-    from adversarial_midibert.modeling_adv_midibert import (
-        AdvMidiBertForSequenceClassification,
-        AdvMidiBertForTokenClassification,
-    )
-
     output_dir = Path(args.output_dir)
     if (output_dir / "all_results.json").is_file() and not (args.overwrite_output_dir or args.resume_from_checkpoint):
         raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another folder")
@@ -355,7 +352,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     if args.with_tracking:
         accelerator_kwargs.update(log_with=args.report_to, project_dir=str(output_dir))
     accelerator = Accelerator(**accelerator_kwargs)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     if not accelerator.is_local_main_process:
         logger.setLevel(logging.WARNING)
     slow_bf16 = slow_bf16_warning(accelerator.device, accelerator.mixed_precision)
@@ -420,8 +418,6 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         "label2id": {n: i for i, n in enumerate(label_names)},
     }
     if args.from_scratch:
-        from adversarial_midibert.presets import parse_config_overrides, preset_config_kwargs
-
         config_kwargs = {**preset_config_kwargs(args.preset), **parse_config_overrides(args.config_overrides)}
         config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), **config_kwargs, **label_kwargs)
         model = model_class(config)
@@ -456,12 +452,11 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
 
     # --- optimiser and schedule
     if args.learning_rate is None:
-        from adversarial_midibert.presets import default_finetune_learning_rate
-
         args.learning_rate = default_finetune_learning_rate(model.config.hidden_size)
         logger.info("learning rate %g (the default for hidden size %d)", args.learning_rate, model.config.hidden_size)
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1 and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and not (p.ndim > 1 and "LayerNorm" not in n)]
+    decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias"]))  # transformers' Trainer rule
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and n in decay_names]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n not in decay_names]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.learning_rate,
@@ -628,13 +623,13 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         if not (output_dir / TOKENIZER_FILE_NAME).is_file():
             logger.warning("the tokenizer did not write %s into %s", TOKENIZER_FILE_NAME, output_dir)
         for prefix, pieces in (("eval", eval_pieces), ("test", test_pieces)):
-            write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
+            atomic_write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
         title = f"{task}: test accuracy {test_metrics['test_accuracy']:.3f}"
         evaluator.plot(output_dir / "confusion_matrix.png", title=title)
         if history:
             plot_training_curves(history, output_dir / "training_curves.png", x="epoch", title=task)
         _write_card(output_dir, args, task, task_type, results)
-        write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
+        atomic_write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
         if best_dir.is_dir() and not args.checkpointing_steps:  # kept for a resumed run to restore
             import shutil
 

@@ -44,9 +44,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import SchedulerType, get_scheduler
+from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock, atomic_write_json
 from adversarial_midibert.cli import command_line
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
@@ -54,7 +55,7 @@ from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.builder import is_dataset_folder
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
-from adversarial_midibert.diagnostics import evaluate_pretraining
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
 from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
 from adversarial_midibert.pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
@@ -182,8 +183,6 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
     p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
     p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
-    p.add_argument("--debug_dump_mask_book", action="store_true",
-                   help="Write each process's mask-book fingerprint to output_dir/mask_book_rank{i}.txt.")
     args = p.parse_args(argv)
     args.command = command_line(prog or "python examples/pretrain.py", argv)  # for the model card
 
@@ -330,7 +329,7 @@ def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
 
 def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path,
                    log: bool = True) -> dict:
-    """Validation figures (:func:`adversarial_midibert.diagnostics.evaluate_pretraining`), logged and (with ``log``)
+    """Validation figures (:func:`adversarial_midibert.pretraining_evaluation.evaluate_pretraining`), logged and (with ``log``)
     appended to ``eval_log.jsonl``; ``{}`` without a validation split."""
     if len(eval_dataloader) == 0:
         return {}
@@ -474,16 +473,15 @@ def main(argv=None, prog=None):
     eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate_fn,
                                  batch_size=args.per_device_eval_batch_size)
 
-    # Four groups: weight decay or not, masker head or not (the masker head may learn faster).
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    # Four groups: weight decay or not (transformers' Trainer rule), masker head or not (it may learn faster).
+    decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias"]))
     masker_lr = args.masker_learning_rate or args.learning_rate
     params = []
     for is_masker, lr in ((False, args.learning_rate), (True, masker_lr)):
         named = [(n, p) for n, p in model.named_parameters() if n.startswith("masker.") == is_masker]
         params += [
-            {"params": [p for n, p in named if not any(nd in n for nd in no_decay)],
-             "weight_decay": args.weight_decay, "lr": lr},
-            {"params": [p for n, p in named if any(nd in n for nd in no_decay)], "weight_decay": 0.0, "lr": lr},
+            {"params": [p for n, p in named if n in decay_names], "weight_decay": args.weight_decay, "lr": lr},
+            {"params": [p for n, p in named if n not in decay_names], "weight_decay": 0.0, "lr": lr},
         ]
     optimizer = torch.optim.AdamW([g for g in params if g["params"]], lr=args.learning_rate)
 
@@ -685,8 +683,6 @@ def main(argv=None, prog=None):
     if eval_step != progress.completed_steps:  # the run stopped inside an epoch (or resumed at its end): evaluate
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir, log=progress.completed_steps != logged_eval_step)
-    if args.debug_dump_mask_book:
-        (output_dir / f"mask_book_rank{accelerator.process_index}.txt").write_text(mask_book.fingerprint() + "\n")
     if args.with_tracking:
         accelerator.end_training()
 

@@ -35,7 +35,7 @@ Report (written to ``--results_file``, default ``WORK_DIR/ablation.json``, and `
 - for every pair of present variants (later minus earlier in ``--variants``, e.g. ``adversarial - random`` and
   ``adversarial - scratch``): a two-level paired bootstrap of the difference of the seed-mean test accuracies
   (pieces resampled with replacement and shared by both variants; seeds resampled independently per variant;
-  :func:`adversarial_midibert.bootstrap.paired_bootstrap_difference`), its 95 % interval and whether it excludes 0;
+  :func:`adversarial_midibert.confidence_intervals.paired_bootstrap_difference`), its 95 % interval and whether it excludes 0;
 - the paper's figures and the floors of the data README (majority class, simple non-neural baselines) and whether
   each variant's mean clears each floor (composer and emotion: per piece; melody and velocity: per note).
 
@@ -86,7 +86,7 @@ from pathlib import Path
 import numpy as np
 
 from adversarial_midibert.atomic_io import atomic_write_text
-from adversarial_midibert.bootstrap import paired_bootstrap_difference, stack_piece_counts
+from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.atomic_io import atomic_write_json as write_json
 from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.evaluation import PieceResults

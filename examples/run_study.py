@@ -31,7 +31,7 @@ Evaluations of every model (the encoders are frozen except in the last one):
 For each comparison (``adversarial - random``, ``adversarial - easiest``, ``adversarial - random-2x``,
 ``bar - random``, ``adversarial - scratch``, ``random - scratch``) and evaluation: the difference of the seed-mean
 accuracies, a paired two-level 95 % bootstrap interval (pieces shared by both arms, seeds resampled per arm;
-:func:`adversarial_midibert.bootstrap.paired_bootstrap_difference`) and the minimum detectable effect
+:func:`adversarial_midibert.confidence_intervals.paired_bootstrap_difference`) and the minimum detectable effect
 (``(z_0.975 + z_0.8) x`` the bootstrap standard error: the smallest true difference this evaluation finds four
 times in five).
 
@@ -64,7 +64,7 @@ import numpy as np
 from run_ablation import Runner, portable_command  # the same runner as the ablation (examples/ is sys.path[0])
 
 from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
-from adversarial_midibert.bootstrap import paired_bootstrap_difference, stack_piece_counts
+from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.evaluation import PieceResults
 

@@ -4,7 +4,7 @@ the plainest form of the mask book of docs/method.md 3.1, one byte per position 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ class MaskBook:
         self,
         num_segments: int,
         max_len: int,
-        segment_lengths: Optional[torch.Tensor] = None,
+        segment_lengths: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
     ):
         if num_segments < 1 or max_len < 1:
@@ -82,7 +82,7 @@ class MaskBook:
             rows = F.pad(rows, (0, length - rows.shape[1]), value=True)
         return rows
 
-    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor, notes: Optional[torch.Tensor] = None) -> None:
+    def set_rows(self, segment_ids: torch.Tensor, rows: torch.Tensor, notes: torch.Tensor | None = None) -> None:
         """Overwrite the first ``rows.shape[1]`` columns of the given segments (later duplicates win).
 
         ``notes`` (real notes per row) is accepted for the interface of :class:`PackedMaskBook` and not needed here

@@ -147,7 +147,6 @@ def serve() -> None:
     """
     import accelerate  # noqa: F401
     import datasets  # noqa: F401
-    import evaluate  # noqa: F401
     import matplotlib.pyplot  # noqa: F401
     import transformers  # noqa: F401
 

@@ -10,7 +10,7 @@ import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, MASK_ID, VELOCITY
-from adversarial_midibert.data.builder import build_dataset, format_summary, load_task_dataset, save, split_pieces
+from adversarial_midibert.data.builder import BuildOptions, build_dataset, format_summary, load_task_dataset, save, split_pieces
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
 
@@ -114,11 +114,14 @@ def test_bad_arguments_are_named(tmp_path):
         build_dataset([], task_type="bogus")
     with pytest.raises(ValueError, match="token_label_fn"):
         build_dataset([], task_type="token")
+    with pytest.raises(ValueError, match="token_label_fn"):  # the options object checks itself, fields given or not
+        build_dataset([], BuildOptions(task_type="pretrain"), task_type="token")
 
 
 def test_pretrain_build_without_test_split_saves_and_loads(folder, tmp_path):
-    ds = build_dataset(folder, task_type="pretrain", splits=(0.8, 0.2, 0.0), tokenizer=OctupleTokenizer(max_seq_len=32))
-    assert len(ds["test"]) == 0
+    options = BuildOptions(task_type="pretrain", splits=(0.8, 0.2, 0.0))
+    ds = build_dataset(folder, options, tokenizer=OctupleTokenizer(max_seq_len=32))
+    assert len(ds["test"]) == 0 and ds.task_info["task_type"] == "pretrain"
     loaded, info, _ = load_task_dataset(save(ds, tmp_path / "pretrain"))
     assert set(loaded) == {"train", "validation"} and info["task_type"] == "pretrain"
     assert loaded["train"]["input_ids"] == ds["train"]["input_ids"]

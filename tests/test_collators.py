@@ -142,7 +142,7 @@ def test_mlm_collator(strategy):
     assert chosen.any() and torch.equal(batch["labels"][chosen], plain["input_ids"][chosen])
 
 
-def test_clear_errors():
+def test_collator_errors_name_the_flag_and_the_bad_row():
     with pytest.raises(ValueError, match="pitch_shift"):
         DataCollatorForOctuple(pitch_shift=True)
     with pytest.raises(ValueError, match="row 0"):

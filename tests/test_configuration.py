@@ -10,8 +10,8 @@ from transformers import AutoConfig
 import adversarial_midibert  # noqa: F401  (registers the Auto classes)
 from adversarial_midibert import AdvMidiBertConfig
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, BOS_ID, EOS_ID, MASK_ID, PAD_ID
+from tiny_models import TINY_SIZES, tiny_config
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
 def _settings(config: AdvMidiBertConfig) -> dict:
@@ -72,12 +72,11 @@ def test_default_vocab_sizes_match_default_tokenizer():
 )
 def test_invalid_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        AdvMidiBertConfig(**{**TINY, **kwargs})
+        tiny_config(**kwargs)
 
 
 def test_save_load_round_trip(tmp_path):
-    config = AdvMidiBertConfig(
-        **TINY,
+    config = tiny_config(
         vocab_sizes=[20, 21, 22, 23, 24, 25, 26, 27],
         position_embedding_type="absolute",
         num_labels=3,
@@ -100,11 +99,11 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_equality_compares_all_attributes():
-    assert AdvMidiBertConfig(**TINY) == AdvMidiBertConfig(**TINY)
-    assert AdvMidiBertConfig(**TINY) != AdvMidiBertConfig(**{**TINY, "hidden_size": 64})
+    assert tiny_config() == tiny_config()
+    assert tiny_config() != tiny_config(hidden_size=64)
 
 
 def test_auto_config_for_model_type():
-    config = AutoConfig.for_model("adv_midibert", **TINY)
+    config = AutoConfig.for_model("adv_midibert", **TINY_SIZES)
     assert isinstance(config, AdvMidiBertConfig)
     assert config.hidden_size == 32

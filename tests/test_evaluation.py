@@ -1,4 +1,4 @@
-"""Metrics through ``evaluate`` offline, token-metric masking, confusion matrix PNG."""
+"""Accuracy and macro-F1, token-metric masking, confusion matrix PNG."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ import torch
 
 from adversarial_midibert.evaluation import (
     ClassificationEvaluator,
+    accuracy_and_macro_f1,
     confusion_matrix,
-    load_metric,
     select_scored,
     token_metric_mask,
 )
 
 
-def test_metrics_load_offline_and_match_sklearn():
-    from sklearn.metrics import f1_score
-
+def test_accuracy_and_macro_f1_match_their_definitions():
     preds, refs = [0, 1, 2, 2, 1, 0], [0, 1, 1, 2, 1, 2]
-    assert load_metric("accuracy").compute(predictions=preds, references=refs)["accuracy"] == pytest.approx(4 / 6)
-    f1 = load_metric("f1").compute(predictions=preds, references=refs, average="macro")["f1"]
-    assert f1 == pytest.approx(f1_score(refs, preds, average="macro"))
+    scores = accuracy_and_macro_f1(preds, refs, 3)
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    # per class F1 = 2 TP / (2 TP + FP + FN): class 0 (1 TP, 1 FP), 1 (2 TP, 1 FN), 2 (1 TP, 1 FP, 1 FN)
+    assert scores["f1_macro"] == pytest.approx((2 / 3 + 4 / 5 + 2 / 4) / 3)
+    assert all(np.isnan(v) for v in accuracy_and_macro_f1([], [], 3).values())
 
 
 def test_masked_notes_are_left_out_of_token_metrics():

@@ -48,6 +48,7 @@ def _check_results(output, task, n_labels):
     return results, config
 
 
+@pytest.mark.slow
 def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
     dataset = _build("composer", data_root, tmp_path / "composer")
     output = tmp_path / "run"
@@ -89,18 +90,18 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
         finetune.main(["--dataset", str(dataset), "--from_scratch", "--output_dir", str(output)])
 
 
+@pytest.mark.slow
 def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_path):
     """Token task, loaded from a masked-LM folder (heads dropped), mask fine-tuning, probing layer 1."""
-    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from tiny_models import tiny_config
     from adversarial_midibert.data import load_task_dataset
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
 
     dataset = _build("melody", data_root, tmp_path / "melody")
     _, _, tokenizer = load_task_dataset(dataset)
     pretrained = tmp_path / "pretrained"
-    config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=2,
-                               num_attention_heads=2, intermediate_size=64, attribute_embedding_size=16,
-                               max_position_embeddings=64)
+    config = tiny_config(vocab_sizes=list(tokenizer.vocab_sizes), attribute_embedding_size=16,
+                         max_position_embeddings=64)
     torch.manual_seed(0)
     AdvMidiBertForMaskedLM(config).save_pretrained(pretrained)
     encoder_weight = "adv_midibert.encoder.layer.0.attention.self.query.weight"
@@ -127,7 +128,7 @@ def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_pat
     assert torch.equal(before[encoder_weight], after[encoder_weight])
 
 
-def test_bad_flags_are_clear(finetune, capsys):
+def test_bad_flags_exit_with_a_message_naming_the_flag(finetune, capsys):
     with pytest.raises(SystemExit):
         finetune.parse_args(["--dataset", "x", "--output_dir", "y"])  # neither --from_scratch nor a model
     with pytest.raises(SystemExit):

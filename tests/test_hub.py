@@ -279,9 +279,11 @@ def test_folder_without_auto_map_says_how_to_fix(model_folder):
         hub.collect_upload_files(model_folder)
 
 
-def test_cli_reports_errors_without_traceback(model_folder, tmp_path):
-    assert cli_main(["push", str(model_folder), "--repo_id", "org/a--b", "--dry_run", str(tmp_path / "d")]) == 2
-    assert cli_main(["push", str(tmp_path / "nowhere"), "--repo_id", "org/a", "--dry_run", str(tmp_path / "d")]) == 2
+def test_cli_reports_errors_in_one_line_without_traceback(model_folder, tmp_path, capsys):
+    for folder, repo_id, named in ((model_folder, "org/a--b", "org/a--b"), (tmp_path / "nowhere", "org/a", "nowhere")):
+        assert cli_main(["push", str(folder), "--repo_id", repo_id, "--dry_run", str(tmp_path / "d")]) == 2
+        error = capsys.readouterr().err.strip()
+        assert named in error and "\n" not in error and "Traceback" not in error
 
 
 @pytest.mark.parametrize("where", ["auto_map", "tokenizer_auto_map", "shard", "relative_import"])

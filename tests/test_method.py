@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from adversarial_midibert.constants import NUM_ATTRIBUTES, PAD_ID
-from adversarial_midibert.diagnostics import spearman_within_rows
+from adversarial_midibert.pretraining_evaluation import spearman_within_rows
 from adversarial_midibert.constants import IGNORE_INDEX
 from adversarial_midibert.masking import choose_top_scored_positions, maskable_positions
 from adversarial_midibert.pretraining import (

@@ -1,4 +1,5 @@
-"""Model classes: shapes, relative attention, eager == sdpa, padding invariance, losses, checkpointing, save/load."""
+"""Model classes: relative attention, eager == sdpa, padding invariance, losses, checkpointing, and the checks
+transformers' model tests run over every head (save/load, batching, ``return_dict=False``, initialisation)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -260,17 +262,27 @@ def test_masked_lm_switches():
     assert model.adv_midibert.embeddings.in_linear.weight.grad is not None
 
 
-def test_sequence_classification_losses():
-    ids, mask = padded_batch()
-    model = build(AdvMidiBertForSequenceClassification)
-    out = model(ids, attention_mask=mask, labels=torch.tensor([0, 2]))
-    assert out.logits.shape == (2, 3)
-    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits, torch.tensor([0, 2])))
-    assert out.pooling_attentions.shape == (2, 2, 10)
+MULTI_HOT = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+PROBLEM_TYPES = {  # problem type: (num_labels, labels of the padded batch, the loss BERT takes)
+    "single_label_classification": (3, torch.tensor([0, 2]), lambda logits, y: F.cross_entropy(logits, y)),
+    "regression": (1, torch.tensor([0.5, -1.0]), lambda logits, y: F.mse_loss(logits.squeeze(-1), y)),
+    "multi_label_classification": (3, MULTI_HOT, lambda logits, y: F.binary_cross_entropy_with_logits(logits, y)),
+}
 
-    regression = build(AdvMidiBertForSequenceClassification, num_labels=1)
-    out = regression(ids, attention_mask=mask, labels=torch.tensor([0.5, -1.0]))
-    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), torch.tensor([0.5, -1.0])))
+
+@pytest.mark.parametrize("given", [False, True], ids=["inferred", "given"])
+@pytest.mark.parametrize("problem_type", PROBLEM_TYPES)
+def test_sequence_head_takes_the_loss_of_each_problem_type(problem_type, given):
+    """BERT's choice: MSE for one label, cross-entropy for class ids, BCE for multi-hot floats; inferred from the
+    labels when ``config.problem_type`` is unset."""
+    num_labels, labels, loss = PROBLEM_TYPES[problem_type]
+    ids, mask = padded_batch()
+    model = build(AdvMidiBertForSequenceClassification, num_labels=num_labels,
+                  problem_type=problem_type if given else None)
+    out = model(ids, attention_mask=mask, labels=labels)
+    assert out.logits.shape == (2, num_labels) and model.config.problem_type == problem_type
+    torch.testing.assert_close(out.loss, loss(out.logits, labels))
+    assert out.pooling_attentions.shape == (2, 2, 10)
 
 
 def test_token_classification_ignores_minus_100():
@@ -283,8 +295,6 @@ def test_token_classification_ignores_minus_100():
     assert out.logits.shape == (2, 10, 3)
     keep = labels != -100
     torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(out.logits[keep], labels[keep]))
-    tuple_out = model(ids, attention_mask=mask, labels=labels, return_dict=False)
-    torch.testing.assert_close(tuple_out[0], out.loss)
 
 
 def test_output_hidden_states_and_attentions_shapes():
@@ -354,6 +364,51 @@ def test_save_and_auto_load_give_identical_outputs(tmp_path, model_class):
             atol=0,
             rtol=0,
         )
+
+
+def head_labels(model_class, ids, mask):
+    """Labels of the padded batch for each head's ``forward`` (-100 at padding); None for the bare model."""
+    if model_class is AdvMidiBertForMaskedLM:
+        return ids.masked_fill(~mask.bool()[..., None], -100)
+    if model_class is AdvMidiBertForSequenceClassification:
+        return torch.tensor([0, 2])
+    if model_class is AdvMidiBertForTokenClassification:
+        return torch.randint(0, 3, mask.shape, generator=torch.Generator().manual_seed(0)).masked_fill(mask == 0, -100)
+    return None
+
+
+@pytest.mark.parametrize("model_class", HEADS, ids=lambda c: c.__name__)
+def test_every_head_gives_a_batched_segment_the_output_it_has_alone(model_class):
+    ids, mask = padded_batch()
+    model = build(model_class)
+    batched = main_output(model, model(ids, attention_mask=mask))
+    for row, length in enumerate(mask.sum(1).tolist()):
+        alone = main_output(model, model(ids[row:row + 1, :length]))
+        expected = batched[row:row + 1] if batched.dim() == 2 else batched[row:row + 1, :length]
+        torch.testing.assert_close(alone, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("model_class", HEADS, ids=lambda c: c.__name__)
+def test_every_head_returns_the_same_values_with_return_dict_false(model_class):
+    ids, mask = padded_batch()
+    model = build(model_class)
+    labels = head_labels(model_class, ids, mask)
+    kwargs = {"attention_mask": mask, **({"labels": labels} if labels is not None else {})}
+    as_dict, as_tuple = model(ids, **kwargs), model(ids, **kwargs, return_dict=False)
+    assert type(as_tuple) is tuple
+    if labels is not None:
+        torch.testing.assert_close(as_tuple[0], as_dict.loss, atol=0, rtol=0)
+    torch.testing.assert_close(as_tuple, as_dict.to_tuple(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("model_class", HEADS, ids=lambda c: c.__name__)
+def test_every_head_initialises_its_parameters_as_bert(model_class):
+    """With ``initializer_range`` near 0 (transformers' ``_config_zero_init``), every weight and bias is 0 and every
+    LayerNorm scale 1: nothing escapes ``_init_weights``."""
+    model = build(model_class, initializer_range=1e-10)
+    for name, parameter in model.named_parameters():
+        expected = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+        assert abs(parameter.detach().abs().mean().item() - expected) < 1e-9, name
 
 
 def test_heads_load_encoder_from_masked_lm(tmp_path):

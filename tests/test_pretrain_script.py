@@ -70,6 +70,7 @@ def full_run(tiny_dataset, repo_root, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_outputs_hub_ready_folder(full_run):
     for name in ("config.json", "model.safetensors", "configuration_adv_midibert.py", "modeling_adv_midibert.py",
                  "octuple_tokenizer.json", "README.md", "all_results.json", "step_6", "step_12",
@@ -86,6 +87,7 @@ def test_run_outputs_hub_ready_folder(full_run):
     assert book.any()  # one bit per position, 1 = frozen
 
 
+@pytest.mark.slow
 def test_resume_gives_same_losses(full_run, tiny_dataset, repo_root, tmp_path):
     out = tmp_path / "resumed"
     out.mkdir()
@@ -101,18 +103,20 @@ def test_resume_gives_same_losses(full_run, tiny_dataset, repo_root, tmp_path):
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_mask_book(tiny_dataset, repo_root, tmp_path):
     out = tmp_path / "ddp"
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-          "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out),
-          "--preset", "tiny", "--max_train_steps", "4", "--per_device_train_batch_size", "4",
-          "--max_train_samples", "24", "--freeze_every", "1", "--debug_dump_mask_book"], repo_root, timeout=300)
+          "tests/mask_book_probe.py", "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset),
+          "--output_dir", str(out), "--preset", "tiny", "--max_train_steps", "4", "--per_device_train_batch_size", "4",
+          "--max_train_samples", "24", "--freeze_every", "1"], repo_root, timeout=300)
     hashes = [(out / f"mask_book_rank{i}.txt").read_text().strip() for i in range(2)]
     assert hashes[0] == hashes[1]
     assert len(list(out.glob("*.safetensors"))) == 1
     assert json.loads((out / "all_results.json").read_text())["frozen_fraction"] > 0
 
 
+@pytest.mark.slow
 def test_saved_folder_loads_with_auto_class_and_remote_code(full_run, tmp_path):
     import adversarial_midibert  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForMaskedLM
@@ -183,6 +187,7 @@ def test_detached_masker_learns_ten_times_faster_by_default(repo_root):
     assert pretrain.parse_args(["--masker_grad_scale", "0", "--masker_learning_rate", "3e-4"]).masker_learning_rate == 3e-4
 
 
+@pytest.mark.slow
 def test_model_card_records_the_command_as_typed(tiny_dataset, repo_root, tmp_path):
     """Under ``adv-midibert pretrain`` the card names that command and its flags, not ``pretrain.py pretrain``."""
     out = tmp_path / "run"

@@ -360,7 +360,7 @@ def test_short_adversarial_run_keeps_representations_healthy(data_root):
     (reference code's reconstruction term) stays at 0.89 / 12.3, as random-MLM with the same loss (0.89 / 12.3).
     The thresholds sit between the two, and the test checks both sides so that it can fail either way.
     """
-    from adversarial_midibert.diagnostics import evaluate_pretraining
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
     from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
@@ -419,7 +419,7 @@ def guard_inner_calls(step: AdversarialMLM) -> None:
 
 
 def test_step_evaluation_and_freezing_pass_go_through_the_step_module():
-    from adversarial_midibert.diagnostics import evaluate_pretraining
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
 
     model = tiny_model()
     book = MaskBook(3, 64)
@@ -481,7 +481,7 @@ def _distributed_worker(rank: int, port: str, out_dir: str, wrapper: str) -> Non
     from accelerate import Accelerator
     from torch.nn.parallel import DistributedDataParallel
 
-    from adversarial_midibert.diagnostics import evaluate_pretraining
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.pretraining import batch_to_device
 
     accelerator = Accelerator(cpu=True)

@@ -220,12 +220,14 @@ def test_auto_tokenizer_and_model_from_a_folder_and_a_cached_hub_id_without_the_
 
 def test_tokenizer_code_files_are_a_closed_set():
     """The tokenizer's remote code imports only each other (relatively) and the packages the card names."""
-    from adversarial_midibert.tokenization_octuple import TOKENIZER_CODE_FILES
+    from adversarial_midibert.tokenization_octuple import tokenizer_code_files
 
-    modules = {name.removesuffix(".py") for name in TOKENIZER_CODE_FILES}
+    code_files = [path.name for path in tokenizer_code_files()]
+    assert code_files == ["tokenization_octuple.py", "constants.py", "octuple_encoding.py"]
+    modules = {name.removesuffix(".py") for name in code_files}
     allowed = {"numpy", "miditok", "symusic", "transformers", "huggingface_hub", "__future__", "json", "logging",
                "os", "shutil", "warnings", "collections", "dataclasses", "pathlib", "typing"}
-    for file_name in TOKENIZER_CODE_FILES:
+    for file_name in code_files:
         for node in ast.walk(ast.parse((PACKAGE_DIR / file_name).read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 assert node.level == 1 and node.module in modules, (file_name, node.module)

@@ -19,6 +19,7 @@ def ablation(repo_root):
     return module
 
 
+@pytest.mark.slow
 def test_smoke_budget_end_to_end_with_two_pretraining_seeds(ablation, data_root, tmp_path):
     work_dir, results_file, readme = tmp_path / "work", tmp_path / "results" / "ablation.json", tmp_path / "README.md"
     readme.write_text(f"# title\n\n{ablation.README_START}\nold table\n{ablation.README_END}\n\nrest\n")
@@ -150,7 +151,7 @@ def test_dry_run_commands_seeds_and_per_variant_flags(ablation, data_root, tmp_p
     assert all(line.endswith("--num_train_epochs 3") for line in finetune)
 
 
-def test_bad_flags_are_clear(ablation, tmp_path, capsys):
+def test_bad_flags_exit_with_a_message_naming_the_flag(ablation, tmp_path, capsys):
     for argv, message in (
         (["--work_dir", str(tmp_path), "--stages", "data,train"], "unknown stage 'train'"),
         (["--work_dir", str(tmp_path), "--variants", "scratch,mystery", "--stages", "report"], "unknown variant"),

@@ -43,6 +43,8 @@ def test_epochs_cover_the_split_once_in_a_new_order_each(synthetic_build):
     epochs = [_ids(batches.epoch_batches(e)) for e in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(total)) and batches.exhausted
     assert epochs[0] != epochs[1]
+    unbuffered = StreamingBatches(stream.split("train"), 4, pad_octuple_batch, seed=1, shuffle_buffer_size=0)
+    assert _ids(unbuffered.epoch_batches(1)) != _ids(unbuffered.epoch_batches(2))  # the shards' order, per epoch
     first = next(iter(batches.epoch_batches(2)))
     assert first["input_ids"].shape[0] == 4 and first["input_ids"].dtype == torch.long
 
@@ -79,7 +81,7 @@ def test_processes_read_disjoint_shards_that_cover_the_split(synthetic_build):
 
 STREAM_ARGS = ["--streaming", "--preset", "tiny", "--per_device_train_batch_size", "8",
                "--per_device_eval_batch_size", "8", "--freeze_every", "1", "--logging_steps", "3", "--seed", "7",
-               "--shuffle_buffer_size", "16", "--max_eval_samples", "16", "--debug_dump_mask_book"]
+               "--shuffle_buffer_size", "16", "--max_eval_samples", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +96,12 @@ def pop909_shards(data_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_streaming_run_resumes_mid_epoch_with_the_same_losses_and_mask_book(pop909_shards, repo_root, tmp_path):
     """12 steps over two epochs (8 or 9 batches each, a freezing pass between them); resumed from step 4."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    common = [sys.executable, "examples/pretrain.py", "--dataset", str(pop909_shards), *STREAM_ARGS,
+    common = [sys.executable, "tests/mask_book_probe.py", "examples/pretrain.py", "--dataset", str(pop909_shards),
+              *STREAM_ARGS,
               "--max_train_steps", "12", "--checkpointing_steps", "4"]
     _run([*common, "--output_dir", str(full)], repo_root)
     assert (full / "step_4" / "streaming_state_rank0.json").is_file()
@@ -114,10 +118,12 @@ def test_streaming_run_resumes_mid_epoch_with_the_same_losses_and_mask_book(pop9
     assert (full / "mask_book_rank0.txt").read_text() == (resumed / "mask_book_rank0.txt").read_text()
 
 
+@pytest.mark.slow
 def test_two_streaming_processes_share_the_mask_book_on_disk(pop909_shards, repo_root, tmp_path):
     out = tmp_path / "ddp"
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
-          "examples/pretrain.py", "--cpu", "--dataset", str(pop909_shards), "--output_dir", str(out),
+          "tests/mask_book_probe.py", "examples/pretrain.py", "--cpu", "--dataset", str(pop909_shards),
+          "--output_dir", str(out),
           *STREAM_ARGS, "--max_train_steps", "6"], repo_root, timeout=300)
     hashes = [(out / f"mask_book_rank{i}.txt").read_text().strip() for i in range(2)]
     assert hashes[0] == hashes[1]

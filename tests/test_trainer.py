@@ -9,6 +9,7 @@ import torch
 from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertForMaskedLM, AdvMidiBertForSequenceClassification
 from adversarial_midibert.data import DataCollatorForOctuple, DataCollatorForOctupleMLM
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+from tiny_models import tiny_config
 
 
 def _rows(data_root, tokenizer):
@@ -27,9 +28,8 @@ def _rows(data_root, tokenizer):
 
 
 def _tiny(tokenizer, **extra) -> AdvMidiBertConfig:
-    return AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=1,
-                             num_attention_heads=2, intermediate_size=64, attribute_embedding_size=8,
-                             max_position_embeddings=64, **extra)
+    return tiny_config(vocab_sizes=list(tokenizer.vocab_sizes), num_hidden_layers=1, max_position_embeddings=64,
+                       **extra)
 
 
 def _train_one_step(tmp_path, model, dataset, collator):

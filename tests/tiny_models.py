@@ -1,10 +1,12 @@
-"""A tiny model configuration shared by the model, remote-code and Hub tests (fast on a 2-core CPU)."""
+"""The one tiny model configuration of the test suite (fast on a 2-core CPU), and folders and rows made with it."""
 
 from __future__ import annotations
 
 from adversarial_midibert import AdvMidiBertConfig
 
 TINY_VOCAB_SIZES = [12, 20, 9, 30, 15, 10, 6, 11]
+# The encoder's sizes (hidden 32, 2 layers, 2 heads); tiny_config adds the heads' sizes and a small vocabulary.
+TINY_SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
 def tiny_config(**overrides) -> AdvMidiBertConfig:
@@ -12,10 +14,7 @@ def tiny_config(**overrides) -> AdvMidiBertConfig:
     values = dict(
         vocab_sizes=TINY_VOCAB_SIZES,
         attribute_embedding_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_SIZES,
         max_position_embeddings=40,
         masker_hidden_size=16,
         classifier_hidden_size=16,
@@ -39,10 +38,9 @@ def tiny_finetuned_folder(folder, token: bool, label_names, max_seq_len: int = 6
     )
 
     tokenizer = OctupleTokenizer(max_seq_len=max_seq_len, warn=False)
-    config = AdvMidiBertConfig(
-        vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, attribute_embedding_size=16, max_position_embeddings=max_seq_len,
-        num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+    config = tiny_config(
+        vocab_sizes=list(tokenizer.vocab_sizes), num_hidden_layers=1, attribute_embedding_size=16,
+        max_position_embeddings=max_seq_len, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
         label2id={n: i for i, n in enumerate(label_names)}, **config_extra,
     )
     torch.manual_seed(0)
@@ -75,10 +73,8 @@ def tiny_pretrained_folder(folder, max_seq_len: int = 64):
     from adversarial_midibert import AdvMidiBertForMaskedLM, OctupleTokenizer
 
     tokenizer = OctupleTokenizer(max_seq_len=max_seq_len, warn=False)
-    config = AdvMidiBertConfig(
-        vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, attribute_embedding_size=16, max_position_embeddings=max_seq_len,
-    )
+    config = tiny_config(vocab_sizes=list(tokenizer.vocab_sizes), num_hidden_layers=1, attribute_embedding_size=16,
+                         max_position_embeddings=max_seq_len)
     torch.manual_seed(0)
     AdvMidiBertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

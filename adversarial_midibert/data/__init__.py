@@ -3,6 +3,7 @@ corpus) -> batches (collators); built data sets are shared on the Hub (``data.pu
 read back by ``data.download``)."""
 
 from .builder import (
+    BuildOptions,
     PieceRecord,
     build_dataset,
     describe_task,
@@ -22,6 +23,7 @@ from .publish import push_dataset_to_hub
 from .recipes import RECIPES, build_recipe, resolve_recipe
 
 __all__ = [
+    "BuildOptions",
     "PieceRecord",
     "build_dataset",
     "save",

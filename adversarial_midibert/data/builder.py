@@ -1,7 +1,7 @@
 """Generic dataset builder: MIDI files (+ labels) -> a ``datasets.DatasetDict`` of Octuple segments, split by piece.
 
-The flow is ``files -> records (path, piece_id, label) -> split by piece -> tokenise each split in parallel with
-Dataset.map -> DatasetDict``. Every split has the columns of ARCHITECTURE.md "Datasets":
+The flow is ``files -> records (path, piece_id, label) -> split by piece -> shards written by worker processes
+(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``; :class:`BuildOptions` says how. Every split has the columns of ARCHITECTURE.md "Datasets":
 
 - ``input_ids``: (length, 8) ids (stored as int16; cast to int64 by the collators),
 - ``attention_mask``: (length,) ones (padding is added by the collators),
@@ -22,6 +22,7 @@ MASK id before segmenting, so the model never sees it (the velocity task, docs/m
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -50,6 +51,7 @@ from .shards import BUILD_PLAN_NAME, load_sharded, verify_shards, write_shards
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BuildOptions",
     "PieceRecord",
     "SPLIT_NAMES",
     "MIDI_SUFFIXES",
@@ -77,11 +79,11 @@ class PieceRecord:
 
     path: str
     piece_id: str
-    label: Optional[Union[int, str]] = None
+    label: int | str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- records
-def scan_midi_files(folder: Union[str, os.PathLike]) -> tuple[list[Path], list[dict[str, str]]]:
+def scan_midi_files(folder: str | os.PathLike) -> tuple[list[Path], list[dict[str, str]]]:
     """All MIDI files under ``folder`` (recursive, following symlinked subfolders), sorted, and what was left out.
 
     Returns:
@@ -138,13 +140,13 @@ def scan_midi_files(folder: Union[str, os.PathLike]) -> tuple[list[Path], list[d
     return sorted(files), problems
 
 
-def list_midi_files(folder: Union[str, os.PathLike]) -> list[Path]:
+def list_midi_files(folder: str | os.PathLike) -> list[Path]:
     """All MIDI files under ``folder`` (recursive, following symlinked subfolders), sorted; see
     :func:`scan_midi_files` for what is left out and why."""
     return scan_midi_files(folder)[0]
 
 
-def read_labels_csv(path: Union[str, os.PathLike]) -> tuple[list[str], list[tuple[int, dict[str, str]]],
+def read_labels_csv(path: str | os.PathLike) -> tuple[list[str], list[tuple[int, dict[str, str]]],
                                                                list[dict[str, Any]]]:
     """Read a labels CSV strictly: ``(columns, [(line, row)], problems)``.
 
@@ -172,7 +174,7 @@ def read_labels_csv(path: Union[str, os.PathLike]) -> tuple[list[str], list[tupl
     return columns, rows, problems
 
 
-def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: Union[str, os.PathLike], what: str
+def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: str | os.PathLike, what: str
                   ) -> tuple[dict[Any, Any], list[dict[str, Any]]]:
     """One value per key from ``(key, line, value)`` CSV entries: ``({key: value}, problems)``.
 
@@ -192,7 +194,7 @@ def unique_labels(entries: Sequence[tuple[Any, int, Any]], path: Union[str, os.P
     return values, problems
 
 
-def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Optional[str]
+def _read_label_csv(csv_path: Path, label_column: str | None, id_column: str | None
                     ) -> tuple[dict[str, tuple[int, str]], list[dict[str, Any]]]:
     """``{id: (line, label)}`` of a labels CSV, and its problems (see :func:`read_labels_csv`)."""
     columns, rows, problems = read_labels_csv(csv_path)
@@ -210,10 +212,10 @@ def _read_label_csv(csv_path: Path, label_column: Optional[str], id_column: Opti
 
 
 def _make_records(
-    source: Union[str, os.PathLike, Sequence[Any]],
+    source: str | os.PathLike | Sequence[Any],
     labels: Any,
-    label_column: Optional[str],
-    id_column: Optional[str],
+    label_column: str | None,
+    id_column: str | None,
 ) -> tuple[list[PieceRecord], list[dict[str, str]], list[dict[str, Any]]]:
     """Turn the ``source``/``labels`` arguments of :func:`build_dataset` into records, the folder entries that
     were left out (see :func:`scan_midi_files`) and the problems of a labels CSV (:func:`read_labels_csv`)."""
@@ -270,8 +272,8 @@ def _make_records(
 
 def split_pieces(
     piece_ids: Sequence[str],
-    splits: Union[Mapping[str, Any], Sequence[float], None],
-    labels: Optional[Sequence[Any]] = None,
+    splits: Mapping[str, Any] | Sequence[float] | None,
+    labels: Sequence[Any] | None = None,
     seed: int = 0,
 ) -> tuple[dict[str, list[str]], list[str], list[str]]:
     """Assign pieces to splits.
@@ -353,40 +355,11 @@ def _fingerprint(*parts: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ build
-def build_dataset(
-    source: Union[str, os.PathLike, Sequence[Any]],
-    labels: Any = None,
-    task_type: str = "sequence",
-    token_label_fn: Optional[TokenLabelFn] = None,
-    splits: Union[Mapping[str, Any], Sequence[float], None] = None,
-    seed: int = 0,
-    tokenizer: Any = None,
-    num_proc: int = 1,
-    max_files: Optional[int] = None,
-    cache_dir: Optional[Union[str, os.PathLike]] = None,
-    label_column: Optional[str] = None,
-    id_column: Optional[str] = None,
-    label_names: Optional[Sequence[str]] = None,
-    hidden_attributes: Sequence[str] = (),
-    task: Optional[str] = None,
-    extra_info: Optional[Mapping[str, Any]] = None,
-    output_dir: Optional[Union[str, os.PathLike]] = None,
-    shard_size: int = 256,
-    num_shards: Optional[int] = None,
-    overwrite: bool = False,
-    report_extra: Optional[Mapping[str, Any]] = None,
-):
-    """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
+@dataclass
+class BuildOptions:
+    """How :func:`build_dataset` labels, splits, tokenises and writes the pieces (checked when made).
 
-    The segments are written as they are made, in Arrow shards of ``shard_size`` pieces
-    (:mod:`~adversarial_midibert.data.shards`): with ``output_dir`` the folder is the saved dataset (shards,
-    ``build_report.json``, ``task_info.json``, the tokenizer file), memory stays bounded whatever the corpus size,
-    and a killed build resumes when run again into the same folder (finished shards are kept). Without it the
-    shards go to ``cache_dir`` (reused by a second build of the same inputs) or to a temporary folder.
-
-    Args:
-        source: a folder (all MIDI files under it, piece id = path relative to it without suffix), a list of
-            MIDI paths, or a list of :class:`PieceRecord` / dicts ``{path, piece_id, label}``.
+    Attributes:
         labels: piece labels for sequence tasks: ``None`` (records carry them, or no labels), ``"folder"`` (the
             parent folder name), a CSV path (with ``label_column``, and ``id_column`` matched against the piece
             id, the file name or its stem; default the first column), a mapping piece id -> label, or a callable
@@ -412,13 +385,63 @@ def build_dataset(
             note row, so the model never sees them.
         task: task name recorded in ``task_info``.
         extra_info: more entries for ``task_info`` (e.g. the split source, velocity bin edges).
-        output_dir: write the dataset into this folder as it is built (resumable); see above.
+        output_dir: write the dataset into this folder as it is built (resumable); see :func:`build_dataset`.
         shard_size: pieces per shard.
         num_shards: exact number of shards of the train split instead (e.g. a multiple of the number of training
             processes, so that streaming gives each process whole shards).
         overwrite: with ``output_dir``: replace a folder holding a build of other inputs (refused otherwise).
         report_extra: more entries for the build report (e.g. files named by a split list but missing); its
             ``skipped`` entries are put before the build's own.
+    """
+
+    labels: Any = None
+    task_type: str = "sequence"
+    token_label_fn: TokenLabelFn | None = None
+    splits: Mapping[str, Any] | Sequence[float] | None = None
+    seed: int = 0
+    tokenizer: Any = None
+    num_proc: int = 1
+    max_files: int | None = None
+    cache_dir: str | os.PathLike | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    label_names: Sequence[str] | None = None
+    hidden_attributes: Sequence[str] = ()
+    task: str | None = None
+    extra_info: Mapping[str, Any] | None = None
+    output_dir: str | os.PathLike | None = None
+    shard_size: int = 256
+    num_shards: int | None = None
+    overwrite: bool = False
+    report_extra: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be one of {TASK_TYPES}, got {self.task_type!r}")
+        if self.task_type == "token" and self.token_label_fn is None:
+            raise ValueError("task_type='token' needs a token_label_fn")
+        unknown = [a for a in self.hidden_attributes if a not in ATTRIBUTE_NAMES]
+        if unknown:
+            raise ValueError(f"hidden_attributes: unknown attribute(s) {unknown}; expected names in {ATTRIBUTE_NAMES}")
+        if self.max_files is not None and int(self.max_files) < 1:
+            raise ValueError(f"max_files must be >= 1 (or None for all files), got {self.max_files}")
+
+
+def build_dataset(source: str | os.PathLike | Sequence[Any], options: BuildOptions | None = None, **fields):
+    """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
+
+    The segments are written as they are made, in Arrow shards of ``shard_size`` pieces
+    (:mod:`~adversarial_midibert.data.shards`): with ``output_dir`` the folder is the saved dataset (shards,
+    ``build_report.json``, ``task_info.json``, the tokenizer file), memory stays bounded whatever the corpus size,
+    and a killed build resumes when run again into the same folder (finished shards are kept). Without it the
+    shards go to ``cache_dir`` (reused by a second build of the same inputs) or to a temporary folder.
+
+    Args:
+        source: a folder (all MIDI files under it, piece id = path relative to it without suffix), a list of
+            MIDI paths, or a list of :class:`PieceRecord` / dicts ``{path, piece_id, label}``.
+        options: a :class:`BuildOptions`.
+        **fields: :class:`BuildOptions` fields given directly, over ``options``: ``build_dataset(folder,
+            task_type="pretrain")`` is ``build_dataset(folder, BuildOptions(task_type="pretrain"))``.
 
     Returns:
         a ``datasets.DatasetDict`` (all three splits, empty ones included; memory-mapped from the shards) with
@@ -426,22 +449,81 @@ def build_dataset(
     """
     from datasets import Dataset, DatasetDict  # noqa: PLC0415
 
-    if task_type not in TASK_TYPES:
-        raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
-    if task_type == "token" and token_label_fn is None:
-        raise ValueError("task_type='token' needs a token_label_fn")
-    unknown = [a for a in hidden_attributes if a not in ATTRIBUTE_NAMES]
-    if unknown:
-        raise ValueError(f"hidden_attributes: unknown attribute(s) {unknown}; expected names in {ATTRIBUTE_NAMES}")
+    options = dataclasses.replace(options, **fields) if options is not None else BuildOptions(**fields)
+    tokenizer = options.tokenizer
     if tokenizer is None:
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         tokenizer = OctupleTokenizer()
-    if max_files is not None and int(max_files) < 1:
-        raise ValueError(f"max_files must be >= 1 (or None for all files), got {max_files}")
-    records, scan_problems, csv_problems = _make_records(source, labels, label_column, id_column)
+    records, scan_problems, csv_problems = _make_records(source, options.labels, options.label_column,
+                                                         options.id_column)
+    records, label_names, unlabelled = _label_records(records, options.task_type, options.label_names)
+    by_id = {r.piece_id: r for r in records}
+    assignment, not_in_split, missing = split_pieces(
+        [r.piece_id for r in records], options.splits,
+        [r.label for r in records] if options.task_type == "sequence" else None, options.seed,
+    )
+    if options.max_files is not None:
+        assignment = _limit(assignment, int(options.max_files), options.seed)
+    report = _start_report(options, scan_problems, csv_problems, unlabelled, not_in_split, missing)
+    split_pieces_ = {split: [(by_id[p].path, p, by_id[p].label if by_id[p].label is not None else -1)
+                             for p in assignment[split]] for split in SPLIT_NAMES}
+    hidden_columns = [ATTRIBUTE_NAMES.index(a) for a in options.hidden_attributes]
+    # Key order matters: miditok builds the time-signature vocabulary in the order of ``time_signature_range``'s
+    # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
+    tokenizer_json = json.dumps(tokenizer.to_dict())
+    if options.output_dir is not None:
+        directory = check_dataset_folder(options.output_dir, options.overwrite)
+    elif options.cache_dir is not None:
+        key = _fingerprint(split_pieces_, tokenizer_json, options.task_type, hidden_columns,
+                           getattr(options.token_label_fn, "__qualname__", None), options.shard_size,
+                           options.num_shards)
+        directory = Path(options.cache_dir) / f"build-{key}"
+    else:
+        directory = _temporary_folder()
+    task_info = {
+        "task": options.task,
+        "task_type": options.task_type,
+        "label_names": label_names,
+        "num_labels": len(label_names) if label_names else None,
+        "hidden_attributes": list(options.hidden_attributes),
+        "attribute_names": list(ATTRIBUTE_NAMES),
+        "tokenizer_file": TOKENIZER_FILE_NAME,
+        "tokenizer": {"max_seq_len": tokenizer.max_seq_len, "vocab_sizes": list(tokenizer.vocab_sizes)},
+        "split_seed": options.seed,
+        **(options.extra_info or {}),
+    }
+    summary = write_shards(
+        directory, split_pieces_, tokenizer_json, options.task_type, {"version": 1},
+        token_label_fn=options.token_label_fn, hidden_columns=hidden_columns, label_names=label_names,
+        num_proc=max(1, int(options.num_proc or 1)), shard_size=options.shard_size, num_shards=options.num_shards,
+        overwrite=options.overwrite,
+        description=describe_task(task_info),  # the task travels in the data set's own info (dataset_info.json)
+    )
+    for split, info in summary.items():
+        report["skipped"] += [{"split": split, **entry} for entry in info["skipped"]]
+        report["splits"][split] = _split_counts(info, options.task_type, label_names)
+    if report["skipped"]:
+        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
+                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
+    _write_metadata(directory, report, task_info, tokenizer)
+    out = load_sharded(directory)
+    empty = segment_features(options.task_type, label_names)
+    for split in SPLIT_NAMES:
+        if split not in out:
+            out[split] = Dataset.from_dict({k: [] for k in empty}, features=empty)
+            out[split].info.description = describe_task(task_info)
+    out = DatasetDict({split: out[split] for split in SPLIT_NAMES})
+    out.build_report = report
+    out.task_info = task_info
+    out.tokenizer = tokenizer
+    return out
 
-    # Labels -> indices
+
+def _label_records(records: list[PieceRecord], task_type: str, label_names: Sequence[str] | None
+                   ) -> tuple[list[PieceRecord], list[str] | None, list[str]]:
+    """Sequence tasks: each record's label as a class index (records without a known label are left out and listed);
+    other tasks: no labels. Returns the records, the class names and the unlabelled piece ids."""
     label_index: dict[Any, int] = {}
     unlabelled: list[str] = []
     if task_type == "sequence":
@@ -473,81 +555,25 @@ def build_dataset(
     if label_names is not None and len(set(map(str, label_names))) != len(label_names):
         duplicated = sorted({str(n) for n in label_names if list(map(str, label_names)).count(str(n)) > 1})
         raise ValueError(f"label_names must be distinct (they become the data set's ClassLabel), duplicated: {duplicated}")
+    return records, label_names, unlabelled
 
-    by_id = {r.piece_id: r for r in records}
-    assignment, not_in_split, missing = split_pieces(
-        [r.piece_id for r in records], splits,
-        [r.label for r in records] if task_type == "sequence" else None, seed,
-    )
-    if max_files is not None:
-        assignment = _limit(assignment, int(max_files), seed)
 
-    hidden_columns = [ATTRIBUTE_NAMES.index(a) for a in hidden_attributes]
-    tokenizer_dict = tokenizer.to_dict()
-    # Key order matters: miditok builds the time-signature vocabulary in the order of ``time_signature_range``'s
-    # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
-    tokenizer_json = json.dumps(tokenizer_dict)
-    report: dict[str, Any] = {"task": task, "task_type": task_type,
+def _start_report(options: BuildOptions, scan_problems, csv_problems, unlabelled, not_in_split, missing) -> dict:
+    """The build report before the shards are written: what the scan, the labels and the split left out."""
+    report: dict[str, Any] = {"task": options.task, "task_type": options.task_type,
                               "skipped": [{"split": None, "piece_id": None, **p} for p in scan_problems], "splits": {},
                               "unlabelled_pieces": unlabelled, "pieces_in_no_split": not_in_split,
                               "split_pieces_without_file": missing}
     if csv_problems:
         report["labels_csv_problems"] = csv_problems
-    if max_files is not None:
-        report["max_files"] = int(max_files)
-    for key, value in (report_extra or {}).items():
+    if options.max_files is not None:
+        report["max_files"] = int(options.max_files)
+    for key, value in (options.report_extra or {}).items():
         if key == "skipped":  # entries skipped before the build (e.g. by a folder scan) come first
             report["skipped"][:0] = list(value)
         else:
             report[key] = value
-    split_pieces_ = {split: [(by_id[p].path, p, by_id[p].label if by_id[p].label is not None else -1)
-                             for p in assignment[split]] for split in SPLIT_NAMES}
-    plan_key = {"version": 1}
-    if output_dir is not None:
-        directory = check_dataset_folder(output_dir, overwrite)
-    elif cache_dir is not None:
-        key = _fingerprint(split_pieces_, tokenizer_json, task_type, hidden_columns,
-                           getattr(token_label_fn, "__qualname__", None), shard_size, num_shards)
-        directory = Path(cache_dir) / f"build-{key}"
-    else:
-        directory = _temporary_folder()
-    task_info = {
-        "task": task,
-        "task_type": task_type,
-        "label_names": label_names,
-        "num_labels": len(label_names) if label_names else None,
-        "hidden_attributes": list(hidden_attributes),
-        "attribute_names": list(ATTRIBUTE_NAMES),
-        "tokenizer_file": TOKENIZER_FILE_NAME,
-        "tokenizer": {"max_seq_len": tokenizer.max_seq_len, "vocab_sizes": list(tokenizer.vocab_sizes)},
-        "split_seed": seed,
-    }
-    if extra_info:
-        task_info.update(extra_info)
-    summary = write_shards(
-        directory, split_pieces_, tokenizer_json, task_type, plan_key, token_label_fn=token_label_fn,
-        hidden_columns=hidden_columns, label_names=label_names,
-        num_proc=max(1, int(num_proc or 1)), shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
-        description=describe_task(task_info),  # the task travels in the data set's own info (dataset_info.json)
-    )
-    for split, info in summary.items():
-        report["skipped"] += [{"split": split, **entry} for entry in info["skipped"]]
-        report["splits"][split] = _split_counts(info, task_type, label_names)
-    if report["skipped"]:
-        logger.warning("%d file(s) or folder(s) skipped: %s", len(report["skipped"]),
-                       "; ".join(f"{s['path']}: {s['reason']}" for s in report["skipped"][:5]))
-    _write_metadata(directory, report, task_info, tokenizer)
-    out = load_sharded(directory)
-    empty = segment_features(task_type, label_names)
-    for split in SPLIT_NAMES:
-        if split not in out:
-            out[split] = Dataset.from_dict({k: [] for k in empty}, features=empty)
-            out[split].info.description = describe_task(task_info)
-    out = DatasetDict({split: out[split] for split in SPLIT_NAMES})
-    out.build_report = report
-    out.task_info = task_info
-    out.tokenizer = tokenizer
-    return out
+    return report
 
 
 def _temporary_folder() -> Path:
@@ -573,7 +599,7 @@ def _limit(assignment: dict[str, list[str]], max_files: int, seed: int) -> dict[
     return limited
 
 
-def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional[Sequence[str]]) -> dict[str, Any]:
+def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Sequence[str] | None) -> dict[str, Any]:
     """A split's entry of the build report from the merged shard summaries of :func:`write_shards`."""
     counts: dict[str, Any] = {
         "pieces": info["pieces"],
@@ -592,7 +618,7 @@ def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Optional
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+def check_dataset_folder(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
     a dataset and ``overwrite`` is false. Returns the folder as an absolute path (``.`` names the current folder)."""
     output_dir = Path(os.path.abspath(output_dir))
@@ -605,7 +631,7 @@ def check_dataset_folder(output_dir: Union[str, os.PathLike], overwrite: bool = 
     return output_dir
 
 
-def is_dataset_folder(folder: Union[str, os.PathLike]) -> bool:
+def is_dataset_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a dataset written by :func:`save`."""
     return _folder_kind(Path(folder)) == "dataset"
 
@@ -628,7 +654,7 @@ def _folder_kind(folder: Path) -> str | None:
     return f"a folder with other content ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''})"
 
 
-def save(dataset, output_dir: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+def save(dataset, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a built dataset: ``save_to_disk``, ``build_report.json``, ``task_info.json``, ``octuple_tokenizer.json``.
 
     The folder is written aside and swapped in when complete (a killed or failed save leaves the previous content,
@@ -717,7 +743,7 @@ def _write_metadata(output_dir: Path, build_report: dict, task_info: dict, token
     tokenizer.save_pretrained(output_dir, include_code=False)
 
 
-def load_task_dataset(directory: Union[str, os.PathLike], revision: Optional[str] = None, token: Optional[str] = None):
+def load_task_dataset(directory: str | os.PathLike, revision: str | None = None, token: str | None = None):
     """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
 
     A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;

@@ -21,7 +21,7 @@ batches as an uninterrupted one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import hashlib
 
@@ -50,7 +50,7 @@ def _as_array(value: Any, what: str, index: int) -> np.ndarray:
 def pad_octuple_batch(
     rows: Sequence[Mapping[str, Any]],
     pad_token_id: int = PAD_ID,
-    pad_to_multiple_of: Optional[int] = None,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pad a list of rows to the longest one.
 
@@ -109,9 +109,9 @@ def pitch_shift_batch(
     input_ids: torch.Tensor,
     maskable: torch.Tensor,
     pitch_id_range: tuple[int, int],
-    drum_program_token_id: Optional[int] = None,
+    drum_program_token_id: int | None = None,
     max_shift: int = 11,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Transpose each segment by its own random number of semitones (docs/method.md section 4), vectorised over the batch.
 
@@ -184,11 +184,11 @@ class DataCollatorForOctuple:
     """
 
     tokenizer: Any = None
-    pad_to_multiple_of: Optional[int] = None
+    pad_to_multiple_of: int | None = None
     pitch_shift: bool = False
     max_pitch_shift: int = 11
     mask_ratio: float = 0.0
-    seed: Optional[int] = None
+    seed: int | None = None
     return_segment_id: bool = False
     return_masked_positions: bool = False
     generator: torch.Generator = field(init=False, repr=False)
@@ -224,7 +224,7 @@ class DataCollatorForOctuple:
         """Draw this epoch's augmentations (call before iterating the DataLoader of each epoch)."""
         self.epoch = int(epoch)
 
-    def _batch_generator(self, segment_ids: Optional[torch.Tensor]) -> torch.Generator:
+    def _batch_generator(self, segment_ids: torch.Tensor | None) -> torch.Generator:
         if self.seed is None or segment_ids is None:
             return self.generator
         digest = hashlib.sha256(f"{self.seed}/{self.epoch}/".encode() + segment_ids.numpy().tobytes()).digest()
@@ -280,13 +280,13 @@ class DataCollatorForOctupleMLM:
     """
 
     tokenizer: Any = None
-    vocab_sizes: Optional[Sequence[int]] = None
+    vocab_sizes: Sequence[int] | None = None
     strategy: str = "random"
     mlm_probability: float = 0.15
     mask_prob: float = 0.8
     random_prob: float = 0.1
-    pad_to_multiple_of: Optional[int] = None
-    seed: Optional[int] = None
+    pad_to_multiple_of: int | None = None
+    seed: int | None = None
     return_corrupted: bool = False
     return_segment_id: bool = False
     generator: torch.Generator = field(init=False, repr=False)

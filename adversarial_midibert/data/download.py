@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 from ..constants import SPLIT_NAMES
 
@@ -16,7 +15,7 @@ __all__ = ["DATA_DIR", "download_task_dataset", "load_parquet_splits"]
 DATA_DIR = "data"  # the repository's folder of Parquet splits
 
 
-def download_task_dataset(repo_id: str, revision: Optional[str] = None, token: Optional[str] = None) -> Path:
+def download_task_dataset(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
     """The local snapshot of a Hub dataset repository published by :func:`~adversarial_midibert.data.publish.push_dataset_to_hub` (cached).
 
     Raises:
@@ -38,7 +37,7 @@ def download_task_dataset(repo_id: str, revision: Optional[str] = None, token: O
     return Path(path)
 
 
-def load_parquet_splits(folder: Union[str, os.PathLike]):
+def load_parquet_splits(folder: str | os.PathLike):
     """A ``DatasetDict`` of the ``data/<split>-*.parquet`` files of a (downloaded) dataset repository."""
     from datasets import DatasetDict, load_dataset
 

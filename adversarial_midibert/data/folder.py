@@ -25,7 +25,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,14 +53,14 @@ class TrackLabels:
         return np.asarray(per_track or [IGNORE_INDEX], dtype=np.int64)[np.asarray(track_index, dtype=np.int64)]
 
 
-def _column(path: Path, columns: list[str], name: Optional[str], what: str, default: Optional[str]) -> str:
+def _column(path: Path, columns: list[str], name: str | None, what: str, default: str | None) -> str:
     name = name or default
     if name not in columns:
         raise ValueError(f"{path}: {what} {name!r} is not a column (columns: {columns})")
     return name
 
 
-def _class_names(values: Sequence[str], given: Optional[Sequence[str]], where: str) -> list[str]:
+def _class_names(values: Sequence[str], given: Sequence[str] | None, where: str) -> list[str]:
     present = sorted(set(values), key=lambda v: (0, float(v), "") if re.fullmatch(r"-?\d+(\.\d+)?", v) else (1, 0, v))
     if given is None:
         return present
@@ -85,7 +85,7 @@ def _piece_index(records: list[PieceRecord], root: Path) -> tuple[dict[str, str]
     return index, ambiguous
 
 
-def _lookup(index: dict[str, str], ambiguous: set[str], key: str, where: str) -> Optional[str]:
+def _lookup(index: dict[str, str], ambiguous: set[str], key: str, where: str) -> str | None:
     key = key.strip()
     if key in ambiguous:
         raise ValueError(f"{where}: {key!r} names several files; use the path relative to the MIDI folder")
@@ -93,16 +93,16 @@ def _lookup(index: dict[str, str], ambiguous: set[str], key: str, where: str) ->
 
 
 def resolve_folder(
-    midi_dir: Union[str, os.PathLike],
-    labels: Union[str, os.PathLike],
+    midi_dir: str | os.PathLike,
+    labels: str | os.PathLike,
     task_type: str = "sequence",
-    label_column: Optional[str] = None,
-    id_column: Optional[str] = None,
-    split_column: Optional[str] = None,
-    splits: Optional[Union[str, os.PathLike]] = None,
-    track_column: Optional[str] = None,
-    label_names: Optional[Sequence[str]] = None,
-    task: Optional[str] = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    split_column: str | None = None,
+    splits: str | os.PathLike | None = None,
+    track_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    task: str | None = None,
 ) -> RecipeSpec:
     """Files, labels and split of a user's folder, without tokenising (see the module docstring).
 
@@ -197,18 +197,18 @@ def resolve_folder(
 
 
 def build_folder_dataset(
-    midi_dir: Union[str, os.PathLike],
-    labels: Union[str, os.PathLike],
+    midi_dir: str | os.PathLike,
+    labels: str | os.PathLike,
     task_type: str = "sequence",
     tokenizer: Any = None,
     max_seq_len: int = 1024,
     num_proc: int = 1,
-    max_files: Optional[int] = None,
-    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    max_files: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
-    output_dir: Optional[Union[str, os.PathLike]] = None,
+    output_dir: str | os.PathLike | None = None,
     shard_size: int = 256,
-    num_shards: Optional[int] = None,
+    num_shards: int | None = None,
     overwrite: bool = False,
     **folder_options: Any,
 ):

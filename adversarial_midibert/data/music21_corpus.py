@@ -30,7 +30,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -122,7 +122,7 @@ def default_cache_dir() -> Path:
 
 
 def select_music21_scores(
-    composers: Optional[Mapping[str, Optional[int]]] = None, seed: int = 0
+    composers: Mapping[str, int | None] | None = None, seed: int = 0
 ) -> list[Music21Score]:
     """Choose scores of the music21 corpus, reproducibly.
 
@@ -238,7 +238,7 @@ def _score_to_symusic(score: Any):
     return out
 
 
-def _convert_one(args: tuple[str, str, int]) -> tuple[str, Optional[str]]:
+def _convert_one(args: tuple[str, str, int]) -> tuple[str, str | None]:
     """Worker: parse one score with music21 and write it as MIDI. Returns (output path, error or None)."""
     source, target, timeout = args
     use_alarm = timeout > 0 and hasattr(signal, "SIGALRM")
@@ -271,9 +271,9 @@ def _convert_one(args: tuple[str, str, int]) -> tuple[str, Optional[str]]:
 
 
 def convert_music21_corpus(
-    cache_dir: Optional[str | os.PathLike] = None,
-    composers: Optional[Mapping[str, Optional[int]]] = None,
-    scores: Optional[Sequence[Music21Score]] = None,
+    cache_dir: str | os.PathLike | None = None,
+    composers: Mapping[str, int | None] | None = None,
+    scores: Sequence[Music21Score] | None = None,
     num_workers: int = 2,
     timeout: int = 60,
     seed: int = 0,
@@ -352,7 +352,7 @@ def convert_music21_corpus(
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Command line: convert the default selection and print the report."""
     parser = argparse.ArgumentParser(description="Convert the default music21 corpus selection to MIDI (cached).")
     parser.add_argument("--cache_dir", default=None, help=f"default: ${CACHE_ENV} or ~/.cache/adversarial_midibert/music21_midi")

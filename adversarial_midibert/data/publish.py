@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
 
 from ..constants import BUILD_REPORT_NAME, SPLIT_NAMES, TASK_INFO_NAME, TOKENIZER_FILE_NAME
 from .builder import load_task_dataset
@@ -27,7 +26,7 @@ from .download import DATA_DIR
 
 __all__ = ["push_dataset_to_hub", "write_dataset_card"]
 
-MAX_SHARD_BYTES = 500 * 2**20  # datasets' own default for push_to_hub
+TEMPLATE_PATH = Path(__file__).resolve().parent / "dataset_card_template.md"
 DATASET_TAGS = ("symbolic-music", "midi", "music", "octuple", "adversarial-midibert")
 
 
@@ -35,14 +34,8 @@ class DatasetPublishError(ValueError):
     """A data set folder or a publishing argument is not fit for upload; the message says what and where."""
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_dataset_card(folder: Union[str, os.PathLike], repo_id: str, dataset, license: Optional[str] = None,
-                       command: Optional[str] = None) -> Path:
+def write_dataset_card(folder: str | os.PathLike, repo_id: str, dataset, license: str | None = None,
+                       command: str | None = None) -> Path:
     """Write ``README.md`` (Hub dataset card) into ``folder`` for a loaded task data set.
 
     Args:
@@ -64,71 +57,37 @@ def write_dataset_card(folder: Union[str, os.PathLike], repo_id: str, dataset, l
                   "data_files": [{"split": name, "path": f"{DATA_DIR}/{name}-*.parquet"} for name in splits]}],
     )
     counts = report.get("splits", {})
-    rows = [[name, counts.get(name, {}).get("pieces", "?"), len(dataset[name]), counts.get(name, {}).get("notes", "?"),
-             counts.get(name, {}).get("dropped_notes", 0)] for name in splits]
-    class_lines = []
-    for name in splits:
-        per_class = counts.get(name, {}).get("class_counts_pieces") or counts.get(name, {}).get("class_counts_notes")
-        if per_class:
-            class_lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in per_class.items()))
-    kind = {"sequence": "one label per segment (the label of its piece)", "token": "one label per note row",
-            "pretrain": "no labels: pre-training data"}.get(info.get("task_type"), str(info.get("task_type")))
-    skipped = report.get("skipped", [])
-    text = f"""
-# {info.get('task')}: MIDI files as Octuple segments
-
-Built with [adversarial-midibert](https://arxiv.org/abs/2407.08306)'s data pipeline: every MIDI file was tokenised
-into rows of eight ids per note (bar, position, program, pitch, duration, velocity, time signature, tempo) and cut
-into segments of at most {info.get('tokenizer', {}).get('max_seq_len', '?')} rows (BOS and EOS included). Splits are
-made by piece, never by segment. Task type: **{info.get('task_type')}**, {kind}.
-{f"Classes: {', '.join(map(str, info['label_names']))} (the `labels` feature is a `ClassLabel`; -100 marks rows without a label)." if info.get('label_names') else ""}
-{f"Hidden from the model (MASK in every note row): {', '.join(info['hidden_attributes'])}." if info.get('hidden_attributes') else ""}
-
-{_table(rows, ["split", "pieces", "segments", "notes", "notes left out"])}
-
-{chr(10).join(class_lines)}
-
-Files that could not be read were skipped and are listed with their reason in `build_report.json`
-({len(skipped)} here). Notes the vocabulary cannot represent were left out and counted ("notes left out").
-
-## Columns
-
-- `input_ids`: (rows, 8) ids; `attention_mask`: ones (the collators pad);
-- `labels`{": absent" if info.get("task_type") == "pretrain" else ": the class (sequence) or one class per row (token)"};
-- `piece_id`: the source file (relative path); `segment_id`: the row number within the split.
-
-## How to load
-
-```python
-from datasets import load_dataset
-
-data = load_dataset("{repo_id}")      # the splits, with the class names in data["train"].features["labels"]
-```
-
-With `pip install adversarial-midibert`, the task and the tokenizer come with it, and the training scripts take the
-id directly (`adv-midibert finetune --dataset {repo_id} ...`):
-
-```python
-from adversarial_midibert.data import load_task_dataset
-
-data, task_info, tokenizer = load_task_dataset("{repo_id}")
-```
-{f"## How it was built{chr(10)}{chr(10)}```bash{chr(10)}{command}{chr(10)}```" if command else ""}
-"""
-    card = DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{text}")
+    card = DatasetCard.from_template(
+        card_data, template_path=str(TEMPLATE_PATH), repo_id=repo_id, command=command, task=info.get("task"),
+        task_type=info.get("task_type"), label_names=info.get("label_names"),
+        hidden_attributes=info.get("hidden_attributes"), num_skipped=len(report.get("skipped", [])),
+        max_seq_len=info.get("tokenizer", {}).get("max_seq_len", "?"),
+        kind={"sequence": "one label per segment (the label of its piece)", "token": "one label per note row",
+              "pretrain": "no labels: pre-training data"}.get(info.get("task_type"), str(info.get("task_type"))),
+        rows=[[name, counts.get(name, {}).get("pieces", "?"), len(dataset[name]), counts.get(name, {}).get("notes", "?"),
+               counts.get(name, {}).get("dropped_notes", 0)] for name in splits],
+        class_counts=[(name, per_class) for name in splits
+                      if (per_class := counts.get(name, {}).get("class_counts_pieces")
+                          or counts.get(name, {}).get("class_counts_notes"))],
+    )
     path = Path(folder) / "README.md"
     path.write_text(str(card), encoding="utf-8")
     return path
 
 
-def _stage(folder: Path, repo_id: str, staging: Path, license: Optional[str], command: Optional[str]) -> list[str]:
+def _stage(folder: Path, repo_id: str, staging: Path, license: str | None, command: str | None) -> list[str]:
     """Write the repository's files into ``staging``; return their paths in the repository."""
+    import datasets
+    from datasets.utils.py_utils import convert_file_size_to_int
+
     dataset, _, _ = load_task_dataset(folder)
     names = []
     (staging / DATA_DIR).mkdir(parents=True, exist_ok=True)
     for split in (s for s in SPLIT_NAMES if s in dataset):
         data = dataset[split]
-        shards = max(1, math.ceil(data.data.nbytes / MAX_SHARD_BYTES))
+        # Sharded here, not by DatasetDict.push_to_hub(max_shard_size=): that makes its own commits and card, with no
+        # dry run, while the task, tokenizer and card must land in the same one commit as the splits.
+        shards = max(1, math.ceil(data.data.nbytes / convert_file_size_to_int(datasets.config.MAX_SHARD_SIZE)))
         for index in range(shards):
             name = f"{DATA_DIR}/{split}-{index:05d}-of-{shards:05d}.parquet"
             data.shard(num_shards=shards, index=index, contiguous=True).to_parquet(str(staging / name))
@@ -142,15 +101,15 @@ def _stage(folder: Path, repo_id: str, staging: Path, license: Optional[str], co
 
 
 def push_dataset_to_hub(
-    folder: Union[str, os.PathLike],
+    folder: str | os.PathLike,
     repo_id: str,
     private: bool = False,
-    revision: Optional[str] = None,
-    token: Optional[str] = None,
+    revision: str | None = None,
+    token: str | None = None,
     commit_message: str = "Upload Octuple data set",
-    dry_run_dir: Optional[Union[str, os.PathLike]] = None,
-    license: Optional[str] = None,
-    command: Optional[str] = None,
+    dry_run_dir: str | os.PathLike | None = None,
+    license: str | None = None,
+    command: str | None = None,
 ):
     """Publish a data set folder (written by ``save``) as a Hub dataset repository, in one commit.
 

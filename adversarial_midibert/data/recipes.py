@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,8 +90,8 @@ class RecipeSpec:
     task_type: str
     records: list[PieceRecord]
     splits: Any
-    label_names: Optional[list[str]] = None
-    token_label_fn: Optional[TokenLabelFn] = None
+    label_names: list[str] | None = None
+    token_label_fn: TokenLabelFn | None = None
     hidden_attributes: list[str] = field(default_factory=list)
     extra_info: dict[str, Any] = field(default_factory=dict)
     missing_files: list[str] = field(default_factory=list)
@@ -142,7 +142,7 @@ def velocity_token_labels(score: Any, track_index: np.ndarray, note_index: np.nd
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def resolve_data_root(data_root: Optional[Union[str, os.PathLike]] = None) -> Path:
+def resolve_data_root(data_root: str | os.PathLike | None = None) -> Path:
     """``data_root`` or the ``ADV_MIDIBERT_DATA`` environment variable; raises a clear error if neither is usable."""
     value = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV)
     if value is None:
@@ -200,7 +200,7 @@ def _composer(root: Path, **_: Any) -> RecipeSpec:
                       extra_info={"datasets": ["Pianist8"], "split_source": "splits/pianist8.json"})
 
 
-def _emotion(root: Path, split_source: Optional[str] = None, **_: Any) -> RecipeSpec:
+def _emotion(root: Path, split_source: str | None = None, **_: Any) -> RecipeSpec:
     split_source = split_source or "midibert"
     midis = root / "EMOPIA" / "midis"
     if split_source == "midibert":
@@ -293,7 +293,7 @@ def _pretrain(root: Path, exclude_eval_pieces: bool = True, validation_ratio: fl
                                   "excluded_eval_pieces": n_excluded})
 
 
-def _music21(task: str, music21_cache_dir: Optional[str] = None, num_proc: int = 2, **_: Any) -> RecipeSpec:
+def _music21(task: str, music21_cache_dir: str | None = None, num_proc: int = 2, **_: Any) -> RecipeSpec:
     from .music21_corpus import convert_music21_corpus  # noqa: PLC0415
 
     report = convert_music21_corpus(music21_cache_dir, num_workers=max(1, int(num_proc)))
@@ -310,10 +310,10 @@ def _music21(task: str, music21_cache_dir: Optional[str] = None, num_proc: int =
 
 def resolve_recipe(
     task: str,
-    data_root: Optional[Union[str, os.PathLike]] = None,
-    split_source: Optional[str] = None,
+    data_root: str | os.PathLike | None = None,
+    split_source: str | None = None,
     exclude_eval_pieces: bool = True,
-    music21_cache_dir: Optional[str] = None,
+    music21_cache_dir: str | None = None,
     num_proc: int = 2,
 ) -> RecipeSpec:
     """Files, labels and split of a recipe, without tokenising.
@@ -344,19 +344,19 @@ def resolve_recipe(
 
 def build_recipe(
     task: str,
-    data_root: Optional[Union[str, os.PathLike]] = None,
+    data_root: str | os.PathLike | None = None,
     tokenizer: Any = None,
     max_seq_len: int = 1024,
     num_proc: int = 1,
-    max_files: Optional[int] = None,
-    cache_dir: Optional[Union[str, os.PathLike]] = None,
-    split_source: Optional[str] = None,
+    max_files: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    split_source: str | None = None,
     exclude_eval_pieces: bool = True,
-    music21_cache_dir: Optional[str] = None,
+    music21_cache_dir: str | None = None,
     seed: int = 0,
-    output_dir: Optional[Union[str, os.PathLike]] = None,
+    output_dir: str | os.PathLike | None = None,
     shard_size: int = 256,
-    num_shards: Optional[int] = None,
+    num_shards: int | None = None,
     overwrite: bool = False,
 ):
     """Build a recipe's ``DatasetDict`` (see the module docstring for the recipes).

@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ TASK_TYPES = ("sequence", "token", "pretrain")
 TokenLabelFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
 
 
-def segment_features(task_type: str, label_names: Optional[Sequence[str]] = None, with_segment_id: bool = True):
+def segment_features(task_type: str, label_names: Sequence[str] | None = None, with_segment_id: bool = True):
     """The ``datasets.Features`` of a split's rows (``segment_id`` last).
 
     Labels are ``ClassLabel`` (sequence) / ``List(ClassLabel)`` (token) when the class names are known, so the names
@@ -76,9 +76,9 @@ class PieceBatch:
     num_notes: int = 0
     dropped_notes: int = 0
     skipped: list = field(default_factory=list)
-    class_counts_pieces: Optional[list] = None
-    class_counts_segments: Optional[list] = None
-    class_counts_notes: Optional[list] = None
+    class_counts_pieces: list | None = None
+    class_counts_segments: list | None = None
+    class_counts_notes: list | None = None
     unlabelled_notes: int = 0
 
 
@@ -102,9 +102,9 @@ def tokenize_pieces(
     pieces: Sequence[tuple[str, str, Any]],
     tokenizer_json: str,
     task_type: str,
-    token_label_fn: Optional[TokenLabelFn] = None,
+    token_label_fn: TokenLabelFn | None = None,
     hidden_columns: Sequence[int] = (),
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Sequence[str] | None = None,
 ) -> PieceBatch:
     """Read, encode and segment MIDI files into one record batch of segment rows.
 

@@ -34,7 +34,7 @@ import multiprocessing
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ FORMAT_NAME = "adversarial-midibert-shards"
 FORMAT_VERSION = 1
 
 
-def plan_shards(num_pieces: int, shard_size: int = 256, num_shards: Optional[int] = None) -> list[tuple[int, int]]:
+def plan_shards(num_pieces: int, shard_size: int = 256, num_shards: int | None = None) -> list[tuple[int, int]]:
     """Cut ``num_pieces`` consecutive pieces into shards: ``(start, stop)`` per shard, sizes differing by one at most.
 
     Args:
@@ -81,7 +81,7 @@ def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Pa
     return directory / split / f"{name}.arrow", directory / BUILD_STATE_DIR / split / f"{name}.json"
 
 
-def shard_problem(path: Path, rows: int, size: Optional[int], sha256: Optional[str]) -> Optional[str]:
+def shard_problem(path: Path, rows: int, size: int | None, sha256: str | None) -> str | None:
     """What is wrong with a shard file against what was recorded when it was written (``None``: nothing).
 
     ``size`` and ``sha256`` (recorded since format 2) are checked when given; the rows are counted otherwise."""
@@ -173,17 +173,17 @@ def _write_shard(path: Path, batch, first_segment_id: int, schema) -> dict:
 
 
 def write_shards(
-    directory: Union[str, os.PathLike],
+    directory: str | os.PathLike,
     split_pieces: Mapping[str, Sequence[tuple[str, str, Any]]],
     tokenizer_json: str,
     task_type: str,
     plan_key: Any,
-    token_label_fn: Optional[Callable] = None,
+    token_label_fn: Callable | None = None,
     hidden_columns: Sequence[int] = (),
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Sequence[str] | None = None,
     num_proc: int = 1,
     shard_size: int = 256,
-    num_shards: Optional[int] = None,
+    num_shards: int | None = None,
     overwrite: bool = False,
     description: str = "",
 ) -> dict[str, dict]:
@@ -220,52 +220,12 @@ def write_shards(
          {split: [[str(path), piece_id, label] for path, piece_id, label in pieces]
           for split, pieces in split_pieces.items()}, plans],
         sort_keys=True, default=str).encode()).hexdigest()[:24]
-    plan_path = directory / BUILD_PLAN_NAME
     with FolderLock(directory):  # one writer per folder (its lock is beside it; a process may take it again)
-        previous = json.loads(plan_path.read_text()).get("fingerprint") if plan_path.is_file() else None
-        if previous != digest:
-            content = sorted(p.name for p in directory.iterdir())
-            if content and not overwrite:
-                raise ValueError(f"{directory}: holds another build (other inputs or settings) or other files "
-                                 f"({', '.join(content[:4])}); build into an empty folder or overwrite it "
-                                 "(overwrite=True, --overwrite_output_dir)")
-            remove_path(directory)
-            (directory / BUILD_STATE_DIR).mkdir(parents=True)
-            atomic_write_json(plan_path, {"fingerprint": digest, "shards": {s: len(p) for s, p in plans.items()}})
-        for marker in (SHARD_INDEX_NAME, "dataset_dict.json"):  # written again when this build is complete
-            (directory / marker).unlink(missing_ok=True)
-
+        _start_or_resume(directory, digest, plans, overwrite)
         schema = segment_features(task_type, label_names).arrow_schema
-        summary: dict[str, dict] = {}
-        for split, pieces in split_pieces.items():
-            plan = plans[split]
-            count = len(plan)
-            (directory / split).mkdir(exist_ok=True)
-            (directory / BUILD_STATE_DIR / split).mkdir(exist_ok=True)
-            kept = _complete_prefix(directory, split, count)
-            _clear_stale(directory, split, {p.name for i in range(kept) for p in shard_files(directory, split, i, count)})
-            if kept:
-                logger.info("%s: %d of %d shards of %s already built, kept", directory, kept, count, split)
-            sides = [json.loads(shard_files(directory, split, i, count)[1].read_text()) for i in range(kept)]
-            next_id = sum(side["rows"] for side in sides)
-            tasks = [([tuple(p) for p in pieces[a:b]], tokenizer_json, task_type, token_label_fn, hidden_columns,
-                      label_names) for a, b in plan[kept:]]
-            for i, result in enumerate(_ordered_results(tasks, num_proc), start=kept):
-                data, side_path = shard_files(directory, split, i, count)
-                written = _write_shard(data, result.batch, next_id, schema)
-                side = {"file": f"{split}/{data.name}", "rows": result.num_segments, **written,
-                        "first_segment_id": next_id,
-                        "pieces": result.num_pieces, "notes": result.num_notes,
-                        "dropped_notes": result.dropped_notes,
-                        "skipped": [{"piece_id": p, "path": path, "reason": r} for p, path, r in result.skipped],
-                        "class_counts_pieces": result.class_counts_pieces,
-                        "class_counts_segments": result.class_counts_segments,
-                        "class_counts_notes": result.class_counts_notes,
-                        "unlabelled_notes": result.unlabelled_notes}
-                atomic_write_json(side_path, side)
-                sides.append(side)
-                next_id += result.num_segments
-            summary[split] = _merge_sides(sides)
+        summary = {split: _write_split(directory, split, pieces, plans[split], schema, num_proc,
+                                       (tokenizer_json, task_type, token_label_fn, hidden_columns, label_names))
+                   for split, pieces in split_pieces.items()}
         _write_datasets_layout(directory, summary, segment_features(task_type, label_names), description)
         atomic_write_json(directory / SHARD_INDEX_NAME, {
             "format": FORMAT_NAME, "version": FORMAT_VERSION, "task_type": task_type,
@@ -275,6 +235,56 @@ def write_shards(
                        for split, info in summary.items()},
         })
     return summary
+
+
+def _start_or_resume(directory: Path, digest: str, plans: Mapping[str, Any], overwrite: bool) -> None:
+    """Keep the folder when it holds a build of the same plan (``digest``), else start it afresh (refused for a
+    folder holding anything else unless ``overwrite``); the completion markers go until this build is complete."""
+    plan_path = directory / BUILD_PLAN_NAME
+    previous = json.loads(plan_path.read_text()).get("fingerprint") if plan_path.is_file() else None
+    if previous != digest:
+        content = sorted(p.name for p in directory.iterdir())
+        if content and not overwrite:
+            raise ValueError(f"{directory}: holds another build (other inputs or settings) or other files "
+                             f"({', '.join(content[:4])}); build into an empty folder or overwrite it "
+                             "(overwrite=True, --overwrite_output_dir)")
+        remove_path(directory)
+        (directory / BUILD_STATE_DIR).mkdir(parents=True)
+        atomic_write_json(plan_path, {"fingerprint": digest, "shards": {s: len(p) for s, p in plans.items()}})
+    for marker in (SHARD_INDEX_NAME, "dataset_dict.json"):  # written again when this build is complete
+        (directory / marker).unlink(missing_ok=True)
+
+
+def _write_split(directory: Path, split: str, pieces: Sequence[tuple[str, str, Any]], plan: Sequence[tuple[int, int]],
+                 schema, num_proc: int, tokenize_args: tuple) -> dict:
+    """Tokenise one split's shards that are not finished yet (workers), write each with its side file, in order;
+    return the split's merged counts (:func:`_merge_sides`)."""
+    count = len(plan)
+    (directory / split).mkdir(exist_ok=True)
+    (directory / BUILD_STATE_DIR / split).mkdir(exist_ok=True)
+    kept = _complete_prefix(directory, split, count)
+    _clear_stale(directory, split, {p.name for i in range(kept) for p in shard_files(directory, split, i, count)})
+    if kept:
+        logger.info("%s: %d of %d shards of %s already built, kept", directory, kept, count, split)
+    sides = [json.loads(shard_files(directory, split, i, count)[1].read_text()) for i in range(kept)]
+    next_id = sum(side["rows"] for side in sides)
+    tasks = [([tuple(p) for p in pieces[a:b]], *tokenize_args) for a, b in plan[kept:]]
+    for i, result in enumerate(_ordered_results(tasks, num_proc), start=kept):
+        data, side_path = shard_files(directory, split, i, count)
+        written = _write_shard(data, result.batch, next_id, schema)
+        side = {"file": f"{split}/{data.name}", "rows": result.num_segments, **written,
+                "first_segment_id": next_id,
+                "pieces": result.num_pieces, "notes": result.num_notes,
+                "dropped_notes": result.dropped_notes,
+                "skipped": [{"piece_id": p, "path": path, "reason": r} for p, path, r in result.skipped],
+                "class_counts_pieces": result.class_counts_pieces,
+                "class_counts_segments": result.class_counts_segments,
+                "class_counts_notes": result.class_counts_notes,
+                "unlabelled_notes": result.unlabelled_notes}
+        atomic_write_json(side_path, side)
+        sides.append(side)
+        next_id += result.num_segments
+    return _merge_sides(sides)
 
 
 def _write_datasets_layout(directory: Path, summary: Mapping[str, dict], features, description: str) -> None:
@@ -317,7 +327,7 @@ def _merge_sides(sides: list[dict]) -> dict:
     }
 
 
-def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
+def read_shard_index(directory: str | os.PathLike) -> dict:
     """The ``shards.json`` of a built folder."""
     path = Path(directory) / SHARD_INDEX_NAME
     if not path.is_file():
@@ -329,7 +339,7 @@ def read_shard_index(directory: Union[str, os.PathLike]) -> dict:
     return index
 
 
-def verify_shards(directory: Union[str, os.PathLike]) -> None:
+def verify_shards(directory: str | os.PathLike) -> None:
     """Check every shard of a built folder against ``shards.json`` (size and SHA-256; the row count where an older
     build recorded no hash); raise ``ValueError`` naming the first damaged shard and how to repair it."""
     directory = Path(directory)
@@ -344,7 +354,7 @@ def verify_shards(directory: Union[str, os.PathLike]) -> None:
                                  "command) again to rebuild the damaged shards")
 
 
-def load_sharded(directory: Union[str, os.PathLike]):
+def load_sharded(directory: str | os.PathLike):
     """A built folder as a ``DatasetDict`` of memory-mapped shards (``datasets.load_from_disk``; splits without rows
     are left out)."""
     from datasets import load_from_disk  # noqa: PLC0415

@@ -23,7 +23,7 @@ import logging
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -50,7 +50,7 @@ class StreamingDataset:
         ``shards.json``), local (`bool`).
     """
 
-    def __init__(self, source: Union[str, os.PathLike], revision: Optional[str] = None, token: Optional[str] = None):
+    def __init__(self, source: str | os.PathLike, revision: str | None = None, token: str | None = None):
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         self.source = str(source)
@@ -73,7 +73,7 @@ class StreamingDataset:
         if self.local and self.index is not None:
             verify_shards(self.source)  # a damaged local shard is named before training reads it
 
-    def _file(self, name: str) -> Optional[Path]:
+    def _file(self, name: str) -> Path | None:
         """A metadata file of the dataset (downloaded from the Hub when needed), or ``None``."""
         if self.local:
             path = Path(self.source) / name
@@ -98,7 +98,7 @@ class StreamingDataset:
             digest.update(name.encode() + b"\0" + (path.read_bytes() if path is not None else b"-") + b"\0")
         return digest.hexdigest()
 
-    def num_rows(self, split: str) -> Optional[int]:
+    def num_rows(self, split: str) -> int | None:
         """Segments of a split: from the shard index, else from the build report (``None`` when neither says)."""
         if self.index is not None:
             info = self.index["splits"].get(split)
@@ -160,11 +160,12 @@ def _table_rows(table) -> list[dict]:
 class StreamingBatches:
     """One process's batches of a streamed split, epoch by epoch, resumable mid-epoch.
 
-    Rows are read from the Arrow shards in blocks (no conversion per row), shuffled per epoch: the shards' order by
-    ``datasets`` (``set_epoch``), the rows by a buffer of ``shuffle_buffer_size`` rows drawn with a generator seeded
-    by ``(seed, epoch, rank)``. The order of an epoch is thus fixed by the seed, and the state saved with a
-    checkpoint is the epoch and the rows consumed: a resumed run reads the epoch again up to that point (reading
-    without training, about a second per 100 k rows) and goes on exactly as the interrupted run would have.
+    Rows are read from the Arrow shards in blocks (no conversion per row), shuffled per epoch by ``datasets``
+    (``IterableDataset.shuffle(seed, buffer_size)`` and ``set_epoch``: the shards' order, then a buffer of
+    ``shuffle_buffer_size`` rows). The order of an epoch is thus fixed by the seed. ``datasets``' own
+    ``state_dict`` drops the buffer's content on resume, so the state saved with a checkpoint is the epoch and the
+    rows consumed: a resumed run reads the epoch again up to that point (reading without training, about a second
+    per 100 k rows) and goes on exactly as the interrupted run would have.
 
     Args:
         dataset (`datasets.IterableDataset`): the whole split (:meth:`StreamingDataset.split`).
@@ -202,7 +203,7 @@ class StreamingBatches:
         self.epoch = 0
         self.consumed = 0  # rows of the current epoch delivered in complete groups
         self.exhausted = False
-        self._resume: Optional[dict] = None
+        self._resume: dict | None = None
 
     def _agree(self, flag: bool) -> bool:
         """True when ``flag`` holds on every process."""
@@ -212,25 +213,15 @@ class StreamingBatches:
         return bool(int(self.accelerator.gather(value).min()))
 
     def _rows(self, epoch: int, shuffle: bool = True) -> Iterator[dict]:
-        """This process's rows of the split in the order of ``epoch``."""
-        import numpy as np  # noqa: PLC0415
-
-        self.dataset.set_epoch(epoch)  # datasets permutes the shards per epoch (the same on every process)
-        rng = np.random.default_rng([self.seed, epoch, self.rank])
-        size = self.shuffle_buffer_size if shuffle else 0
-        buffer: list[dict] = []
-        for table in self.dataset.with_format("arrow").iter(batch_size=self.read_size):
-            rows = _table_rows(table)
-            if not size:
-                yield from rows
-                continue
-            buffer.extend(rows)
-            if len(buffer) >= size:  # shuffle the buffer, give half of it, keep the other half
-                order = rng.permutation(len(buffer))
-                half = len(buffer) // 2
-                yield from (buffer[i] for i in order[:half])
-                buffer = [buffer[i] for i in order[half:]]
-        yield from (buffer[i] for i in rng.permutation(len(buffer)))
+        """This process's rows of the split in the order of ``epoch``: ``datasets``' own shuffling (the shards, then
+        a buffer of rows taken in Arrow blocks, seeded by ``seed`` and the epoch; a buffer of 1 keeps the rows'
+        order)."""
+        dataset = self.dataset.with_format("arrow")  # first: with_format does not carry the epoch over
+        if shuffle:
+            dataset = dataset.shuffle(seed=self.seed, buffer_size=max(1, self.shuffle_buffer_size))
+            dataset.set_epoch(epoch)
+        for table in dataset.iter(batch_size=self.read_size):
+            yield from _table_rows(table)
 
     def epoch_batches(self, epoch: int) -> Iterator[dict]:
         """The batches of ``epoch`` (continuing where a loaded state stopped, if it is this epoch's)."""
@@ -283,13 +274,13 @@ class StreamingBatches:
         self._resume = dict(state, consumed=state["consumed"] if same else 0)
         self.epoch, self.consumed = int(state["epoch"]), 0
 
-    def save(self, folder: Union[str, os.PathLike]) -> None:
+    def save(self, folder: str | os.PathLike) -> None:
         """Write this process's state into a checkpoint folder (``streaming_state_rank{i}.json``)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"streaming_state_rank{self.rank}.json").write_text(json.dumps(self.state_dict()) + "\n")
 
-    def load(self, folder: Union[str, os.PathLike]) -> None:
+    def load(self, folder: str | os.PathLike) -> None:
         """Read this process's state from a checkpoint folder written by :meth:`save`."""
         path = Path(folder) / f"streaming_state_rank{self.rank}.json"
         if not path.is_file():

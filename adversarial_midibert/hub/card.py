@@ -265,37 +265,7 @@ def write_model_card(
     )
     card_data.arxiv = PAPER_ARXIV  # shown by the Hub as a link to the paper
 
-    attribute_names = config.get("attribute_names") or list(ATTRIBUTE_NAMES)
-    vocab_sizes = config.get("vocab_sizes") or []
-    architecture_rows = [
-        ("Architecture", architecture),
-        ("Layers", config.get("num_hidden_layers", "?")),
-        ("Hidden size", config.get("hidden_size", "?")),
-        ("Attention heads", config.get("num_attention_heads", "?")),
-        ("Feed-forward size", config.get("intermediate_size", "?")),
-        ("Max segment length (notes)", config.get("max_position_embeddings", config.get("max_seq_len", "?"))),
-        ("Position embedding", config.get("position_embedding_type", "?")),
-    ]
-    if vocab_sizes:
-        architecture_rows.append(
-            ("Vocabulary sizes", ", ".join(f"{n} {v}" for n, v in zip(attribute_names, vocab_sizes)))
-        )
-    label_names = results.get("label_names") or list((config.get("id2label") or {}).values())
-    if label_names and task_type != "pretrain":
-        architecture_rows.append(("Labels", ", ".join(str(x) for x in label_names)))
-    hidden = config.get("hidden_attributes") or []
-    if hidden:
-        architecture_rows.append(("Attributes hidden from the model", ", ".join(str(h) for h in hidden)))
-
-    result_rows = []
-    for entry in eval_results:
-        paper = ""
-        if entry.metric_type == "accuracy" and "paper_accuracy" in known and entry.dataset_split == "test":
-            paper = f"{known['paper_accuracy']:.2f}"
-        value = entry.metric_value
-        if entry.metric_type in ("accuracy", "f1", "precision", "recall") and 0 <= value <= 1:
-            value *= 100
-        result_rows.append((entry.dataset_name, entry.dataset_split, entry.metric_name, f"{value:.2f}", paper))
+    result_rows = _result_rows(eval_results, known)
     other_results = {k: v for k, v in results.items() if k not in ("label_names", "history")}
     hyper_rows = [(k, v) for k, v in {**dict(hyperparameters or {}), **extra_info}.items() if v is not None]
 
@@ -310,7 +280,7 @@ def write_model_card(
         "base_model": base_model,
         "datasets": datasets,
         "dataset_name": dataset_name,
-        "architecture_table": _markdown_table(architecture_rows, ("", "")),
+        "architecture_table": _markdown_table(_architecture_rows(config, results, task_type), ("", "")),
         "results_table": _markdown_table(result_rows, ("Data set", "Split", "Metric", "Value (%)", "Paper (%)"))
         if result_rows else "",
         "has_paper_column": any(row[-1] for row in result_rows),
@@ -328,3 +298,39 @@ def write_model_card(
         raise HubPublishError(f"model card template {template} not found")
     card = ModelCard.from_template(card_data, template_path=str(template), **template_kwargs)
     return atomic_write_text(Path(output) if output is not None else folder / MODEL_CARD_NAME, str(card))
+
+
+def _architecture_rows(config: Mapping[str, Any], results: Mapping[str, Any], task_type: str) -> list[tuple]:
+    """The card's architecture table: sizes, vocabulary, labels and hidden attributes of the saved model."""
+    rows = [
+        ("Architecture", (config.get("architectures") or ["AdvMidiBertModel"])[0]),
+        ("Layers", config.get("num_hidden_layers", "?")),
+        ("Hidden size", config.get("hidden_size", "?")),
+        ("Attention heads", config.get("num_attention_heads", "?")),
+        ("Feed-forward size", config.get("intermediate_size", "?")),
+        ("Max segment length (notes)", config.get("max_position_embeddings", config.get("max_seq_len", "?"))),
+        ("Position embedding", config.get("position_embedding_type", "?")),
+    ]
+    attribute_names = config.get("attribute_names") or list(ATTRIBUTE_NAMES)
+    if config.get("vocab_sizes"):
+        rows.append(("Vocabulary sizes", ", ".join(f"{n} {v}" for n, v in zip(attribute_names, config["vocab_sizes"]))))
+    label_names = results.get("label_names") or list((config.get("id2label") or {}).values())
+    if label_names and task_type != "pretrain":
+        rows.append(("Labels", ", ".join(str(x) for x in label_names)))
+    if config.get("hidden_attributes"):
+        rows.append(("Attributes hidden from the model", ", ".join(str(h) for h in config["hidden_attributes"])))
+    return rows
+
+
+def _result_rows(eval_results: Sequence[Any], known: Mapping[str, Any]) -> list[tuple]:
+    """The card's results table: one row per ``EvalResult`` (fractions as %), the paper's test accuracy beside."""
+    rows = []
+    for entry in eval_results:
+        paper = ""
+        if entry.metric_type == "accuracy" and "paper_accuracy" in known and entry.dataset_split == "test":
+            paper = f"{known['paper_accuracy']:.2f}"
+        value = entry.metric_value
+        if entry.metric_type in ("accuracy", "f1", "precision", "recall") and 0 <= value <= 1:
+            value *= 100
+        rows.append((entry.dataset_name, entry.dataset_split, entry.metric_name, f"{value:.2f}", paper))
+    return rows

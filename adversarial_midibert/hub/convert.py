@@ -46,6 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..atomic_io import atomic_write_json
 from ..constants import ATTRIBUTE_NAMES
 from ._common import HubPublishError
 
@@ -507,8 +508,62 @@ def _tokenizer_vocabularies(tokenizer) -> tuple[list[list[str]], int]:
     return ours, int(tokenizer.max_num_pos_per_beat)
 
 
-def convert(
-    checkpoint: str | Path,
+def _check_checkpoint(state: Mapping[str, torch.Tensor], reference_vocabularies: list[dict[str, int]], task: str,
+                      checkpoint: str | Path, dictionary: str | Path) -> None:
+    """The dictionary fits the checkpoint's embedding tables, and the checkpoint holds the head of ``task``."""
+    for attribute, vocabulary in enumerate(reference_vocabularies):
+        rows = state.get(f"word_emb.{attribute}.lut.weight")
+        if rows is not None and rows.shape[0] != len(vocabulary):
+            raise ConversionError(
+                f"{checkpoint}: embedding table {attribute} ({ATTRIBUTE_NAMES[attribute]}) has {rows.shape[0]} rows but "
+                f"{dictionary} has {len(vocabulary)} {REFERENCE_ATTRIBUTES[attribute]} tokens: wrong dictionary?"
+            )
+    head_keys = {"mlm": "mask_lm.proj.0.weight", "sequence": "classifier.2.weight", "token": "classifier.3.weight"}
+    if head_keys[task] not in state:
+        raise ConversionError(f"{checkpoint}: --task {task} needs key {head_keys[task]!r}, absent from the checkpoint")
+
+
+def _target_model(state: Mapping[str, torch.Tensor], task: str, num_labels: int | None, vocab_sizes: list[int],
+                  checkpoint: str | Path):
+    """Our model of ``task``, sized from the checkpoint's shapes (classes from its head); with its config kwargs."""
+    from .. import modeling_adv_midibert as modeling
+    from ..configuration_adv_midibert import AdvMidiBertConfig
+
+    config_kwargs = infer_config_kwargs(state, str(checkpoint))
+    head_classes = None
+    if task == "sequence":
+        head_classes = state["classifier.2.weight"].shape[0]
+    elif task == "token":
+        head_classes = state["classifier.3.weight"].shape[0] - 1
+    if head_classes is not None:
+        if num_labels is not None and num_labels != head_classes:
+            raise ConversionError(
+                f"--num_labels {num_labels} does not match the checkpoint's classifier ({head_classes} classes"
+                f"{' + 1 padding class' if task == 'token' else ''})"
+            )
+        config_kwargs["num_labels"] = head_classes
+    model_class = {
+        "mlm": modeling.AdvMidiBertForMaskedLM,
+        "sequence": modeling.AdvMidiBertForSequenceClassification,
+        "token": modeling.AdvMidiBertForTokenClassification,
+    }[task]
+    return model_class(AdvMidiBertConfig(vocab_sizes=vocab_sizes, **config_kwargs)).eval(), config_kwargs
+
+
+def _load_converted(model, converted: Mapping[str, torch.Tensor]) -> list[str]:
+    """Load the converted weights into ``model``; return the parameters they did not give."""
+    own = model.state_dict()
+    for key, value in converted.items():
+        if key not in own or own[key].shape != value.shape:
+            raise ConversionError(
+                f"internal mapping error: {key} {tuple(value.shape)} does not fit the model "
+                f"({tuple(own[key].shape) if key in own else 'no such parameter'})"
+            )
+    missing, _ = model.load_state_dict(converted, strict=False)
+    return missing
+
+
+def convert(    checkpoint: str | Path,
     dictionary: str | Path,
     task: str,
     output_dir: str | Path,
@@ -538,9 +593,6 @@ def convert(
     Raises:
         ConversionError: bad arguments or files, or a head missing from the checkpoint for ``task``.
     """
-    from .. import modeling_adv_midibert as modeling
-    from ..configuration_adv_midibert import AdvMidiBertConfig
-
     if task not in ("mlm", "sequence", "token"):
         raise ConversionError(f"--task must be mlm, sequence or token, got {task!r}")
     if padding_class not in ("first", "last"):
@@ -553,17 +605,7 @@ def convert(
     reference_vocabularies = load_reference_dictionary(dictionary)
     stages.update(1)
     stages.set_postfix_str("mapping the vocabularies")
-    for attribute, vocabulary in enumerate(reference_vocabularies):
-        rows = state.get(f"word_emb.{attribute}.lut.weight")
-        if rows is not None and rows.shape[0] != len(vocabulary):
-            raise ConversionError(
-                f"{checkpoint}: embedding table {attribute} ({ATTRIBUTE_NAMES[attribute]}) has {rows.shape[0]} rows but "
-                f"{dictionary} has {len(vocabulary)} {REFERENCE_ATTRIBUTES[attribute]} tokens: wrong dictionary?"
-            )
-    head_keys = {"mlm": "mask_lm.proj.0.weight", "sequence": "classifier.2.weight", "token": "classifier.3.weight"}
-    if head_keys[task] not in state:
-        raise ConversionError(f"{checkpoint}: --task {task} needs key {head_keys[task]!r}, absent from the checkpoint")
-
+    _check_checkpoint(state, reference_vocabularies, task, checkpoint, dictionary)
     if tokenizer is None:
         from ..tokenization_octuple import OctupleTokenizer
 
@@ -575,38 +617,12 @@ def convert(
         for vocabulary in reference_vocabularies
     ]
 
-    config_kwargs = infer_config_kwargs(state, str(checkpoint))
-    head_classes = None
-    if task == "sequence":
-        head_classes = state["classifier.2.weight"].shape[0]
-    elif task == "token":
-        head_classes = state["classifier.3.weight"].shape[0] - 1
-    if head_classes is not None:
-        if num_labels is not None and num_labels != head_classes:
-            raise ConversionError(
-                f"--num_labels {num_labels} does not match the checkpoint's classifier ({head_classes} classes"
-                f"{' + 1 padding class' if task == 'token' else ''})"
-            )
-        config_kwargs["num_labels"] = head_classes
-    config = AdvMidiBertConfig(vocab_sizes=[len(v) for v in ours], **config_kwargs)
-    model_class = {
-        "mlm": modeling.AdvMidiBertForMaskedLM,
-        "sequence": modeling.AdvMidiBertForSequenceClassification,
-        "token": modeling.AdvMidiBertForTokenClassification,
-    }[task]
-    model = model_class(config).eval()
+    model, config_kwargs = _target_model(state, task, num_labels, [len(v) for v in ours], checkpoint)
 
     stages.update(1)
     stages.set_postfix_str("converting the weights")
     converted, used = convert_state_dict(state, source_rows, special_rows, task, padding_class=padding_class)
-    own = model.state_dict()
-    for key, value in converted.items():
-        if key not in own or own[key].shape != value.shape:
-            raise ConversionError(
-                f"internal mapping error: {key} {tuple(value.shape)} does not fit the model "
-                f"({tuple(own[key].shape) if key in own else 'no such parameter'})"
-            )
-    missing, unexpected = model.load_state_dict(converted, strict=False)
+    missing = _load_converted(model, converted)
     not_from_checkpoint = sorted(missing)
 
     unmapped = sorted(k for k in state if k not in used)
@@ -615,7 +631,7 @@ def convert(
         "checkpoint": str(checkpoint),
         "dictionary": str(dictionary),
         "task": task,
-        "model_class": model_class.__name__,
+        "model_class": type(model).__name__,
         "config": config_kwargs,
         "vocab_sizes": {"ours": [len(v) for v in ours], "reference": [len(v) for v in reference_vocabularies]},
         "vocabularies": vocabulary_report,
@@ -637,7 +653,7 @@ def convert(
     stages.set_postfix_str("writing the model folder")
     model.save_pretrained(output_dir)  # with the code files and the complete auto_map (remote code)
     tokenizer.save_pretrained(output_dir)
-    (output_dir / "conversion_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(output_dir / "conversion_report.json", report)
     stages.update(1)
     stages.close()
     return report

@@ -14,7 +14,6 @@ every training script, calls it.
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -54,17 +53,15 @@ def auto_map_modules(auto_map: dict, source: Path) -> list[str]:
 
 
 def _relative_imports(path: Path) -> list[str]:
+    """The modules ``path`` imports relatively, found as transformers' loader finds them (``get_relative_imports``).
+    The walk over them stays in :func:`remote_code_files`: ``get_relative_import_files`` neither names a missing file
+    nor refuses one that lies outside the folder."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError) as error:
+        return sorted(get_relative_imports(path))
+    except (OSError, UnicodeDecodeError) as error:
         raise HubPublishError(f"code file {path} cannot be read as Python: {error}") from error
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            if node.level > 1:
-                raise HubPublishError(f"{path}: 'from {'.' * node.level}{node.module or ''} import' leaves the folder")
-            found.extend([node.module] if node.module else [alias.name for alias in node.names])
-    return found
 
 
 def remote_code_files(folder: str | Path) -> dict[str, Path]:

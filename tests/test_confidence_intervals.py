@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adversarial_midibert.bootstrap import (
+from adversarial_midibert.confidence_intervals import (
     bootstrap_accuracy,
     paired_bootstrap_difference,
     stack_piece_counts,

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Optional
 
 import torch
 from torch import nn
@@ -50,8 +49,8 @@ def apply_acceleration(
     model: nn.Module,
     gradient_checkpointing: bool = False,
     torch_compile: bool = False,
-    torch_compile_backend: Optional[str] = None,
-    torch_compile_mode: Optional[str] = None,
+    torch_compile_backend: str | None = None,
+    torch_compile_mode: str | None = None,
 ) -> nn.Module:
     """Apply the flags of :func:`add_acceleration_arguments` to ``model`` (in place) and return it.
 
@@ -95,7 +94,7 @@ def compile_layers(model: nn.Module, **compile_kwargs) -> int:
     return len(layers)
 
 
-def slow_bf16_warning(device: torch.device, mixed_precision: str) -> Optional[str]:
+def slow_bf16_warning(device: torch.device, mixed_precision: str) -> str | None:
     """A warning when bf16 autocast would run on a CPU without bf16 matrix instructions, else ``None``.
 
     On such a CPU (AVX2 only: no AVX512-BF16 or AMX; oneDNN reports no bf16 support) every bf16 matrix product is

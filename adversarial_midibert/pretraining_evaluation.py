@@ -20,7 +20,7 @@ Everything is vectorised over the batch; the figures are gathered over processes
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -120,7 +120,7 @@ def evaluate_pretraining(
     accelerator: Any = None,
     seed: int = 0,
     yardstick_seed: int = YARDSTICK_SEED,
-    run_masking: Optional[str] = None,
+    run_masking: str | None = None,
 ) -> dict[str, float]:
     """Score a pre-training run on the validation batches of ``dataloader`` (see the module docstring).
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from adversarial_midibert.diagnostics import evaluate_pretraining, representation_health, spearman_correlation
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining, representation_health, spearman_correlation
 from adversarial_midibert.pretraining import AdversarialMLM
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
 from tiny_models import tiny_config

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adversarial_midibert import AdvMidiBertForMaskedLM
-from adversarial_midibert.acceleration import add_acceleration_arguments, apply_acceleration
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration
 from tiny_models import random_segment_rows, tiny_config
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, masker_dropout=0.0)
@@ -76,7 +76,7 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
     from torch._dynamo.utils import counters
 
     from adversarial_midibert.data.collators import pad_octuple_batch
-    from adversarial_midibert.diagnostics import evaluate_pretraining
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.pretraining import AdversarialMLM, batch_to_device, freezing_pass, step_generator
     from byte_mask_book import MaskBook
 
@@ -106,7 +106,7 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
 
 
 def test_slow_bf16_warning_only_for_bf16_on_a_cpu_without_bf16_instructions(monkeypatch):
-    from adversarial_midibert.acceleration import slow_bf16_warning
+    from adversarial_midibert.speed_and_memory import slow_bf16_warning
 
     assert slow_bf16_warning(torch.device("cpu"), "no") is None
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
