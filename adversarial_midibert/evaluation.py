@@ -1,5 +1,10 @@
-"""Classification metrics for fine-tuning: accuracy and macro-F1 (scikit-learn), token masks, piece-level results,
-confusion matrix.
+"""Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` metrics, token masks, piece-level
+results, confusion matrix (scikit-learn).
+
+Why the two metrics are defined here: ``evaluate.load("accuracy")`` fetches the metric's script from the Hub and
+fails offline (``HF_HUB_OFFLINE=1``) unless it was cached before, so :class:`Accuracy` and :class:`F1` are ordinary
+:class:`evaluate.Metric` subclasses (the whole ``evaluate`` interface: ``add_batch``, ``compute``,
+``evaluate.combine``) that compute what the Hub scripts compute, with scikit-learn.
 
 Token tasks are scored over real notes only: positions labelled ``-100`` (BOS, EOS, padding, ignored
 notes) and positions that mask fine-tuning replaced by MASK (docs/method.md section 4) are left out, see
@@ -23,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import evaluate
 import numpy as np
 import torch
 
@@ -30,15 +37,50 @@ from .constants import IGNORE_INDEX
 from .pooling import aggregate_segment_log_probs  # noqa: F401  (re-exported: the prediction's rule, torch only)
 
 
-def accuracy_and_macro_f1(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> dict[str, float]:
-    """``{"accuracy", "f1_macro"}`` with scikit-learn; macro-F1 over every label id in ``range(num_labels)`` (a class
-    neither predicted nor present scores 0). Both are NaN when nothing was scored."""
-    from sklearn.metrics import accuracy_score, f1_score
+class _ClassIdMetric(evaluate.Metric):
+    """An ``evaluate`` metric over integer class ids; ``_score(predictions, references, **kwargs)`` is the figure."""
 
-    if len(references) == 0:
-        return {"accuracy": float("nan"), "f1_macro": float("nan")}
-    f1 = f1_score(references, predictions, labels=list(range(num_labels)), average="macro", zero_division=0)
-    return {"accuracy": float(accuracy_score(references, predictions)), "f1_macro": float(f1)}
+    description = ""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=self.description, citation="", inputs_description="predictions, references: class ids.",
+            features=datasets.Features({"predictions": datasets.Value("int64"),
+                                        "references": datasets.Value("int64")}))
+
+
+class Accuracy(_ClassIdMetric):
+    """``evaluate``'s ``accuracy``, offline: ``compute(predictions, references)`` -> ``{"accuracy": float}``."""
+
+    description = "Accuracy: the fraction of predictions equal to their reference label."
+
+    def _compute(self, predictions, references):
+        from sklearn.metrics import accuracy_score
+
+        return {"accuracy": float(accuracy_score(references, predictions)) if len(references) else float("nan")}
+
+
+class F1(_ClassIdMetric):
+    """``evaluate``'s ``f1``, offline: ``compute(predictions, references, labels=None, average="macro")`` ->
+    ``{"f1": float}``; a label in ``labels`` neither predicted nor present scores 0."""
+
+    description = "F1 score, the harmonic mean of precision and recall, averaged over classes."
+
+    def _compute(self, predictions, references, labels=None, average="macro"):
+        from sklearn.metrics import f1_score
+
+        if not len(references):
+            return {"f1": float("nan")}
+        return {"f1": float(f1_score(references, predictions, labels=labels, average=average, zero_division=0))}
+
+
+def accuracy_and_macro_f1(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> dict[str, float]:
+    """``{"accuracy", "f1_macro"}`` through :class:`Accuracy` and :class:`F1`; macro-F1 over every label id in
+    ``range(num_labels)`` (a class neither predicted nor present scores 0). Both are NaN when nothing was scored."""
+    predictions, references = list(map(int, predictions)), list(map(int, references))
+    return {"accuracy": Accuracy().compute(predictions=predictions, references=references)["accuracy"],
+            "f1_macro": F1().compute(predictions=predictions, references=references,
+                                     labels=list(range(num_labels)), average="macro")["f1"]}
 
 
 def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarray:

@@ -7,7 +7,7 @@ composer) with :func:`adversarial_midibert.similarity.embed_files` (what ``adv-m
 search index with :func:`~adversarial_midibert.similarity.load_index` (what ``adv-midibert search`` queries), and
 asks, for every piece, its ``--top_k`` nearest other pieces (the piece itself left out). The figure is the
 precision@k of "same composer" over all queries, with a 95% bootstrap interval over query pieces
-(:func:`adversarial_midibert.bootstrap.bootstrap_accuracy`), against the chance rate: the precision a random
+(:func:`adversarial_midibert.confidence_intervals.bootstrap_accuracy`), against the chance rate: the precision a random
 ranking would have, ``mean over queries of (pieces of its composer - 1) / (pieces - 1)``.
 
 Queries use the stored embeddings of the pieces (the vector ``adv-midibert search`` computes for the same file).
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def neighbour_precision(dataset, composers: list[str], top_k: int) -> tuple[dict, np.ndarray]:
     """``(row, hits)``: the precision@k of the same composer with its interval, and each query's hits."""
-    from adversarial_midibert.bootstrap import bootstrap_accuracy
+    from adversarial_midibert.confidence_intervals import bootstrap_accuracy
     from adversarial_midibert.similarity import EMBEDDING_COLUMN
 
     vectors = np.asarray(dataset[EMBEDDING_COLUMN], dtype=np.float32)

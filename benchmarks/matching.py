@@ -21,7 +21,7 @@ same bars among distractors from other songs. The recipe is deterministic:
    distractors scoring at least as high (ties count against the model).
 
 Reported per model: MAP (one relevant candidate, so the mean reciprocal rank) and HITS@1/5/10/25, each with a 95%
-percentile bootstrap interval over songs (:func:`adversarial_midibert.bootstrap.bootstrap_accuracy`). Chance: MAP
+percentile bootstrap interval over songs (:func:`adversarial_midibert.confidence_intervals.bootstrap_accuracy`). Chance: MAP
 ``H(n)/n`` and HITS@k ``k/n`` for ``n`` candidates. Models: ``--model ARM/seedN=PATH`` (pre-trained folders) and
 randomly initialised encoders of the first model's configuration (``random-init/seedN``, one per ``--init_seed``);
 arms are compared with :func:`benchmarks.model_arms.compare_arms` (songs resampled in pairs, seeds per arm).
@@ -150,7 +150,7 @@ def reciprocal_ranks(similarity: np.ndarray, num_distractors: int, seed: int) ->
 
 def matching_metrics(reciprocal: np.ndarray, num_candidates: int) -> dict:
     """MAP and HITS@k with bootstrap intervals over songs, beside chance, from each song's reciprocal rank."""
-    from adversarial_midibert.bootstrap import bootstrap_accuracy
+    from adversarial_midibert.confidence_intervals import bootstrap_accuracy
 
     ranks = np.rint(1.0 / reciprocal)
     out = {"num_candidates": num_candidates, "mean_rank": round(float(ranks.mean()), 2)}

@@ -8,7 +8,7 @@ Shared by ``benchmarks/embedding_neighbours.py`` and ``benchmarks/matching.py``:
   configuration, one per ``--init_seed``;
 - :func:`compare_arms` turns per-query scores of every model into a per-arm summary and paired differences (each
   pre-trained arm minus ``random-init``, and ``adversarial`` minus ``random`` when both are there), with the
-  two-level bootstrap of :func:`adversarial_midibert.bootstrap.paired_bootstrap_difference` (queries resampled in
+  two-level bootstrap of :func:`adversarial_midibert.confidence_intervals.paired_bootstrap_difference` (queries resampled in
   pairs, seeds resampled per arm).
 """
 
@@ -96,7 +96,7 @@ def compare_arms(scores: dict[str, np.ndarray], total: float, statistic: str) ->
         ``{"arms": {arm: {...}}, "differences": {"A - B": {...}}}``: each arm's seeds, seed-mean and per-seed values
         with the interval of the seed-mean (queries and seeds resampled), and each difference's interval.
     """
-    from adversarial_midibert.bootstrap import paired_bootstrap_difference
+    from adversarial_midibert.confidence_intervals import paired_bootstrap_difference
 
     arms: dict[str, list[str]] = {}
     for name in scores:
@@ -120,4 +120,4 @@ def compare_arms(scores: dict[str, np.ndarray], total: float, statistic: str) ->
                                      "excludes_zero": interval.excludes_zero}
     return {"statistic": statistic, "arms": summary, "differences": differences,
             "interval_method": "two-level percentile bootstrap: queries resampled in pairs, seeds per arm "
-                               "(adversarial_midibert.bootstrap.paired_bootstrap_difference)"}
+                               "(adversarial_midibert.confidence_intervals.paired_bootstrap_difference)"}

@@ -1,4 +1,4 @@
-"""Accuracy and macro-F1, token-metric masking, confusion matrix PNG."""
+"""Accuracy and macro-F1 through ``evaluate`` offline, token-metric masking, confusion matrix PNG."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ def test_accuracy_and_macro_f1_match_their_definitions():
     # per class F1 = 2 TP / (2 TP + FP + FN): class 0 (1 TP, 1 FP), 1 (2 TP, 1 FN), 2 (1 TP, 1 FP, 1 FN)
     assert scores["f1_macro"] == pytest.approx((2 / 3 + 4 / 5 + 2 / 4) / 3)
     assert all(np.isnan(v) for v in accuracy_and_macro_f1([], [], 3).values())
+
+
+def test_metrics_are_evaluate_modules_that_work_offline_and_combine():
+    import evaluate
+
+    from adversarial_midibert.evaluation import F1, Accuracy
+
+    preds, refs = [0, 1, 2, 2, 1, 0], [0, 1, 1, 2, 1, 2]
+    accuracy = Accuracy()
+    for p, r in zip(preds, refs):  # evaluate's streaming interface
+        accuracy.add(prediction=p, reference=r)
+    assert accuracy.compute() == {"accuracy": pytest.approx(4 / 6)}
+    combined = evaluate.combine([Accuracy(), F1()]).compute(predictions=preds, references=refs)
+    assert combined == {"accuracy": pytest.approx(4 / 6), "f1": pytest.approx((2 / 3 + 4 / 5 + 2 / 4) / 3)}
 
 
 def test_masked_notes_are_left_out_of_token_metrics():
