@@ -19,5 +19,5 @@ fi
 subprocess.check_call([sys.executable, '-m', 'pip', 'install', '--quiet', \
 *c['options.extras_require']['demo'].split(), 'playwright'])"
 export ADV_MIDIBERT_BROWSER_TESTS=1 ADV_MIDIBERT_ARTIFACTS=${ADV_MIDIBERT_ARTIFACTS:-$PWD/build/browser-test}
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest -q -rA tests/test_demo_browser.py "$@"
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m pytest -q -rs tests/test_demo_browser.py "$@"
 echo "browser test screenshots: $ADV_MIDIBERT_ARTIFACTS"
