@@ -82,12 +82,12 @@ def model_task(name: str) -> str:
     """The pipeline task of a model folder or Hub id, from the architecture its ``config.json`` names."""
     from transformers import AutoConfig
 
-    name = name.strip()
+    source = os.path.expanduser(name)
     looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
-    if looks_local and not Path(name).expanduser().exists():
+    if looks_local and not Path(source).exists():
         raise DemoError(f"model {name}: folder not found")
     try:
-        config = AutoConfig.from_pretrained(str(Path(name).expanduser()) if looks_local else name)
+        config = AutoConfig.from_pretrained(source)
     except Exception as error:  # noqa: BLE001  (whatever failed, the page says which model and why)
         raise DemoError(f"model {name}: cannot be loaded ({_one_line(error)})") from None
     architectures = getattr(config, "architectures", None) or []
@@ -103,7 +103,7 @@ def load_pipeline(name: str, task: str, device: str = "cpu"):
         hint = f"it {role[1]}: put it in the {role[0]} box" if role else "fine-tune it on a task first"
         raise DemoError(f"model {name} cannot be the {ROLES[task][0].lower()}: {hint}")
     try:
-        return midi_pipeline(task, model=name, device=device)
+        return midi_pipeline(task, model=os.path.expanduser(name), device=device)
     except Exception as error:  # noqa: BLE001
         raise DemoError(f"model {name}: cannot be loaded ({_one_line(error)})") from None
 
@@ -185,19 +185,21 @@ def _left_out(out: dict[str, Any]) -> list[str]:
 
 
 def route_models(names: list[str]) -> dict[str, str]:
-    """Give each model the box its head serves: ``{"classifier": ..., "melody": ...}`` (missing keys: none given).
+    """Give each model the box its head serves: ``{"classifier": ..., "melody": ...}`` (missing keys: none given);
+    each is loaded (once: :func:`load_pipeline` keeps it), so that a bad model stops the start, not the first click.
 
     Raises:
         DemoError: a model does not load, has no classification head, or two models serve the same box.
     """
     boxes = {MIDI_CLASSIFICATION: "classifier", MIDI_TOKEN_CLASSIFICATION: "melody"}
     routed: dict[str, str] = {}
-    for name in names:
+    for name in (n.strip() for n in names):
         task = model_task(name)
         if task not in boxes:
             raise DemoError(f"model {name} has no classification head ({task}): give a fine-tuned model")
         if boxes[task] in routed:
             raise DemoError(f"models {routed[boxes[task]]} and {name} both {ROLES[task][1]}; the demo shows one of each")
+        load_pipeline(name, task)
         routed[boxes[task]] = name
     return routed
 

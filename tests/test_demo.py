@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import configparser
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -114,8 +115,10 @@ def test_a_model_that_cannot_serve_is_named_with_the_reason(app, models, clip, t
         assert expected in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_models_go_to_the_box_of_their_head(app, models, tmp_path, capsys):
+def test_models_go_to_the_box_of_their_head(app, models, tmp_path, capsys, monkeypatch):
     assert app.route_models([models["melody"], models["classifier"]]) == models
+    monkeypatch.setenv("HOME", str(Path(models["melody"]).parent))  # a folder under the home directory
+    assert app.route_models([" ~/melody "]) == {"melody": "~/melody"}
     assert app.route_models([]) == {}
     with pytest.raises(app.DemoError, match="both classifies the whole piece"):
         app.route_models([models["classifier"], models["classifier"]])
