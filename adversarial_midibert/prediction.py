@@ -27,7 +27,8 @@ from .atomic_io import TMP_PREFIX
 from .constants import MIDI_SUFFIXES
 from .pipelines import MidiFeatureExtractionPipeline, MidiTokenClassificationPipeline
 
-__all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "predict_files"]
+__all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "output_suffix_of", "predict_files",
+           "write_midi"]
 
 
 @dataclass
@@ -97,12 +98,20 @@ def output_stems(files: Sequence[Path]) -> list[Path]:
     return stems
 
 
-def _write_midi(score, path: Path) -> Path:
+def write_midi(score, path: str | os.PathLike) -> Path:
+    """Write a ``symusic.Score`` as a MIDI file aside (``.<name>.tmp``) and rename it when complete; return the path."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     score.dump_midi(str(tmp))
     tmp.replace(path)
     return path
+
+
+def output_suffix_of(pipe) -> str:
+    """The name between a token task's output stem and ``.mid``: the model's ``finetuning_task`` (``song.melody.mid``),
+    else ``classes``."""
+    return getattr(pipe.model.config, "finetuning_task", None) or "classes"
 
 
 def _sequence_record(output: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +156,7 @@ def predict_files(
     feature_task = isinstance(pipe, MidiFeatureExtractionPipeline)
     if token_task and output_dir is None:
         raise ValueError("a token-classification model writes MIDI files: give an output_dir")
-    suffix = output_suffix or getattr(pipe.model.config, "finetuning_task", None) or "classes"
+    suffix = output_suffix or output_suffix_of(pipe)
     files, errors = collect_midi_files(inputs)
     run = PredictionRun(errors=errors)
     if token_task:  # this tool's outputs in an input folder (a re-run into it) are not inputs
@@ -179,7 +188,7 @@ def predict_files(
                         if os.path.realpath(path) in protected:
                             raise ValueError(f"{file}: its output {path} is an input of this run; refusing to "
                                              "overwrite it (choose another --output_dir)")
-                    record["midi"] = str(_write_midi(output["midi"], midi))
+                    record["midi"] = str(write_midi(output["midi"], midi))
                     if plot:
                         record["piano_roll"] = str(plot_piano_roll(output["midi"], png, title=str(file)))
             except Exception as err:  # noqa: BLE001  (any failure of one file is listed, the run goes on)

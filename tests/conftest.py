@@ -37,19 +37,26 @@ def repo_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def load_example(repo_root):
-    """``load_example("finetune")``: a script of ``examples/`` as a module (it is a script, run as a file)."""
+def load_script(repo_root):
+    """``load_script("demo/app.py", "demo_app")``: a script of the checkout as a module (it is run as a file, not
+    imported from a package)."""
     import importlib.util
     import sys
 
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"example_{name}", repo_root / "examples" / f"{name}.py")
+    def load(relative_path: str, name: str):
+        spec = importlib.util.spec_from_file_location(name, repo_root / relative_path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
 
     return load
+
+
+@pytest.fixture(scope="session")
+def load_example(load_script):
+    """``load_example("finetune")``: a script of ``examples/`` as a module."""
+    return lambda name: load_script(f"examples/{name}.py", f"example_{name}")
 
 
 @pytest.fixture

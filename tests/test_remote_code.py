@@ -20,6 +20,7 @@ from adversarial_midibert import (
     AdvMidiBertForTokenClassification,
     AdvMidiBertModel,
 )
+from script_env import as_cached_hub_repo  # noqa: E402
 from tiny_models import tiny_config  # noqa: E402
 
 
@@ -149,17 +150,6 @@ def test_remote_code_loads_every_auto_class_without_the_package(tmp_path):
         assert all((resaved / file_name).is_file() for file_name in MODEL_FILES)
 
 
-def _as_cached_hub_repo(folder: Path, hub_cache: Path, repo_id: str) -> None:
-    """The files of ``folder`` as a Hub snapshot: HF_HUB_CACHE/models--org--name/{refs/main, snapshots/<commit>/...}."""
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "snapshots" / revision).mkdir(parents=True)
-    for file in folder.iterdir():
-        (repo / "snapshots" / revision / file.name).write_bytes(file.read_bytes())
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-
-
 def _run_blocked(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     """Run ``script`` in a clean interpreter, offline, with the package blocked and the Hub cache under tmp_path."""
     env = {key: value for key, value in os.environ.items()
@@ -202,7 +192,7 @@ def test_auto_tokenizer_and_model_from_a_folder_and_a_cached_hub_id_without_the_
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    _as_cached_hub_repo(folder, tmp_path / "hub_cache", "my-org/adv-midibert-tiny")
+    as_cached_hub_repo(folder, tmp_path / "hub_cache", "my-org/adv-midibert-tiny")
     completed = _run_blocked(AUTO_TOKENIZER_SCRIPT, [str(midi), str(tmp_path), str(folder), "my-org/adv-midibert-tiny"],
                              tmp_path)
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -278,7 +268,7 @@ def test_pipelines_run_as_remote_code_from_a_folder_and_a_cached_hub_id_without_
         assert {"pipelines.py", "pooling.py"} <= set(remote_code_files(folder))  # published with the folder
         expected[task] = midi_pipeline(task, str(folder), device="cpu")(str(midi))  # the installed classes
         repo_id = f"my-org/{folder.name}"
-        _as_cached_hub_repo(folder, tmp_path / "hub_cache", repo_id)
+        as_cached_hub_repo(folder, tmp_path / "hub_cache", repo_id)
         items += [f"{folder}={task}", f"{repo_id}={task}"]
 
     completed = _run_blocked(PIPELINE_SCRIPT, [str(midi), str(tmp_path), *items], tmp_path)
