@@ -163,5 +163,6 @@ def test_a_file_that_is_not_midi_in_the_browser(browser, page_url, artefacts, tm
     text = message.inner_text()
     assert text.startswith("my notes.mid: not a MIDI file (starts with b'Vers', expected b'MThd'"), text
     assert str(tmp_path) not in text and "Traceback" not in page.content()
+    page.wait_for_timeout(1000)  # the error toast fades in: let the screenshot show it whole
     page.screenshot(path=str(artefacts / "demo-bad-file.png"), full_page=True)
     page.close()
