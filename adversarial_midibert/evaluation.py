@@ -38,7 +38,7 @@ from .pooling import aggregate_segment_log_probs  # noqa: F401  (re-exported: th
 
 
 class _ClassIdMetric(evaluate.Metric):
-    """An ``evaluate`` metric over integer class ids; ``_score(predictions, references, **kwargs)`` is the figure."""
+    """An ``evaluate`` metric over integer class ids: a subclass gives its ``description`` and ``_compute``."""
 
     description = ""
 

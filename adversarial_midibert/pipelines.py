@@ -85,6 +85,8 @@ class _MidiPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
     _load_feature_extractor = False
+    # what the task cannot do without a tokenized note ("classify"...); None: a piece of no tokenized note is a result
+    _refuses_empty_piece_to: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -155,6 +157,9 @@ class _MidiPipeline(Pipeline):
                 attention_mask[s, : len(segment)] = 1
                 source_note[s, : len(segment)] = torch.from_numpy(notes.astype(np.int64))
             hide_attributes(input_ids, self.hidden_attributes, attention_mask.bool(), int(tokenizer.mask_token_id))
+        if num_segments == 0 and self._refuses_empty_piece_to:
+            raise ValueError(f"{name}: no note could be tokenized ({report.message()}); "
+                             f"nothing to {self._refuses_empty_piece_to}")
         return {"input_ids": input_ids, "attention_mask": attention_mask, "source_note": source_note,
                 "piece": {"file": name, "score": score, "report": report, "note_offsets": offsets}}
 
@@ -197,6 +202,7 @@ class MidiClassificationPipeline(_MidiPipeline):
     """
 
     _per_segment = True
+    _refuses_empty_piece_to = "classify"
 
     def _postprocess_parameters(self, top_k: int | None = None, **kwargs: Any) -> dict[str, Any]:
         super()._postprocess_parameters(**kwargs)
@@ -206,13 +212,6 @@ class MidiClassificationPipeline(_MidiPipeline):
         if top_k == 0 or top_k < -1:
             raise ValueError(f"top_k must be a positive number of classes, or -1 for all of them; got {top_k}")
         return {"top_k": top_k}
-
-    def preprocess(self, inputs: Any, source: str | None = None) -> dict[str, Any]:
-        model_inputs = super().preprocess(inputs, source)
-        if model_inputs["input_ids"].shape[0] == 0:
-            piece = model_inputs["piece"]
-            raise ValueError(f"{piece['file']}: no note could be tokenized ({piece['report'].message()}); nothing to classify")
-        return model_inputs
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = -1) -> dict[str, Any]:
         log_probs = torch.log_softmax(model_outputs["logits"], dim=-1)
@@ -298,17 +297,11 @@ class MidiFeatureExtractionPipeline(_MidiPipeline):
     """
 
     _per_segment = False
+    _refuses_empty_piece_to = "embed"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.label_names = []  # no classes: a head, if the folder has one, is not used
-
-    def preprocess(self, inputs: Any, source: str | None = None) -> dict[str, Any]:
-        model_inputs = super().preprocess(inputs, source)
-        if model_inputs["input_ids"].shape[0] == 0:
-            piece = model_inputs["piece"]
-            raise ValueError(f"{piece['file']}: no note could be tokenized ({piece['report'].message()}); nothing to embed")
-        return model_inputs
 
     def _forward(self, model_inputs: dict[str, Any], segment_batch_size: int = 8) -> dict[str, Any]:
         encoder = self.model.base_model  # the bare encoder of any head (PreTrainedModel.base_model)

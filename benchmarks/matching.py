@@ -47,6 +47,7 @@ import os  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adversarial_midibert.constants import DATA_ROOT_ENV  # noqa: E402
+from adversarial_midibert.similarity import unit_rows  # noqa: E402
 from benchmarks.model_arms import compare_arms, folder_name, model_label, named_model, with_random_init  # noqa: E402
 from benchmarks.results_file import ResultsFile  # noqa: E402
 
@@ -124,13 +125,10 @@ def phrase_pairs(data_root: Path, split: str, start_bars: list[int], num_bars: i
     return kept, melodies, accompaniments, skipped
 
 
-def embed_all(model: str, scores: list, names: list[str]) -> np.ndarray:
-    """``(len(scores), hidden)`` piece embeddings (not normalised) from the ``midi-feature-extraction`` pipeline."""
+def embed_all(pipe, scores: list, names: list[str]) -> np.ndarray:
+    """``(len(scores), hidden)`` piece embeddings (not normalised) from a ``midi-feature-extraction`` pipeline."""
     from tqdm.auto import tqdm
 
-    from adversarial_midibert.pipelines import MIDI_FEATURE_EXTRACTION, midi_pipeline
-
-    pipe = midi_pipeline(MIDI_FEATURE_EXTRACTION, model, device="cpu")
     return np.stack([pipe(score, source=name)["embedding"]
                      for score, name in tqdm(list(zip(scores, names)), desc="embedding", unit="phrase")])
 
@@ -165,17 +163,6 @@ def matching_metrics(reciprocal: np.ndarray, num_candidates: int) -> dict:
     return out
 
 
-def unit(vectors):
-    """Rows scaled to unit length (numpy or torch): dot products become cosines."""
-    from adversarial_midibert.similarity import unit_rows
-
-    if isinstance(vectors, np.ndarray):
-        return unit_rows(vectors)
-    import torch
-
-    return torch.nn.functional.normalize(vectors, dim=-1)
-
-
 def train_matching_head(train: dict, valid: dict, epochs: int, seed: int, num_distractors: int):
     """Two linear maps (melody, accompaniment) on frozen embeddings, trained with a symmetric InfoNCE loss.
 
@@ -188,6 +175,7 @@ def train_matching_head(train: dict, valid: dict, epochs: int, seed: int, num_di
         chosen epoch with its valid MAP.
     """
     import torch
+    from torch.nn.functional import normalize
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -207,7 +195,7 @@ def train_matching_head(train: dict, valid: dict, epochs: int, seed: int, num_di
     for epoch in range(1, epochs + 1):
         maps.train()
         for batch in torch.randperm(len(train_m), generator=generator).split(256):
-            logits = unit(maps[0](train_m[batch])) @ unit(maps[1](train_a[batch])).T / 0.1
+            logits = normalize(maps[0](train_m[batch]), dim=-1) @ normalize(maps[1](train_a[batch]), dim=-1).T / 0.1
             target = torch.arange(len(batch))
             loss = (torch.nn.functional.cross_entropy(logits, target)
                     + torch.nn.functional.cross_entropy(logits.T, target)) / 2
@@ -215,7 +203,7 @@ def train_matching_head(train: dict, valid: dict, epochs: int, seed: int, num_di
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            similarity = (unit(maps[0](valid_m)) @ unit(maps[1](valid_a)).T).numpy()
+            similarity = (normalize(maps[0](valid_m), dim=-1) @ normalize(maps[1](valid_a), dim=-1).T).numpy()
         valid_map = float(reciprocal_ranks(similarity, num_distractors, seed).mean())
         if valid_map > best[0]:
             best = (valid_map, epoch, [p.detach().clone() for p in maps.parameters()])
@@ -243,7 +231,10 @@ def model_embeddings(name: str, path: str, phrases: dict, work_dir: Path) -> dic
                 print(f"{name}: reusing {cache}")
                 return {split: {half: stored[f"{split}/{half}"] for half in ("melody", "accompaniment")}
                         for split in phrases}
-    out = {split: {half: embed_all(path, p[half], [f"{s}:{half}" for s in p["songs"]])
+    from adversarial_midibert.pipelines import MIDI_FEATURE_EXTRACTION, midi_pipeline
+
+    pipe = midi_pipeline(MIDI_FEATURE_EXTRACTION, path, device="cpu")  # loaded once for every split and half
+    out = {split: {half: embed_all(pipe, p[half], [f"{s}:{half}" for s in p["songs"]])
                    for half in ("melody", "accompaniment")} for split, p in phrases.items()}
     work_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.stem}.tmp.npz")
@@ -272,15 +263,15 @@ def main(argv: list[str] | None = None) -> dict:
     for name, path in models:
         embeddings = model_embeddings(name, path, phrases, args.work_dir)
         test = embeddings["test"]
-        reciprocal = reciprocal_ranks(unit(test["melody"]) @ unit(test["accompaniment"]).T, args.num_distractors,
-                                      args.seed)
+        reciprocal = reciprocal_ranks(unit_rows(test["melody"]) @ unit_rows(test["accompaniment"]).T,
+                                      args.num_distractors, args.seed)
         row = {"model": model_label(name, path, models), "zero-shot": matching_metrics(reciprocal, num_candidates)}
         per_song["zero-shot"][name] = reciprocal
         if not args.no_head:
             project, row["head_training"] = train_matching_head(embeddings["train"], embeddings["valid"],
                                                                 args.head_epochs, args.seed, args.num_distractors)
             melody, accompaniment = project(test["melody"], test["accompaniment"])
-            reciprocal = reciprocal_ranks(unit(melody) @ unit(accompaniment).T, args.num_distractors, args.seed)
+            reciprocal = reciprocal_ranks(unit_rows(melody) @ unit_rows(accompaniment).T, args.num_distractors, args.seed)
             row["head"] = matching_metrics(reciprocal, num_candidates)
             per_song["head"][name] = reciprocal
         rows[name] = row

@@ -175,3 +175,19 @@ def test_token_pipeline_gives_each_note_the_softmax_of_its_own_row(melody_pipe):
     np.testing.assert_allclose(out["probabilities"][positions], expected, atol=1e-5)
     assert (out["classes"][positions] == expected.argmax(axis=1)).all()
     assert not np.allclose(expected[0], expected[-1], atol=1e-3)  # the rows differ: a permutation would show
+
+
+def test_a_piece_with_no_representable_note_is_refused_by_piece_tasks_and_unclassified_by_the_token_task(
+        composer_pipe, melody_pipe):
+    from adversarial_midibert.pipelines import MIDI_FEATURE_EXTRACTION, midi_pipeline
+
+    score = symusic.Score(480)
+    track = symusic.Track(program=0)
+    track.notes.append(symusic.Note(0, 480, 2, 80))  # pitch 2: below the tokenizer's pitch range
+    score.tracks.append(track)
+    with pytest.raises(ValueError, match=r"^low\.mid: no note could be tokenized .*nothing to classify$"):
+        composer_pipe(score, source="low.mid")
+    embed = midi_pipeline(MIDI_FEATURE_EXTRACTION, composer_pipe.model.name_or_path, device="cpu")
+    with pytest.raises(ValueError, match=r"^low\.mid: no note could be tokenized .*nothing to embed$"):
+        embed(score, source="low.mid")
+    assert melody_pipe(score, source="low.mid")["labels"] == [UNCLASSIFIED_NAME]
