@@ -40,16 +40,30 @@ def _without_autocast(device: torch.device):
     return torch.autocast(device_type=device_type, enabled=False)
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale``. Written as a Function (not as
+    ``scale * x + (1 - scale) * x.detach()``) so that the forward values are exactly the input's in any dtype."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output * ctx.scale, None
+
+
 def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
     """The same values as ``tensor``, with the gradient flowing back through it multiplied by ``scale``.
 
-    ``scale * x + (1 - scale) * x.detach()``: 1 returns ``tensor`` itself, 0 is ``tensor.detach()``.
+    1 returns ``tensor`` itself, 0 is ``tensor.detach()``.
     """
     if scale == 1.0:
         return tensor
     if scale == 0.0:
         return tensor.detach()
-    return tensor * scale + tensor.detach() * (1.0 - scale)
+    return _ScaleGradient.apply(tensor, scale)
 
 
 def _padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -239,7 +239,8 @@ def test_masker_grad_scale_scales_the_encoder_gradient_only(scale):
 
 
 def test_scale_gradient_keeps_values():
-    x = torch.randn(3, 4, requires_grad=True)
+    # Bit-exact: with 4096 values, 0.3 * x + 0.7 * x differs from x in about 10 % of them.
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0)).requires_grad_()
     y = scale_gradient(x, 0.3)
     assert torch.equal(y, x)
     y.sum().backward()
