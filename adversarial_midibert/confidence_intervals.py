@@ -18,6 +18,8 @@ compare two variants A and B that were each run with several seeds on the same t
 and computes ``mean over drawn A-seeds of accuracy(A) - mean over drawn B-seeds of accuracy(B)``,
 every accuracy over the drawn pieces. The interval is the percentile interval of that statistic.
 With one seed per variant it is the ordinary paired bootstrap over pieces.
+The interval of one variant over its seeds (:func:`bootstrap_accuracy` of ``(S, P)`` counts) draws
+the same two levels for that variant alone.
 
 Everything is vectorised: a resample is a row of multinomial counts (how often each piece, or seed,
 is drawn), and accuracies are matrix products of counts and per-piece sums. The generator is numpy's
@@ -96,6 +98,23 @@ def _draw(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
     return rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)
 
 
+def _seed_means(rng: np.random.Generator, pieces: np.ndarray, correct: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """``(B,)`` mean accuracy over a resample of the ``S`` seeds, every accuracy over the resampled ``pieces``.
+
+    NaN where a drawn seed has no prediction on the drawn pieces (the quantiles then skip that resample); a seed that
+    was not drawn counts for nothing, even if its accuracy is NaN.
+    """
+    seeds = _draw(rng, correct.shape[0], pieces.shape[0])
+    weighted = np.where(seeds > 0, _ratio(pieces, correct, total) * seeds, 0.0)
+    return weighted.sum(axis=1) / correct.shape[0]
+
+
+def _seed_mean_estimate(correct: np.ndarray, total: np.ndarray) -> float:
+    """Observed mean over seeds of each seed's ``sum(correct) / sum(total)``."""
+    sums = total.sum(1)
+    return float(np.mean(correct.sum(1) / sums)) if (sums > 0).all() else np.nan
+
+
 def bootstrap_accuracy(
     correct,
     total=1,
@@ -103,27 +122,29 @@ def bootstrap_accuracy(
     confidence: float = DEFAULT_CONFIDENCE,
     seed: int = 0,
 ) -> BootstrapInterval:
-    """Percentile interval of one run's accuracy, resampling pieces with their segments or notes.
+    """Percentile interval of one variant's accuracy, resampling pieces with their segments or notes (and seeds).
 
     Args:
-        correct: ``(P,)`` correct predictions per piece (0/1 for a piece-level accuracy; correct segments or
-            notes for a pooled accuracy).
-        total: ``(P,)`` predictions per piece (1 for a piece-level accuracy), or a scalar.
+        correct: ``(P,)`` correct predictions per piece of one run (0/1 for a piece-level accuracy; correct
+            segments or notes for a pooled accuracy), or ``(S, P)``: ``S`` seeds of one variant on the same pieces.
+        total: ``(P,)`` or ``(S, P)`` predictions per piece (1 for a piece-level accuracy), or a scalar.
         n_resamples: bootstrap resamples.
         confidence: interval level.
         seed: generator seed (same seed, same interval).
 
     Returns:
-        :class:`BootstrapInterval` of ``sum(correct) / sum(total)``.
+        :class:`BootstrapInterval` of ``sum(correct) / sum(total)``, averaged over the seeds when there are several
+        (then seeds are resampled too, as in :func:`paired_bootstrap_difference`).
     """
     correct, total = _check_counts(correct, total, "bootstrap_accuracy")
-    if correct.shape[0] != 1:
-        raise ValueError(f"bootstrap_accuracy takes the counts of one run, got {correct.shape[0]} rows")
+    runs, n_pieces = correct.shape
     rng = np.random.default_rng(seed)
-    samples = _ratio(_draw(rng, correct.shape[1], n_resamples), correct, total)[:, 0]
-    estimate = correct.sum() / total.sum() if total.sum() > 0 else np.nan
-    return _interval(samples, estimate, confidence, n_resamples, seed,
-                     f"percentile bootstrap over {correct.shape[1]} pieces (each with all its predictions)")
+    samples = _seed_means(rng, _draw(rng, n_pieces, n_resamples), correct, total)
+    method = f"percentile bootstrap over {n_pieces} pieces (each with all its predictions)"
+    if runs > 1:
+        method = (f"two-level percentile bootstrap: {n_pieces} pieces (each with all its predictions) and {runs} "
+                  "seeds resampled with replacement; statistic = the seed-mean accuracy")
+    return _interval(samples, _seed_mean_estimate(correct, total), confidence, n_resamples, seed, method)
 
 
 def paired_bootstrap_difference(
@@ -156,12 +177,10 @@ def paired_bootstrap_difference(
                          f"{correct_b.shape[1]}; a paired bootstrap needs the same pieces in the same order")
     rng = np.random.default_rng(seed)
     pieces = _draw(rng, correct_a.shape[1], n_resamples)  # shared by both variants: paired
-    seeds_a = _draw(rng, correct_a.shape[0], n_resamples)
-    seeds_b = _draw(rng, correct_b.shape[0], n_resamples)
-    mean_a = np.nansum(_ratio(pieces, correct_a, total_a) * seeds_a, axis=1) / correct_a.shape[0]
-    mean_b = np.nansum(_ratio(pieces, correct_b, total_b) * seeds_b, axis=1) / correct_b.shape[0]
-    observed_a = (correct_a.sum(1) / total_a.sum(1)).mean()
-    observed_b = (correct_b.sum(1) / total_b.sum(1)).mean()
+    mean_a = _seed_means(rng, pieces, correct_a, total_a)
+    mean_b = _seed_means(rng, pieces, correct_b, total_b)
+    observed_a = _seed_mean_estimate(correct_a, total_a)
+    observed_b = _seed_mean_estimate(correct_b, total_b)
     method = (f"two-level bootstrap: {correct_a.shape[1]} pieces resampled with replacement and shared by both "
               f"variants (paired), seeds resampled with replacement independently per variant "
               f"({correct_a.shape[0]} and {correct_b.shape[0]}); statistic = difference of the seed-mean accuracies; "

@@ -7,9 +7,10 @@ Shared by ``benchmarks/embedding_neighbours.py`` and ``benchmarks/matching.py``:
 - :func:`with_random_init` adds the ``random-init`` arm: randomly initialised encoders of the first model's
   configuration, one per ``--init_seed``;
 - :func:`compare_arms` turns per-query scores of every model into a per-arm summary and paired differences (each
-  pre-trained arm minus ``random-init``, and ``adversarial`` minus ``random`` when both are there), with the
-  two-level bootstrap of :func:`adversarial_midibert.confidence_intervals.paired_bootstrap_difference` (queries resampled in
-  pairs, seeds resampled per arm).
+  pre-trained arm minus ``random-init``, and ``adversarial`` minus ``random`` when both are there), with two-level
+  bootstraps (queries and seeds resampled): :func:`adversarial_midibert.confidence_intervals.bootstrap_accuracy` for
+  an arm, :func:`~adversarial_midibert.confidence_intervals.paired_bootstrap_difference` for a difference (queries
+  resampled in pairs, seeds per arm).
 """
 
 from __future__ import annotations
@@ -96,16 +97,15 @@ def compare_arms(scores: dict[str, np.ndarray], total: float, statistic: str) ->
         ``{"arms": {arm: {...}}, "differences": {"A - B": {...}}}``: each arm's seeds, seed-mean and per-seed values
         with the interval of the seed-mean (queries and seeds resampled), and each difference's interval.
     """
-    from adversarial_midibert.confidence_intervals import paired_bootstrap_difference
+    from adversarial_midibert.confidence_intervals import bootstrap_accuracy, paired_bootstrap_difference
 
     arms: dict[str, list[str]] = {}
     for name in scores:
         arms.setdefault(arm_of(name), []).append(name)
     stacked = {arm: np.stack([scores[n] for n in names]) for arm, names in arms.items()}
-    zeros = {arm: np.zeros_like(values) for arm, values in stacked.items()}
     summary = {}
     for arm, values in stacked.items():
-        interval = paired_bootstrap_difference(values, total, zeros[arm], total)  # minus nothing: the arm's interval
+        interval = bootstrap_accuracy(values, total)
         summary[arm] = {"models": arms[arm], "seed_values": [round(float(v), 4) for v in values.mean(1) / total],
                         "mean": round(interval.estimate, 4),
                         "interval_95": [round(interval.low, 4), round(interval.high, 4)]}
@@ -120,4 +120,5 @@ def compare_arms(scores: dict[str, np.ndarray], total: float, statistic: str) ->
                                      "excludes_zero": interval.excludes_zero}
     return {"statistic": statistic, "arms": summary, "differences": differences,
             "interval_method": "two-level percentile bootstrap: queries resampled in pairs, seeds per arm "
-                               "(adversarial_midibert.confidence_intervals.paired_bootstrap_difference)"}
+                               "(adversarial_midibert.confidence_intervals.bootstrap_accuracy for an arm, "
+                               "paired_bootstrap_difference for a difference)"}

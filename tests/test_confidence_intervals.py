@@ -82,6 +82,28 @@ def test_seed_level_widens_the_interval():
         paired_bootstrap_difference(a, 1, b[:, :10], 1)
 
 
+def test_one_variant_over_several_seeds():
+    """bootstrap_accuracy of (S, P) counts: the seed-mean, its interval widened by resampling seeds."""
+    pieces = 50
+    runs = np.zeros((3, pieces))
+    for s, n in enumerate((20, 30, 40)):  # accuracies 0.4, 0.6, 0.8
+        runs[s, :n] = 1
+    one_seed = bootstrap_accuracy(runs[1], n_resamples=4000, seed=0)
+    three_seeds = bootstrap_accuracy(runs, n_resamples=4000, seed=0)
+    assert three_seeds.estimate == pytest.approx(0.6) == pytest.approx(one_seed.estimate)
+    assert three_seeds.high - three_seeds.low > 1.5 * (one_seed.high - one_seed.low)
+    assert "3 seeds resampled" in three_seeds.method
+    assert bootstrap_accuracy(runs[1:2], seed=4) == bootstrap_accuracy(runs[1], seed=4)  # one row is one run
+
+
+def test_resamples_without_predictions_are_skipped_not_counted_as_wrong():
+    # Only the first piece has predictions (and they are right): a resample that misses it has no accuracy at all.
+    correct, total = np.array([[3, 0, 0, 0]] * 2), np.array([3, 0, 0, 0])
+    for interval in (bootstrap_accuracy(correct, total, seed=0),
+                     paired_bootstrap_difference(correct, total, np.zeros((1, 4)), total, seed=0)):
+        assert (interval.estimate, interval.low, interval.high) == (1.0, 1.0, 1.0)
+
+
 def test_stack_piece_counts_aligns_pieces_by_id():
     run1 = PieceResults(["x", "y"], np.array([1, 2]), np.array([5, 9]), np.array([4, 1]))
     run2 = PieceResults(["y", "x"], np.array([2, 1]), np.array([9, 5]), np.array([9, 0]))

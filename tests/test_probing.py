@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertModel
+from adversarial_midibert import AdvMidiBertModel
 from adversarial_midibert.constants import VELOCITY
 from adversarial_midibert.probing import cross_validated_piece_probe, encode_dataset, fit_linear_probe
-from adversarial_midibert.presets import preset_config_kwargs
+from tiny_models import TINY_SIZES, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,7 @@ def melody(data_root, tmp_path_factory):
 
 def encoder(vocab_sizes, seed=0):
     torch.manual_seed(seed)
-    kwargs = preset_config_kwargs("tiny")
-    kwargs["max_position_embeddings"] = 64
-    return AdvMidiBertModel(AdvMidiBertConfig(**kwargs, vocab_sizes=list(vocab_sizes)))
+    return AdvMidiBertModel(tiny_config(vocab_sizes=list(vocab_sizes), max_position_embeddings=64))
 
 
 def test_note_features_cover_every_labelled_note_and_hide_attributes(melody):
@@ -37,7 +35,7 @@ def test_note_features_cover_every_labelled_note_and_hide_attributes(melody):
     encoded = encode_dataset(model, split, batch_size=5)
     labels = np.concatenate([np.asarray(row) for row in split["labels"]])
     notes = sum(sum(mask) - 2 for mask in split["attention_mask"])  # every row but BOS and EOS
-    assert encoded.note_features.shape == (notes, 64)
+    assert encoded.note_features.shape == (notes, TINY_SIZES["hidden_size"])
     assert (encoded.note_labels != -100).sum() == (labels != -100).sum()
     assert encoded.piece_ids == list(dict.fromkeys(split["piece_id"]))
     # the piece embedding is the note-weighted mean of its notes
