@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from types import SimpleNamespace
@@ -139,3 +140,70 @@ def test_an_empty_split_is_said_clearly(synthetic_build):
     assert stream.num_rows("test") == 0 and stream.head("test", 4) is None
     with pytest.raises(ValueError, match="'test' split holds no segments"):
         stream.split("test")
+
+
+def _serve_as_hub_dataset(monkeypatch, folder, changes=None):
+    """Serve a built folder as the Hub dataset ``org/built``: its metadata files through ``hf_hub_download``, its
+    files' sizes and LFS hashes through ``HfApi.get_paths_info`` (``changes``: path -> fields the Hub reports
+    differently, or ``None`` for a file the repository lacks). Returns the paths the check asked about."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.hf_api import RepoFile
+
+    from adversarial_midibert.atomic_io import file_sha256
+
+    asked = []
+
+    def download(repo_id, filename, repo_type=None, revision=None, token=None):
+        assert (repo_id, repo_type) == ("org/built", "dataset")
+        if not (folder / filename).is_file():
+            raise EntryNotFoundError(filename)
+        return str(folder / filename)
+
+    def paths_info(self, repo_id, paths, *, expand=False, revision=None, repo_type=None, token=None):
+        assert (repo_id, repo_type) == ("org/built", "dataset")
+        asked.extend(paths)
+        entries = []
+        for path in paths:
+            size = (folder / path).stat().st_size
+            fields = dict(path=path, size=size, oid="0" * 40, lfs=dict(size=size, oid=file_sha256(folder / path),
+                                                                      pointerSize=134))
+            change = (changes or {}).get(path, {})
+            if change is not None:
+                entries.append(RepoFile(**{**fields, **change}))
+        return entries
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", paths_info)
+    return asked
+
+
+def test_hub_shards_are_checked_against_the_index_without_downloading_them(synthetic_build, monkeypatch, caplog):
+    index = json.loads((synthetic_build / "shards.json").read_text())
+    shards = [name for info in index["splits"].values() for name in info["files"]]
+    asked = _serve_as_hub_dataset(monkeypatch, synthetic_build)
+    stream = StreamingDataset("org/built")
+    assert not stream.local and sorted(asked) == sorted(shards) and stream.num_rows("train") > 0
+
+    damaged = shards[1]
+    for change, says in [({"lfs": dict(size=1, oid="f" * 64, pointerSize=134)}, "SHA-256 differs"),
+                         (None, "missing"),
+                         ({"lfs": None, "size": 7}, "has 7 bytes")]:
+        _serve_as_hub_dataset(monkeypatch, synthetic_build, {damaged: change})
+        with pytest.raises(ValueError, match=f"shard {re.escape(damaged)} .*{says}.* in the Hub dataset org/built"):
+            StreamingDataset("org/built")
+    # A file stored without LFS has no SHA-256 on the Hub: its size is checked and a same-size file passes.
+    _serve_as_hub_dataset(monkeypatch, synthetic_build, {damaged: {"lfs": None}})
+    StreamingDataset("org/built")
+
+    def offline(*args, **kwargs):
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        raise OfflineModeIsEnabled("offline")
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", offline)
+    with caplog.at_level("WARNING", logger="adversarial_midibert.data.streaming"):
+        StreamingDataset("org/built")
+    assert "not checked against shards.json (offline mode)" in caplog.text

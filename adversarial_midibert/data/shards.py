@@ -339,19 +339,52 @@ def read_shard_index(directory: str | os.PathLike) -> dict:
     return index
 
 
+def _recorded_shards(index: dict) -> Iterator[tuple[str, int, int | None, str | None]]:
+    """``(file name, rows, bytes, sha256)`` of every shard a ``shards.json`` lists (bytes and hash ``None`` where an
+    older build recorded none)."""
+    for info in index["splits"].values():
+        count = len(info["files"])
+        sizes, hashes = info.get("bytes") or [None] * count, info.get("sha256") or [None] * count
+        yield from zip(info["files"], (int(rows) for rows in info["rows"]), sizes, hashes)
+
+
 def verify_shards(directory: str | os.PathLike) -> None:
     """Check every shard of a built folder against ``shards.json`` (size and SHA-256; the row count where an older
     build recorded no hash); raise ``ValueError`` naming the first damaged shard and how to repair it."""
     directory = Path(directory)
-    index = read_shard_index(directory)
-    for split, info in index["splits"].items():
-        count = len(info["files"])
-        sizes, hashes = info.get("bytes") or [None] * count, info.get("sha256") or [None] * count
-        for name, rows, size, sha256 in zip(info["files"], info["rows"], sizes, hashes):
-            problem = shard_problem(directory / name, int(rows), size, sha256)
-            if problem:
-                raise ValueError(f"{problem}: the data set in {directory} is damaged; run the same build (prepare "
-                                 "command) again to rebuild the damaged shards")
+    for name, rows, size, sha256 in _recorded_shards(read_shard_index(directory)):
+        problem = shard_problem(directory / name, rows, size, sha256)
+        if problem:
+            raise ValueError(f"{problem}: the data set in {directory} is damaged; run the same build (prepare "
+                             "command) again to rebuild the damaged shards")
+
+
+def verify_hub_shards(repo_id: str, index: dict, revision: str | None = None, token: str | bool | None = None) -> None:
+    """Check the shards of a built folder uploaded to a Hub dataset repository against its ``shards.json`` without
+    downloading them: the Hub knows each file's size and, for a file stored with LFS, its SHA-256, which is what the
+    build recorded. Raise ``ValueError`` naming the first shard that is missing or differs.
+
+    Streaming reads the shards over HTTP with no hash check of its own; this catches a repository whose shards and
+    index disagree (a damaged folder uploaded, or an upload cut between shards) before training reads them.
+    """
+    from huggingface_hub import HfApi  # noqa: PLC0415
+
+    recorded = {name: (size, sha256) for name, _rows, size, sha256 in _recorded_shards(index)}
+    on_hub = {entry.path: entry for entry in HfApi(token=token).get_paths_info(
+        repo_id, list(recorded), repo_type="dataset", revision=revision)}
+    where = f"the Hub dataset {repo_id}" + (f" (revision {revision})" if revision else "")
+    for name, (size, sha256) in recorded.items():
+        entry = on_hub.get(name)
+        if entry is None or getattr(entry, "size", None) is None:
+            problem = f"shard {name} is listed in {SHARD_INDEX_NAME} but missing"
+        elif size is not None and entry.size != size:
+            problem = f"shard {name} has {entry.size} bytes, {size} were written (truncated or changed)"
+        elif sha256 is not None and entry.lfs is not None and entry.lfs.sha256 != sha256:
+            problem = f"shard {name} is not what was written (its SHA-256 differs from the recorded one)"
+        else:
+            continue
+        raise ValueError(f"{problem} in {where}; upload the built folder again (the local build verifies itself "
+                         "when opened)")
 
 
 def load_sharded(directory: str | os.PathLike):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..constants import BUILD_REPORT_NAME, SHARD_INDEX_NAME, TASK_INFO_NAME, TOKENIZER_FILE_NAME
-from .shards import verify_shards
+from .shards import verify_hub_shards, verify_shards
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,21 @@ class StreamingDataset:
         self.tokenizer_file = tokenizer_file
         index = self._file(SHARD_INDEX_NAME)
         self.index = json.loads(index.read_text()) if index is not None else None
-        if self.local and self.index is not None:
-            verify_shards(self.source)  # a damaged local shard is named before training reads it
+        if self.index is not None:  # a damaged or missing shard is named before training reads it
+            if self.local:
+                verify_shards(self.source)
+            else:
+                self._verify_hub_shards()
+
+    def _verify_hub_shards(self) -> None:
+        """The Hub's sizes and hashes of the shards against ``shards.json``; not possible offline (said in the log)."""
+        from huggingface_hub.errors import OfflineModeIsEnabled  # noqa: PLC0415
+
+        try:
+            verify_hub_shards(self.source, self.index, revision=self.revision, token=self.token)
+        except OfflineModeIsEnabled:
+            logger.warning("%s: the shards were not checked against %s (offline mode)", self.source,
+                           SHARD_INDEX_NAME)
 
     def _file(self, name: str) -> Path | None:
         """A metadata file of the dataset (downloaded from the Hub when needed), or ``None``."""
