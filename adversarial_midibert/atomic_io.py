@@ -2,7 +2,8 @@
 
 A run killed at any moment, or a full disk, leaves either the old content or the new one, never a mixture:
 
-- :func:`atomic_write_text` / :func:`atomic_write_json`: one file, through a temporary file in the same folder;
+- :func:`atomic_write_text` / :func:`atomic_write_json` / :func:`atomic_copy_file`: one file, through a temporary
+  file in the same folder;
 - :func:`write_folder_aside`: a whole folder, built under a hidden temporary name beside it and swapped in;
 - :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename;
 - :func:`file_sha256`: what a reader checks a finished file against (checkpoints, data set shards);
@@ -83,6 +84,18 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> Pa
     """:func:`atomic_write_text` of ``json.dumps(data, indent=indent)``: the project's one JSON writer. NaN and
     infinities are written as ``NaN`` / ``Infinity`` (Python's ``json`` reads them back)."""
     return atomic_write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def atomic_copy_file(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy ``source`` to ``target`` through a temporary file beside ``target``, renamed over it when complete."""
+    target = Path(target)
+    tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        remove_path(tmp)
+    return target
 
 
 def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:

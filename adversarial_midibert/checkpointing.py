@@ -12,13 +12,13 @@ leaves a folder that looks usable and is not:
 3. the folder is renamed to ``<name>`` and older checkpoints beyond ``total_limit`` are removed (renamed away first,
    so that a half-deleted folder is never taken for a checkpoint; the checkpoint just written is never removed).
 
-``latest`` is the complete checkpoint with the highest step (``epoch_N`` after ``step_N`` at the same step),
-whatever the folders' modification times, whose files still hash to what was written; folders without the marker
-are skipped with a warning naming them, and a damaged one (a file changed in place, even at the same size) is
-skipped with a warning naming it and the checkpoint used instead. Loading checks the marker (files present with
-their sizes and hashes, no file the run did not write, same training data) and unpickles nothing: Accelerate reads its own files with ``torch.load(weights_only=True)``, no custom object is
-registered with it, and a checkpoint holding ``custom_checkpoint_*.pkl`` files (which Accelerate would unpickle in
-full) is refused before anything is loaded.
+``latest`` is the complete checkpoint with the highest step (``epoch_N`` after ``step_N`` at the same step), whatever
+the folders' modification times, whose files still hash to what was written; folders without the marker are skipped with
+a warning naming them, and a damaged one (a file changed in place, even at the same size) is skipped with a warning
+naming it and the checkpoint used instead. Loading checks the marker (files present with their sizes and hashes, no file
+the run did not write, same training data) and unpickles nothing: Accelerate reads its own files with
+``torch.load(weights_only=True)``, no custom object is registered with it, and a checkpoint holding
+``custom_checkpoint_*.pkl`` files (which Accelerate would unpickle in full) is refused before anything is loaded.
 
 Why not Accelerate's ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...)``: it writes straight
 into ``checkpoints/checkpoint_<i>`` (a killed run leaves a partial folder that ``load_state()`` then picks as the

@@ -12,10 +12,11 @@
     adv-midibert embed    FOLDER --model outputs/pretrain --output_dir embeddings/mine   # a datasets folder
     adv-midibert search   query.mid --index embeddings/mine --top_k 10                   # needs the [search] extra
 
-``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (the wheel installs these
-four as ``adversarial_midibert.examples``; research tooling such as ``run_ablation.py`` stays in the checkout), so ``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are
-the same run; ``adv-midibert COMMAND --help`` shows a command's flags. Several processes or GPUs:
-``accelerate launch -m adversarial_midibert.cli pretrain ARGS``.
+``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (the wheel installs these four
+as ``adversarial_midibert.examples``; research tooling such as ``run_ablation.py`` stays in the checkout), so
+``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are the same run; ``adv-midibert COMMAND
+--help`` shows a command's flags. Several processes or GPUs: ``accelerate launch -m adversarial_midibert.cli pretrain
+ARGS``.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ DEFAULT_ATTRIBUTE_NAMES = (
     "tempo",
 )
 
-# Vocabulary sizes (4 special tokens included) of miditok 3.1's
-# The default ``OctupleTokenizer()``: miditok's ``Octuple`` with programs, tempos and time signatures enabled and
-# ``max_bar_embedding=256`` (bars count from each segment's start), other settings at miditok's defaults, in the
-# attribute order above: bar 260 (Bar_0..Bar_255), position 100, program 133 (129 programs incl. drums -1), pitch 155 (Pitch_21..109 and
-# PitchDrum_27..88), duration 68, velocity 36 (32 bins), time signature 13, tempo 36 (32 bins).
+# Vocabulary sizes (4 special tokens included) of the default ``OctupleTokenizer()``: miditok 3.1's ``Octuple`` with
+# programs, tempos and time signatures enabled and ``max_bar_embedding=256`` (bars count from each segment's start),
+# other settings at miditok's defaults, in the attribute order above: bar 260 (Bar_0..Bar_255), position 100, program
+# 133 (129 programs incl. drums -1), pitch 155 (Pitch_21..109 and PitchDrum_27..88), duration 68, velocity 36
+# (32 bins), time signature 13, tempo 36 (32 bins).
 DEFAULT_VOCAB_SIZES = (260, 100, 133, 155, 68, 36, 13, 36)
 
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")
@@ -41,8 +41,8 @@ class AdvMidiBertConfig(PretrainedConfig):
         vocab_sizes (`list[int]`, *optional*):
             Vocabulary size of each of the 8 Octuple attributes, in the order of `attribute_names`, special tokens
             included. Defaults to the sizes of the default `OctupleTokenizer` (miditok's Octuple with programs, tempos,
-            time signatures and 256 bars per segment: `(260, 100, 133, 155, 68, 36, 13, 36)`); pass `OctupleTokenizer.vocab_sizes` when
-            the tokenizer uses other settings.
+            time signatures and 256 bars per segment: `(260, 100, 133, 155, 68, 36, 13, 36)`); pass
+            `OctupleTokenizer.vocab_sizes` when the tokenizer uses other settings.
         attribute_names (`list[str]`, *optional*):
             Names of the 8 attributes of a token row, in column order. Defaults to
             `("bar", "position", "program", "pitch", "duration", "velocity", "time_signature", "tempo")`.

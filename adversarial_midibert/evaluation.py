@@ -14,12 +14,12 @@ Macro-F1 averages over **every** label of the task (``labels=range(num_labels)``
 that is neither predicted nor present scores F1 = 0 rather than being dropped from the mean, so that the
 figure always averages over the same classes whatever the evaluated subset holds.
 
-Pieces. A piece gives several segments. Sequence tasks are also scored per piece: the segments' class
-log-probabilities are combined as :func:`aggregate_segment_log_probs` does for prediction (note-weighted mean of
-log-probabilities, then softmax), and the piece's class is the argmax. Token tasks keep the note accuracy (micro
-over notes) and count, per piece, the scored and correctly classified notes. :class:`PieceResults` holds these
-per-piece figures (written to ``*_piece_results.json`` by ``examples/finetune.py``); the bootstrap intervals over
-pieces are in :mod:`adversarial_midibert.confidence_intervals`.
+Pieces. A piece gives several segments. Sequence tasks are also scored per piece: the segments' class log-probabilities
+are combined as :func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` does for prediction (note-weighted
+mean of log-probabilities, then softmax), and the piece's class is the argmax. Token tasks keep the note accuracy (micro
+over notes) and count, per piece, the scored and correctly classified notes. :class:`PieceResults` holds these per-piece
+figures (written to ``*_piece_results.json`` by ``examples/finetune.py``); the bootstrap intervals over pieces are in
+:mod:`adversarial_midibert.confidence_intervals`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from .constants import IGNORE_INDEX
-from .pooling import aggregate_segment_log_probs  # noqa: F401  (re-exported: the prediction's rule, torch only)
 
 
 class _ClassIdMetric(evaluate.Metric):
@@ -201,7 +200,7 @@ def group_by_piece(piece_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def aggregate_by_piece(log_probs: np.ndarray, piece_index: np.ndarray, num_notes: np.ndarray) -> np.ndarray:
-    """:func:`aggregate_segment_log_probs` for every piece at once.
+    """:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` for every piece at once.
 
     Args:
         log_probs: ``(N, C)`` log-probabilities of ``N`` segments.
@@ -209,7 +208,8 @@ def aggregate_by_piece(log_probs: np.ndarray, piece_index: np.ndarray, num_notes
         num_notes: ``(N,)`` notes per segment.
 
     Returns:
-        ``(P, C)`` piece probabilities, equal to :func:`aggregate_segment_log_probs` applied piece by piece.
+        ``(P, C)`` piece probabilities, equal to
+        :func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` applied piece by piece.
     """
     log_probs = np.asarray(log_probs, dtype=np.float64)
     piece_index = np.asarray(piece_index, dtype=np.int64)

@@ -1,14 +1,14 @@
 """The mask book of adversarial pre-training (docs/method.md 3.1): which notes of each training segment may be masked.
 
-A 0/1 flag per (training segment, position), indexed by the dataset's ``segment_id``: 1 = may be masked, 0 = frozen
-by a freezing pass (docs/method.md 3.8). Whether a position is a real note is decided at use time
+A 0/1 flag per (training segment, position), indexed by the dataset's ``segment_id``: 1 = may be masked, 0 = frozen by a
+freezing pass (docs/method.md 3.8). Whether a position is a real note is decided at use time
 (:func:`adversarial_midibert.masking.maskable_positions`), so padding, BOS and EOS are never masked whatever a book
 says. :class:`PackedMaskBook` (``rows``, ``set_rows``, ``frozen_fraction``, ``broadcast``, ``fingerprint``,
-``state_dict``) keeps one bit per position, off the accelerator, in memory or in files on disk read per batch (the
-tests check it against a byte-per-position book, ``tests/byte_mask_book.py``). At 4 M segments of 1,024 rows that
-is 512 MB instead of 4 GB, and on disk none of it is held by the training processes: a step reads the rows of its batch (``B`` x 128 bytes at 1,024 rows), the main process writes the
-  rows a freezing pass changes. This is the book of ``examples/pretrain.py`` (in memory; on disk with
-  ``--streaming``).
+``state_dict``) keeps one bit per position, off the accelerator, in memory or in files on disk read per batch (the tests
+check it against a byte-per-position book, ``tests/byte_mask_book.py``). At 4 M segments of 1,024 rows that is 512 MB
+instead of 4 GB, and on disk none of it is held by the training processes: a step reads the rows of its batch (``B`` x
+128 bytes at 1,024 rows), the main process writes the rows a freezing pass changes. This is the book of
+``examples/pretrain.py`` (in memory; on disk with ``--streaming``).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ segments run through the model ``segment_batch_size`` at a time, and:
   piece of several segments, the segments' note means weighted by their notes).
 
 Hub remote code: a model folder carries these classes beside its model code (``pipelines.py`` and ``pooling.py``,
-``custom_pipelines`` in ``config.json``, written by :func:`adversarial_midibert.hub.remote_code.add_pipeline_code`), so that with only transformers,
-torch, miditok and symusic installed ``pipeline(model="org/x", trust_remote_code=True)`` runs the folder's task. This
-module therefore imports only those packages and its sibling ``pooling``.
+``custom_pipelines`` in ``config.json``, written by :func:`adversarial_midibert.hub.remote_code.add_pipeline_code`), so
+that with only transformers, torch, miditok and symusic installed ``pipeline(model="org/x", trust_remote_code=True)``
+runs the folder's task. This module therefore imports only those packages and its sibling ``pooling``.
 
 Every result names its file and says how many notes were left out and why (``notes_left_out``). A file that
 cannot be read raises :class:`~adversarial_midibert.octuple_encoding.MidiReadError` naming it; to run many files
@@ -60,7 +60,6 @@ __all__ = [
     "MIDI_TOKEN_CLASSIFICATION",
     "UNCLASSIFIED",
     "UNCLASSIFIED_NAME",
-    "aggregate_segment_log_probs",
     "MidiClassificationPipeline",
     "MidiFeatureExtractionPipeline",
     "MidiTokenClassificationPipeline",

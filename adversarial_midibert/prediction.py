@@ -161,10 +161,10 @@ def predict_files(
     run = PredictionRun(errors=errors)
     if token_task:  # this tool's outputs in an input folder (a re-run into it) are not inputs
         named = {Path(os.path.abspath(item)) for item in inputs if not Path(item).is_dir()}
-        own = [f for f in files if f.name.lower().endswith(f".{suffix}.mid") and Path(os.path.abspath(f)) not in named]
+        own = {f for f in files if f.name.lower().endswith(f".{suffix}.mid") and Path(os.path.abspath(f)) not in named}
         run.skipped = [{"file": str(f), "reason": f"an output of this tool (*.{suffix}.mid), not predicted"}
-                       for f in own]
-        files = [f for f in files if f not in set(own)]
+                       for f in files if f in own]
+        files = [f for f in files if f not in own]
     protected = {os.path.realpath(f) for f in files}  # never written over
     call_kwargs: dict[str, Any] = {"segment_batch_size": segment_batch_size}
     if not token_task and not feature_task and top_k is not None:

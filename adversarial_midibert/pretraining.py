@@ -28,8 +28,8 @@ Paper and reference code differ in two places, both options here:
   (``freeze_every=15`` with a constant fraction 0.15).
 
 How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
-reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full
-masker gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and the
+reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full masker
+gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and
 docs/results.md, "Representation health").
 
 Fixes of the reference code's defects (docs/method.md section 7): the masker targets are computed per segment without

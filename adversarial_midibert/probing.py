@@ -24,6 +24,7 @@ import torch
 
 from .constants import ATTRIBUTE_NAMES, IGNORE_INDEX
 from .data.collators import pad_octuple_batch
+from .evaluation import group_by_piece
 from .masking import hide_attributes, maskable_positions
 
 __all__ = ["EncodedSplit", "encode_dataset", "fit_linear_probe", "cross_validated_piece_probe", "ProbeResult"]
@@ -75,49 +76,45 @@ def encode_dataset(
     """
     hidden = [ATTRIBUTE_NAMES.index(name) for name in hidden_attributes]
     pieces = [row["piece_id"] for row in split] if isinstance(split, list) else list(split["piece_id"])
-    piece_index: dict[str, int] = {}
-    for piece in pieces:
-        if piece not in piece_index:
-            if max_pieces is not None and len(piece_index) >= max_pieces:
-                break
-            piece_index[piece] = len(piece_index)
-    num_rows = sum(1 for piece in pieces if piece in piece_index)
+    piece_ids, row_piece = group_by_piece(pieces)
+    piece_ids = piece_ids[:max_pieces]
+    num_rows = int((row_piece < len(piece_ids)).sum())  # the first pieces' rows come first
     has_labels = "labels" in (split[0] if isinstance(split, list) else split.column_names)
     was_training = encoder.training
     encoder.eval()
-    features, labels, owners, segment_labels = [], [], [], {}
+    features, labels, owners = [], [], []
+    piece_labels = np.full(len(piece_ids), IGNORE_INDEX, dtype=np.int64) if has_labels else None
     try:
         for start in range(0, num_rows, batch_size):
-            rows = [split[i] for i in range(start, min(start + batch_size, num_rows))]
+            stop = min(start + batch_size, num_rows)
+            rows = [split[i] for i in range(start, stop)]
             batch = pad_octuple_batch(rows)
             input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             notes = maskable_positions(input_ids, attention_mask)
             hide_attributes(input_ids, hidden, notes)
             state = encoder(input_ids, attention_mask=attention_mask).last_hidden_state.float()
             features.append(state[notes].numpy())
-            owner = torch.tensor([piece_index[row["piece_id"]] for row in rows]).unsqueeze(1).expand_as(notes)
+            owner = torch.from_numpy(row_piece[start:stop]).unsqueeze(1).expand_as(notes)
             owners.append(owner[notes].numpy())
             if has_labels and batch["labels"].dim() == 2:
                 labels.append(batch["labels"][notes].numpy())
             elif has_labels:
-                for row in rows:
-                    segment_labels[piece_index[row["piece_id"]]] = int(row["labels"])
+                piece_labels[row_piece[start:stop]] = [int(row["labels"]) for row in rows]
     finally:
         encoder.train(was_training)
     note_features = np.concatenate(features).astype(np.float32)
     note_piece = np.concatenate(owners).astype(np.int64)
-    count = np.bincount(note_piece, minlength=len(piece_index)).astype(np.float64)
-    piece_features = np.zeros((len(piece_index), note_features.shape[1]), dtype=np.float64)
+    count = np.bincount(note_piece, minlength=len(piece_ids)).astype(np.float64)
+    piece_features = np.zeros((len(piece_ids), note_features.shape[1]), dtype=np.float64)
     np.add.at(piece_features, note_piece, note_features)
     piece_features = (piece_features / np.maximum(count, 1)[:, None]).astype(np.float32)
     return EncodedSplit(
         note_features=note_features,
         note_labels=np.concatenate(labels).astype(np.int64) if labels else None,
         note_piece=note_piece,
-        piece_ids=list(piece_index),
+        piece_ids=piece_ids,
         piece_features=piece_features,
-        piece_labels=(np.array([segment_labels[i] for i in range(len(piece_index))], dtype=np.int64)
-                      if segment_labels else None),
+        piece_labels=piece_labels if not labels else None,  # sequence tasks: one label per piece
     )
 
 
@@ -132,6 +129,13 @@ class ProbeResult:
     @property
     def accuracy(self) -> float:
         return float(self.correct.sum() / max(self.total.sum(), 1))
+
+    def counts(self, level: str = "note") -> tuple[np.ndarray, np.ndarray]:
+        """``(correct, total)`` per piece, as :meth:`~adversarial_midibert.evaluation.PieceResults.counts` gives them
+        (for :func:`~adversarial_midibert.confidence_intervals.stack_piece_counts`); a probe scores notes only."""
+        if level != "note":
+            raise ValueError(f"a probe's counts are per note, not per {level}")
+        return self.correct, self.total
 
 
 def _probe(max_iter: int, seed: int, C: float):

@@ -76,12 +76,12 @@ def compile_layers(model: nn.Module, **compile_kwargs) -> int:
     """Compile every encoder layer of ``model`` in place (regional compilation); returns how many.
 
     Every pass that runs the encoder is then compiled, whoever calls it: the adversarial step's masker and recoverer
-    passes, evaluation, the freezing pass, activation checkpointing's recomputation. The layers share one compiled
-    code (their parameters are inputs of the graph, not constants), so a 12-layer model compiles as often as a
-    1-layer one, with symbolic batch size and length (``dynamic=True`` unless given): once per mode (training /
-    no-grad evaluation), and once more for lengths of at most 64 rows (a single block of the relative-position
-    scores); pad batches to a multiple of 64 rows to keep it there (``--pad_to_multiple_of``). What stays eager (embeddings with the id check, the heads, the masking) is a few percent of the
-    FLOPs.
+    passes, evaluation, the freezing pass, activation checkpointing's recomputation. The layers share one compiled code
+    (their parameters are inputs of the graph, not constants), so a 12-layer model compiles as often as a 1-layer one,
+    with symbolic batch size and length (``dynamic=True`` unless given): once per mode (training / no-grad evaluation),
+    and once more for lengths of at most 64 rows (a single block of the relative-position scores); pad batches to a
+    multiple of 64 rows to keep it there (``--pad_to_multiple_of``). What stays eager (embeddings with the id check, the
+    heads, the masking) is a few percent of the FLOPs.
     """
     from .modeling_adv_midibert import AdvMidiBertLayer
 
@@ -97,14 +97,15 @@ def compile_layers(model: nn.Module, **compile_kwargs) -> int:
 def slow_bf16_warning(device: torch.device, mixed_precision: str) -> str | None:
     """A warning when bf16 autocast would run on a CPU without bf16 matrix instructions, else ``None``.
 
-    On such a CPU (AVX2 only: no AVX512-BF16 or AMX; oneDNN reports no bf16 support) every bf16 matrix product is
-    computed by converting its operands, so a bf16 step takes about three times as long as an fp32 one and saves
-    only activation memory (on the project's AVX2 CPU a 256 x 768 by 768 x 3072 linear layer took 3.7x as long in
-    bf16, sdpa was not slower; ``benchmarks/profile_step.py --ops`` times the suspects one by one).
+    On such a CPU (AVX2 only: no AVX512-BF16 or AMX; oneDNN reports no bf16 support) every bf16 matrix product falls
+    back to a slow kernel, so a bf16 step takes several times as long as an fp32 one and saves only activation
+    memory (on the project's AVX2 CPU a whole step of the small preset took 6.8 times as long,
+    ``results/profile-step-small.json``; ``benchmarks/profile_step.py --ops`` times the suspects one by one).
     """
     if str(mixed_precision) != "bf16" or torch.device(device).type != "cpu":
         return None
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return None
     return ("bf16 mixed precision on a CPU without bf16 matrix instructions (no AVX512-BF16/AMX): every matrix product "
-            "is emulated and a step is about 3x slower than in fp32; use --mixed_precision no on this machine")
+            "falls back to a slow kernel and a step is several times slower than in fp32 (6.8x measured on such a "
+            "CPU); use --mixed_precision no on this machine")

@@ -57,11 +57,12 @@ def random_init_folder(like: str | None, folder: Path, seed: int) -> Path:
     import torch
 
     from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertModel, OctupleTokenizer
+    from adversarial_midibert.presets import preset_config_kwargs
 
     if like is None:
-        tokenizer = OctupleTokenizer(max_seq_len=128, warn=False)
-        config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), hidden_size=64, num_hidden_layers=2,
-                                   num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+        sizes = preset_config_kwargs("tiny")
+        tokenizer = OctupleTokenizer(max_seq_len=sizes["max_position_embeddings"], warn=False)
+        config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), **sizes)
     else:
         tokenizer = OctupleTokenizer.from_pretrained(like)
         config = AdvMidiBertConfig.from_pretrained(like)

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Cost of one pre-training step: adversarial vs. its detached variant vs. the random and bar baselines.
 
-All four run through :class:`adversarial_midibert.pretraining.AdversarialMLM` on the same model and the same
-synthetic batch (full-length segments), in one process: warm-up, then several timed rounds of forward + backward
-+ optimizer step, the variants interleaved within each round (robust to a busy machine), median reported. Prints seconds per step, tokens (notes) per second and the ratios
-adversarial/random and detached/random. Targets: adversarial/random <= 2.05 (two forward + backward passes through
-the encoder are the floor), detached/random <= 1.4.
+All four run through :class:`adversarial_midibert.pretraining.AdversarialMLM` on the same model and the same synthetic
+batch (full-length segments), in one process: warm-up, then several timed rounds of forward + backward + optimizer step,
+the variants interleaved within each round (robust to a busy machine), median reported. Prints seconds per step, tokens
+(notes) per second and the ratios adversarial/random and detached/random. Targets: adversarial/random <= 2.05 (two
+forward + backward passes through the encoder are the floor), detached/random <= 1.4.
 
 On CUDA it also prints the model FLOPs utilisation and the peak memory. The FLOPs of each variant's step are
 counted, not estimated by a formula: ``torch.utils.flop_counter.FlopCounterMode`` over the step's forward and

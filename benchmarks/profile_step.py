@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Where a pre-training step spends its time, in fp32 and under bf16 autocast: ``torch.profiler`` tables per op.
 
-Written to find why bf16 autocast is about 3x slower than fp32 on the project's CPU (an AVX2 machine without
-AVX512-BF16 or AMX): one warm-up step, then one profiled step (forward, backward) per precision, printing the step's
-time and the ops with the most self time. On such a CPU the matrix products (``aten::mm``, ``addmm``, ``bmm``) take
-the extra time in bf16 (oneDNN has no bf16 kernels there, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is False):
-the model's own code (the relative-position scores, sdpa) is not the cause, so the training scripts warn instead
-(``speed_and_memory.slow_bf16_warning``). Keep it short on a shared CPU: base preset, 1 x 512 rows, random masking.
+Written to find why bf16 autocast is several times slower than fp32 on the project's CPU (an AVX2 machine without
+AVX512-BF16 or AMX; 6.8x for a whole small-preset step, ``results/profile-step-small.json``): one warm-up step, then
+one profiled step (forward, backward) per precision, printing the step's time and the ops with the most self time. On
+such a CPU the matrix products (``aten::mm``, ``addmm``, ``bmm``) take the extra time in bf16 (oneDNN has no bf16
+kernels there, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is False): the model's own code (the relative-position
+scores, sdpa) is not the cause, so the training scripts warn instead (``speed_and_memory.slow_bf16_warning``). Keep it
+short on a shared CPU: base preset, 1 x 512 rows, random masking.
 
     python benchmarks/profile_step.py                     # whole steps, per-op tables (minutes on a busy CPU)
     python benchmarks/profile_step.py --preset small --batch_size 4 --seq_len 256 --masking adversarial --threads 1 \

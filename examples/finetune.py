@@ -369,7 +369,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     accelerator.wait_for_everyone()
 
     # --- data
-    datasets, task_info, tokenizer = load_task_dataset(args.dataset)
+    with accelerator.main_process_first():  # the main process checks the shards; the others load what it checked
+        datasets, task_info, tokenizer = load_task_dataset(args.dataset, verify=accelerator.is_main_process)
     task, task_type, label_names, hidden_names = _task_fields(dict(task_info), args)
     is_token_task = task_type == "token"
     if is_token_task and args.metric_for_best_model.startswith("piece_"):

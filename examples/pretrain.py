@@ -93,7 +93,8 @@ def parse_args(argv=None, prog=None):
     p = argparse.ArgumentParser(prog=prog, description="Adversarial masked-LM pre-training of Adversarial-MidiBERT")
     p.add_argument("--dataset", type=str, default=None,
                    help="Folder written by examples/prepare_data.py, or a Hub dataset id published by it (task "
-                        "'pretrain' or any task: labels are ignored). Default: the embedded music21-pretrain corpus, built once into --cache_dir.")
+                        "'pretrain' or any task: labels are ignored). Default: the embedded music21-pretrain corpus, "
+                        "built once into --cache_dir.")
     p.add_argument("--cache_dir", type=str, default=None,
                    help="Where the default corpus is built (default: ~/.cache/adversarial_midibert).")
     p.add_argument("--streaming", action="store_true",
@@ -386,7 +387,7 @@ def main(argv=None, prog=None):
     config_kwargs = model_config_kwargs(args)
     max_len = int(config_kwargs["max_position_embeddings"])
     if args.streaming:
-        stream = StreamingDataset(args.dataset)
+        stream = StreamingDataset(args.dataset, verify=accelerator.is_main_process)  # the main process checks
         dataset_dir, tokenizer = Path(args.dataset), stream.tokenizer
         num_segments = stream.num_rows("train")
         if not num_segments:
@@ -411,7 +412,8 @@ def main(argv=None, prog=None):
     else:
         with accelerator.main_process_first():
             dataset_dir = resolve_dataset_dir(args, max_len)
-            raw, task_info, tokenizer = load_task_dataset(dataset_dir)
+            # the main process checks the shards; the others then load what it checked
+            raw, task_info, tokenizer = load_task_dataset(dataset_dir, verify=accelerator.is_main_process)
         for split in ("train", "validation"):
             if split not in raw:
                 raise ValueError(f"dataset {dataset_dir} has no '{split}' split (splits: {list(raw)})")

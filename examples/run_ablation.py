@@ -178,7 +178,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--bootstrap_resamples", type=int, default=5000)
     g.add_argument("--bootstrap_seed", type=int, default=0)
     g.add_argument("--results_file", default=None, help="the machine-readable results (default WORK_DIR/ablation.json)")
-    g.add_argument("--readme", default=None, help=f"write the table into this markdown page (docs/results.md) between {README_START} and {README_END}")
+    g.add_argument("--readme", default=None,
+                   help=f"write the table into this markdown page (docs/results.md) between {README_START} and "
+                        f"{README_END}")
     g.add_argument("--dry_run", action="store_true", help="print the commands without running them")
     g.add_argument("--in_process", action="store_true",
                    help="run the examples in this process, one at a time (tests; saves the Python start-up)")
@@ -388,8 +390,9 @@ def _drop_checkpoints(folder: Path):
 
 
 # ----------------------------------------------------------------------------------------------- report
-def _read_json(path: Path):
-    with open(path) as f:
+def read_json(path: Path):
+    """A JSON file's content (results files, commands, logs of the runs)."""
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -414,7 +417,7 @@ def collect(work_dir: Path, tasks, variants, pretrain_seeds, finetune_seed_base:
     a resumed pre-training has two) and its pre-training's ``all_results.json``.
     """
     commands_file = work_dir / COMMANDS_FILE
-    commands = _read_json(commands_file) if commands_file.is_file() else {}
+    commands = read_json(commands_file) if commands_file.is_file() else {}
     table = {}
     for task in tasks:
         table[task] = {}
@@ -425,7 +428,7 @@ def collect(work_dir: Path, tasks, variants, pretrain_seeds, finetune_seed_base:
                 if not (folder / "all_results.json").is_file():
                     missing.append(seed)
                     continue
-                results = _read_json(folder / "all_results.json")
+                results = read_json(folder / "all_results.json")
                 run = {"pretrain_seed": None if variant == "scratch" else seed,
                        "finetune_seed": results.get("seed", finetune_seed_base + seed), "folder": str(folder),
                        "task_type": results.get("task_type"), **{k: results.get(k) for k in RUN_KEYS if k != "seed"}}
@@ -433,7 +436,7 @@ def collect(work_dir: Path, tasks, variants, pretrain_seeds, finetune_seed_base:
                 if pretrain_results.is_file():
                     run["pretrain_commands"] = [portable_command(c) for c in
                                                 commands.get(f"pretrain-{variant}-seed{seed}", [])]
-                    run["pretrain_results"] = _read_json(pretrain_results)
+                    run["pretrain_results"] = read_json(pretrain_results)
                 run["finetune_commands"] = [portable_command(c) for c in
                                             commands.get(f"finetune-{task}-{variant}-seed{seed}", [])]
                 runs.append(run)
@@ -466,7 +469,7 @@ def paired_differences(table: dict, variants, n_resamples: int, seed: int) -> li
         pieces = {}
         for variant in present:
             try:
-                pieces[variant] = [PieceResults.from_records(_read_json(Path(r["folder"]) / "test_piece_results.json"))
+                pieces[variant] = [PieceResults.from_records(read_json(Path(r["folder"]) / "test_piece_results.json"))
                                    for r in row[variant]["runs"]]
             except (OSError, ValueError, KeyError) as err:
                 logger.error("%s %s: cannot read the per-piece results (%s); left out of the bootstrap", task, variant, err)
@@ -499,7 +502,7 @@ def pretraining_summary(work_dir: Path, variants, pretrain_seeds) -> dict:
     out = {}
     for variant in variants:
         found = [work_dir / "pretrain" / variant / f"seed{seed}" / "all_results.json" for seed in pretrain_seeds]
-        results = [_read_json(path) for path in found if path.is_file()]
+        results = [read_json(path) for path in found if path.is_file()]
         if results:
             out[variant] = {key: _summary([r.get(key) for r in results]) for key in PRETRAIN_KEYS}
     return out
@@ -618,7 +621,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.report_only:
-        results = _read_json(Path(args.results_file))
+        results = read_json(Path(args.results_file))
         if args.readme:
             update_readme(Path(args.readme), markdown(results))
         return results
@@ -679,7 +682,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if runner.commands and not args.dry_run:  # every command ever run, per run name (resumed runs have several)
         commands_file = work_dir / COMMANDS_FILE
-        commands = _read_json(commands_file) if commands_file.is_file() else {}
+        commands = read_json(commands_file) if commands_file.is_file() else {}
         for name, line in runner.commands.items():
             commands.setdefault(name, []).append(line)
         write_json(commands_file, commands)

@@ -61,12 +61,16 @@ from pathlib import Path
 
 import numpy as np
 
-from run_ablation import Runner, portable_command  # the same runner as the ablation (examples/ is sys.path[0])
+# the same runner, floors and JSON reader as the ablation (examples/ is sys.path[0])
+from run_ablation import FLOORS as TASK_FLOORS
+from run_ablation import Runner, portable_command, read_json
 
 from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
 from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.checkpointing import latest_checkpoint
+from adversarial_midibert.cli import command_line
 from adversarial_midibert.evaluation import PieceResults
+from adversarial_midibert.probing import ProbeResult
 
 logger = logging.getLogger("run_study")
 
@@ -84,9 +88,7 @@ COMPARISONS = (("adversarial", "random"), ("adversarial", "easiest"), ("adversar
 EVALUATIONS = ("melody-probe", "velocity-probe", "composer-cv", "melody-finetune-10pct")
 Z_POWER = 1.959964 + 0.841621  # two-sided 5 % test, 80 % power
 # The data README's floors (test accuracy %) that the study's evaluations sit beside.
-FLOORS = {"melody": {"majority class": 63.9, "skyline": 66.6, "per-note gradient boosting": 87.2},
-          "velocity": {"majority class": 38.1, "per-note gradient boosting": 41.9},
-          "composer": {"majority class": 13.5, "random forest, per piece": 75.7}}
+FLOORS = {task: TASK_FLOORS[task] for task in ("melody", "velocity", "composer")}
 
 
 def parse_args(argv=None):
@@ -293,11 +295,6 @@ def finetune_stage(args, runner: Runner) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- report
-def _read(path: Path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -318,7 +315,7 @@ def arm_summary(args, arm: str) -> dict:
         text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
         train = _jsonl(folder / "train_log.jsonl")
         evals = _jsonl(folder / "eval_log.jsonl")
-        results = _read(folder / "all_results.json")
+        results = read_json(folder / "all_results.json")
         runs.append({
             "seed": seed,
             "steps": results.get("train_steps"),
@@ -355,7 +352,7 @@ def chosen_finetune(args, arm: str, seed: int) -> dict | None:
         folder = finetune_folder(args, arm, seed, lr)
         if not (folder / "all_results.json").is_file():
             return None
-        results = _read(folder / "all_results.json")
+        results = read_json(folder / "all_results.json")
         candidates.append((results.get("eval_accuracy", float("-inf")), lr, str(folder), results.get("test_accuracy")))
     eval_accuracy, learning_rate, folder, test_accuracy = max(candidates)
     return {"learning_rate": learning_rate, "eval_accuracy": eval_accuracy, "folder": Path(folder),
@@ -370,18 +367,15 @@ def evaluation_counts(args, arm: str, evaluation: str) -> tuple[list, list, list
             chosen = chosen_finetune(args, arm, seed)
             if chosen is None:
                 continue
-            pieces = PieceResults.from_records(_read(chosen["folder"] / "test_piece_results.json"))
-            c, t, order = stack_piece_counts([pieces], "note", order)
-            correct.append(c[0]), total.append(t[0])
+            run = PieceResults.from_records(read_json(chosen["folder"] / "test_piece_results.json"))
         else:
             path = probe_file(args, arm, seed)
             if not path.is_file():
                 continue
-            entry = _read(path)[evaluation]
-            position = {p: i for i, p in enumerate(entry["piece_ids"])}
-            order = order or sorted(entry["piece_ids"])
-            index = [position[p] for p in order]
-            correct.append(np.asarray(entry["correct"])[index]), total.append(np.asarray(entry["total"])[index])
+            entry = read_json(path)[evaluation]
+            run = ProbeResult(entry["piece_ids"], np.asarray(entry["correct"]), np.asarray(entry["total"]))
+        c, t, order = stack_piece_counts([run], "note", order)  # every seed in the first seed's piece order
+        correct.append(c[0]), total.append(t[0])
         accuracies.append(float(correct[-1].sum() / max(total[-1].sum(), 1)))
     return correct, total, accuracies, order or []
 
@@ -431,7 +425,7 @@ def finetune_choices(args) -> dict:
 
 def commands_of(args) -> dict:
     path = args.work_dir / "commands.json"
-    return _read(path) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 STEP_KIND = {"random": "random", "random-2x": "random", "bar": "bar", "adversarial": "adversarial",
@@ -443,7 +437,7 @@ def benchmark_step_costs(path) -> dict:
     ``benchmarks/pretrain_step.py``."""
     if path is None:
         return {}
-    bench = _read(Path(path))
+    bench = read_json(Path(path))
     times = {kind: bench["steps"][kind]["median_ms"] for kind in ("random", "bar", "adversarial")}
     flops = bench["flops_per_token"]["mflop_per_token"]
     return {arm: {"time_ratio": times[kind] / times["random"], "flop_ratio": flops[kind] / flops["random"],
@@ -464,7 +458,7 @@ def portable_paths(value, work_dir: Path):
     return value
 
 
-def report(args, command_line: str) -> dict:
+def report(args, command: str) -> dict:
     arms = {arm: arm_summary(args, arm) for arm in args.arms}
     measured = benchmark_step_costs(args.step_cost_file)
     random_cost = arms.get("random", {}).get("runtime_s")
@@ -495,7 +489,7 @@ def report(args, command_line: str) -> dict:
         "floors": FLOORS,
         "step_cost_benchmark": next(iter(measured.values()))["benchmark"] if measured else None,
         "commit": commit,
-        "command": command_line,
+        "command": command,
         "run_commands": {k: portable_command(v) for k, v in commands_of(args).items()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -551,7 +545,8 @@ def markdown(results: dict) -> str:
     settings = results["settings"]
     lines = ["# The method study (CPU)", "",
              "<!-- generated by examples/run_study.py from results/study-cpu.json; do not edit by hand -->", "",
-             f"Command: `{results['command']}` (`WORK_DIR` is the `--work_dir` of the runs; commit `{results['commit'][:10]}`, {results['date']}). "
+             f"Command: `{results['command']}` (`WORK_DIR` is the `--work_dir` of the runs; "
+             f"commit `{results['commit'][:10]}`, {results['date']}). "
              + ("All runs finished." if results["complete"] else "**Partial: some runs have not finished yet**; "
                 "the missing cells say so."), "",
              f"Set-up: preset `{settings['preset']}`, segments of {settings['max_seq_len']} rows, "
@@ -610,7 +605,7 @@ def main(argv=None):
     if args.probe_model:
         run_probes(args)
         return
-    command_line = "python examples/run_study.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = command_line("python examples/run_study.py", argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(args.work_dir, jobs=args.jobs, threads_per_job=1)
     commands_path = args.work_dir / "commands.json"
@@ -627,7 +622,7 @@ def main(argv=None):
             stages[name](args, runner)
             keep_commands()
     if "report" in args.stages:
-        results = report(args, command_line)
+        results = report(args, command)
         results_file = Path(args.results_file or args.work_dir / "study.json")
         results_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(results_file, results)

@@ -87,7 +87,8 @@ def test_macro_f1_averages_over_every_label():
 
 
 def test_piece_aggregation_matches_prediction_for_every_piece():
-    from adversarial_midibert.evaluation import aggregate_by_piece, aggregate_segment_log_probs, group_by_piece
+    from adversarial_midibert.evaluation import aggregate_by_piece, group_by_piece
+    from adversarial_midibert.pooling import aggregate_segment_log_probs
 
     rng = np.random.default_rng(0)
     piece_ids = ["b", "a", "b", "c", "a", "b"]

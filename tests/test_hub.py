@@ -416,6 +416,28 @@ def test_a_dry_run_writes_only_into_its_folder(model_folder, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run", "dry", "expected_logits.pt"])
 
 
+def test_a_dry_run_holds_what_a_push_uploads_for_a_folder_without_card_or_pipeline_code(model_folder, tmp_path,
+                                                                                         monkeypatch):
+    """A folder with no card (e.g. written by ``convert``) gets the pipeline code and ``custom_pipelines`` with the
+    card on a real push; the dry run must preview exactly those files and bytes, written into its own folder."""
+    for name in ("pipelines.py", "pooling.py", "masking.py"):  # constants.py stays: the tokenizer's code needs it
+        (model_folder / name).unlink()
+    config = json.loads((model_folder / "config.json").read_text())
+    config.pop("custom_pipelines")
+    (model_folder / "config.json").write_text(json.dumps(config))
+    before = _tree(model_folder)
+    dry = push_folder_to_hub(model_folder, "org/tiny", dry_run_dir=tmp_path / "dry")
+    assert _tree(model_folder) == before  # the dry run left the folder as it was
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    recorder = HubRecorder(monkeypatch)
+    push_folder_to_hub(model_folder, "org/tiny")
+    (_, commit_kwargs), = recorder.named("create_commit")
+    uploaded = commit_kwargs["contents"]
+    assert {"pipelines.py", "pooling.py", "masking.py"} <= set(uploaded)
+    assert "custom_pipelines" in json.loads(uploaded["config.json"])
+    assert _tree(dry) == uploaded
+
+
 @pytest.mark.parametrize("case", ["weight_map_list", "weight_map_missing", "card_folder", "dry_run_symlink"])
 def test_bad_folder_shapes_give_one_line_errors(model_folder, tmp_path, case, capsys):
     """Issue 19 item 12: these raised tracebacks (or left ``.dry.partial``); now exit 2 with a message naming the

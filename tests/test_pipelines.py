@@ -10,8 +10,8 @@ import torch
 from transformers import pipeline
 
 from adversarial_midibert import MidiClassificationPipeline, MidiReadError, MidiTokenClassificationPipeline
-from adversarial_midibert.evaluation import aggregate_segment_log_probs
 from adversarial_midibert.pipelines import UNCLASSIFIED_NAME, class_tracks_score
+from adversarial_midibert.pooling import aggregate_segment_log_probs
 from adversarial_midibert.visualization import plot_piano_roll
 from tiny_models import tiny_finetuned_folder
 

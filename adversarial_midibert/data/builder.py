@@ -1,7 +1,8 @@
 """Generic dataset builder: MIDI files (+ labels) -> a ``datasets.DatasetDict`` of Octuple segments, split by piece.
 
 The flow is ``files -> records (path, piece_id, label) -> split by piece -> shards written by worker processes
-(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``; :class:`BuildOptions` says how. Every split has the columns of ARCHITECTURE.md "Datasets":
+(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``; :class:`BuildOptions` says how. Every split has the columns
+of ARCHITECTURE.md "Datasets":
 
 - ``input_ids``: (length, 8) ids (stored as int16; cast to int64 by the collators),
 - ``attention_mask``: (length,) ones (padding is added by the collators),
@@ -743,7 +744,8 @@ def _write_metadata(output_dir: Path, build_report: dict, task_info: dict, token
     tokenizer.save_pretrained(output_dir, include_code=False)
 
 
-def load_task_dataset(directory: str | os.PathLike, revision: str | None = None, token: str | None = None):
+def load_task_dataset(directory: str | os.PathLike, revision: str | None = None, token: str | None = None,
+                      verify: bool = True):
     """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
 
     A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;
@@ -755,6 +757,8 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
         directory: the folder, or a Hub data set id.
         revision: Hub revision (branch, tag or commit) of a Hub id.
         token: Hub token for a private data set.
+        verify: check every shard of a sharded folder against its ``shards.json`` (size and SHA-256) first. The
+            training scripts check on the main process only: one read of the corpus, not one per process.
 
     Returns:
         ``(DatasetDict, task_info, tokenizer)``; the DatasetDict also carries ``build_report``, ``task_info`` and
@@ -771,7 +775,7 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
     if not directory.exists():
         directory = download_task_dataset(str(directory), revision=revision, token=token)
     if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
-        if (directory / SHARD_INDEX_NAME).is_file():
+        if verify and (directory / SHARD_INDEX_NAME).is_file():
             verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
         dataset = load_from_disk(str(directory))
     else:

@@ -16,7 +16,8 @@ DATA_DIR = "data"  # the repository's folder of Parquet splits
 
 
 def download_task_dataset(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
-    """The local snapshot of a Hub dataset repository published by :func:`~adversarial_midibert.data.publish.push_dataset_to_hub` (cached).
+    """The local snapshot (cached) of a Hub dataset repository published by
+    :func:`~adversarial_midibert.data.publish.push_dataset_to_hub`.
 
     Raises:
         FileNotFoundError: ``repo_id`` is not a valid id, or (offline / not found) no snapshot can be had.

@@ -227,15 +227,14 @@ def build_folder_dataset(
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
+    extra_info = dict(spec.extra_info)
     # what the folder scan left out (unreadable folders, dangling or looping symlinks...), listed with the skipped files
-    report_extra = {"labels_without_file": spec.extra_info.get("labels_without_file", []),
-                    "labels_csv_problems": spec.extra_info.get("labels_csv_problems", []),
-                    "skipped": [{"split": None, "piece_id": None, **p}
-                                for p in spec.extra_info.get("folder_problems", [])]}
+    report_extra = {"labels_without_file": extra_info.pop("labels_without_file", []),
+                    "labels_csv_problems": extra_info.pop("labels_csv_problems", []),
+                    "skipped": [{"split": None, "piece_id": None, **p} for p in extra_info.pop("folder_problems", [])]}
     return build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
                          splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
                          cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
-                         extra_info={k: v for k, v in spec.extra_info.items()
-                                     if k not in ("labels_without_file", "folder_problems", "labels_csv_problems")},
+                         extra_info=extra_info,
                          output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
                          report_extra=report_extra)

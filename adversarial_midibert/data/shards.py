@@ -84,7 +84,8 @@ def shard_files(directory: Path, split: str, index: int, count: int) -> tuple[Pa
 def shard_problem(path: Path, rows: int, size: int | None, sha256: str | None) -> str | None:
     """What is wrong with a shard file against what was recorded when it was written (``None``: nothing).
 
-    ``size`` and ``sha256`` (recorded since format 2) are checked when given; the rows are counted otherwise."""
+    ``size`` and ``sha256`` are checked when the index recorded them (older builds did not); the rows are counted
+    otherwise."""
     import pyarrow as pa  # noqa: PLC0415
 
     if not path.is_file():

@@ -44,13 +44,17 @@ class StreamingDataset:
             (``namespace/name``) whose repository holds such a folder.
         revision (`str`, *optional*): Hub revision.
         token (`str`, *optional*): Hub token (default: ``HF_TOKEN`` or the cached login).
+        verify (`bool`): check the shards against ``shards.json`` when opening (a local folder: size and SHA-256 of
+            each file; a Hub repository: the Hub's size and LFS SHA-256, nothing downloaded). The training scripts
+            check on the main process only: one read of the corpus, not one per process.
 
     Attributes:
         task_info (`dict`), tokenizer (`OctupleTokenizer`), tokenizer_file (`Path`), index (`dict` or `None`:
         ``shards.json``), local (`bool`).
     """
 
-    def __init__(self, source: str | os.PathLike, revision: str | None = None, token: str | None = None):
+    def __init__(self, source: str | os.PathLike, revision: str | None = None, token: str | None = None,
+                 verify: bool = True):
         from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
 
         self.source = str(source)
@@ -70,7 +74,7 @@ class StreamingDataset:
         self.tokenizer_file = tokenizer_file
         index = self._file(SHARD_INDEX_NAME)
         self.index = json.loads(index.read_text()) if index is not None else None
-        if self.index is not None:  # a damaged or missing shard is named before training reads it
+        if verify and self.index is not None:  # a damaged or missing shard is named before training reads it
             if self.local:
                 verify_shards(self.source)
             else:
@@ -116,7 +120,7 @@ class StreamingDataset:
         if self.index is not None:
             info = self.index["splits"].get(split)
             return None if info is None else int(info["num_rows"])
-        report = self._file("build_report.json")
+        report = self._file(BUILD_REPORT_NAME)
         counts = json.loads(report.read_text()).get("splits", {}).get(split) if report is not None else None
         return None if counts is None else int(counts["segments"])
 

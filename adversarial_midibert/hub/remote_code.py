@@ -7,17 +7,18 @@ the modules named by those ``auto_map`` entries and by ``custom_pipelines`` (the
 :func:`add_pipeline_code`), and every module they import relatively, followed to the end, as transformers'
 ``get_class_from_dynamic_module`` will. Every name must be a module of the folder itself.
 
-:func:`add_pipeline_code` makes a folder carry its pipeline too (``pipelines.py`` and ``pooling.py``, and
-``custom_pipelines`` in ``config.json``); :func:`~adversarial_midibert.hub.card.write_model_card`, the last step of
-every training script, calls it.
+:func:`add_pipeline_code` makes a folder carry its pipeline too (``pipelines.py`` and the modules it imports relatively:
+``pooling.py``, ``masking.py``, ``constants.py``; and ``custom_pipelines`` in ``config.json``);
+:func:`~adversarial_midibert.hub.card.write_model_card`, the last step of every training script, calls it.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
-from ..atomic_io import atomic_write_json
+from ..atomic_io import atomic_copy_file, atomic_write_json
 from ..constants import TOKENIZER_CONFIG_FILE_NAME
 from ._common import CONFIG_NAME, HubPublishError, inside, read_json
 
@@ -109,11 +110,11 @@ def add_pipeline_code(folder: str | Path, task: str | None = None) -> str:
 
     Writes ``custom_pipelines`` into ``folder/config.json`` (the folder's one task, so that
     ``pipeline(model=folder_or_hub_id, trust_remote_code=True)`` finds it without a task name) and copies
-    ``pipelines.py`` and the modules it imports relatively (``pooling.py``) beside the model code with transformers'
-    ``custom_object_save``. Where only transformers, torch, miditok and symusic are installed, ``pipeline()`` then
-    loads the pipeline class from the folder (``get_class_from_dynamic_module``), as it loads the model and tokenizer.
-    A sequence head gets ``midi-classification``, a token head ``midi-token-classification``, a bare or masked-LM
-    model ``midi-feature-extraction`` (:func:`~adversarial_midibert.pipelines.pipeline_task_of`).
+    ``pipelines.py`` and the modules it imports relatively (``pooling.py``, ``masking.py``, ``constants.py``) beside the
+    model code, each written aside and renamed. Where only transformers, torch, miditok and symusic are installed,
+    ``pipeline()`` then loads the pipeline class from the folder (``get_class_from_dynamic_module``), as it loads the
+    model and tokenizer. A sequence head gets ``midi-classification``, a token head ``midi-token-classification``, a
+    bare or masked-LM model ``midi-feature-extraction`` (:func:`~adversarial_midibert.pipelines.pipeline_task_of`).
 
     Args:
         folder: a model folder written by ``save_pretrained`` (``config.json`` with ``architectures``).
@@ -122,7 +123,7 @@ def add_pipeline_code(folder: str | Path, task: str | None = None) -> str:
     Raises:
         HubPublishError: ``config.json`` is missing or unreadable, or ``task`` is not a MIDI pipeline task.
     """
-    from transformers.dynamic_module_utils import custom_object_save
+    from transformers.dynamic_module_utils import get_relative_import_files
 
     from ..pipelines import PIPELINES, pipeline_task_of
 
@@ -135,6 +136,10 @@ def add_pipeline_code(folder: str | Path, task: str | None = None) -> str:
     module = pipeline_class.__module__.rsplit(".", 1)[-1]
     config["custom_pipelines"] = {task: {"impl": f"{module}.{pipeline_class.__name__}", "pt": [model_class.__name__],
                                          "type": "multimodal"}}
-    custom_object_save(pipeline_class, folder)
+    # the files transformers' custom_object_save would copy (the module and what it imports relatively), each written
+    # aside and renamed: custom_object_save copies in place
+    source = Path(sys.modules[pipeline_class.__module__].__file__)
+    for path in (source, *map(Path, get_relative_import_files(source))):
+        atomic_copy_file(path, folder / path.name)
     atomic_write_json(folder / CONFIG_NAME, config)
     return task

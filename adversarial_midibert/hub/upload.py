@@ -22,6 +22,7 @@ from ..atomic_io import remove_path
 from ..constants import TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME
 from ._common import CONFIG_NAME, MODEL_CARD_NAME, HubPublishError, inside, read_json
 from .card import write_model_card
+from .remote_code import add_pipeline_code
 from .remote_code import remote_code_files
 
 logger = logging.getLogger(__name__)
@@ -143,8 +144,10 @@ def resolve_token(token: str | None = None) -> str:
 def _copy_aside(files: dict[str, Path], target: Path, folder: Path, card_info: dict[str, Any] | None = None) -> Path:
     """Copy the upload's files into ``target`` (new or empty), through a hidden folder renamed when complete.
 
-    With ``card_info`` (the model ``folder`` has no card), the card is written into the copy only: a dry run writes
-    nothing but ``target``."""
+    With ``card_info`` (the model ``folder`` has no card), the copy gets what a real push adds to the folder with
+    the card, and only the copy: the pipeline as remote code
+    (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`) and the card. A dry run writes nothing but
+    ``target``, and ``target`` holds exactly what a push would upload."""
     if target.is_symlink():
         raise HubPublishError(f"--dry_run folder {target} is a symbolic link; give a real (new or empty) folder")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -158,6 +161,7 @@ def _copy_aside(files: dict[str, Path], target: Path, folder: Path, card_info: d
             shutil.copyfile(local, destination)
         staging.mkdir(parents=True, exist_ok=True)
         if card_info is not None:
+            add_pipeline_code(staging)  # the copy's config.json gets custom_pipelines, as the folder's would
             write_model_card(folder, output=staging / MODEL_CARD_NAME, **card_info)
         if target.exists():
             target.rmdir()
