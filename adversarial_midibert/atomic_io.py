@@ -20,9 +20,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".deleting-"
@@ -181,7 +182,7 @@ class FolderLock:
         self.path = resolved.with_name(f".{resolved.name}.lock")
         self._fd: int | None = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self) -> FolderLock:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks here; writes stay atomic, concurrent runs are not refused
@@ -231,7 +232,7 @@ class FolderLock:
         os.close(self._fd)  # closing releases the flock
         self._fd = None
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self.acquire()
 
     def __exit__(self, *exc_info) -> None:

@@ -38,9 +38,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -411,7 +412,7 @@ class CheckpointManager:
             acc.save_state(str(tmp))
             if acc.is_main_process:
                 save_training_state(tmp, self.states)
-        except Exception as error:  # noqa: BLE001 - a full disk is an OSError, or torch.save's RuntimeError
+        except Exception as error:  # a full disk is an OSError, or torch.save's RuntimeError
             failure = error  # "unexpected pos": every process reaches the barrier below
         acc.wait_for_everyone()
         failed = torch.tensor([failure is not None], device=acc.device)
@@ -540,7 +541,7 @@ class CheckpointManager:
             raise CheckpointError(f"checkpoint {path}: no saved state for {', '.join(missing)}")
         try:
             self.accelerator.load_state(str(path))
-        except Exception as error:  # noqa: BLE001 - re-raised with the folder named
+        except Exception as error:  # re-raised with the folder named
             raise CheckpointError(f"checkpoint {path}: Accelerate could not restore the run state: "
                                   f"{type(error).__name__}: {error}") from error
         for name, obj in self.states.items():
@@ -564,7 +565,7 @@ class CheckpointManager:
         try:
             states = accelerate_load(rng_file, map_location="cpu")
             states["torch_manual_seed"]
-        except Exception as error:  # noqa: BLE001 - any failure means the resumed run would differ
+        except Exception as error:  # any failure means the resumed run would differ
             raise CheckpointError(f"checkpoint {path}: cannot read {rng_file.name} with weights_only=True "
                                   f"({type(error).__name__}: {error})") from error
 

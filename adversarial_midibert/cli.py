@@ -165,7 +165,8 @@ def search(argv: list[str]) -> int:
     """Find the pieces of an embeddings folder nearest to a MIDI file (cosine similarity, datasets' faiss index)."""
     from pathlib import Path
 
-    from .similarity import INDEX_FILE_NAME, search as search_index
+    from .similarity import INDEX_FILE_NAME
+    from .similarity import search as search_index
 
     parser = argparse.ArgumentParser(prog="adv-midibert search", description=search.__doc__ + (
         f" The index is built on the first query and saved in the folder ({INDEX_FILE_NAME}); later queries load "
@@ -205,7 +206,8 @@ def search(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {
-    "prepare": (_example("prepare_data", "prepare"), "build a data set (paper recipes, or your MIDI folder + labels CSV)"),
+    "prepare": (_example("prepare_data", "prepare"), "build a data set (paper recipes, or your MIDI folder + labels "
+                                                     "CSV)"),
     "pretrain": (_example("pretrain", "pretrain"), "adversarial masked-LM pre-training (Accelerate)"),
     "finetune": (_example("finetune", "finetune"), "fine-tune on a sequence or token task (Accelerate)"),
     "predict": (_example("predict", "predict"), "classify MIDI files, or label their notes, with a fine-tuned model"),

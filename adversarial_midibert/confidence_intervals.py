@@ -73,7 +73,8 @@ def _check_counts(correct, total, name: str) -> tuple[np.ndarray, np.ndarray]:
     correct = np.atleast_2d(np.asarray(correct, dtype=np.float64))
     total = np.broadcast_to(np.atleast_2d(np.asarray(total, dtype=np.float64)), correct.shape)
     if correct.ndim != 2 or correct.shape[1] == 0:
-        raise ValueError(f"{name}: expected per-piece counts of shape (pieces,) or (seeds, pieces), got {correct.shape}")
+        raise ValueError(f"{name}: expected per-piece counts of shape (pieces,) or (seeds, pieces), got "
+                         f"{correct.shape}")
     if (correct < 0).any() or (correct > total).any():
         raise ValueError(f"{name}: correct counts must lie in [0, total] for every piece")
     return correct, np.array(total)
@@ -189,7 +190,8 @@ def paired_bootstrap_difference(
 
 
 def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for :func:`paired_bootstrap_difference`.
+    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for
+    :func:`paired_bootstrap_difference`.
 
     Args:
         runs: :class:`~adversarial_midibert.evaluation.PieceResults` of ``S`` runs (seeds) of one variant.
@@ -209,7 +211,8 @@ def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np
     for s, run in enumerate(runs):
         if sorted(run.piece_ids) != sorted(order):
             missing, extra = set(order) - set(run.piece_ids), set(run.piece_ids) - set(order)
-            raise ValueError(f"run {s} was scored on other pieces: {len(missing)} missing (e.g. {sorted(missing)[:3]}), "
+            raise ValueError(f"run {s} was scored on other pieces: {len(missing)} missing (e.g. "
+                             f"{sorted(missing)[:3]}), "
                              f"{len(extra)} extra (e.g. {sorted(extra)[:3]}); pair only runs on the same test set")
         position = {p: i for i, p in enumerate(run.piece_ids)}
         index = np.array([position[p] for p in order], dtype=np.int64)

@@ -292,7 +292,8 @@ class PieceResults:
         for i, piece in enumerate(self.piece_ids):
             row = {"piece_id": piece, "num_segments": int(self.num_segments[i])}
             if self.is_sequence:
-                names = list(label_names) if label_names is not None else [str(c) for c in range(self.probabilities.shape[1])]
+                names = list(label_names) if label_names is not None else [str(c)
+                                                                           for c in range(self.probabilities.shape[1])]
                 label, prediction = int(self.labels[i]), int(self.predictions[i])
                 row.update(
                     label=names[label], label_id=label, predicted=names[prediction], predicted_id=prediction,
@@ -306,7 +307,7 @@ class PieceResults:
         return out
 
     @classmethod
-    def from_records(cls, records: Sequence[dict]) -> "PieceResults":
+    def from_records(cls, records: Sequence[dict]) -> PieceResults:
         """Read back :meth:`records` (the per-piece counts; probabilities in the records' label order)."""
         if not records:
             raise ValueError("no piece records")
@@ -444,7 +445,8 @@ class ClassificationEvaluator:
         rows = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in self._rows.items()}
         sequence = self._is_sequence
         if sequence and len(rows["log_probs"]) != len(rows["scored"]):
-            raise ValueError("piece results of a sequence task need the log_probs of every batch (add_batch(log_probs=))")
+            raise ValueError("piece results of a sequence task need the log_probs of every batch "
+                             "(add_batch(log_probs=))")
         return piece_results(piece_ids, rows["scored"], rows["correct"], rows["num_notes"],
                              labels=rows["labels"] if sequence else None,
                              log_probs=rows["log_probs"] if sequence else None)

@@ -193,7 +193,7 @@ class PackedMaskBook:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def to(self, device: Any = None) -> "PackedMaskBook":
+    def to(self, device: Any = None) -> PackedMaskBook:
         """The book stays off the accelerator (rows are copied to the batch's device by the caller)."""
         return self
 
@@ -208,7 +208,8 @@ class PackedMaskBook:
         return ids
 
     def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:
-        """The book rows of a batch (1 = may be masked), cut or padded (with 1) to ``length`` columns, bool `(B, length)`."""
+        """The book rows of a batch (1 = may be masked), cut or padded (with 1) to ``length`` columns, bool `(B,
+        length)`."""
         ids = self._check_ids(segment_ids)
         bits, _ = self._read(ids)
         frozen = np.unpackbits(bits, axis=1, count=self._max_len, bitorder="little")[:, :length].astype(bool)

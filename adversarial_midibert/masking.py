@@ -14,7 +14,7 @@ The four functions that choose positions never choose an unmaskable position (pa
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -261,7 +261,8 @@ def corrupt(
     if not torch.is_tensor(vocab_sizes) and min(vocab_sizes) <= NUM_SPECIAL_TOKENS:
         # Sizes given as numbers are checked here; a tensor is trusted (reading it back would wait for the device at
         # every step): its owner checks it once (AdversarialMLM does).
-        raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got {list(vocab_sizes)}")
+        raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got "
+                         f"{list(vocab_sizes)}")
     vocab = torch.as_tensor(vocab_sizes, dtype=torch.long, device=device).reshape(-1)
     if vocab.numel() != input_ids.shape[-1]:
         raise ValueError(f"vocab_sizes has {vocab.numel()} entries, input_ids has {input_ids.shape[-1]} attributes")
@@ -295,7 +296,8 @@ def mask_for_finetuning(
     generator: torch.Generator | None = None,
     mask_token_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all attributes.
+    """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all
+    attributes.
 
     Args:
         input_ids (`torch.LongTensor` of shape `(B, L, 8)`): ids (not modified).

@@ -606,7 +606,8 @@ class AdvMidiBertMasker(nn.Module):
         self.out_proj = nn.Linear(config.masker_hidden_size, 1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, hidden) -> scores (B, L) in [0, 1], in the head's own dtype (float32) under any autocast.
+        """Hidden states (B, L, hidden) -> scores (B, L) in [0, 1], in the head's own dtype (float32) under any
+        autocast.
 
         The scores are ranked to choose the notes to mask: in bf16 a sigmoid keeps only about a dozen distinct values
         among 128 notes, so the choice would be made by the tie-break instead of by the masker.

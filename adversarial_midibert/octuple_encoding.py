@@ -50,8 +50,10 @@ from .constants import (
     POSITION,
     PROGRAM,
     TEMPO,
-    TIME_SIGNATURE as TIME_SIGNATURE_COLUMN,
     VELOCITY,
+)
+from .constants import (
+    TIME_SIGNATURE as TIME_SIGNATURE_COLUMN,
 )
 
 __all__ = [
@@ -184,7 +186,8 @@ def check_config(config: TokenizerConfig) -> None:
     if wrong:
         raise ValueError(f"tokenizer_config: unsupported settings for OctupleTokenizer ({', '.join(wrong)})")
     if list(config.special_tokens[:NUM_SPECIAL_TOKENS]) != SPECIAL_TOKENS:
-        raise ValueError(f"tokenizer_config.special_tokens must start with {SPECIAL_TOKENS}, got {config.special_tokens}")
+        raise ValueError(f"tokenizer_config.special_tokens must start with {SPECIAL_TOKENS}, got "
+                         f"{config.special_tokens}")
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -236,7 +239,8 @@ class OctupleTables:
         self.vocab_sizes: tuple[int, ...] = tuple(len(v) for v in self.vocabs)
         self.max_num_pos_per_beat = int(cfg.max_num_pos_per_beat)
         self.max_bar_embedding = int(cfg.additional_params["max_bar_embedding"])
-        if self.vocabs[BAR].get("Bar_0") != NUM_SPECIAL_TOKENS or self.vocabs[POSITION].get("Position_0") != NUM_SPECIAL_TOKENS:
+        if (self.vocabs[BAR].get("Bar_0") != NUM_SPECIAL_TOKENS
+                or self.vocabs[POSITION].get("Position_0") != NUM_SPECIAL_TOKENS):
             raise ValueError("miditok vocabulary: Bar_0 / Position_0 are expected right after the special tokens")
 
         # Pitch: id per MIDI pitch (-1: not representable); drums separately when PitchDrum tokens are used.
@@ -539,7 +543,8 @@ def _fill_timing_columns(ids: np.ndarray, tables: OctupleTables, ts: np.ndarray,
         ids[:, TIME_SIGNATURE_COLUMN] = ts_ids[k]
 
 
-def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -> tuple[np.ndarray, np.ndarray, EncodingReport]:
+def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -> tuple[np.ndarray, np.ndarray,
+                                                                                        EncodingReport]:
     """Encode a whole piece: one row of 8 ids per note, absolute bars, no BOS/EOS.
 
     The ids, their order (time, then track in miditok's merged-track order, then the track's note order) and the

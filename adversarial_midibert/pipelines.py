@@ -146,7 +146,8 @@ class _MidiPipeline(Pipeline):
         attention_mask = torch.zeros(0, 0, dtype=torch.long)
         source_note = torch.zeros(0, 0, dtype=torch.long)
         if len(ids):
-            segments, aligned = tokenizer.segment(ids, note_aligned_arrays=[offsets[track_index] + note_index], fill_value=-1)
+            segments, aligned = tokenizer.segment(ids, note_aligned_arrays=[offsets[track_index] + note_index],
+                                                  fill_value=-1)
             num_segments, length = len(segments), max(len(s) for s in segments)
             input_ids = torch.full((num_segments, length, ids.shape[1]), int(tokenizer.pad_token_id), dtype=torch.long)
             attention_mask = torch.zeros(num_segments, length, dtype=torch.long)
@@ -391,7 +392,8 @@ def register_pipelines() -> None:
     transformers' ``PIPELINE_REGISTRY`` (importing :mod:`adversarial_midibert` does it)."""
     for task, (pipeline_class, model_class) in PIPELINES.items():
         if PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl") is not pipeline_class:
-            PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=model_class, type="multimodal")
+            PIPELINE_REGISTRY.register_pipeline(task, pipeline_class=pipeline_class, pt_model=model_class,
+                                                type="multimodal")
 
 
 def pipeline_task_of(architecture: str) -> str:

@@ -3,7 +3,8 @@
 A piece longer than ``max_seq_len`` notes is cut into segments that run through the model separately. This module
 says how their outputs are put back together, once for every user: the ``midi-classification`` and
 ``midi-feature-extraction`` pipelines, and the evaluation of sequence tasks. It imports only torch, because the
-pipelines ship it as Hub remote code (beside ``pipelines.py``, see :func:`adversarial_midibert.hub.remote_code.add_pipeline_code`).
+pipelines ship it as Hub remote code (beside ``pipelines.py``, see
+:func:`adversarial_midibert.hub.remote_code.add_pipeline_code`).
 
 - Class probabilities: :func:`aggregate_segment_log_probs`, the note-weighted mean of the segments'
   log-probabilities (a geometric mean), then softmax.

@@ -67,7 +67,8 @@ def collect_midi_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path],
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
             if not found:
-                errors.append({"file": str(path), "error": f"{path}: folder holds no MIDI file ({', '.join(MIDI_SUFFIXES)})"})
+                errors.append({"file": str(path), "error": f"{path}: folder holds no MIDI file "
+                                                           f"({', '.join(MIDI_SUFFIXES)})"})
             files.extend(found)
         elif path.exists() or path.is_symlink():
             files.append(path)
@@ -176,14 +177,16 @@ def predict_files(
             try:
                 output = pipe(str(file), **call_kwargs)
                 if feature_task:
-                    record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "embedding")}
+                    record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out",
+                                                     "embedding")}
                 elif token_task:
                     record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "counts")}
                 else:
                     record = _sequence_record(output)
                 if token_task:
                     base = Path(output_dir) / stem
-                    midi, png = base.with_name(f"{base.name}.{suffix}.mid"), base.with_name(f"{base.name}.pianoroll.png")
+                    midi = base.with_name(f"{base.name}.{suffix}.mid")
+                    png = base.with_name(f"{base.name}.pianoroll.png")
                     for path in (midi, png) if plot else (midi,):
                         if os.path.realpath(path) in protected:
                             raise ValueError(f"{file}: its output {path} is an input of this run; refusing to "
@@ -191,7 +194,7 @@ def predict_files(
                     record["midi"] = str(write_midi(output["midi"], midi))
                     if plot:
                         record["piano_roll"] = str(plot_piano_roll(output["midi"], png, title=str(file)))
-            except Exception as err:  # noqa: BLE001  (any failure of one file is listed, the run goes on)
+            except Exception as err:  # any failure of one file is listed, the run goes on
                 message = str(err) if str(file) in str(err) else f"{file}: {err}"
                 kind = "" if isinstance(err, (ValueError, OSError)) else f" ({type(err).__name__})"
                 run.errors.append({"file": str(file), "error": message + kind})

@@ -40,15 +40,15 @@ the sign flip that swapped "hard" and "easy" on every second segment; padding, B
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from .constants import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
 from .mask_book import PackedMaskBook
-from .modeling_adv_midibert import scale_gradient
 from .masking import (
     choose_bar_positions,
     choose_random_positions,
@@ -57,6 +57,7 @@ from .masking import (
     maskable_positions,
     rank_positions,
 )
+from .modeling_adv_midibert import scale_gradient
 
 __all__ = [
     "MASKING_METHODS",
@@ -86,7 +87,8 @@ MASKING_METHODS = ("adversarial", "random", "bar", "easiest")
 # Methods that run the masker pass and learn the masker: the method, and its control that masks the notes the masker
 # finds *easiest* (the bottom k of its scores), which shows whether the masker's choice matters at all.
 MASKER_METHODS = ("adversarial", "easiest")
-# How k is budgeted (docs/method.md 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and cap
+# How k is budgeted (docs/method.md 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and
+# cap
 # over notes); "padded" = the reference code's padded length (its mask book counts padding rows, and the cap is
 # max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments.
 MASK_BUDGETS = ("notes", "padded")
@@ -131,7 +133,7 @@ class AttributeWeights:
         self.correct = torch.zeros(num_attributes, dtype=torch.float64, device=device)
         self.total = torch.zeros(num_attributes, dtype=torch.float64, device=device)
 
-    def to(self, device) -> "AttributeWeights":
+    def to(self, device) -> AttributeWeights:
         self.weights = self.weights.to(device)
         self.correct, self.total = self.correct.to(device), self.total.to(device)
         if self.accuracies is not None:
@@ -346,7 +348,8 @@ def masker_loss(
         return err.sum() / sel.sum().clamp_min(1.0)
     hard = sel * targets.float()
     easy = sel - hard
-    per_segment = ((err * hard).sum(1) / hard.sum(1).clamp_min(1.0)) + ((err * easy).sum(1) / easy.sum(1).clamp_min(1.0))
+    per_segment = ((err * hard).sum(1) / hard.sum(1).clamp_min(1.0)
+                   + (err * easy).sum(1) / easy.sum(1).clamp_min(1.0))
     return per_segment.mean()
 
 

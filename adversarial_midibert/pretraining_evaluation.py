@@ -189,11 +189,11 @@ def evaluate_pretraining(
                 # that every process gathers the same shapes.
                 width = at.shape[1]
                 s = torch.where(at, scores, torch.full_like(scores, float("nan")))
-                l = torch.where(at, yard.per_token_loss.float(), torch.full_like(scores, float("nan")))
-                s, l = _gather(accelerator, (s.reshape(batch_size, width), l.reshape(batch_size, width)))
+                loss = torch.where(at, yard.per_token_loss.float(), torch.full_like(scores, float("nan")))
+                s, loss = _gather(accelerator, (s.reshape(batch_size, width), loss.reshape(batch_size, width)))
                 scores_at.append(s.reshape(-1))
-                losses_at.append(l.reshape(-1))
-                within.append(spearman_within_rows(s.reshape(-1, width), l.reshape(-1, width)))
+                losses_at.append(loss.reshape(-1))
+                within.append(spearman_within_rows(s.reshape(-1, width), loss.reshape(-1, width)))
     finally:
         step_model.train(was_training)
 
@@ -210,8 +210,8 @@ def evaluate_pretraining(
         results["eval_token_cosine"] = float(torch.cat(cosines).nanmean())
         results["eval_effective_rank"] = float(torch.cat(ranks).nanmean())
     if scores_at:
-        s, l = torch.cat(scores_at), torch.cat(losses_at)
+        s, loss = torch.cat(scores_at), torch.cat(losses_at)
         keep = ~torch.isnan(s)
-        results["eval_masker_spearman"] = spearman_correlation(s[keep], l[keep])
+        results["eval_masker_spearman"] = spearman_correlation(s[keep], loss[keep])
         results["eval_masker_spearman_within"] = float(torch.cat(within).nanmean())
     return results

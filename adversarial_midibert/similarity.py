@@ -187,5 +187,6 @@ def search(query: Any, folder: str | os.PathLike, top_k: int = 10, model: Any = 
         raise ValueError(f"the query's embedding has {vector.shape[0]} dimensions, the index {folder} {expected}: "
                          "embed the query with the model that embedded the folder")
     scores, examples = dataset.get_nearest_examples(EMBEDDING_COLUMN, vector, k=min(int(top_k), len(dataset)))
-    neighbours = [{"rank": i + 1, "file": f, "score": float(s)} for i, (f, s) in enumerate(zip(examples["file"], scores))]
+    neighbours = [{"rank": i + 1, "file": f, "score": float(s)} for i, (f, s) in enumerate(zip(examples["file"],
+                                                                                               scores))]
     return {"query": out["file"], "num_notes": out["num_notes"], "neighbours": neighbours, "index_built": built}

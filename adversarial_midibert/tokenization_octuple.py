@@ -547,7 +547,8 @@ class OctupleTokenizer:
         pieces = _as_int_array(encoding["piece_index"]).reshape(-1)
         offsets = _as_int_array(encoding["bar_offset"]).reshape(-1)
         if not (len(ids) == len(pieces) == len(offsets)):
-            raise ValueError(f"input_ids, piece_index and bar_offset disagree: {len(ids)}, {len(pieces)}, {len(offsets)}")
+            raise ValueError(f"input_ids, piece_index and bar_offset disagree: {len(ids)}, {len(pieces)}, "
+                             f"{len(offsets)}")
         count = int(pieces.max()) + 1 if len(pieces) else 0
         return [self.decode(ids[pieces == p], offsets[pieces == p]) for p in range(count)]
 
@@ -638,7 +639,8 @@ class OctupleTokenizer:
             ValueError: the file is not a tokenizer file this version can read.
         """
         if init_inputs:
-            raise TypeError(f"OctupleTokenizer.from_pretrained takes no positional arguments after the path, got {init_inputs}")
+            raise TypeError("OctupleTokenizer.from_pretrained takes no positional arguments after the path, got "
+                            f"{init_inputs}")
         hub = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
         init = {k: kwargs.pop(k) for k in ("max_seq_len", "warn") if k in kwargs}
         unknown = sorted(k for k in kwargs if not k.startswith("_") and k not in _IGNORED_KWARGS)
@@ -715,8 +717,11 @@ def _resolve_tokenizer_file(name_or_path: str | os.PathLike, hub: dict[str, Any]
             f"{repo_id}: no {TOKENIZER_FILE_NAME} found (no such local folder or file, and not a Hub repository id)"
         ) from None
     try:
-        return Path(hf_hub_download(repo_id, TOKENIZER_FILE_NAME, **{k: v for k, v in hub.items() if v is not None and v != ""}))
+        return Path(hf_hub_download(repo_id, TOKENIZER_FILE_NAME, **{k: v for k, v in hub.items() if v is not None
+                                                                     and v != ""}))
     except EntryNotFoundError as err:  # not in the repository, or offline and not cached
-        raise FileNotFoundError(f"{repo_id}: no {TOKENIZER_FILE_NAME} on the Hub or in the local cache ({err})") from err
+        raise FileNotFoundError(f"{repo_id}: no {TOKENIZER_FILE_NAME} on the Hub or in the local cache "
+                                f"({err})") from err
     except OSError as err:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP and connection errors
-        raise OSError(f"{repo_id}: cannot get {TOKENIZER_FILE_NAME} from the Hub ({type(err).__name__}: {err})") from err
+        raise OSError(f"{repo_id}: cannot get {TOKENIZER_FILE_NAME} from the Hub ({type(err).__name__}: "
+                      f"{err})") from err

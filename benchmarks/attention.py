@@ -14,30 +14,25 @@ Then the FLOPs per token of one forward + backward of ``AdvMidiBertForMaskedLM``
 ``--model_preset`` and ``--model_length`` rows with each path, counted on the meta device. Both paths give the same
 scores (``tests/test_modeling.py``). On CUDA the peak memory of each is printed too.
 
-    python benchmarks/attention.py                                   # 256, 512, 1024, 2048 rows on the CPU
-    python benchmarks/attention.py --device cuda --batch_size 8
-    python benchmarks/attention.py --threads 1 --repeats 3 --output results/attention.json   # the figures of docs/benchmarks.md
+    python -m benchmarks.attention                                   # 256, 512, 1024, 2048 rows on the CPU
+    python -m benchmarks.attention --device cuda --batch_size 8
+    python -m benchmarks.attention --threads 1 --repeats 3 --output results/attention.json   # the figures of
+    docs/benchmarks.md
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse  # 402
+import os  # 402
+import statistics  # 402
+import time  # 402
+from unittest import mock  # 402
 
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
+import torch  # 402
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from unittest import mock  # noqa: E402
-
-import torch  # noqa: E402
-
-from adversarial_midibert import modeling_adv_midibert as modeling  # noqa: E402
-from benchmarks.profiling import count_flops, step_flops_per_token  # noqa: E402
-from benchmarks.results_file import ResultsFile  # noqa: E402
+from adversarial_midibert import modeling_adv_midibert as modeling  # 402
+from benchmarks.profiling import count_flops, step_flops_per_token  # 402
+from benchmarks.results_file import ResultsFile  # 402
 
 PATHS = {"gather": modeling.relative_distance_scores_by_gather, "blocked": modeling.relative_distance_scores}
 

@@ -15,29 +15,27 @@ within one run on a busy machine).
 
 Example::
 
-    python benchmarks/build.py --data_root ../shared/data --num_proc 2
-    python benchmarks/build.py --data_root ../shared/data --num_proc 2 --repeats 2 --output results/build.json
+    python -m benchmarks.build --data_root ../shared/data --num_proc 2
+    python -m benchmarks.build --data_root ../shared/data --num_proc 2 --repeats 2 --output results/build.json
 """
 
 from __future__ import annotations
 
+import argparse  # 402
+import importlib.util  # 402
+import os  # 402
+import shutil  # 402
+import statistics  # 402
+import subprocess  # 402
 import sys
+import tempfile  # 402
+import time  # 402
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
+from benchmarks.process_memory import PeakMemory  # 402
+from benchmarks.results_file import ResultsFile  # 402
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from benchmarks.process_memory import PeakMemory  # noqa: E402
-from benchmarks.results_file import ResultsFile  # noqa: E402
+_ROOT = Path(__file__).resolve().parents[1]
 
 OLD_COMMIT = "28c2e76"  # the last commit whose build_dataset ran Dataset.map and materialised the splits
 
@@ -59,7 +57,7 @@ def parse_args(argv=None):
 
 def load_old_builder(commit: str):
     """``adversarial_midibert/data/builder.py`` at ``commit``, imported as a module of the current package."""
-    source = subprocess.run(["git", "show", f"{commit}:adversarial_midibert/data/builder.py"], cwd=_HERE.parent,
+    source = subprocess.run(["git", "show", f"{commit}:adversarial_midibert/data/builder.py"], cwd=_ROOT,
                             capture_output=True, text=True, check=True).stdout
     folder = Path(tempfile.mkdtemp(prefix="old_builder_"))
     path = folder / "builder_old.py"

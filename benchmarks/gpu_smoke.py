@@ -21,44 +21,38 @@ script cannot rot); its figures say nothing about a GPU.
 
 Usage on a GPU machine, from the repository root::
 
-    python benchmarks/gpu_smoke.py                       # about 5 minutes on an H100/H200
-    python benchmarks/gpu_smoke.py --dry_run --output /tmp/gpu-smoke.json   # CPU, tiny
+    python -m benchmarks.gpu_smoke                       # about 5 minutes on an H100/H200
+    python -m benchmarks.gpu_smoke --dry_run --output /tmp/gpu-smoke.json   # CPU, tiny
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse  # 402
+import contextlib  # 402
+import functools  # 402
+import os  # 402
+import socket  # 402
+import time  # 402
+import warnings  # 402
 
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
+import torch  # 402
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import functools  # noqa: E402
-import os  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-import torch  # noqa: E402
-
-from adversarial_midibert.speed_and_memory import apply_acceleration  # noqa: E402
-from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # noqa: E402
-from adversarial_midibert.pretraining_evaluation import evaluate_pretraining  # noqa: E402
-from adversarial_midibert.masking import maskable_positions  # noqa: E402
-from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertLayer  # noqa: E402
-from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
-from adversarial_midibert.pretraining import (  # noqa: E402
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # 402
+from adversarial_midibert.masking import maskable_positions  # 402
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertLayer  # 402
+from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # 402
+from adversarial_midibert.pretraining import (  # 402
     AdversarialMLM,
     PackedMaskBook,
     batch_to_device,
     freezing_pass,
     step_generator,
 )
-from benchmarks.profiling import count_host_reads, estimate_step_memory, step_flops_per_token  # noqa: E402
-from benchmarks.pretrain_step import PEAK_BF16_TFLOPS, synthetic_batch  # noqa: E402
-from benchmarks.results_file import ResultsFile  # noqa: E402
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining  # 402
+from adversarial_midibert.speed_and_memory import apply_acceleration  # 402
+from benchmarks.pretrain_step import PEAK_BF16_TFLOPS, synthetic_batch  # 402
+from benchmarks.profiling import count_host_reads, estimate_step_memory, step_flops_per_token  # 402
+from benchmarks.results_file import ResultsFile  # 402
 
 DEFAULT_OUTPUT = "results/gpu-smoke.json"
 SDPA_OPS = ("flash_attention", "efficient_attention", "cudnn_attention", "attention_math", "flash_attention_for_cpu")
@@ -221,7 +215,8 @@ def main(argv=None):
     device = torch.device("cpu" if args.dry_run else "cuda")
     kwargs = preset_config_kwargs(args.preset)
     if args.seq_len > kwargs["max_position_embeddings"]:
-        raise SystemExit(f"--seq_len {args.seq_len} exceeds the {args.preset} preset's {kwargs['max_position_embeddings']}")
+        raise SystemExit(f"--seq_len {args.seq_len} exceeds the {args.preset} preset's "
+                         f"{kwargs['max_position_embeddings']}")
     config = AdvMidiBertConfig(**kwargs)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
     tokens = args.batch_size * args.seq_len

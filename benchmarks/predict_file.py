@@ -5,10 +5,10 @@ A synthetic piece of ``--notes`` notes on three tracks (melody, bridge, accompan
 about 13,000 quarter notes by default) goes through ``midi-token-classification`` with a randomly initialised tiny
 model (the model is not what is measured; pass ``--model`` for a real one).
 
-    python3 benchmarks/predict_file.py                 # 120,000 notes
-    python3 benchmarks/predict_file.py --notes 20000
-    python3 benchmarks/predict_file.py --old_piano_roll 404b530   # also the piano roll this replaced (git history)
-    python3 benchmarks/predict_file.py --old_piano_roll 404b530 --output results/predict-file.json
+    python -m benchmarks.predict_file                 # 120,000 notes
+    python -m benchmarks.predict_file --notes 20000
+    python -m benchmarks.predict_file --old_piano_roll 404b530   # also the piano roll this replaced (git history)
+    python -m benchmarks.predict_file --old_piano_roll 404b530 --output results/predict-file.json
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.results_file import ResultsFile
 
 STAGE = r"""
 import json, resource, sys, time
@@ -41,8 +43,11 @@ else:
     if stage == "midi":
         out["midi"].dump_midi(f"{work}/out.mid")
     elif stage == "old_piano_roll":  # inference.plot_piano_roll of an older revision, one barh rectangle per note
-        sys.path.insert(0, work)
-        import old_inference as old
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("old_inference", f"{work}/old_inference.py")
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
 
         prediction = old.TokenPrediction(file=midi, score=out["score"], note_track=out["note_track"],
                                          note_index=out["note_index"], classes=out["classes"],
@@ -64,12 +69,20 @@ SETUP = r"""
 import sys
 import numpy as np
 import symusic
-sys.path.insert(0, sys.argv[4])
-from tiny_models import tiny_finetuned_folder
+import torch
+from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertForTokenClassification, OctupleTokenizer
+from adversarial_midibert.presets import preset_config_kwargs
 
 folder, midi, notes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if sys.argv[5] == "tiny":
-    tiny_finetuned_folder(folder, True, ["melody", "bridge", "accompaniment"], max_seq_len=1024)
+if sys.argv[4] == "tiny":  # a randomly initialised model of the tiny preset
+    labels = ["melody", "bridge", "accompaniment"]
+    tokenizer = OctupleTokenizer(max_seq_len=1024, warn=False)
+    config = AdvMidiBertConfig(**{**preset_config_kwargs("tiny"), "max_position_embeddings": 1024},
+                               vocab_sizes=list(tokenizer.vocab_sizes), id2label=dict(enumerate(labels)),
+                               label2id={name: i for i, name in enumerate(labels)})
+    torch.manual_seed(0)
+    AdvMidiBertForTokenClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 rng = np.random.default_rng(0)
 score = symusic.Score(480)
 quarters = notes // 9
@@ -93,16 +106,12 @@ def main() -> None:
                         help="also time adversarial_midibert/inference.py's plot_piano_roll at this git revision")
     parser.add_argument("--output", default=None, help="also write the figures to this JSON file (results/...)")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
-    from benchmarks.results_file import ResultsFile
-
     results = ResultsFile(args.output, vars(args))
     stage_results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.model) if args.model else Path(tmp) / "model"
         midi = Path(tmp) / "big.mid"
-        tests = Path(__file__).resolve().parents[1] / "tests"
-        subprocess.run([sys.executable, "-c", SETUP, str(folder), str(midi), str(args.notes), str(tests),
+        subprocess.run([sys.executable, "-c", SETUP, str(folder), str(midi), str(args.notes),
                         "given" if args.model else "tiny"], check=True)
         stages = ["pipeline", "midi", "piano_roll"]
         if args.old_piano_roll:

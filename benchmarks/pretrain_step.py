@@ -25,37 +25,31 @@ the time ratios of each variant to the first setup (fp32 eager) are printed.
 
 Examples::
 
-    python benchmarks/pretrain_step.py --preset small --batch_size 8 --seq_len 256
-    python benchmarks/pretrain_step.py --preset base --batch_size 8 --seq_len 1024 --dtype bf16 --estimate_memory \
+    python -m benchmarks.pretrain_step --preset small --batch_size 8 --seq_len 256
+    python -m benchmarks.pretrain_step --preset base --batch_size 8 --seq_len 1024 --dtype bf16 --estimate_memory \
         --output results/memory-estimate.json
-    python benchmarks/pretrain_step.py --preset base --batch_size 16 --seq_len 1024 --device cuda --dtype bf16
-    python benchmarks/pretrain_step.py --preset small --batch_size 4 --seq_len 256 --torch_compile \
+    python -m benchmarks.pretrain_step --preset base --batch_size 16 --seq_len 1024 --device cuda --dtype bf16
+    python -m benchmarks.pretrain_step --preset small --batch_size 4 --seq_len 256 --torch_compile \
         --output results/pretrain-step-compile-small.json
-    python benchmarks/pretrain_step.py --preset base --batch_size 1 --seq_len 512 --dtype fp32 bf16
+    python -m benchmarks.pretrain_step --preset base --batch_size 1 --seq_len 512 --dtype fp32 bf16
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse  # 402
+import contextlib  # 402
+import copy  # 402
+import statistics  # 402
+import time  # 402
 
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
+import torch  # 402
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import copy  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # noqa: E402
-from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
-from adversarial_midibert.speed_and_memory import apply_acceleration, enable_activation_checkpointing  # noqa: E402
-from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # noqa: E402
-from benchmarks.profiling import step_flops_per_token  # noqa: E402
-from benchmarks.results_file import ResultsFile  # noqa: E402
+from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES  # 402
+from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # 402
+from adversarial_midibert.pretraining import AdversarialMLM, step_generator  # 402
+from adversarial_midibert.speed_and_memory import apply_acceleration, enable_activation_checkpointing  # 402
+from benchmarks.profiling import step_flops_per_token  # 402
+from benchmarks.results_file import ResultsFile  # 402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -79,7 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's.")
     p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"])
-    p.add_argument("--gradient_checkpointing", action="store_true", help="Time the steps with activation checkpointing.")
+    p.add_argument("--gradient_checkpointing", action="store_true", help="Time the steps with activation "
+                                                                         "checkpointing.")
     p.add_argument("--estimate_memory", action="store_true",
                    help="Print the traced peak memory of each step (no GPU needed); on a CPU, stop there.")
     p.add_argument("--estimate_attention", nargs="+", default=["sdpa", "eager"], choices=["sdpa", "eager"],
@@ -142,7 +137,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     # The default tokenizer's vocabulary sizes (the config's default); only their sizes matter (the MLM heads' cost).
     config = AdvMidiBertConfig(attn_implementation=args.attn_implementation, **kwargs)
-    flops_per_token = {masking + (" (detached)" if detach else ""): step_flops_per_token(config, seq_len, masking, detach)
+    flops_per_token = {masking + (" (detached)" if detach else ""): step_flops_per_token(config, seq_len, masking,
+                                                                                         detach)
                        for masking, detach in VARIANTS}
     print(f"model FLOPs per token of a step (forward + backward, counted on the meta device), preset {args.preset}, "
           f"{seq_len} rows: " + ", ".join(f"{name} {f / 1e6:.1f} M" for name, f in flops_per_token.items()))

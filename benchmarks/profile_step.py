@@ -9,37 +9,33 @@ kernels there, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is False): the m
 scores, sdpa) is not the cause, so the training scripts warn instead (``speed_and_memory.slow_bf16_warning``). Keep it
 short on a shared CPU: base preset, 1 x 512 rows, random masking.
 
-    python benchmarks/profile_step.py                     # whole steps, per-op tables (minutes on a busy CPU)
-    python benchmarks/profile_step.py --preset small --batch_size 4 --seq_len 256 --masking adversarial --threads 1 \
+    python -m benchmarks.profile_step                     # whole steps, per-op tables (minutes on a busy CPU)
+    python -m benchmarks.profile_step --preset small --batch_size 4 --seq_len 256 --masking adversarial --threads 1 \
         --output results/profile-step-small.json         # + the share of matrix products, written to a file
-    python benchmarks/profile_step.py --ops --output results/bf16-cpu-ops.json   # the suspects one by one (seconds)
+    python -m benchmarks.profile_step --ops --output results/bf16-cpu-ops.json   # the suspects one by one (seconds)
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse  # 402
+import contextlib  # 402
+import time  # 402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
+import torch  # 402
+from torch.profiler import ProfilerActivity, profile  # 402
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # noqa: E402
-from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM  # noqa: E402
-from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # noqa: E402
-from adversarial_midibert.pretraining import MASKING_METHODS, AdversarialMLM, step_generator  # noqa: E402
-from benchmarks.pretrain_step import synthetic_batch  # noqa: E402
-
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # 402
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM  # 402
+from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # 402
+from adversarial_midibert.pretraining import MASKING_METHODS, AdversarialMLM, step_generator  # 402
+from benchmarks.pretrain_step import synthetic_batch  # 402
 
 # The ops whose kernels are library matrix products (MKL / oneDNN): what torch.compile on the CPU calls as extern
 # kernels, unchanged, and what bf16 slows down where oneDNN has no bf16 matrix kernels.
-MATRIX_PRODUCT_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
-                      "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_efficient_attention_forward",
+MATRIX_PRODUCT_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+                      "aten::_scaled_dot_product_flash_attention_for_cpu",
+                      "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+                      "aten::_efficient_attention_forward",
                       "aten::_scaled_dot_product_efficient_attention", "aten::mkldnn_linear_pointwise"}
 
 
@@ -101,7 +97,8 @@ def main(argv=None):
               f"{rows[dtype]['matrix_product_share']:.0%} of the self CPU time")
     output.write(mkldnn_bf16_supported=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                  cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-                 steps=rows, bf16_over_fp32=round(rows["bf16"]["seconds_per_step"] / rows["fp32"]["seconds_per_step"], 2))
+                 steps=rows,
+                 bf16_over_fp32=round(rows["bf16"]["seconds_per_step"] / rows["fp32"]["seconds_per_step"], 2))
     return rows
 
 
@@ -126,7 +123,8 @@ def time_ops(args) -> dict:
         f"linear {hidden}->{4 * hidden}": lambda: linear(x),
         "relative_distance_scores (einsum)": lambda: relative_distance_scores(q, table, positions),
         "sdpa with an additive bias": lambda: torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype)),
+            q, k, v, attn_mask=bias.to(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu")
+                                       else q.dtype)),
     }
     rows = {}
     for name, op in ops.items():

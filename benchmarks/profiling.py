@@ -27,8 +27,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import torch
@@ -38,8 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from adversarial_midibert import modeling_adv_midibert as modeling
-from adversarial_midibert.speed_and_memory import enable_activation_checkpointing
 from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+from adversarial_midibert.speed_and_memory import enable_activation_checkpointing
 
 __all__ = ["count_flops", "step_flops_per_token", "MemoryEstimate", "estimate_step_memory", "STEP_KINDS",
            "count_host_reads", "HOST_READS"]
@@ -213,7 +214,8 @@ class MemoryEstimate:
         return (f"{s['kind']} step, batch {s['batch_size']} x {s['seq_len']}, {s['dtype']}, {s['attention']} attention"
                 f"{', gradient checkpointing' if s['gradient_checkpointing'] else ''}: peak {self.peak / unit:.2f} "
                 f"{unit_name} (weights {self.parameters / unit:.2f}, gradients {self.gradients / unit:.2f}, AdamW "
-                f"states {self.optimizer_states / unit:.2f}, activations and temporaries {self.activations_peak / unit:.2f})")
+                f"states {self.optimizer_states / unit:.2f}, activations and temporaries "
+                f"{self.activations_peak / unit:.2f})")
 
 
 def estimate_step_memory(
@@ -245,7 +247,7 @@ def estimate_step_memory(
     if attention not in ("sdpa", "eager"):
         raise ValueError(f"attention must be 'sdpa' or 'eager', got {attention!r}")
     kind = _step_kind(masking, detach_masker)
-    from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: PLC0415
+    from torch._subclasses.fake_tensor import FakeTensorMode
 
     patches = contextlib.ExitStack()
     patches.enter_context(_tracing_shapes())

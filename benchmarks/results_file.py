@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def typed_command(argv: list[str] | None = None) -> str:
-    """``python benchmarks/x.py ARGS`` as typed from the repository root (no path of this machine)."""
+    """``python -m benchmarks.x ARGS`` as typed from the repository root (no path of this machine)."""
     argv = sys.argv if argv is None else argv
     script = Path(argv[0]).resolve()
     try:
-        script = script.relative_to(ROOT)
+        module = ".".join(script.relative_to(ROOT).with_suffix("").parts)
     except ValueError:
-        script = Path(script.name)
-    return shlex.join(["python", script.as_posix(), *argv[1:]])
+        module = script.stem
+    return shlex.join(["python", "-m", module, *argv[1:]])
 
 
 def _versions() -> dict[str, str]:

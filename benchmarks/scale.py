@@ -19,25 +19,23 @@ minutes on a 2-core machine) it measures, each in its own process:
 
 Example (about 20 minutes on a busy 2-core machine, ~3 GB of disk under --work_dir)::
 
-    python benchmarks/scale.py --data_root ../shared/data --work_dir /tmp/scale --output results/scale.json
+    python -m benchmarks.scale --data_root ../shared/data --work_dir /tmp/scale --output results/scale.json
 """
 
 from __future__ import annotations
 
+import argparse  # 402
+import json  # 402
+import multiprocessing  # 402
+import os  # 402
+import resource  # 402
+import shutil  # 402
+import subprocess  # 402
 import sys
+import time  # 402
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent))  # the repository root: benchmarks.* imports
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+_ROOT = Path(__file__).resolve().parents[1]
 
 SIZES = (10_000, 100_000, 1_000_000)
 
@@ -143,7 +141,8 @@ def phase_freeze(args) -> dict:
     torch.manual_seed(0)
     model = AdvMidiBertForMaskedLM(AdvMidiBertConfig(
         vocab_sizes=list(stream.tokenizer.vocab_sizes), hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
-        intermediate_size=32, attribute_embedding_size=8, masker_hidden_size=8, max_position_embeddings=args.max_seq_len))
+        intermediate_size=32, attribute_embedding_size=8, masker_hidden_size=8,
+        max_position_embeddings=args.max_seq_len))
     num = stream.num_rows("train")
     book_dir = Path(args.dataset).parent / (Path(args.dataset).name + "-mask_book")
     shutil.rmtree(book_dir, ignore_errors=True)
@@ -160,7 +159,7 @@ def phase_freeze(args) -> dict:
 
 
 def run_phase(args, phase: str, dataset: Path, files: Path | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--phase", phase, "--dataset", str(dataset), "--max_seq_len",
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--phase", phase, "--dataset", str(dataset), "--max_seq_len",
            str(args.max_seq_len), "--num_proc", str(args.num_proc)] + (["--files", str(files)] if files else [])
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     if out.returncode:
@@ -171,7 +170,7 @@ def run_phase(args, phase: str, dataset: Path, files: Path | None = None) -> dic
 def run_training(args, dataset: Path) -> dict:
     output = dataset.parent / (dataset.name + "-run")
     shutil.rmtree(output, ignore_errors=True)
-    cmd = [sys.executable, str(_HERE.parent / "examples" / "pretrain.py"), "--streaming", "--dataset", str(dataset),
+    cmd = [sys.executable, str(_ROOT / "examples" / "pretrain.py"), "--streaming", "--dataset", str(dataset),
            "--output_dir", str(output), "--preset", "tiny", "--config_overrides",
            f"max_position_embeddings={args.max_seq_len}", "--max_train_steps", str(args.train_steps),
            "--per_device_train_batch_size", "32", "--freeze_every", "0", "--max_eval_samples", "64",
@@ -190,7 +189,7 @@ def run_training(args, dataset: Path) -> dict:
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(_HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", ACCELERATE_USE_CPU="1")
     return env
 
@@ -226,8 +225,8 @@ def main(argv=None):
         rows.append(row)
         print(f"{build['segments']:>9} segments ({build['files']} files, {build['notes']} notes): "
               f"build {build['seconds']:7.1f} s, {build['notes'] / build['seconds'] / 1e6:.3f} M notes/s, peak "
-              f"{build['peak_pss'] / 2**20:.0f} MiB | train {args.train_steps} steps {train['seconds']:.1f} s, peak RSS "
-              f"{train['max_rss'] / 2**20:.0f} MiB | freezing pass {freeze['seconds']:.1f} s, peak RSS "
+              f"{build['peak_pss'] / 2**20:.0f} MiB | train {args.train_steps} steps {train['seconds']:.1f} s, peak "
+              f"RSS {train['max_rss'] / 2**20:.0f} MiB | freezing pass {freeze['seconds']:.1f} s, peak RSS "
               f"{freeze['max_rss'] / 2**20:.0f} MiB | mask book per process: {row['book_dense'] / 2**20:.1f} MiB "
               f"as bytes on the accelerator (before), {row['book_packed'] / 2**20:.1f} MiB packed in memory, "
               f"{freeze['book_in_memory']} B on disk (file {freeze['book_file'] / 2**20:.1f} MiB)", flush=True)

@@ -11,23 +11,19 @@ smallest size show how each figure grows.
 
 Example::
 
-    nice -n 10 python benchmarks/search.py --output results/search.json
+    nice -n 10 python -m benchmarks.search --output results/search.json
 """
 
 from __future__ import annotations
 
-import sys
+import argparse  # 402
+import tempfile  # 402
+import time  # 402
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
+import numpy as np  # 402
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from benchmarks.results_file import ResultsFile  # noqa: E402
+from benchmarks.results_file import ResultsFile  # 402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

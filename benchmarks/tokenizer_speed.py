@@ -12,24 +12,22 @@ It prints notes per second of each, the ratio, and how many files gave identical
 
 Example::
 
-    python benchmarks/tokenizer_speed.py --data_root ../shared/data --num_files 200 --output results/tokenizer-speed.json
+    python -m benchmarks.tokenizer_speed --data_root ../shared/data --num_files 200 --output
+    results/tokenizer-speed.json
 """
 
 from __future__ import annotations
 
+import argparse  # 402
+import os  # 402
 import sys
+import time  # 402
+import warnings  # 402
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
+import numpy as np  # 402
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from adversarial_midibert.constants import DATA_ROOT_ENV  # noqa: E402
+from adversarial_midibert.constants import DATA_ROOT_ENV  # 402
 
 PATTERNS = {
     "POP909": "POP909/*/*.mid",
@@ -82,9 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from miditok import Octuple
 
-    from benchmarks.results_file import ResultsFile
-
     from adversarial_midibert.tokenization_octuple import MidiReadError, OctupleTokenizer, default_tokenizer_config
+    from benchmarks.results_file import ResultsFile
 
     results = ResultsFile(args.output, {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
     tokenizer = OctupleTokenizer(warn=False)

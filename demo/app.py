@@ -29,16 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import adversarial_midibert  # noqa: F401,E402  (registers the models, the tokenizer and the pipelines)
-from adversarial_midibert.constants import MIDI_SUFFIXES  # noqa: E402
-from adversarial_midibert.pipelines import (  # noqa: E402
+import adversarial_midibert  # noqa: F401  (registers the models, the tokenizer and the pipelines)
+from adversarial_midibert.constants import MIDI_SUFFIXES  # 402
+from adversarial_midibert.pipelines import (  # 402
     MIDI_CLASSIFICATION,
     MIDI_TOKEN_CLASSIFICATION,
     midi_pipeline,
     pipeline_task_of,
 )
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported (in build_demo and main)
 
 MODELS_ENV = "ADV_MIDIBERT_DEMO_MODELS"
 # A MIDI file of a whole piano piece is tens of kilobytes; 4 MiB is a long orchestral score, and it keeps a shared CPU
@@ -88,7 +88,7 @@ def model_task(name: str) -> str:
         raise DemoError(f"model {name}: folder not found")
     try:
         config = AutoConfig.from_pretrained(source)
-    except Exception as error:  # noqa: BLE001  (whatever failed, the page says which model and why)
+    except Exception as error:  # whatever failed, the page says which model and why
         raise DemoError(f"model {name}: cannot be loaded ({_one_line(error)})") from None
     architectures = getattr(config, "architectures", None) or []
     return pipeline_task_of(architectures[0]) if architectures else "a model without a classification head"
@@ -104,7 +104,7 @@ def load_pipeline(name: str, task: str, device: str = "cpu"):
         raise DemoError(f"model {name} cannot be the {ROLES[task][0].lower()}: {hint}")
     try:
         return midi_pipeline(task, model=os.path.expanduser(name), device=device)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise DemoError(f"model {name}: cannot be loaded ({_one_line(error)})") from None
 
 
@@ -125,7 +125,7 @@ def _call(pipe, path: Path) -> dict[str, Any]:
     """One file through a pipeline; any failure as a DemoError naming the file (not its upload path)."""
     try:
         return pipe(str(path))
-    except Exception as error:  # noqa: BLE001  (whatever failed, the page says it in one line)
+    except Exception as error:  # whatever failed, the page says it in one line
         message = _one_line(error).replace(str(path), path.name)
         kind = "" if isinstance(error, (ValueError, OSError)) else f" ({type(error).__name__})"
         raise DemoError((message if path.name in message else f"{path.name}: {message}") + kind) from None
@@ -198,7 +198,8 @@ def route_models(names: list[str]) -> dict[str, str]:
         if task not in boxes:
             raise DemoError(f"model {name} has no classification head ({task}): give a fine-tuned model")
         if boxes[task] in routed:
-            raise DemoError(f"models {routed[boxes[task]]} and {name} both {ROLES[task][1]}; the demo shows one of each")
+            raise DemoError(f"models {routed[boxes[task]]} and {name} both {ROLES[task][1]}; the demo shows one of "
+                            "each")
         load_pipeline(name, task)
         routed[boxes[task]] = name
     return routed
@@ -212,7 +213,7 @@ def run_page(midi_file, classifier, melody):
         result = predict(midi_file, classifier, melody)
     except DemoError as error:
         raise gr.Error(str(error), duration=None, print_exception=False) from None
-    except Exception as error:  # noqa: BLE001  (an unforeseen failure still gets one readable line)
+    except Exception as error:  # an unforeseen failure still gets one readable line
         raise gr.Error(f"{Path(str(midi_file)).name}: {_one_line(error)} ({type(error).__name__})", duration=None,
                        print_exception=False) from None
     return (result.labels or None, str(result.piano_roll) if result.piano_roll else None,

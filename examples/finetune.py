@@ -62,11 +62,10 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
-from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock, atomic_write_json, write_folder_aside
-from adversarial_midibert.confidence_intervals import bootstrap_accuracy
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint
 from adversarial_midibert.cli import command_line
+from adversarial_midibert.confidence_intervals import bootstrap_accuracy
 from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data import DataCollatorForOctuple, load_task_dataset
@@ -77,8 +76,14 @@ from adversarial_midibert.modeling_adv_midibert import (
     AdvMidiBertForSequenceClassification,
     AdvMidiBertForTokenClassification,
 )
-from adversarial_midibert.presets import PRESETS, default_finetune_learning_rate, parse_config_overrides, preset_config_kwargs
+from adversarial_midibert.presets import (
+    PRESETS,
+    default_finetune_learning_rate,
+    parse_config_overrides,
+    preset_config_kwargs,
+)
 from adversarial_midibert.pretraining import TrainingProgress, step_seed
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.tasks import TASKS
 from adversarial_midibert.visualization import plot_training_curves
 
@@ -89,16 +94,20 @@ METRICS_FOR_BEST_MODEL = ("accuracy", "f1_macro", "piece_accuracy", "piece_f1_ma
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """Command-line flags (the names of ``run_mlm_no_trainer.py`` / ``examples/pretrain.py`` where they exist)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True,
                    help="folder written by examples/prepare_data.py (with task_info.json), or a Hub dataset id")
     g.add_argument("--task", default=None, help=f"task name ({', '.join(TASKS)} or any); default from task_info.json")
-    g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label names")
+    g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label "
+                                                                "names")
     g.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N training segments")
-    g.add_argument("--max_eval_samples", type=int, default=None, help="keep only the first N validation and test segments")
+    g.add_argument("--max_eval_samples", type=int, default=None, help="keep only the first N validation and test "
+                                                                      "segments")
     g.add_argument("--mask_ratio", type=float, default=0.3,
-                   help="mask fine-tuning: fraction of notes replaced by MASK (paper 0.3, reference code 0.15, 0 = off)")
+                   help="mask fine-tuning: fraction of notes replaced by MASK (paper 0.3, reference code 0.15, 0 = "
+                        "off)")
     g.add_argument("--mask_eval", action="store_true", help="also mask validation/test inputs (as the reference code)")
     g.add_argument("--pitch_shift", action="store_true", help="random transposition of training segments")
     g.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers")
@@ -106,9 +115,11 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     g.add_argument("--model_name_or_path", default=None, help="pre-trained folder (AdvMidiBertForMaskedLM) or Hub id")
     g.add_argument("--from_scratch", action="store_true", help="random initialisation from --preset (no pre-training)")
     g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size with --from_scratch")
-    g.add_argument("--config_overrides", default=None, help='with --from_scratch: "hidden_size=128,num_hidden_layers=2"')
+    g.add_argument("--config_overrides", default=None,
+                   help='with --from_scratch: "hidden_size=128,num_hidden_layers=2"')
     g.add_argument("--freeze_backbone", action="store_true", help="probing: train only the classification head")
-    g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = embeddings)")
+    g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = "
+                                                                 "embeddings)")
     g.add_argument("--trust_remote_code", action="store_true", help="allow remote code when loading from the Hub")
     g = p.add_argument_group("optimisation")
     g.add_argument("--learning_rate", type=float, default=None,
@@ -338,7 +349,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         args = parse_args(argv, prog)
     output_dir = Path(args.output_dir)
     if (output_dir / "all_results.json").is_file() and not (args.overwrite_output_dir or args.resume_from_checkpoint):
-        raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another folder")
+        raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another "
+                              "folder")
 
     accelerator_kwargs = {
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
@@ -387,7 +399,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     if args.max_eval_samples is not None:
         for split in ("validation", "test"):
             datasets[split] = datasets[split].select(range(min(args.max_eval_samples, len(datasets[split]))))
-    columns = [c for c in ("input_ids", "attention_mask", "labels", "segment_id") if c in datasets["train"].column_names]
+    columns = [c for c in ("input_ids", "attention_mask", "labels", "segment_id")
+               if c in datasets["train"].column_names]
     train_collator = DataCollatorForOctuple(
         tokenizer=tokenizer, pitch_shift=args.pitch_shift, mask_ratio=args.mask_ratio, seed=args.seed
     )
@@ -486,7 +499,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     if args.checkpointing_steps:
         checkpoints.check_disk_space(model, optimizer)
     if args.with_tracking:
-        accelerator.init_trackers("finetune", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers("finetune", {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str,
+                                                                                                     bool))})
 
     # --- resume
     checkpoint = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
@@ -575,8 +589,10 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
 
         missing, unexpected = unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
         if unexpected or any(not k.endswith("position_ids") for k in missing):
-            raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected {unexpected})")
-        logger.info("restored the best weights (epoch %d, %s %.4f)", stopping.best_epoch, best_key, stopping.best_metric)
+            raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected "
+                               f"{unexpected})")
+        logger.info("restored the best weights (epoch %d, %s %.4f)", stopping.best_epoch, best_key,
+                    stopping.best_metric)
     history = progress.history
     if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
         evaluator = ClassificationEvaluator(len(label_names), label_names)
@@ -640,7 +656,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
-                               commit_message=f"Fine-tuned on {task}: test accuracy {test_metrics['test_accuracy']:.4f}")
+                               commit_message=f"Fine-tuned on {task}: test accuracy "
+                                              f"{test_metrics['test_accuracy']:.4f}")
     if output_lock is not None:
         output_lock.release()
     return results

@@ -36,7 +36,8 @@ def _top_k(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_name_or_path", help="a folder written by examples/finetune.py, or a Hub id")
     p.add_argument("inputs", nargs="+", help="MIDI files, or folders searched recursively for MIDI files")
     p.add_argument("--output_dir", default="predictions", help="where MIDI and PNG files go (note-level models)")

@@ -35,10 +35,12 @@ from adversarial_midibert.data.builder import check_dataset_folder
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_argument_group("a recipe")
     source.add_argument("--task", default=None,
-                        help=f"a recipe ({', '.join(RECIPES)}); with --midi_dir, the task's name (default: the folder's)")
+                        help=f"a recipe ({', '.join(RECIPES)}); with --midi_dir, the task's name (default: the "
+                             "folder's)")
     source.add_argument("--data_root", default=None, help="shared data folder (default: $ADV_MIDIBERT_DATA)")
     source.add_argument("--split_source", default=None, choices=["midibert", "emopia_song"],
                         help="emotion only: MidiBERT-Piano's split (default) or EMOPIA's song-level split")
@@ -48,11 +50,13 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     own = parser.add_argument_group("your own folder")
     own.add_argument("--midi_dir", default=None, help="a folder of MIDI files (searched recursively)")
     own.add_argument("--labels", default=None, help="CSV of labels: one row per file (sequence) or per track (token)")
-    own.add_argument("--task_type", default="sequence", choices=("sequence", "token"), help="one label per piece or per note")
+    own.add_argument("--task_type", default="sequence", choices=("sequence", "token"), help="one label per piece or "
+                                                                                            "per note")
     own.add_argument("--label_column", default=None, help="CSV column of the class (default: label)")
     own.add_argument("--id_column", default=None, help="sequence: CSV column naming the file (default: the first)")
     own.add_argument("--track_column", default=None, help="token: CSV column naming the track (default: track)")
-    own.add_argument("--label_names", default=None, help="class names in index order, comma-separated (default: sorted)")
+    own.add_argument("--label_names", default=None, help="class names in index order, comma-separated (default: "
+                                                         "sorted)")
     split = own.add_mutually_exclusive_group()
     split.add_argument("--split_column", default=None, help="sequence: CSV column with train / valid / test")
     split.add_argument("--splits", default=None, help='JSON file {"train": [ids], "valid": [...], "test": [...]}')

@@ -23,16 +23,13 @@ Resume: ``--resume_from_checkpoint latest`` (or a checkpoint folder). Two proces
 
 from __future__ import annotations
 
-import time
-
-_PROCESS_START = time.time()  # the elapsed time printed at the end counts imports and the data build
-
 import argparse
 import functools
 import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import datasets
@@ -47,16 +44,14 @@ from transformers import SchedulerType, get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from adversarial_midibert import hub
-from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.atomic_io import FolderLock, atomic_write_json
-from adversarial_midibert.cli import command_line
 from adversarial_midibert.checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
+from adversarial_midibert.cli import command_line
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from adversarial_midibert.data.builder import is_dataset_folder
 from adversarial_midibert.data.collators import pad_octuple_batch
-from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
-from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
 from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
+from adversarial_midibert.presets import PRESETS, parse_config_overrides, preset_config_kwargs
 from adversarial_midibert.pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
@@ -69,15 +64,18 @@ from adversarial_midibert.pretraining import (
     PackedMaskBook,
     TrainingProgress,
     UniformSampler,
+    batch_to_device,
     freezing_pass,
     step_generator,
     step_seed,
-    batch_to_device,
 )
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
+from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration, slow_bf16_warning
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 from adversarial_midibert.visualization import plot_training_curves
 
 logger = get_logger(__name__)
+_PROCESS_START = time.time()  # the elapsed time printed at the end counts the data build
 
 DEFAULT_CORPUS = "music21-pretrain"
 DEFAULT_OUTPUT_DIR = "outputs/pretrain-music21"
@@ -179,8 +177,8 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--cpu", action="store_true", help="Force CPU (also ACCELERATE_USE_CPU=1).")
     add_acceleration_arguments(p)
     p.add_argument("--pad_to_multiple_of", type=int, default=None,
-                   help="Pad every batch to a multiple of this many rows (default: %d with --torch_compile, so that "
-                        "varying batch lengths fall into few compiled shapes; none otherwise)." % COMPILE_PAD_MULTIPLE)
+                   help=f"Pad every batch to a multiple of this many rows (default: {COMPILE_PAD_MULTIPLE} with "
+                        "--torch_compile, so that batch lengths fall into few compiled shapes (none otherwise).")
     p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
     p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
     p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
@@ -200,7 +198,8 @@ def parse_args(argv=None, prog=None):
         p.error(f"--masker_grad_scale must be in [0, 1], got {args.masker_grad_scale}")
     if args.masker_learning_rate is None and args.learning_rate is not None:
         # A detached masker head learns from features it cannot shape: at the shared rate it barely ranks the notes
-        # (Spearman 0.08 with their real recovery loss), at ten times the rate 0.23 (docs/results.md, "Representation health").
+        # (Spearman 0.08 with their real recovery loss), at ten times the rate 0.23 (docs/results.md, "Representation
+        # health").
         factor = DETACHED_MASKER_LR_FACTOR if args.masker_grad_scale == 0 else 1.0
         args.masker_learning_rate = factor * args.learning_rate
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -223,7 +222,8 @@ def parse_args(argv=None, prog=None):
         p.error("--streaming needs --dataset (a folder written by examples/prepare_data.py or a Hub dataset id)")
     if args.streaming and args.preprocessing_num_workers:
         p.error("--streaming reads in the training process (exact mid-epoch resume): --preprocessing_num_workers 0")
-    if args.pad_to_multiple_of is None and (args.torch_compile or args.torch_compile_backend or args.torch_compile_mode):
+    if args.pad_to_multiple_of is None and (args.torch_compile or args.torch_compile_backend
+                                            or args.torch_compile_mode):
         args.pad_to_multiple_of = COMPILE_PAD_MULTIPLE
     if args.pad_to_multiple_of is not None and args.pad_to_multiple_of < 1:
         p.error(f"--pad_to_multiple_of must be >= 1, got {args.pad_to_multiple_of}")
@@ -330,7 +330,8 @@ def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
 
 def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path,
                    log: bool = True) -> dict:
-    """Validation figures (:func:`adversarial_midibert.pretraining_evaluation.evaluate_pretraining`), logged and (with ``log``)
+    """Validation figures (:func:`adversarial_midibert.pretraining_evaluation.evaluate_pretraining`), logged and (with
+    ``log``)
     appended to ``eval_log.jsonl``; ``{}`` without a validation split."""
     if len(eval_dataloader) == 0:
         return {}
@@ -394,12 +395,14 @@ def main(argv=None, prog=None):
             raise ValueError(f"--streaming --dataset {args.dataset}: no training segments listed (a shards.json "
                              "written by examples/prepare_data.py sizes the mask book)")
         if stream.tokenizer.max_seq_len > max_len:
-            raise ValueError(f"dataset {args.dataset}: segments of up to {stream.tokenizer.max_seq_len} rows, the model "
-                             f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
-        train_stream = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate_fn, accelerator,
+            raise ValueError(f"dataset {args.dataset}: segments of up to {stream.tokenizer.max_seq_len} rows, the "
+                             f"model takes at most {max_len} (rebuild the dataset with this max_seq_len)")
+        train_stream = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate_fn,
+                                        accelerator,
                                         seed=args.seed, shuffle_buffer_size=args.shuffle_buffer_size,
                                         group_size=args.gradient_accumulation_steps)
-        freeze_stream = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate_fn, accelerator,
+        freeze_stream = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate_fn,
+                                         accelerator,
                                          shuffle_buffer_size=0)
         eval_ds = stream.head("validation", args.max_eval_samples or DEFAULT_STREAMING_EVAL_SAMPLES)
         eval_ds = eval_ds if eval_ds is not None else datasets.Dataset.from_dict({"segment_id": []})
@@ -513,7 +516,8 @@ def main(argv=None, prog=None):
             step_model, optimizer, eval_dataloader, lr_scheduler)
         # The stream's position and the on-disk mask book go into every checkpoint folder (all processes).
         accelerator.register_save_state_pre_hook(
-            lambda models, weights, folder: (train_stream.save(folder), mask_book.save_files(Path(folder) / "mask_book")))
+            lambda models, weights, folder: (train_stream.save(folder),
+                                             mask_book.save_files(Path(folder) / "mask_book")))
         accelerator.register_load_state_pre_hook(
             lambda models, folder: (train_stream.load(folder), mask_book.load_files(Path(folder) / "mask_book",
                                                                                    accelerator)))
@@ -718,7 +722,8 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
               for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
     if curves:
-        plot_training_curves(curves, output_dir / "training_curves.png", x="step", title=f"pre-training ({args.masking})")
+        plot_training_curves(curves, output_dir / "training_curves.png", x="step", title="pre-training "
+                                                                                         f"({args.masking})")
     hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
                                            "max_mask_ratio", "mask_budget", "masker_loss_form",
                                            "attribute_weights_from", "max_grad_norm",

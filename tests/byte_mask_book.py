@@ -61,7 +61,7 @@ class MaskBook:
     def device(self) -> torch.device:
         return self.book.device
 
-    def to(self, device: torch.device | str) -> "MaskBook":
+    def to(self, device: torch.device | str) -> MaskBook:
         """Move the book (in place) and return it."""
         self.book = self.book.to(device)
         if self.segment_lengths is not None:

@@ -150,9 +150,9 @@ def serve() -> None:
     import matplotlib.pyplot  # noqa: F401
     import transformers  # noqa: F401
 
-    import adversarial_midibert.data  # noqa: F401
-    import adversarial_midibert.evaluation  # noqa: F401
-    import adversarial_midibert.hub  # noqa: F401
+    import adversarial_midibert.data
+    import adversarial_midibert.evaluation
+    import adversarial_midibert.hub
     import adversarial_midibert.pretraining  # noqa: F401
 
     for line in sys.stdin:
@@ -167,7 +167,7 @@ def serve() -> None:
                 run_script(request["script"], request["args"], request.get("kill_at"))
             except SystemExit as error:
                 code = error.code if isinstance(error.code, int) else 1
-            except BaseException:  # noqa: BLE001 - reported through the exit status and the log
+            except BaseException:  # reported through the exit status and the log
                 traceback.print_exc()
                 code = 1
             sys.stdout.flush()

@@ -1,4 +1,5 @@
-"""examples/accelerate_configs/*.yaml: loaded by Accelerate's own config loader, every key known to `accelerate launch`."""
+"""examples/accelerate_configs/*.yaml: loaded by Accelerate's own config loader, every key known to `accelerate launch`.
+examples/accelerate_configs/*.yaml: loaded by Accelerate's own config loader, every key known to `accelerate launch`."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def test_fsdp_wraps_an_existing_layer_class_and_zero2_is_stage_2():
 
     fsdp = load_config_from_file(str(CONFIGS / "fsdp.yaml")).fsdp_config
     assert hasattr(modeling_adv_midibert, fsdp["fsdp_transformer_layer_cls_to_wrap"])
-    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] in modeling_adv_midibert.AdvMidiBertPreTrainedModel._no_split_modules
+    no_split = modeling_adv_midibert.AdvMidiBertPreTrainedModel._no_split_modules
+    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] in no_split
     assert fsdp["fsdp_sharding_strategy"] == "SHARD_GRAD_OP" and fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     deepspeed = load_config_from_file(str(CONFIGS / "deepspeed_zero2.yaml")).deepspeed_config
     assert deepspeed["zero_stage"] == 2 and deepspeed["gradient_clipping"] > 0

@@ -10,7 +10,14 @@ import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, MASK_ID, VELOCITY
-from adversarial_midibert.data.builder import BuildOptions, build_dataset, format_summary, load_task_dataset, save, split_pieces
+from adversarial_midibert.data.builder import (
+    BuildOptions,
+    build_dataset,
+    format_summary,
+    load_task_dataset,
+    save,
+    split_pieces,
+)
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
 

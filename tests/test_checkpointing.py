@@ -226,7 +226,8 @@ def test_dataset_fingerprint_follows_content():
     import datasets
     import numpy as np
 
-    def build(labels, ids=(np.ones((3, 8)), np.zeros((2, 8)))):
+    def build(labels, ids=None):
+        ids = (np.ones((3, 8)), np.zeros((2, 8))) if ids is None else ids
         return datasets.Dataset.from_dict({"input_ids": [a.astype(np.int16) for a in ids], "labels": labels,
                                            "segment_id": [0, 1], "piece_id": ["a", "b"]})
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from adversarial_midibert.cli import COMMANDS, main
+from adversarial_midibert.cli import main
 
 COMMAND_CHECK = r"""
 import contextlib, io, runpy, sys

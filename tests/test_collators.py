@@ -101,7 +101,10 @@ def test_mask_finetuning_excludes_masked_positions_from_token_labels():
 
 def test_collator_determinism_with_seed():
     rows = make_rows(token_labels=True)
-    make = lambda: DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, mask_ratio=0.2, seed=11)
+
+    def make():
+        return DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, mask_ratio=0.2, seed=11)
+
     a, b = make()(rows), make()(rows)
     assert all(torch.equal(a[k], b[k]) for k in a)
     m1, m2 = DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=5), DataCollatorForOctupleMLM(vocab_sizes=VOCAB, seed=5)
@@ -112,7 +115,10 @@ def test_collator_determinism_with_seed():
 def test_batch_randomness_depends_on_seed_epoch_and_segments_only():
     """A batch gets the same augmentation whatever was collated before it (DataLoader workers, a resumed run)."""
     rows = make_rows(token_labels=True)
-    make = lambda: DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, mask_ratio=0.3, seed=11)
+
+    def make():
+        return DataCollatorForOctuple(tokenizer=TOKENIZER, pitch_shift=True, mask_ratio=0.3, seed=11)
+
     warm, fresh = make(), make()
     warm(rows[3:])
     warm(rows[:2])  # other batches before it

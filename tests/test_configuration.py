@@ -10,8 +10,8 @@ from transformers import AutoConfig
 import adversarial_midibert  # noqa: F401  (registers the Auto classes)
 from adversarial_midibert import AdvMidiBertConfig
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, BOS_ID, EOS_ID, MASK_ID, PAD_ID
-from tiny_models import TINY_SIZES, tiny_config
 
+from tiny_models import TINY_SIZES, tiny_config
 
 
 def _settings(config: AdvMidiBertConfig) -> dict:

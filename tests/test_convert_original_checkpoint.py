@@ -1,4 +1,5 @@
-"""adversarial_midibert.hub.convert (adv-midibert convert): a reference-layout state dict converts to a model that computes the same.
+"""adversarial_midibert.hub.convert (adv-midibert convert): a reference-layout state dict converts to a model that
+computes the same.
 
 The test builds a random state dict with the reference code's key names and shapes (docs/method.md section 6; a tiny
 hidden size), runs an independent re-implementation of the reference forward on real POP909 segments (ids mapped
@@ -15,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adversarial_midibert.hub import convert as conv  # 402
 from adversarial_midibert.modeling_adv_midibert import (
     AdvMidiBertForMaskedLM,
     AdvMidiBertForSequenceClassification,
@@ -24,8 +26,6 @@ from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
 HIDDEN, LAYERS, HEADS, MAX_POS, INTERMEDIATE, EMB = 32, 2, 2, 64, 64, 256
 
-
-from adversarial_midibert.hub import convert as conv  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +110,16 @@ def reference_forward(sd, ids, mask):
         def lin(t, name):
             return F.linear(t, sd[p + name + ".weight"], sd[p + name + ".bias"])
 
-        q, k, v = (lin(x, f"attention.self.{m}").view(B, L, HEADS, d).transpose(1, 2) for m in ("query", "key", "value"))
+        q, k, v = (lin(x, f"attention.self.{m}").view(B, L, HEADS, d).transpose(1, 2) for m in ("query", "key",
+                                                                                                "value"))
         D = sd[p + "attention.self.distance_embedding.weight"][distance]  # (L, L, d)
         scores = q @ k.transpose(-1, -2)
         scores = scores + torch.einsum("bhld,lrd->bhlr", q, D) + torch.einsum("bhrd,lrd->bhlr", k, D)
         probs = torch.softmax(scores / math.sqrt(d) + bias, dim=-1)
         context = (probs @ v).transpose(1, 2).reshape(B, L, HIDDEN)
         ln = p + "attention.output.LayerNorm"
-        x = F.layer_norm(lin(context, "attention.output.dense") + x, (HIDDEN,), sd[ln + ".weight"], sd[ln + ".bias"], 1e-12)
+        x = F.layer_norm(lin(context, "attention.output.dense") + x, (HIDDEN,), sd[ln + ".weight"], sd[ln + ".bias"],
+                         1e-12)
         inner = F.gelu(lin(x, "intermediate.dense"))
         ln = p + "output.LayerNorm"
         x = F.layer_norm(lin(inner, "output.dense") + x, (HIDDEN,), sd[ln + ".weight"], sd[ln + ".bias"], 1e-12)
@@ -165,7 +167,8 @@ def test_converted_mlm_reproduces_the_reference_forward(tmp_path, dictionary, re
     out_dir = tmp_path / "converted"
     report = conv.convert(checkpoint, dictionary, "mlm", out_dir, tokenizer=tokenizer)
 
-    source_rows, _ = conv.build_vocabulary_maps(reference_vocab, list(map(list, tokenizer.vocab)), tokenizer.max_num_pos_per_beat)
+    source_rows, _ = conv.build_vocabulary_maps(reference_vocab, list(map(list, tokenizer.vocab)),
+                                                tokenizer.max_num_pos_per_beat)
     pad_rows = [v[f"{name} <PAD>"] for v, name in zip(reference_vocab, conv.REFERENCE_ATTRIBUTES)]
     ref_ids = to_reference_ids(ids, mask, source_rows, pad_rows)
     expected_hidden = reference_forward(sd, ref_ids, mask)
@@ -276,7 +279,8 @@ HAND_CHECKED_PAIRS = {
     "bar": [("Bar_0", "Bar 0"), ("Bar_7", "Bar 7"), ("Bar_255", "Bar 255")],
     "position": [("Position_0", "Position 0/64"), ("Position_1", "Position 2/64"), ("Position_3", "Position 6/64"),
                  ("Position_31", "Position 62/64")],
-    "program": [("Program_0", "Instrument 0"), ("Program_33", "Instrument 33"), ("Program_-1", "Instrument percussion")],
+    "program": [("Program_0", "Instrument 0"), ("Program_33", "Instrument 33"), ("Program_-1", "Instrument "
+                                                                                               "percussion")],
     "pitch": [("Pitch_60", "Pitch 60"), ("Pitch_21", "Pitch 21"), ("PitchDrum_36", "Pitch percussion 36")],
     "duration": [("Duration_0.1.8", "Duration 2"), ("Duration_0.3.8", "Duration 6"), ("Duration_1.0.8", "Duration 16"),
                  ("Duration_2.0.8", "Duration 24")],
@@ -339,7 +343,8 @@ def test_converted_sequence_classifier_reproduces_the_reference_head(tmp_path, d
     ids, reference_ids = _hand_checked_rows(tokenizer, reference_vocab)
     mask = torch.ones(ids.shape[:2], dtype=torch.long)  # no padding: the reference's unmasked softmax agrees
     hidden = reference_forward(sd, reference_ids, mask)
-    views = torch.softmax(F.linear(torch.tanh(F.linear(hidden, sd["attention.ws1.weight"])), sd["attention.ws2.weight"]),
+    views = torch.softmax(F.linear(torch.tanh(F.linear(hidden, sd["attention.ws1.weight"])),
+                                   sd["attention.ws2.weight"]),
                           dim=1)  # (B, L, r): over the tokens
     pooled = (views.transpose(1, 2) @ hidden).flatten(1)  # (B, r * h)
     inner = F.relu(F.linear(pooled, sd["classifier.0.weight"], sd["classifier.0.bias"]))

@@ -40,7 +40,8 @@ def test_push_is_one_commit_and_the_hub_id_loads_back_offline(melody_folder, tmp
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda api, repo_id, **kw: commits.append(("repo", kw)))
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", create_commit)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    assert push_dataset_to_hub(melody_folder, "my-org/melody-octuple", command="adv-midibert prepare ...") == "commit-info"
+    assert push_dataset_to_hub(melody_folder, "my-org/melody-octuple",
+                               command="adv-midibert prepare ...") == "commit-info"
     (_, repo_kwargs), (repo_id, kwargs, files) = commits
     assert repo_kwargs["repo_type"] == "dataset" and repo_id == "my-org/melody-octuple"
     assert kwargs["repo_type"] == "dataset"

@@ -14,6 +14,7 @@ import symusic
 
 from adversarial_midibert.pipelines import midi_pipeline
 from adversarial_midibert.visualization import plot_piano_roll
+
 from tiny_models import tiny_finetuned_folder, tiny_pretrained_folder
 
 COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi", "Ryuichi", "Yiruma"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.matching import MELODY_TRACK, TEMPO_QPM, matching_metrics, phrase_pairs, reciprocal_ranks
-from benchmarks.model_arms import RANDOM_INIT, arm_of, compare_arms
+from research.matching import MELODY_TRACK, TEMPO_QPM, matching_metrics, phrase_pairs, reciprocal_ranks
+from research.model_arms import RANDOM_INIT, arm_of, compare_arms
 
 
 def test_phrase_pairs_split_each_song_into_its_melody_and_accompaniment_of_the_same_bars(data_root):

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from script_env import script_env  # noqa: E402
+
+from script_env import script_env  # 402
 
 pytestmark = pytest.mark.slow
 

@@ -93,9 +93,10 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
 @pytest.mark.slow
 def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_path):
     """Token task, loaded from a masked-LM folder (heads dropped), mask fine-tuning, probing layer 1."""
-    from tiny_models import tiny_config
     from adversarial_midibert.data import load_task_dataset
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+
+    from tiny_models import tiny_config
 
     dataset = _build("melody", data_root, tmp_path / "melody")
     _, _, tokenizer = load_task_dataset(dataset)

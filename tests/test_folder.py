@@ -1,4 +1,5 @@
-"""``prepare_data.py --midi_dir --labels``: a user's folder of MIDI files + a CSV, split by piece, one bad file listed."""
+"""``prepare_data.py --midi_dir --labels``: a user's folder of MIDI files + a CSV, split by piece, one bad file listed.
+``prepare_data.py --midi_dir --labels``: a user's folder of MIDI files + a CSV, split by piece, one bad file listed."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def _emopia_folder(data_root, folder):
         sub = folder / ("happy" if clip.name.startswith("Q1") else "sad")
         sub.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(clip, sub / clip.name)
-        rows.append(f"{clip.stem},{'happy' if clip.name.startswith('Q1') else 'sad'},{['train', 'valid', 'test'][i % 3]}")
+        label = "happy" if clip.name.startswith("Q1") else "sad"
+        rows.append(f"{clip.stem},{label},{['train', 'valid', 'test'][i % 3]}")
     (folder / "sad" / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01 truncated")
     rows.append("broken,sad,train")
     rows.append("not_a_file,happy,train")

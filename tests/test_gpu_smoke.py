@@ -1,4 +1,4 @@
-"""benchmarks/gpu_smoke.py, the prepared first GPU run, runs end to end on the CPU (--dry_run) so that it cannot rot."""
+"""benchmarks.gpu_smoke, the prepared first GPU run, runs end to end on the CPU (--dry_run) so that it cannot rot."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 import pytest
+
 from script_env import script_env
 
 
 @pytest.mark.slow
 def test_gpu_smoke_dry_run_writes_every_figure(repo_root, tmp_path):
     output = tmp_path / "gpu-smoke.json"
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_smoke.py", "--dry_run", "--output", str(output)],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_smoke", "--dry_run", "--output", str(output)],
                           cwd=repo_root, env=script_env(repo_root), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     record = json.loads(output.read_text())

@@ -22,8 +22,8 @@ from adversarial_midibert import OctupleTokenizer, hub
 from adversarial_midibert.cli import main as cli_main
 from adversarial_midibert.hub import HubPublishError, push_folder_to_hub
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForSequenceClassification
-from tiny_models import TINY_VOCAB_SIZES, tiny_config  # noqa: E402
 
+from tiny_models import TINY_VOCAB_SIZES, tiny_config  # 402
 
 EXPECTED_UPLOAD = {
     "README.md",

@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_pretraining import make_batch, tiny_model
 
 from adversarial_midibert.mask_book import PackedMaskBook
+from adversarial_midibert.pretraining import (
+    AdversarialMLM,
+    AttributeWeights,
+    UniformSampler,
+    freezing_pass,
+    step_generator,
+)
+
 from byte_mask_book import MaskBook
-from adversarial_midibert.pretraining import AdversarialMLM, AttributeWeights, UniformSampler, freezing_pass, step_generator
-from test_pretraining import make_batch, tiny_model
 
 LENGTHS = torch.tensor([22, 14, 32, 9, 40])
 

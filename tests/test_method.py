@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_pretraining import make_batch, tiny_model
 
-from adversarial_midibert.constants import NUM_ATTRIBUTES, PAD_ID
-from adversarial_midibert.pretraining_evaluation import spearman_within_rows
-from adversarial_midibert.constants import IGNORE_INDEX
+from adversarial_midibert.constants import IGNORE_INDEX, NUM_ATTRIBUTES, PAD_ID
 from adversarial_midibert.masking import choose_top_scored_positions, maskable_positions
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
@@ -22,9 +21,9 @@ from adversarial_midibert.pretraining import (
     masker_targets,
     step_generator,
 )
+from adversarial_midibert.pretraining_evaluation import spearman_within_rows
 
 from byte_mask_book import MaskBook
-from test_pretraining import make_batch, tiny_model
 
 
 def step(masking="adversarial", seed=0, **kwargs):
@@ -93,7 +92,8 @@ def test_recoverer_loss_is_the_attribute_weighted_cross_entropy():
     for i, logits in enumerate(captured["logits"]):
         keep = labels[..., i] != IGNORE_INDEX
         per_attribute.append(F.cross_entropy(logits[keep].float(), labels[..., i][keep]))
-    assert float(out.recoverer_loss.detach()) == pytest.approx(float((weights * torch.stack(per_attribute)).sum()), rel=1e-5)
+    assert float(out.recoverer_loss.detach()) == pytest.approx(float((weights * torch.stack(per_attribute)).sum()),
+                                                               rel=1e-5)
 
 
 def test_reconstruction_term_does_not_change_when_padding_is_added():
@@ -164,7 +164,8 @@ def test_padded_budget_counts_padding_rows_as_the_reference_book_does():
     notes = maskable_positions(batch["input_ids"], batch["attention_mask"]).sum(1)
     for budget, expected in (
         ("notes", torch.minimum(torch.round(0.3 * notes), torch.round(0.15 * notes))),
-        ("padded", torch.minimum(torch.round(0.3 * (notes + 64 - (notes + 2))), torch.full_like(notes, round(0.15 * 64)))),
+        ("padded", torch.minimum(torch.round(0.3 * (notes + 64 - (notes + 2))), torch.full_like(notes,
+                                                                                                round(0.15 * 64)))),
     ):
         module = step(mask_ratio_range=(0.3, 0.3), mask_budget=budget)
         out = module(batch, generator=step_generator(0, 0))

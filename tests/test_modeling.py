@@ -22,8 +22,8 @@ from adversarial_midibert import (
     AdvMidiBertForTokenClassification,
     AdvMidiBertModel,
 )
-from tiny_models import TINY_VOCAB_SIZES, tiny_config  # noqa: E402
 
+from tiny_models import TINY_VOCAB_SIZES, tiny_config  # 402
 
 VOCAB_SIZES = TINY_VOCAB_SIZES
 ATOL = 1e-5
@@ -50,7 +50,8 @@ def build(model_class, seed: int = 0, **overrides):
     return model_class(tiny_config(**overrides)).eval()
 
 
-HEADS = [AdvMidiBertModel, AdvMidiBertForMaskedLM, AdvMidiBertForSequenceClassification, AdvMidiBertForTokenClassification]
+HEADS = [AdvMidiBertModel, AdvMidiBertForMaskedLM, AdvMidiBertForSequenceClassification,
+         AdvMidiBertForTokenClassification]
 
 
 def main_output(model, outputs) -> torch.Tensor:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+from symusic import Score  # 402
 
-pytest.importorskip("music21")
-
-from symusic import Score  # noqa: E402
-
-from adversarial_midibert.data.music21_corpus import (  # noqa: E402
+from adversarial_midibert.data.music21_corpus import (  # 402
     DEFAULT_COMPOSERS,
     Music21Score,
     convert_music21_corpus,
     select_music21_scores,
 )
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("music21") is None, reason="music21 is not installed")
 
 
 def test_default_selection_is_balanced_and_reproducible():

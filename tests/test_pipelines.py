@@ -13,6 +13,7 @@ from adversarial_midibert import MidiClassificationPipeline, MidiReadError, Midi
 from adversarial_midibert.pipelines import UNCLASSIFIED_NAME, class_tracks_score
 from adversarial_midibert.pooling import aggregate_segment_log_probs
 from adversarial_midibert.visualization import plot_piano_roll
+
 from tiny_models import tiny_finetuned_folder
 
 COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi", "Ryuichi", "Yiruma"]

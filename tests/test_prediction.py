@@ -11,6 +11,7 @@ import pytest
 import symusic
 
 from adversarial_midibert.prediction import collect_midi_files, output_stems
+
 from tiny_models import tiny_finetuned_folder
 
 COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi", "Ryuichi", "Yiruma"]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from script_env import free_port, script_env  # noqa: E402
+
+from script_env import free_port, script_env  # 402
 
 SCRIPT_ARGS = [
     "--preset", "tiny",
@@ -118,8 +119,9 @@ def test_two_processes_share_one_mask_book(tiny_dataset, repo_root, tmp_path):
 
 @pytest.mark.slow
 def test_saved_folder_loads_with_auto_class_and_remote_code(full_run, tmp_path):
-    import adversarial_midibert  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModelForMaskedLM
+
+    import adversarial_midibert  # noqa: F401  (registers the Auto classes)
 
     model = AutoModelForMaskedLM.from_pretrained(full_run)
     assert type(model).__name__ == "AdvMidiBertForMaskedLM"
@@ -183,8 +185,10 @@ def test_detached_masker_learns_ten_times_faster_by_default(repo_root):
     pretrain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pretrain)
     assert pretrain.parse_args(["--learning_rate", "1e-3"]).masker_learning_rate == pytest.approx(1e-3)
-    assert pretrain.parse_args(["--learning_rate", "1e-3", "--detach_masker"]).masker_learning_rate == pytest.approx(1e-2)
-    assert pretrain.parse_args(["--masker_grad_scale", "0", "--masker_learning_rate", "3e-4"]).masker_learning_rate == 3e-4
+    assert pretrain.parse_args(["--learning_rate", "1e-3",
+                                "--detach_masker"]).masker_learning_rate == pytest.approx(1e-2)
+    assert pretrain.parse_args(["--masker_grad_scale", "0", "--masker_learning_rate",
+                                "3e-4"]).masker_learning_rate == 3e-4
 
 
 @pytest.mark.slow

@@ -7,10 +7,12 @@ import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
 from adversarial_midibert.masking import maskable_positions
-from adversarial_midibert.presets import (PRESETS, default_finetune_learning_rate, parse_config_overrides,
-                                          preset_config_kwargs)
-from byte_mask_book import MaskBook
-from tiny_models import tiny_config
+from adversarial_midibert.presets import (
+    PRESETS,
+    default_finetune_learning_rate,
+    parse_config_overrides,
+    preset_config_kwargs,
+)
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
     AttributeWeights,
@@ -23,6 +25,9 @@ from adversarial_midibert.pretraining import (
     scale_gradient,
     step_generator,
 )
+
+from byte_mask_book import MaskBook
+from tiny_models import tiny_config
 
 VOCAB = [40, 40, 20, 60, 40, 20, 12, 30]
 
@@ -361,8 +366,8 @@ def test_short_adversarial_run_keeps_representations_healthy(data_root):
     (reference code's reconstruction term) stays at 0.89 / 12.3, as random-MLM with the same loss (0.89 / 12.3).
     The thresholds sit between the two, and the test checks both sides so that it can fail either way.
     """
-    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.tokenization_octuple import OctupleTokenizer
 
     files = [data_root / "POP909" / f"{i:03d}" / f"{i:03d}.mid" for i in range(1, 25)]
@@ -482,8 +487,8 @@ def _distributed_worker(rank: int, port: str, out_dir: str, wrapper: str) -> Non
     from accelerate import Accelerator
     from torch.nn.parallel import DistributedDataParallel
 
-    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.pretraining import batch_to_device
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
 
     accelerator = Accelerator(cpu=True)
     book = MaskBook(6, 64)

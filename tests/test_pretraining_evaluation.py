@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
-from adversarial_midibert.pretraining_evaluation import evaluate_pretraining, representation_health, spearman_correlation
-from adversarial_midibert.pretraining import AdversarialMLM
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+from adversarial_midibert.pretraining import AdversarialMLM
+from adversarial_midibert.pretraining_evaluation import (
+    evaluate_pretraining,
+    representation_health,
+    spearman_correlation,
+)
+
 from tiny_models import tiny_config
 
 

@@ -1,5 +1,5 @@
-"""Frozen features and linear probes (adversarial_midibert.probing) on real POP909 and Pianist8 pieces, and the
-study's report built from probe files (examples/run_study.py)."""
+"""Frozen features and linear probes (research/probing.py) on real POP909 and Pianist8 pieces, and the
+study's report built from probe files (research/run_study.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 
 from adversarial_midibert import AdvMidiBertModel
 from adversarial_midibert.constants import VELOCITY
-from adversarial_midibert.probing import cross_validated_piece_probe, encode_dataset, fit_linear_probe
+from research.probing import cross_validated_piece_probe, encode_dataset, fit_linear_probe
+
 from tiny_models import TINY_SIZES, tiny_config
 
 
@@ -62,7 +63,7 @@ def test_linear_probe_counts_every_test_note_per_piece(melody):
 
 
 def test_cross_validated_probe_predicts_every_piece_once():
-    from adversarial_midibert.probing import EncodedSplit
+    from research.probing import EncodedSplit
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 10)
@@ -75,9 +76,9 @@ def test_cross_validated_probe_predicts_every_piece_once():
     assert cross_validated_piece_probe(shuffled, folds=5).accuracy < 0.6  # nothing to learn: near chance
 
 
-def test_study_report_pairs_pieces_and_gives_interval_and_mde(tmp_path, load_example, repo_root, monkeypatch):
-    monkeypatch.syspath_prepend(str(repo_root / "examples"))  # a script finds its sibling run_ablation.py there
-    study = load_example("run_study")
+def test_study_report_pairs_pieces_and_gives_interval_and_mde(tmp_path):
+    from research import run_study as study
+
     args = study.parse_args(["--work_dir", str(tmp_path), "--arms", "random,adversarial", "--seeds", "0,1"])
     pieces = [f"song{i}" for i in range(30)]
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.profiling import estimate_step_memory, step_flops_per_token
+
 from tiny_models import tiny_config
 
 

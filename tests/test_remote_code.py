@@ -1,4 +1,5 @@
-"""Hub remote code: a saved folder loads with `trust_remote_code=True` where `adversarial_midibert` cannot be imported."""
+"""Hub remote code: a saved folder loads with `trust_remote_code=True` where `adversarial_midibert` cannot be imported.
+Hub remote code: a saved folder loads with `trust_remote_code=True` where `adversarial_midibert` cannot be imported."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-import adversarial_midibert  # noqa: F401  (registers the Auto classes)
+import adversarial_midibert
 from adversarial_midibert import (
     AdvMidiBertForMaskedLM,
     AdvMidiBertForSequenceClassification,
     AdvMidiBertForTokenClassification,
     AdvMidiBertModel,
 )
-from script_env import as_cached_hub_repo  # noqa: E402
-from tiny_models import tiny_config  # noqa: E402
 
+from script_env import as_cached_hub_repo  # 402
+from tiny_models import tiny_config  # 402
 
 PACKAGE_DIR = Path(adversarial_midibert.__file__).parent
 MODEL_FILES = ("configuration_adv_midibert.py", "modeling_adv_midibert.py")
@@ -251,6 +252,7 @@ torch.save(results, f"{root}/remote_pipeline_outputs.pt")
 def test_pipelines_run_as_remote_code_from_a_folder_and_a_cached_hub_id_without_the_package(tmp_path, data_root):
     from adversarial_midibert.hub.remote_code import add_pipeline_code, remote_code_files
     from adversarial_midibert.pipelines import midi_pipeline
+
     from tiny_models import tiny_finetuned_folder, tiny_pretrained_folder
 
     midi = sorted((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))[0]

@@ -1,22 +1,18 @@
-"""examples/run_ablation.py: the whole runner on the smoke budget (2 pre-training seeds, real data), resuming,
+"""research/run_ablation.py: the whole runner on the smoke budget (2 pre-training seeds, real data), resuming,
 the README table from a results file, commands and flags."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
 
 @pytest.fixture(scope="module")
-def ablation(repo_root):
-    spec = importlib.util.spec_from_file_location("example_run_ablation", repo_root / "examples" / "run_ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def ablation():
+    import research.run_ablation
+
+    return research.run_ablation
 
 
 @pytest.mark.slow
@@ -113,7 +109,8 @@ def test_readme_table_is_generated_from_a_results_file(ablation, tmp_path):
     readme.write_text(f"intro\n{ablation.README_START}\nstale\n{ablation.README_END}\noutro\n")
     ablation.main(["--stages", "report", "--results_file", str(results_file), "--readme", str(readme)])
     text = readme.read_text()
-    assert text.startswith("intro\n" + ablation.README_START + "\n") and text.endswith(ablation.README_END + "\noutro\n")
+    assert text.startswith("intro\n" + ablation.README_START + "\n")
+    assert text.endswith(ablation.README_END + "\noutro\n")
     assert "stale" not in text
     assert "| composer | test, per piece | 40.0 ± 5.0 (n=3) | 55.0 ± 5.0 (n=3) | 60.0 ± 5.0 (n=3) | 97.92 |" in text
     assert "| melody | test, per note | 80.0 ± 1.0 (n=3) | 85.0 ± 1.0 (n=3) | — | 92.68 |" in text

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from test_builder import write_midi
 
 from adversarial_midibert.data.builder import build_dataset, load_task_dataset
 from adversarial_midibert.data.shards import SHARD_INDEX_NAME, plan_shards
 from adversarial_midibert.data.streaming import StreamingDataset
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
-from test_builder import write_midi
 
 
 @pytest.fixture()
@@ -45,7 +45,8 @@ def test_killed_build_resumes_keeping_finished_shards(pieces, tmp_path):
     files = index["splits"]["train"]["files"]
     assert len(files) == 4  # 8 train pieces (the bad file among them), 2 per shard
     assert first["train"]["segment_id"] == list(range(len(first["train"])))
-    assert [s["reason"] for s in first.build_report["skipped"]] and first.build_report["skipped"][0]["piece_id"] == "bad"
+    assert [s["reason"]
+            for s in first.build_report["skipped"]] and first.build_report["skipped"][0]["piece_id"] == "bad"
     kept = {f: (out / f).stat().st_mtime_ns for f in files[:2]}
     # A kill while shard 2 was being written: its side file missing, a half-written temporary file beside it.
     (out / ".build" / files[2]).with_suffix(".json").unlink()

@@ -13,6 +13,7 @@ import pytest
 from adversarial_midibert.cli import main as cli_main
 from adversarial_midibert.pipelines import MIDI_FEATURE_EXTRACTION, MidiFeatureExtractionPipeline, midi_pipeline
 from adversarial_midibert.similarity import EMBEDDING_COLUMN, INDEX_FILE_NAME, INFO_FILE_NAME, load_index, search
+
 from tiny_models import tiny_finetuned_folder, tiny_pretrained_folder
 
 PIECES = {"Yiruma": ["Yiruma_Love_Hurts.mid", "Yiruma_Poemusic.mid"],

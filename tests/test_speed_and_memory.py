@@ -9,6 +9,7 @@ import torch
 
 from adversarial_midibert import AdvMidiBertForMaskedLM
 from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration
+
 from tiny_models import random_segment_rows, tiny_config
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, masker_dropout=0.0)
@@ -76,8 +77,9 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
     from torch._dynamo.utils import counters
 
     from adversarial_midibert.data.collators import pad_octuple_batch
-    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
     from adversarial_midibert.pretraining import AdversarialMLM, batch_to_device, freezing_pass, step_generator
+    from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
+
     from byte_mask_book import MaskBook
 
     torch._dynamo.reset()
@@ -91,7 +93,8 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def batch(lengths, first=0):
-        return pad_octuple_batch(random_segment_rows(lengths, first_segment_id=first, seed=first), pad_to_multiple_of=64)
+        return pad_octuple_batch(random_segment_rows(lengths, first_segment_id=first, seed=first),
+                                 pad_to_multiple_of=64)
 
     for i, lengths in enumerate([[40, 70, 100, 90], [250, 30, 200], [130, 150], [20, 33, 60, 63]]):
         out = step(batch_to_device(batch(lengths, 4 * i), "cpu", book), generator=step_generator(0, i))
@@ -99,7 +102,8 @@ def test_compiled_training_evaluation_and_freezing_without_graph_breaks_and_with
         optimizer.step()
         optimizer.zero_grad()
     evaluate_pretraining(step, [batch([50, 120, 77]), batch([200, 33])])
-    freezing_pass(step, [batch([40, 70, 100, 90]), batch([250, 30], 4)], book, generator=torch.Generator().manual_seed(0))
+    freezing_pass(step, [batch([40, 70, 100, 90]), batch([250, 30], 4)], book,
+                  generator=torch.Generator().manual_seed(0))
     assert dict(counters["graph_break"]) == {}
     # One compile for training, one for no-grad evaluation and freezing, one for lengths <= 64 (a single block).
     assert compiles.frame_count == 3

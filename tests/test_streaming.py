@@ -11,14 +11,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_builder import write_midi
+from test_pretrain_script import _losses, _run
 
 from adversarial_midibert.data.builder import build_dataset
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
-from test_builder import write_midi
+
 from script_env import free_port
-from test_pretrain_script import _losses, _run
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertForMaskedLM, AdvMidiBertForSequenceClassification
 from adversarial_midibert.data import DataCollatorForOctuple, DataCollatorForOctupleMLM
 from adversarial_midibert.tokenization_octuple import OctupleTokenizer
+
 from tiny_models import tiny_config
 
 

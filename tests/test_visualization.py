@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 import symusic
 
-from adversarial_midibert.visualization import (CLASS_COLOURS, piano_roll_image, plot_training_curves,
-                                                 training_curve_series)
+from adversarial_midibert.visualization import (
+    CLASS_COLOURS,
+    piano_roll_image,
+    plot_training_curves,
+    training_curve_series,
+)
 
 
 def test_piano_roll_image_is_bounded_and_in_place():

@@ -16,9 +16,9 @@ from .builder import (
     task_info_from_dataset,
 )
 from .collators import DataCollatorForOctuple, DataCollatorForOctupleMLM
-from .music21_corpus import convert_music21_corpus, default_cache_dir, select_music21_scores
-from .folder import build_folder_dataset, resolve_folder
 from .download import download_task_dataset
+from .folder import build_folder_dataset, resolve_folder
+from .music21_corpus import convert_music21_corpus, default_cache_dir, select_music21_scores
 from .publish import push_dataset_to_hub
 from .recipes import RECIPES, build_recipe, resolve_recipe
 

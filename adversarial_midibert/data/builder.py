@@ -29,14 +29,15 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..atomic_io import atomic_write_json
-from ..constants import (  # noqa: F401  (MIDI_SUFFIXES, SPLIT_NAMES re-exported)
+from ..constants import (
     ATTRIBUTE_NAMES,
     BUILD_REPORT_NAME,
     MIDI_SUFFIXES,
@@ -263,7 +264,8 @@ def _make_records(
         for r in records:
             r.label = labels(r.path)
     else:
-        raise TypeError(f"labels must be None, 'folder', a CSV path, a mapping or a callable, got {type(labels).__name__}")
+        raise TypeError("labels must be None, 'folder', a CSV path, a mapping or a callable, got "
+                        f"{type(labels).__name__}")
     ids = [r.piece_id for r in records]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -315,7 +317,8 @@ def split_pieces(
         not_in = sorted(known - set(seen))
         return {k: sorted(set(v)) for k, v in assignment.items()}, not_in, sorted(missing)
     if isinstance(splits, Mapping):
-        ratios = [float(splits.get(name, splits.get({"validation": "valid"}.get(name, name), 0.0))) for name in SPLIT_NAMES]
+        ratios = [float(splits.get(name, splits.get({"validation": "valid"}.get(name, name), 0.0)))
+                  for name in SPLIT_NAMES]
     else:
         ratios = [float(x) for x in splits]
         if len(ratios) != 3:
@@ -448,12 +451,12 @@ def build_dataset(source: str | os.PathLike | Sequence[Any], options: BuildOptio
         a ``datasets.DatasetDict`` (all three splits, empty ones included; memory-mapped from the shards) with
         attributes ``build_report`` (dict), ``task_info`` (dict) and ``tokenizer``, used by :func:`save`.
     """
-    from datasets import Dataset, DatasetDict  # noqa: PLC0415
+    from datasets import Dataset, DatasetDict
 
     options = dataclasses.replace(options, **fields) if options is not None else BuildOptions(**fields)
     tokenizer = options.tokenizer
     if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+        from ..tokenization_octuple import OctupleTokenizer
 
         tokenizer = OctupleTokenizer()
     records, scan_problems, csv_problems = _make_records(source, options.labels, options.label_column,
@@ -555,7 +558,8 @@ def _label_records(records: list[PieceRecord], task_type: str, label_names: Sequ
     label_names = list(label_names) if label_names is not None else None
     if label_names is not None and len(set(map(str, label_names))) != len(label_names):
         duplicated = sorted({str(n) for n in label_names if list(map(str, label_names)).count(str(n)) > 1})
-        raise ValueError(f"label_names must be distinct (they become the data set's ClassLabel), duplicated: {duplicated}")
+        raise ValueError("label_names must be distinct (they become the data set's ClassLabel), duplicated: "
+                         f"{duplicated}")
     return records, label_names, unlabelled
 
 
@@ -579,9 +583,9 @@ def _start_report(options: BuildOptions, scan_problems, csv_problems, unlabelled
 
 def _temporary_folder() -> Path:
     """A folder removed when the interpreter exits (the returned dataset is memory-mapped from it until then)."""
-    import atexit  # noqa: PLC0415
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
+    import atexit
+    import shutil
+    import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="adversarial_midibert_build_"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -674,9 +678,9 @@ def save(dataset, output_dir: str | os.PathLike, overwrite: bool = False) -> Pat
     for attr in ("build_report", "task_info", "tokenizer"):
         if not hasattr(dataset, attr):
             raise ValueError(f"dataset has no '{attr}' attribute: save() expects the result of build_dataset()")
-    from datasets import DatasetDict  # noqa: PLC0415
+    from datasets import DatasetDict
 
-    from ..atomic_io import FolderLock, write_folder_aside  # noqa: PLC0415
+    from ..atomic_io import FolderLock, write_folder_aside
 
     output_dir = Path(output_dir)
     with FolderLock(output_dir):
@@ -696,7 +700,8 @@ _TASK_INFO_MARKER = "adversarial_midibert task_info: "
 
 def describe_task(task_info: Mapping[str, Any]) -> str:
     """The ``DatasetInfo.description`` of a built split: a sentence for people, then the task info as JSON for
-    :func:`task_info_from_dataset` (so that ``load_from_disk`` alone gives the task, its classes and hidden attributes)."""
+    :func:`task_info_from_dataset` (so that ``load_from_disk`` alone gives the task, its classes
+                                    and hidden attributes)."""
     kind = {"sequence": "one label per segment (its piece's)", "token": "one label per note",
             "pretrain": "no labels (pre-training)"}.get(task_info.get("task_type"), str(task_info.get("task_type")))
     text = (f"Octuple segments of MIDI files for the task {task_info.get('task')!r}, {kind}; built with "
@@ -716,7 +721,7 @@ def task_info_from_dataset(dataset) -> dict[str, Any]:
     ``ClassLabel`` labels give a sequence task and its class names, ``List(ClassLabel)`` a token task, no ``labels``
     column a pre-training set.
     """
-    from datasets import ClassLabel  # noqa: PLC0415
+    from datasets import ClassLabel
 
     split = next(iter(dataset.values())) if hasattr(dataset, "values") else dataset
     for line in (split.info.description or "").splitlines():
@@ -767,9 +772,9 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
     Raises:
         FileNotFoundError: neither a data set folder nor a Hub data set (the message says which was tried).
     """
-    from datasets import load_from_disk  # noqa: PLC0415
+    from datasets import load_from_disk
 
-    from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+    from ..tokenization_octuple import OctupleTokenizer
 
     directory = Path(directory)
     if not directory.exists():
@@ -783,7 +788,8 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
     info_path = directory / TASK_INFO_NAME
     task_info = json.loads(info_path.read_text()) if info_path.is_file() else task_info_from_dataset(dataset)
     if not (directory / TOKENIZER_FILE_NAME).is_file():
-        raise FileNotFoundError(f"{directory}: no {TOKENIZER_FILE_NAME}; not a data set written by adversarial_midibert")
+        raise FileNotFoundError(f"{directory}: no {TOKENIZER_FILE_NAME}; not a data set written by "
+                                "adversarial_midibert")
     tokenizer = OctupleTokenizer.from_pretrained(directory)
     report_path = directory / BUILD_REPORT_NAME
     dataset.build_report = json.loads(report_path.read_text()) if report_path.is_file() else {}

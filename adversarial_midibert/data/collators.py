@@ -20,10 +20,10 @@ batches as an uninterrupted one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
-
 import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +113,8 @@ def pitch_shift_batch(
     max_shift: int = 11,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transpose each segment by its own random number of semitones (docs/method.md section 4), vectorised over the batch.
+    """Transpose each segment by its own random number of semitones (docs/method.md section 4), vectorised over the
+    batch.
 
     The shift k of a segment is drawn uniformly among the integers of ``[-max_shift, max_shift]`` that keep every
     one of its pitched notes inside ``pitch_id_range``; a segment without pitched notes gets k = 0. Only note rows

@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -224,7 +225,7 @@ def build_folder_dataset(
     """
     spec = resolve_folder(midi_dir, labels, task_type=task_type, **folder_options)
     if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+        from ..tokenization_octuple import OctupleTokenizer
 
         tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
     extra_info = dict(spec.extra_info)

@@ -28,9 +28,10 @@ import os
 import re
 import signal
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -134,8 +135,8 @@ def select_music21_scores(
     Returns:
         The chosen scores, sorted by composer and path.
     """
-    from music21 import corpus
     import music21
+    from music21 import corpus
 
     composers = dict(DEFAULT_COMPOSERS if composers is None else composers)
     root = Path(music21.__file__).parent / "corpus"
@@ -181,8 +182,8 @@ def _score_to_symusic(score: Any):
     Much faster than music21's own MIDI writer (which strips ties with a deep copy of the stream). Grace notes
     (zero duration) get a 1/16-beat duration; chord symbols of lead sheets are left out (they are not notes).
     """
-    from music21 import harmony  # noqa: PLC0415
-    from symusic import Note, Score, Tempo, TimeSignature, Track  # noqa: PLC0415
+    from music21 import harmony
+    from symusic import Note, Score, Tempo, TimeSignature, Track
 
     tpq = TICKS_PER_QUARTER
     out = Score(tpq)
@@ -246,7 +247,7 @@ def _convert_one(args: tuple[str, str, int]) -> tuple[str, str | None]:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.alarm(int(timeout))
     try:
-        from music21 import converter  # noqa: PLC0415
+        from music21 import converter
 
         score = converter.parse(source)
         if hasattr(score, "scores"):  # an Opus (several tunes in one abc file): keep the first
@@ -321,7 +322,7 @@ def convert_music21_corpus(
 
     if jobs:
         logger.info("converting %d music21 scores to MIDI with %d workers into %s", len(jobs), num_workers, cache)
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
 
         bar = {"total": len(jobs), "desc": "converting music21 scores", "unit": "score"}
         if num_workers <= 1:
@@ -355,7 +356,8 @@ def convert_music21_corpus(
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: convert the default selection and print the report."""
     parser = argparse.ArgumentParser(description="Convert the default music21 corpus selection to MIDI (cached).")
-    parser.add_argument("--cache_dir", default=None, help=f"default: ${CACHE_ENV} or ~/.cache/adversarial_midibert/music21_midi")
+    parser.add_argument("--cache_dir", default=None, help=f"default: ${CACHE_ENV} or "
+                                                          "~/.cache/adversarial_midibert/music21_midi")
     parser.add_argument("--num_workers", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=60, help="seconds per score")
     parser.add_argument("--retry_failed", action="store_true")

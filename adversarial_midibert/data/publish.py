@@ -64,7 +64,8 @@ def write_dataset_card(folder: str | os.PathLike, repo_id: str, dataset, license
         max_seq_len=info.get("tokenizer", {}).get("max_seq_len", "?"),
         kind={"sequence": "one label per segment (the label of its piece)", "token": "one label per note row",
               "pretrain": "no labels: pre-training data"}.get(info.get("task_type"), str(info.get("task_type"))),
-        rows=[[name, counts.get(name, {}).get("pieces", "?"), len(dataset[name]), counts.get(name, {}).get("notes", "?"),
+        rows=[[name, counts.get(name, {}).get("pieces", "?"), len(dataset[name]), counts.get(name, {}).get("notes",
+                                                                                                           "?"),
                counts.get(name, {}).get("dropped_notes", 0)] for name in splits],
         class_counts=[(name, per_class) for name in splits
                       if (per_class := counts.get(name, {}).get("class_counts_pieces")

@@ -32,9 +32,10 @@ import csv
 import json
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ class RecipeSpec:
 
     def split_piece_ids(self) -> dict[str, list[str]]:
         """The split file lists (only for recipes with an explicit split mapping)."""
-        from .builder import split_pieces  # noqa: PLC0415
+        from .builder import split_pieces
 
         labels = [r.label for r in self.records] if self.task_type == "sequence" else None
         assignment, _, _ = split_pieces([r.piece_id for r in self.records], self.splits, labels)
@@ -264,7 +265,7 @@ def eval_piece_paths(root: Path) -> set[str]:
 
 
 def _pretrain(root: Path, exclude_eval_pieces: bool = True, validation_ratio: float = 0.02, **_: Any) -> RecipeSpec:
-    from .builder import list_midi_files  # noqa: PLC0415
+    from .builder import list_midi_files
 
     sources = {
         "POP1K7": root / "POP1K7" / "midi_synchronized",
@@ -294,7 +295,7 @@ def _pretrain(root: Path, exclude_eval_pieces: bool = True, validation_ratio: fl
 
 
 def _music21(task: str, music21_cache_dir: str | None = None, num_proc: int = 2, **_: Any) -> RecipeSpec:
-    from .music21_corpus import convert_music21_corpus  # noqa: PLC0415
+    from .music21_corpus import convert_music21_corpus
 
     report = convert_music21_corpus(music21_cache_dir, num_workers=max(1, int(num_proc)))
     records = [PieceRecord(path, f"{composer}/{Path(path).stem}", composer) for path, composer in report.files]
@@ -382,7 +383,7 @@ def build_recipe(
     """
     spec = resolve_recipe(task, data_root, split_source, exclude_eval_pieces, music21_cache_dir, num_proc)
     if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+        from ..tokenization_octuple import OctupleTokenizer
 
         tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
     dataset = build_dataset(

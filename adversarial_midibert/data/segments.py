@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def segment_features(task_type: str, label_names: Sequence[str] | None = None, w
     Labels are ``ClassLabel`` (sequence) / ``List(ClassLabel)`` (token) when the class names are known, so the names
     travel with the data; -100 (a token without a label, BOS/EOS) is stored as is.
     """
-    from datasets import ClassLabel, Features, List, Value  # noqa: PLC0415
+    from datasets import ClassLabel, Features, List, Value
 
     cols = {
         "input_ids": List(List(Value("int16"), length=NUM_ATTRIBUTES)),
@@ -89,7 +90,7 @@ def tokenizer_from_json(text: str):
     """An ``OctupleTokenizer`` from its ``to_dict()`` as JSON, built once per process."""
     tok = _TOKENIZER_CACHE.get(text)
     if tok is None:
-        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+        from ..tokenization_octuple import OctupleTokenizer
 
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / TOKENIZER_FILE_NAME).write_text(json.dumps(json.loads(text)))
@@ -117,7 +118,7 @@ def tokenize_pieces(
         hidden_columns: attribute columns replaced by MASK in every note row.
         label_names: class names (sequence and token tasks): the labels' ``ClassLabel`` and the class counts.
     """
-    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow as pa
 
     num_labels = len(label_names) if label_names else None
     tok = tokenizer_from_json(tokenizer_json)
@@ -184,7 +185,8 @@ def tokenize_pieces(
         columns["labels"] = pa.array(np.asarray(sequence_labels, dtype=np.int64))
     elif task_type == "token":
         flat = np.concatenate(token_labels)
-        columns["labels"] = pa.ListArray.from_arrays(offsets, pa.array(flat.astype(np.int64 if label_names else np.int16)))
+        columns["labels"] = pa.ListArray.from_arrays(offsets, pa.array(flat.astype(np.int64 if label_names
+                                                                                   else np.int16)))
         valid = flat[flat >= 0]
         if num_labels:
             result.class_counts_notes = np.bincount(valid, minlength=num_labels).tolist()

@@ -33,13 +33,14 @@ import logging
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..constants import SHARD_INDEX_NAME
 from ..atomic_io import TMP_PREFIX, FolderLock, atomic_write_json, file_sha256, fsync_path, remove_path
+from ..constants import SHARD_INDEX_NAME
 from .segments import PieceBatch, segment_features, tokenize_pieces
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def shard_problem(path: Path, rows: int, size: int | None, sha256: str | None) -
 
     ``size`` and ``sha256`` are checked when the index recorded them (older builds did not); the rows are counted
     otherwise."""
-    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow as pa
 
     if not path.is_file():
         return f"shard {path} is missing"
@@ -160,7 +161,7 @@ def _ordered_results(tasks: list[tuple], num_proc: int) -> Iterator[PieceBatch]:
 
 def _write_shard(path: Path, batch, first_segment_id: int, schema) -> dict:
     """Write a shard aside and rename it into place; return its ``bytes`` and ``sha256`` for the side file."""
-    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow as pa
 
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
@@ -292,7 +293,7 @@ def _write_datasets_layout(directory: Path, summary: Mapping[str, dict], feature
     """The files of ``Dataset.save_to_disk``'s layout around the shards (``dataset_dict.json``, and per split
     ``state.json`` naming the shards and ``dataset_info.json``), so that ``datasets.load_from_disk`` reads the
     folder as it is: no copy. Splits without rows are left out, as ``save`` leaves them out."""
-    from datasets import DatasetInfo  # noqa: PLC0415
+    from datasets import DatasetInfo
 
     splits = [split for split, info in summary.items() if info["num_rows"]]
     info = DatasetInfo(description=description, features=features)
@@ -368,7 +369,7 @@ def verify_hub_shards(repo_id: str, index: dict, revision: str | None = None, to
     Streaming reads the shards over HTTP with no hash check of its own; this catches a repository whose shards and
     index disagree (a damaged folder uploaded, or an upload cut between shards) before training reads them.
     """
-    from huggingface_hub import HfApi  # noqa: PLC0415
+    from huggingface_hub import HfApi
 
     recorded = {name: (size, sha256) for name, _rows, size, sha256 in _recorded_shards(index)}
     on_hub = {entry.path: entry for entry in HfApi(token=token).get_paths_info(
@@ -391,7 +392,7 @@ def verify_hub_shards(repo_id: str, index: dict, revision: str | None = None, to
 def load_sharded(directory: str | os.PathLike):
     """A built folder as a ``DatasetDict`` of memory-mapped shards (``datasets.load_from_disk``; splits without rows
     are left out)."""
-    from datasets import load_from_disk  # noqa: PLC0415
+    from datasets import load_from_disk
 
     read_shard_index(directory)  # a finished build
     return load_from_disk(str(directory))

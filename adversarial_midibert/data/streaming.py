@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -55,7 +56,7 @@ class StreamingDataset:
 
     def __init__(self, source: str | os.PathLike, revision: str | None = None, token: str | None = None,
                  verify: bool = True):
-        from ..tokenization_octuple import OctupleTokenizer  # noqa: PLC0415
+        from ..tokenization_octuple import OctupleTokenizer
 
         self.source = str(source)
         self.revision, self.token = revision, token
@@ -82,7 +83,7 @@ class StreamingDataset:
 
     def _verify_hub_shards(self) -> None:
         """The Hub's sizes and hashes of the shards against ``shards.json``; not possible offline (said in the log)."""
-        from huggingface_hub.errors import OfflineModeIsEnabled  # noqa: PLC0415
+        from huggingface_hub.errors import OfflineModeIsEnabled
 
         try:
             verify_hub_shards(self.source, self.index, revision=self.revision, token=self.token)
@@ -95,8 +96,8 @@ class StreamingDataset:
         if self.local:
             path = Path(self.source) / name
             return path if path.is_file() else None
-        from huggingface_hub import hf_hub_download  # noqa: PLC0415
-        from huggingface_hub.errors import EntryNotFoundError  # noqa: PLC0415
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
 
         try:
             return Path(hf_hub_download(self.source, name, repo_type="dataset", revision=self.revision,
@@ -107,7 +108,7 @@ class StreamingDataset:
     def fingerprint(self) -> str:
         """A hash of what identifies the data (its shard index, build report and task info), so that a checkpoint
         made on other data is refused when resuming (hashing a streamed corpus's rows would mean reading it all)."""
-        import hashlib  # noqa: PLC0415
+        import hashlib
 
         digest = hashlib.blake2b(digest_size=16)
         for name in (SHARD_INDEX_NAME, BUILD_REPORT_NAME, TASK_INFO_NAME):
@@ -126,7 +127,7 @@ class StreamingDataset:
 
     def split(self, split: str, columns: tuple[str, ...] = ("input_ids", "attention_mask", "segment_id")):
         """A split as a ``datasets.IterableDataset`` with the given columns."""
-        from datasets import load_dataset  # noqa: PLC0415
+        from datasets import load_dataset
 
         # a save_to_disk folder: {split}/*.arrow; a data set published by push_dataset_to_hub: data/{split}-*.parquet
         data_files = {split: [f"{split}/*.arrow"] if self.local else [f"data/{split}-*.parquet"]}
@@ -148,7 +149,7 @@ class StreamingDataset:
     def head(self, split: str, max_rows: int):
         """The first ``max_rows`` segments of a split as a map-style ``datasets.Dataset`` (validation); ``None`` when
         the split is empty."""
-        from datasets import Dataset  # noqa: PLC0415
+        from datasets import Dataset
 
         if self.num_rows(split) == 0:  # an empty split (e.g. a tiny corpus without validation pieces): nothing to read
             return None
@@ -162,7 +163,7 @@ class StreamingDataset:
 
 def _table_rows(table) -> list[dict]:
     """The rows of an Arrow table of segments as dicts of numpy views (no copy, no Python list per row)."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     ids_column = table.column("input_ids").combine_chunks()
     lengths = np.diff(ids_column.offsets.to_numpy())
@@ -207,7 +208,7 @@ class StreamingBatches:
         group_size: int = 1,
         read_size: int = 1024,
     ):
-        from datasets.distributed import split_dataset_by_node  # noqa: PLC0415
+        from datasets.distributed import split_dataset_by_node
 
         self.accelerator = accelerator
         self.num_processes = accelerator.num_processes if accelerator is not None else 1

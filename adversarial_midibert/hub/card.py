@@ -187,7 +187,8 @@ def write_model_card(
 ) -> Path:
     """Render the model card ``README.md`` of a model folder (metadata + text) and write it there.
 
-    The folder also gets its pipeline as remote code first (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`).
+    The folder also gets its pipeline as remote code first
+    (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`).
 
     Args:
         folder: the model folder (must hold ``config.json``); ``README.md`` is written there.
@@ -273,7 +274,8 @@ def write_model_card(
         "model_name": model_name,
         "repo_id": repo_id,
         "task": task,
-        "task_title": known.get("name") or (str(task).replace("_", " ").replace("-", " ").capitalize() if task else None),
+        "task_title": known.get("name") or (str(task).replace("_", " ").replace("-", " ").capitalize() if task
+                                            else None),
         "task_type": task_type,
         "pipeline_task": pipeline_task,
         "auto_class": auto_class,

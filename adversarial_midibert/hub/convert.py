@@ -40,9 +40,10 @@ import json
 import math
 import pickle
 import sys
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -298,7 +299,7 @@ def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
     try:
         with path.open("rb") as handle:
             data = DataOnlyUnpickler(handle).load()
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
+    except Exception as error:  # any unpickling failure is a bad file
         raise ConversionError(f"--dictionary {path} is not a readable pickle of plain data: {error}") from error
     try:
         _check_plain(data)
@@ -345,8 +346,9 @@ def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ConversionError(f"--checkpoint {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure means an unusable file
-        raise ConversionError(f"--checkpoint {path} cannot be loaded with torch.load(weights_only=True): {error}") from error
+    except Exception as error:  # any failure means an unusable file
+        raise ConversionError(f"--checkpoint {path} cannot be loaded with torch.load(weights_only=True): "
+                              f"{error}") from error
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]
@@ -359,9 +361,9 @@ def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             continue
         stored = value.untyped_storage().nbytes()
         if stored < value.numel() * value.element_size():  # a stride-0 view: copying it would allocate the shape
-            raise ConversionError(f"--checkpoint {path}: tensor {key} {tuple(value.shape)} is stored in {stored} bytes, "
-                                  f"less than its shape needs ({value.numel() * value.element_size()}; a stride-0 "
-                                  "view); refusing to expand it")
+            raise ConversionError(f"--checkpoint {path}: tensor {key} {tuple(value.shape)} is stored in {stored} "
+                                  f"bytes, less than its shape needs ({value.numel() * value.element_size()}; a "
+                                  "stride-0 view); refusing to expand it")
         for prefix in ("module.", "midibert."):
             if key.startswith(prefix):
                 key = key[len(prefix):]
@@ -515,8 +517,8 @@ def _check_checkpoint(state: Mapping[str, torch.Tensor], reference_vocabularies:
         rows = state.get(f"word_emb.{attribute}.lut.weight")
         if rows is not None and rows.shape[0] != len(vocabulary):
             raise ConversionError(
-                f"{checkpoint}: embedding table {attribute} ({ATTRIBUTE_NAMES[attribute]}) has {rows.shape[0]} rows but "
-                f"{dictionary} has {len(vocabulary)} {REFERENCE_ATTRIBUTES[attribute]} tokens: wrong dictionary?"
+                f"{checkpoint}: embedding table {attribute} ({ATTRIBUTE_NAMES[attribute]}) has {rows.shape[0]} rows "
+                f"but {dictionary} has {len(vocabulary)} {REFERENCE_ATTRIBUTES[attribute]} tokens: wrong dictionary?"
             )
     head_keys = {"mlm": "mask_lm.proj.0.weight", "sequence": "classifier.2.weight", "token": "classifier.3.weight"}
     if head_keys[task] not in state:
@@ -660,7 +662,8 @@ def convert(    checkpoint: str | Path,
 
 
 def parse_args(argv=None, prog=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="the reference code's state dict (.pt/.ckpt)")
     parser.add_argument("--dictionary", type=Path, required=True, help="the reference Octuple.pkl")
     parser.add_argument("--task", choices=("mlm", "sequence", "token"), required=True,

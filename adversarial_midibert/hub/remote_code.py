@@ -81,7 +81,8 @@ def remote_code_files(folder: str | Path) -> dict[str, Path]:
         )
     pending = auto_map_modules(config["auto_map"], folder / CONFIG_NAME)
     pending += auto_map_modules({task: info.get("impl") if isinstance(info, dict) else info
-                                 for task, info in (config.get("custom_pipelines") or {}).items()}, folder / CONFIG_NAME)
+                                 for task, info in (config.get("custom_pipelines")
+                                                    or {}).items()}, folder / CONFIG_NAME)
     tokenizer_config = folder / TOKENIZER_CONFIG_FILE_NAME
     if tokenizer_config.is_file():
         pending += auto_map_modules(read_json(tokenizer_config, "tokenizer config").get("auto_map") or {},

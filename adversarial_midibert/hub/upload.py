@@ -22,8 +22,7 @@ from ..atomic_io import remove_path
 from ..constants import TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME
 from ._common import CONFIG_NAME, MODEL_CARD_NAME, HubPublishError, inside, read_json
 from .card import write_model_card
-from .remote_code import add_pipeline_code
-from .remote_code import remote_code_files
+from .remote_code import add_pipeline_code, remote_code_files
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,8 @@ def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[
     """Check a model folder and list exactly the files a Hub upload of it contains.
 
     The allow-list: ``config.json``; the weights (``model.safetensors``, or the index and the shards it names); the
-    code files that ``trust_remote_code`` loading runs (:func:`~adversarial_midibert.hub.remote_code.remote_code_files`);
+    code files that ``trust_remote_code`` loading runs
+    (:func:`~adversarial_midibert.hub.remote_code.remote_code_files`);
     ``octuple_tokenizer.json`` and ``tokenizer_config.json``; ``README.md``.
 
     Args:

@@ -14,26 +14,22 @@ Queries use the stored embeddings of the pieces (the vector ``adv-midibert searc
 
 Example::
 
-    nice -n 10 python benchmarks/embedding_neighbours.py --midi_dir ../shared/data/Pianist8/midi \\
+    nice -n 10 python -m research.embedding_neighbours --midi_dir ../shared/data/Pianist8/midi \\
         --model random=runs/study/pretrain/random/seed0 --work_dir runs/neighbours --max_per_composer 15 \\
         --output results/embedding-neighbours.json
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from benchmarks.model_arms import compare_arms, folder_name, model_label, named_model, with_random_init  # noqa: E402
-from benchmarks.results_file import ResultsFile  # noqa: E402
+from benchmarks.results_file import ResultsFile
+from research.model_arms import compare_arms, folder_name, model_label, named_model, with_random_init
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

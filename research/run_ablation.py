@@ -35,7 +35,8 @@ Report (written to ``--results_file``, default ``WORK_DIR/ablation.json``, and `
 - for every pair of present variants (later minus earlier in ``--variants``, e.g. ``adversarial - random`` and
   ``adversarial - scratch``): a two-level paired bootstrap of the difference of the seed-mean test accuracies
   (pieces resampled with replacement and shared by both variants; seeds resampled independently per variant;
-  :func:`adversarial_midibert.confidence_intervals.paired_bootstrap_difference`), its 95 % interval and whether it excludes 0;
+  :func:`adversarial_midibert.confidence_intervals.paired_bootstrap_difference`), its 95 % interval and whether it
+  excludes 0;
 - the paper's figures and the floors of the data README (majority class, simple non-neural baselines) and whether
   each variant's mean clears each floor (composer and emotion: per piece; melody and velocity: per note).
 
@@ -54,17 +55,17 @@ Budgets (``--budget``; every value can be overridden by its own flag):
 
 Examples::
 
-    python examples/run_ablation.py --data_root ../shared/data --work_dir runs/ablation-smoke --budget smoke \\
+    python -m research.run_ablation --data_root ../shared/data --work_dir runs/ablation-smoke --budget smoke \\
         --tasks composer --variants scratch,adversarial --pretrain_seeds 0,1
 
     # pre-train now, decide the fine-tuning recipe later
-    python examples/run_ablation.py --data_root ../shared/data --work_dir runs/ablation --budget small \\
+    python -m research.run_ablation --data_root ../shared/data --work_dir runs/ablation --budget small \\
         --stages data,pretrain --jobs 2 --variant_args "adversarial=--reconstruction_weight 1"
-    python examples/run_ablation.py --work_dir runs/ablation --budget small --stages finetune,report \\
+    python -m research.run_ablation --work_dir runs/ablation --budget small --stages finetune,report \\
         --learning_rate 5e-4 --results_file results/ablation-cpu.json --readme docs/results.md
 
     # regenerate the table of docs/results.md from the results file
-    python examples/run_ablation.py --stages report --results_file results/ablation-cpu.json --readme docs/results.md
+    python -m research.run_ablation --stages report --results_file results/ablation-cpu.json --readme docs/results.md
 """
 
 from __future__ import annotations
@@ -85,16 +86,17 @@ from pathlib import Path
 
 import numpy as np
 
-from adversarial_midibert.atomic_io import atomic_write_text
-from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.atomic_io import atomic_write_json as write_json
+from adversarial_midibert.atomic_io import atomic_write_text
 from adversarial_midibert.checkpointing import latest_checkpoint
+from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.evaluation import PieceResults
-from adversarial_midibert.tasks import PAPER_ACCURACY, PAPER_TASKS, TASKS as TASK_REGISTRY
+from adversarial_midibert.tasks import PAPER_ACCURACY, PAPER_TASKS
+from adversarial_midibert.tasks import TASKS as TASK_REGISTRY
 
 logger = logging.getLogger("run_ablation")
 
-EXAMPLES = Path(__file__).resolve().parent
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TASKS = PAPER_TASKS
 STAGES = ("data", "pretrain", "finetune", "report")
 VARIANTS: dict[str, list[str] | None] = {
@@ -132,7 +134,8 @@ README_START, README_END = "<!-- ablation-cpu:start -->", "<!-- ablation-cpu:end
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", default=os.environ.get("ADV_MIDIBERT_DATA"),
                    help="the shared data folder (stage data); default $ADV_MIDIBERT_DATA")
     p.add_argument("--work_dir", default=None, help="where data sets, models and logs go (all stages but a "
@@ -140,7 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", default="small", choices=sorted(BUDGETS), help="defaults for the flags below")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated among {','.join(STAGES)}")
     p.add_argument("--tasks", default=None, help=f"comma-separated among {','.join(TASKS)}")
-    p.add_argument("--variants", default=None, help=f"comma-separated among {','.join(VARIANTS)} and --variant_args names")
+    p.add_argument("--variants", default=None, help=f"comma-separated among {','.join(VARIANTS)} and --variant_args "
+                                                    "names")
     p.add_argument("--variant_args", action="append", default=[], metavar="NAME=FLAGS",
                    help="extra pretrain.py flags of one variant, e.g. 'adversarial=--reconstruction_weight 1'; an "
                         "unknown NAME defines a new variant (its FLAGS must give --masking). Repeatable")
@@ -174,7 +178,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra finetune.py flags of one task, e.g. 'melody=--num_train_epochs 10'. Repeatable")
     g = p.add_argument_group("running and report")
     g.add_argument("--jobs", type=int, default=1, help="independent runs at once")
-    g.add_argument("--threads_per_job", type=int, default=None, help="torch threads per run (default 1 with --jobs > 1)")
+    g.add_argument("--threads_per_job", type=int, default=None, help="torch threads per run (default 1 with --jobs > "
+                                                                     "1)")
     g.add_argument("--bootstrap_resamples", type=int, default=5000)
     g.add_argument("--bootstrap_seed", type=int, default=0)
     g.add_argument("--results_file", default=None, help="the machine-readable results (default WORK_DIR/ablation.json)")
@@ -221,7 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--tasks: unknown task {t!r} (choose among {', '.join(TASKS)})")
     for v in args.variants:
         if v != "scratch" and v not in args.variant_flags:
-            p.error(f"--variants: unknown variant {v!r} (choose among {', '.join(VARIANTS)} or define it with --variant_args)")
+            p.error(f"--variants: unknown variant {v!r} (choose among {', '.join(VARIANTS)} or define it with "
+                    "--variant_args)")
     try:
         args.pretrain_seeds = [int(s) for s in str(args.pretrain_seeds).split(",") if s]
     except ValueError:
@@ -312,7 +318,7 @@ class Runner:
             module.main(command[2:])
         except SystemExit as exit_:
             return exit_.code if isinstance(exit_.code, int) else 1
-        except Exception:  # noqa: BLE001 - one failed run never stops the others
+        except Exception:  # one failed run never stops the others
             logger.exception("%s failed", path.name)
             return 1
         return 0
@@ -366,7 +372,8 @@ def pretrain_command(variant: str, seed: int, args, dataset: Path, output: Path)
 
 def finetune_command(task: str, variant: str, seed: int, args, dataset: Path, pretrained: Path, output: Path):
     """The ``examples/finetune.py`` command of one (task, variant, fine-tuning seed) run."""
-    init = ["--from_scratch", "--preset", args.preset] if variant == "scratch" else ["--model_name_or_path", str(pretrained)]
+    init = ["--from_scratch", "--preset", args.preset] if variant == "scratch" else ["--model_name_or_path",
+                                                                                     str(pretrained)]
     command = [sys.executable, str(EXAMPLES / "finetune.py"), "--dataset", str(dataset), "--task", task, *init,
                "--num_train_epochs", str(args.finetune_epochs), "--early_stopping_patience", str(args.patience),
                "--per_device_train_batch_size", str(args.finetune_batch_size), "--per_device_eval_batch_size",
@@ -407,7 +414,8 @@ def _summary(values: list[float]) -> dict:
 
 RUN_KEYS = ("test_accuracy", "test_f1_macro", "test_piece_accuracy", "test_piece_f1_macro", "test_accuracy_ci95",
             "test_piece_accuracy_ci95", "eval_accuracy", "eval_f1_macro", "eval_piece_accuracy", "eval_piece_f1_macro",
-            "test_num_pieces", "num_test_scored", "epoch", "epochs_run", "train_steps", "train_runtime", "seed", "command")
+            "test_num_pieces", "num_test_scored", "epoch", "epochs_run", "train_steps", "train_runtime", "seed",
+            "command")
 
 
 def collect(work_dir: Path, tasks, variants, pretrain_seeds, finetune_seed_base: int) -> dict:
@@ -472,7 +480,8 @@ def paired_differences(table: dict, variants, n_resamples: int, seed: int) -> li
                 pieces[variant] = [PieceResults.from_records(read_json(Path(r["folder"]) / "test_piece_results.json"))
                                    for r in row[variant]["runs"]]
             except (OSError, ValueError, KeyError) as err:
-                logger.error("%s %s: cannot read the per-piece results (%s); left out of the bootstrap", task, variant, err)
+                logger.error("%s %s: cannot read the per-piece results (%s); left out of the bootstrap", task, variant,
+                             err)
         task_type = next(r["task_type"] for v in present for r in row[v]["runs"])
         for b, a in combinations([v for v in present if v in pieces], 2):
             for level in _levels(task_type):
@@ -557,8 +566,8 @@ def markdown(results: dict) -> str:
              f"{b.get('pretrain_max_files') or 'all'} files of the `{b.get('pretrain_corpus', 'pretrain')}` recipe, "
              f"seeds {b.get('pretrain_seeds')}; fine-tuning (seed {b.get('finetune_seed_base')} + pre-training seed; "
              f"steps: {finetune}) with batch {b.get('finetune_batch_size')}, learning rate {b.get('learning_rate')}, "
-             f"mask ratio {b.get('mask_ratio')}, the best epoch on validation. Generated by `examples/run_ablation.py` from "
-             f"`{results.get('results_file', 'the results file')}`.", "",
+             f"mask ratio {b.get('mask_ratio')}, the best epoch on validation. Generated by `research/run_ablation.py` "
+             f"from `{results.get('results_file', 'the results file')}`.", "",
              "| task | figure | " + " | ".join(variants) + " | paper | floors |",
              "|---|---|" + "---|" * len(variants) + "---|---|"]
     names = {"test_piece_accuracy": "test, per piece", "test_accuracy": "test, per segment",
@@ -587,8 +596,8 @@ def markdown(results: dict) -> str:
                   "variant), the health of the note representations (mean cosine between the notes of a segment, 1 = "
                   "collapsed; effective rank) and the Spearman correlation of the masker's scores with the notes' "
                   "real recovery loss:", "",
-                  "| variant | yardstick loss | yardstick accuracy (%) | token cosine | effective rank | masker Spearman "
-                  "| n |", "|---|---|---|---|---|---|---|"]
+                  "| variant | yardstick loss | yardstick accuracy (%) | token cosine | effective rank | masker "
+                  "Spearman | n |", "|---|---|---|---|---|---|---|"]
 
         def plain(stats, scale=1.0, digits=3):
             if not stats or not stats.get("n"):
@@ -600,7 +609,8 @@ def markdown(results: dict) -> str:
                          f"{plain(stats['eval_masker_spearman'], 1, 2)} | {stats['eval_loss']['n']} |")
     if results.get("failures"):
         lines += ["", "Failed runs: " + "; ".join(results["failures"])]
-    missing = [f"{t}/{v}: seeds {c['missing']}" for t, row in results["runs"].items() for v, c in row.items() if c["missing"]]
+    missing = [f"{t}/{v}: seeds {c['missing']}" for t, row in results["runs"].items() for v, c in row.items()
+               if c["missing"]]
     if missing:
         lines += ["", "Missing runs: " + "; ".join(missing)]
     return "\n".join(lines) + "\n"
@@ -611,7 +621,8 @@ def update_readme(readme: Path, table: str) -> None:
     text = readme.read_text(encoding="utf-8")
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
-        raise ValueError(f"{readme}: no {README_START} ... {README_END} markers (in that order) to write the table between")
+        raise ValueError(f"{readme}: no {README_START} ... {README_END} markers (in that order) to write the table "
+                         "between")
     atomic_write_text(readme, text[: start + len(README_START)] + "\n" + table + text[end:])
 
 
@@ -650,7 +661,8 @@ def main(argv: list[str] | None = None) -> dict:
                     runner.skipped += 1
                     continue
                 if not (data[args.pretrain_corpus] / "task_info.json").is_file() and not args.dry_run:
-                    runner.failures.append(f"pretrain-{variant}-seed{seed}: no data set in {data[args.pretrain_corpus]}")
+                    runner.failures.append(f"pretrain-{variant}-seed{seed}: no data set in "
+                                           f"{data[args.pretrain_corpus]}")
                     continue
                 drop = None if args.keep_checkpoints else _drop_checkpoints(output)
                 runs.append((f"pretrain-{variant}-seed{seed}",
@@ -703,7 +715,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "finetune_seed_base + pre-training seed; scratch with the same fine-tuning seeds).",
         "results_file": str(args.results_file),
         "budget": budget,
-        "command": "python examples/run_ablation.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "command": "python -m research.run_ablation " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                          else sys.argv[1:])),
         "commands_this_invocation": runner.commands,
         "runs": table,
         "summary": summary,

@@ -21,35 +21,32 @@ same bars among distractors from other songs. The recipe is deterministic:
    distractors scoring at least as high (ties count against the model).
 
 Reported per model: MAP (one relevant candidate, so the mean reciprocal rank) and HITS@1/5/10/25, each with a 95%
-percentile bootstrap interval over songs (:func:`adversarial_midibert.confidence_intervals.bootstrap_accuracy`). Chance: MAP
+percentile bootstrap interval over songs (:func:`adversarial_midibert.confidence_intervals.bootstrap_accuracy`). Chance:
+MAP
 ``H(n)/n`` and HITS@k ``k/n`` for ``n`` candidates. Models: ``--model ARM/seedN=PATH`` (pre-trained folders) and
 randomly initialised encoders of the first model's configuration (``random-init/seedN``, one per ``--init_seed``);
-arms are compared with :func:`benchmarks.model_arms.compare_arms` (songs resampled in pairs, seeds per arm).
+arms are compared with :func:`research.model_arms.compare_arms` (songs resampled in pairs, seeds per arm).
 Each model's embeddings are kept in ``--work_dir`` (``embeddings-NAME.npz``), so an interrupted run resumes.
 
 Example::
 
-    nice -n 10 python benchmarks/matching.py --data_root ../shared/data --work_dir runs/matching \\
+    nice -n 10 python -m research.matching --data_root ../shared/data --work_dir runs/matching \\
         --model random/seed0=runs/study/pretrain/random/seed0 --output results/matching.json
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import os
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks.* imports
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from adversarial_midibert.constants import DATA_ROOT_ENV  # noqa: E402
-from adversarial_midibert.similarity import unit_rows  # noqa: E402
-from benchmarks.model_arms import compare_arms, folder_name, model_label, named_model, with_random_init  # noqa: E402
-from benchmarks.results_file import ResultsFile  # noqa: E402
+from adversarial_midibert.constants import DATA_ROOT_ENV
+from adversarial_midibert.similarity import unit_rows
+from benchmarks.results_file import ResultsFile
+from research.model_arms import compare_arms, folder_name, model_label, named_model, with_random_init
 
 HITS_AT = (1, 5, 10, 25)
 MELODY_TRACK = "MELODY"
@@ -96,7 +93,7 @@ def phrase_pairs(data_root: Path, split: str, start_bars: list[int], num_bars: i
         path = data_root / "POP909" / song / f"{song}.mid"
         try:
             score = symusic.Score(str(path))
-        except Exception as error:  # noqa: BLE001  (a song that cannot be read is listed, the others go on)
+        except Exception as error:  # a song that cannot be read is listed, the others go on
             skipped.append({"song": song, "reason": f"{path}: {error}"})
             continue
         melody_tracks = [t for t in score.tracks if t.name.upper() == MELODY_TRACK and t.note_num()]
@@ -117,7 +114,8 @@ def phrase_pairs(data_root: Path, split: str, start_bars: list[int], num_bars: i
                         part.tracks.append(track.copy())
                 halves.append(part.clip(start, end, clip_end=False).shift_time(-start))
             if min(h.note_num() for h in halves) == 0:
-                skipped.append({"song": song, "bar": first, "reason": "no melody or no accompaniment note in the phrase"})
+                skipped.append({"song": song, "bar": first, "reason": "no melody or no accompaniment note in the "
+                                                                      "phrase"})
                 continue
             kept.append(song)
             melodies.append(halves[0])
@@ -271,7 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
             project, row["head_training"] = train_matching_head(embeddings["train"], embeddings["valid"],
                                                                 args.head_epochs, args.seed, args.num_distractors)
             melody, accompaniment = project(test["melody"], test["accompaniment"])
-            reciprocal = reciprocal_ranks(unit_rows(melody) @ unit_rows(accompaniment).T, args.num_distractors, args.seed)
+            reciprocal = reciprocal_ranks(unit_rows(melody) @ unit_rows(accompaniment).T, args.num_distractors,
+                                          args.seed)
             row["head"] = matching_metrics(reciprocal, num_candidates)
             per_song["head"][name] = reciprocal
         rows[name] = row

@@ -9,23 +9,25 @@ its own, which makes it the sharp evaluation of a pre-training study.
   every piece the note-weighted mean of its notes' hidden states (the piece embedding; every segment of a long piece
   counts, weighted by its notes).
 - :func:`fit_linear_probe` fits a multinomial logistic regression (scikit-learn) on standardised features and returns
-  the per-piece correct/total counts on the evaluation features, ready for :mod:`adversarial_midibert.confidence_intervals`.
+  the per-piece correct/total counts on the evaluation features, ready for
+  :mod:`adversarial_midibert.confidence_intervals`.
 - :func:`cross_validated_piece_probe` does the same for one label per piece with stratified k-fold
   cross-validation, every piece predicted once by a probe that did not see it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .constants import ATTRIBUTE_NAMES, IGNORE_INDEX
-from .data.collators import pad_octuple_batch
-from .evaluation import group_by_piece
-from .masking import hide_attributes, maskable_positions
+from adversarial_midibert.constants import ATTRIBUTE_NAMES, IGNORE_INDEX
+from adversarial_midibert.data.collators import pad_octuple_batch
+from adversarial_midibert.evaluation import group_by_piece
+from adversarial_midibert.masking import hide_attributes, maskable_positions
 
 __all__ = ["EncodedSplit", "encode_dataset", "fit_linear_probe", "cross_validated_piece_probe", "ProbeResult"]
 
@@ -139,9 +141,9 @@ class ProbeResult:
 
 
 def _probe(max_iter: int, seed: int, C: float):
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=C, random_state=seed))
 
@@ -176,7 +178,7 @@ def cross_validated_piece_probe(
     Returns:
         :class:`ProbeResult` with ``correct`` 0/1 and ``total`` 1 per piece.
     """
-    from sklearn.model_selection import StratifiedKFold  # noqa: PLC0415
+    from sklearn.model_selection import StratifiedKFold
 
     if encoded.piece_labels is None:
         raise ValueError("cross_validated_piece_probe needs one label per piece (a sequence task)")

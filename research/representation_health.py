@@ -16,7 +16,7 @@ tenth (0.1) or none (0, detached), each without (the paper) and with the referen
 The runs are resumable (a finished run is read back, not run again); the table is printed and written to
 ``--output`` (JSON, aside then renamed). Example (the figures of docs/results.md; about 40 minutes on 2 CPU cores)::
 
-    python benchmarks/representation_health.py --data_root ../shared/data --work_dir runs/health \\
+    python -m research.representation_health --data_root ../shared/data --work_dir runs/health \\
         --output results/representation-health.json
 """
 
@@ -32,11 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository root: benchmarks.* imports
+from adversarial_midibert.atomic_io import atomic_write_json
+from benchmarks.results_file import typed_command
 
-from adversarial_midibert.atomic_io import atomic_write_json  # noqa: E402
-from benchmarks.results_file import typed_command  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS: dict[str, list[str]] = {
     "random": ["--masking", "random", "--reconstruction_weight", "0"],

@@ -1,6 +1,6 @@
 """The encoders an embedding benchmark compares, grouped into arms of several seeds.
 
-Shared by ``benchmarks/embedding_neighbours.py`` and ``benchmarks/matching.py``:
+Shared by ``research/embedding_neighbours.py`` and ``research/matching.py``:
 
 - ``--model ARM/seedN=PATH`` names a model folder and the arm it belongs to (``adversarial/seed0``,
   ``adversarial/seed1``, ``random/seed0`` ...); a name without ``/`` is an arm of one seed;
