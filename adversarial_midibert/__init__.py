@@ -8,7 +8,8 @@ Importing this package registers
   beside the weights, with an ``auto_map`` listing every Auto class, so the folder loads with
   ``trust_remote_code=True`` where this package is not installed;
 - the Octuple tokenizer with ``AutoTokenizer`` (its ``save_pretrained`` ships its own code the same way);
-- the pipeline tasks ``midi-classification`` and ``midi-token-classification`` with ``transformers.pipeline``.
+- the pipeline tasks ``midi-classification``, ``midi-token-classification`` and ``midi-feature-extraction`` with
+  ``transformers.pipeline``.
 """
 
 __version__ = "0.1.0"

@@ -12,36 +12,44 @@
     adv-midibert embed    FOLDER --model outputs/pretrain --output_dir embeddings/mine   # a datasets folder
     adv-midibert search   query.mid --index embeddings/mine --top_k 10                   # needs the [search] extra
 
-``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the scripts of ``examples/`` (the wheel installs these four
-as ``adversarial_midibert.examples``; research tooling such as ``run_ablation.py`` stays in the checkout), so
-``adv-midibert finetune ARGS`` and ``python examples/finetune.py ARGS`` are the same run; ``adv-midibert COMMAND
---help`` shows a command's flags. Several processes or GPUs: ``accelerate launch -m adversarial_midibert.cli pretrain
-ARGS``.
+``prepare``, ``pretrain``, ``finetune`` and ``predict`` run the package's modules (``data.prepare``,
+``training.pretrain``, ``training.finetune``, ``predict``), which ``examples/`` launches too, so ``adv-midibert finetune
+ARGS`` and ``python examples/finetune.py ARGS`` are the same run; ``adv-midibert COMMAND --help`` shows a command's
+flags. Several processes or GPUs: ``accelerate launch -m adversarial_midibert.cli pretrain ARGS``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["COMMANDS", "command_line", "main"]
+__all__ = ["COMMANDS", "main"]
 
 
-def command_line(prog: str, argv: Sequence[str] | None) -> str:
-    """The command as the user typed it: ``prog`` (``adv-midibert finetune``, ``python examples/finetune.py``) and
-    the arguments (``sys.argv[1:]`` when ``argv`` is None), for model cards and results files."""
-    return " ".join([prog, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+# The training and data commands import their modules when run: `adv-midibert --help` needs none of the [train] extra.
+def prepare(argv: list[str]) -> object:
+    from .data.prepare import main as prepare_main
+
+    return prepare_main(argv, prog="adv-midibert prepare")
 
 
-def _example(module: str, command: str) -> Callable[[list[str]], object]:
-    def run(argv: list[str]) -> object:
-        script = importlib.import_module(f"adversarial_midibert.examples.{module}")
-        return script.main(argv, prog=f"adv-midibert {command}")
+def pretrain(argv: list[str]) -> object:
+    from .training.pretrain import main as pretrain_main
 
-    return run
+    return pretrain_main(argv, prog="adv-midibert pretrain")
+
+
+def finetune(argv: list[str]) -> object:
+    from .training.finetune import main as finetune_main
+
+    return finetune_main(argv, prog="adv-midibert finetune")
+
+
+def predict(argv: list[str]) -> object:
+    from .predict import main as predict_main
+
+    return predict_main(argv, prog="adv-midibert predict")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -206,11 +214,11 @@ def search(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], object], str]] = {
-    "prepare": (_example("prepare_data", "prepare"), "build a data set (paper recipes, or your MIDI folder + labels "
+    "prepare": (prepare, "build a data set (paper recipes, or your MIDI folder + labels "
                                                      "CSV)"),
-    "pretrain": (_example("pretrain", "pretrain"), "adversarial masked-LM pre-training (Accelerate)"),
-    "finetune": (_example("finetune", "finetune"), "fine-tune on a sequence or token task (Accelerate)"),
-    "predict": (_example("predict", "predict"), "classify MIDI files, or label their notes, with a fine-tuned model"),
+    "pretrain": (pretrain, "adversarial masked-LM pre-training (Accelerate)"),
+    "finetune": (finetune, "fine-tune on a sequence or token task (Accelerate)"),
+    "predict": (predict, "classify MIDI files, or label their notes, with a fine-tuned model"),
     "card": (card, "write the model card of a trained folder"),
     "push": (push, "publish a trained folder to the Hugging Face Hub in one commit"),
     "convert": (convert, "convert a checkpoint of the authors' original code"),

@@ -63,7 +63,7 @@ import numpy as np
 
 from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
 from adversarial_midibert.checkpointing import latest_checkpoint
-from adversarial_midibert.cli import command_line
+from adversarial_midibert.command_line import command_line
 from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.evaluation import PieceResults
 from research.probing import ProbeResult

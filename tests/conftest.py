@@ -53,12 +53,6 @@ def load_script(repo_root):
     return load
 
 
-@pytest.fixture(scope="session")
-def load_example(load_script):
-    """``load_example("finetune")``: a script of ``examples/`` as a module."""
-    return lambda name: load_script(f"examples/{name}.py", f"example_{name}")
-
-
 @pytest.fixture
 def lock_holder():
     """``with lock_holder(folder) as pid:`` another process holds ``FolderLock(folder)`` inside the block."""

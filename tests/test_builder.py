@@ -211,12 +211,9 @@ def test_save_is_atomic_locked_and_refuses_other_folders(folder, tmp_path, lock_
     assert not (model / "config.json").exists() and load_task_dataset(model)[1]["task"] == "toy"
 
 
-def test_prepare_data_checks_counts_and_refuses_a_model_folder_before_building(repo_root, tmp_path, capsys):
-    import importlib.util
+def test_prepare_data_checks_counts_and_refuses_a_model_folder_before_building(tmp_path, capsys):
+    from adversarial_midibert.data import prepare as prepare_data
 
-    spec = importlib.util.spec_from_file_location("example_prepare_data", repo_root / "examples" / "prepare_data.py")
-    prepare_data = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare_data)
     for flags, message in ((["--max_files", "0"], "--max_files must be >= 1, got 0"),
                            (["--num_proc", "0"], "--num_proc must be >= 1")):
         with pytest.raises(SystemExit):

@@ -1,5 +1,5 @@
-"""``pip install .`` ships the ``adv-midibert`` command, the example scripts it runs and the card template, and not
-the research tooling (``examples/run_ablation.py``)."""
+"""``pip install .`` ships the ``adv-midibert`` command, the training and data modules it runs and the card template,
+and neither the launchers of ``examples/`` nor ``research/``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from adversarial_midibert.cli import main
 COMMAND_CHECK = r"""
 import contextlib, io, runpy, sys
 from pathlib import Path
-import adversarial_midibert, adversarial_midibert.examples.finetune as finetune
+import adversarial_midibert, adversarial_midibert.training.finetune as finetune
 from adversarial_midibert.cli import COMMANDS, main
 from adversarial_midibert.hub.card import TEMPLATE_PATH
 
@@ -48,7 +48,7 @@ print("ALL-COMMANDS-OK")
 def test_pip_install_ships_the_command_and_its_files(repo_root, tmp_path):
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the checkout
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for name in ("adversarial_midibert", "examples"):
+    for name in ("adversarial_midibert", "examples", "research"):
         shutil.copytree(repo_root / name, source / name, ignore=ignore)
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copyfile(repo_root / name, source / name)
@@ -58,7 +58,7 @@ def test_pip_install_ships_the_command_and_its_files(repo_root, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(target)  # the installed copy, not the checkout
     assert (target / "bin" / "adv-midibert").is_file()
-    assert not (target / "adversarial_midibert" / "examples" / "run_ablation.py").exists()  # research tooling stays out
+    assert not (target / "examples").exists() and not (target / "research").exists()  # they stay in the checkout
     check = subprocess.run([sys.executable, "-c", COMMAND_CHECK, str(target)], env=env, cwd=tmp_path,
                            capture_output=True, text=True, timeout=600)
     assert check.returncode == 0 and "ALL-COMMANDS-OK" in check.stdout, check.stderr[-3000:]

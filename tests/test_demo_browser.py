@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from adversarial_midibert.training import finetune
+
 from script_env import as_cached_hub_repo, free_port, script_env
 
 CHROMIUM = os.environ.get("ADV_MIDIBERT_CHROMIUM", "/usr/bin/chromium")
@@ -34,12 +36,12 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 HUB_IDS = {"classifier": "my-org/adv-midibert-emotion", "melody": "my-org/adv-midibert-melody"}
 
 
-def _finetune(load_example, task, data_root, folder, max_files, epochs):
+def _finetune(task, data_root, folder, max_files, epochs):
     """A tiny model fine-tuned briefly on a few real pieces, by examples/finetune.py: weak, but its own prediction."""
     from adversarial_midibert.data import build_recipe, save
 
     save(build_recipe(task, data_root=data_root, max_seq_len=64, max_files=max_files, seed=0), folder / "data")
-    load_example("finetune").main([
+    finetune.main([
         "--dataset", str(folder / "data"), "--from_scratch", "--preset", "tiny", "--output_dir", str(folder / "model"),
         "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "16", "--learning_rate", "2e-3",
         "--metric_for_best_model", "f1_macro", "--seed", "0", "--cpu",  # macro-F1: not the majority class alone
@@ -48,10 +50,10 @@ def _finetune(load_example, task, data_root, folder, max_files, epochs):
 
 
 @pytest.fixture(scope="module")
-def models(load_example, data_root, tmp_path_factory):
+def models(data_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("browser-models")
-    return {"classifier": _finetune(load_example, "emotion", data_root, root / "emotion", 16, 4),
-            "melody": _finetune(load_example, "melody", data_root, root / "melody", 6, 8)}
+    return {"classifier": _finetune("emotion", data_root, root / "emotion", 16, 4),
+            "melody": _finetune("melody", data_root, root / "melody", 6, 8)}
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 import torch
@@ -12,17 +10,11 @@ import torch
 from adversarial_midibert.constants import TOKENIZER_FILE_NAME
 
 
-def _load_example(repo_root, name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", repo_root / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def finetune(repo_root):
-    return _load_example(repo_root, "finetune")
+def finetune():
+    from adversarial_midibert.training import finetune
+
+    return finetune
 
 
 def _build(task, data_root, folder):

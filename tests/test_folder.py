@@ -14,8 +14,10 @@ from adversarial_midibert.data import build_folder_dataset, load_task_dataset, r
 
 
 @pytest.fixture(scope="module")
-def prepare(load_example):
-    return load_example("prepare_data")
+def prepare():
+    from adversarial_midibert.data import prepare
+
+    return prepare
 
 
 def _emopia_folder(data_root, folder):

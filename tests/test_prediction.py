@@ -18,8 +18,10 @@ COMPOSERS = ["Bethel", "Clayderman", "Einaudi", "Hancock", "Hillsong", "Hisaishi
 
 
 @pytest.fixture(scope="module")
-def predict(load_example):
-    return load_example("predict")
+def predict():
+    from adversarial_midibert import predict
+
+    return predict
 
 
 def _clips(data_root, count):

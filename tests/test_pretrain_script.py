@@ -165,25 +165,19 @@ def test_saved_folder_loads_with_auto_class_and_remote_code(full_run, tmp_path):
     (["--num_warmup_steps", "-1"], "--num_warmup_steps must be >= 0"),
     (["--learning_rate", "0"], "--learning_rate must be > 0"),
 ])
-def test_counts_are_checked(repo_root, flags, message, capsys):
+def test_counts_are_checked(flags, message, capsys):
     """Issue 11 failure 6: --max_train_steps -5 "saved a pre-trained model (0 steps)"."""
-    import importlib.util
+    from adversarial_midibert.training import pretrain
 
-    spec = importlib.util.spec_from_file_location("example_pretrain", repo_root / "examples" / "pretrain.py")
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
     with pytest.raises(SystemExit):
         pretrain.parse_args(flags)
     assert message in capsys.readouterr().err
 
 
-def test_detached_masker_learns_ten_times_faster_by_default(repo_root):
+def test_detached_masker_learns_ten_times_faster_by_default():
     """The detached masker barely learns at the shared learning rate (docs/results.md, "Representation health")."""
-    import importlib.util
+    from adversarial_midibert.training import pretrain
 
-    spec = importlib.util.spec_from_file_location("example_pretrain", repo_root / "examples" / "pretrain.py")
-    pretrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pretrain)
     assert pretrain.parse_args(["--learning_rate", "1e-3"]).masker_learning_rate == pytest.approx(1e-3)
     assert pretrain.parse_args(["--learning_rate", "1e-3",
                                 "--detach_masker"]).masker_learning_rate == pytest.approx(1e-2)
@@ -197,12 +191,11 @@ def test_model_card_records_the_command_as_typed(tiny_dataset, repo_root, tmp_pa
     out = tmp_path / "run"
     flags = ["--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny", "--max_train_steps", "2",
              "--per_device_train_batch_size", "8", "--freeze_every", "0", "--seed", "3"]
-    code = ("import importlib.util, sys\n"
-            "spec = importlib.util.spec_from_file_location('example_pretrain', sys.argv[1])\n"
-            "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
-            "module.main(sys.argv[3:], prog='adv-midibert pretrain')\n")
-    # sys.argv[2] stands for the CLI's command word, which must not leak into the recorded command.
-    _run([sys.executable, "-c", code, str(repo_root / "examples" / "pretrain.py"), "pretrain", *flags], repo_root)
+    code = ("import sys\n"
+            "from adversarial_midibert.training import pretrain\n"
+            "pretrain.main(sys.argv[2:], prog='adv-midibert pretrain')\n")
+    # sys.argv[1] stands for the CLI's command word, which must not leak into the recorded command.
+    _run([sys.executable, "-c", code, "pretrain", *flags], repo_root)
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "adv-midibert pretrain " + " ".join(flags) in card
     assert "pretrain.py pretrain" not in card

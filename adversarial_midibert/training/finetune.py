@@ -1,0 +1,655 @@
+#!/usr/bin/env python
+"""Fine-tune Adversarial-MidiBERT on a downstream task (composer, emotion, melody, velocity...) with Accelerate.
+
+The data set is a folder written by ``examples/prepare_data.py``: a ``DatasetDict`` (train / validation / test)
+with ``task_info.json`` beside it, which gives the task, its type (``sequence``: one label per segment;
+``token``: one label per note), the class names and the attributes hidden from the model (velocity for velocity
+prediction). The model is loaded from a pre-trained folder (``examples/pretrain.py``; the masked-LM and masker
+heads are dropped and a fresh classification head is added) or built from scratch from a size preset.
+
+Training (docs/method.md section 4):
+
+- mask fine-tuning: ``--mask_ratio`` of the notes of each training segment are replaced by MASK in all
+  attributes (default 0.3, the paper's summary; the reference code uses 0.15). For token tasks the masked notes
+  are left out of the loss and of the metrics. Evaluation inputs are not masked unless ``--mask_eval`` (the
+  reference code masks them);
+- ``--pitch_shift``: random transposition of each training segment (tonality-independent tasks);
+- early stopping on validation accuracy (``--early_stopping_patience`` epochs without improvement); the best
+  weights are restored before the test set is scored;
+- ``--freeze_backbone --probe_layer N``: probing as in MERT. The encoder is frozen and cut after its N-th layer
+  (``hidden_states[N]``; 0 = the embeddings), so only the head learns from the features of layer N; the saved
+  model is that N-layer encoder plus the head.
+
+Metrics: accuracy and macro-F1 through ``evaluate`` (offline modules of ``adversarial_midibert.evaluation``),
+per segment for sequence tasks (as MidiBERT-Piano and the paper; ``examples/predict.py`` aggregates a whole piece),
+for token tasks over real, unmasked notes only. The output folder receives the best model (``save_pretrained``
++ ``octuple_tokenizer.json`` + model code + model card ``README.md``), ``all_results.json`` (``test_accuracy``,
+``test_f1_macro``, ``eval_*``, ``task``, ``epoch``, ``train_runtime``, ``seed``, ``command``) and
+``confusion_matrix.png`` (test set).
+
+Examples::
+
+    python examples/finetune.py --dataset data/pianist8 --model_name_or_path runs/pretrain-adversarial \\
+        --output_dir runs/composer --num_train_epochs 10 --pitch_shift
+
+    python examples/finetune.py --dataset data/pop909-melody --from_scratch --preset small \\
+        --output_dir runs/melody-scratch --num_train_epochs 5
+
+    accelerate launch examples/finetune.py ...        # several GPUs
+
+Checkpoints: ``--checkpointing_steps N|epoch`` saves the run state (model, optimizer, scheduler, random states,
+counters, early stopping, history) atomically to ``output_dir/step_N`` / ``epoch_N`` (at most
+``--checkpoints_total_limit`` of them); ``--resume_from_checkpoint PATH`` (or ``latest``, the newest complete one)
+continues from one and ends exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .. import hub
+from ..atomic_io import atomic_write_json, write_folder_aside
+from ..checkpointing import CheckpointManager, dataset_fingerprint
+from ..command_line import command_line
+from ..confidence_intervals import bootstrap_accuracy
+from ..configuration_adv_midibert import AdvMidiBertConfig
+from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from ..data import DataCollatorForOctuple, load_task_dataset
+from ..evaluation import ClassificationEvaluator
+from ..masking import hide_attributes
+from ..modeling_adv_midibert import (
+    AdvMidiBertForSequenceClassification,
+    AdvMidiBertForTokenClassification,
+)
+from ..presets import (
+    PRESETS,
+    default_finetune_learning_rate,
+    parse_config_overrides,
+    preset_config_kwargs,
+)
+from ..pretraining import TrainingProgress, step_seed
+from ..speed_and_memory import add_acceleration_arguments, apply_acceleration
+from ..tasks import TASKS
+from ..visualization import plot_training_curves
+from .setup import (
+    add_scheduler_argument,
+    check_flags,
+    optimizer_groups,
+    start_run,
+    steps_per_epoch,
+    tracker_config,
+    training_length,
+)
+
+logger = logging.getLogger("finetune")
+
+METRICS_FOR_BEST_MODEL = ("accuracy", "f1_macro", "piece_accuracy", "piece_f1_macro")
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """Command-line flags (the names of ``run_mlm_no_trainer.py`` / ``examples/pretrain.py`` where they exist)."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True,
+                   help="folder written by examples/prepare_data.py (with task_info.json), or a Hub dataset id")
+    g.add_argument("--task", default=None, help=f"task name ({', '.join(TASKS)} or any); default from task_info.json")
+    g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label "
+                                                                "names")
+    g.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N training segments")
+    g.add_argument("--max_eval_samples", type=int, default=None, help="keep only the first N validation and test "
+                                                                      "segments")
+    g.add_argument("--mask_ratio", type=float, default=0.3,
+                   help="mask fine-tuning: fraction of notes replaced by MASK (paper 0.3, reference code 0.15, 0 = "
+                        "off)")
+    g.add_argument("--mask_eval", action="store_true", help="also mask validation/test inputs (as the reference code)")
+    g.add_argument("--pitch_shift", action="store_true", help="random transposition of training segments")
+    g.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers")
+    g = p.add_argument_group("model")
+    g.add_argument("--model_name_or_path", default=None, help="pre-trained folder (AdvMidiBertForMaskedLM) or Hub id")
+    g.add_argument("--from_scratch", action="store_true", help="random initialisation from --preset (no pre-training)")
+    g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size with --from_scratch")
+    g.add_argument("--config_overrides", default=None,
+                   help='with --from_scratch: "hidden_size=128,num_hidden_layers=2"')
+    g.add_argument("--freeze_backbone", action="store_true", help="probing: train only the classification head")
+    g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = "
+                                                                 "embeddings)")
+    g.add_argument("--trust_remote_code", action="store_true", help="allow remote code when loading from the Hub")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--learning_rate", type=float, default=None,
+                   help="default: 5e-4 for models up to the small preset's width (hidden size 256), the paper's 2e-5 "
+                        "for wider ones")
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--per_device_train_batch_size", type=int, default=12)
+    g.add_argument("--per_device_eval_batch_size", type=int, default=12)
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--num_train_epochs", type=int, default=10)
+    g.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    add_scheduler_argument(g)
+    g.add_argument("--num_warmup_steps", type=int, default=0)
+    g.add_argument("--max_grad_norm", type=float, default=3.0)
+    g.add_argument("--early_stopping_patience", type=int, default=3, help="epochs without better eval metric; 0 = off")
+    g.add_argument("--metric_for_best_model", default="accuracy", choices=METRICS_FOR_BEST_MODEL,
+                   help="validation metric of early stopping and best-model selection (piece_*: sequence tasks only)")
+    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"), help="Accelerate mixed precision")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
+    add_acceleration_arguments(g)
+    g = p.add_argument_group("output")
+    g.add_argument("--output_dir", required=True)
+    g.add_argument("--overwrite_output_dir", action="store_true", help="allow a folder that already holds results")
+    g.add_argument("--checkpointing_steps", default=None, help='save the Accelerate state every N steps, or "epoch"')
+    g.add_argument("--checkpoints_total_limit", type=int, default=None,
+                   help="keep at most this many checkpoints (the newest by step); older ones are deleted")
+    g.add_argument("--resume_from_checkpoint", default=None,
+                   help='checkpoint folder, or "latest": the newest complete one in --output_dir (none: start anew)')
+    g.add_argument("--bootstrap_resamples", type=int, default=2000,
+                   help="resamples of the 95%% bootstrap intervals over pieces in all_results.json (0 = none)")
+    g.add_argument("--with_tracking", action="store_true", help="log to TensorBoard (in output_dir)")
+    g.add_argument("--report_to", default="tensorboard", help="Accelerate tracker with --with_tracking")
+    g.add_argument("--push_to_hub", action="store_true")
+    g.add_argument("--hub_model_id", default=None, help="namespace/name on the Hub")
+    g.add_argument("--hub_token", default=None)
+    args = p.parse_args(argv)
+
+    if args.from_scratch == (args.model_name_or_path is not None):
+        p.error("give exactly one of --model_name_or_path (pre-trained folder) and --from_scratch")
+    if not 0.0 <= args.mask_ratio < 1.0:
+        p.error(f"--mask_ratio must be in [0, 1), got {args.mask_ratio}")
+    if args.probe_layer is not None and not args.freeze_backbone:
+        p.error("--probe_layer needs --freeze_backbone")
+    if args.probe_layer is not None and args.probe_layer < 0:
+        p.error(f"--probe_layer must be >= 0, got {args.probe_layer}")
+    check_flags(p, args, at_least_one=("num_labels",),
+                at_least_zero=("early_stopping_patience", "bootstrap_resamples"))
+    return args
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+class EarlyStopping:
+    """Best validation accuracy so far and epochs without improvement (checkpointed with the run).
+
+    Args:
+        patience: epochs without improvement before stopping (0 = never stop early).
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_metric = -math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.completed_epochs = 0
+
+    def update(self, metric: float, epoch: int) -> bool:
+        """Record one epoch's metric; return True when it is the best so far."""
+        self.completed_epochs = epoch + 1
+        if metric > self.best_metric:
+            self.best_metric, self.best_epoch, self.bad_epochs = metric, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class FinetuneProgress(TrainingProgress):
+    """Counters of the run (see ``TrainingProgress``) plus the running loss of the epoch in progress and the
+    per-epoch history, so that a resumed run reports what the uninterrupted one would."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss_sum = 0.0
+        self.loss_batches = 0
+        self.history: list[dict] = []
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.loss_sum, self.loss_batches = float(state["loss_sum"]), int(state["loss_batches"])
+        self.history = list(state["history"])
+
+
+def _task_fields(task_info: dict, args: argparse.Namespace) -> tuple[str, str, list[str], list]:
+    """(task, task_type, label_names, hidden_attributes) from task_info.json and the flags."""
+    task = task_info.get("task")
+    if args.task and task and args.task != task:
+        logger.warning("--task %s given for a data set built for task %s; using %s", args.task, task, args.task)
+    task = args.task or task
+    if not task:
+        raise ValueError(f"{args.dataset}: task_info.json names no task; give --task")
+    task_type = task_info.get("task_type")
+    if task_type not in ("sequence", "token"):
+        raise ValueError(
+            f"{args.dataset}: task_type {task_type!r} cannot be fine-tuned (need 'sequence' or 'token'); "
+            "is this a pre-training data set?"
+        )
+    label_names = [str(n) for n in (task_info.get("label_names") or [])]
+    if not label_names:
+        if not args.num_labels:
+            raise ValueError(f"{args.dataset}: task_info.json has no label_names; give --num_labels")
+        label_names = [str(i) for i in range(args.num_labels)]
+    elif args.num_labels and args.num_labels != len(label_names):
+        raise ValueError(f"--num_labels {args.num_labels} but {args.dataset} has {len(label_names)} label names")
+    hidden = list(task_info.get("hidden_attributes") or [])
+    return task, task_type, label_names, hidden
+
+
+def _truncate_encoder(model, num_layers: int) -> None:
+    """Keep the first ``num_layers`` encoder layers (probing: the head sees ``hidden_states[num_layers]``)."""
+    base = getattr(model, model.base_model_prefix)
+    layers = base.encoder.layer
+    if num_layers > len(layers):
+        raise ValueError(f"--probe_layer {num_layers} but the encoder has only {len(layers)} layers")
+    base.encoder.layer = torch.nn.ModuleList(list(layers)[:num_layers])
+    model.config.num_hidden_layers = num_layers
+
+
+def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, is_token_task) -> float:
+    """Run the model over one split, feed the evaluator (with the segments' log-probabilities and note counts, for
+    the piece-level results); return the mean loss. The loader must be unshuffled: rows come back in split order."""
+    model.eval()
+    losses = []
+    for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
+        masked = batch.pop("masked_positions", None)
+        batch.pop("segment_id", None)
+        hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
+        with torch.no_grad():
+            outputs = model(**batch)
+        predictions = outputs.logits.argmax(-1)
+        labels = batch["labels"]
+        num_notes = batch["attention_mask"].sum(-1) - 2  # every segment holds BOS + notes + EOS
+        if is_token_task:  # segments differ in length across processes: pad before gathering
+            predictions = accelerator.pad_across_processes(predictions, dim=1, pad_index=-100)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+            if masked is not None:
+                masked = accelerator.pad_across_processes(masked, dim=1, pad_index=0)
+            predictions, labels, num_notes = accelerator.gather_for_metrics((predictions, labels, num_notes))
+            log_probs = None
+        else:
+            log_probs = torch.log_softmax(outputs.logits.float(), dim=-1)
+            predictions, labels, num_notes, log_probs = accelerator.gather_for_metrics(
+                (predictions, labels, num_notes, log_probs))
+        if masked is not None and is_token_task:
+            masked = accelerator.gather_for_metrics(masked)
+        evaluator.add_batch(predictions, labels, masked if is_token_task else None, log_probs=log_probs,
+                            num_notes=num_notes)
+        if outputs.loss is not None:
+            losses.append(accelerator.gather_for_metrics(outputs.loss.detach().reshape(1)).float().mean().item())
+    return float(sum(losses) / len(losses)) if losses else float("nan")
+
+
+def split_metrics(evaluator, piece_ids, loss: float, prefix: str) -> tuple[dict, object]:
+    """Segment/note metrics and piece-level metrics of one evaluated split.
+
+    Returns ``(metrics, pieces)``: ``{prefix}accuracy`` / ``f1_macro`` (per segment, or per note for token tasks),
+    ``{prefix}piece_accuracy`` / ``piece_f1_macro`` (sequence tasks), ``{prefix}num_pieces``, the loss and the
+    number of scored predictions; ``pieces`` is the split's :class:`~adversarial_midibert.evaluation.PieceResults`.
+    """
+    pieces = evaluator.piece_results(piece_ids)
+    metrics = {**evaluator.compute(prefix), **pieces.compute(evaluator.num_labels, prefix),
+               f"{prefix}loss": loss, f"num_{prefix}scored": evaluator.num_scored}
+    return metrics, pieces
+
+
+def bootstrap_intervals(pieces, prefix: str, n_resamples: int, seed: int) -> dict:
+    """95 % bootstrap intervals over pieces: ``{prefix}accuracy_ci95`` (pieces resampled with all their segments or
+    notes) and, for sequence tasks, ``{prefix}piece_accuracy_ci95``; empty when ``n_resamples`` is 0."""
+    if n_resamples <= 0:
+        return {}
+    levels = {"accuracy": "segment", "piece_accuracy": "piece"} if pieces.is_sequence else {"accuracy": "note"}
+    out = {}
+    for name, level in levels.items():
+        interval = bootstrap_accuracy(*pieces.counts(level), n_resamples=n_resamples, seed=seed)
+        out[f"{prefix}{name}_ci95"] = [interval.low, interval.high]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = None) -> dict:
+    """Run the fine-tuning; return the results written to ``all_results.json``.
+
+    Args:
+        args: parsed flags, a list of command-line strings, or None for ``sys.argv``.
+        prog: the command's name in ``--help`` and in the recorded command (``adv-midibert finetune``).
+    """
+    if isinstance(args, argparse.Namespace):
+        command = None
+    else:
+        argv = sys.argv[1:] if args is None else list(args)
+        command = command_line(prog or "python examples/finetune.py", argv)
+        args = parse_args(argv, prog)
+    output_dir = Path(args.output_dir)
+    if (output_dir / "all_results.json").is_file() and not (args.overwrite_output_dir or args.resume_from_checkpoint):
+        raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another "
+                              "folder")
+
+    accelerator_kwargs = {
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        # the shuffling order of an epoch depends only on (seed, epoch): a resumed run sees the same batches
+        "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    }
+    if args.cpu:
+        accelerator_kwargs["cpu"] = True
+    if args.mixed_precision:
+        accelerator_kwargs["mixed_precision"] = args.mixed_precision
+    if args.with_tracking:
+        accelerator_kwargs.update(log_with=args.report_to, project_dir=str(output_dir))
+    accelerator = Accelerator(**accelerator_kwargs)
+    output_lock = start_run(accelerator, logger, args.seed, output_dir)
+    if not accelerator.is_local_main_process:
+        logger.setLevel(logging.WARNING)
+
+    # --- data
+    with accelerator.main_process_first():  # the main process checks the shards; the others load what it checked
+        datasets, task_info, tokenizer = load_task_dataset(args.dataset, verify=accelerator.is_main_process)
+    task, task_type, label_names, hidden_names = _task_fields(dict(task_info), args)
+    is_token_task = task_type == "token"
+    if is_token_task and args.metric_for_best_model.startswith("piece_"):
+        raise ValueError(f"--metric_for_best_model {args.metric_for_best_model}: token tasks have no piece-level "
+                         "label; use accuracy or f1_macro")
+    hidden = [ATTRIBUTE_NAMES.index(h) if isinstance(h, str) else int(h) for h in hidden_names]
+    for split in ("train", "validation", "test"):
+        if split not in datasets:
+            raise ValueError(f"{args.dataset}: split {split!r} is missing (splits: {sorted(datasets)})")
+        if len(datasets[split]) == 0:
+            raise ValueError(f"{args.dataset}: split {split!r} is empty")
+    if args.max_train_samples is not None:
+        datasets["train"] = datasets["train"].select(range(min(args.max_train_samples, len(datasets["train"]))))
+    if args.max_eval_samples is not None:
+        for split in ("validation", "test"):
+            datasets[split] = datasets[split].select(range(min(args.max_eval_samples, len(datasets[split]))))
+    columns = [c for c in ("input_ids", "attention_mask", "labels", "segment_id")
+               if c in datasets["train"].column_names]
+    train_collator = DataCollatorForOctuple(
+        tokenizer=tokenizer, pitch_shift=args.pitch_shift, mask_ratio=args.mask_ratio, seed=args.seed
+    )
+    eval_collator = DataCollatorForOctuple(
+        tokenizer=tokenizer, mask_ratio=args.mask_ratio if args.mask_eval else 0.0, seed=args.seed + 1
+    )
+    loader_kwargs = {"num_workers": args.preprocessing_num_workers}
+    train_dataloader = DataLoader(
+        datasets["train"].select_columns(columns), shuffle=True, collate_fn=train_collator,
+        batch_size=args.per_device_train_batch_size, **loader_kwargs
+    )
+    eval_dataloader = DataLoader(
+        datasets["validation"].select_columns(columns), collate_fn=eval_collator,
+        batch_size=args.per_device_eval_batch_size, **loader_kwargs
+    )
+    test_dataloader = DataLoader(
+        datasets["test"].select_columns(columns), collate_fn=eval_collator,
+        batch_size=args.per_device_eval_batch_size, **loader_kwargs
+    )
+    piece_ids = {split: datasets[split]["piece_id"] for split in ("validation", "test")}
+    logger.info("task %s (%s), %d classes, segments: %s", task, task_type, len(label_names),
+                {k: len(v) for k, v in datasets.items()})
+
+    # --- model
+    model_class = AdvMidiBertForTokenClassification if is_token_task else AdvMidiBertForSequenceClassification
+    label_kwargs = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {n: i for i, n in enumerate(label_names)},
+    }
+    if args.from_scratch:
+        config_kwargs = {**preset_config_kwargs(args.preset), **parse_config_overrides(args.config_overrides)}
+        config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), **config_kwargs, **label_kwargs)
+        model = model_class(config)
+    else:
+        model = model_class.from_pretrained(
+            args.model_name_or_path, trust_remote_code=args.trust_remote_code, **label_kwargs
+        )
+        if list(model.config.vocab_sizes) != list(tokenizer.vocab_sizes):
+            raise ValueError(
+                f"the data set's tokenizer has vocabulary sizes {list(tokenizer.vocab_sizes)} but "
+                f"{args.model_name_or_path} was pre-trained with {list(model.config.vocab_sizes)}: rebuild the data "
+                "set with the pre-trained model's tokenizer"
+            )
+    tokenizer_max = int(tokenizer.max_seq_len)
+    if tokenizer_max > model.config.max_position_embeddings:
+        raise ValueError(
+            f"the data set's segments hold up to {tokenizer_max} rows but the model handles "
+            f"{model.config.max_position_embeddings} positions; rebuild the data set with a smaller max_seq_len"
+        )
+    model.config.finetuning_task = task
+    model.config.hidden_attributes = [ATTRIBUTE_NAMES[i] for i in hidden]
+    if args.freeze_backbone:
+        if args.probe_layer is not None:
+            _truncate_encoder(model, args.probe_layer)
+        for parameter in getattr(model, model.base_model_prefix).parameters():
+            parameter.requires_grad_(False)
+    apply_acceleration(model, args.gradient_checkpointing, args.torch_compile,
+                       args.torch_compile_backend, args.torch_compile_mode)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    logger.info("parameters: %d trainable of %d", sum(p.numel() for p in trainable),
+                sum(p.numel() for p in model.parameters()))
+
+    # --- optimiser and schedule
+    if args.learning_rate is None:
+        args.learning_rate = default_finetune_learning_rate(model.config.hidden_size)
+        logger.info("learning rate %g (the default for hidden size %d)", args.learning_rate, model.config.hidden_size)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, args.weight_decay, {"": args.learning_rate}),
+                                  lr=args.learning_rate)
+    epoch_steps = steps_per_epoch(len(train_dataloader), accelerator.num_processes, args.gradient_accumulation_steps)
+    training_length(args, epoch_steps, default_epochs=args.num_train_epochs)
+    scheduler = get_scheduler(
+        args.lr_scheduler_type, optimizer=optimizer,
+        num_warmup_steps=args.num_warmup_steps * accelerator.num_processes,
+        num_training_steps=args.max_train_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_dataloader, eval_dataloader, test_dataloader, scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, eval_dataloader, test_dataloader, scheduler
+    )
+    stopping = EarlyStopping(args.early_stopping_patience)
+    progress = FinetuneProgress()
+    # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
+    checkpoints = CheckpointManager(
+        accelerator, output_dir, states={"early_stopping": stopping, "progress": progress},
+        total_limit=args.checkpoints_total_limit,
+        data_fingerprint=dataset_fingerprint(datasets["train"], datasets["validation"]),
+    )
+    if args.checkpointing_steps:
+        checkpoints.check_disk_space(model, optimizer)
+    if args.with_tracking:
+        accelerator.init_trackers("finetune", tracker_config(args))
+
+    # --- resume
+    checkpoint = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if checkpoint is not None:
+        checkpoints.load(checkpoint)
+        logger.info("resumed from %s (epoch %d, step %d)", checkpoint, progress.epoch, progress.completed_steps)
+
+    # --- train
+    best_dir = output_dir / "best_model"
+    if best_dir.is_dir() and checkpoint is None and accelerator.is_main_process:
+        import shutil
+
+        shutil.rmtree(best_dir)  # left by an earlier run in this folder
+    mask_id = int(tokenizer.mask_token_id)
+    best_key = "eval_" + args.metric_for_best_model
+    eval_metrics: dict = {}
+    eval_pieces = None
+    start_time = time.time()
+    progress_bar = tqdm(total=args.max_train_steps, initial=progress.completed_steps, desc="fine-tuning",
+                        disable=not accelerator.is_local_main_process)
+    while (progress.epoch < args.num_train_epochs and not stopping.should_stop
+           and progress.completed_steps < args.max_train_steps):
+        epoch = progress.epoch
+        model.train()
+        train_dataloader.set_epoch(epoch)  # the epoch's order and augmentations depend on (seed, epoch) only
+        train_collator.set_epoch(epoch)
+        loader = train_dataloader
+        if progress.epoch_micro_step:
+            loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
+        for batch in loader:
+            batch.pop("masked_positions", None)
+            batch.pop("segment_id", None)
+            hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
+            torch.manual_seed(step_seed(args.seed, progress.micro_step, accelerator.process_index))  # dropout
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(trainable, args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            progress.micro_step += 1
+            progress.epoch_micro_step += 1
+            progress.loss_sum += loss.detach().float().item()
+            progress.loss_batches += 1
+            if accelerator.sync_gradients:
+                progress.completed_steps += 1
+                progress_bar.update(1)
+                if args.checkpointing_steps and args.checkpointing_steps.isdigit():
+                    if progress.completed_steps % int(args.checkpointing_steps) == 0:
+                        checkpoints.save(f"step_{progress.completed_steps}", progress.completed_steps)
+                if progress.completed_steps >= args.max_train_steps:
+                    break
+
+        evaluator = ClassificationEvaluator(len(label_names), label_names)
+        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+        metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
+        train_loss = progress.loss_sum / max(progress.loss_batches, 1)
+        progress.history.append({"epoch": epoch, "train_loss": train_loss, **metrics})
+        logger.info("epoch %d: train loss %.4f, eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
+                    epoch, train_loss, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"],
+                    "" if is_token_task else f", eval piece accuracy {metrics['eval_piece_accuracy']:.4f}")
+        if args.with_tracking:
+            accelerator.log({"train_loss": train_loss, **metrics, "epoch": epoch}, step=progress.completed_steps)
+        if stopping.update(metrics[best_key], epoch):
+            eval_metrics, eval_pieces = dict(metrics), pieces  # a copy: the history row stays as computed
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                with write_folder_aside(best_dir) as tmp:
+                    accelerator.unwrap_model(model).save_pretrained(tmp, save_function=accelerator.save)
+        progress.epoch, progress.epoch_micro_step = epoch + 1, 0
+        progress.loss_sum, progress.loss_batches = 0.0, 0
+        if args.checkpointing_steps == "epoch":
+            checkpoints.save(f"epoch_{epoch}", progress.completed_steps)
+        if stopping.should_stop:
+            logger.info("early stopping: no better %s for %d epochs", best_key, stopping.bad_epochs)
+    progress_bar.close()
+    train_runtime = time.time() - start_time
+
+    # --- best weights back, test
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if (best_dir / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        missing, unexpected = unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
+        if unexpected or any(not k.endswith("position_ids") for k in missing):
+            raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected "
+                               f"{unexpected})")
+        logger.info("restored the best weights (epoch %d, %s %.4f)", stopping.best_epoch, best_key,
+                    stopping.best_metric)
+    history = progress.history
+    if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
+        evaluator = ClassificationEvaluator(len(label_names), label_names)
+        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+        eval_metrics, eval_pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
+    eval_metrics.update(bootstrap_intervals(eval_pieces, "eval_", args.bootstrap_resamples, args.seed))
+    evaluator = ClassificationEvaluator(len(label_names), label_names)
+    test_loss = evaluate_split(model, test_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+    test_metrics, test_pieces = split_metrics(evaluator, piece_ids["test"], test_loss, "test_")
+    test_metrics.update(bootstrap_intervals(test_pieces, "test_", args.bootstrap_resamples, args.seed))
+    logger.info("test accuracy %.4f, macro-F1 %.4f%s", test_metrics["test_accuracy"], test_metrics["test_f1_macro"],
+                "" if is_token_task else f"; per piece {test_metrics['test_piece_accuracy']:.4f}, "
+                f"macro-F1 {test_metrics['test_piece_f1_macro']:.4f}")
+
+    results = {
+        **test_metrics,
+        **eval_metrics,
+        "task": task,
+        "task_type": task_type,
+        "label_names": label_names,
+        "epoch": stopping.best_epoch,
+        "epochs_run": stopping.completed_epochs,
+        "train_steps": progress.completed_steps,
+        "train_runtime": train_runtime,
+        "seed": args.seed,
+        "metric_for_best_model": args.metric_for_best_model,
+        "learning_rate": args.learning_rate,
+        "bootstrap": {"n_resamples": args.bootstrap_resamples, "confidence": 0.95, "seed": args.seed,
+                      "method": "percentile bootstrap over pieces, each piece resampled with all its segments/notes"},
+        "mask_ratio": args.mask_ratio,
+        "mask_eval": args.mask_eval,
+        "pitch_shift": args.pitch_shift,
+        "hidden_attributes": [ATTRIBUTE_NAMES[i] for i in hidden],
+        "init": "scratch:" + args.preset if args.from_scratch else str(args.model_name_or_path),
+        "probe_layer": args.probe_layer,
+        "num_train_segments": len(datasets["train"]),
+        "num_eval_segments": len(datasets["validation"]),
+        "num_test_segments": len(datasets["test"]),
+        "command": command or "finetune.main(" + " ".join(shlex.quote(f"{k}={v}") for k, v in vars(args).items()) + ")",
+        "history": history,
+    }
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
+        tokenizer.save_pretrained(output_dir)
+        if not (output_dir / TOKENIZER_FILE_NAME).is_file():
+            logger.warning("the tokenizer did not write %s into %s", TOKENIZER_FILE_NAME, output_dir)
+        for prefix, pieces in (("eval", eval_pieces), ("test", test_pieces)):
+            atomic_write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
+        title = f"{task}: test accuracy {test_metrics['test_accuracy']:.3f}"
+        evaluator.plot(output_dir / "confusion_matrix.png", title=title)
+        if history:
+            plot_training_curves(history, output_dir / "training_curves.png", x="epoch", title=task)
+        _write_card(output_dir, args, task, task_type, results)
+        atomic_write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
+        if best_dir.is_dir() and not args.checkpointing_steps:  # kept for a resumed run to restore
+            import shutil
+
+            shutil.rmtree(best_dir)
+    accelerator.wait_for_everyone()
+    if args.with_tracking:
+        accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
+                               commit_message=f"Fine-tuned on {task}: test accuracy "
+                                              f"{test_metrics['test_accuracy']:.4f}")
+    if output_lock is not None:
+        output_lock.release()
+    return results
+
+
+def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict) -> None:
+    """The model card, with the data set in its metadata (the code files came with save_pretrained)."""
+    hyperparameters = {k: getattr(args, k) for k in (
+        "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+        "max_train_steps", "mask_ratio", "mask_eval", "pitch_shift", "early_stopping_patience", "seed",
+        "freeze_backbone", "probe_layer")}
+    hub.write_model_card(
+        output_dir,
+        repo_id=args.hub_model_id,
+        base_model=None if args.from_scratch or Path(args.model_name_or_path).exists() else args.model_name_or_path,
+        task=task,
+        task_type=task_type,
+        datasets=[Path(args.dataset).name if Path(args.dataset).exists() else args.dataset],
+        training_command=results["command"],
+        hyperparameters=hyperparameters,
+        results={k: v for k, v in results.items() if k != "history"},
+    )
+
+
+if __name__ == "__main__":
+    main()

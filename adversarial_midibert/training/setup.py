@@ -1,0 +1,115 @@
+"""What the pre-training and fine-tuning loops share, written once: flag checks, logging, seed and the output folder's
+lock, optimizer groups, the number of steps, and the trackers' configuration."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+
+import datasets
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from transformers import SchedulerType
+from transformers.trainer_pt_utils import get_parameter_names
+
+from ..atomic_io import FolderLock
+from ..data.builder import is_dataset_folder
+from ..speed_and_memory import slow_bf16_warning
+
+SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+# Flags both loops check the same way (each loop adds its own).
+AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                "num_train_epochs", "max_train_steps", "max_train_samples", "max_eval_samples",
+                "checkpoints_total_limit")
+AT_LEAST_ZERO = ("num_warmup_steps", "preprocessing_num_workers", "max_grad_norm", "weight_decay")
+
+
+def add_scheduler_argument(parser) -> None:
+    parser.add_argument("--lr_scheduler_type", type=SchedulerType, default="linear", choices=SCHEDULER_TYPES,
+                        help="transformers.get_scheduler name")
+
+
+def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, at_least_one=(), at_least_zero=(),
+                above_zero=("learning_rate",)) -> None:
+    """Exit through ``parser.error`` with a message naming the flag when a shared flag (or one named here) is out of
+    range; flags left at None are not checked."""
+    if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
+        if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
+            parser.error("--checkpointing_steps must be a positive integer or 'epoch', got "
+                         f"{args.checkpointing_steps!r}")
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id namespace/name")
+    for names, fails, bound in ((AT_LEAST_ONE + tuple(at_least_one), lambda v: v < 1, ">= 1"),
+                                (AT_LEAST_ZERO + tuple(at_least_zero), lambda v: v < 0, ">= 0"),
+                                (above_zero, lambda v: not v > 0, "> 0")):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and fails(value):
+                parser.error(f"--{name} must be {bound}, got {value}")
+
+
+def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> FolderLock | None:
+    """Logging (INFO on the local main process, errors only from the libraries elsewhere), the slow-bf16 warning, the
+    seed, and the output folder: refused if it holds a data set, locked by the main process (one run at a time per
+    folder; released by the caller when the run ends), created. Returns the lock (None on other processes)."""
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+                        datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
+    verbosity = "warning" if accelerator.is_local_main_process else "error"
+    getattr(datasets.utils.logging, f"set_verbosity_{verbosity}")()
+    getattr(transformers.utils.logging, f"set_verbosity_{verbosity}")()
+    slow_bf16 = slow_bf16_warning(accelerator.device, accelerator.mixed_precision)
+    if slow_bf16:
+        logger.warning(slow_bf16)
+    set_seed(seed)
+    output_lock = None
+    if accelerator.is_main_process:
+        if is_dataset_folder(output_dir):
+            raise FileExistsError(f"--output_dir {output_dir} holds a dataset; write the run to another folder")
+        output_lock = FolderLock(output_dir).acquire()
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return output_lock
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float, learning_rates: dict[str, float]) -> list[dict]:
+    """AdamW parameter groups of the trainable parameters: weight decay or not (transformers' Trainer rule: none on
+    biases and LayerNorm weights), times one learning rate per name prefix of ``learning_rates`` (``""`` matches every
+    parameter no other prefix takes). Empty groups are left out."""
+    decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias"]))
+    prefixes = sorted(learning_rates, key=len, reverse=True)
+    named: dict[str, list] = {prefix: [] for prefix in learning_rates}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            named[next(p for p in prefixes if name.startswith(p))].append((name, parameter))
+    groups = []
+    for prefix, lr in learning_rates.items():
+        decay = [p for n, p in named[prefix] if n in decay_names]
+        no_decay = [p for n, p in named[prefix] if n not in decay_names]
+        groups += [{"params": decay, "weight_decay": weight_decay, "lr": lr},
+                   {"params": no_decay, "weight_decay": 0.0, "lr": lr}]
+    return [group for group in groups if group["params"]]
+
+
+def steps_per_epoch(batches_per_epoch: int, num_processes: int, gradient_accumulation_steps: int) -> int:
+    """Optimizer steps in an epoch of ``batches_per_epoch`` batches shared by the processes (run_mlm_no_trainer's
+    ``ceil(ceil(batches / processes) / accumulation)``, the same number)."""
+    return max(1, math.ceil(batches_per_epoch / (num_processes * gradient_accumulation_steps)))
+
+
+def training_length(args: argparse.Namespace, epoch_steps: int, default_epochs: int) -> None:
+    """``--max_train_steps`` wins over ``--num_train_epochs``; sets both on ``args``."""
+    if args.max_train_steps is None:
+        args.num_train_epochs = args.num_train_epochs or default_epochs
+        args.max_train_steps = args.num_train_epochs * epoch_steps
+    else:
+        args.num_train_epochs = math.ceil(args.max_train_steps / epoch_steps)
+
+
+def tracker_config(args: argparse.Namespace) -> dict:
+    """The flags as a tracker stores them: numbers, strings and booleans (enums by their value)."""
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in vars(args).items()
+            if isinstance(v, (int, float, str, bool)) or hasattr(v, "value")}
