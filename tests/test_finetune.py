@@ -83,6 +83,38 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_losses_logged_and_evaluations_counted_by_step(finetune, data_root, tmp_path, monkeypatch):
+    """--logging_steps and --eval_steps: the training loss every 2 steps, an evaluation every 3 (across epochs of
+    4 steps), early stopping after 2 evaluations without a better accuracy (a learning rate too small to change a
+    prediction), the curves drawn by step and titled with the task and the model."""
+    from adversarial_midibert.visualization import plot_training_curves
+
+    drawn = {}
+
+    def draw(records, path, x, title):
+        drawn.update(records=list(records), x=x, title=title)
+        return plot_training_curves(records, path, x=x, title=title)
+
+    monkeypatch.setattr(finetune, "plot_training_curves", draw)
+    dataset = _build("composer", data_root, tmp_path / "composer")
+    output = tmp_path / "run"
+    results = finetune.main([
+        "--dataset", str(dataset), "--from_scratch", "--preset", "tiny", "--output_dir", str(output),
+        "--num_train_epochs", "5", "--max_train_samples", "16", "--max_eval_samples", "8",
+        "--per_device_train_batch_size", "4", "--learning_rate", "1e-12", "--logging_steps", "2", "--eval_steps", "3",
+        "--early_stopping_patience", "2", "--bootstrap_resamples", "0", "--seed", "1", "--cpu",
+    ])
+    assert [row["step"] for row in results["history"]] == [3, 6, 9]  # stopped at the second evaluation no better
+    assert [row["epoch"] for row in results["history"]] == [0, 1, 2]
+    assert results["best_step"] == 3 and results["epoch"] == 0 and results["train_steps"] == 9
+    assert results["epochs_run"] == 3
+    assert [row["step"] for row in results["train_log"]] == [2, 4, 6, 8, 9]  # and the step it stopped at
+    assert all(row["train_loss"] > 0 for row in results["train_log"])
+    assert drawn["x"] == "step" and drawn["title"] == "composer fine-tuning of tiny preset from scratch"
+    assert drawn["records"] == results["train_log"] + results["history"]
+
+
+@pytest.mark.slow
 def test_melody_from_pretrained_folder_with_probing(finetune, data_root, tmp_path):
     """Token task, loaded from a masked-LM folder (heads dropped), mask fine-tuning, probing layer 1."""
     from adversarial_midibert.data import load_task_dataset

@@ -14,8 +14,10 @@ Training (docs/method.md section 4):
   are left out of the loss and of the metrics. Evaluation inputs are not masked unless ``--mask_eval`` (the
   reference code masks them);
 - ``--pitch_shift``: random transposition of each training segment (tonality-independent tasks);
-- early stopping on validation accuracy (``--early_stopping_patience`` epochs without improvement); the best
-  weights are restored before the test set is scored;
+- the training loss is logged every ``--logging_steps`` steps; the validation set is scored at the end of each
+  epoch, or every ``--eval_steps`` steps; early stopping counts evaluations without a better
+  ``--metric_for_best_model`` (``--early_stopping_patience``); the best weights are restored before the test set
+  is scored; ``training_curves.png`` draws both by step;
 - ``--freeze_backbone --probe_layer N``: probing as in MERT. The encoder is frozen and cut after its N-th layer
   (``hidden_states[N]``; 0 = the embeddings), so only the head learns from the features of layer N; the saved
   model is that N-layer encoder plus the head.
@@ -24,7 +26,8 @@ Metrics: accuracy and macro-F1 through ``evaluate`` (offline modules of ``advers
 per segment for sequence tasks (as MidiBERT-Piano and the paper; ``examples/predict.py`` aggregates a whole piece),
 for token tasks over real, unmasked notes only. The output folder receives the best model (``save_pretrained``
 + ``octuple_tokenizer.json`` + model code + model card ``README.md``), ``all_results.json`` (``test_accuracy``,
-``test_f1_macro``, ``eval_*``, ``task``, ``epoch``, ``train_runtime``, ``seed``, ``command``) and
+``test_f1_macro``, ``eval_*``, ``task``, ``epoch`` and ``best_step`` of the best evaluation, ``train_runtime``,
+``seed``, ``command``, ``history`` of the evaluations, ``train_log`` of the logged losses), ``training_curves.png`` and
 ``confusion_matrix.png`` (test set).
 
 Examples::
@@ -140,7 +143,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     add_scheduler_argument(g)
     g.add_argument("--num_warmup_steps", type=int, default=0)
     g.add_argument("--max_grad_norm", type=float, default=3.0)
-    g.add_argument("--early_stopping_patience", type=int, default=3, help="epochs without better eval metric; 0 = off")
+    g.add_argument("--early_stopping_patience", type=int, default=3,
+                   help="evaluations without a better eval metric before stopping; 0 = off")
     g.add_argument("--metric_for_best_model", default="accuracy", choices=METRICS_FOR_BEST_MODEL,
                    help="validation metric of early stopping and best-model selection (piece_*: sequence tasks only)")
     g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"), help="Accelerate mixed precision")
@@ -157,6 +161,10 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                    help='checkpoint folder, or "latest": the newest complete one in --output_dir (none: start anew)')
     g.add_argument("--bootstrap_resamples", type=int, default=2000,
                    help="resamples of the 95%% bootstrap intervals over pieces in all_results.json (0 = none)")
+    g.add_argument("--logging_steps", type=int, default=10,
+                   help="log the mean training loss and the learning rate every N optimizer steps")
+    g.add_argument("--eval_steps", type=int, default=None,
+                   help="evaluate every N optimizer steps (and at the last one); default: at the end of each epoch")
     g.add_argument("--with_tracking", action="store_true", help="log to TensorBoard (in output_dir)")
     g.add_argument("--report_to", default="tensorboard", help="Accelerate tracker with --with_tracking")
     g.add_argument("--push_to_hub", action="store_true")
@@ -172,38 +180,38 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         p.error("--probe_layer needs --freeze_backbone")
     if args.probe_layer is not None and args.probe_layer < 0:
         p.error(f"--probe_layer must be >= 0, got {args.probe_layer}")
-    check_flags(p, args, at_least_one=("num_labels",),
+    check_flags(p, args, at_least_one=("num_labels", "logging_steps", "eval_steps"),
                 at_least_zero=("early_stopping_patience", "bootstrap_resamples"))
     return args
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 class EarlyStopping:
-    """Best validation accuracy so far and epochs without improvement (checkpointed with the run).
+    """Best validation metric so far and evaluations without improvement (checkpointed with the run); as
+    transformers' ``EarlyStoppingCallback``, it counts evaluations, which are epochs unless ``--eval_steps`` is set.
 
     Args:
-        patience: epochs without improvement before stopping (0 = never stop early).
+        patience: evaluations without improvement before stopping (0 = never stop early).
     """
 
     def __init__(self, patience: int):
         self.patience = patience
         self.best_metric = -math.inf
         self.best_epoch = -1
-        self.bad_epochs = 0
-        self.completed_epochs = 0
+        self.best_step = -1
+        self.bad_evaluations = 0
 
-    def update(self, metric: float, epoch: int) -> bool:
-        """Record one epoch's metric; return True when it is the best so far."""
-        self.completed_epochs = epoch + 1
+    def update(self, metric: float, epoch: int, step: int) -> bool:
+        """Record one evaluation's metric; return True when it is the best so far."""
         if metric > self.best_metric:
-            self.best_metric, self.best_epoch, self.bad_epochs = metric, epoch, 0
+            self.best_metric, self.best_epoch, self.best_step, self.bad_evaluations = metric, epoch, step, 0
             return True
-        self.bad_epochs += 1
+        self.bad_evaluations += 1
         return False
 
     @property
     def should_stop(self) -> bool:
-        return self.patience > 0 and self.bad_epochs >= self.patience
+        return self.patience > 0 and self.bad_evaluations >= self.patience
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
@@ -213,19 +221,21 @@ class EarlyStopping:
 
 
 class FinetuneProgress(TrainingProgress):
-    """Counters of the run (see ``TrainingProgress``) plus the running loss of the epoch in progress and the
-    per-epoch history, so that a resumed run reports what the uninterrupted one would."""
+    """Counters of the run (see ``TrainingProgress``) plus the training loss summed since the last logged step, the
+    logged training losses (``train_log``) and the evaluations (``history``), so that a resumed run reports what the
+    uninterrupted one would."""
 
     def __init__(self):
         super().__init__()
         self.loss_sum = 0.0
         self.loss_batches = 0
+        self.train_log: list[dict] = []
         self.history: list[dict] = []
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.loss_sum, self.loss_batches = float(state["loss_sum"]), int(state["loss_batches"])
-        self.history = list(state["history"])
+        self.train_log, self.history = list(state["train_log"]), list(state["history"])
 
 
 def _task_fields(task_info: dict, args: argparse.Namespace) -> tuple[str, str, list[str], list]:
@@ -490,6 +500,39 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     start_time = time.time()
     progress_bar = tqdm(total=args.max_train_steps, initial=progress.completed_steps, desc="fine-tuning",
                         disable=not accelerator.is_local_main_process)
+
+    def log_training_loss(epoch: int) -> None:
+        """The mean training loss since the last logged step, as transformers' Trainer logs it."""
+        row = {"step": progress.completed_steps, "epoch": epoch,
+               "train_loss": progress.loss_sum / progress.loss_batches, "learning_rate": scheduler.get_last_lr()[0]}
+        progress.train_log.append(row)
+        progress.loss_sum, progress.loss_batches = 0.0, 0
+        logger.info("step %d: train loss %.4f, learning rate %.3g", row["step"], row["train_loss"],
+                    row["learning_rate"])
+        if args.with_tracking:
+            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+
+    def evaluate_and_keep_best(epoch: int) -> None:
+        nonlocal eval_metrics, eval_pieces
+        evaluator = ClassificationEvaluator(len(label_names), label_names)
+        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+        metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
+        progress.history.append({"step": progress.completed_steps, "epoch": epoch, **metrics})
+        logger.info("step %d (epoch %d): eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
+                    progress.completed_steps, epoch, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"],
+                    "" if is_token_task else f", eval piece accuracy {metrics['eval_piece_accuracy']:.4f}")
+        if args.with_tracking:
+            accelerator.log({**metrics, "epoch": epoch}, step=progress.completed_steps)
+        if stopping.update(metrics[best_key], epoch, progress.completed_steps):
+            eval_metrics, eval_pieces = dict(metrics), pieces  # a copy: the history row stays as computed
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                with write_folder_aside(best_dir) as tmp:
+                    accelerator.unwrap_model(model).save_pretrained(tmp, save_function=accelerator.save)
+        model.train()
+        if stopping.should_stop:
+            logger.info("early stopping: no better %s in %d evaluations", best_key, stopping.bad_evaluations)
+
     while (progress.epoch < args.num_train_epochs and not stopping.should_stop
            and progress.completed_steps < args.max_train_steps):
         epoch = progress.epoch
@@ -516,37 +559,30 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
             progress.epoch_micro_step += 1
             progress.loss_sum += loss.detach().float().item()
             progress.loss_batches += 1
-            if accelerator.sync_gradients:
-                progress.completed_steps += 1
-                progress_bar.update(1)
-                if args.checkpointing_steps and args.checkpointing_steps.isdigit():
-                    if progress.completed_steps % int(args.checkpointing_steps) == 0:
-                        checkpoints.save(f"step_{progress.completed_steps}", progress.completed_steps)
-                if progress.completed_steps >= args.max_train_steps:
-                    break
+            if not accelerator.sync_gradients:
+                continue
+            progress.completed_steps += 1
+            progress_bar.update(1)
+            last_step = progress.completed_steps >= args.max_train_steps
+            if progress.completed_steps % args.logging_steps == 0:
+                log_training_loss(epoch)
+            if args.eval_steps and (progress.completed_steps % args.eval_steps == 0 or last_step):
+                evaluate_and_keep_best(epoch)  # before the step's checkpoint, which then holds it
+            if args.checkpointing_steps and args.checkpointing_steps.isdigit():
+                if progress.completed_steps % int(args.checkpointing_steps) == 0:
+                    checkpoints.save(f"step_{progress.completed_steps}", progress.completed_steps)
+            if last_step or stopping.should_stop:
+                break
 
-        evaluator = ClassificationEvaluator(len(label_names), label_names)
-        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
-        metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
-        train_loss = progress.loss_sum / max(progress.loss_batches, 1)
-        progress.history.append({"epoch": epoch, "train_loss": train_loss, **metrics})
-        logger.info("epoch %d: train loss %.4f, eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
-                    epoch, train_loss, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"],
-                    "" if is_token_task else f", eval piece accuracy {metrics['eval_piece_accuracy']:.4f}")
-        if args.with_tracking:
-            accelerator.log({"train_loss": train_loss, **metrics, "epoch": epoch}, step=progress.completed_steps)
-        if stopping.update(metrics[best_key], epoch):
-            eval_metrics, eval_pieces = dict(metrics), pieces  # a copy: the history row stays as computed
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                with write_folder_aside(best_dir) as tmp:
-                    accelerator.unwrap_model(model).save_pretrained(tmp, save_function=accelerator.save)
+        if not args.eval_steps:
+            evaluate_and_keep_best(epoch)
+        run_ends = (stopping.should_stop or epoch + 1 >= args.num_train_epochs
+                    or progress.completed_steps >= args.max_train_steps)
+        if run_ends and progress.loss_batches:
+            log_training_loss(epoch)  # the steps since the last logged one
         progress.epoch, progress.epoch_micro_step = epoch + 1, 0
-        progress.loss_sum, progress.loss_batches = 0.0, 0
         if args.checkpointing_steps == "epoch":
             checkpoints.save(f"epoch_{epoch}", progress.completed_steps)
-        if stopping.should_stop:
-            logger.info("early stopping: no better %s for %d epochs", best_key, stopping.bad_epochs)
     progress_bar.close()
     train_runtime = time.time() - start_time
 
@@ -560,8 +596,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         if unexpected or any(not k.endswith("position_ids") for k in missing):
             raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected "
                                f"{unexpected})")
-        logger.info("restored the best weights (epoch %d, %s %.4f)", stopping.best_epoch, best_key,
-                    stopping.best_metric)
+        logger.info("restored the best weights (step %d, epoch %d, %s %.4f)", stopping.best_step,
+                    stopping.best_epoch, best_key, stopping.best_metric)
     history = progress.history
     if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
         evaluator = ClassificationEvaluator(len(label_names), label_names)
@@ -583,7 +619,8 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         "task_type": task_type,
         "label_names": label_names,
         "epoch": stopping.best_epoch,
-        "epochs_run": stopping.completed_epochs,
+        "best_step": stopping.best_step,
+        "epochs_run": progress.epoch,
         "train_steps": progress.completed_steps,
         "train_runtime": train_runtime,
         "seed": args.seed,
@@ -602,6 +639,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         "num_test_segments": len(datasets["test"]),
         "command": command or "finetune.main(" + " ".join(shlex.quote(f"{k}={v}") for k, v in vars(args).items()) + ")",
         "history": history,
+        "train_log": progress.train_log,
     }
     if accelerator.is_main_process:
         unwrapped.save_pretrained(output_dir, save_function=accelerator.save)
@@ -612,8 +650,10 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
             atomic_write_json(output_dir / f"{prefix}_piece_results.json", pieces.records(label_names))
         title = f"{task}: test accuracy {test_metrics['test_accuracy']:.3f}"
         evaluator.plot(output_dir / "confusion_matrix.png", title=title)
-        if history:
-            plot_training_curves(history, output_dir / "training_curves.png", x="epoch", title=task)
+        if history or progress.train_log:
+            model_name = f"{args.preset} preset from scratch" if args.from_scratch else args.model_name_or_path
+            plot_training_curves(progress.train_log + history, output_dir / "training_curves.png", x="step",
+                                 title=f"{task} fine-tuning of {model_name}")
         _write_card(output_dir, args, task, task_type, results)
         atomic_write_json(output_dir / "all_results.json", results)  # last: its presence marks a finished run
         if best_dir.is_dir() and not args.checkpointing_steps:  # kept for a resumed run to restore
@@ -647,7 +687,7 @@ def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict
         datasets=[Path(args.dataset).name if Path(args.dataset).exists() else args.dataset],
         training_command=results["command"],
         hyperparameters=hyperparameters,
-        results={k: v for k, v in results.items() if k != "history"},
+        results={k: v for k, v in results.items() if k not in ("history", "train_log")},
     )
 
 
