@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".deleting-"
 
@@ -155,82 +157,44 @@ class FolderBusyError(RuntimeError):
 
 
 class FolderLock:
-    """An exclusive lock on an output folder, held by one process at a time.
-
-    The lock is ``fcntl.flock`` on a hidden file beside the folder (``.<name>.lock``; beside, because the folder
-    itself may be replaced by :func:`write_folder_aside`), keyed on the folder's resolved path, so that a folder and
-    a symbolic link to it share one lock. The operating system releases it when the process ends,
-    however it ends, so a killed run never leaves a stale lock. A process may take the lock of a folder it already
-    holds (nested ``with`` blocks). Use as a context manager, or ``acquire`` / ``release``::
+    """An exclusive lock on an output folder, held by one process at a time: ``filelock.FileLock`` (``flock``, released
+    by the operating system however the process ends; re-entrant in a process) on a hidden file beside the folder
+    (``.<name>.lock``: the folder itself may be replaced by :func:`write_folder_aside`), keyed on the folder's
+    resolved path so that a folder and a symbolic link to it share one lock. Written around filelock only for what it
+    does not do: refuse at once with an error naming the folder, and remove the lock file when the last hold ends. The
+    lock is held until ``release`` or until the object is garbage-collected (keep it)::
 
         with FolderLock("data/composer"):
             ...  # write data/composer
 
-    Args:
-        folder: the folder to lock (it need not exist yet).
-
     Raises:
-        FolderBusyError: from ``acquire`` when another process holds the lock (the message names the folder and
-            that process's id).
+        FolderBusyError: from ``acquire`` when another process holds the lock.
     """
-
-    _held: dict[str, list] = {}  # lock file -> [fd, depth] of the locks this process holds
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         resolved = Path(os.path.realpath(self.folder))
         self.path = resolved.with_name(f".{resolved.name}.lock")
-        self._fd: int | None = None
+        self._lock = FileLock(self.path, is_singleton=True)  # one lock object per file in this process: re-entrant
+        self._held = False
 
     def acquire(self) -> FolderLock:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks here; writes stay atomic, concurrent runs are not refused
-            return self
-        key = os.path.abspath(self.path)
-        if key in FolderLock._held:
-            FolderLock._held[key][1] += 1
-            self._fd = FolderLock._held[key][0]
-            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise FolderBusyError(f"{self.folder} is being written by another process (pid {holder}; lock "
-                                      f"{self.path}); wait for it to finish or choose another folder") from None
-            try:  # the holder before us may have removed the file after we opened it: lock the current one
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-        FolderLock._held[key] = [fd, 1]
+        try:
+            self._lock.acquire(blocking=False)
+        except Timeout:
+            raise FolderBusyError(f"{self.folder} is being written by another process (lock {self.path}); wait for it "
+                                  "to finish or choose another folder") from None
+        self._held = True
         return self
 
     def release(self) -> None:
-        if self._fd is None:
+        if not self._held:
             return
-        key = os.path.abspath(self.path)
-        held = FolderLock._held.get(key)
-        if held is not None and held[1] > 1:
-            held[1] -= 1
-            self._fd = None
-            return
-        FolderLock._held.pop(key, None)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        os.close(self._fd)  # closing releases the flock
-        self._fd = None
+        self._held = False
+        if self._lock.lock_counter == 1:  # removed while still held: a process that locks the removed file retries
+            self.path.unlink(missing_ok=True)
+        self._lock.release()
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -46,6 +46,10 @@ class AdvMidiBertConfig(PretrainedConfig):
         attribute_names (`list[str]`, *optional*):
             Names of the 8 attributes of a token row, in column order. Defaults to
             `("bar", "position", "program", "pitch", "duration", "velocity", "time_signature", "tempo")`.
+        hidden_attributes (`list[str]`, *optional*):
+            Attributes the model never sees (for example `["velocity"]` when it predicts velocity): their ids are
+            replaced by MASK in every non-padding row before they are embedded. Fine-tuning sets them from the data
+            set's task.
         attribute_embedding_size (`int`, *optional*, defaults to 256):
             Size of each attribute's embedding; the 8 embeddings are concatenated and projected to `hidden_size`.
         hidden_size (`int`, *optional*, defaults to 768):
@@ -115,6 +119,7 @@ class AdvMidiBertConfig(PretrainedConfig):
         self,
         vocab_sizes: list[int] | tuple[int, ...] | None = None,
         attribute_names: list[str] | tuple[str, ...] | None = None,
+        hidden_attributes: list[str] | tuple[str, ...] | None = None,
         attribute_embedding_size: int = 256,
         hidden_size: int = 768,
         num_hidden_layers: int = 12,
@@ -142,6 +147,10 @@ class AdvMidiBertConfig(PretrainedConfig):
     ):
         vocab_sizes = [int(v) for v in (DEFAULT_VOCAB_SIZES if vocab_sizes is None else vocab_sizes)]
         attribute_names = [str(n) for n in (DEFAULT_ATTRIBUTE_NAMES if attribute_names is None else attribute_names)]
+        hidden_attributes = [str(n) for n in hidden_attributes or ()]
+        if any(n not in attribute_names for n in hidden_attributes):
+            raise ValueError(f"`hidden_attributes` {hidden_attributes} must be among `attribute_names` "
+                             f"{attribute_names}.")
         special_ids = {
             "pad_token_id": pad_token_id,
             "bos_token_id": bos_token_id,
@@ -175,6 +184,7 @@ class AdvMidiBertConfig(PretrainedConfig):
         super().__init__(tie_word_embeddings=tie_word_embeddings, **special_ids, **kwargs)
         self.vocab_sizes = vocab_sizes
         self.attribute_names = attribute_names
+        self.hidden_attributes = hidden_attributes
         self.attribute_embedding_size = attribute_embedding_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

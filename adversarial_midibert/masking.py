@@ -14,6 +14,7 @@ The four functions that choose positions never choose an unmaskable position (pa
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,7 @@ import torch
 from .constants import BAR, BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
 
 __all__ = [
+    "step_seed",
     "maskable_positions",
     "choose_random_positions",
     "choose_bar_positions",
@@ -28,7 +30,6 @@ __all__ = [
     "choose_top_scored_positions",
     "corrupt",
     "mask_for_finetuning",
-    "hide_attributes",
 ]
 
 
@@ -315,13 +316,9 @@ def mask_for_finetuning(
     return masked_ids, mask
 
 
-def hide_attributes(input_ids, columns, rows=None, mask_token_id: int = MASK_ID):
-    """Replace attribute ``columns`` (e.g. velocity, for the velocity task) by MASK, in place, so that the model
-    never sees them: in every row, or only where the bool ``rows`` (shape ``input_ids.shape[:-1]``, e.g. the
-    attention mask) is set. Works on a torch tensor or a numpy array; returns ``input_ids``."""
-    for column in columns:
-        if rows is None:
-            input_ids[..., column] = mask_token_id
-        else:
-            input_ids[..., column][rows] = mask_token_id
-    return input_ids
+def step_seed(*parts: int | bytes) -> int:
+    """A 63-bit seed derived from ``parts`` (the run's seed, the step, the process index...; bytes taken as they
+    are): the randomness of a step does not depend on how the run got there, so a resumed run draws as an
+    uninterrupted one."""
+    text = b"/".join(p if isinstance(p, bytes) else str(p).encode() for p in parts)
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)

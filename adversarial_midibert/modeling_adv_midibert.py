@@ -93,6 +93,8 @@ class AdvMidiBertEmbeddings(nn.Module):
         super().__init__()
         self.vocab_sizes = list(config.vocab_sizes)
         self.attribute_names = list(config.attribute_names)
+        self.hidden_columns = [self.attribute_names.index(n) for n in getattr(config, "hidden_attributes", None) or ()]
+        self.pad_token_id, self.mask_token_id = config.pad_token_id, config.mask_token_id
         self.attribute_embeddings = nn.ModuleList(
             nn.Embedding(size, config.attribute_embedding_size, padding_idx=config.pad_token_id)
             for size in self.vocab_sizes
@@ -148,6 +150,10 @@ class AdvMidiBertEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Embed `input_ids` (B, L, 8) into hidden states (B, L, hidden_size)."""
         self.check_input_ids(input_ids)
+        if self.hidden_columns:  # `config.hidden_attributes`: MASK in every non-padding row
+            hidden = input_ids[..., self.hidden_columns]
+            input_ids = input_ids.clone()
+            input_ids[..., self.hidden_columns] = hidden.masked_fill(hidden != self.pad_token_id, self.mask_token_id)
         embeddings = torch.cat(
             [table(input_ids[..., i]) for i, table in enumerate(self.attribute_embeddings)], dim=-1
         )

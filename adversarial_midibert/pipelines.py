@@ -18,9 +18,9 @@ Importing :mod:`adversarial_midibert` registers both tasks with ``PIPELINE_REGIS
     out["note_embeddings"]    # (notes, hidden_size) one vector per note of the file (NaN rows: notes left out)
 
 The model folder (or Hub repository) holds the model and the Octuple tokenizer, which the pipelines load through
-``AutoTokenizer``. A piece is encoded and cut into segments exactly as the training data was (the attributes in
-``config.hidden_attributes``, e.g. velocity for velocity prediction, are replaced by MASK as in fine-tuning), the
-segments run through the model ``segment_batch_size`` at a time, and:
+``AutoTokenizer``. A piece is encoded and cut into segments exactly as the training data was (the model replaces the
+attributes in ``config.hidden_attributes``, e.g. velocity for velocity prediction, by MASK), the segments run
+through the model ``segment_batch_size`` at a time, and:
 
 - ``midi-classification`` combines the segments' class probabilities into one distribution for the piece, the
   note-weighted geometric mean (:func:`adversarial_midibert.pooling.aggregate_segment_log_probs`);
@@ -51,7 +51,6 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .masking import hide_attributes
 from .pooling import aggregate_segment_log_probs, mean_note_embedding
 
 __all__ = [
@@ -98,12 +97,6 @@ class _MidiPipeline(Pipeline):
         config = self.model.config
         id2label = getattr(config, "id2label", None) or {}
         self.label_names = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(config.num_labels)]
-        names = list(getattr(config, "attribute_names", None) or self.tokenizer.attribute_names)
-        hidden = list(getattr(config, "hidden_attributes", None) or [])
-        unknown = [h for h in hidden if not isinstance(h, int) and h not in names]
-        if unknown:
-            raise ValueError(f"config.hidden_attributes names {unknown}, not among the attributes {names}")
-        self.hidden_attributes = [h if isinstance(h, int) else names.index(h) for h in hidden]
 
     @staticmethod
     def _check_batch_size(batch_size: int | None) -> None:
@@ -156,7 +149,6 @@ class _MidiPipeline(Pipeline):
                 input_ids[s, : len(segment)] = torch.from_numpy(segment)
                 attention_mask[s, : len(segment)] = 1
                 source_note[s, : len(segment)] = torch.from_numpy(notes.astype(np.int64))
-            hide_attributes(input_ids, self.hidden_attributes, attention_mask.bool(), int(tokenizer.mask_token_id))
         if num_segments == 0 and self._refuses_empty_piece_to:
             raise ValueError(f"{name}: no note could be tokenized ({report.message()}); "
                              f"nothing to {self._refuses_empty_piece_to}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from .atomic_io import TMP_PREFIX
 from .constants import MIDI_SUFFIXES
+from .data.builder import list_midi_files
 from .pipelines import MidiFeatureExtractionPipeline, MidiTokenClassificationPipeline
 
 __all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "output_suffix_of", "predict_files",
@@ -65,7 +66,7 @@ def collect_midi_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path],
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+            found = list_midi_files(path)
             if not found:
                 errors.append({"file": str(path), "error": f"{path}: folder holds no MIDI file "
                                                            f"({', '.join(MIDI_SUFFIXES)})"})

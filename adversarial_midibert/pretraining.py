@@ -39,7 +39,6 @@ the sign flip that swapped "hard" and "easy" on every second segment; padding, B
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,15 +55,14 @@ from .masking import (
     corrupt,
     maskable_positions,
     rank_positions,
+    step_seed,
 )
-from .modeling_adv_midibert import scale_gradient
 
 __all__ = [
     "MASKING_METHODS",
     "MASKER_METHODS",
     "MASK_BUDGETS",
     "MASKER_LOSS_FORMS",
-    "PackedMaskBook",
     "AttributeWeights",
     "TrainingProgress",
     "UniformSampler",
@@ -77,8 +75,6 @@ __all__ = [
     "batches_of_every_process",
     "batch_to_device",
     "step_generator",
-    "step_seed",
-    "scale_gradient",
     "DEFAULT_RECONSTRUCTION_WEIGHT",
     "DEFAULT_MASKER_GRAD_SCALE",
 ]
@@ -245,24 +241,13 @@ class UniformSampler:
         return self.low + (self.high - self.low) * u
 
 
-def step_seed(seed: int, step: int, process_index: int = 0) -> int:
-    """A 63-bit seed derived from ``(seed, step, process_index)``.
-
-    Args:
-        seed (`int`): the run's seed.
-        step (`int`): the step (batch) counter, or any other integer naming the draw.
-        process_index (`int`): the process's rank.
-    """
-    digest = hashlib.sha256(f"{seed}/{step}/{process_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def step_generator(seed: int, step: int, process_index: int = 0, device="cpu") -> torch.Generator:
     """A generator seeded with :func:`step_seed`: the randomness of a step does not depend on how the run got
     there, so an interrupted and resumed run draws the same masks as an uninterrupted one.
 
     Args:
-        seed (`int`), step (`int`), process_index (`int`): see :func:`step_seed`.
+        seed (`int`), step (`int`), process_index (`int`): the run's seed, the step (batch) counter or any integer
+            naming the draw, the process's rank (:func:`~adversarial_midibert.masking.step_seed`).
         device (`torch.device` or `str`): the generator's device (the batch's device).
     """
     gen = torch.Generator(device=device)

@@ -622,7 +622,7 @@ class OctupleTokenizer:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *init_inputs: Any, **kwargs: Any):
         """Load a tokenizer written by :meth:`save_pretrained`, from a local folder, the file itself or a Hub id.
 
-        A Hub id (``"org/name"``) is resolved with ``huggingface_hub.hf_hub_download``: the file is cached, and
+        A folder or Hub id (``"org/name"``) is resolved with transformers' ``cached_file``: the file is cached, and
         under ``HF_HUB_OFFLINE=1`` (or ``local_files_only=True``) read from the cache without any network call.
         This is also the method ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` ends in.
 
@@ -634,8 +634,8 @@ class OctupleTokenizer:
                 select the Hub file; the private arguments transformers' Auto classes add are ignored.
 
         Raises:
-            FileNotFoundError: the folder has no ``octuple_tokenizer.json``, or the name is neither a local path
-                nor a valid Hub id. ``OSError``: the Hub (or, offline, the cache) has no such file.
+            FileNotFoundError: the folder, or the Hub (offline: the cache), has no ``octuple_tokenizer.json``, or the
+                name is neither a local path nor a Hub id.
             ValueError: the file is not a tokenizer file this version can read.
         """
         if init_inputs:
@@ -695,33 +695,13 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _resolve_tokenizer_file(name_or_path: str | os.PathLike, hub: dict[str, Any]) -> Path:
-    """The local path of ``octuple_tokenizer.json`` for a folder, the file itself, or a Hub id (downloaded)."""
-    path = Path(name_or_path)
-    subfolder = hub.get("subfolder") or ""
-    if path.is_file():
-        return path
-    if path.is_dir():
-        file = path / subfolder / TOKENIZER_FILE_NAME
-        if not file.is_file():
-            raise FileNotFoundError(f"{file}: no {TOKENIZER_FILE_NAME} found (not a tokenizer folder)")
-        return file
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    """The local path of ``octuple_tokenizer.json``: the file itself (transformers' ``cached_file`` takes folders and
+    ids only), else ``cached_file``'s: a folder (and ``subfolder``), a Hub id (downloaded, or offline the cache's)."""
+    if Path(name_or_path).is_file():
+        return Path(name_or_path)
+    from transformers.utils import cached_file
 
-    repo_id = str(name_or_path)
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise FileNotFoundError(
-            f"{repo_id}: no {TOKENIZER_FILE_NAME} found (no such local folder or file, and not a Hub repository id)"
-        ) from None
-    try:
-        return Path(hf_hub_download(repo_id, TOKENIZER_FILE_NAME, **{k: v for k, v in hub.items() if v is not None
-                                                                     and v != ""}))
-    except EntryNotFoundError as err:  # not in the repository, or offline and not cached
-        raise FileNotFoundError(f"{repo_id}: no {TOKENIZER_FILE_NAME} on the Hub or in the local cache "
-                                f"({err})") from err
-    except OSError as err:  # RepositoryNotFoundError, RevisionNotFoundError, HTTP and connection errors
-        raise OSError(f"{repo_id}: cannot get {TOKENIZER_FILE_NAME} from the Hub ({type(err).__name__}: "
-                      f"{err})") from err
+        return Path(cached_file(str(name_or_path), TOKENIZER_FILE_NAME, **hub))
+    except OSError as err:  # no such folder, file, repository or cached copy; HTTP and connection errors
+        raise FileNotFoundError(f"{name_or_path}: no {TOKENIZER_FILE_NAME} found ({err})") from err

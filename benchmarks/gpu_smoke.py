@@ -38,12 +38,12 @@ import warnings  # 402
 import torch  # 402
 
 from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # 402
+from adversarial_midibert.mask_book import PackedMaskBook  # 402
 from adversarial_midibert.masking import maskable_positions  # 402
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertLayer  # 402
 from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # 402
 from adversarial_midibert.pretraining import (  # 402
     AdversarialMLM,
-    PackedMaskBook,
     batch_to_device,
     freezing_pass,
     step_generator,

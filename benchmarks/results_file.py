@@ -18,12 +18,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import shlex
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from adversarial_midibert.command_line import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def typed_command(argv: list[str] | None = None) -> str:
         module = ".".join(script.relative_to(ROOT).with_suffix("").parts)
     except ValueError:
         module = script.stem
-    return shlex.join(["python", "-m", module, *argv[1:]])
+    return command_line(f"python -m {module}", argv[1:])
 
 
 def _versions() -> dict[str, str]:

@@ -133,8 +133,9 @@ def phase_freeze(args) -> dict:
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
     from adversarial_midibert.data.collators import pad_octuple_batch
     from adversarial_midibert.data.streaming import StreamingBatches, StreamingDataset
+    from adversarial_midibert.mask_book import PackedMaskBook
     from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
-    from adversarial_midibert.pretraining import PackedMaskBook, freezing_pass
+    from adversarial_midibert.pretraining import freezing_pass
 
     stream = StreamingDataset(args.dataset)
     # A one-layer model of width 16: the pass's compute is the model's; this measures the streaming and the book.

@@ -81,15 +81,14 @@ def neighbour_precision(dataset, composers: list[str], top_k: int) -> tuple[dict
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     results = ResultsFile(args.output, settings=vars(args))
-    from adversarial_midibert.constants import MIDI_SUFFIXES
+    from adversarial_midibert.data import list_midi_files
     from adversarial_midibert.similarity import INFO_FILE_NAME, embed_files, load_index
 
     models = list(args.model)
     if not args.no_random_init:
         models = with_random_init(models, args.init_seed, args.work_dir)
     inputs = [f for folder in sorted(p for p in args.midi_dir.iterdir() if p.is_dir())
-              for f in sorted(f for f in folder.rglob("*") if f.suffix.lower() in MIDI_SUFFIXES)[
-                  : args.max_per_composer]]
+              for f in list_midi_files(folder)[: args.max_per_composer]]
     rows, hits = {}, {}
     for name, path in models:
         folder = args.work_dir / f"embeddings-{folder_name(name)}"

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from adversarial_midibert.constants import ATTRIBUTE_NAMES, IGNORE_INDEX
+from adversarial_midibert.constants import ATTRIBUTE_NAMES, IGNORE_INDEX, MASK_ID
 from adversarial_midibert.data.collators import pad_octuple_batch
 from adversarial_midibert.evaluation import group_by_piece
-from adversarial_midibert.masking import hide_attributes, maskable_positions
+from adversarial_midibert.masking import maskable_positions
 
 __all__ = ["EncodedSplit", "encode_dataset", "fit_linear_probe", "cross_validated_piece_probe", "ProbeResult"]
 
@@ -93,7 +93,7 @@ def encode_dataset(
             batch = pad_octuple_batch(rows)
             input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             notes = maskable_positions(input_ids, attention_mask)
-            hide_attributes(input_ids, hidden, notes)
+            input_ids[..., hidden] = input_ids[..., hidden].masked_fill(notes[..., None], MASK_ID)  # notes only
             state = encoder(input_ids, attention_mask=attention_mask).last_hidden_state.float()
             features.append(state[notes].numpy())
             owner = torch.from_numpy(row_piece[start:stop]).unsqueeze(1).expand_as(notes)

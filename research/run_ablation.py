@@ -89,6 +89,7 @@ import numpy as np
 from adversarial_midibert.atomic_io import atomic_write_json as write_json
 from adversarial_midibert.atomic_io import atomic_write_text
 from adversarial_midibert.checkpointing import latest_checkpoint
+from adversarial_midibert.command_line import command_line
 from adversarial_midibert.confidence_intervals import paired_bootstrap_difference, stack_piece_counts
 from adversarial_midibert.evaluation import PieceResults
 from adversarial_midibert.tasks import PAPER_ACCURACY, PAPER_TASKS
@@ -285,7 +286,7 @@ class Runner:
 
     def run(self, name: str, command: list[str]) -> bool:
         """Run one command; log it; return whether it succeeded."""
-        line = " ".join(shlex.quote(c) for c in command)
+        line = shlex.join(command)
         self.commands[name] = portable_command(line)
         if self.dry_run:
             print(line)
@@ -715,8 +716,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "finetune_seed_base + pre-training seed; scratch with the same fine-tuning seeds).",
         "results_file": str(args.results_file),
         "budget": budget,
-        "command": "python -m research.run_ablation " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                          else sys.argv[1:])),
+        "command": command_line("python -m research.run_ablation", argv),
         "commands_this_invocation": runner.commands,
         "runs": table,
         "summary": summary,

@@ -55,7 +55,7 @@ def load_script(repo_root):
 
 @pytest.fixture
 def lock_holder():
-    """``with lock_holder(folder) as pid:`` another process holds ``FolderLock(folder)`` inside the block."""
+    """``with lock_holder(folder):`` another process holds ``FolderLock(folder)`` inside the block."""
     import contextlib
     import subprocess
     import sys
@@ -68,11 +68,11 @@ def lock_holder():
             [sys.executable, "-c", "import importlib.util, sys; "
              f"spec = importlib.util.spec_from_file_location('atomic_io', {atomic_io.__file__!r}); "
              "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-             f"m.FolderLock({str(folder)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
+             f"lock = m.FolderLock({str(folder)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
             assert holder.stdout.readline().strip() == "held"
-            yield holder.pid
+            yield
         finally:
             holder.stdin.close()
             holder.wait(timeout=30)

@@ -38,7 +38,6 @@ EXPECTED_UPLOAD = {
     "constants.py",
     "pipelines.py",  # the pipeline as remote code, added with the card (custom_pipelines)
     "pooling.py",
-    "masking.py",  # imported by pipelines.py (hide_attributes)
 }
 RESULTS = {
     "task": "composer",
@@ -420,7 +419,7 @@ def test_a_dry_run_holds_what_a_push_uploads_for_a_folder_without_card_or_pipeli
                                                                                          monkeypatch):
     """A folder with no card (e.g. written by ``convert``) gets the pipeline code and ``custom_pipelines`` with the
     card on a real push; the dry run must preview exactly those files and bytes, written into its own folder."""
-    for name in ("pipelines.py", "pooling.py", "masking.py"):  # constants.py stays: the tokenizer's code needs it
+    for name in ("pipelines.py", "pooling.py"):  # constants.py stays: the tokenizer's code needs it
         (model_folder / name).unlink()
     config = json.loads((model_folder / "config.json").read_text())
     config.pop("custom_pipelines")
@@ -433,7 +432,7 @@ def test_a_dry_run_holds_what_a_push_uploads_for_a_folder_without_card_or_pipeli
     push_folder_to_hub(model_folder, "org/tiny")
     (_, commit_kwargs), = recorder.named("create_commit")
     uploaded = commit_kwargs["contents"]
-    assert {"pipelines.py", "pooling.py", "masking.py"} <= set(uploaded)
+    assert {"pipelines.py", "pooling.py"} <= set(uploaded)
     assert "custom_pipelines" in json.loads(uploaded["config.json"])
     assert _tree(dry) == uploaded
 

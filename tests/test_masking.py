@@ -147,13 +147,12 @@ def test_cuda_with_cpu_generator():
     assert out.is_cuda and bar.is_cuda and not (chosen & ~maskable).any()
 
 
-def test_hide_attributes_masks_the_columns_of_the_chosen_rows_in_torch_and_numpy():
-    from adversarial_midibert.masking import hide_attributes
+def test_step_seed_keeps_the_seeds_of_earlier_runs():
+    """One home for the step's seed (pre-training and fine-tuning steps, the collators' per-batch draws): the values
+    are those the runs in results/ were drawn with."""
+    import numpy as np
 
-    ids = torch.arange(2 * 3 * 8).reshape(2, 3, 8) + 10
-    rows = torch.tensor([[True, True, False], [True, False, False]])
-    hidden = hide_attributes(ids.clone(), [5], rows)
-    assert (hidden[..., 5][rows] == MASK_ID).all() and torch.equal(hidden[..., 5][~rows], ids[..., 5][~rows])
-    assert torch.equal(hidden[..., :5], ids[..., :5]) and torch.equal(hidden[..., 6:], ids[..., 6:])
-    piece = hide_attributes(ids[0].numpy().copy(), [5, 7])  # a whole piece, every row (the data builder)
-    assert (piece[:, [5, 7]] == MASK_ID).all() and (piece[:, :5] == ids[0, :, :5].numpy()).all()
+    from adversarial_midibert.masking import step_seed
+
+    assert step_seed(42, 7, 1) == 3160132573540642496  # seed / micro-step / process
+    assert step_seed(42, 3, np.array([1], dtype=np.int64).tobytes()) == 2177666688363194632  # seed / epoch / segments

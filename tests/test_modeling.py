@@ -190,6 +190,23 @@ def test_bare_model_is_padding_invariant(kind):
     torch.testing.assert_close(model(padded_ids).last_hidden_state[:, :7], alone, atol=ATOL, rtol=0)
 
 
+def test_hidden_attributes_are_never_seen():
+    """config.hidden_attributes (velocity for velocity prediction): the one place they are hidden, in every head."""
+    model = build(AdvMidiBertForTokenClassification, hidden_attributes=["velocity"])
+    velocity = tiny_config().attribute_names.index("velocity")
+    ids, mask = padded_batch()
+    other = ids.clone()
+    other[0, :, velocity] = 5
+    torch.testing.assert_close(model(other, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
+    masked = ids.clone()
+    masked[mask.bool(), velocity] = tiny_config().mask_token_id
+    torch.testing.assert_close(model(masked, attention_mask=mask).logits, model(ids, attention_mask=mask).logits)
+    assert not torch.equal(build(AdvMidiBertForTokenClassification)(other).logits,
+                           build(AdvMidiBertForTokenClassification)(ids).logits)
+    with pytest.raises(ValueError, match="hidden_attributes"):
+        tiny_config(hidden_attributes=["loudness"])
+
+
 def test_heads_are_padding_invariant():
     ids = random_ids(1, 7)
     padded_ids = torch.cat([ids, torch.zeros(1, 4, 8, dtype=ids.dtype)], dim=1)

@@ -80,7 +80,7 @@ def _segment_note_counts(pipe, path):
 
 def test_token_pipeline_keeps_every_note(melody_pipe, data_root, tmp_path):
     assert isinstance(melody_pipe, MidiTokenClassificationPipeline)
-    assert melody_pipe.hidden_attributes == [5]
+    assert melody_pipe.model.config.hidden_attributes == ["velocity"]
     score = symusic.Score(str(data_root / "POP909" / "001" / "001.mid"))
     # A note below the tokenizer's pitch range cannot be represented: it must still be written, unclassified.
     score.tracks[2].notes.append(symusic.Note(0, 480, 5, 80))

@@ -7,6 +7,7 @@ import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
 from adversarial_midibert.masking import maskable_positions
+from adversarial_midibert.modeling_adv_midibert import scale_gradient
 from adversarial_midibert.presets import (
     PRESETS,
     default_finetune_learning_rate,
@@ -22,7 +23,6 @@ from adversarial_midibert.pretraining import (
     freezing_pass,
     masker_loss,
     masker_targets,
-    scale_gradient,
     step_generator,
 )
 

@@ -98,7 +98,8 @@ def test_melody_labels_come_from_the_melody_track(data_root):
 def test_velocity_input_hidden_and_labels_binned(data_root):
     path, ds = _one_song(data_root, "002", velocity_token_labels, hidden=("velocity",))
     ids = np.concatenate([np.asarray(x)[1:-1] for x in ds["train"]["input_ids"]])
-    assert (ids[:, VELOCITY] == MASK_ID).all()
+    # the velocity stays in the data; the task names it, and the fine-tuned model hides it (config.hidden_attributes)
+    assert (ids[:, VELOCITY] != MASK_ID).all() and ds.task_info["hidden_attributes"] == ["velocity"]
     labels = np.concatenate([np.asarray(x) for x in ds["train"]["labels"]])
     labels = labels[labels >= 0]
     raw = np.concatenate([t.notes.numpy()["velocity"] for t in Score(str(path)).tracks])

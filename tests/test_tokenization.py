@@ -469,7 +469,7 @@ def test_from_pretrained_resolves_a_hub_id_from_the_offline_cache(tmp_path, monk
     assert loaded.max_seq_len == 96 and loaded.vocab_sizes == saved.vocab_sizes
     with pytest.raises(FileNotFoundError, match="my-org/missing"):  # offline, not cached
         OctupleTokenizer.from_pretrained("my-org/missing", cache_dir=cache)
-    with pytest.raises(FileNotFoundError, match="not a Hub repository id"):
+    with pytest.raises(FileNotFoundError, match=f"folder: no {TOKENIZER_FILE_NAME} found"):
         OctupleTokenizer.from_pretrained(tmp_path / "no" / "such" / "folder")
 
 

@@ -16,8 +16,9 @@ and reasons, counts per split: pieces, segments, notes, class counts), ``task_in
 names, hidden attributes, tokenizer settings) and the tokenizer (``octuple_tokenizer.json``);
 :func:`load_task_dataset` reads all of it back.
 
-Hidden attributes (``hidden_attributes=("velocity",)``): the whole column of every note row is replaced by the
-MASK id before segmenting, so the model never sees it (the velocity task, docs/method.md section 4).
+Hidden attributes (``hidden_attributes=("velocity",)``) are recorded in ``task_info.json``; fine-tuning puts them in
+the model's ``config.hidden_attributes``, and the model replaces them by MASK (the velocity task, docs/method.md
+section 4).
 """
 
 from __future__ import annotations
@@ -385,8 +386,8 @@ class BuildOptions:
         id_column: CSV labels: the column holding the piece id / file name.
         label_names: class names in label-index order; default: the sorted distinct labels (integer labels are
             kept as they are).
-        hidden_attributes: attribute names (e.g. ``["velocity"]``) whose whole column is replaced by MASK in every
-            note row, so the model never sees them.
+        hidden_attributes: attribute names (e.g. ``["velocity"]``) the fine-tuned model must never see (recorded in
+            ``task_info``; the model's ``config.hidden_attributes``).
         task: task name recorded in ``task_info``.
         extra_info: more entries for ``task_info`` (e.g. the split source, velocity bin edges).
         output_dir: write the dataset into this folder as it is built (resumable); see :func:`build_dataset`.
@@ -472,14 +473,13 @@ def build_dataset(source: str | os.PathLike | Sequence[Any], options: BuildOptio
     report = _start_report(options, scan_problems, csv_problems, unlabelled, not_in_split, missing)
     split_pieces_ = {split: [(by_id[p].path, p, by_id[p].label if by_id[p].label is not None else -1)
                              for p in assignment[split]] for split in SPLIT_NAMES}
-    hidden_columns = [ATTRIBUTE_NAMES.index(a) for a in options.hidden_attributes]
     # Key order matters: miditok builds the time-signature vocabulary in the order of ``time_signature_range``'s
     # keys, so sorting them would give the workers another TimeSig id mapping than the tokenizer saved with the data.
     tokenizer_json = json.dumps(tokenizer.to_dict())
     if options.output_dir is not None:
         directory = check_dataset_folder(options.output_dir, options.overwrite)
     elif options.cache_dir is not None:
-        key = _fingerprint(split_pieces_, tokenizer_json, options.task_type, hidden_columns,
+        key = _fingerprint(split_pieces_, tokenizer_json, options.task_type, list(options.hidden_attributes),
                            getattr(options.token_label_fn, "__qualname__", None), options.shard_size,
                            options.num_shards)
         directory = Path(options.cache_dir) / f"build-{key}"
@@ -499,7 +499,7 @@ def build_dataset(source: str | os.PathLike | Sequence[Any], options: BuildOptio
     }
     summary = write_shards(
         directory, split_pieces_, tokenizer_json, options.task_type, {"version": 1},
-        token_label_fn=options.token_label_fn, hidden_columns=hidden_columns, label_names=label_names,
+        token_label_fn=options.token_label_fn, label_names=label_names,
         num_proc=max(1, int(options.num_proc or 1)), shard_size=options.shard_size, num_shards=options.num_shards,
         overwrite=options.overwrite,
         description=describe_task(task_info),  # the task travels in the data set's own info (dataset_info.json)
@@ -710,7 +710,7 @@ def describe_task(task_info: Mapping[str, Any]) -> str:
     if task_info.get("label_names"):
         text += f" Classes: {', '.join(map(str, task_info['label_names']))}."
     if task_info.get("hidden_attributes"):
-        text += f" Hidden from the model (MASK in every note row): {', '.join(task_info['hidden_attributes'])}."
+        text += f" Hidden from the model (its config's hidden_attributes): {', '.join(task_info['hidden_attributes'])}."
     return text + "\n" + _TASK_INFO_MARKER + json.dumps(dict(task_info), sort_keys=True)
 
 

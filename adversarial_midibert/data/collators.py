@@ -20,7 +20,6 @@ batches as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from ..masking import (
     corrupt,
     mask_for_finetuning,
     maskable_positions,
+    step_seed,
 )
 
 __all__ = ["DataCollatorForOctuple", "DataCollatorForOctupleMLM", "pad_octuple_batch", "pitch_shift_batch"]
@@ -228,8 +228,7 @@ class DataCollatorForOctuple:
     def _batch_generator(self, segment_ids: torch.Tensor | None) -> torch.Generator:
         if self.seed is None or segment_ids is None:
             return self.generator
-        digest = hashlib.sha256(f"{self.seed}/{self.epoch}/".encode() + segment_ids.numpy().tobytes()).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+        return torch.Generator().manual_seed(step_seed(self.seed, self.epoch, segment_ids.numpy().tobytes()))
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad_octuple_batch(rows, self.pad_token_id, self.pad_to_multiple_of)

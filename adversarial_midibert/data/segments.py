@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from ..constants import IGNORE_INDEX, NUM_ATTRIBUTES, TOKENIZER_FILE_NAME
-from ..masking import hide_attributes
 
 __all__ = ["TASK_TYPES", "IGNORE_INDEX", "PieceBatch", "segment_features", "tokenize_pieces"]
 
@@ -104,7 +103,6 @@ def tokenize_pieces(
     tokenizer_json: str,
     task_type: str,
     token_label_fn: TokenLabelFn | None = None,
-    hidden_columns: Sequence[int] = (),
     label_names: Sequence[str] | None = None,
 ) -> PieceBatch:
     """Read, encode and segment MIDI files into one record batch of segment rows.
@@ -115,7 +113,6 @@ def tokenize_pieces(
         tokenizer_json: ``json.dumps(tokenizer.to_dict())`` (a string, cheap to send to worker processes).
         task_type: ``"sequence"``, ``"token"`` or ``"pretrain"``.
         token_label_fn: token tasks: ``(score, track_index, note_index) -> labels (N,)``, -100 = no label.
-        hidden_columns: attribute columns replaced by MASK in every note row.
         label_names: class names (sequence and token tasks): the labels' ``ClassLabel`` and the class counts.
     """
     import pyarrow as pa
@@ -145,7 +142,6 @@ def tokenize_pieces(
                 if labels.shape != (len(ids),):
                     raise ValueError(f"token_label_fn returned shape {labels.shape} for {len(ids)} notes")
                 aligned = [labels]
-            hide_attributes(ids, hidden_columns)
             if aligned is None:
                 piece_segments, cut = tok.segment(ids), None
             else:

@@ -181,7 +181,6 @@ def write_shards(
     task_type: str,
     plan_key: Any,
     token_label_fn: Callable | None = None,
-    hidden_columns: Sequence[int] = (),
     label_names: Sequence[str] | None = None,
     num_proc: int = 1,
     shard_size: int = 256,
@@ -194,7 +193,7 @@ def write_shards(
     Args:
         directory: the output folder (created if needed).
         split_pieces: split name -> ``(path, piece_id, label)`` per piece, in output order.
-        tokenizer_json, task_type, token_label_fn, hidden_columns, label_names: see
+        tokenizer_json, task_type, token_label_fn, label_names: see
             :func:`~adversarial_midibert.data.segments.tokenize_pieces`.
         plan_key: everything else that decides the output (JSON-able); with ``split_pieces`` and the settings it
             makes the plan's fingerprint, which a resumed build must match.
@@ -217,7 +216,7 @@ def write_shards(
     plans = {split: plan_shards(len(pieces), per_shard, num_shards if split == "train" else None)
              for split, pieces in split_pieces.items()}
     digest = hashlib.sha256(json.dumps(
-        [plan_key, task_type, tokenizer_json, list(hidden_columns), list(label_names or []),
+        [plan_key, task_type, tokenizer_json, list(label_names or []),
          getattr(token_label_fn, "__qualname__", None),
          {split: [[str(path), piece_id, label] for path, piece_id, label in pieces]
           for split, pieces in split_pieces.items()}, plans],
@@ -226,7 +225,7 @@ def write_shards(
         _start_or_resume(directory, digest, plans, overwrite)
         schema = segment_features(task_type, label_names).arrow_schema
         summary = {split: _write_split(directory, split, pieces, plans[split], schema, num_proc,
-                                       (tokenizer_json, task_type, token_label_fn, hidden_columns, label_names))
+                                       (tokenizer_json, task_type, token_label_fn, label_names))
                    for split, pieces in split_pieces.items()}
         _write_datasets_layout(directory, summary, segment_features(task_type, label_names), description)
         atomic_write_json(directory / SHARD_INDEX_NAME, {

@@ -8,7 +8,7 @@ the modules named by those ``auto_map`` entries and by ``custom_pipelines`` (the
 ``get_class_from_dynamic_module`` will. Every name must be a module of the folder itself.
 
 :func:`add_pipeline_code` makes a folder carry its pipeline too (``pipelines.py`` and the modules it imports relatively:
-``pooling.py``, ``masking.py``, ``constants.py``; and ``custom_pipelines`` in ``config.json``);
+``pooling.py``, ``constants.py``; and ``custom_pipelines`` in ``config.json``);
 :func:`~adversarial_midibert.hub.card.write_model_card`, the last step of every training script, calls it.
 """
 
@@ -111,7 +111,7 @@ def add_pipeline_code(folder: str | Path, task: str | None = None) -> str:
 
     Writes ``custom_pipelines`` into ``folder/config.json`` (the folder's one task, so that
     ``pipeline(model=folder_or_hub_id, trust_remote_code=True)`` finds it without a task name) and copies
-    ``pipelines.py`` and the modules it imports relatively (``pooling.py``, ``masking.py``, ``constants.py``) beside the
+    ``pipelines.py`` and the modules it imports relatively (``pooling.py``, ``constants.py``) beside the
     model code, each written aside and renamed. Where only transformers, torch, miditok and symusic are installed,
     ``pipeline()`` then loads the pipeline class from the folder (``get_class_from_dynamic_module``), as it loads the
     model and tokenizer. A sequence head gets ``midi-classification``, a token head ``midi-token-classification``, a

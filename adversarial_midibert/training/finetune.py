@@ -71,7 +71,7 @@ from ..configuration_adv_midibert import AdvMidiBertConfig
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from ..data import DataCollatorForOctuple, load_task_dataset
 from ..evaluation import ClassificationEvaluator
-from ..masking import hide_attributes
+from ..masking import step_seed
 from ..modeling_adv_midibert import (
     AdvMidiBertForSequenceClassification,
     AdvMidiBertForTokenClassification,
@@ -82,7 +82,7 @@ from ..presets import (
     parse_config_overrides,
     preset_config_kwargs,
 )
-from ..pretraining import TrainingProgress, step_seed
+from ..pretraining import TrainingProgress
 from ..speed_and_memory import add_acceleration_arguments, apply_acceleration
 from ..tasks import TASKS
 from ..visualization import plot_training_curves
@@ -259,7 +259,7 @@ def _task_fields(task_info: dict, args: argparse.Namespace) -> tuple[str, str, l
         label_names = [str(i) for i in range(args.num_labels)]
     elif args.num_labels and args.num_labels != len(label_names):
         raise ValueError(f"--num_labels {args.num_labels} but {args.dataset} has {len(label_names)} label names")
-    hidden = list(task_info.get("hidden_attributes") or [])
+    hidden = [h if isinstance(h, str) else ATTRIBUTE_NAMES[int(h)] for h in task_info.get("hidden_attributes") or []]
     return task, task_type, label_names, hidden
 
 
@@ -273,7 +273,7 @@ def _truncate_encoder(model, num_layers: int) -> None:
     model.config.num_hidden_layers = num_layers
 
 
-def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, is_token_task) -> float:
+def evaluate_split(model, dataloader, accelerator, evaluator, is_token_task) -> float:
     """Run the model over one split, feed the evaluator (with the segments' log-probabilities and note counts, for
     the piece-level results); return the mean loss. The loader must be unshuffled: rows come back in split order."""
     model.eval()
@@ -281,7 +281,6 @@ def evaluate_split(model, dataloader, accelerator, evaluator, hidden, mask_id, i
     for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
         masked = batch.pop("masked_positions", None)
         batch.pop("segment_id", None)
-        hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
         with torch.no_grad():
             outputs = model(**batch)
         predictions = outputs.logits.argmax(-1)
@@ -371,12 +370,11 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     # --- data
     with accelerator.main_process_first():  # the main process checks the shards; the others load what it checked
         datasets, task_info, tokenizer = load_task_dataset(args.dataset, verify=accelerator.is_main_process)
-    task, task_type, label_names, hidden_names = _task_fields(dict(task_info), args)
+    task, task_type, label_names, hidden = _task_fields(dict(task_info), args)
     is_token_task = task_type == "token"
     if is_token_task and args.metric_for_best_model.startswith("piece_"):
         raise ValueError(f"--metric_for_best_model {args.metric_for_best_model}: token tasks have no piece-level "
                          "label; use accuracy or f1_macro")
-    hidden = [ATTRIBUTE_NAMES.index(h) if isinstance(h, str) else int(h) for h in hidden_names]
     for split in ("train", "validation", "test"):
         if split not in datasets:
             raise ValueError(f"{args.dataset}: split {split!r} is missing (splits: {sorted(datasets)})")
@@ -418,6 +416,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {n: i for i, n in enumerate(label_names)},
+        "hidden_attributes": hidden,  # the model replaces them by MASK (velocity for velocity prediction)
     }
     if args.from_scratch:
         config_kwargs = {**preset_config_kwargs(args.preset), **parse_config_overrides(args.config_overrides)}
@@ -440,7 +439,6 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
             f"{model.config.max_position_embeddings} positions; rebuild the data set with a smaller max_seq_len"
         )
     model.config.finetuning_task = task
-    model.config.hidden_attributes = [ATTRIBUTE_NAMES[i] for i in hidden]
     if args.freeze_backbone:
         if args.probe_layer is not None:
             _truncate_encoder(model, args.probe_layer)
@@ -493,7 +491,6 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         import shutil
 
         shutil.rmtree(best_dir)  # left by an earlier run in this folder
-    mask_id = int(tokenizer.mask_token_id)
     best_key = "eval_" + args.metric_for_best_model
     eval_metrics: dict = {}
     eval_pieces = None
@@ -515,7 +512,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     def evaluate_and_keep_best(epoch: int) -> None:
         nonlocal eval_metrics, eval_pieces
         evaluator = ClassificationEvaluator(len(label_names), label_names)
-        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, is_token_task)
         metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
         progress.history.append({"step": progress.completed_steps, "epoch": epoch, **metrics})
         logger.info("step %d (epoch %d): eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
@@ -545,7 +542,6 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         for batch in loader:
             batch.pop("masked_positions", None)
             batch.pop("segment_id", None)
-            hide_attributes(batch["input_ids"], hidden, batch["attention_mask"].bool(), mask_id)
             torch.manual_seed(step_seed(args.seed, progress.micro_step, accelerator.process_index))  # dropout
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
@@ -592,20 +588,17 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     if (best_dir / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
-        missing, unexpected = unwrapped.load_state_dict(load_file(str(best_dir / "model.safetensors")), strict=False)
-        if unexpected or any(not k.endswith("position_ids") for k in missing):
-            raise RuntimeError(f"{best_dir}: best weights do not fit the model (missing {missing}, unexpected "
-                               f"{unexpected})")
+        unwrapped.load_state_dict(load_file(best_dir / "model.safetensors"))  # strict: every weight, nothing more
         logger.info("restored the best weights (step %d, epoch %d, %s %.4f)", stopping.best_step,
                     stopping.best_epoch, best_key, stopping.best_metric)
     history = progress.history
     if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
         evaluator = ClassificationEvaluator(len(label_names), label_names)
-        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, is_token_task)
         eval_metrics, eval_pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
     eval_metrics.update(bootstrap_intervals(eval_pieces, "eval_", args.bootstrap_resamples, args.seed))
     evaluator = ClassificationEvaluator(len(label_names), label_names)
-    test_loss = evaluate_split(model, test_dataloader, accelerator, evaluator, hidden, mask_id, is_token_task)
+    test_loss = evaluate_split(model, test_dataloader, accelerator, evaluator, is_token_task)
     test_metrics, test_pieces = split_metrics(evaluator, piece_ids["test"], test_loss, "test_")
     test_metrics.update(bootstrap_intervals(test_pieces, "test_", args.bootstrap_resamples, args.seed))
     logger.info("test accuracy %.4f, macro-F1 %.4f%s", test_metrics["test_accuracy"], test_metrics["test_f1_macro"],
@@ -631,7 +624,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         "mask_ratio": args.mask_ratio,
         "mask_eval": args.mask_eval,
         "pitch_shift": args.pitch_shift,
-        "hidden_attributes": [ATTRIBUTE_NAMES[i] for i in hidden],
+        "hidden_attributes": hidden,
         "init": "scratch:" + args.preset if args.from_scratch else str(args.model_name_or_path),
         "probe_layer": args.probe_layer,
         "num_train_segments": len(datasets["train"]),

@@ -45,6 +45,8 @@ from ..command_line import command_line
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from ..data.collators import pad_octuple_batch
 from ..data.streaming import StreamingBatches, StreamingDataset
+from ..mask_book import PackedMaskBook
+from ..masking import step_seed
 from ..presets import PRESETS, parse_config_overrides, preset_config_kwargs
 from ..pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
@@ -55,13 +57,11 @@ from ..pretraining import (
     MASKING_METHODS,
     AdversarialMLM,
     AttributeWeights,
-    PackedMaskBook,
     TrainingProgress,
     UniformSampler,
     batch_to_device,
     freezing_pass,
     step_generator,
-    step_seed,
 )
 from ..pretraining_evaluation import evaluate_pretraining
 from ..speed_and_memory import add_acceleration_arguments, apply_acceleration
