@@ -1,8 +1,8 @@
 """Speed and memory switches of the training scripts: activation (gradient) checkpointing and ``torch.compile``.
 
 ``examples/pretrain.py`` and ``examples/finetune.py`` take the flags of transformers' ``TrainingArguments``
-(``--gradient_checkpointing``, ``--torch_compile``, ``--torch_compile_backend``, ``--torch_compile_mode``) through
-:func:`add_acceleration_arguments` and apply them with :func:`apply_acceleration`.
+(``--gradient_checkpointing``, ``--torch_compile``, ``--torch_compile_backend``, ``--torch_compile_mode``;
+``training.setup.TrainingArguments``) and apply them with :func:`apply_acceleration`.
 
 - Activation checkpointing keeps only each layer's input during the forward pass and recomputes the layer in the
   backward pass: about one more forward pass of compute for a fraction of the activation memory (see
@@ -14,27 +14,12 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 
-__all__ = ["add_acceleration_arguments", "apply_acceleration", "compile_layers", "enable_activation_checkpointing",
-           "slow_bf16_warning"]
+__all__ = ["apply_acceleration", "compile_layers", "enable_activation_checkpointing", "slow_bf16_warning"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def add_acceleration_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--gradient_checkpointing``, ``--torch_compile``, ``--torch_compile_backend``, ``--torch_compile_mode``."""
-    parser.add_argument("--gradient_checkpointing", action="store_true",
-                        help="Recompute each encoder layer in the backward pass instead of keeping its activations "
-                             "(less memory, about one more forward pass of compute).")
-    parser.add_argument("--torch_compile", action="store_true", help="Compile the model with torch.compile.")
-    parser.add_argument("--torch_compile_backend", type=str, default=None,
-                        help="torch.compile backend (default: inductor); implies --torch_compile.")
-    parser.add_argument("--torch_compile_mode", type=str, default=None, choices=COMPILE_MODES,
-                        help="torch.compile mode; implies --torch_compile.")
 
 
 def enable_activation_checkpointing(model: nn.Module) -> None:
@@ -52,7 +37,7 @@ def apply_acceleration(
     torch_compile_backend: str | None = None,
     torch_compile_mode: str | None = None,
 ) -> nn.Module:
-    """Apply the flags of :func:`add_acceleration_arguments` to ``model`` (in place) and return it.
+    """Apply the speed and memory flags (``training.setup.TrainingArguments``) to ``model`` (in place) and return it.
 
     Args:
         model (`nn.Module`): a transformers model of this package.

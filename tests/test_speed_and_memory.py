@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
 from adversarial_midibert import AdvMidiBertForMaskedLM
-from adversarial_midibert.speed_and_memory import add_acceleration_arguments, apply_acceleration
+from adversarial_midibert.speed_and_memory import apply_acceleration
 
 from tiny_models import random_segment_rows, tiny_config
 
@@ -60,8 +58,9 @@ def test_switch_gives_the_eager_loss_and_gradients(switch):
 
 
 def test_flags_parse_like_training_arguments():
-    parser = argparse.ArgumentParser()
-    add_acceleration_arguments(parser)
+    from adversarial_midibert.training.setup import TrainingArguments, argument_parser
+
+    parser = argument_parser(TrainingArguments, "test", "")
     args = parser.parse_args(["--gradient_checkpointing", "--torch_compile_mode", "max-autotune"])
     assert args.gradient_checkpointing and args.torch_compile_mode == "max-autotune" and not args.torch_compile
     with pytest.raises(SystemExit):

@@ -54,6 +54,7 @@ import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,18 +78,19 @@ from ..modeling_adv_midibert import (
     AdvMidiBertForTokenClassification,
 )
 from ..presets import (
-    PRESETS,
     default_finetune_learning_rate,
     parse_config_overrides,
     preset_config_kwargs,
 )
 from ..pretraining import TrainingProgress
-from ..speed_and_memory import add_acceleration_arguments, apply_acceleration
+from ..speed_and_memory import apply_acceleration
 from ..tasks import TASKS
 from ..visualization import plot_training_curves
 from .setup import (
-    add_scheduler_argument,
+    TrainingArguments,
+    argument_parser,
     check_flags,
+    flag,
     optimizer_groups,
     start_run,
     steps_per_epoch,
@@ -101,75 +103,44 @@ logger = logging.getLogger("finetune")
 METRICS_FOR_BEST_MODEL = ("accuracy", "f1_macro", "piece_accuracy", "piece_f1_macro")
 
 
+@dataclass
+class FinetuneArguments(TrainingArguments):
+    """The fine-tuning flags: the shared ones (:class:`~adversarial_midibert.training.setup.TrainingArguments`, some
+    with other defaults here) and the task's."""
+
+    dataset: str | None = flag(help="Folder written by examples/prepare_data.py (with task_info.json), or a Hub "
+                                    "dataset id.", required=True)
+    model_name_or_path: str | None = flag(help="Pre-trained folder (AdvMidiBertForMaskedLM) or Hub id.")
+    per_device_train_batch_size: int = flag(12)
+    per_device_eval_batch_size: int = flag(12)
+    learning_rate: float | None = flag(help="Default: 5e-4 for models up to the small preset's width (hidden size "
+                                            "256), the paper's 2e-5 for wider ones.")
+    num_train_epochs: int | None = flag(10)
+    num_warmup_steps: int | None = flag(0)
+    output_dir: str | None = flag(required=True)
+    task: str | None = flag(help=f"Task name ({', '.join(TASKS)} or any); default from task_info.json.")
+    num_labels: int | None = flag(help="Number of classes when task_info.json has no label names.")
+    mask_ratio: float = flag(0.3, "Mask fine-tuning: fraction of notes replaced by MASK (paper 0.3, reference code "
+                                  "0.15, 0 = off).")
+    mask_eval: bool = flag(False, "Also mask validation/test inputs (as the reference code).")
+    pitch_shift: bool = flag(False, "Random transposition of training segments.")
+    from_scratch: bool = flag(False, "Random initialisation from --preset (no pre-training).")
+    freeze_backbone: bool = flag(False, "Probing: train only the classification head.")
+    probe_layer: int | None = flag(help="Probing: features from hidden layer N (0 = embeddings).")
+    trust_remote_code: bool = flag(False, "Allow remote code when loading from the Hub.")
+    early_stopping_patience: int = flag(3, "Evaluations without a better eval metric before stopping; 0 = off.")
+    metric_for_best_model: str = flag("accuracy", "Validation metric of early stopping and best-model selection "
+                                                  "(piece_*: sequence tasks only).", choices=METRICS_FOR_BEST_MODEL)
+    eval_steps: int | None = flag(help="Evaluate every N optimizer steps (and at the last one); default: at the end "
+                                       "of each epoch.")
+    mixed_precision: str | None = flag(help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
+    overwrite_output_dir: bool = flag(False, "Allow a folder that already holds results.")
+    bootstrap_resamples: int = flag(2000, "Resamples of the 95%% bootstrap intervals over pieces in all_results.json "
+                                          "(0 = none).")
+
+
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    """Command-line flags (the names of ``run_mlm_no_trainer.py`` / ``examples/pretrain.py`` where they exist)."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", required=True,
-                   help="folder written by examples/prepare_data.py (with task_info.json), or a Hub dataset id")
-    g.add_argument("--task", default=None, help=f"task name ({', '.join(TASKS)} or any); default from task_info.json")
-    g.add_argument("--num_labels", type=int, default=None, help="number of classes when task_info.json has no label "
-                                                                "names")
-    g.add_argument("--max_train_samples", type=int, default=None, help="keep only the first N training segments")
-    g.add_argument("--max_eval_samples", type=int, default=None, help="keep only the first N validation and test "
-                                                                      "segments")
-    g.add_argument("--mask_ratio", type=float, default=0.3,
-                   help="mask fine-tuning: fraction of notes replaced by MASK (paper 0.3, reference code 0.15, 0 = "
-                        "off)")
-    g.add_argument("--mask_eval", action="store_true", help="also mask validation/test inputs (as the reference code)")
-    g.add_argument("--pitch_shift", action="store_true", help="random transposition of training segments")
-    g.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers")
-    g = p.add_argument_group("model")
-    g.add_argument("--model_name_or_path", default=None, help="pre-trained folder (AdvMidiBertForMaskedLM) or Hub id")
-    g.add_argument("--from_scratch", action="store_true", help="random initialisation from --preset (no pre-training)")
-    g.add_argument("--preset", default="small", choices=sorted(PRESETS), help="model size with --from_scratch")
-    g.add_argument("--config_overrides", default=None,
-                   help='with --from_scratch: "hidden_size=128,num_hidden_layers=2"')
-    g.add_argument("--freeze_backbone", action="store_true", help="probing: train only the classification head")
-    g.add_argument("--probe_layer", type=int, default=None, help="probing: features from hidden layer N (0 = "
-                                                                 "embeddings)")
-    g.add_argument("--trust_remote_code", action="store_true", help="allow remote code when loading from the Hub")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--learning_rate", type=float, default=None,
-                   help="default: 5e-4 for models up to the small preset's width (hidden size 256), the paper's 2e-5 "
-                        "for wider ones")
-    g.add_argument("--weight_decay", type=float, default=0.01)
-    g.add_argument("--per_device_train_batch_size", type=int, default=12)
-    g.add_argument("--per_device_eval_batch_size", type=int, default=12)
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    g.add_argument("--num_train_epochs", type=int, default=10)
-    g.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    add_scheduler_argument(g)
-    g.add_argument("--num_warmup_steps", type=int, default=0)
-    g.add_argument("--max_grad_norm", type=float, default=3.0)
-    g.add_argument("--early_stopping_patience", type=int, default=3,
-                   help="evaluations without a better eval metric before stopping; 0 = off")
-    g.add_argument("--metric_for_best_model", default="accuracy", choices=METRICS_FOR_BEST_MODEL,
-                   help="validation metric of early stopping and best-model selection (piece_*: sequence tasks only)")
-    g.add_argument("--mixed_precision", default=None, choices=("no", "fp16", "bf16"), help="Accelerate mixed precision")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--cpu", action="store_true", help="force the CPU even when a GPU is present")
-    add_acceleration_arguments(g)
-    g = p.add_argument_group("output")
-    g.add_argument("--output_dir", required=True)
-    g.add_argument("--overwrite_output_dir", action="store_true", help="allow a folder that already holds results")
-    g.add_argument("--checkpointing_steps", default=None, help='save the Accelerate state every N steps, or "epoch"')
-    g.add_argument("--checkpoints_total_limit", type=int, default=None,
-                   help="keep at most this many checkpoints (the newest by step); older ones are deleted")
-    g.add_argument("--resume_from_checkpoint", default=None,
-                   help='checkpoint folder, or "latest": the newest complete one in --output_dir (none: start anew)')
-    g.add_argument("--bootstrap_resamples", type=int, default=2000,
-                   help="resamples of the 95%% bootstrap intervals over pieces in all_results.json (0 = none)")
-    g.add_argument("--logging_steps", type=int, default=10,
-                   help="log the mean training loss and the learning rate every N optimizer steps")
-    g.add_argument("--eval_steps", type=int, default=None,
-                   help="evaluate every N optimizer steps (and at the last one); default: at the end of each epoch")
-    g.add_argument("--with_tracking", action="store_true", help="log to TensorBoard (in output_dir)")
-    g.add_argument("--report_to", default="tensorboard", help="Accelerate tracker with --with_tracking")
-    g.add_argument("--push_to_hub", action="store_true")
-    g.add_argument("--hub_model_id", default=None, help="namespace/name on the Hub")
-    g.add_argument("--hub_token", default=None)
+    p = argument_parser(FinetuneArguments, prog, __doc__.split("\n")[0])
     args = p.parse_args(argv)
 
     if args.from_scratch == (args.model_name_or_path is not None):

@@ -23,11 +23,11 @@ Resume: ``--resume_from_checkpoint latest`` (or a checkpoint folder). Two proces
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -47,7 +47,7 @@ from ..data.collators import pad_octuple_batch
 from ..data.streaming import StreamingBatches, StreamingDataset
 from ..mask_book import PackedMaskBook
 from ..masking import step_seed
-from ..presets import PRESETS, parse_config_overrides, preset_config_kwargs
+from ..presets import parse_config_overrides, preset_config_kwargs
 from ..pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
@@ -64,12 +64,14 @@ from ..pretraining import (
     step_generator,
 )
 from ..pretraining_evaluation import evaluate_pretraining
-from ..speed_and_memory import add_acceleration_arguments, apply_acceleration
+from ..speed_and_memory import apply_acceleration
 from ..tokenization_octuple import OctupleTokenizer
 from ..visualization import plot_training_curves
 from .setup import (
-    add_scheduler_argument,
+    TrainingArguments,
+    argument_parser,
     check_flags,
+    flag,
     optimizer_groups,
     start_run,
     steps_per_epoch,
@@ -90,100 +92,70 @@ COMPILE_PAD_MULTIPLE = 64  # --torch_compile: lengths padded to a multiple of th
 SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
 
 
+@dataclass
+class PretrainArguments(TrainingArguments):
+    """The pre-training flags: the shared ones (:class:`~adversarial_midibert.training.setup.TrainingArguments`) and
+    the method's."""
+
+    dataset: str | None = flag(help="Folder written by examples/prepare_data.py, or a Hub dataset id published by it "
+                                    "(task 'pretrain' or any task: labels are ignored). Default: the embedded "
+                                    "music21-pretrain corpus, built once into --cache_dir.")
+    model_name_or_path: str | None = flag(help="Continue pre-training from this model folder instead of a fresh "
+                                               "--preset model.")
+    num_train_epochs: int | None = flag(help="Epochs (default: 3 on a given --dataset; derived from --max_train_steps "
+                                             "otherwise).")
+    max_train_steps: int | None = flag(help="Optimizer steps; overrides --num_train_epochs (main job default: "
+                                            f"{DEFAULT_MAX_TRAIN_STEPS}).")
+    num_warmup_steps: int | None = flag(help="Warm-up steps (default: 5%% of the training steps).")
+    output_dir: str | None = flag(help=f"Default: {DEFAULT_OUTPUT_DIR}.")
+    cache_dir: str | None = flag(help="Where the default corpus is built (default: ~/.cache/adversarial_midibert).")
+    streaming: bool = flag(False, "Stream the training split shard by shard instead of opening it whole (corpora "
+                                  "larger than memory): --dataset is a folder or a Hub dataset id; the mask book is "
+                                  "kept on disk in output_dir/mask_book.")
+    shuffle_buffer_size: int = flag(1000, "--streaming: rows in the shuffle buffer (shards are shuffled per epoch too; "
+                                          "0 = no buffer).")
+    masking: str = flag("adversarial", "adversarial (the method), random (BERT 15%%), bar (MusicBERT bar-level) or "
+                                       "easiest (the control: the notes the masker finds easiest).",
+                        choices=MASKING_METHODS)
+    masker_grad_scale: float = flag(DEFAULT_MASKER_GRAD_SCALE,
+                                    "Share of the masker loss's gradient that reaches the encoder: 1 = the reference "
+                                    "code, 0 = detached (only the masker head learns from it; cheaper). Default: "
+                                    "%(default)s.")
+    detach_masker: bool = flag(False, "Same as --masker_grad_scale 0.")
+    masker_loss_weight: float = flag(1.0, "Weight of the masker MSE loss.")
+    masker_loss_form: str = flag("pooled", "pooled: one MSE over the batch's selected notes; reference: per segment "
+                                           "hard-group mean + easy-group mean, averaged over segments (the reference "
+                                           "code, about twice the scale).", choices=MASKER_LOSS_FORMS)
+    max_mask_ratio: float = flag(0.15, "Cap on the masked share (adversarial: k <= ratio x budget length; random/bar: "
+                                       "the ratio).")
+    mask_budget: str = flag("notes", "notes: k counted over the segment's real notes; padded: over the padded length "
+                                     "(max_position_embeddings), as the reference code's mask book counts padding "
+                                     "rows.", choices=MASK_BUDGETS)
+    reconstruction_weight: float = flag(DEFAULT_RECONSTRUCTION_WEIGHT,
+                                        "Weight of the all-token reconstruction term (the reference code: 1; the paper "
+                                        "does not mention it: 0). Default %(default)s: without it the masker's "
+                                        "gradient collapses the encoder's representations (docs/results.md, "
+                                        "'Representation health').")
+    attribute_weights_from: str = flag("validation", "Dynamic attribute weights from the previous epoch's masked "
+                                                     "accuracy on the validation split with random 15%% masking (the "
+                                                     "reference code; default) or on the training batches with the "
+                                                     "run's own masking.", choices=("validation", "train"))
+    freeze_every: int | None = flag(help="Run the freezing pass every this many epochs (reference code: 5, the default "
+                                         "with --dataset; 0 disables). The main job (no --dataset) uses 1, so its "
+                                         "short run shows the whole method.")
+    freeze_fraction: float | None = flag(help="Freeze this constant fraction of the still-maskable notes per segment "
+                                              "(the paper's summary: 0.15, with --freeze_every 15). Default: u ~ "
+                                              "U(0.1, 0.3) per segment (reference).")
+    unfreeze_max: float = flag(0.1, "Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
+    masker_learning_rate: float | None = flag(help="Learning rate of the masker head (default: --learning_rate; ten "
+                                                   "times it for a detached masker, --masker_grad_scale 0).")
+    pad_to_multiple_of: int | None = flag(help=f"Pad every batch to a multiple of this many rows (default: "
+                                               f"{COMPILE_PAD_MULTIPLE} with --torch_compile, so that batch lengths "
+                                               "fall into few compiled shapes; none otherwise).")
+
+
 def parse_args(argv=None, prog=None):
-    p = argparse.ArgumentParser(prog=prog, description="Adversarial masked-LM pre-training of Adversarial-MidiBERT")
-    p.add_argument("--dataset", type=str, default=None,
-                   help="Folder written by examples/prepare_data.py, or a Hub dataset id published by it (task "
-                        "'pretrain' or any task: labels are ignored). Default: the embedded music21-pretrain corpus, "
-                        "built once into --cache_dir.")
-    p.add_argument("--cache_dir", type=str, default=None,
-                   help="Where the default corpus is built (default: ~/.cache/adversarial_midibert).")
-    p.add_argument("--streaming", action="store_true",
-                   help="Stream the training split shard by shard instead of opening it whole (corpora larger than "
-                        "memory): --dataset is a folder or a Hub dataset id; the mask book is kept on disk in "
-                        "output_dir/mask_book.")
-    p.add_argument("--shuffle_buffer_size", type=int, default=1000,
-                   help="--streaming: rows in the shuffle buffer (shards are shuffled per epoch too; 0 = no buffer).")
-    p.add_argument("--model_name_or_path", type=str, default=None,
-                   help="Continue pre-training from this model folder instead of a fresh --preset model.")
-    p.add_argument("--preset", type=str, default="small", choices=sorted(PRESETS),
-                   help="Model size of a fresh model: tiny (tests), small (CPU), base (the paper's).")
-    p.add_argument("--config_overrides", type=str, default=None,
-                   help='Override config attributes of a fresh model, e.g. "hidden_size=128,num_hidden_layers=2".')
-    p.add_argument("--masking", type=str, default="adversarial", choices=MASKING_METHODS,
-                   help="adversarial (the method), random (BERT 15%%), bar (MusicBERT bar-level) or easiest (the "
-                        "control: the notes the masker finds easiest).")
-    p.add_argument("--masker_grad_scale", type=float, default=DEFAULT_MASKER_GRAD_SCALE,
-                   help="Share of the masker loss's gradient that reaches the encoder: 1 = the reference code, "
-                        "0 = detached (only the masker head learns from it; cheaper). Default: %(default)s.")
-    p.add_argument("--detach_masker", action="store_true", help="Same as --masker_grad_scale 0.")
-    p.add_argument("--masker_loss_weight", type=float, default=1.0, help="Weight of the masker MSE loss.")
-    p.add_argument("--masker_loss_form", type=str, default="pooled", choices=MASKER_LOSS_FORMS,
-                   help="pooled: one MSE over the batch's selected notes; reference: per segment hard-group mean + "
-                        "easy-group mean, averaged over segments (the reference code, about twice the scale).")
-    p.add_argument("--max_mask_ratio", type=float, default=0.15,
-                   help="Cap on the masked share (adversarial: k <= ratio x budget length; random/bar: the ratio).")
-    p.add_argument("--mask_budget", type=str, default="notes", choices=MASK_BUDGETS,
-                   help="notes: k counted over the segment's real notes; padded: over the padded length "
-                        "(max_position_embeddings), as the reference code's mask book counts padding rows.")
-    p.add_argument("--reconstruction_weight", type=float, default=DEFAULT_RECONSTRUCTION_WEIGHT,
-                   help="Weight of the all-token reconstruction term (the reference code: 1; the paper does not "
-                        "mention it: 0). Default %(default)s: without it the masker's gradient collapses the "
-                        "encoder's representations (docs/results.md, 'Representation health').")
-    p.add_argument("--attribute_weights_from", type=str, default="validation", choices=("validation", "train"),
-                   help="Dynamic attribute weights from the previous epoch's masked accuracy on the validation "
-                        "split with random 15%% masking (the reference code; default) or on the training batches "
-                        "with the run's own masking.")
-    p.add_argument("--max_grad_norm", type=float, default=3.0,
-                   help="Clip the gradient norm to this value (the reference code: 3.0; 0 = no clipping).")
-    p.add_argument("--freeze_every", type=int, default=None,
-                   help="Run the freezing pass every this many epochs (reference code: 5, the default with --dataset; "
-                        "0 disables). The main job (no --dataset) uses 1, so its short run shows the whole method.")
-    p.add_argument("--freeze_fraction", type=float, default=None,
-                   help="Freeze this constant fraction of the still-maskable notes per segment (the paper's "
-                        "summary: 0.15, with --freeze_every 15). Default: u ~ U(0.1, 0.3) per segment (reference).")
-    p.add_argument("--unfreeze_max", type=float, default=0.1,
-                   help="Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
-    p.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training segments.")
-    p.add_argument("--max_eval_samples", type=int, default=None, help="Use only the first N validation segments.")
-    p.add_argument("--per_device_train_batch_size", type=int, default=8)
-    p.add_argument("--per_device_eval_batch_size", type=int, default=8)
-    p.add_argument("--learning_rate", type=float, default=5e-4)
-    p.add_argument("--masker_learning_rate", type=float, default=None,
-                   help="Learning rate of the masker head (default: --learning_rate; ten times it for a detached "
-                        "masker, --masker_grad_scale 0).")
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--num_train_epochs", type=int, default=None,
-                   help="Epochs (default: 3 on a given --dataset; derived from --max_train_steps otherwise).")
-    p.add_argument("--max_train_steps", type=int, default=None,
-                   help=f"Optimizer steps; overrides --num_train_epochs (main job default: {DEFAULT_MAX_TRAIN_STEPS}).")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    add_scheduler_argument(p)
-    p.add_argument("--num_warmup_steps", type=int, default=None,
-                   help="Warm-up steps (default: 5%% of the training steps).")
-    p.add_argument("--output_dir", type=str, default=None, help=f"Default: {DEFAULT_OUTPUT_DIR}.")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--checkpointing_steps", type=str, default=None,
-                   help="Save the run state every N optimizer steps, or 'epoch'.")
-    p.add_argument("--checkpoints_total_limit", type=int, default=None,
-                   help="Keep at most this many checkpoints (the newest by step); older ones are deleted.")
-    p.add_argument("--resume_from_checkpoint", type=str, default=None,
-                   help="A checkpoint folder, or 'latest' for the newest complete step_*/epoch_* in --output_dir "
-                        "(none yet: start from the beginning).")
-    p.add_argument("--with_tracking", action="store_true", help="Log metrics with the --report_to trackers.")
-    p.add_argument("--report_to", type=str, default="tensorboard",
-                   help="Tracker(s) for --with_tracking: tensorboard, wandb, all...")
-    p.add_argument("--logging_steps", type=int, default=10,
-                   help="Log the running figures every N steps (they are read back from the device then, in one go).")
-    p.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader workers.")
-    p.add_argument("--cpu", action="store_true", help="Force CPU (also ACCELERATE_USE_CPU=1).")
-    add_acceleration_arguments(p)
-    p.add_argument("--pad_to_multiple_of", type=int, default=None,
-                   help=f"Pad every batch to a multiple of this many rows (default: {COMPILE_PAD_MULTIPLE} with "
-                        "--torch_compile, so that batch lengths fall into few compiled shapes (none otherwise).")
-    p.add_argument("--push_to_hub", action="store_true", help="Upload the final folder to the Hub.")
-    p.add_argument("--hub_model_id", type=str, default=None, help="namespace/name for --push_to_hub.")
-    p.add_argument("--hub_token", type=str, default=None, help="Hub token (default: HF_TOKEN or the login).")
+    p = argument_parser(PretrainArguments, prog, "Adversarial masked-LM pre-training of Adversarial-MidiBERT")
     args = p.parse_args(argv)
     args.command = command_line(prog or "python examples/pretrain.py", argv)  # for the model card
 

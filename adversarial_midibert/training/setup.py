@@ -1,11 +1,13 @@
-"""What the pre-training and fine-tuning loops share, written once: flag checks, logging, seed and the output folder's
-lock, optimizer groups, the number of steps, and the trackers' configuration."""
+"""What the pre-training and fine-tuning loops share, written once: the flags (a dataclass, as transformers'
+``HfArgumentParser`` reads them) and their checks, logging, seed and the output folder's lock, optimizer groups, the
+number of steps, and the trackers' configuration."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -13,12 +15,13 @@ import torch
 import transformers
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from transformers import SchedulerType
+from transformers import HfArgumentParser
 from transformers.trainer_pt_utils import get_parameter_names
 
 from ..atomic_io import FolderLock
 from ..data.builder import is_dataset_folder
-from ..speed_and_memory import slow_bf16_warning
+from ..presets import PRESETS
+from ..speed_and_memory import COMPILE_MODES, slow_bf16_warning
 
 SCHEDULER_TYPES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 # Flags both loops check the same way (each loop adds its own).
@@ -28,9 +31,61 @@ AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gr
 AT_LEAST_ZERO = ("num_warmup_steps", "preprocessing_num_workers", "max_grad_norm", "weight_decay")
 
 
-def add_scheduler_argument(parser) -> None:
-    parser.add_argument("--lr_scheduler_type", type=SchedulerType, default="linear", choices=SCHEDULER_TYPES,
-                        help="transformers.get_scheduler name")
+def flag(default=None, help: str | None = None, **argparse_kwargs):
+    """A dataclass field as ``HfArgumentParser`` reads it: the default, the help and any other ``add_argument``
+    keyword (``choices``, ``required``)."""
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class TrainingArguments:
+    """The flags both loops take, with the names of transformers' ``run_mlm_no_trainer.py`` and ``TrainingArguments``;
+    each loop's dataclass adds its own, and may give one of these another default."""
+
+    dataset: str | None = flag(help="Folder written by examples/prepare_data.py, or a Hub dataset id published by it.")
+    model_name_or_path: str | None = flag(help="Model folder or Hub id to start from.")
+    preset: str = flag("small", "Model size of a fresh model: tiny (tests), small (CPU), base (the paper's).",
+                       choices=sorted(PRESETS))
+    config_overrides: str | None = flag(help='Override config attributes of a fresh model, e.g. '
+                                             '"hidden_size=128,num_hidden_layers=2".')
+    max_train_samples: int | None = flag(help="Use only the first N training segments.")
+    max_eval_samples: int | None = flag(help="Use only the first N validation (and test) segments.")
+    per_device_train_batch_size: int = flag(8)
+    per_device_eval_batch_size: int = flag(8)
+    learning_rate: float | None = flag(5e-4)
+    weight_decay: float = flag(0.01)
+    num_train_epochs: int | None = flag()
+    max_train_steps: int | None = flag(help="Optimizer steps; overrides --num_train_epochs.")
+    gradient_accumulation_steps: int = flag(1)
+    lr_scheduler_type: str = flag("linear", "transformers.get_scheduler name", choices=SCHEDULER_TYPES)
+    num_warmup_steps: int | None = flag()
+    max_grad_norm: float = flag(3.0, "Clip the gradient norm to this value (the reference code: 3.0; 0 = no clipping).")
+    seed: int = flag(42)
+    output_dir: str | None = flag()
+    checkpointing_steps: str | None = flag(help="Save the run state every N optimizer steps, or 'epoch'.")
+    checkpoints_total_limit: int | None = flag(help="Keep at most this many checkpoints (the newest by step); older "
+                                                    "ones are deleted.")
+    resume_from_checkpoint: str | None = flag(help="A checkpoint folder, or 'latest' for the newest complete "
+                                                   "step_*/epoch_* in --output_dir (none yet: start anew).")
+    with_tracking: bool = flag(False, "Log metrics with the --report_to trackers.")
+    report_to: str = flag("tensorboard", "Tracker(s) for --with_tracking: tensorboard, wandb, all...")
+    logging_steps: int = flag(10, "Log the training loss every N optimizer steps.")
+    preprocessing_num_workers: int = flag(0, "DataLoader workers.")
+    cpu: bool = flag(False, "Force the CPU even when a GPU is present.")
+    gradient_checkpointing: bool = flag(False, "Recompute each encoder layer in the backward pass instead of keeping "
+                                               "its activations (less memory, about one more forward pass of compute).")
+    torch_compile: bool = flag(False, "Compile the model with torch.compile.")
+    torch_compile_backend: str | None = flag(help="torch.compile backend (default: inductor); implies --torch_compile.")
+    torch_compile_mode: str | None = flag(help="torch.compile mode; implies --torch_compile.", choices=COMPILE_MODES)
+    push_to_hub: bool = flag(False, "Upload the final folder to the Hub.")
+    hub_model_id: str | None = flag(help="namespace/name for --push_to_hub.")
+    hub_token: str | None = flag(help="Hub token (default: HF_TOKEN or the login).")
+
+
+def argument_parser(arguments: type, prog: str | None, description: str) -> HfArgumentParser:
+    """``HfArgumentParser`` of a loop's dataclass, its help as written (no defaults appended)."""
+    return HfArgumentParser(arguments, prog=prog, description=description,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, at_least_one=(), at_least_zero=(),
