@@ -1,31 +1,19 @@
-"""Crash-safe checkpoints of the example training loops (``step_N`` / ``epoch_N`` folders in ``--output_dir``).
+"""Crash-safe checkpoints of the training loops (``step_N`` / ``epoch_N`` folders in ``--output_dir``).
 
 A checkpoint is written aside and renamed into place, so that a run killed at any moment (or a full disk) never
-leaves a folder that looks usable and is not:
+leaves a folder that looks usable and is not: Accelerate's ``save_state`` (model, optimizer, scheduler, random
+states) and the loop's own state (``training_state.safetensors`` + ``.json``, never a pickle) go to a hidden
+``.tmp-<name>`` folder, every file is flushed, the marker ``checkpoint_complete.json`` (every file's size and SHA-256,
+the step, the run's id, the training data's fingerprint) is written last, the folder is renamed, and checkpoints
+beyond ``total_limit`` are removed (renamed away first; the one just written never).
 
-1. the Accelerate state (model, optimizer, scheduler, random states) goes to a hidden ``.tmp-<name>`` folder with
-   :meth:`accelerate.Accelerator.save_state`; the loop's own state (mask book, attribute weights, counters, early
-   stopping, history) goes beside it as ``training_state.safetensors`` (tensors) + ``training_state.json`` (numbers
-   and strings), never as a pickle;
-2. every file is flushed to disk (``fsync``), then the marker ``checkpoint_complete.json`` is written last: it names
-   every file with its size and SHA-256, the run's step, the run's id and the fingerprint of the training data;
-3. the folder is renamed to ``<name>`` and older checkpoints beyond ``total_limit`` are removed (renamed away first,
-   so that a half-deleted folder is never taken for a checkpoint; the checkpoint just written is never removed).
+``latest`` is the complete checkpoint with the highest step whose files still hash to what was written; a folder
+without the marker, or damaged, is skipped with a warning naming it. Loading checks the marker and unpickles nothing
+(a checkpoint holding Accelerate's ``custom_checkpoint_*.pkl`` is refused).
 
-``latest`` is the complete checkpoint with the highest step (``epoch_N`` after ``step_N`` at the same step), whatever
-the folders' modification times, whose files still hash to what was written; folders without the marker are skipped with
-a warning naming them, and a damaged one (a file changed in place, even at the same size) is skipped with a warning
-naming it and the checkpoint used instead. Loading checks the marker (files present with their sizes and hashes, no file
-the run did not write, same training data) and unpickles nothing: Accelerate reads its own files with
-``torch.load(weights_only=True)``, no custom object is registered with it, and a checkpoint holding
-``custom_checkpoint_*.pkl`` files (which Accelerate would unpickle in full) is refused before anything is loaded.
-
-Why not Accelerate's ``ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=...)``: it writes straight
-into ``checkpoints/checkpoint_<i>`` (a killed run leaves a partial folder that ``load_state()`` then picks as the
-newest), deletes the oldest folders *before* the new one is written (a crash in between keeps fewer checkpoints
-than asked, possibly none complete), counts any folder, complete or not, and numbers checkpoints by save count
-rather than by training step. The manager below keeps Accelerate's ``save_state`` / ``load_state`` for the
-state itself and does the naming, the atomic write and the rotation around it.
+Why not Accelerate's ``automatic_checkpoint_naming``: it writes in place (a killed run leaves a partial folder that
+``load_state()`` picks as the newest), deletes old folders before the new one is written, and numbers checkpoints by
+save count, not by step; the manager keeps ``save_state`` / ``load_state`` and does the rest around them.
 """
 
 from __future__ import annotations

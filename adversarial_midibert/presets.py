@@ -45,8 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # Fine-tuning learning rate by model width: the paper's 2e-5 for BERT-base; the narrow CPU presets learn far too slowly
-# with it (small preset, POP909 melody from scratch, 300 steps, seeds 42 and 43: test 74.0 / 73.4 % at 2e-5 against
-# 80.4 / 80.5 % at 5e-4; results/finetune-learning-rate.json).
+# with it (results/finetune-learning-rate.json).
 NARROW_FINETUNE_LEARNING_RATE = 5e-4
 PAPER_FINETUNE_LEARNING_RATE = 2e-5
 

@@ -390,8 +390,9 @@ class AdversarialMLM(nn.Module):
             frozen.
         attribute_weights (`AttributeWeights`, *optional*): the run's attribute weights; without one all are
             ``1 / 8``.
-        masking (`str`): ``"adversarial"`` (the method), ``"random"`` (15% of the notes, 80/10/10) or ``"bar"``
-            (MusicBERT bar-level masking). The baselines skip the masker pass and the masker loss.
+        masking (`str`): ``"adversarial"`` (the method), ``"easiest"`` (its control: the notes the masker scores
+            lowest), ``"random"`` (15% of the notes, 80/10/10) or ``"bar"`` (MusicBERT bar-level masking). The two
+            baselines skip the masker pass and the masker loss.
         masker_grad_scale (`float`): share of the masker loss's gradient that reaches the shared encoder, in
             ``[0, 1]``. 1 = the reference code (the masker pass back-propagates into the encoder); 0 = the masker
             pass's encoder runs under ``torch.no_grad()`` in eval mode and only the masker head learns, on the

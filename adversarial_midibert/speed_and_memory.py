@@ -84,13 +84,12 @@ def slow_bf16_warning(device: torch.device, mixed_precision: str) -> str | None:
 
     On such a CPU (AVX2 only: no AVX512-BF16 or AMX; oneDNN reports no bf16 support) every bf16 matrix product falls
     back to a slow kernel, so a bf16 step takes several times as long as an fp32 one and saves only activation
-    memory (on the project's AVX2 CPU a whole step of the small preset took 6.8 times as long,
-    ``results/profile-step-small.json``; ``benchmarks/profile_step.py --ops`` times the suspects one by one).
+    memory (``results/profile-step-small.json``; ``benchmarks/profile_step.py --ops`` times the suspects one by one).
     """
     if str(mixed_precision) != "bf16" or torch.device(device).type != "cpu":
         return None
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return None
     return ("bf16 mixed precision on a CPU without bf16 matrix instructions (no AVX512-BF16/AMX): every matrix product "
-            "falls back to a slow kernel and a step is several times slower than in fp32 (6.8x measured on such a "
-            "CPU); use --mixed_precision no on this machine")
+            "falls back to a slow kernel and a step is several times slower than in fp32; use --mixed_precision no on "
+            "this machine")

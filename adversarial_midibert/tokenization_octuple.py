@@ -9,26 +9,19 @@ or Hub repository loads it with::
     AutoTokenizer.from_pretrained("org/name", trust_remote_code=True)
 
 where only ``transformers``, ``miditok`` and ``symusic`` are installed. ``OctupleTokenizer.from_pretrained`` reads
-a local folder, the file itself or a Hub id (through ``huggingface_hub``'s cache, so offline once cached).
+a local folder, the file itself or a Hub id (through transformers' ``cached_file``, so offline once cached).
 
 The arithmetic (vocabulary tables, the vectorised encoder equal to miditok's, segment boundaries, decoding) lives
-in :mod:`adversarial_midibert.octuple_encoding`; the vocabulary and configuration are miditok's
-(:class:`miditok.Octuple`, :class:`miditok.TokenizerConfig`), in the reference code's column order
-``(bar, position, program, pitch, duration, velocity, time_signature, tempo)``.
+in :mod:`adversarial_midibert.octuple_encoding`; the vocabulary and configuration are miditok's, in the reference
+code's column order ``(bar, position, program, pitch, duration, velocity, time_signature, tempo)``.
 
-Why ``AutoTokenizer`` (and not ``AutoProcessor`` or ``AutoFeatureExtractor``): in transformers 5,
-``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` reads ``auto_map["AutoTokenizer"]`` from
-``tokenizer_config.json``, imports that class from the repository's code and returns
-``cls.from_pretrained(repo, **hub_kwargs)``; it needs nothing else of the class. ``PreTrainedTokenizerBase`` itself
-is built around one string vocabulary (``tokenize``, ``convert_tokens_to_ids``, added and special *string*
-tokens, chat templates, truncation of text pairs), none of which applies to rows of eight ids from eight
-vocabularies, so this class keeps the tokenizer interface that callers use (``__call__`` -> ``BatchEncoding``,
-``decode``/``batch_decode``, ``pad_token_id``..., ``model_input_names``, ``save_pretrained``/``from_pretrained``,
-``register_for_auto_class``) without inheriting the text machinery. ``ProcessorMixin`` only bundles
-sub-processors that each load through their own Auto class (``AutoProcessor`` falls back to ``AutoTokenizer``
-when a repository has no processor config), and feature extractors are configured dicts for audio arrays; both
-would wrap this same class for nothing. The pipelines (:mod:`adversarial_midibert.pipelines`) load it through
-``AutoTokenizer`` too.
+Why ``AutoTokenizer`` without ``PreTrainedTokenizerBase``: ``AutoTokenizer.from_pretrained(...,
+trust_remote_code=True)`` only imports the class named by ``tokenizer_config.json``'s ``auto_map`` and calls its
+``from_pretrained``; the base class is built around one string vocabulary (``tokenize``, special string tokens,
+chat templates, text pairs), none of which applies to rows of eight ids from eight vocabularies. So this class keeps
+the interface callers use (``__call__`` -> ``BatchEncoding``, ``decode``, ``pad_token_id``..., ``model_input_names``,
+``save_pretrained``/``from_pretrained``, ``register_for_auto_class``) without the text machinery; a processor or
+feature extractor would only wrap it.
 """
 
 from __future__ import annotations

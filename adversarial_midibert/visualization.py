@@ -1,8 +1,8 @@
 """Figures a person looks at after a run: the piano roll of a prediction and the training curves.
 
 Both write a PNG with matplotlib's ``Agg`` backend (no display needed). The piano roll is a picture of symusic's
-piano-roll matrix, not one drawn shape per note, so its cost is bounded by the picture's size: a 120,000-note
-file is drawn in about a second (see ``benchmarks/piano_roll.py``).
+piano-roll matrix, not one drawn shape per note, so its cost is bounded by the picture's size, not by the number of
+notes (timings: ``benchmarks/piano_roll.py``).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
     width = max(int(small.end()), 1)
     factor = max(1, math.ceil(width / max_columns))
     columns = math.ceil(width / factor)
-    image = np.full((high - low, columns, 3), 255, dtype=np.uint8)  # uint8: matplotlib draws it 3x faster than floats
+    image = np.full((high - low, columns, 3), 255, dtype=np.uint8)  # uint8: matplotlib draws it faster than floats
     tracks, colour_index = [], 0
     for track in small.tracks:
         if track.name == unclassified_name:

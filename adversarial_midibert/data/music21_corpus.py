@@ -13,8 +13,7 @@ nothing. Each score is converted in a worker process with a timeout (``SIGALRM``
 is reported, never fatal.
 
 Conversion parses each score with music21 and writes the notes directly with symusic (one track per part, ties
-merged, tempo and time signatures kept), about ten times faster than music21's own MIDI writer. Measured on a
-2-core machine shared with other jobs: the default selection (216 scores) converts in 105 s with 2 workers
+merged, tempo and time signatures kept), much faster than music21's own MIDI writer
 (``python -m adversarial_midibert.data.music21_corpus --cache_dir m21_cache --num_workers 2``).
 """
 

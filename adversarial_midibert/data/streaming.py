@@ -182,8 +182,8 @@ class StreamingBatches:
     (``IterableDataset.shuffle(seed, buffer_size)`` and ``set_epoch``: the shards' order, then a buffer of
     ``shuffle_buffer_size`` rows). The order of an epoch is thus fixed by the seed. ``datasets``' own
     ``state_dict`` drops the buffer's content on resume, so the state saved with a checkpoint is the epoch and the
-    rows consumed: a resumed run reads the epoch again up to that point (reading without training, about a second
-    per 100 k rows) and goes on exactly as the interrupted run would have.
+    rows consumed: a resumed run reads the epoch again up to that point (reading without training, much faster than
+    training) and goes on exactly as the interrupted run would have.
 
     Args:
         dataset (`datasets.IterableDataset`): the whole split (:meth:`StreamingDataset.split`).

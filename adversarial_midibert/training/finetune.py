@@ -1,49 +1,23 @@
 #!/usr/bin/env python
 """Fine-tune Adversarial-MidiBERT on a downstream task (composer, emotion, melody, velocity...) with Accelerate.
 
-The data set is a folder written by ``examples/prepare_data.py``: a ``DatasetDict`` (train / validation / test)
-with ``task_info.json`` beside it, which gives the task, its type (``sequence``: one label per segment;
-``token``: one label per note), the class names and the attributes hidden from the model (velocity for velocity
-prediction). The model is loaded from a pre-trained folder (``examples/pretrain.py``; the masked-LM and masker
-heads are dropped and a fresh classification head is added) or built from scratch from a size preset.
+The data set is a folder written by ``examples/prepare_data.py`` (train / validation / test, and ``task_info.json``:
+the task, its type, ``sequence`` or ``token``, the class names and the attributes hidden from the model). The model
+comes from a pre-trained folder (a fresh classification head replaces the masked-LM heads) or from a size preset.
+Training (docs/method.md section 4) masks ``--mask_ratio`` of the notes of each training segment (token tasks leave
+them out of the loss and the metrics; evaluation inputs only with ``--mask_eval``), transposes with
+``--pitch_shift``, logs the training loss every ``--logging_steps`` steps and scores the validation set each epoch or
+every ``--eval_steps`` steps; early stopping counts evaluations, and the best weights are restored before the test
+set is scored. ``--freeze_backbone --probe_layer N`` probes layer N as MERT does (the encoder frozen and cut there).
 
-Training (docs/method.md section 4):
-
-- mask fine-tuning: ``--mask_ratio`` of the notes of each training segment are replaced by MASK in all
-  attributes (default 0.3, the paper's summary; the reference code uses 0.15). For token tasks the masked notes
-  are left out of the loss and of the metrics. Evaluation inputs are not masked unless ``--mask_eval`` (the
-  reference code masks them);
-- ``--pitch_shift``: random transposition of each training segment (tonality-independent tasks);
-- the training loss is logged every ``--logging_steps`` steps; the validation set is scored at the end of each
-  epoch, or every ``--eval_steps`` steps; early stopping counts evaluations without a better
-  ``--metric_for_best_model`` (``--early_stopping_patience``); the best weights are restored before the test set
-  is scored; ``training_curves.png`` draws both by step;
-- ``--freeze_backbone --probe_layer N``: probing as in MERT. The encoder is frozen and cut after its N-th layer
-  (``hidden_states[N]``; 0 = the embeddings), so only the head learns from the features of layer N; the saved
-  model is that N-layer encoder plus the head.
-
-Metrics: accuracy and macro-F1 through ``evaluate`` (offline modules of ``adversarial_midibert.evaluation``),
-per segment for sequence tasks (as MidiBERT-Piano and the paper; ``examples/predict.py`` aggregates a whole piece),
-for token tasks over real, unmasked notes only. The output folder receives the best model (``save_pretrained``
-+ ``octuple_tokenizer.json`` + model code + model card ``README.md``), ``all_results.json`` (``test_accuracy``,
-``test_f1_macro``, ``eval_*``, ``task``, ``epoch`` and ``best_step`` of the best evaluation, ``train_runtime``,
-``seed``, ``command``, ``history`` of the evaluations, ``train_log`` of the logged losses), ``training_curves.png`` and
-``confusion_matrix.png`` (test set).
-
-Examples::
+The output folder receives the best model (weights, tokenizer, code, model card), ``all_results.json`` (test and
+validation accuracy and macro-F1, per segment or note and per piece, bootstrap intervals, the evaluations'
+``history`` and the ``train_log``), ``training_curves.png`` and ``confusion_matrix.png``. ``--checkpointing_steps
+N|epoch`` saves the run state atomically; ``--resume_from_checkpoint latest`` ends as the uninterrupted run would::
 
     python examples/finetune.py --dataset data/pianist8 --model_name_or_path runs/pretrain-adversarial \\
         --output_dir runs/composer --num_train_epochs 10 --pitch_shift
-
-    python examples/finetune.py --dataset data/pop909-melody --from_scratch --preset small \\
-        --output_dir runs/melody-scratch --num_train_epochs 5
-
     accelerate launch examples/finetune.py ...        # several GPUs
-
-Checkpoints: ``--checkpointing_steps N|epoch`` saves the run state (model, optimizer, scheduler, random states,
-counters, early stopping, history) atomically to ``output_dir/step_N`` / ``epoch_N`` (at most
-``--checkpoints_total_limit`` of them); ``--resume_from_checkpoint PATH`` (or ``latest``, the newest complete one)
-continues from one and ends exactly as the uninterrupted run would.
 """
 
 from __future__ import annotations

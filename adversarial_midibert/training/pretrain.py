@@ -167,8 +167,7 @@ def parse_args(argv=None, prog=None):
         p.error(f"--masker_grad_scale must be in [0, 1], got {args.masker_grad_scale}")
     if args.masker_learning_rate is None and args.learning_rate is not None:
         # A detached masker head learns from features it cannot shape: at the shared rate it barely ranks the notes
-        # (Spearman 0.08 with their real recovery loss), at ten times the rate 0.23 (docs/results.md, "Representation
-        # health").
+        # (docs/results.md, "Representation health").
         factor = DETACHED_MASKER_LR_FACTOR if args.masker_grad_scale == 0 else 1.0
         args.masker_learning_rate = factor * args.learning_rate
     check_flags(p, args, at_least_one=("logging_steps",),
@@ -244,6 +243,128 @@ def find_tokenizer_file(dataset_dir: Path) -> Path | None:
 
 def collate(rows, pad_to_multiple_of=None):
     return pad_octuple_batch(rows, pad_to_multiple_of=pad_to_multiple_of)
+
+
+class InMemoryTrainingData:
+    """The training split opened whole (memory-mapped): a shuffled ``DataLoader`` whose order depends on (seed, epoch)
+    only, resumed mid-epoch by skipping the batches done; the mask book in memory."""
+
+    def __init__(self, args, accelerator, collate_fn, max_len: int, output_dir: Path):
+        from ..data import load_task_dataset
+
+        with accelerator.main_process_first():
+            self.dataset_dir = resolve_dataset_dir(args, max_len)
+            # the main process checks the shards; the others then load what it checked
+            raw, _, self.tokenizer = load_task_dataset(self.dataset_dir, verify=accelerator.is_main_process)
+        for split in ("train", "validation"):
+            if split not in raw:
+                raise ValueError(f"dataset {self.dataset_dir} has no '{split}' split (splits: {list(raw)})")
+        train_ds, self.eval_ds = raw["train"], raw["validation"]
+        if "segment_id" not in train_ds.column_names:
+            raise ValueError(f"dataset {self.dataset_dir}: the train split has no 'segment_id' column (the mask "
+                             "book's key)")
+        if args.max_train_samples is not None:
+            train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+        self.train_ds = train_ds.select_columns(["input_ids", "attention_mask", "segment_id"]).with_format("numpy")
+        if len(self.train_ds) == 0:
+            raise ValueError(f"dataset {self.dataset_dir}: the train split is empty")
+        self.tokenizer_file = find_tokenizer_file(self.dataset_dir)
+        segment_ids = torch.as_tensor(self.train_ds["segment_id"], dtype=torch.long)
+        lengths = torch.as_tensor([int(m.sum()) for m in self.train_ds["attention_mask"]], dtype=torch.long)
+        if int(lengths.max()) > max_len:
+            raise ValueError(f"dataset {self.dataset_dir}: a training segment has {int(lengths.max())} rows, the "
+                             f"model takes at most {max_len} (rebuild the dataset with this max_seq_len)")
+        book_lengths = torch.zeros(int(segment_ids.max()) + 1, dtype=torch.long)
+        book_lengths[segment_ids] = lengths
+        # One bit per position, in memory, off the accelerator: every process applies the same freezing updates.
+        self.mask_book = PackedMaskBook(len(book_lengths), max_len, segment_lengths=book_lengths)
+        self.num_train = len(self.train_ds)
+        self.loader = DataLoader(self.train_ds, shuffle=True, collate_fn=collate_fn,
+                                 batch_size=args.per_device_train_batch_size,
+                                 num_workers=args.preprocessing_num_workers,
+                                 pin_memory=accelerator.device.type == "cuda")
+        self.freeze_loader = DataLoader(self.train_ds, shuffle=False, collate_fn=collate_fn,
+                                        batch_size=args.per_device_eval_batch_size)
+
+    def epoch_steps(self, accelerator) -> int:
+        return steps_per_epoch(len(self.loader), accelerator.num_processes, accelerator.gradient_accumulation_steps)
+
+    def prepare(self, accelerator, step_model, optimizer, eval_dataloader, lr_scheduler) -> tuple:
+        # The training batches stay on the host until batch_to_device (mask book looked up there, no sync).
+        step_model, optimizer, self.loader, self.freeze_loader, eval_dataloader, lr_scheduler = accelerator.prepare(
+            step_model, optimizer, self.loader, self.freeze_loader, eval_dataloader, lr_scheduler,
+            device_placement=[None, None, False, None, None, None])
+        return step_model, optimizer, eval_dataloader, lr_scheduler
+
+    def fingerprint(self) -> str:
+        return dataset_fingerprint(self.train_ds, self.eval_ds)
+
+    def epoch_batches(self, epoch: int, progress: TrainingProgress, accelerator):
+        self.loader.set_epoch(epoch)
+        if progress.epoch_micro_step > 0:
+            return accelerator.skip_first_batches(self.loader, progress.epoch_micro_step)
+        return self.loader
+
+    def epoch_done(self, progress: TrainingProgress) -> bool:
+        return progress.epoch_micro_step >= len(self.loader)
+
+    def freeze_batches(self):
+        return self.freeze_loader
+
+
+class StreamedTrainingData:
+    """The training split read shard by shard (``--streaming``; corpora larger than memory): each process reads its
+    own shards, its position saved with every checkpoint; the mask book on disk in ``output_dir/mask_book``."""
+
+    def __init__(self, args, accelerator, collate_fn, max_len: int, output_dir: Path):
+        stream = StreamingDataset(args.dataset, verify=accelerator.is_main_process)  # the main process checks
+        self.stream, self.dataset_dir, self.tokenizer = stream, Path(args.dataset), stream.tokenizer
+        self.tokenizer_file, self.num_train = stream.tokenizer_file, stream.num_rows("train")
+        if not self.num_train:
+            raise ValueError(f"--streaming --dataset {args.dataset}: no training segments listed (a shards.json "
+                             "written by examples/prepare_data.py sizes the mask book)")
+        if stream.tokenizer.max_seq_len > max_len:
+            raise ValueError(f"dataset {args.dataset}: segments of up to {stream.tokenizer.max_seq_len} rows, the "
+                             f"model takes at most {max_len} (rebuild the dataset with this max_seq_len)")
+        self.train = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate_fn,
+                                      accelerator, seed=args.seed, shuffle_buffer_size=args.shuffle_buffer_size,
+                                      group_size=args.gradient_accumulation_steps)
+        self.freeze = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate_fn,
+                                       accelerator, shuffle_buffer_size=0)
+        eval_ds = stream.head("validation", args.max_eval_samples or DEFAULT_STREAMING_EVAL_SAMPLES)
+        self.eval_ds = eval_ds if eval_ds is not None else datasets.Dataset.from_dict({"segment_id": []})
+        # One bit per position, on disk: read per batch, written by the main process.
+        self.mask_book = PackedMaskBook(self.num_train, max_len, directory=output_dir / "mask_book",
+                                        writer=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        self.batch_size = args.per_device_train_batch_size
+
+    def epoch_steps(self, accelerator) -> int:  # an estimate: processes may hold a few segments more or fewer
+        return max(1, self.num_train // (self.batch_size * accelerator.num_processes
+                                         * accelerator.gradient_accumulation_steps))
+
+    def prepare(self, accelerator, step_model, optimizer, eval_dataloader, lr_scheduler) -> tuple:
+        # The stream is not handed to Accelerate. Its position and the on-disk mask book go into every checkpoint
+        # folder (all processes).
+        accelerator.register_save_state_pre_hook(
+            lambda models, weights, folder: (self.train.save(folder),
+                                             self.mask_book.save_files(Path(folder) / "mask_book")))
+        accelerator.register_load_state_pre_hook(
+            lambda models, folder: (self.train.load(folder),
+                                    self.mask_book.load_files(Path(folder) / "mask_book", accelerator)))
+        return accelerator.prepare(step_model, optimizer, eval_dataloader, lr_scheduler)
+
+    def fingerprint(self) -> str:
+        return self.stream.fingerprint()
+
+    def epoch_batches(self, epoch: int, progress: TrainingProgress, accelerator):
+        return self.train.epoch_batches(epoch)  # resumes mid-epoch from the checkpoint's stream state
+
+    def epoch_done(self, progress: TrainingProgress) -> bool:
+        return self.train.exhausted
+
+    def freeze_batches(self):
+        return self.freeze.all_batches()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -323,70 +444,17 @@ def main(argv=None, prog=None):
     logger.info(accelerator.state, main_process_only=False)
 
     # ---- data ----
-    from ..data import load_task_dataset
-
     collate_fn = functools.partial(collate, pad_to_multiple_of=args.pad_to_multiple_of)
-
     config_kwargs = model_config_kwargs(args)
     max_len = int(config_kwargs["max_position_embeddings"])
-    if args.streaming:
-        stream = StreamingDataset(args.dataset, verify=accelerator.is_main_process)  # the main process checks
-        dataset_dir, tokenizer = Path(args.dataset), stream.tokenizer
-        num_segments = stream.num_rows("train")
-        if not num_segments:
-            raise ValueError(f"--streaming --dataset {args.dataset}: no training segments listed (a shards.json "
-                             "written by examples/prepare_data.py sizes the mask book)")
-        if stream.tokenizer.max_seq_len > max_len:
-            raise ValueError(f"dataset {args.dataset}: segments of up to {stream.tokenizer.max_seq_len} rows, the "
-                             f"model takes at most {max_len} (rebuild the dataset with this max_seq_len)")
-        train_stream = StreamingBatches(stream.split("train"), args.per_device_train_batch_size, collate_fn,
-                                        accelerator,
-                                        seed=args.seed, shuffle_buffer_size=args.shuffle_buffer_size,
-                                        group_size=args.gradient_accumulation_steps)
-        freeze_stream = StreamingBatches(stream.split("train"), args.per_device_eval_batch_size, collate_fn,
-                                         accelerator,
-                                         shuffle_buffer_size=0)
-        eval_ds = stream.head("validation", args.max_eval_samples or DEFAULT_STREAMING_EVAL_SAMPLES)
-        eval_ds = eval_ds if eval_ds is not None else datasets.Dataset.from_dict({"segment_id": []})
-        tokenizer_file = stream.tokenizer_file
-        # One bit per position, on disk: read per batch, written by the main process.
-        mask_book = PackedMaskBook(num_segments, max_len, directory=output_dir / "mask_book",
-                                   writer=accelerator.is_main_process)
-        accelerator.wait_for_everyone()
-        num_train = num_segments
-    else:
-        with accelerator.main_process_first():
-            dataset_dir = resolve_dataset_dir(args, max_len)
-            # the main process checks the shards; the others then load what it checked
-            raw, task_info, tokenizer = load_task_dataset(dataset_dir, verify=accelerator.is_main_process)
-        for split in ("train", "validation"):
-            if split not in raw:
-                raise ValueError(f"dataset {dataset_dir} has no '{split}' split (splits: {list(raw)})")
-        train_ds, eval_ds = raw["train"], raw["validation"]
-        if "segment_id" not in train_ds.column_names:
-            raise ValueError(f"dataset {dataset_dir}: the train split has no 'segment_id' column (the mask book's key)")
-        if args.max_train_samples is not None:
-            train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
-        keep = ["input_ids", "attention_mask", "segment_id"]
-        train_ds = train_ds.select_columns(keep).with_format("numpy")
-        if len(train_ds) == 0:
-            raise ValueError(f"dataset {dataset_dir}: the train split is empty")
-        tokenizer_file = find_tokenizer_file(dataset_dir)
-        segment_ids = torch.as_tensor(train_ds["segment_id"], dtype=torch.long)
-        lengths = torch.as_tensor([int(m.sum()) for m in train_ds["attention_mask"]], dtype=torch.long)
-        if int(lengths.max()) > max_len:
-            raise ValueError(f"dataset {dataset_dir}: a training segment has {int(lengths.max())} rows, the model "
-                             f"takes at most {max_len} (rebuild the dataset with this max_seq_len)")
-        num_segments = int(segment_ids.max()) + 1
-        book_lengths = torch.zeros(num_segments, dtype=torch.long)
-        book_lengths[segment_ids] = lengths
-        # One bit per position, in memory, off the accelerator: every process applies the same freezing updates.
-        mask_book = PackedMaskBook(num_segments, max_len, segment_lengths=book_lengths)
-        num_train = len(train_ds)
+    data_class = StreamedTrainingData if args.streaming else InMemoryTrainingData
+    data = data_class(args, accelerator, collate_fn, max_len, output_dir)
+    dataset_dir, tokenizer, eval_ds, mask_book = data.dataset_dir, data.tokenizer, data.eval_ds, data.mask_book
     if args.max_eval_samples is not None:
         eval_ds = eval_ds.select(range(min(args.max_eval_samples, len(eval_ds))))
     eval_ds = eval_ds.select_columns([c for c in ("input_ids", "attention_mask", "segment_id")
                                       if c in eval_ds.column_names]).with_format("numpy")
+    data.eval_ds = eval_ds  # what the run's fingerprint covers
     if len(eval_ds) == 0:
         logger.warning(f"dataset {dataset_dir}: the validation split is empty, no evaluation")
     model = build_model(args, config_kwargs, tokenizer)
@@ -410,13 +478,6 @@ def main(argv=None, prog=None):
         masker_loss_form=args.masker_loss_form,
     )
 
-    if not args.streaming:
-        train_dataloader = DataLoader(train_ds, shuffle=True, collate_fn=collate_fn,
-                                      batch_size=args.per_device_train_batch_size,
-                                      num_workers=args.preprocessing_num_workers,
-                                      pin_memory=accelerator.device.type == "cuda")
-        freeze_dataloader = DataLoader(train_ds, shuffle=False, collate_fn=collate_fn,
-                                       batch_size=args.per_device_eval_batch_size)
     eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate_fn,
                                  batch_size=args.per_device_eval_batch_size)
 
@@ -424,13 +485,7 @@ def main(argv=None, prog=None):
     learning_rates = {"": args.learning_rate, "masker.": args.masker_learning_rate or args.learning_rate}
     optimizer = torch.optim.AdamW(optimizer_groups(model, args.weight_decay, learning_rates), lr=args.learning_rate)
 
-    if args.streaming:  # an estimate: processes may hold a few segments more or less than their share
-        epoch_steps = max(1, num_train // (args.per_device_train_batch_size * accelerator.num_processes
-                                           * args.gradient_accumulation_steps))
-    else:
-        epoch_steps = steps_per_epoch(len(train_dataloader), accelerator.num_processes,
-                                      args.gradient_accumulation_steps)
-    training_length(args, epoch_steps, default_epochs=3)
+    training_length(args, data.epoch_steps(accelerator), default_epochs=3)
     if args.num_warmup_steps is None:
         args.num_warmup_steps = int(0.05 * args.max_train_steps)
     lr_scheduler = get_scheduler(
@@ -440,28 +495,13 @@ def main(argv=None, prog=None):
         num_training_steps=args.max_train_steps * accelerator.num_processes,
     )
 
-    if args.streaming:  # each process reads its own shards: the stream is not handed to Accelerate
-        step_model, optimizer, eval_dataloader, lr_scheduler = accelerator.prepare(
-            step_model, optimizer, eval_dataloader, lr_scheduler)
-        # The stream's position and the on-disk mask book go into every checkpoint folder (all processes).
-        accelerator.register_save_state_pre_hook(
-            lambda models, weights, folder: (train_stream.save(folder),
-                                             mask_book.save_files(Path(folder) / "mask_book")))
-        accelerator.register_load_state_pre_hook(
-            lambda models, folder: (train_stream.load(folder), mask_book.load_files(Path(folder) / "mask_book",
-                                                                                   accelerator)))
-        data_fingerprint = stream.fingerprint()
-    else:
-        # The training batches stay on the host until batch_to_device (mask book looked up there, no sync).
-        step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler = accelerator.prepare(
-            step_model, optimizer, train_dataloader, freeze_dataloader, eval_dataloader, lr_scheduler,
-            device_placement=[None, None, False, None, None, None])
-        data_fingerprint = dataset_fingerprint(train_ds, eval_ds)
+    step_model, optimizer, eval_dataloader, lr_scheduler = data.prepare(accelerator, step_model, optimizer,
+                                                                         eval_dataloader, lr_scheduler)
     # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
     checkpoints = CheckpointManager(
         accelerator, output_dir, states={"mask_book": mask_book, "attribute_weights": attribute_weights,
                                          "progress": progress},
-        total_limit=args.checkpoints_total_limit, data_fingerprint=data_fingerprint)
+        total_limit=args.checkpoints_total_limit, data_fingerprint=data.fingerprint())
     if args.checkpointing_steps is not None:
         checkpoints.check_disk_space(model, optimizer)
 
@@ -472,7 +512,7 @@ def main(argv=None, prog=None):
     logger.info("***** Running adversarial pre-training *****")
     logger.info(f"  Dataset = {dataset_dir}, masking = {args.masking}, masker_grad_scale = "
                 f"{args.masker_grad_scale}, reconstruction_weight = {args.reconstruction_weight}")
-    logger.info(f"  Train segments = {num_train}{' (streamed)' if args.streaming else ''}, validation segments = "
+    logger.info(f"  Train segments = {data.num_train}{' (streamed)' if args.streaming else ''}, validation segments = "
                 f"{len(eval_ds)}, mask book {mask_book.nbytes() / 2**20:.1f} MiB in memory per process")
     logger.info(f"  Model parameters = {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
     logger.info(f"  Epochs = {args.num_train_epochs}, total batch size = {total_batch}, "
@@ -524,15 +564,8 @@ def main(argv=None, prog=None):
     step_model.train()
     while progress.epoch < args.num_train_epochs and progress.completed_steps < args.max_train_steps:
         epoch = progress.epoch
-        if args.streaming:
-            loader = train_stream.epoch_batches(epoch)  # resumes mid-epoch from the checkpoint's stream state
-        else:
-            train_dataloader.set_epoch(epoch)
-            loader = train_dataloader
-            if progress.epoch_micro_step > 0:
-                loader = accelerator.skip_first_batches(train_dataloader, progress.epoch_micro_step)
         micro_losses = []
-        for batch in loader:
+        for batch in data.epoch_batches(epoch, progress, accelerator):
             # Looked up in the mask book on the host, then copied without waiting (the loader leaves it on the host).
             batch = batch_to_device(batch, accelerator.device, mask_book if args.masking in MASKER_METHODS else None)
             seed = step_seed(args.seed, progress.micro_step, accelerator.process_index)
@@ -581,9 +614,7 @@ def main(argv=None, prog=None):
                 break
 
         flush_train_log()
-        epoch_done = progress.completed_steps < args.max_train_steps or (
-            train_stream.exhausted if args.streaming else progress.epoch_micro_step >= len(train_dataloader))
-        if not epoch_done:
+        if progress.completed_steps >= args.max_train_steps and not data.epoch_done(progress):
             break
         # ---- end of epoch: weights from this epoch's accuracies, freezing, evaluation ----
         accuracies = attribute_weights.end_epoch(accelerator)
@@ -591,8 +622,8 @@ def main(argv=None, prog=None):
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
         if args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
-            batches = tqdm(freeze_stream.all_batches() if args.streaming else freeze_dataloader,
-                           desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
+            batches = tqdm(data.freeze_batches(), desc="freezing pass", leave=False,
+                           disable=not accelerator.is_local_main_process)
             # Through the prepared step module (score_only): FSDP gathers, autocast and compile apply as in training.
             frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
                                    generator=gen)
@@ -627,7 +658,7 @@ def main(argv=None, prog=None):
                               save_function=accelerator.save, state_dict=state_dict)
     elapsed = time.time() - start
     if accelerator.is_main_process:
-        finish_folder(args, output_dir, dataset_dir, tokenizer_file, eval_results, mask_book, elapsed)
+        finish_folder(args, output_dir, dataset_dir, data.tokenizer_file, eval_results, mask_book, elapsed)
     accelerator.wait_for_everyone()
     if args.push_to_hub and accelerator.is_main_process:
         hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
