@@ -1,29 +1,16 @@
 """Bootstrap confidence intervals over pieces: one run's accuracy, and differences between variants across seeds.
 
-Why pieces. The segments (or notes) of one piece are not independent draws: a composer classifier is
-nearly always all right or all wrong on one piece. The unit that was sampled is the piece, so the
-bootstrap resamples pieces, each with all its segments or notes ("cluster" bootstrap). An accuracy
-over the resampled pieces is ``sum(correct) / sum(total)`` over the drawn pieces (a piece drawn twice
-counts twice): for a piece-level accuracy ``correct`` is 0/1 and ``total`` 1 per piece; for a note
-accuracy they are the piece's correct and scored notes (micro accuracy).
+Why pieces: the segments (or notes) of one piece are not independent draws (a composer classifier is nearly always
+all right or all wrong on a piece), so the bootstrap resamples pieces, each with all its segments or notes. An
+accuracy over the drawn pieces is ``sum(correct) / sum(total)`` (a piece drawn twice counts twice).
 
-Why two levels. A variant's figure also moves with the seeds (pre-training and fine-tuning). To
-compare two variants A and B that were each run with several seeds on the same test pieces,
-:func:`paired_bootstrap_difference` draws, for every resample,
+Why two levels: a variant's figure also moves with the seeds. :func:`paired_bootstrap_difference` draws, per
+resample, one multiset of pieces shared by the two variants (paired: piece difficulty cancels out) and one multiset
+of each variant's seeds, and takes the difference of the seed-mean accuracies; with one seed per variant it is the
+ordinary paired bootstrap. :func:`bootstrap_accuracy` of ``(S, P)`` counts draws the same two levels for one variant.
 
-1. one multiset of pieces, shared by A and B (paired: both variants are scored on the same pieces,
-   so piece difficulty cancels out of the difference);
-2. one multiset of A's seeds and, independently, one of B's seeds;
-
-and computes ``mean over drawn A-seeds of accuracy(A) - mean over drawn B-seeds of accuracy(B)``,
-every accuracy over the drawn pieces. The interval is the percentile interval of that statistic.
-With one seed per variant it is the ordinary paired bootstrap over pieces.
-The interval of one variant over its seeds (:func:`bootstrap_accuracy` of ``(S, P)`` counts) draws
-the same two levels for that variant alone.
-
-Everything is vectorised: a resample is a row of multinomial counts (how often each piece, or seed,
-is drawn), and accuracies are matrix products of counts and per-piece sums. The generator is numpy's
-``default_rng(seed)``, so a given seed gives the same interval on every machine.
+A resample is a row of multinomial counts and accuracies are matrix products; numpy's ``default_rng(seed)`` gives the
+same interval on every machine.
 """
 
 from __future__ import annotations

@@ -1,24 +1,15 @@
 """Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` metrics, token masks, piece-level
 results, confusion matrix (scikit-learn).
 
-Why the two metrics are defined here: ``evaluate.load("accuracy")`` fetches the metric's script from the Hub and
-fails offline (``HF_HUB_OFFLINE=1``) unless it was cached before, so :class:`Accuracy` and :class:`F1` are ordinary
-:class:`evaluate.Metric` subclasses (the whole ``evaluate`` interface: ``add_batch``, ``compute``,
-``evaluate.combine``) that compute what the Hub scripts compute, with scikit-learn.
+:class:`Accuracy` and :class:`F1` are defined here because ``evaluate.load("accuracy")`` fetches a script from the
+Hub and fails offline; they are ordinary :class:`evaluate.Metric` subclasses computing what those scripts compute.
+Token tasks are scored over real notes only (:func:`token_metric_mask`: not ``-100``, not replaced by mask
+fine-tuning). Macro-F1 averages over **every** label of the task (a class neither predicted nor present scores 0),
+so that it always averages over the same classes.
 
-Token tasks are scored over real notes only: positions labelled ``-100`` (BOS, EOS, padding, ignored
-notes) and positions that mask fine-tuning replaced by MASK (docs/method.md section 4) are left out, see
-:func:`token_metric_mask`.
-
-Macro-F1 averages over **every** label of the task (``labels=range(num_labels)``, ``zero_division=0``): a class
-that is neither predicted nor present scores F1 = 0 rather than being dropped from the mean, so that the
-figure always averages over the same classes whatever the evaluated subset holds.
-
-Pieces. A piece gives several segments. Sequence tasks are also scored per piece: the segments' class log-probabilities
-are combined as :func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` does for prediction (note-weighted
-mean of log-probabilities, then softmax), and the piece's class is the argmax. Token tasks keep the note accuracy (micro
-over notes) and count, per piece, the scored and correctly classified notes. :class:`PieceResults` holds these per-piece
-figures (written to ``*_piece_results.json`` by ``examples/finetune.py``); the bootstrap intervals over pieces are in
+Sequence tasks are also scored per piece: the segments' class log-probabilities are combined as the pipeline combines
+them (:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs`); token tasks count each piece's scored and
+correct notes. :class:`PieceResults` holds these figures (``*_piece_results.json``); the intervals over pieces are in
 :mod:`adversarial_midibert.confidence_intervals`.
 """
 

@@ -106,4 +106,4 @@ def test_equality_compares_all_attributes():
 def test_auto_config_for_model_type():
     config = AutoConfig.for_model("adv_midibert", **TINY_SIZES)
     assert isinstance(config, AdvMidiBertConfig)
-    assert config.hidden_size == 32
+    assert config.hidden_size == TINY_SIZES["hidden_size"]

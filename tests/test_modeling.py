@@ -319,7 +319,8 @@ def test_output_hidden_states_and_attentions_shapes():
     ids, mask = padded_batch()
     model = build(AdvMidiBertForMaskedLM)
     out = model(ids, attention_mask=mask, output_hidden_states=True, output_attentions=True)
-    assert len(out.hidden_states) == 3 and all(h.shape == (2, 10, 32) for h in out.hidden_states)
+    hidden = model.config.hidden_size
+    assert len(out.hidden_states) == 3 and all(h.shape == (2, 10, hidden) for h in out.hidden_states)
     assert len(out.attentions) == 2 and all(a.shape == (2, 2, 10, 10) for a in out.attentions)
     torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 2, 10))
     assert torch.all(out.attentions[0][1, :, :, 7:] == 0)  # no attention to padding
@@ -442,9 +443,12 @@ def test_heads_load_encoder_from_masked_lm(tmp_path):
 
 def test_parameter_count_of_tiny_model_is_plausible():
     model = build(AdvMidiBertModel)
-    embedding = sum(size * 8 for size in VOCAB_SIZES) + 64 * 32 + 32 + 32 + 2 * 32
-    attention = 4 * (32 * 32 + 32) + (2 * 40 - 1) * 16 + 2 * 32
-    feed_forward = 32 * 64 + 64 + 64 * 32 + 32 + 2 * 32
+    c = model.config
+    h, a, i = c.hidden_size, c.attribute_embedding_size, c.intermediate_size
+    head = h // c.num_attention_heads
+    embedding = sum(size * a for size in VOCAB_SIZES) + 8 * a * h + h + h + 2 * h
+    attention = 4 * (h * h + h) + (2 * c.max_position_embeddings - 1) * head + 2 * h
+    feed_forward = h * i + i + i * h + h + 2 * h
     assert model.num_parameters() == embedding + 2 * (attention + feed_forward)
 
 

@@ -14,7 +14,7 @@ from adversarial_midibert.cli import main as cli_main
 from adversarial_midibert.pipelines import MIDI_FEATURE_EXTRACTION, MidiFeatureExtractionPipeline, midi_pipeline
 from adversarial_midibert.similarity import EMBEDDING_COLUMN, INDEX_FILE_NAME, INFO_FILE_NAME, load_index, search
 
-from tiny_models import tiny_finetuned_folder, tiny_pretrained_folder
+from tiny_models import TINY_SIZES, tiny_finetuned_folder, tiny_pretrained_folder
 
 PIECES = {"Yiruma": ["Yiruma_Love_Hurts.mid", "Yiruma_Poemusic.mid"],
           "Einaudi": ["Einaudi_Canzone_popolare.mid", "Einaudi_Melodia_Africana.mid"]}
@@ -43,14 +43,14 @@ def test_feature_extraction_pools_every_note_once_across_segments(model_folder, 
     assert isinstance(pipe, MidiFeatureExtractionPipeline)
     out = pipe(str(midi_folder / "Yiruma" / PIECES["Yiruma"][0]))
     notes = out["note_embeddings"]
-    assert out["num_segments"] > 1 and notes.shape == (out["num_notes"], 32)
+    assert out["num_segments"] > 1 and notes.shape == (out["num_notes"], TINY_SIZES["hidden_size"])
     assert not np.isnan(notes).any()  # every note of this file is represented
     np.testing.assert_allclose(out["embedding"], notes.mean(0), rtol=1e-5, atol=1e-6)
-    assert out["segment_embeddings"].shape == (out["num_segments"], 32)
+    assert out["segment_embeddings"].shape == (out["num_segments"], TINY_SIZES["hidden_size"])
     # a fine-tuned folder embeds too (its head is not used)
     head = tiny_finetuned_folder(model_folder.parent / "composer", False, ["a", "b"])
     vector = midi_pipeline(MIDI_FEATURE_EXTRACTION, str(head), device="cpu")(str(midi_folder / "copy" / "twin.mid"))
-    assert vector["embedding"].shape == (32,)
+    assert vector["embedding"].shape == (TINY_SIZES["hidden_size"],)
 
 
 def test_embed_then_search_with_a_saved_index(model_folder, midi_folder, tmp_path, capsys):

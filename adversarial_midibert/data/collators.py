@@ -1,21 +1,14 @@
 """Collators: a list of dataset rows -> a batch of padded tensors, with the training-time augmentations.
 
-Both collators are dataclasses, callable on the rows of a split built by :mod:`adversarial_midibert.data.builder`
-(columns ``input_ids`` (length x 8), ``attention_mask``, ``labels``, ``piece_id``, ``segment_id``); they can be
-given to a ``torch.utils.data.DataLoader`` as ``collate_fn`` or to ``transformers.Trainer`` as ``data_collator``:
-by default a batch holds only what the models' ``forward`` accepts (``input_ids``, ``attention_mask``,
-``labels``), so ``model(**batch)`` works as it is; the bookkeeping tensors (``segment_id``, ``masked_positions``,
-``corrupted``) are returned on request. Randomness comes from an internal ``torch.Generator`` seeded with ``seed``,
-so that a run is reproducible. :class:`DataCollatorForOctuple` with a ``seed`` draws each batch from a generator
-seeded by ``(seed, epoch, the batch's segment ids)`` when the rows carry ``segment_id``: a batch gets the same
-augmentation in whichever DataLoader worker it is collated, and a training run interrupted and resumed sees the same
-batches as an uninterrupted one.
+Both are dataclasses usable as a ``DataLoader``'s ``collate_fn`` or a ``Trainer``'s ``data_collator``: by default a
+batch holds only what the models' ``forward`` takes, so ``model(**batch)`` works; the bookkeeping tensors
+(``segment_id``, ``masked_positions``, ``corrupted``) come on request. With a ``seed`` and rows carrying
+``segment_id``, :class:`DataCollatorForOctuple` draws each batch from a generator seeded by ``(seed, epoch, the
+batch's segment ids)``: the same augmentation in whichever worker, and in a resumed run as in an uninterrupted one.
 
-- :class:`DataCollatorForOctuple` (fine-tuning): padding, optional pitch-shift augmentation and optional mask
-  fine-tuning (docs/method.md section 4).
-- :class:`DataCollatorForOctupleMLM` (masked LM on the CPU side): random or MusicBERT bar-level choice followed by
-  BERT-style corruption; used by the baselines' evaluation and by tests. Adversarial pre-training chooses its
-  positions on the accelerator instead (``adversarial_midibert.pretraining``).
+- :class:`DataCollatorForOctuple` (fine-tuning): padding, pitch-shift augmentation, mask fine-tuning.
+- :class:`DataCollatorForOctupleMLM` (masked LM on the CPU side, for the baselines' evaluation and tests): random or
+  MusicBERT bar-level choice, then BERT-style corruption. Adversarial pre-training masks on the accelerator.
 """
 
 from __future__ import annotations

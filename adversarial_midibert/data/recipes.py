@@ -14,8 +14,8 @@ recipe              type      data, labels and split
 ``melody``          token     POP909, per note: melody 0 (track ``MELODY``), bridge 1 (``BRIDGE``), accompaniment 2
                               (``PIANO``); ``splits/pop909.json`` (693 / 86 / 86 songs)
 ``velocity``        token     POP909, per note: six dynamics bins of the raw MIDI velocity (:data:`VELOCITY_BINS`);
-                              same split. The velocity attribute of the input is hidden: the whole velocity column
-                              of every note row is MASK (``task_info["hidden_attributes"] == ["velocity"]``)
+                              same split. The velocity attribute of the input is hidden from the fine-tuned model
+                              (``task_info["hidden_attributes"] == ["velocity"]``, its config's)
 ``pretrain``        pretrain  POP1K7 + POP909 + Pianist8 + EMOPIA; by default without the downstream tasks'
                               validation and test pieces (``exclude_eval_pieces``); 2 % of the pieces for validation
 ``music21-composer``  sequence  scores shipped with music21, label = corpus folder; stratified 80 / 10 / 10 split

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -65,6 +64,7 @@ from .setup import (
     argument_parser,
     check_flags,
     flag,
+    make_accelerator,
     optimizer_groups,
     start_run,
     steps_per_epoch,
@@ -296,18 +296,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another "
                               "folder")
 
-    accelerator_kwargs = {
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        # the shuffling order of an epoch depends only on (seed, epoch): a resumed run sees the same batches
-        "dataloader_config": DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
-    }
-    if args.cpu:
-        accelerator_kwargs["cpu"] = True
-    if args.mixed_precision:
-        accelerator_kwargs["mixed_precision"] = args.mixed_precision
-    if args.with_tracking:
-        accelerator_kwargs.update(log_with=args.report_to, project_dir=str(output_dir))
-    accelerator = Accelerator(**accelerator_kwargs)
+    accelerator = make_accelerator(args, output_dir, data_seed=args.seed, mixed_precision=args.mixed_precision)
     output_lock = start_run(accelerator, logger, args.seed, output_dir)
     if not accelerator.is_local_main_process:
         logger.setLevel(logging.WARNING)

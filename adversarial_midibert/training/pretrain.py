@@ -32,7 +32,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate import DistributedDataParallelKwargs
 from accelerate.logging import get_logger
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -42,7 +42,7 @@ from .. import hub
 from ..atomic_io import atomic_write_json
 from ..checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
 from ..command_line import command_line
-from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
+from ..constants import ATTRIBUTE_NAMES
 from ..data.collators import pad_octuple_batch
 from ..data.streaming import StreamingBatches, StreamingDataset
 from ..mask_book import PackedMaskBook
@@ -65,13 +65,13 @@ from ..pretraining import (
 )
 from ..pretraining_evaluation import evaluate_pretraining
 from ..speed_and_memory import apply_acceleration
-from ..tokenization_octuple import OctupleTokenizer
 from ..visualization import plot_training_curves
 from .setup import (
     TrainingArguments,
     argument_parser,
     check_flags,
     flag,
+    make_accelerator,
     optimizer_groups,
     start_run,
     steps_per_epoch,
@@ -200,9 +200,7 @@ def parse_args(argv=None, prog=None):
     return args
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Data
-# ------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------- data
 
 
 def resolve_dataset_dir(args, max_seq_len: int) -> Path:
@@ -234,13 +232,6 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
     return target
 
 
-def find_tokenizer_file(dataset_dir: Path) -> Path | None:
-    for candidate in (dataset_dir / TOKENIZER_FILE_NAME, *sorted(dataset_dir.rglob(TOKENIZER_FILE_NAME))):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def collate(rows, pad_to_multiple_of=None):
     return pad_octuple_batch(rows, pad_to_multiple_of=pad_to_multiple_of)
 
@@ -268,7 +259,6 @@ class InMemoryTrainingData:
         self.train_ds = train_ds.select_columns(["input_ids", "attention_mask", "segment_id"]).with_format("numpy")
         if len(self.train_ds) == 0:
             raise ValueError(f"dataset {self.dataset_dir}: the train split is empty")
-        self.tokenizer_file = find_tokenizer_file(self.dataset_dir)
         segment_ids = torch.as_tensor(self.train_ds["segment_id"], dtype=torch.long)
         lengths = torch.as_tensor([int(m.sum()) for m in self.train_ds["attention_mask"]], dtype=torch.long)
         if int(lengths.max()) > max_len:
@@ -319,7 +309,7 @@ class StreamedTrainingData:
     def __init__(self, args, accelerator, collate_fn, max_len: int, output_dir: Path):
         stream = StreamingDataset(args.dataset, verify=accelerator.is_main_process)  # the main process checks
         self.stream, self.dataset_dir, self.tokenizer = stream, Path(args.dataset), stream.tokenizer
-        self.tokenizer_file, self.num_train = stream.tokenizer_file, stream.num_rows("train")
+        self.num_train = stream.num_rows("train")
         if not self.num_train:
             raise ValueError(f"--streaming --dataset {args.dataset}: no training segments listed (a shards.json "
                              "written by examples/prepare_data.py sizes the mask book)")
@@ -367,9 +357,7 @@ class StreamedTrainingData:
         return self.freeze.all_batches()
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Model
-# ------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------- model
 
 
 def model_config_kwargs(args) -> dict:
@@ -404,16 +392,13 @@ def _accuracy_text(correct: torch.Tensor, total: torch.Tensor) -> str:
     return " ".join(f"{n}{a:.2f}" for n, a in zip(SHORT_NAMES, acc))
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Main
-# ------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------- main
 
 
 def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, output_dir: Path,
                    log: bool = True) -> dict:
-    """Validation figures (:func:`adversarial_midibert.pretraining_evaluation.evaluate_pretraining`), logged and (with
-    ``log``)
-    appended to ``eval_log.jsonl``; ``{}`` without a validation split."""
+    """Validation figures (:func:`~adversarial_midibert.pretraining_evaluation.evaluate_pretraining`), logged and
+    (with ``log``) appended to ``eval_log.jsonl``; ``{}`` without a validation split."""
     if len(eval_dataloader) == 0:
         return {}
     batches = tqdm(eval_dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process)
@@ -431,15 +416,9 @@ def main(argv=None, prog=None):
     args = parse_args(argv, prog)
     output_dir = Path(args.output_dir)
 
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        cpu=args.cpu,
-        log_with=args.report_to if args.with_tracking else None,
-        project_dir=str(output_dir),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        # The baselines never use the masker head.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.masking not in MASKER_METHODS)],
-    )
+    accelerator = make_accelerator(  # the baselines never use the masker head
+        args, output_dir,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.masking not in MASKER_METHODS)])
     output_lock = start_run(accelerator, logger, args.seed, output_dir)
     logger.info(accelerator.state, main_process_only=False)
 
@@ -658,7 +637,7 @@ def main(argv=None, prog=None):
                               save_function=accelerator.save, state_dict=state_dict)
     elapsed = time.time() - start
     if accelerator.is_main_process:
-        finish_folder(args, output_dir, dataset_dir, data.tokenizer_file, eval_results, mask_book, elapsed)
+        finish_folder(args, output_dir, dataset_dir, tokenizer, eval_results, mask_book, elapsed)
     accelerator.wait_for_everyone()
     if args.push_to_hub and accelerator.is_main_process:
         hub.push_folder_to_hub(output_dir, args.hub_model_id, token=args.hub_token,
@@ -669,10 +648,10 @@ def main(argv=None, prog=None):
                       f"({progress.completed_steps} steps, {time.time() - start:.1f} s elapsed)")
 
 
-def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eval_results, mask_book, elapsed):
+def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer, eval_results, mask_book, elapsed):
     """The tokenizer (with its config and code), ``all_results.json`` and the model card beside the saved weights."""
-    if tokenizer_file is not None:
-        OctupleTokenizer.from_pretrained(tokenizer_file).save_pretrained(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "train_runtime_s": round(elapsed, 1)}

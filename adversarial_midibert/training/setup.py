@@ -13,7 +13,7 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from transformers import HfArgumentParser
 from transformers.trainer_pt_utils import get_parameter_names
@@ -105,6 +105,15 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, at_le
             value = getattr(args, name)
             if value is not None and fails(value):
                 parser.error(f"--{name} must be {bound}, got {value}")
+
+
+def make_accelerator(args, output_dir: Path, data_seed: int | None = None, **kwargs) -> Accelerator:
+    """The run's ``Accelerator``: gradient accumulation, the CPU when asked, trackers writing into ``output_dir``, and a
+    seedable sampler (an epoch's order depends on the seed and the epoch only: a resumed run sees the same batches)."""
+    return Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps, cpu=args.cpu,
+                       log_with=args.report_to if args.with_tracking else None, project_dir=str(output_dir),
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=data_seed),
+                       **kwargs)
 
 
 def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> FolderLock | None:
