@@ -38,7 +38,7 @@ from transformers import get_scheduler
 
 from .. import hub
 from ..atomic_io import atomic_write_json, write_folder_aside
-from ..checkpointing import CheckpointManager, dataset_fingerprint
+from ..checkpointing import dataset_fingerprint
 from ..command_line import command_line
 from ..confidence_intervals import bootstrap_accuracy
 from ..configuration_adv_midibert import AdvMidiBertConfig
@@ -63,12 +63,12 @@ from .setup import (
     TrainingArguments,
     argument_parser,
     check_flags,
+    checkpoints_and_resume,
     flag,
     make_accelerator,
     optimizer_groups,
     start_run,
     steps_per_epoch,
-    tracker_config,
     training_length,
 )
 
@@ -132,8 +132,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 # ----------------------------------------------------------------------------------------------- helpers
 class EarlyStopping:
-    """Best validation metric so far and evaluations without improvement (checkpointed with the run); as
-    transformers' ``EarlyStoppingCallback``, it counts evaluations, which are epochs unless ``--eval_steps`` is set.
+    """Best validation metric so far and evaluations without improvement (checkpointed with the run); it counts
+    evaluations as transformers' ``EarlyStoppingCallback`` does, which serves the ``Trainer`` only, not this loop.
 
     Args:
         patience: evaluations without improvement before stopping (0 = never stop early).
@@ -403,20 +403,10 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     stopping = EarlyStopping(args.early_stopping_patience)
     progress = FinetuneProgress()
     # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
-    checkpoints = CheckpointManager(
-        accelerator, output_dir, states={"early_stopping": stopping, "progress": progress},
-        total_limit=args.checkpoints_total_limit,
-        data_fingerprint=dataset_fingerprint(datasets["train"], datasets["validation"]),
-    )
-    if args.checkpointing_steps:
-        checkpoints.check_disk_space(model, optimizer)
-    if args.with_tracking:
-        accelerator.init_trackers("finetune", tracker_config(args))
-
-    # --- resume
-    checkpoint = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    checkpoints, checkpoint = checkpoints_and_resume(
+        accelerator, args, output_dir, {"early_stopping": stopping, "progress": progress},
+        dataset_fingerprint(datasets["train"], datasets["validation"]), model, optimizer, "finetune")
     if checkpoint is not None:
-        checkpoints.load(checkpoint)
         logger.info("resumed from %s (epoch %d, step %d)", checkpoint, progress.epoch, progress.completed_steps)
 
     # --- train

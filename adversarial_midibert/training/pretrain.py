@@ -40,7 +40,7 @@ from transformers import get_scheduler
 
 from .. import hub
 from ..atomic_io import atomic_write_json
-from ..checkpointing import CheckpointManager, dataset_fingerprint, truncate_jsonl
+from ..checkpointing import dataset_fingerprint, truncate_jsonl
 from ..command_line import command_line
 from ..constants import ATTRIBUTE_NAMES
 from ..data.collators import pad_octuple_batch
@@ -70,12 +70,12 @@ from .setup import (
     TrainingArguments,
     argument_parser,
     check_flags,
+    checkpoints_and_resume,
     flag,
     make_accelerator,
     optimizer_groups,
     start_run,
     steps_per_epoch,
-    tracker_config,
     training_length,
 )
 
@@ -476,16 +476,10 @@ def main(argv=None, prog=None):
 
     step_model, optimizer, eval_dataloader, lr_scheduler = data.prepare(accelerator, step_model, optimizer,
                                                                          eval_dataloader, lr_scheduler)
-    # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
-    checkpoints = CheckpointManager(
-        accelerator, output_dir, states={"mask_book": mask_book, "attribute_weights": attribute_weights,
-                                         "progress": progress},
-        total_limit=args.checkpoints_total_limit, data_fingerprint=data.fingerprint())
-    if args.checkpointing_steps is not None:
-        checkpoints.check_disk_space(model, optimizer)
-
-    if args.with_tracking:
-        accelerator.init_trackers("adversarial_midibert_pretrain", tracker_config(args))
+    checkpoints, path = checkpoints_and_resume(
+        accelerator, args, output_dir, {"mask_book": mask_book, "attribute_weights": attribute_weights,
+                                        "progress": progress},
+        data.fingerprint(), model, optimizer, "adversarial_midibert_pretrain")
 
     total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info("***** Running adversarial pre-training *****")
@@ -497,10 +491,7 @@ def main(argv=None, prog=None):
     logger.info(f"  Epochs = {args.num_train_epochs}, total batch size = {total_batch}, "
                 f"optimization steps = {args.max_train_steps}")
 
-    # ---- resume ----
-    path = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     if path is not None:
-        checkpoints.load(path)
         accelerator.print(f"Resumed from checkpoint: {path} (step {progress.completed_steps})")
 
     unwrapped = accelerator.unwrap_model(step_model).model

@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 from transformers.trainer_pt_utils import get_parameter_names
 
 from ..atomic_io import FolderLock
+from ..checkpointing import CheckpointManager
 from ..data.builder import is_dataset_folder
 from ..presets import PRESETS
 from ..speed_and_memory import COMPILE_MODES, slow_bf16_warning
@@ -91,7 +92,7 @@ def argument_parser(arguments: type, prog: str | None, description: str) -> HfAr
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, at_least_one=(), at_least_zero=(),
                 above_zero=("learning_rate",)) -> None:
     """Exit through ``parser.error`` with a message naming the flag when a shared flag (or one named here) is out of
-    range; flags left at None are not checked."""
+    range; flags left at None are not checked. (``HfArgumentParser`` checks types and choices, not ranges.)"""
     if args.checkpointing_steps is not None and args.checkpointing_steps != "epoch":
         if not args.checkpointing_steps.isdigit() or int(args.checkpointing_steps) < 1:
             parser.error("--checkpointing_steps must be a positive integer or 'epoch', got "
@@ -137,6 +138,23 @@ def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> 
         output_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     return output_lock
+
+
+def checkpoints_and_resume(accelerator: Accelerator, args, output_dir: Path, states: dict, data_fingerprint: str,
+                           model: torch.nn.Module, optimizer, project: str) -> tuple[CheckpointManager, Path | None]:
+    """The run's checkpoints (the run state in safetensors/JSON beside Accelerate's files, written atomically, never a
+    pickle; disk space checked when checkpoints are asked for), the trackers started, and the checkpoint the run
+    resumes from, loaded (None: the run starts anew)."""
+    checkpoints = CheckpointManager(accelerator, output_dir, states=states, total_limit=args.checkpoints_total_limit,
+                                    data_fingerprint=data_fingerprint)
+    if args.checkpointing_steps:
+        checkpoints.check_disk_space(model, optimizer)
+    if args.with_tracking:
+        accelerator.init_trackers(project, tracker_config(args))
+    resumed = checkpoints.resolve(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    if resumed is not None:
+        checkpoints.load(resumed)
+    return checkpoints, resumed
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, learning_rates: dict[str, float]) -> list[dict]:
