@@ -136,6 +136,7 @@ def embed(argv: list[str]) -> int:
     """Embed every MIDI file of folders/files into a datasets folder (file, embedding) for similarity search."""
     from pathlib import Path
 
+    from .atomic_io import FolderBusyError
     from .similarity import INFO_FILE_NAME, POOLING, embed_files
 
     parser = argparse.ArgumentParser(prog="adv-midibert embed", description=embed.__doc__ + (
@@ -151,7 +152,7 @@ def embed(argv: list[str]) -> int:
     try:
         dataset, run = embed_files(args.model, args.inputs, args.output_dir, segment_batch_size=args.segment_batch_size,
                                    device=args.device, trust_remote_code=args.trust_remote_code)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, FolderBusyError) as error:
         print(f"adv-midibert embed: error: {error}", file=sys.stderr)
         return 2
     for error in run.errors:
@@ -165,7 +166,9 @@ def search(argv: list[str]) -> int:
     """Find the pieces of an embeddings folder nearest to a MIDI file (cosine similarity, datasets' faiss index)."""
     from pathlib import Path
 
-    from .similarity import INDEX_FILE_NAME, search as search_index
+    from .output_folders import check_output_file
+    from .similarity import INDEX_FILE_NAME, search_inputs
+    from .similarity import search as search_index
 
     parser = argparse.ArgumentParser(prog="adv-midibert search", description=search.__doc__ + (
         f" The index is built on the first query and saved in the folder ({INDEX_FILE_NAME}); later queries load "
@@ -188,6 +191,8 @@ def search(argv: list[str]) -> int:
         print(f"adv-midibert search: error: {args.query}: MIDI file not found", file=sys.stderr)
         return 2
     try:
+        if args.json is not None:  # before the search: never over an input, never lost to a bad path at the end
+            check_output_file(args.json, "--json", inputs=search_inputs(args.query, args.index, args.model))
         result = search_index(args.query, args.index, top_k=args.top_k, model=args.model, device=args.device,
                               trust_remote_code=args.trust_remote_code)
     except (ValueError, OSError) as error:

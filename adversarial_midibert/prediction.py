@@ -11,7 +11,7 @@
   each other; each file is written aside and renamed when complete; an output never replaces an input (that file
   is an error), and the tool's own outputs (``*.<suffix>.mid``) found in an input folder are skipped and listed;
 - ``PredictionRun.to_dict()`` holds every result and every error, also when some files failed; :func:`check_writable`
-  tests the JSON path before the run, so that a bad ``--json`` fails at once rather than after every prediction.
+  (:func:`~adversarial_midibert.output_folders.check_output_file`) tests the JSON path before the run, so that a bad ``--json`` fails at once rather than after every prediction.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import TMP_PREFIX
 from .constants import MIDI_SUFFIXES
+from .output_folders import check_output_file as check_writable  # predict --json; one home for the check
 from .pipelines import MidiFeatureExtractionPipeline, MidiTokenClassificationPipeline
 
 __all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "output_suffix_of", "predict_files",
@@ -199,20 +199,3 @@ def predict_files(
         record["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
         run.results.append(record)
     return run
-
-
-def check_writable(path: str | os.PathLike, what: str = "--json") -> Path:
-    """Fail now, with a one-line ``OSError`` naming ``path``, if a file cannot be written there later (a folder
-    in the way, no permission, a missing drive): a temporary file is created beside it and removed."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} {path} is a folder; give a file name")
-    probe = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.probe")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OSError(f"{what} {path} cannot be written ({error.strerror or error})") from None
-    return path
-
