@@ -206,7 +206,7 @@ def test_a_folder_trained_here_runs_with_the_installed_classes_without_trusting_
     add_pipeline_code(folder)
     pipe = pipeline("midi-classification", model=str(folder), device="cpu")
     assert type(pipe) is MidiClassificationPipeline  # the installed class, not a copy from the folder
-    midi = sorted((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))[0]
+    midi = min((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))
     assert pipe(str(midi))["label"] in ("a", "b")
     # the folder keeps its remote-code route: saving the loaded config or model writes custom_pipelines back
     written = json.loads((folder / "config.json").read_text())["custom_pipelines"]
