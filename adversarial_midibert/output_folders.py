@@ -5,6 +5,7 @@
   nor a folder holding one; otherwise it fails before any work is done, with a one-line error naming the folder.
 - :func:`check_output_file`: a file a command will write at the end (``--json``) can be written there, and is not
   an input (the query, the model) nor inside a folder the run reads (an index).
+- :func:`resolves_inside`: a name listed in a folder's index (a shard, a weights file) stays inside that folder.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from pathlib import Path
 
 from .atomic_io import TMP_PREFIX
 
-__all__ = ["check_output_file", "check_output_folder", "describe_folder", "overlapping_input"]
+__all__ = ["check_output_file", "check_output_folder", "describe_folder", "overlapping_input", "resolves_inside"]
+
+
+def resolves_inside(folder: str | os.PathLike, name: str) -> bool:
+    """Whether the relative name ``name`` (of a file listed in a folder's index) stays inside ``folder``: not
+    absolute, no ``..`` out of it, no symbolic link out of it."""
+    folder = Path(folder)
+    return not Path(name).is_absolute() and (folder / name).resolve().is_relative_to(folder.resolve())
 
 
 def describe_folder(folder: str | os.PathLike, is_ours: Callable[[Path, set[str]], bool]) -> str | None:

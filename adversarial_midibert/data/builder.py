@@ -760,9 +760,12 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
     if not directory.exists():
         directory = download_task_dataset(str(directory), revision=revision, token=token)
     if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
-        if verify and (directory / SHARD_INDEX_NAME).is_file():
-            verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
-        dataset = load_from_disk(str(directory))
+        if (directory / SHARD_INDEX_NAME).is_file():
+            if verify:
+                verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
+            dataset = load_sharded(directory)  # the shards of shards.json, and no other
+        else:
+            dataset = load_from_disk(str(directory))
     else:
         dataset = load_parquet_splits(directory)
     info_path = directory / TASK_INFO_NAME
