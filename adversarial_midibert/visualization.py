@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import ATTRIBUTE_NAMES
+from .constants import ATTRIBUTE_NAMES, OUTPUT_MARKER
 
 __all__ = ["CLASS_COLOURS", "piano_roll_image", "plot_piano_roll", "plot_training_curves", "training_curve_series"]
 
@@ -33,13 +33,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path, dpi: int) -> Path:
-    """Save aside, then rename: a reader never sees half a PNG."""
+def _save(fig, path: str | Path, dpi: int, software: str | None = None) -> Path:
+    """Save aside, then rename: a reader never sees half a PNG. ``software``: the PNG's ``Software`` text."""
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=dpi, format="png")
+    fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": software} if software else None)
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -139,7 +139,7 @@ def plot_piano_roll(score, path: str | Path, title: str | None = None, max_colum
         ax.legend(handles=[Patch(color=c, label=f"{n} ({k})") for n, c, k in roll["tracks"]], loc="upper right",
                   fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, dpi=100)
+    return _save(fig, path, dpi=100, software=OUTPUT_MARKER)
 
 
 def training_curve_series(records: Sequence[Mapping[str, Any]], x: str = "step") -> dict[str, tuple[list, list]]:
