@@ -144,7 +144,8 @@ def embed(argv: list[str]) -> int:
         f"{INFO_FILE_NAME}; the exit code is then 1."))
     parser.add_argument("inputs", nargs="+", help="MIDI files, or folders searched recursively for MIDI files")
     parser.add_argument("--model", required=True, help="model folder or Hub id (pre-trained or fine-tuned)")
-    parser.add_argument("--output_dir", type=Path, required=True, help="the datasets folder to write (replaced)")
+    parser.add_argument("--output_dir", type=Path, required=True,
+                        help="the datasets folder to write: new, empty, or an earlier one (replaced); never another")
     parser.add_argument("--segment_batch_size", type=_positive_int, default=8, help="segments per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
     parser.add_argument("--trust_remote_code", action="store_true", help="run the Hub repository's code (Hub ids)")
