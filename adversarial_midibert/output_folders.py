@@ -58,11 +58,12 @@ def overlapping_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
 
 def check_output_folder(output_dir: str | os.PathLike, what: str, is_ours: Callable[[Path, set[str]], bool],
                         inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False,
-                        overwrite_hint: str = "--overwrite_output_dir / overwrite=True") -> Path:
+                        overwrite_hint: str | None = "--overwrite_output_dir / overwrite=True") -> Path:
     """Fail before a long run when writing ``what`` into ``output_dir`` would lose something; return its absolute path.
 
     Refused: the file system's root; a folder that is, or holds, one of ``inputs`` (the files read, the model),
-    symbolic links followed; an existing folder that :func:`describe_folder` does not call ours, unless ``overwrite``.
+    symbolic links followed; an existing folder that :func:`describe_folder` does not call ours, unless ``overwrite``
+    (``overwrite_hint``: how the user asks for it; None where a command has no such option).
 
     Raises:
         ValueError: the root, or an input inside the folder.
@@ -78,8 +79,9 @@ def check_output_folder(output_dir: str | os.PathLike, what: str, is_ours: Calla
                          f"with the {what} (choose another folder)")
     kind = describe_folder(output_dir, is_ours)
     if kind is not None and not overwrite:
+        how = f", or overwrite it with {overwrite_hint}" if overwrite_hint else ""
         raise FileExistsError(f"{output_dir} is {kind}; refusing to replace it with the {what} (choose another "
-                              f"folder, or overwrite it with {overwrite_hint})")
+                              f"folder{how})")
     return output_dir
 
 

@@ -121,10 +121,11 @@ def embed_files(
     from .pipelines import MidiFeatureExtractionPipeline
 
     with FolderLock(output_dir):  # held until the folder is swapped in: one writer at a time
-        model_name = model if isinstance(model, (str, os.PathLike)) else None
-        local_model = model_name if model_name is not None and Path(model_name).exists() else None
+        model_name = model.model.name_or_path if isinstance(model, MidiFeatureExtractionPipeline) else model
+        local_model = str(model_name) if isinstance(model_name, (str, os.PathLike)) and Path(model_name).exists() \
+            else None
         check_output_folder(output_dir, "embeddings", _is_embeddings, inputs=[*inputs, local_model],
-                            overwrite_hint="another --output_dir")
+                            overwrite_hint=None)
         pipe = model if isinstance(model, MidiFeatureExtractionPipeline) else _feature_pipeline(model, device,
                                                                                                 trust_remote_code)
         dataset, run, info = _embed(pipe, model, inputs, segment_batch_size, progress)

@@ -670,7 +670,8 @@ def convert(
     from ..atomic_io import FolderLock
 
     with FolderLock(output_dir):
-        check_output_folder(output_dir, "converted model", _is_conversion, inputs=[checkpoint, dictionary])
+        check_output_folder(output_dir, "converted model", _is_conversion, inputs=[checkpoint, dictionary],
+                            overwrite_hint=None)
         return _convert(checkpoint, dictionary, task, Path(output_dir), num_labels, tokenizer, padding_class, progress)
 
 
