@@ -144,6 +144,7 @@ def embed(argv: list[str]) -> int:
     """Embed every MIDI file of folders/files into a datasets folder (file, embedding) for similarity search."""
     from pathlib import Path
 
+    from .atomic_io import FolderBusyError
     from .similarity import INFO_FILE_NAME, POOLING, embed_files
 
     parser = argparse.ArgumentParser(prog="adv-midibert embed", description=embed.__doc__ + (
@@ -151,7 +152,8 @@ def embed(argv: list[str]) -> int:
         f"{INFO_FILE_NAME}; the exit code is then 1."))
     parser.add_argument("inputs", nargs="+", help="MIDI files, or folders searched recursively for MIDI files")
     parser.add_argument("--model", required=True, help="model folder or Hub id (pre-trained or fine-tuned)")
-    parser.add_argument("--output_dir", type=Path, required=True, help="the datasets folder to write (replaced)")
+    parser.add_argument("--output_dir", type=Path, required=True,
+                        help="the datasets folder to write: new, empty, or an earlier one (replaced); never another")
     parser.add_argument("--segment_batch_size", type=_positive_int, default=8, help="segments per forward pass")
     parser.add_argument("--device", default=None, help="cpu, cuda... (default: cuda when available)")
     parser.add_argument("--trust_remote_code", action="store_true", help="run the Hub repository's code (Hub ids)")
@@ -159,7 +161,7 @@ def embed(argv: list[str]) -> int:
     try:
         dataset, run = embed_files(args.model, args.inputs, args.output_dir, segment_batch_size=args.segment_batch_size,
                                    device=args.device, trust_remote_code=args.trust_remote_code)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, FolderBusyError) as error:
         print(f"adv-midibert embed: error: {error}", file=sys.stderr)
         return 2
     for error in run.errors:
@@ -173,7 +175,8 @@ def search(argv: list[str]) -> int:
     """Find the pieces of an embeddings folder nearest to a MIDI file (cosine similarity, datasets' faiss index)."""
     from pathlib import Path
 
-    from .similarity import INDEX_FILE_NAME
+    from .output_folders import check_output_file
+    from .similarity import INDEX_FILE_NAME, search_inputs
     from .similarity import search as search_index
 
     parser = argparse.ArgumentParser(prog="adv-midibert search", description=search.__doc__ + (
@@ -197,6 +200,8 @@ def search(argv: list[str]) -> int:
         print(f"adv-midibert search: error: {args.query}: MIDI file not found", file=sys.stderr)
         return 2
     try:
+        if args.json is not None:  # before the search: never over an input, never lost to a bad path at the end
+            check_output_file(args.json, "--json", inputs=search_inputs(args.query, args.index, args.model))
         result = search_index(args.query, args.index, top_k=args.top_k, model=args.model, device=args.device,
                               trust_remote_code=args.trust_remote_code)
     except (ValueError, OSError) as error:

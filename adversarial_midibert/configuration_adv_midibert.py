@@ -209,6 +209,26 @@ class AdvMidiBertConfig(PretrainedConfig):
     __eq__ = PretrainedConfig.__eq__
 
     @property
+    def custom_pipelines(self) -> dict:
+        """The pipelines the folder names as remote code (`custom_pipelines` of `config.json`: the route of a machine
+        without the package). Empty while every one of those tasks has a class of the same name registered in this
+        process (importing the installed package registers them): `pipeline(task, model=folder)` then runs the
+        installed classes and needs no `trust_remote_code`. Saved as read."""
+        written = self.__dict__.get("_remote_pipelines") or {}
+        return {} if written and _registered_here(written) else written
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value: dict) -> None:
+        self.__dict__["_remote_pipelines"] = value
+
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        written = output.pop("_remote_pipelines", None)
+        if written:
+            output["custom_pipelines"] = written
+        return output
+
+    @property
     def num_attributes(self) -> int:
         """Number of attributes of a token row (8)."""
         return len(self.vocab_sizes)
@@ -257,6 +277,19 @@ class AdvMidiBertConfig(PretrainedConfig):
             raise ValueError(
                 f"`position_embedding_type` must be one of {POSITION_EMBEDDING_TYPES}, got {position_embedding_type!r}."
             )
+
+
+def _registered_here(pipelines: dict) -> bool:
+    """Whether each task of a `custom_pipelines` dict has a pipeline class of the same name in transformers'
+    `PIPELINE_REGISTRY` of this process."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    for task, entry in pipelines.items():
+        registered = PIPELINE_REGISTRY.supported_tasks.get(task, {}).get("impl")
+        named = str(entry.get("impl", "")).rsplit(".", 1)[-1] if isinstance(entry, dict) else None
+        if registered is None or named != registered.__name__:
+            return False
+    return True
 
 
 __all__ = ["AdvMidiBertConfig"]

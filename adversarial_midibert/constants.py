@@ -46,3 +46,6 @@ SHARD_INDEX_NAME = "shards.json"
 
 # Environment variable naming the shared real-data folder (POP909, EMOPIA, Pianist8, POP1K7...).
 DATA_ROOT_ENV = "ADV_MIDIBERT_DATA"
+# What marks a file written by `adv-midibert predict` (a MIDI marker event; a PNG's "Software" text): only such files
+# are skipped as outputs in an input folder, or replaced by a later run.
+OUTPUT_MARKER = "written by adversarial-midibert predict"

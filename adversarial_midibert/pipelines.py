@@ -401,9 +401,9 @@ def pipeline_task_of(architecture: str) -> str:
 def midi_pipeline(task: str, model: Any, **kwargs: Any) -> Pipeline:
     """``transformers.pipeline(task, model=model, **kwargs)`` with this package's pipeline class for ``task``.
 
-    A folder whose ``config.json`` names its pipeline as remote code (``custom_pipelines``) makes transformers ask for
-    ``trust_remote_code=True`` before it runs the folder's copy of this module; where the package is installed, this
-    runs the installed classes instead (``pipeline_class=``), so that no folder code is needed or run for them.
+    The installed class is passed as ``pipeline_class=``, so no folder code is run for it, whatever the folder's
+    ``custom_pipelines`` names (``transformers.pipeline(task, model=folder)`` also runs the installed classes when the
+    folder names classes of the same names: see ``AdvMidiBertConfig.custom_pipelines``).
     """
     from transformers import pipeline
 

@@ -58,11 +58,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Predict every input; return the exit code (0, or 1 when an input failed)."""
     args = parse_args(argv, prog)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
-    from transformers import AutoConfig
-
     from .atomic_io import atomic_write_json
-    from .pipelines import MIDI_CLASSIFICATION, MIDI_TOKEN_CLASSIFICATION, midi_pipeline
-    from .prediction import check_writable, predict_files
+    from .prediction import check_writable, predict_files, prediction_pipeline
 
     if args.json:
         try:  # before the run: its results must not be lost to a bad path at the end
@@ -70,12 +67,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         except OSError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    config = AutoConfig.from_pretrained(args.model_name_or_path, revision=args.revision,
-                                        trust_remote_code=args.trust_remote_code)
-    is_token = any(a.endswith("TokenClassification") for a in (config.architectures or []))
-    task = MIDI_TOKEN_CLASSIFICATION if is_token else MIDI_CLASSIFICATION
-    pipe = midi_pipeline(task, args.model_name_or_path, revision=args.revision, device=args.device,
-                         trust_remote_code=args.trust_remote_code)
+    try:
+        pipe, is_token = prediction_pipeline(args.model_name_or_path, revision=args.revision, device=args.device,
+                                             trust_remote_code=args.trust_remote_code)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     run = predict_files(pipe, args.inputs, output_dir=args.output_dir, plot=not args.no_plot, top_k=args.top_k,
                         segment_batch_size=args.segment_batch_size)
     for record in run.results:

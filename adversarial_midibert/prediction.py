@@ -9,9 +9,11 @@
 - token-task outputs (the MIDI with one track per class, the piano roll) are written under ``output_dir`` at the
   input's path relative to the inputs' common folder, so two ``song.mid`` in different folders never overwrite
   each other; each file is written aside and renamed when complete; an output never replaces an input (that file
-  is an error), and the tool's own outputs (``*.<suffix>.mid``) found in an input folder are skipped and listed;
+  is an error), nor a file this tool did not write (each output carries a marker: :func:`written_by_this_tool`), and
+  the tool's own outputs (``*.<suffix>.mid`` with the marker) found in an input folder are skipped and listed;
 - ``PredictionRun.to_dict()`` holds every result and every error, also when some files failed; :func:`check_writable`
-  tests the JSON path before the run, so that a bad ``--json`` fails at once rather than after every prediction.
+  (:func:`~adversarial_midibert.output_folders.check_output_file`) tests the JSON path before the run, so that a bad
+  ``--json`` fails at once rather than after every prediction.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import TMP_PREFIX
-from .constants import MIDI_SUFFIXES
+from .constants import MIDI_SUFFIXES, OUTPUT_MARKER
 from .data.builder import list_midi_files
+from .output_folders import check_output_file as check_writable  # predict --json; one home for the check
 from .pipelines import MidiFeatureExtractionPipeline, MidiTokenClassificationPipeline
 
 __all__ = ["PredictionRun", "check_writable", "collect_midi_files", "output_stems", "output_suffix_of", "predict_files",
-           "write_midi"]
+           "prediction_pipeline", "write_midi"]
 
 
 @dataclass
@@ -101,19 +103,63 @@ def output_stems(files: Sequence[Path]) -> list[Path]:
 
 
 def write_midi(score, path: str | os.PathLike) -> Path:
-    """Write a ``symusic.Score`` as a MIDI file aside (``.<name>.tmp``) and rename it when complete; return the path."""
+    """Write a ``symusic.Score`` as a MIDI file aside (``.<name>.tmp``) and rename it when complete; return the path.
+    The file carries the marker :data:`OUTPUT_MARKER` (a MIDI marker event at time 0): what says it is ours."""
+    import symusic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    score.dump_midi(str(tmp))
+    marked = score.copy()
+    marked.markers.append(symusic.TextMeta(0, OUTPUT_MARKER))
+    marked.dump_midi(str(tmp))
     tmp.replace(path)
     return path
+
+
+def written_by_this_tool(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an output of this tool: a MIDI file with :data:`OUTPUT_MARKER` among its markers, or a PNG
+    whose ``Software`` text says so (:func:`~adversarial_midibert.visualization.plot_piano_roll`)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return image.info.get("Software") == OUTPUT_MARKER
+        import symusic
+
+        return any(marker.text == OUTPUT_MARKER for marker in symusic.Score(str(path)).markers)
+    except (OSError, RuntimeError, ValueError):  # unreadable: not ours
+        return False
 
 
 def output_suffix_of(pipe) -> str:
     """The name between a token task's output stem and ``.mid``: the model's ``finetuning_task`` (``song.melody.mid``),
     else ``classes``."""
     return getattr(pipe.model.config, "finetuning_task", None) or "classes"
+
+
+def prediction_pipeline(model: str, revision: str | None = None, device: str | None = None,
+                        trust_remote_code: bool = False):
+    """The package's pipeline for a fine-tuned model (token or piece classification, from its architecture), and
+    whether it labels notes: ``(pipe, is_token)``.
+
+    Raises:
+        ValueError: the model's config cannot be read (missing, unknown ``model_type``...), in one line naming it.
+    """
+    from transformers import AutoConfig
+
+    from .pipelines import MIDI_CLASSIFICATION, MIDI_TOKEN_CLASSIFICATION, midi_pipeline
+
+    try:
+        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as error:
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ValueError(f"model {model}: cannot be loaded ({first})") from None
+    is_token = any(a.endswith("TokenClassification") for a in (config.architectures or []))
+    task = MIDI_TOKEN_CLASSIFICATION if is_token else MIDI_CLASSIFICATION
+    return midi_pipeline(task, model, revision=revision, device=device, trust_remote_code=trust_remote_code), is_token
 
 
 def _sequence_record(output: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +209,8 @@ def predict_files(
     run = PredictionRun(errors=errors)
     if token_task:  # this tool's outputs in an input folder (a re-run into it) are not inputs
         named = {Path(os.path.abspath(item)) for item in inputs if not Path(item).is_dir()}
-        own = {f for f in files if f.name.lower().endswith(f".{suffix}.mid") and Path(os.path.abspath(f)) not in named}
+        own = {f for f in files if f.name.lower().endswith(f".{suffix}.mid") and Path(os.path.abspath(f)) not in named
+               and written_by_this_tool(f)}
         run.skipped = [{"file": str(f), "reason": f"an output of this tool (*.{suffix}.mid), not predicted"}
                        for f in files if f in own]
         files = [f for f in files if f not in own]
@@ -192,6 +239,9 @@ def predict_files(
                         if os.path.realpath(path) in protected:
                             raise ValueError(f"{file}: its output {path} is an input of this run; refusing to "
                                              "overwrite it (choose another --output_dir)")
+                        if path.exists() and not written_by_this_tool(path):
+                            raise ValueError(f"{file}: its output {path} exists and was not written by this tool; "
+                                             "refusing to overwrite it (choose another --output_dir)")
                     record["midi"] = str(write_midi(output["midi"], midi))
                     if plot:
                         record["piano_roll"] = str(plot_piano_roll(output["midi"], png, title=str(file)))
@@ -203,20 +253,3 @@ def predict_files(
         record["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
         run.results.append(record)
     return run
-
-
-def check_writable(path: str | os.PathLike, what: str = "--json") -> Path:
-    """Fail now, with a one-line ``OSError`` naming ``path``, if a file cannot be written there later (a folder
-    in the way, no permission, a missing drive): a temporary file is created beside it and removed."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} {path} is a folder; give a file name")
-    probe = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}.probe")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise OSError(f"{what} {path} cannot be written ({error.strerror or error})") from None
-    return path
-

@@ -9,13 +9,18 @@ What ``adv-midibert embed`` and ``adv-midibert search`` run::
   :func:`~adversarial_midibert.prediction.predict_files` (progress bar; a file that fails is skipped and listed with
   its reason, never dropped silently) and writes a ``datasets`` folder (``save_to_disk``, written aside and swapped
   in) with the columns ``file``, ``embedding``, ``num_notes``, ``num_segments``, and ``embedding_info.json`` beside
-  the data (the model, the pooling, the counts, every skipped file and its reason).
+  the data (the model and the SHA-256 of its encoder's weights, the pooling, the counts, every skipped file and its
+  reason, and an id of this embedding). Before any work it refuses an output folder that it did not write, that is
+  or holds an input or the model, or that another process is writing (one lock per folder).
 - ``embedding`` is the piece's vector (the mean of its notes' last-layer vectors over all its segments, see
   :mod:`adversarial_midibert.pooling`) scaled to unit length, so that the inner product is the cosine similarity.
 - :func:`load_index` gives the data set with a faiss index on ``embedding`` (``Dataset.add_faiss_index``, inner
-  product); the index is saved beside the data (``embedding.faiss``) the first time and loaded afterwards, so a second
-  query does not rebuild it. Re-embedding the folder replaces the folder, index included.
-- :func:`search` embeds the query with the same model and returns ``Dataset.get_nearest_examples``.
+  product); the index is saved beside the data (``embedding.faiss``, with ``embedding_index.json``: the embedding's
+  id, the file's size and SHA-256) the first time and loaded afterwards, so a second query does not rebuild it. An
+  index file that does not match those (another embedding's, damaged, half-written by a search that raced a
+  re-embed) is never read: the index is rebuilt from the rows. Re-embedding the folder replaces the folder.
+- :func:`search` embeds the query with the same model (the weights must hash to what ``embedding_info.json``
+  recorded) and returns ``Dataset.get_nearest_examples``.
 
 Search needs ``faiss`` (``pip install adversarial-midibert[search]``, which installs ``faiss-cpu``).
 """
@@ -29,14 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_io import atomic_write_json, write_folder_aside
+from .atomic_io import FolderLock, atomic_write_json, file_sha256, write_folder_aside
+from .output_folders import check_output_folder
 
-__all__ = ["EMBEDDING_COLUMN", "INDEX_FILE_NAME", "INFO_FILE_NAME", "embed_files", "load_index", "search",
-           "unit_rows"]
+__all__ = ["EMBEDDING_COLUMN", "INDEX_FILE_NAME", "INDEX_INFO_FILE_NAME", "INFO_FILE_NAME", "embed_files", "load_index",
+           "model_sha256", "printable_name", "search", "unit_rows"]
 
 EMBEDDING_COLUMN = "embedding"
 INDEX_FILE_NAME = "embedding.faiss"
 INFO_FILE_NAME = "embedding_info.json"
+INDEX_INFO_FILE_NAME = "embedding_index.json"
 POOLING = ("mean of the notes' last-layer vectors over all segments of the piece (every note counts once), "
            "scaled to unit length: inner product = cosine similarity")
 
@@ -54,6 +61,29 @@ def _feature_pipeline(model: Any, device: str | None, trust_remote_code: bool):
     return midi_pipeline(MIDI_FEATURE_EXTRACTION, model, device=device, trust_remote_code=trust_remote_code)
 
 
+def model_sha256(model) -> str:
+    """SHA-256 of the encoder's weights (names, dtypes, shapes and bytes; a head is left out): what says that a
+    query is embedded by the model that embedded a folder. Written here: no library hashes a module's weights."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.base_model.state_dict().items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _is_embeddings(folder: Path, names: set[str]) -> bool:
+    return INFO_FILE_NAME in names and "state.json" in names
+
+
+def printable_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) written as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 def embed_files(
     model: Any,
     inputs: Sequence[str | os.PathLike],
@@ -69,7 +99,8 @@ def embed_files(
         model: a model folder or Hub id (any Adversarial-MidiBERT: pre-trained or fine-tuned), or a
             ``MidiFeatureExtractionPipeline``.
         inputs: MIDI files and folders (searched recursively).
-        output_dir: the data set folder to write (replaced if it exists).
+        output_dir: the data set folder to write: missing, empty, or written by this function before (then
+            replaced); never an input, a folder holding one, or the model.
         segment_batch_size: segments per forward pass.
         device: ``cpu``, ``cuda``... (default: transformers' choice).
         trust_remote_code: for a Hub id, run the repository's code.
@@ -80,20 +111,47 @@ def embed_files(
         :class:`~adversarial_midibert.prediction.PredictionRun` (``run.errors``: the skipped files and reasons).
 
     Raises:
-        ValueError: no input could be embedded (the reasons of the first failures are in the message).
+        ValueError: no input could be embedded (the reasons of the first failures are in the message), or
+            ``output_dir`` is or holds an input or the model.
+        FileExistsError: ``output_dir`` holds something this function did not write.
+        FolderBusyError: another process is writing ``output_dir``.
     """
-    from datasets import Dataset, Features, List, Value
+    import uuid
 
     from .pipelines import MidiFeatureExtractionPipeline
+
+    with FolderLock(output_dir):  # held until the folder is swapped in: one writer at a time
+        model_name = model.model.name_or_path if isinstance(model, MidiFeatureExtractionPipeline) else model
+        local_model = str(model_name) if isinstance(model_name, (str, os.PathLike)) and Path(model_name).exists() \
+            else None
+        check_output_folder(output_dir, "embeddings", _is_embeddings, inputs=[*inputs, local_model],
+                            overwrite_hint=None)
+        pipe = model if isinstance(model, MidiFeatureExtractionPipeline) else _feature_pipeline(model, device,
+                                                                                                trust_remote_code)
+        dataset, run, info = _embed(pipe, model, inputs, segment_batch_size, progress)
+        info["embedding_id"] = uuid.uuid4().hex
+        with write_folder_aside(output_dir) as tmp:
+            dataset.save_to_disk(str(tmp))
+            atomic_write_json(tmp / INFO_FILE_NAME, info)
+    return dataset, run
+
+
+def _embed(pipe, model: Any, inputs: Sequence[str | os.PathLike], segment_batch_size: int, progress: bool):
+    """The rows and the info of an embeddings folder: ``(dataset, run, info)``."""
+    from datasets import Dataset, Features, List, Value
+
     from .prediction import predict_files
 
-    pipe = model if isinstance(model, MidiFeatureExtractionPipeline) else _feature_pipeline(model, device,
-                                                                                            trust_remote_code)
     run = predict_files(pipe, inputs, segment_batch_size=segment_batch_size, progress=progress)
     if not run.results:
         reasons = "; ".join(e["error"] for e in run.errors[:3])
         raise ValueError(f"no MIDI file of {', '.join(map(str, inputs))} could be embedded "
                          f"({len(run.errors)} failed: {reasons})")
+    for record in run.results:  # Arrow stores UTF-8 text: a name that is not is kept, escaped, and said so
+        name = printable_name(record["file"])
+        if name != record["file"]:
+            record["warnings"].append(f"{name}: the file name is not UTF-8; stored with its bytes escaped")
+            record["file"] = name
     embeddings = unit_rows(np.stack([record.pop(EMBEDDING_COLUMN) for record in run.results]))
     features = Features({"file": Value("string"), EMBEDDING_COLUMN: List(Value("float32")),
                          "num_notes": Value("int64"), "num_segments": Value("int64")})
@@ -102,54 +160,111 @@ def embed_files(
         "num_notes": [r["num_notes"] for r in run.results], "num_segments": [r["num_segments"] for r in run.results],
     }, features=features)
     name = str(getattr(pipe.model, "name_or_path", model))
-    info = {"model": str(Path(name).resolve()) if Path(name).exists() else name, "pooling": POOLING,
+    info = {"model": str(Path(name).resolve()) if Path(name).exists() else name,
+            "model_sha256": model_sha256(pipe.model), "pooling": POOLING,
             "hidden_size": int(embeddings.shape[1]), "num_inputs": run.num_inputs,
             "num_embedded": len(run.results), "num_failed": len(run.errors), "errors": run.errors,
             "notes_left_out": {r["file"]: r["notes_left_out"] for r in run.results if r["notes_left_out"]},
             "warnings": {r["file"]: r["warnings"] for r in run.results if r["warnings"]}}
-    with write_folder_aside(output_dir) as tmp:
-        dataset.save_to_disk(str(tmp))
-        atomic_write_json(tmp / INFO_FILE_NAME, info)
-    return dataset, run
+    return dataset, run, info
+
+
+_INFO_KEYS = {"model": str, "model_sha256": str, "hidden_size": int, "embedding_id": str}
 
 
 def _read_info(folder: Path) -> dict[str, Any]:
+    """``embedding_info.json`` of ``folder``, checked: a dict with the keys search needs, of their types."""
     import json
 
     path = folder / INFO_FILE_NAME
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ValueError(f"{folder}: not an embeddings folder written by `adv-midibert embed` "
                          f"({INFO_FILE_NAME}: {error})") from error
+    bad = [key for key, kind in _INFO_KEYS.items() if not isinstance(info.get(key), kind)] if isinstance(
+        info, dict) else None
+    if bad is None:
+        raise ValueError(f"{path} holds a {type(info).__name__}, not the dict `adv-midibert embed` writes; "
+                         "embed the folder again")
+    if bad:
+        raise ValueError(f"{path} lacks {', '.join(bad)} (written by an older version, or edited); embed the "
+                         "folder again")
+    return info
+
+
+def _index_matches(folder: Path, embedding_id: str) -> bool:
+    """Whether ``embedding.faiss`` is the index saved for this embedding (``embedding_index.json``: its id, the
+    file's size and SHA-256): only such a file is read by faiss."""
+    import json
+
+    index_path = folder / INDEX_FILE_NAME
+    try:
+        saved = json.loads((folder / INDEX_INFO_FILE_NAME).read_text(encoding="utf-8"))
+        return (isinstance(saved, dict) and saved.get("embedding_id") == embedding_id
+                and saved.get("size") == index_path.stat().st_size and saved.get("sha256") == file_sha256(index_path))
+    except (OSError, ValueError):
+        return False
 
 
 def load_index(folder: str | os.PathLike, string_factory: str | None = None):
     """The embeddings data set of ``folder`` with its faiss index on ``embedding``; ``(dataset, built)``.
 
-    The index is read from ``folder/embedding.faiss`` when it is there and holds every row; otherwise it is built
+    The index is read from ``folder/embedding.faiss`` when ``embedding_index.json`` says it was saved for this
+    embedding and the file still has the size and SHA-256 recorded; otherwise it is built
     (``Dataset.add_faiss_index``, inner product on the unit-length embeddings; exact ``Flat`` search unless
     ``string_factory`` names another faiss index, e.g. ``"HNSW32"`` for millions of pieces) and saved there, aside then
-    renamed. ``built`` says which happened.
+    renamed, its record last. ``built`` says which happened.
+
+    Raises:
+        ValueError: ``folder`` is not an embeddings folder, or holds no rows.
     """
+    return _load_index(Path(folder), string_factory)[:2]
+
+
+def _load_index(folder: Path, string_factory: str | None = None):
+    """:func:`load_index`, and the ``embedding_info.json`` that describes the rows loaded."""
     import faiss
     from datasets import load_from_disk
 
-    folder = Path(folder)
-    _read_info(folder)
-    dataset = load_from_disk(str(folder))
+    info = _read_info(folder)
+    try:
+        dataset = load_from_disk(str(folder))
+    except (OSError, ValueError, IndexError, KeyError) as error:  # datasets cannot read a folder of no shard
+        raise ValueError(f"{folder}: its rows cannot be read ({type(error).__name__}: {error}); it holds no "
+                         "embeddings: embed some MIDI files into it") from None
+    if len(dataset) == 0:
+        raise ValueError(f"{folder} holds no embeddings (0 rows); embed some MIDI files into it")
+    width = len(dataset[0][EMBEDDING_COLUMN])
+    if width != info["hidden_size"]:
+        raise ValueError(f"{folder}: its embeddings have {width} dimensions, {INFO_FILE_NAME} says "
+                         f"{info['hidden_size']}; embed the folder again")
     index_path = folder / INDEX_FILE_NAME
-    if index_path.is_file():
+    if _index_matches(folder, info["embedding_id"]):
         try:
             dataset.load_faiss_index(EMBEDDING_COLUMN, str(index_path))
-            return dataset, False
-        except (ValueError, RuntimeError):  # stale (built for other rows: datasets checks the size) or unreadable
+            return dataset, False, info
+        except (ValueError, RuntimeError, MemoryError):  # unreadable: rebuilt below
             pass
     dataset.add_faiss_index(EMBEDDING_COLUMN, string_factory=string_factory, metric_type=faiss.METRIC_INNER_PRODUCT)
-    tmp = index_path.with_name(f".{index_path.name}.tmp")
+    tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
     dataset.save_faiss_index(EMBEDDING_COLUMN, str(tmp))
+    record = {"embedding_id": info["embedding_id"], "size": tmp.stat().st_size, "sha256": file_sha256(tmp)}
     os.replace(tmp, index_path)
-    return dataset, True
+    atomic_write_json(folder / INDEX_INFO_FILE_NAME, record)
+    return dataset, True, info
+
+
+def search_inputs(query: str | os.PathLike, folder: str | os.PathLike, model: Any = None) -> list[str]:
+    """The paths a search reads: the query, the embeddings folder and the model's folder (the one given, else the
+    one ``embedding_info.json`` names), for the checks of an output path (``search --json``)."""
+    if model is None:
+        try:
+            model = _read_info(Path(folder))["model"]
+        except ValueError:  # the search itself will say what is wrong with the folder
+            model = None
+    local_model = [str(model)] if isinstance(model, (str, os.PathLike)) and Path(model).exists() else []
+    return [str(query), str(folder), *local_model]
 
 
 def search(query: Any, folder: str | os.PathLike, top_k: int = 10, model: Any = None, device: str | None = None,
@@ -161,31 +276,33 @@ def search(query: Any, folder: str | os.PathLike, top_k: int = 10, model: Any = 
         folder: a folder written by :func:`embed_files`.
         top_k: how many neighbours.
         model: the model (folder, Hub id or feature-extraction pipeline); default the one that embedded the folder,
-            as ``embedding_info.json`` names it. Queries must be embedded by the model of the index.
+            as ``embedding_info.json`` names it. Its encoder's weights must be the ones that embedded the folder.
         dataset: the indexed data set from :func:`load_index`, to run many queries without reloading.
 
     Returns:
         ``{"query", "num_notes", "neighbours": [{"rank", "file", "score"}...], "index_built"}``; ``score`` is the
         cosine similarity, highest first.
+
+    Raises:
+        ValueError: a damaged or foreign folder, or a model other than the one that embedded it.
     """
     from .pipelines import MidiFeatureExtractionPipeline
 
     if int(top_k) < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     folder = Path(folder)
-    built = False
     if dataset is None:
-        dataset, built = load_index(folder)
-    if model is None:
-        model = _read_info(folder)["model"]
-    pipe = model if isinstance(model, MidiFeatureExtractionPipeline) else _feature_pipeline(model, device,
-                                                                                            trust_remote_code)
+        dataset, built, info = _load_index(folder)
+    else:
+        built, info = False, _read_info(folder)
+    pipe = model if isinstance(model, MidiFeatureExtractionPipeline) else _feature_pipeline(
+        info["model"] if model is None else model, device, trust_remote_code)
+    if model_sha256(pipe.model) != info["model_sha256"]:
+        raise ValueError(f"{getattr(pipe.model, 'name_or_path', model)} is not the model that embedded {folder} "
+                         f"(its weights differ from those {INFO_FILE_NAME} recorded): search with that model, or "
+                         "embed the folder again with this one")
     out = pipe(query)
     vector = unit_rows(out[EMBEDDING_COLUMN][None])[0]
-    expected = len(dataset[0][EMBEDDING_COLUMN])
-    if vector.shape[0] != expected:
-        raise ValueError(f"the query's embedding has {vector.shape[0]} dimensions, the index {folder} {expected}: "
-                         "embed the query with the model that embedded the folder")
     scores, examples = dataset.get_nearest_examples(EMBEDDING_COLUMN, vector, k=min(int(top_k), len(dataset)))
     neighbours = [{"rank": i + 1, "file": f, "score": float(s)} for i, (f, s) in enumerate(zip(examples["file"],
                                                                                                scores))]

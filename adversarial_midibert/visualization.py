@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .constants import ATTRIBUTE_NAMES
+from .constants import ATTRIBUTE_NAMES, OUTPUT_MARKER
 
 __all__ = ["CLASS_COLOURS", "piano_roll_image", "plot_piano_roll", "plot_training_curves", "training_curve_series"]
 
@@ -33,13 +33,13 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path, dpi: int) -> Path:
-    """Save aside, then rename: a reader never sees half a PNG."""
+def _save(fig, path: str | Path, dpi: int, software: str | None = None) -> Path:
+    """Save aside, then rename: a reader never sees half a PNG. ``software``: the PNG's ``Software`` text."""
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=dpi, format="png")
+    fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": software} if software else None)
     plt.close(fig)
     tmp.replace(path)
     return path
@@ -50,7 +50,8 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
 
     The score is resampled to at most 16 steps per quarter note and at most ``max_columns`` steps in all (a note
     shorter than a step still covers one), turned into symusic's frame piano roll track by track, and very long
-    pieces are folded further by taking, per column, whether any folded step sounds. Each track gets a colour
+    pieces are folded further by taking, per column, whether any folded step sounds (computed from each note's first
+    and last column, never from a roll of every step). Each track gets a colour
     (``CLASS_COLOURS`` in track order, light grey for a track named ``unclassified_name``); the first track is on
     top. Time and memory grow with the picture's size, not with the number of notes.
 
@@ -84,10 +85,24 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
     for track, (_, colour, count) in reversed(list(zip(small.tracks, tracks))):  # the first track ends on top
         if not count:
             continue
-        roll = track.pianoroll(modes=["frame"], pitch_range=(low, high))[0] > 0  # (pitches, steps)
-        roll = np.pad(roll[:, : columns * factor], ((0, 0), (0, max(0, columns * factor - roll.shape[1]))))
-        image[roll.reshape(high - low, columns, factor).any(axis=2)] = np.round(np.array(to_rgb(colour)) * 255)
+        image[_sounding_columns(track.notes.numpy(), low, high, factor, columns)] = np.round(
+            np.array(to_rgb(colour)) * 255)
     return {"image": image, "low": low, "quarters_per_column": factor / steps_per_quarter, "tracks": tracks}
+
+
+def _sounding_columns(notes: dict[str, np.ndarray], low: int, high: int, factor: int, columns: int) -> np.ndarray:
+    """``(pitches, columns)`` bool: whether a note sounds at each pitch within each column of ``factor`` steps.
+
+    Made from the notes' first and last columns (a +1/-1 per note, summed along time), so its cost is the picture's
+    and the notes', never the piece's length in steps (symusic's frame piano roll is one cell per step)."""
+    start = notes["time"].astype(np.int64)
+    end = start + np.maximum(notes["duration"].astype(np.int64), 1)  # steps [start, end); resample keeps >= 1
+    first, last = start // factor, (end - 1) // factor
+    rows = notes["pitch"].astype(np.int64) - low
+    edges = np.zeros((high - low, columns + 1), dtype=np.int64)
+    np.add.at(edges, (rows, np.clip(first, 0, columns)), 1)
+    np.add.at(edges, (rows, np.clip(last + 1, 0, columns)), -1)
+    return np.cumsum(edges, axis=1)[:, :columns] > 0
 
 
 def plot_piano_roll(score, path: str | Path, title: str | None = None, max_columns: int = 4000,
@@ -124,7 +139,7 @@ def plot_piano_roll(score, path: str | Path, title: str | None = None, max_colum
         ax.legend(handles=[Patch(color=c, label=f"{n} ({k})") for n, c, k in roll["tracks"]], loc="upper right",
                   fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, dpi=100)
+    return _save(fig, path, dpi=100, software=OUTPUT_MARKER)
 
 
 def training_curve_series(records: Sequence[Mapping[str, Any]], x: str = "step") -> dict[str, tuple[list, list]]:

@@ -14,7 +14,8 @@ package's own pipelines (:func:`adversarial_midibert.pipelines.midi_pipeline`); 
 ``midi`` (one track per predicted class), written by :func:`adversarial_midibert.prediction.write_midi` as
 ``adv-midibert predict`` writes it, and :func:`adversarial_midibert.visualization.plot_piano_roll` draws the piano
 roll from the same score. Every problem
-with the file or a model (not MIDI, empty, too large, a folder that does not load, a model of the wrong kind) is a
+with the file or a model (not MIDI, empty, too large or too many notes, a folder that does not load, a model of the
+wrong kind, a model the page was not started with) is a
 :class:`DemoError` whose one-line message names the file or the model; the page shows it, never a traceback.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -44,6 +46,10 @@ MODELS_ENV = "ADV_MIDIBERT_DEMO_MODELS"
 # A MIDI file of a whole piano piece is tens of kilobytes; 4 MiB is a long orchestral score, and it keeps a shared CPU
 # (a free Space) answering.
 MAX_MIDI_BYTES = 4 * 2**20
+# Notes read per file: a long orchestral score has tens of thousands; a file under MAX_MIDI_BYTES can hold 700,000.
+MAX_NOTES = 100_000
+# Click folders kept in the workspace (Gradio copies a click's files to its cache when the click returns).
+KEEP_CLICKS = 8
 # What each box of the page takes, by pipeline task: (the box's name, what a model of that kind does).
 ROLES = {
     MIDI_CLASSIFICATION: ("Piece classifier", "classifies the whole piece (composer, emotion...)"),
@@ -109,8 +115,11 @@ def load_pipeline(name: str, task: str, device: str = "cpu"):
 
 
 def check_midi_file(path: str | os.PathLike | None) -> Path:
-    """The uploaded file, if it is worth reading: given, and not larger than :data:`MAX_MIDI_BYTES`. Whether it is
-    there, empty or MIDI at all is for the package's reader to say (its message names the file)."""
+    """The uploaded file, if it is worth reading: given, not larger than :data:`MAX_MIDI_BYTES`, and, when it reads
+    as MIDI, of at most :data:`MAX_NOTES` notes. Whether it is there, empty or MIDI at all is for the package's reader
+    to say (its message names the file)."""
+    import symusic
+
     if path is None or not str(path).strip():
         raise DemoError("no MIDI file: upload one first")
     path = Path(path)
@@ -118,7 +127,24 @@ def check_midi_file(path: str | os.PathLike | None) -> Path:
     if size > MAX_MIDI_BYTES:
         raise DemoError(f"{path.name}: {size / 2**20:.1f} MiB is too large for this demo "
                         f"(at most {MAX_MIDI_BYTES / 2**20:.0f} MiB)")
+    try:
+        notes = sum(track.note_num() for track in symusic.Score(str(path)).tracks)
+    except (RuntimeError, ValueError, OSError):  # not readable: the pipeline's reader says why, naming the file
+        return path
+    if notes > MAX_NOTES:
+        raise DemoError(f"{path.name}: {notes} notes, more than this demo reads ({MAX_NOTES})")
     return path
+
+
+def check_served(names: list[str], served: dict[str, str] | None) -> None:
+    """Refuse a model the page was not started with (``served``: the boxes' models; None: any, for scripts). The
+    message is the same whether or not such a folder exists on the server."""
+    if served is None:
+        return
+    allowed = {name.strip() for name in served.values()}
+    for name in names:
+        if name and name not in allowed:
+            raise DemoError(f"model {name} is not one this demo serves (it serves: {', '.join(sorted(allowed))})")
 
 
 def _call(pipe, path: Path) -> dict[str, Any]:
@@ -132,15 +158,18 @@ def _call(pipe, path: Path) -> dict[str, Any]:
 
 
 def predict(midi_path: str | os.PathLike | None, classifier: str | None = None, melody: str | None = None,
-            output_dir: str | os.PathLike | None = None, device: str = "cpu") -> DemoResult:
+            output_dir: str | os.PathLike | None = None, device: str = "cpu",
+            served: dict[str, str] | None = None) -> DemoResult:
     """Run the demo's models on one MIDI file: what the page shows.
 
     Args:
         midi_path: the uploaded file.
         classifier: a sequence-classification model (folder or Hub id), or None / "".
         melody: a token-classification model (folder or Hub id), or None / "".
-        output_dir: where the melody MIDI and the piano roll go (default: a new temporary folder).
+        output_dir: where the melody MIDI and the piano roll go (default: a new temporary folder, made only when
+            they are written).
         device: where the models run.
+        served: the only models accepted (the page's, ``{"classifier": ..., "melody": ...}``); None: any.
 
     Raises:
         DemoError: the file or a model cannot be used; the message names it and says why.
@@ -148,13 +177,13 @@ def predict(midi_path: str | os.PathLike | None, classifier: str | None = None, 
     from adversarial_midibert.prediction import output_suffix_of, write_midi
     from adversarial_midibert.visualization import plot_piano_roll
 
-    path = check_midi_file(midi_path)
     classifier, melody = (classifier or "").strip(), (melody or "").strip()
+    check_served([classifier, melody], served)
+    path = check_midi_file(midi_path)
     if not classifier and not melody:
         raise DemoError("no model: give a piece classifier, a melody model, or both")
     pipes = {task: load_pipeline(name, task, device)
              for task, name in ((MIDI_CLASSIFICATION, classifier), (MIDI_TOKEN_CLASSIFICATION, melody)) if name}
-    output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="adv-midibert-demo-"))
     labels, piano_roll, melody_midi, lines = {}, None, None, []
     if MIDI_CLASSIFICATION in pipes:
         out = _call(pipes[MIDI_CLASSIFICATION], path)
@@ -164,6 +193,7 @@ def predict(midi_path: str | os.PathLike | None, classifier: str | None = None, 
     if MIDI_TOKEN_CLASSIFICATION in pipes:
         pipe = pipes[MIDI_TOKEN_CLASSIFICATION]
         out = _call(pipe, path)
+        output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="adv-midibert-demo-"))
         melody_midi = write_midi(out["midi"], output_dir / f"{path.stem}.{output_suffix_of(pipe)}.mid")
         piano_roll = plot_piano_roll(out["midi"], output_dir / f"{path.stem}.pianoroll.png",
                                      title=f"{path.name}: notes coloured by predicted class")
@@ -205,15 +235,33 @@ def route_models(names: list[str]) -> dict[str, str]:
     return routed
 
 
-def run_page(midi_file, classifier, melody):
-    """The Predict button: :func:`predict`, with its errors shown on the page (``gr.Error``), never a traceback."""
+def click_folder(workspace: str | os.PathLike) -> Path:
+    """A new folder for one click's files in ``workspace``; the oldest ones beyond :data:`KEEP_CLICKS` are removed
+    (their files were copied to Gradio's cache when their click returned)."""
+    workspace = Path(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="click-", dir=workspace))
+    earlier = sorted((p for p in workspace.iterdir() if p.is_dir() and p != folder), key=lambda p: p.stat().st_mtime)
+    for old in earlier[: max(0, len(earlier) - (KEEP_CLICKS - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def run_page(midi_file, classifier, melody, served: dict[str, str] | None = None,
+             workspace: str | os.PathLike | None = None):
+    """The Predict button: :func:`predict` of the models the page ``served`` (None: any), writing into a
+    :func:`click_folder` of ``workspace`` (removed when the click fails), with its errors shown on the page
+    (``gr.Error``), never a traceback."""
     import gradio as gr
 
+    folder = click_folder(workspace if workspace is not None else Path(tempfile.gettempdir()) / "adv-midibert-demo")
     try:
-        result = predict(midi_file, classifier, melody)
+        result = predict(midi_file, classifier, melody, output_dir=folder, served=served)
     except DemoError as error:
+        shutil.rmtree(folder, ignore_errors=True)
         raise gr.Error(str(error), duration=None, print_exception=False) from None
     except Exception as error:  # an unforeseen failure still gets one readable line
+        shutil.rmtree(folder, ignore_errors=True)
         raise gr.Error(f"{Path(str(midi_file)).name}: {_one_line(error)} ({type(error).__name__})", duration=None,
                        print_exception=False) from None
     return (result.labels or None, str(result.piano_roll) if result.piano_roll else None,
@@ -221,20 +269,27 @@ def run_page(midi_file, classifier, melody):
 
 
 def build_demo(classifier: str = "", melody: str = ""):
-    """The page (a ``gradio.Blocks``): the upload and the two model boxes on the left, the results on the right."""
+    """The page (a ``gradio.Blocks``): the upload and the two model boxes on the left, the results on the right.
+
+    The boxes show the models the server was started with and cannot be edited; the Predict button runs only those
+    (a visitor never makes the server load a path or a Hub id). Each click writes into a folder of one workspace per
+    page (:func:`click_folder`); Gradio's own copies are deleted after an hour (``delete_cache``)."""
     import gradio as gr
 
-    with gr.Blocks(title="Adversarial-MidiBERT demo") as demo:
+    served = {"classifier": classifier, "melody": melody}
+    workspace = Path(tempfile.mkdtemp(prefix="adv-midibert-demo-"))
+    with gr.Blocks(title="Adversarial-MidiBERT demo", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# Adversarial-MidiBERT\nUpload a MIDI file: the piece classifier names its class (composer, "
-                    "emotion...), the melody model finds the melody among its notes. Each model is a folder or a "
-                    "Hugging Face Hub id; leave a box empty to skip it.")
+                    "emotion...), the melody model finds the melody among its notes.")
         with gr.Row():
             with gr.Column():
                 midi_file = gr.File(label="MIDI file", file_types=list(MIDI_SUFFIXES), elem_id="midi-file")
                 classifier_box = gr.Textbox(value=classifier, label=ROLES[MIDI_CLASSIFICATION][0],
-                                            info=f"a model that {ROLES[MIDI_CLASSIFICATION][1]}", elem_id="classifier")
+                                            info=f"a model that {ROLES[MIDI_CLASSIFICATION][1]}", elem_id="classifier",
+                                            interactive=False)
                 melody_box = gr.Textbox(value=melody, label=ROLES[MIDI_TOKEN_CLASSIFICATION][0],
-                                        info=f"a model that {ROLES[MIDI_TOKEN_CLASSIFICATION][1]}", elem_id="melody")
+                                        info=f"a model that {ROLES[MIDI_TOKEN_CLASSIFICATION][1]}", elem_id="melody",
+                                        interactive=False)
                 button = gr.Button("Predict", variant="primary", elem_id="predict")
             with gr.Column():
                 classes = gr.Label(label="Predicted class", num_top_classes=5, elem_id="classes")
@@ -243,7 +298,8 @@ def build_demo(classifier: str = "", melody: str = ""):
                               type="filepath", format="png", elem_id="piano-roll")
         download = gr.File(label="Melody MIDI (the notes of the file, one track per predicted class)",
                            elem_id="melody-midi")
-        button.click(run_page, [midi_file, classifier_box, melody_box], [classes, piano_roll, download, summary])
+        button.click(functools.partial(run_page, served=served, workspace=workspace),
+                     [midi_file, classifier_box, melody_box], [classes, piano_roll, download, summary])
     return demo
 
 

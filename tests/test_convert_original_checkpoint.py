@@ -400,3 +400,106 @@ def test_a_stride_zero_tensor_is_refused_before_it_is_expanded(tmp_path):
     with pytest.raises(conv.ConversionError, match=r"tensor bert.embeddings.LayerNorm.weight \(1048576,\) is stored "
                                                    r"in 4 bytes"):
         conv.load_reference_state_dict(tmp_path / "ckpt.pt")
+
+
+# ------------------------------------------------------------------------------ the authors' weights, by Hub id
+AUTHORS_REPO = "RS2002/Adversarial-MidiBERT"
+
+
+def authors_hub_folder(folder: Path, vocab_sizes, outer: str = "") -> Path:
+    """A replica of the authors' Hub repository: the reference module layout (``midibert.word_emb.N.lut``,
+    ``midibert.bert.encoder.layer.N...``, ``mask_lm.proj.N``) with random weights, saved by huggingface_hub's
+    ``PyTorchModelHubMixin`` (``model.safetensors`` and ``config.json``, no Octuple dictionary); ``outer`` is a
+    prefix of every key (a model wrapped in another module)."""
+    from huggingface_hub import PyTorchModelHubMixin
+
+    class MidiBertLM(torch.nn.Module, PyTorchModelHubMixin):
+        def __init__(self, vocab_sizes: list, seed: int = 0):
+            super().__init__()
+            for key, value in reference_state_dict(vocab_sizes, "mlm", seed=seed).items():
+                *path, name = (outer + key).split(".")
+                module = self
+                for part in path:
+                    if part not in module._modules:
+                        module.add_module(part, torch.nn.Module())
+                    module = module._modules[part]
+                module.register_parameter(name, torch.nn.Parameter(value))
+
+    MidiBertLM(vocab_sizes=list(vocab_sizes)).save_pretrained(folder)
+    return folder
+
+
+def test_the_authors_hub_layout_converts_by_hub_id_and_by_folder(tmp_path, dictionary, data_root, monkeypatch):
+    import huggingface_hub.constants
+
+    from adversarial_midibert.pipelines import MIDI_FEATURE_EXTRACTION, midi_pipeline
+
+    from script_env import as_cached_hub_repo
+
+    sizes = [len(v) for v in conv.load_reference_dictionary(dictionary)]
+    authors = authors_hub_folder(tmp_path / "authors", sizes)
+    assert {p.name for p in authors.iterdir()} >= {"model.safetensors", "config.json"}
+    as_cached_hub_repo(authors, tmp_path / "hub_cache", AUTHORS_REPO)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
+    expected = reference_state_dict(sizes, "mlm")
+    song = min((data_root / "POP909" / "001").glob("*.mid"))
+    for source, name in ((AUTHORS_REPO, "by_id"), (authors, "by_folder"),
+                         (authors_hub_folder(tmp_path / "wrapped", sizes, outer="model."), "wrapped")):
+        out = tmp_path / f"converted_{name}"
+        report = conv.convert(source, dictionary, "mlm", out, progress=False)
+        assert report["checkpoint_keys_not_mapped"] == [], name
+        model = AdvMidiBertForMaskedLM.from_pretrained(out)
+        torch.testing.assert_close(model.adv_midibert.embeddings.in_linear.weight,
+                                   expected["midibert.in_linear.weight"])
+        # the tokenizer fits the model: a piece longer than its 64 positions runs as several segments
+        assert OctupleTokenizer.from_pretrained(out).max_seq_len == MAX_POS == model.config.max_position_embeddings
+        assert midi_pipeline(MIDI_FEATURE_EXTRACTION, str(out), device="cpu")(str(song))["num_segments"] > 1
+    with pytest.raises(conv.ConversionError, match="some-org/not-there"):
+        conv.convert("some-org/not-there", dictionary, "mlm", tmp_path / "none", progress=False)
+
+
+def test_convert_writes_aside_and_never_over_a_folder_it_did_not_write(tmp_path, dictionary):
+    sizes = [len(v) for v in conv.load_reference_dictionary(dictionary)]
+    checkpoint = tmp_path / "lm.pt"
+    torch.save(reference_state_dict(sizes, "mlm"), checkpoint)
+    out = tmp_path / "converted"
+    conv.convert(checkpoint, dictionary, "mlm", out, progress=False)
+    (out / "all_results.json").write_text("{}")  # a file the conversion did not write
+    conv.convert(checkpoint, dictionary, "mlm", out, progress=False)  # an earlier conversion: replaced whole
+    assert not (out / "all_results.json").exists() and (out / "conversion_report.json").is_file()
+    trained = tmp_path / "trained"
+    AdvMidiBertForMaskedLM.from_pretrained(out).save_pretrained(trained)
+    before = sorted(p.name for p in trained.iterdir())
+    assert conv.main(["--checkpoint", str(checkpoint), "--dictionary", str(dictionary), "--task", "mlm",
+                      "--output_dir", str(trained)]) == 2
+    assert sorted(p.name for p in trained.iterdir()) == before and not (trained / "conversion_report.json").exists()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_weights_that_are_not_numbers_are_refused(tmp_path, dictionary, value, capsys):
+    sizes = [len(v) for v in conv.load_reference_dictionary(dictionary)]
+    sd = reference_state_dict(sizes, "mlm")
+    sd["midibert.bert.encoder.layer.1.output.dense.weight"][3, 5] = value
+    torch.save(sd, tmp_path / "lm.pt")
+    assert conv.main(["--checkpoint", str(tmp_path / "lm.pt"), "--dictionary", str(dictionary), "--task", "mlm",
+                      "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bert.encoder.layer.1.output.dense.weight" in err and "1 value" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change", ["flat_distance", "layer_x"])
+def test_a_malformed_checkpoint_is_one_line(tmp_path, dictionary, change, capsys):
+    sizes = [len(v) for v in conv.load_reference_dictionary(dictionary)]
+    sd = reference_state_dict(sizes, "mlm")
+    if change == "flat_distance":
+        key = "midibert.bert.encoder.layer.0.attention.self.distance_embedding.weight"
+        sd[key] = sd[key].flatten()
+        said = "distance_embedding.weight"
+    else:
+        sd["midibert.bert.encoder.layer.x.output.dense.weight"] = torch.zeros(2, 2)
+        said = "bert.encoder.layer.x.output.dense.weight"
+    torch.save(sd, tmp_path / "lm.pt")
+    assert conv.main(["--checkpoint", str(tmp_path / "lm.pt"), "--dictionary", str(dictionary), "--task", "mlm",
+                      "--output_dir", str(tmp_path / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]  # the progress bar aside
+    assert len(errors) == 1 and said in errors[0].split("error:", 1)[1], errors

@@ -170,3 +170,53 @@ def test_the_space_requirements_keep_up_with_the_package(repo_root):
     version = re.search(r"^sdk_version:\s*(\S+)", card, re.M).group(1)
     gradio = next(Requirement(line) for line in setup["options.extras_require"]["demo"].split() if "gradio" in line)
     assert Version(version) in gradio.specifier and re.search(r"^app_file:\s*app.py$", card, re.M)
+
+
+# ------------------------------------------------------------------------------------- a demo safe to host
+def test_the_page_runs_only_the_models_it_was_started_with(app, models, clip, tmp_path):
+    """A visitor cannot make the server load a path or a Hub id of their choice, nor learn which folders exist."""
+    gr = pytest.importorskip("gradio", reason="the page needs the demo extra: pip install '.[demo]'")
+    secret = tiny_finetuned_folder(tmp_path / "secret", False, COMPOSERS)  # a model on the server, not served
+    messages = []
+    for name in (str(secret), str(tmp_path / "nowhere"), "some-org/some-model"):
+        with pytest.raises(gr.Error) as caught:
+            app.run_page(str(clip), name, "", served=models, workspace=tmp_path / "work")
+        messages.append(caught.value.message.replace(name, "NAME"))
+    assert len(set(messages)) == 1 and "not one this demo serves" in messages[0], messages
+    labels, *_ = app.run_page(str(clip), models["classifier"], "", served=models, workspace=tmp_path / "work")
+    assert set(labels) == set(COMPOSERS)
+    page = app.build_demo(**models)
+    boxes = [b for b in page.blocks.values() if getattr(b, "elem_id", None) in ("classifier", "melody")]
+    assert len(boxes) == 2 and all(b.interactive is False for b in boxes)  # shown, not typed into
+
+
+def test_a_file_with_more_notes_than_the_demo_reads_is_refused(app, models, clip, tmp_path, monkeypatch):
+    notes = sum(t.note_num() for t in symusic.Score(str(clip)).tracks)
+    monkeypatch.setattr(app, "MAX_NOTES", notes - 1)
+    with pytest.raises(app.DemoError, match=rf"{clip.name}: {notes} notes, more than this demo reads \({notes - 1}\)"):
+        app.predict(clip, models["classifier"], output_dir=tmp_path)
+    monkeypatch.setattr(app, "MAX_NOTES", notes)
+    assert app.predict(clip, models["classifier"], output_dir=tmp_path).labels
+
+
+def test_clicks_leave_a_bounded_number_of_folders(app, models, clip, tmp_path, monkeypatch):
+    """Every click writes into a folder of the server's workspace; a failed click's folder goes at once, and only
+    the latest KEEP_CLICKS are kept (Gradio has copied their files by then)."""
+    gr = pytest.importorskip("gradio", reason="the page needs the demo extra: pip install '.[demo]'")
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "system-tmp"))
+    (tmp_path / "system-tmp").mkdir()
+    monkeypatch.setattr(app, "KEEP_CLICKS", 2)
+    silent = tmp_path / "silent.mid"
+    score = symusic.Score(480)
+    score.tracks.append(symusic.Track(program=0))
+    score.dump_midi(str(silent))
+    work = tmp_path / "work"
+    for _ in range(3):  # fails in the melody model, after its folder was made
+        with pytest.raises(gr.Error, match="holds no notes"):
+            app.run_page(str(silent), "", models["melody"], served=models, workspace=work)
+    assert not list(tmp_path.joinpath("system-tmp").iterdir()) and not any(work.iterdir())
+    results = [app.run_page(str(clip), "", models["melody"], served=models, workspace=work) for _ in range(4)]
+    assert len(list(work.iterdir())) == 2 and Path(results[-1][2]).is_file()
+    assert not list(tmp_path.joinpath("system-tmp").iterdir())

@@ -219,3 +219,35 @@ def test_prepare_into_the_current_folder(prepare, tmp_path, monkeypatch):
     data, info, _ = load_task_dataset(work)
     assert info["label_names"] == ["x", "y"] and sum(len(split) for split in data.values()) > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "midi", "work"]  # no lock or temp left
+
+
+def test_a_token_csv_naming_files_is_refused_not_applied_to_every_file(tmp_path):
+    """Issue 26 item 9: track labels apply to the tracks of that name in every file; a CSV whose rows name files
+    (``file,track,label`` naming only a.mid) used to label b.mid's notes too, silently."""
+    root = _tiny_folder(tmp_path, names=("a", "b"), tracks=2)
+    (tmp_path / "tracks.csv").write_text("file,track,label\na.mid,T0,lead\na.mid,T1,bass\n")
+    with pytest.raises(ValueError, match=r"tracks.csv: column 'file' names files of .* \('a.mid'\)"):
+        resolve_folder(root, tmp_path / "tracks.csv", task_type="token")
+    (tmp_path / "tracks.csv").write_text("track,label,comment\nT0,lead,the tune\nT1,bass,\n")  # other columns: fine
+    assert resolve_folder(root, tmp_path / "tracks.csv", task_type="token").extra_info["track_labels"] == {
+        "t0": "lead", "t1": "bass"}
+
+
+def test_files_differing_only_by_suffix_are_two_pieces(tmp_path):
+    """Issue 26 item 12: x.mid beside x.MID (or x.midi) gave one piece id; prepare then failed with a traceback or a
+    label message about another file."""
+    from test_builder import write_midi
+
+    root = tmp_path / "midi"
+    for name, base in (("x.mid", 50), ("x.MID", 60), ("x.midi", 55), ("y.mid", 70)):
+        write_midi(root / name, n_notes=20, base=base)
+    (tmp_path / "labels.csv").write_text("file,label\nx.mid,a\nx.MID,b\nx.midi,a\ny,b\n")
+    spec = resolve_folder(root, tmp_path / "labels.csv")
+    ids = sorted(r.piece_id for r in spec.records)
+    assert ids == ["x.MID", "x.mid", "x.midi", "y"]
+    assert {r.piece_id: r.label for r in spec.records} == {"x.mid": "a", "x.MID": "b", "x.midi": "a", "y": "b"}
+    ds = build_folder_dataset(root, tmp_path / "labels.csv", splits=None, max_seq_len=16)
+    assert sum(split["pieces"] for split in ds.build_report["splits"].values()) == 4
+    (tmp_path / "labels.csv").write_text("file,label\nx,a\n")
+    with pytest.raises(ValueError, match="'x' names several files"):
+        resolve_folder(root, tmp_path / "labels.csv")

@@ -192,3 +192,32 @@ def test_a_piece_with_no_representable_note_is_refused_by_piece_tasks_and_unclas
     with pytest.raises(ValueError, match=r"^low\.mid: no note could be tokenized .*nothing to embed$"):
         embed(score, source="low.mid")
     assert melody_pipe(score, source="low.mid")["labels"] == [UNCLASSIFIED_NAME]
+
+
+def test_a_folder_trained_here_runs_with_the_installed_classes_without_trusting_its_code(tmp_path, data_root):
+    """Training outputs carry ``custom_pipelines`` (the remote-code route for machines without the package); where the
+    package is installed, ``pipeline(task, model=folder)`` runs the installed classes and asks for no trust."""
+    import json
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from adversarial_midibert.hub.remote_code import add_pipeline_code
+
+    folder = tiny_finetuned_folder(tmp_path / "composer", False, ["a", "b"])
+    add_pipeline_code(folder)
+    pipe = pipeline("midi-classification", model=str(folder), device="cpu")
+    assert type(pipe) is MidiClassificationPipeline  # the installed class, not a copy from the folder
+    midi = min((data_root / "Pianist8" / "midi" / "Yiruma").glob("*.mid"))
+    assert pipe(str(midi))["label"] in ("a", "b")
+    # the folder keeps its remote-code route: saving the loaded config or model writes custom_pipelines back
+    written = json.loads((folder / "config.json").read_text())["custom_pipelines"]
+    AutoConfig.from_pretrained(folder).save_pretrained(tmp_path / "config_copy")
+    AutoModelForSequenceClassification.from_pretrained(folder).save_pretrained(tmp_path / "model_copy")
+    for copy in ("config_copy", "model_copy"):
+        assert json.loads((tmp_path / copy / "config.json").read_text())["custom_pipelines"] == written
+    # a folder whose pipeline for the task is another class keeps asking before its code runs
+    config = json.loads((folder / "config.json").read_text())
+    config["custom_pipelines"]["midi-classification"]["impl"] = "pipelines.SomeOtherPipeline"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("midi-classification", model=str(folder), device="cpu")

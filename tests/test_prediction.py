@@ -131,16 +131,33 @@ def test_outputs_never_replace_inputs_and_are_not_predicted_again(predict, tmp_p
     assert f"its output {folder / 'y.classes.mid'} is an input of this run" in captured.err
     assert (folder / "y.classes.classes.mid").is_file()  # the other input was predicted
     (folder / "y.classes.classes.mid").unlink()
-    # the folder as input, twice: the tool's own outputs are skipped (and listed), never predicted again
-    for _ in range(2):
+    # the folder as input, twice. Issue 26 item 11: the user's own y.classes.mid was skipped as "an output of this
+    # tool" and then replaced by y.mid's prediction. Only files this tool wrote (a marker inside) are skipped or
+    # replaced: y.classes.mid is predicted, y.mid's output would replace it (an error), y.classes.classes.mid (ours)
+    # is skipped on the second run and rewritten in place.
+    for run in range(2):
         report = tmp_path / "run.json"
         assert predict.main([str(model), str(folder), "--output_dir", str(folder), "--no_plot", "--device", "cpu",
-                             "--json", str(report)]) == 0
+                             "--json", str(report)]) == 1
         data = json.loads(report.read_text())
-        assert [r["file"] for r in data["results"]] == [str(folder / "y.mid")]
-        assert [s["file"] for s in data["skipped"]] == [str(folder / "y.classes.mid")]
-    assert sorted(p.name for p in folder.iterdir()) == ["y.classes.mid", "y.mid"]
+        assert [r["file"] for r in data["results"]] == [str(folder / "y.classes.mid")]
+        assert [e["file"] for e in data["errors"]] == [str(folder / "y.mid")]
+        assert "is an input of this run" in data["errors"][0]["error"]
+        assert [s["file"] for s in data["skipped"]] == ([str(folder / "y.classes.classes.mid")] if run else [])
+        assert (folder / "y.classes.mid").read_bytes() == mine
+    assert sorted(p.name for p in folder.iterdir()) == ["y.classes.classes.mid", "y.classes.mid", "y.mid"]
     assert "skipped: " in capsys.readouterr().err
+    # an output folder holding a user's file of an output's name: refused; this tool's own files are rewritten
+    for name, content in (("y.classes.mid", mine), ("y.pianoroll.png", b"my picture")):
+        out = tmp_path / f"out-{name}"
+        out.mkdir()
+        (out / name).write_bytes(content)
+        assert predict.main([str(model), str(folder / "y.mid"), "--output_dir", str(out), "--device", "cpu"]) == 1
+        assert f"its output {out / name} exists and was not written by this tool" in capsys.readouterr().err
+        assert (out / name).read_bytes() == content
+    for _ in range(2):
+        assert predict.main([str(model), str(folder / "y.mid"), "--output_dir", str(tmp_path / "fresh"),
+                             "--device", "cpu"]) == 0
 
 
 def test_an_unwritable_json_path_fails_before_the_run(predict, tmp_path, capsys):
@@ -155,3 +172,15 @@ def test_an_unwritable_json_path_fails_before_the_run(predict, tmp_path, capsys)
         error = capsys.readouterr().err.strip()
         assert code == 2 and f"--json {bad}" in error and "\n" not in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_of_an_unknown_type_is_one_line(predict, tmp_path, capsys):
+    """Issue 26 item 13: a config.json of an unknown model_type gave a traceback."""
+    from test_builder import write_midi
+
+    write_midi(tmp_path / "x.mid", n_notes=10)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps({"model_type": "no_such_model"}))
+    code = predict.main([str(tmp_path / "model"), str(tmp_path / "x.mid"), "--output_dir", str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and str(tmp_path / "model") in error and "no_such_model" in error and "\n" not in error, error

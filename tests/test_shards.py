@@ -136,3 +136,35 @@ def test_a_damaged_shard_is_named_on_load_and_rebuilt_on_resume(pieces, tmp_path
     loaded, _, _ = load_task_dataset(out)
     assert len(loaded["train"]) == len(expected) == index["splits"]["train"]["num_rows"]
     assert list(rebuilt["train"]["input_ids"]) == expected
+
+
+def test_only_the_shards_that_were_checked_are_loaded(pieces, tmp_path):
+    """Issue 26 item 10: load_task_dataset checked the shards of shards.json but loaded those of state.json: a shard
+    listed twice there, or one more file, loaded unchecked (28 rows against 21 checked)."""
+    import shutil
+
+    out = tmp_path / "built"
+    rows = len(_build(pieces, out)["train"])
+    state_path = out / "train" / "state.json"
+    state = json.loads(state_path.read_text())
+    first = state["_data_files"][0]["filename"]
+    shutil.copy(out / "train" / first, out / "train" / "extra.arrow")
+    listed = state["_data_files"]
+    for files in ([*listed, listed[0]], [*listed, {"filename": "extra.arrow"}]):
+        state_path.write_text(json.dumps({**state, "_data_files": files}))
+        with pytest.raises(ValueError, match=rf"{state_path}: .*shards.json"):
+            load_task_dataset(out)
+    state_path.write_text(json.dumps(state))
+    assert len(load_task_dataset(out)[0]["train"]) == rows
+
+
+@pytest.mark.parametrize("name", ["../outside.arrow", "/tmp/outside.arrow", "train/../../outside.arrow"])
+def test_shard_names_that_leave_the_folder_are_refused(pieces, tmp_path, name):
+    out = tmp_path / "built"
+    _build(pieces, out)
+    index = json.loads((out / SHARD_INDEX_NAME).read_text())
+    index["splits"]["train"]["files"][0] = name
+    (out / SHARD_INDEX_NAME).write_text(json.dumps(index))
+    for opening in (load_task_dataset, StreamingDataset, lambda folder: StreamingDataset(folder, verify=False)):
+        with pytest.raises(ValueError, match=rf"{SHARD_INDEX_NAME}: shard {name!r} lies outside"):
+            opening(out)

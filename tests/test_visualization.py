@@ -59,3 +59,36 @@ def test_training_curves_draw_the_overall_figures_not_one_per_attribute():
     record = {"step": 1, "loss": 2.0, "eval_loss": 2.2, "eval_accuracy": 0.4, "eval_accuracy_pitch": 0.3,
               "eval_accuracy_velocity": 0.2, "eval_run_masking_accuracy_bar": 0.9, "learning_rate": 1e-3}
     assert sorted(training_curve_series([record])) == ["eval_accuracy", "eval_loss", "loss"]
+
+
+LONG_PIECE = r"""
+import resource, sys
+import symusic
+from adversarial_midibert.visualization import piano_roll_image, plot_piano_roll
+
+score = symusic.Score(96)  # two notes 16 M quarter notes apart: a 50-byte MIDI file
+track = symusic.Track(name="melody", program=0)
+track.notes.append(symusic.Note(0, 96, 60, 80))
+track.notes.append(symusic.Note(16_000_000 * 96, 96, 72, 80))
+score.tracks.append(track)
+with open("/proc/self/statm") as statm:
+    used = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.RLIM_INFINITY))  # 200 MiB more than now
+roll = piano_roll_image(score)
+plot_piano_roll(score, sys.argv[1])
+print("drawn", roll["image"].shape, flush=True)
+"""
+
+
+def test_a_piano_roll_costs_the_picture_not_the_piece_s_length(tmp_path):
+    """Memory follows the picture (at most max_columns columns), not the piece's duration: a 50-byte file whose two
+    notes are 16 M quarter notes apart is drawn within 200 MiB (the whole-duration roll needed gigabytes)."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("needs /proc and RLIMIT_AS")
+    done = subprocess.run([sys.executable, "-c", LONG_PIECE, str(tmp_path / "roll.png")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "drawn (13, " in done.stdout, done.stderr[-2000:]
+    assert (tmp_path / "roll.png").stat().st_size > 0

@@ -47,6 +47,7 @@ from ..constants import (
     TASK_INFO_NAME,
     TOKENIZER_FILE_NAME,
 )
+from ..output_folders import check_output_folder
 from .download import download_task_dataset, load_parquet_splits
 from .segments import IGNORE_INDEX, TASK_TYPES, TokenLabelFn, segment_features  # noqa: F401  (re-exported)
 from .shards import BUILD_PLAN_NAME, load_sharded, verify_shards, write_shards
@@ -623,40 +624,24 @@ def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Sequence
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def check_dataset_folder(output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+def check_dataset_folder(output_dir: str | os.PathLike, overwrite: bool = False,
+                         inputs: Sequence[str | os.PathLike] = ()) -> Path:
     """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
-    a dataset and ``overwrite`` is false. Returns the folder as an absolute path (``.`` names the current folder)."""
-    output_dir = Path(os.path.abspath(output_dir))
-    if not output_dir.name:
-        raise ValueError(f"output_dir {output_dir} is the file system's root; give a folder for the dataset")
-    kind = _folder_kind(output_dir)
-    if kind not in (None, "dataset") and not overwrite:
-        raise FileExistsError(f"{output_dir} is {kind}; refusing to replace it with a dataset (choose another "
-                              "folder, or overwrite it with --overwrite_output_dir / overwrite=True)")
-    return output_dir
+    a dataset and ``overwrite`` is false, or it is (or holds) one of ``inputs``
+    (:func:`~adversarial_midibert.output_folders.check_output_folder`). Returns the folder as an absolute path."""
+    return check_output_folder(output_dir, "dataset", _is_dataset, inputs=inputs, overwrite=overwrite)
 
 
 def is_dataset_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a dataset written by :func:`save`."""
-    return _folder_kind(Path(folder)) == "dataset"
+    folder = Path(folder)
+    return folder.is_dir() and _is_dataset(folder, {p.name for p in folder.iterdir()})
 
 
-def _folder_kind(folder: Path) -> str | None:
-    """``None`` (missing or empty), ``"dataset"`` (written by :func:`save`), or a description of what else it is."""
-    if not folder.exists():
-        return None
-    if not folder.is_dir():
-        return "a file, not a folder"
-    names = {p.name for p in folder.iterdir()}
-    if not names:
-        return None
-    if TASK_INFO_NAME in names and ("dataset_dict.json" in names or SHARD_INDEX_NAME in names):
-        return "dataset"
-    if (folder / BUILD_PLAN_NAME).is_file():  # a build written as it goes; a killed one resumes into it
-        return "dataset"
-    if "config.json" in names:
-        return "a model folder (it has config.json)"
-    return f"a folder with other content ({', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''})"
+def _is_dataset(folder: Path, names: set[str]) -> bool:
+    """Written by :func:`save` or :func:`build_dataset` (a killed build written as it goes resumes into it)."""
+    return (TASK_INFO_NAME in names and ("dataset_dict.json" in names or SHARD_INDEX_NAME in names)
+            or (folder / BUILD_PLAN_NAME).is_file())
 
 
 def save(dataset, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -780,9 +765,12 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
     if not directory.exists():
         directory = download_task_dataset(str(directory), revision=revision, token=token)
     if (directory / "dataset_dict.json").is_file():  # save(), or written as it was built (build_dataset(output_dir))
-        if verify and (directory / SHARD_INDEX_NAME).is_file():
-            verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
-        dataset = load_from_disk(str(directory))
+        if (directory / SHARD_INDEX_NAME).is_file():
+            if verify:
+                verify_shards(directory)  # a truncated or changed shard is named, never read as fewer rows
+            dataset = load_sharded(directory)  # the shards of shards.json, and no other
+        else:
+            dataset = load_from_disk(str(directory))
     else:
         dataset = load_parquet_splits(directory)
     info_path = directory / TASK_INFO_NAME

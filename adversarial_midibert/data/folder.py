@@ -9,14 +9,15 @@ This is what ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` (``exampl
   "test": [...]}``) fix the split; otherwise 80 / 10 / 10 per class.
 - **token tasks** (one label per note): each note gets the label of its track; the CSV has one row per track name
   (``--track_column``, default ``track``, matched without case; or a track index) and its class, e.g. ``MELODY,
-  melody``. Notes of other tracks get no label (-100) and are counted in the build report.
+  melody``. Notes of other tracks get no label (-100) and are counted in the build report. A row labels the tracks of
+  that name in every file: a CSV with a column naming files (``file,track,label``) is refused, not applied to all.
 
-Every file under ``DIR`` is a piece; a file the CSV does not label, a CSV row naming no file, and a file that cannot
-be read are listed in ``build_report.json`` (never dropped silently), and so are the CSV's repeated header rows,
-repeated rows and token-task rows with an empty label (``labels_csv_problems``, with their line numbers). A row with
-a missing field, or two rows giving one file (or track) different labels, stop the build with an error naming the
-lines. Class names are sorted (numerically when they
-are all numbers) unless ``label_names`` gives their order.
+Every file under ``DIR`` is a piece (its id: its path without the suffix, or with it where two files differ only by
+their suffix, e.g. ``x.mid`` and ``x.MID``); a file the CSV does not label, a CSV row naming no file, and a file
+that cannot be read are listed in ``build_report.json`` (never dropped silently), and so are the CSV's repeated header
+rows, repeated rows and token-task rows with an empty label (``labels_csv_problems``, with their line numbers). A row
+with a missing field, or two rows giving one file (or track) different labels, stop the build with an error naming
+the lines. Class names are sorted (numerically when they are all numbers) unless ``label_names`` gives their order.
 """
 
 from __future__ import annotations
@@ -71,6 +72,15 @@ def _class_names(values: Sequence[str], given: Sequence[str] | None, where: str)
     return list(given)
 
 
+def _piece_records(files: Sequence[Path], root: Path) -> list[PieceRecord]:
+    """A record per file; its piece id is its path under ``root`` without the suffix, or with it where two files
+    differ only by their suffix (``x.mid`` beside ``x.MID`` or ``x.midi``: two pieces, ids ``x.mid``, ``x.MID``)."""
+    stems = [p.relative_to(root).with_suffix("").as_posix() for p in files]
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    return [PieceRecord(str(p), p.relative_to(root).as_posix() if stem in shared else stem)
+            for p, stem in zip(files, stems)]
+
+
 def _piece_index(records: list[PieceRecord], root: Path) -> tuple[dict[str, str], set[str]]:
     """Every name a CSV may use for a piece -> its piece id; names shared by several pieces are ambiguous."""
     index: dict[str, str] = {}
@@ -91,6 +101,19 @@ def _lookup(index: dict[str, str], ambiguous: set[str], key: str, where: str) ->
     if key in ambiguous:
         raise ValueError(f"{where}: {key!r} names several files; use the path relative to the MIDI folder")
     return index.get(key)
+
+
+def _refuse_file_column(labels: Path, lines, columns: Sequence[str], index: dict[str, str], ambiguous: set[str],
+                        root: Path) -> None:
+    """A token task's row labels a track name in every file: a column naming files would be ignored, and the
+    other files' tracks labelled too (nothing per file); refused, naming the column and a file it names."""
+    for column in columns:
+        named = next((row[column].strip() for _, row in lines
+                      if row[column].strip() in index or row[column].strip() in ambiguous), None)
+        if named is not None:
+            raise ValueError(f"{labels}: column {column!r} names files of {root} ({named!r}), but a token task's "
+                             "row labels the tracks of that name in every file: one file's tracks cannot be labelled "
+                             "alone; give one row per track name (track,label), or a folder per labelling")
 
 
 def resolve_folder(
@@ -132,7 +155,7 @@ def resolve_folder(
     if not files:
         listed = "; ".join(f"{p['path']}: {p['reason']}" for p in problems[:5])
         raise ValueError(f"{root}: no MIDI files found" + (f" ({listed})" if listed else ""))
-    records = [PieceRecord(str(p), p.relative_to(root).with_suffix("").as_posix()) for p in files]
+    records = _piece_records(files, root)
     index, ambiguous = _piece_index(records, root)
     columns, lines, csv_problems = read_labels_csv(labels)
     label_column = _column(labels, columns, label_column, "label_column", "label")
@@ -170,6 +193,8 @@ def resolve_folder(
         if split_column:
             raise ValueError("split_column needs a per-file CSV (sequence task); for a token task give --splits")
         track_column = _column(labels, columns, track_column, "track_column", "track")
+        _refuse_file_column(labels, lines, [c for c in columns if c not in (track_column, label_column)], index,
+                            ambiguous, root)
         entries = []
         for line, row in lines:
             if not row[label_column].strip():  # no class named "": the track's notes stay unlabelled (counted)

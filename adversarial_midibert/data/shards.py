@@ -41,6 +41,7 @@ import numpy as np
 
 from ..atomic_io import TMP_PREFIX, FolderLock, atomic_write_json, file_sha256, fsync_path, remove_path
 from ..constants import SHARD_INDEX_NAME
+from ..output_folders import resolves_inside
 from .segments import PieceBatch, segment_features, tokenize_pieces
 
 logger = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ def _merge_sides(sides: list[dict]) -> dict:
 
 
 def read_shard_index(directory: str | os.PathLike) -> dict:
-    """The ``shards.json`` of a built folder."""
+    """The ``shards.json`` of a built folder; every shard it names must lie inside the folder."""
     path = Path(directory) / SHARD_INDEX_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {SHARD_INDEX_NAME}; not a folder written by a sharded build "
@@ -337,7 +338,16 @@ def read_shard_index(directory: str | os.PathLike) -> dict:
     index = json.loads(path.read_text())
     if index.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: not an {FORMAT_NAME} index (format {index.get('format')!r})")
+    check_shard_names(index, directory, path)
     return index
+
+
+def check_shard_names(index: dict, directory: str | os.PathLike, where: str | os.PathLike) -> None:
+    """Refuse a ``shards.json`` naming a shard outside its folder (absolute, ``..``, a link out): checking or
+    streaming it would read another file."""
+    for name, *_ in _recorded_shards(index):
+        if not resolves_inside(directory, name):
+            raise ValueError(f"{where}: shard {name!r} lies outside the folder {directory}; refusing to read it")
 
 
 def _recorded_shards(index: dict) -> Iterator[tuple[str, int, int | None, str | None]]:
@@ -393,5 +403,14 @@ def load_sharded(directory: str | os.PathLike):
     are left out)."""
     from datasets import load_from_disk
 
-    read_shard_index(directory)  # a finished build
+    index = read_shard_index(directory)  # a finished build
+    for split, info in index["splits"].items():  # load_from_disk reads state.json: it must name the checked shards
+        state_path = Path(directory) / split / "state.json"
+        if not state_path.is_file():
+            continue
+        listed = [entry.get("filename") for entry in json.loads(state_path.read_text()).get("_data_files", [])]
+        checked = [Path(name).name for name, rows in zip(info["files"], info["rows"]) if rows]
+        if listed != checked:
+            raise ValueError(f"{state_path}: lists the shards {listed}, but {SHARD_INDEX_NAME} checked {checked}; the "
+                             "folder was changed after the build: run the same build (prepare command) again")
     return load_from_disk(str(directory))

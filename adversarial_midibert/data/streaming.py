@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..constants import BUILD_REPORT_NAME, SHARD_INDEX_NAME, TASK_INFO_NAME, TOKENIZER_FILE_NAME
-from .shards import verify_hub_shards, verify_shards
+from .shards import check_shard_names, verify_hub_shards, verify_shards
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class StreamingDataset:
         self.tokenizer_file = tokenizer_file
         index = self._file(SHARD_INDEX_NAME)
         self.index = json.loads(index.read_text()) if index is not None else None
+        if self.index is not None:  # streamed by these names, verified or not
+            check_shard_names(self.index, self.source, f"{self.source}/{SHARD_INDEX_NAME}")
         if verify and self.index is not None:  # a damaged or missing shard is named before training reads it
             if self.local:
                 verify_shards(self.source)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..output_folders import resolves_inside
+
 CONFIG_NAME = "config.json"
 MODEL_CARD_NAME = "README.md"
 RESULTS_NAME = "all_results.json"
@@ -29,7 +31,6 @@ def read_json(path: Path, what: str) -> dict:
 
 def inside(folder: Path, name: str, what: str) -> Path:
     """``folder / name``, refusing any name that resolves outside ``folder`` (``..``, absolute, a symlink out)."""
-    candidate = folder / name
-    if Path(name).is_absolute() or not candidate.resolve().is_relative_to(folder.resolve()):
+    if not resolves_inside(folder, name):
         raise HubPublishError(f"{what} {name!r} lies outside the model folder {folder}; refusing to publish it")
-    return candidate
+    return folder / name

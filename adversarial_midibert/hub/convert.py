@@ -1,13 +1,14 @@
 """Convert a checkpoint of the authors' reference Adversarial-MidiBERT code into our Hub format.
 
-    adv-midibert convert --checkpoint ckpt.pt --dictionary Octuple.pkl \\
+    adv-midibert convert --checkpoint ckpt.pt|FOLDER|HUB_ID --dictionary Octuple.pkl \\
         --task mlm|sequence|token [--num_labels C] --output_dir DIR [--tokenizer DIR]
 
 The reference code (a transformers-4 ``BertModel`` with ``relative_key_query`` positions inside a ``MidiBert``
 module, see docs/method.md section 6) saves plain PyTorch state dicts. This script
 
-1. loads the state dict with ``torch.load(..., weights_only=True)`` (a ``{"state_dict": ...}`` wrapper and the
-   ``midibert.`` prefix of the task models are handled) and reads every size from the tensors' shapes;
+1. loads the state dict with ``torch.load(..., weights_only=True)`` or safetensors, from a file, a folder saved by
+   ``PyTorchModelHubMixin`` or a Hub id (a ``{"state_dict": ...}`` wrapper and the encoder's key prefix, such as the
+   task models' ``midibert.``, are handled); refuses NaN or infinite weights; reads every size from the shapes;
 2. maps the encoder weights onto ``AdvMidiBertModel`` (same computation: sqrt(256)-scaled attribute
    embeddings, concatenation, ``in_linear``, token-type-0 vector, LayerNorm, BERT layers with
    relative_key_query scores);
@@ -47,8 +48,9 @@ from typing import Any
 
 import torch
 
-from ..atomic_io import atomic_write_json
+from ..atomic_io import atomic_write_json, write_folder_aside
 from ..constants import ATTRIBUTE_NAMES
+from ..output_folders import check_output_folder
 from ._common import HubPublishError
 
 # The reference dictionary's attribute names, in our attribute order.
@@ -75,6 +77,9 @@ IGNORED_BY_DESIGN = (
     "bert.pooler.",  # the reference never reads pooler_output
     "attention_linear.",  # defined in MidiBert, never called in forward
 )
+
+
+CONVERSION_REPORT_NAME = "conversion_report.json"
 
 
 class ConversionError(ValueError):
@@ -328,46 +333,99 @@ def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
 # --------------------------------------------------------------------------------------------
 # Checkpoint
 # --------------------------------------------------------------------------------------------
-def load_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a reference checkpoint with ``torch.load(weights_only=True)`` and strip wrappers.
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what a Hub repository of weights holds (the mixin's first)
 
-    A ``{"state_dict": ...}`` (or ``"model"``/``"model_state_dict"``) wrapper is unwrapped, and the task
-    models' ``midibert.`` prefix (and DataParallel's ``module.``) is removed, so that encoder keys start with
-    ``bert.``, ``word_emb.`` or ``in_linear.``.
+
+def _checkpoint_file(source: str | Path) -> Path:
+    """The weights file of ``--checkpoint``: a file; a folder holding one of :data:`WEIGHT_FILES` (the layout
+    ``PyTorchModelHubMixin.save_pretrained`` writes); or a Hub id, downloaded (or read from the Hub cache)."""
+    import re
+
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
+        if found is None:
+            raise ConversionError(f"--checkpoint {path} is a folder without {' or '.join(WEIGHT_FILES)}")
+        return found
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
+        raise ConversionError(f"--checkpoint {path} does not exist")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    for name in WEIGHT_FILES:
+        try:
+            return Path(hf_hub_download(str(source), name))
+        except EntryNotFoundError:
+            continue
+        except (OSError, ValueError) as error:
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ConversionError(f"--checkpoint {source}: not a readable Hub repository of weights "
+                                  f"({message})") from None
+    raise ConversionError(f"--checkpoint {source}: the Hub repository holds neither {' nor '.join(WEIGHT_FILES)} "
+                          "(or they are not in the Hub cache, offline)")
+
+
+def _encoder_prefixes(keys: Sequence[str], path: Path) -> tuple[str, str]:
+    """``(encoder, outer)``: the prefix of the encoder's keys (the one before ``in_linear.weight``, e.g.
+    ``midibert.`` or ``model.midibert.``) and the prefix of the whole model (``model.``), stripped from the heads."""
+    anchors = [k for k in keys if k == "in_linear.weight" or k.endswith(".in_linear.weight")]
+    if len(anchors) != 1:
+        raise ConversionError(f"--checkpoint {path}: {'no' if not anchors else 'several'} 'in_linear.weight' key(s) "
+                              f"{anchors[:3] if anchors else ''}; is this a reference MidiBert state dict?")
+    encoder = anchors[0][: -len("in_linear.weight")]
+    return encoder, encoder.removesuffix("midibert.")
+
+
+def load_reference_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
+    """Load a reference checkpoint and strip wrappers: a ``.pt``/``.ckpt``/``.pth`` file (``torch.load(...,
+    weights_only=True)``), a ``.safetensors`` file, a folder saved by ``PyTorchModelHubMixin`` (``model.safetensors``
+    and ``config.json``, as the authors publish their weights), or a Hub id of such a repository.
+
+    A ``{"state_dict": ...}`` (or ``"model"``/``"model_state_dict"``) wrapper is unwrapped, DataParallel's ``module.``
+    is removed, and so is the encoder's prefix, whatever it is (``midibert.`` of the task models, ``model.midibert.``):
+    encoder keys then start with ``bert.``, ``word_emb.`` or ``in_linear.`` and heads with ``mask_lm.``,
+    ``classifier.``, ``attention.``.
 
     Args:
-        path: the ``.pt``/``.ckpt``/``.pth`` file.
+        source: the file, folder or Hub id.
 
     Raises:
-        ConversionError: the file is missing, cannot be loaded safely, or holds no tensors.
+        ConversionError: the source is missing or cannot be loaded safely, holds no tensors, a tensor is stored in
+            fewer bytes than its shape needs, or holds NaN or infinite values (the message names it).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"--checkpoint {path} does not exist")
+    path = _checkpoint_file(source)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure means an unusable file
-        raise ConversionError(f"--checkpoint {path} cannot be loaded with torch.load(weights_only=True): "
-                              f"{error}") from error
+        raise ConversionError(f"--checkpoint {source} cannot be loaded safely ({path.name}: "
+                              f"safetensors or torch.load(weights_only=True)): {error}") from error
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]
             break
     if not isinstance(data, dict) or not any(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ConversionError(f"--checkpoint {path} holds no state dict of tensors")
+        raise ConversionError(f"--checkpoint {source} holds no state dict of tensors")
+    tensors = {key.removeprefix("module."): value for key, value in data.items() if isinstance(value, torch.Tensor)}
+    encoder, outer = _encoder_prefixes(list(tensors), path)
     state = {}
-    for key, value in data.items():
-        if not isinstance(value, torch.Tensor):
-            continue
+    for key, value in tensors.items():
         stored = value.untyped_storage().nbytes()
         if stored < value.numel() * value.element_size():  # a stride-0 view: copying it would allocate the shape
             raise ConversionError(f"--checkpoint {path}: tensor {key} {tuple(value.shape)} is stored in {stored} "
                                   f"bytes, less than its shape needs ({value.numel() * value.element_size()}; a "
                                   "stride-0 view); refusing to expand it")
-        for prefix in ("module.", "midibert."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        state[key] = value
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ConversionError(f"--checkpoint {source}: tensor {key} holds {bad} value(s) that are NaN or infinite; "
+                                  "refusing to convert weights that cannot predict")
+        state[key.removeprefix(encoder) if key.startswith(encoder) else key.removeprefix(outer)] = value
     return state
 
 
@@ -381,14 +439,24 @@ def infer_config_kwargs(state: Mapping[str, torch.Tensor], path: str = "checkpoi
     Returns:
         Keyword arguments for ``AdvMidiBertConfig`` (sizes only, vocabularies excluded).
     """
+    import re
+
     def need(key: str) -> torch.Tensor:
         if key not in state:
             raise ConversionError(f"{path}: key {key!r} missing; is this a reference MidiBert state dict?")
+        if state[key].dim() != 2:
+            raise ConversionError(f"{path}: {key} has shape {tuple(state[key].shape)}; a reference MidiBert's is a "
+                                  "matrix (2 dimensions)")
         return state[key]
 
     in_linear = need("in_linear.weight")
     hidden = in_linear.shape[0]
-    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("bert.encoder.layer.")})
+    layer_keys = [k for k in state if k.startswith("bert.encoder.layer.")]
+    odd = [k for k in layer_keys if not re.match(r"bert\.encoder\.layer\.\d+\.", k)]
+    if odd:
+        raise ConversionError(f"{path}: key {odd[0]!r} is not 'bert.encoder.layer.<number>.*'; is this a reference "
+                              "MidiBert state dict?")
+    layers = sorted({int(k.split(".")[3]) for k in layer_keys})
     if not layers:
         raise ConversionError(f"{path}: no 'bert.encoder.layer.N.*' keys found")
     distance = need("bert.encoder.layer.0.attention.self.distance_embedding.weight")
@@ -558,14 +626,16 @@ def _load_converted(model, converted: Mapping[str, torch.Tensor]) -> list[str]:
     for key, value in converted.items():
         if key not in own or own[key].shape != value.shape:
             raise ConversionError(
-                f"internal mapping error: {key} {tuple(value.shape)} does not fit the model "
-                f"({tuple(own[key].shape) if key in own else 'no such parameter'})"
+                f"{key} {tuple(value.shape)} does not fit the model "
+                f"({tuple(own[key].shape) if key in own else 'no such parameter'}): the checkpoint's tensors do not "
+                "have a reference MidiBert's shapes"
             )
     missing, _ = model.load_state_dict(converted, strict=False)
     return missing
 
 
-def convert(    checkpoint: str | Path,
+def convert(
+    checkpoint: str | Path,
     dictionary: str | Path,
     task: str,
     output_dir: str | Path,
@@ -577,15 +647,18 @@ def convert(    checkpoint: str | Path,
     """Convert a reference checkpoint into a model folder ready for ``push_to_hub``; return the report.
 
     Args:
-        checkpoint: the reference state dict file.
+        checkpoint: the reference state dict file, a folder saved by ``PyTorchModelHubMixin`` (``model.safetensors``,
+            as the authors publish their weights, e.g. ``RS2002/Adversarial-MidiBERT``), or the Hub id of one.
         dictionary: the reference ``Octuple.pkl``.
         task: ``mlm`` (``AdvMidiBertForMaskedLM``), ``sequence`` (``AdvMidiBertForSequenceClassification``) or
             ``token`` (``AdvMidiBertForTokenClassification``).
         output_dir: the folder to write (``save_pretrained``, code files, tokenizer file,
-            ``conversion_report.json``).
+            ``conversion_report.json``): missing, empty, or an earlier conversion (replaced whole); written aside
+            and swapped in when complete, under a lock.
         num_labels: number of classes for ``sequence``/``token`` (checked against the head's shape; read from
             it when None).
-        tokenizer: our ``OctupleTokenizer`` defining the target vocabularies (default: ``OctupleTokenizer()``).
+        tokenizer: our ``OctupleTokenizer`` defining the target vocabularies (default: ``OctupleTokenizer()``);
+            the folder's tokenizer cuts segments to at most the model's ``max_position_embeddings`` rows.
         padding_class: ``first`` or ``last``: the padding class of a reference token classifier (dropped).
         progress: show a progress bar over the four stages (read, map vocabularies, convert weights, write).
 
@@ -594,77 +667,95 @@ def convert(    checkpoint: str | Path,
 
     Raises:
         ConversionError: bad arguments or files, or a head missing from the checkpoint for ``task``.
+        FileExistsError: ``output_dir`` holds something this function did not write.
     """
+    from ..atomic_io import FolderLock
+
+    with FolderLock(output_dir):
+        check_output_folder(output_dir, "converted model", _is_conversion, inputs=[checkpoint, dictionary],
+                            overwrite_hint=None)
+        return _convert(checkpoint, dictionary, task, Path(output_dir), num_labels, tokenizer, padding_class, progress)
+
+
+def _is_conversion(folder: Path, names: set[str]) -> bool:
+    return CONVERSION_REPORT_NAME in names
+
+
+def _convert(checkpoint, dictionary, task, output_dir: Path, num_labels, tokenizer, padding_class, progress):
     if task not in ("mlm", "sequence", "token"):
         raise ConversionError(f"--task must be mlm, sequence or token, got {task!r}")
     if padding_class not in ("first", "last"):
         raise ConversionError(f"--padding_class must be first or last, got {padding_class!r}")
     from tqdm.auto import tqdm
 
-    stages = tqdm(total=4, desc="converting", unit="stage", disable=not progress)
-    stages.set_postfix_str("reading the checkpoint")
-    state = load_reference_state_dict(checkpoint)
-    reference_vocabularies = load_reference_dictionary(dictionary)
-    stages.update(1)
-    stages.set_postfix_str("mapping the vocabularies")
-    _check_checkpoint(state, reference_vocabularies, task, checkpoint, dictionary)
-    if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer
+    with tqdm(total=4, desc="converting", unit="stage", disable=not progress) as stages:  # closed on errors too
+        stages.set_postfix_str("reading the checkpoint")
+        state = load_reference_state_dict(checkpoint)
+        reference_vocabularies = load_reference_dictionary(dictionary)
+        stages.update(1)
+        stages.set_postfix_str("mapping the vocabularies")
+        _check_checkpoint(state, reference_vocabularies, task, checkpoint, dictionary)
+        if tokenizer is None:
+            from ..tokenization_octuple import OctupleTokenizer
 
-        tokenizer = OctupleTokenizer()
-    ours, positions_per_beat = _tokenizer_vocabularies(tokenizer)
-    source_rows, vocabulary_report = build_vocabulary_maps(reference_vocabularies, ours, positions_per_beat)
-    special_rows = [
-        [row for token, row in vocabulary.items() if token.partition(" ")[2] in REFERENCE_SPECIALS]
-        for vocabulary in reference_vocabularies
-    ]
+            tokenizer = OctupleTokenizer()
+        ours, positions_per_beat = _tokenizer_vocabularies(tokenizer)
+        source_rows, vocabulary_report = build_vocabulary_maps(reference_vocabularies, ours, positions_per_beat)
+        special_rows = [
+            [row for token, row in vocabulary.items() if token.partition(" ")[2] in REFERENCE_SPECIALS]
+            for vocabulary in reference_vocabularies
+        ]
 
-    model, config_kwargs = _target_model(state, task, num_labels, [len(v) for v in ours], checkpoint)
+        model, config_kwargs = _target_model(state, task, num_labels, [len(v) for v in ours], checkpoint)
+        if tokenizer.max_seq_len > model.config.max_position_embeddings:  # every longer segment would fail
+            tokenizer = type(tokenizer)(max_seq_len=model.config.max_position_embeddings,
+                                        tokenizer_config=tokenizer.config, warn=tokenizer.warn)
 
-    stages.update(1)
-    stages.set_postfix_str("converting the weights")
-    converted, used = convert_state_dict(state, source_rows, special_rows, task, padding_class=padding_class)
-    missing = _load_converted(model, converted)
-    not_from_checkpoint = sorted(missing)
+        stages.update(1)
+        stages.set_postfix_str("converting the weights")
+        converted, used = convert_state_dict(state, source_rows, special_rows, task, padding_class=padding_class)
+        missing = _load_converted(model, converted)
+        not_from_checkpoint = sorted(missing)
 
-    unmapped = sorted(k for k in state if k not in used)
-    ignored = [k for k in unmapped if k.startswith(IGNORED_BY_DESIGN)]
-    report = {
-        "checkpoint": str(checkpoint),
-        "dictionary": str(dictionary),
-        "task": task,
-        "model_class": type(model).__name__,
-        "config": config_kwargs,
-        "vocab_sizes": {"ours": [len(v) for v in ours], "reference": [len(v) for v in reference_vocabularies]},
-        "vocabularies": vocabulary_report,
-        "fill_rule": (
-            "our tokens without a source get the mean of the reference table's non-special rows (embeddings) and "
-            "the mean non-special weight row with the lowest non-special bias (masked-LM heads)"
-        ),
-        "checkpoint_keys_mapped": len(used),
-        "checkpoint_keys_ignored_by_design": ignored,
-        "checkpoint_keys_not_mapped": [k for k in unmapped if k not in ignored],
-        "model_parameters_not_from_checkpoint": not_from_checkpoint,
-    }
-    if task == "token":
-        report["padding_class_dropped"] = padding_class
+        unmapped = sorted(k for k in state if k not in used)
+        ignored = [k for k in unmapped if k.startswith(IGNORED_BY_DESIGN)]
+        report = {
+            "checkpoint": str(checkpoint),
+            "dictionary": str(dictionary),
+            "task": task,
+            "model_class": type(model).__name__,
+            "config": config_kwargs,
+            "tokenizer_max_seq_len": tokenizer.max_seq_len,
+            "vocab_sizes": {"ours": [len(v) for v in ours], "reference": [len(v) for v in reference_vocabularies]},
+            "vocabularies": vocabulary_report,
+            "fill_rule": (
+                "our tokens without a source get the mean of the reference table's non-special rows (embeddings) and "
+                "the mean non-special weight row with the lowest non-special bias (masked-LM heads)"
+            ),
+            "checkpoint_keys_mapped": len(used),
+            "checkpoint_keys_ignored_by_design": ignored,
+            "checkpoint_keys_not_mapped": [k for k in unmapped if k not in ignored],
+            "model_parameters_not_from_checkpoint": not_from_checkpoint,
+        }
+        if task == "token":
+            report["padding_class_dropped"] = padding_class
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    stages.update(1)
-    stages.set_postfix_str("writing the model folder")
-    model.save_pretrained(output_dir)  # with the code files and the complete auto_map (remote code)
-    tokenizer.save_pretrained(output_dir)
-    atomic_write_json(output_dir / "conversion_report.json", report)
-    stages.update(1)
-    stages.close()
+        stages.update(1)
+        stages.set_postfix_str("writing the model folder")
+        with write_folder_aside(output_dir) as tmp:
+            model.save_pretrained(tmp)  # with the code files and the complete auto_map (remote code)
+            tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / CONVERSION_REPORT_NAME, report)
+        stages.update(1)
     return report
 
 
 def parse_args(argv=None, prog=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="the reference code's state dict (.pt/.ckpt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the reference code's state dict (.pt/.ckpt/.safetensors), a folder saved by "
+                        "PyTorchModelHubMixin (model.safetensors), or its Hub id (e.g. RS2002/Adversarial-MidiBERT)")
     parser.add_argument("--dictionary", type=Path, required=True, help="the reference Octuple.pkl")
     parser.add_argument("--task", choices=("mlm", "sequence", "token"), required=True,
                         help="mlm: pre-trained MidiBertLM; sequence/token: fine-tuned classifiers")
@@ -679,6 +770,8 @@ def parse_args(argv=None, prog=None) -> argparse.Namespace:
 
 
 def main(argv=None, prog: str = "adv-midibert convert") -> int:
+    from ..atomic_io import FolderBusyError
+
     args = parse_args(argv, prog)
     tokenizer = None
     if args.tokenizer is not None:
@@ -688,7 +781,7 @@ def main(argv=None, prog: str = "adv-midibert convert") -> int:
     try:
         report = convert(args.checkpoint, args.dictionary, args.task, args.output_dir, num_labels=args.num_labels,
                          tokenizer=tokenizer, padding_class=args.padding_class)
-    except (ConversionError, HubPublishError) as error:
+    except (ConversionError, HubPublishError, ValueError, OSError, FolderBusyError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2))
