@@ -74,7 +74,9 @@ __all__ = [
     "adversarial_mask_counts",
     "masker_targets",
     "masker_loss",
+    "FREEZING_RULES",
     "freezing_pass",
+    "frozen_recovery_gap",
     "batches_of_every_process",
     "batch_to_device",
     "step_generator",
@@ -98,6 +100,10 @@ MASK_BUDGETS = ("notes", "padded", "share")
 # the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
 # scale: about twice the pooled loss).
 MASKER_LOSS_FORMS = ("pooled", "reference")
+# How a freezing pass decides (docs/method.md 3.8): "reference" = the reference code's schedule (a drawn fraction of the
+# still-maskable notes frozen, a drawn probability of unfreezing); "evidence" = every real note rescored, frozen iff its
+# masker score >= a threshold, so the frozen share follows what the masker finds. See freezing_pass.
+FREEZING_RULES = ("reference", "evidence")
 # Defaults of the coupling between masker and encoder, chosen from the representation-health study of docs/results.md
 # (results/representation-health.json): see AdversarialMLM.
 DEFAULT_RECONSTRUCTION_WEIGHT = 1.0
@@ -710,12 +716,25 @@ def freezing_pass(
     unfreeze_sampler: Callable = UniformSampler(0.0, 0.1),
     accelerator: Any = None,
     generator: torch.Generator | None = None,
+    rule: str = "reference",
+    score_threshold: float = 0.5,
 ) -> float:
     """Score every training segment and freeze its highest-scored notes (docs/method.md 3.8).
 
-    For each segment, a fraction ``fraction_sampler`` (reference: ``U(0.1, 0.3)``) of its still-maskable notes,
-    those with the highest masker score, get ``maskbook = 0``; then every frozen note of the segment (frozen now
-    or earlier) is unfrozen with probability ``p ~ unfreeze_sampler`` (reference: ``U(0, 0.1)`` per segment).
+    With ``rule="reference"`` (the reference code), for each segment a fraction ``fraction_sampler`` (reference:
+    ``U(0.1, 0.3)``) of its still-maskable notes, those with the highest masker score, get ``maskbook = 0``; then
+    every frozen note of the segment (frozen now or earlier) is unfrozen with probability ``p ~ unfreeze_sampler``
+    (reference: ``U(0, 0.1)`` per segment). The frozen share then grows with every pass whatever the data hold.
+
+    With ``rule="evidence"`` every real note of the segment, frozen or not, is rescored, and a note is frozen if and
+    only if its masker score is at least ``score_threshold`` (unfrozen otherwise): no fixed fraction, no random
+    unfreezing, no draw from ``generator``; the samplers are not used. The masker is trained towards 1 on the hardest
+    30 % and towards 0 on the easiest 30 % of a segment's corrupted notes (mean squared error), so its score
+    estimates how often a note, when corrupted, lands among the hard ones rather than the easy ones: a note that is
+    as easy to recover as any other scores about 0.5, a note that no context recovers scores near 1. The default
+    threshold 0.5 freezes the notes found harder more often than easier; a higher one asks for more consistent
+    evidence (:func:`frozen_recovery_gap` tells whether the frozen notes are indeed recovered worse).
+
     The new rows of all processes are gathered and applied everywhere, and rank 0's book is broadcast, so every
     process holds the same book afterwards. The processes may hold different numbers of batches (a streamed
     split): a process that is done takes part in the gathers until every process is.
@@ -733,10 +752,16 @@ def freezing_pass(
             segment.
         accelerator (`accelerate.Accelerator`, *optional*): for the gather and the broadcast.
         generator (`torch.Generator`, *optional*): randomness (seed it identically for a reproducible run).
+        rule (`str`): ``"reference"`` or ``"evidence"``, see ``FREEZING_RULES`` and above.
+        score_threshold (`float`): ``"evidence"``: the masker score from which a note is frozen, in ``[0, 1]``.
 
     Returns:
         The book's frozen fraction afterwards.
     """
+    if rule not in FREEZING_RULES:
+        raise ValueError(f"freezing rule must be one of {FREEZING_RULES}, got {rule!r}")
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     was_training = model.training
     model.eval()
     distributed = accelerator is not None and accelerator.num_processes > 1
@@ -769,14 +794,17 @@ def freezing_pass(
                 allowed = maskable & rows
                 scores = masker_scores(input_ids, attention_mask)
                 batch_size = input_ids.shape[0]
-                frac = fraction_sampler(batch_size, gen, device)
-                n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
-                to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze, generator=gen)
-                frozen = (maskable & ~rows) | to_freeze
-                p = unfreeze_sampler(batch_size, gen, device)
-                gen_device = gen.device if gen is not None else device
-                draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
-                frozen = frozen & ~(draw < p.unsqueeze(1))
+                if rule == "evidence":
+                    frozen = maskable & (scores.float() >= score_threshold)
+                else:
+                    frac = fraction_sampler(batch_size, gen, device)
+                    n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
+                    to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze, generator=gen)
+                    frozen = (maskable & ~rows) | to_freeze
+                    p = unfreeze_sampler(batch_size, gen, device)
+                    gen_device = gen.device if gen is not None else device
+                    draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
+                    frozen = frozen & ~(draw < p.unsqueeze(1))
                 new_rows = (~frozen).to(torch.uint8)
                 # Full-width rows so that every process gathers tensors of one shape.
                 full = torch.ones(batch_size, mask_book.max_len, dtype=torch.uint8, device=device)
@@ -796,3 +824,23 @@ def freezing_pass(
         model.train(was_training)
     mask_book.broadcast(accelerator)
     return mask_book.frozen_fraction()
+
+
+def frozen_recovery_gap(per_token_loss: torch.Tensor, frozen: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """Mean recovery loss of the frozen notes minus that of the unfrozen ones: the calibration figure of a freezing
+    rule (frozen notes should be recovered worse, so a freezing that follows the evidence gives a clear positive gap).
+
+    Args:
+        per_token_loss (`torch.Tensor` of shape `(B, L)`): recovery loss per note (e.g. ``per_token_loss`` of an
+            :class:`AdversarialMLMOutput` under random masking).
+        frozen (`torch.BoolTensor` of shape `(B, L)`): notes frozen in the mask book (``~mask_book.rows(...)``).
+        measured (`torch.BoolTensor` of shape `(B, L)`): notes whose loss counts (real notes that were corrupted).
+
+    Returns:
+        A float32 0-dim tensor: mean over ``frozen & measured`` minus mean over ``~frozen & measured``; NaN when either
+        group is empty.
+    """
+    loss = per_token_loss.detach().float()
+    frozen, measured = frozen.bool(), measured.bool()
+    means = [torch.where(group, loss, 0.0).sum() / group.sum() for group in (frozen & measured, ~frozen & measured)]
+    return means[0] - means[1]

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
-from adversarial_midibert.masking import maskable_positions, share_mask_counts
+from adversarial_midibert.masking import choose_top_scored_positions, maskable_positions, share_mask_counts
 from adversarial_midibert.presets import (PRESETS, default_finetune_learning_rate, parse_config_overrides,
                                           preset_config_kwargs)
 from byte_mask_book import MaskBook
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertMaskedLMOutput
 from tiny_models import tiny_config
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
@@ -18,6 +19,7 @@ from adversarial_midibert.pretraining import (
     UniformSampler,
     adversarial_mask_counts,
     freezing_pass,
+    frozen_recovery_gap,
     masker_loss,
     masker_targets,
     scale_gradient,
@@ -312,6 +314,88 @@ def test_freezing_pass_freezes_top_fraction_and_unfreezes():
     assert frac2 > frac
     frac3 = freezing_pass(model, batches, book, UniformSampler(0.0, 0.0), UniformSampler(1.0, 1.0))
     assert frac3 == 0.0
+
+
+class FixedScores(torch.nn.Module):
+    """A stand-in for the model in a freezing pass: the masker scores are given, ``scores[b, position]``."""
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = torch.nn.Parameter(scores, requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None, compute_logits=True):
+        return AdvMidiBertMaskedLMOutput(masker_scores=self.scores[: input_ids.shape[0], : input_ids.shape[1]])
+
+
+def _scored_segments(seed=0):
+    batch = make_batch((20, 12, 30), seed=seed)
+    scores = torch.rand(3, batch["input_ids"].shape[1], generator=torch.Generator().manual_seed(seed))
+    scores[0, 3] = scores[1, 5] = 0.5  # exactly at the threshold: frozen
+    return batch, scores
+
+
+def test_evidence_rule_freezes_exactly_the_notes_scored_above_the_threshold():
+    batch, scores = _scored_segments()
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    book = MaskBook(3, 64, segment_lengths=torch.tensor([22, 14, 32]))
+    earlier = torch.ones(3, 64, dtype=torch.bool)
+    earlier[:, 1:9] = False  # frozen by an earlier pass, whatever their score now
+    book.set_rows(torch.arange(3), earlier)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    for threshold in (0.5, 0.7):
+        # samplers that would freeze half and unfreeze half under the reference rule: not used
+        frac = freezing_pass(FixedScores(scores), [batch], book, UniformSampler(0.5, 0.5), UniformSampler(0.5, 0.5),
+                             generator=gen, rule="evidence", score_threshold=threshold)
+        frozen = ~book.rows(batch["segment_id"], maskable.shape[1])
+        assert torch.equal(frozen, maskable & (scores >= threshold))  # earlier-frozen low scores unfrozen
+        assert frac == pytest.approx(int(frozen.sum()) / int(maskable.sum()))
+        assert torch.equal(gen.get_state(), state)  # no random draw
+    assert frozen[0, 3] == (threshold <= 0.5) and frozen[1, 5] == (threshold <= 0.5)
+    # the scores fall: the notes are unfrozen
+    freezing_pass(FixedScores(scores * 0.4), [batch], book, rule="evidence", score_threshold=0.5)
+    assert book.frozen_fraction() == 0.0
+    with pytest.raises(ValueError, match="freezing rule"):
+        freezing_pass(FixedScores(scores), [batch], book, rule="threshold")
+    with pytest.raises(ValueError, match="score_threshold"):
+        freezing_pass(FixedScores(scores), [batch], book, rule="evidence", score_threshold=1.5)
+
+
+def test_reference_rule_draws_as_before():
+    """The reference rule's freezing, draw by draw from the generator (so that earlier runs reproduce)."""
+    batch, scores = _scored_segments(seed=1)
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    earlier = torch.ones(3, 64, dtype=torch.bool)
+    earlier[:, 2:6] = False
+    books = []
+    for rule in (None, "reference"):
+        book = MaskBook(3, 64, segment_lengths=torch.tensor([22, 14, 32]))
+        book.set_rows(torch.arange(3), earlier)
+        options = {} if rule is None else {"rule": rule}
+        freezing_pass(FixedScores(scores), [batch], book, UniformSampler(0.1, 0.3), UniformSampler(0.0, 0.3),
+                      generator=torch.Generator().manual_seed(7), **options)
+        books.append(book.book.clone())
+    # the same draws, in the same order, written out
+    gen = torch.Generator().manual_seed(7)
+    rows = earlier[:, : maskable.shape[1]]
+    allowed = maskable & rows
+    n_freeze = torch.round(UniformSampler(0.1, 0.3)(3, gen).double() * allowed.sum(1).double()).long()
+    frozen = (maskable & ~rows) | choose_top_scored_positions(scores, allowed, n_freeze, generator=gen)
+    p = UniformSampler(0.0, 0.3)(3, gen)
+    frozen = frozen & ~(torch.rand(frozen.shape, generator=gen) < p.unsqueeze(1))
+    expected = torch.ones(3, 64, dtype=torch.uint8)
+    expected[:, : frozen.shape[1]] = (~frozen).to(torch.uint8)
+    assert torch.equal(books[0], expected) and torch.equal(books[1], expected)
+    assert (expected[:, 2:6] == 1).any() and (expected[:, 6:] == 0).any()  # some unfrozen, some newly frozen
+
+
+def test_frozen_recovery_gap():
+    loss = torch.tensor([[4.0, 2.0, 1.0, 9.0], [3.0, 0.0, 5.0, 7.0]])
+    frozen = torch.tensor([[True, False, False, True], [True, False, True, False]])
+    measured = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    # frozen and measured: 4, 3, 5 (mean 4); unfrozen and measured: 2, 1, 0, 7 (mean 2.5)
+    assert frozen_recovery_gap(loss, frozen, measured).item() == pytest.approx(1.5)
+    assert frozen_recovery_gap(loss, frozen & False, measured).isnan()
 
 
 # ---------------------------------------------------------------------------------------------------------
