@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .constants import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
-from .mask_book import PackedMaskBook
+from .mask_book import MaskerScoreCache, PackedMaskBook
 from .modeling_adv_midibert import scale_gradient
 from .masking import (
     choose_bar_positions,
@@ -65,7 +65,9 @@ __all__ = [
     "MASKER_METHODS",
     "MASK_BUDGETS",
     "MASKER_LOSS_FORMS",
+    "MASKER_SCORE_SOURCES",
     "PackedMaskBook",
+    "MaskerScoreCache",
     "AttributeWeights",
     "TrainingProgress",
     "UniformSampler",
@@ -100,6 +102,10 @@ MASK_BUDGETS = ("notes", "padded", "share")
 # the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
 # scale: about twice the pooled loss).
 MASKER_LOSS_FORMS = ("pooled", "reference")
+# Where the step's masker scores come from (masker methods): "pass" = a masker pass of the encoder over the uncorrupted
+# segment (the method); "cache" = the segment's scores from its previous visit (MaskerScoreCache), the masker head then
+# scoring the corrupted segment in the recoverer's own pass, so one encoder pass per step instead of two.
+MASKER_SCORE_SOURCES = ("pass", "cache")
 # How a freezing pass decides (docs/method.md 3.8): "reference" = the reference code's schedule (a drawn fraction of the
 # still-maskable notes frozen, a drawn probability of unfreezing); "evidence" = every real note rescored, frozen iff its
 # masker score >= a threshold, so the frozen share follows what the masker finds. See freezing_pass.
@@ -435,6 +441,16 @@ class AdversarialMLM(nn.Module):
             chosen) or ``"share"`` (no ``u``: ``k`` = ``max_mask_ratio`` of the real notes, random masking's count,
             at most the notes the book allows, so the masked share holds as notes freeze).
         masker_loss_form (`str`): ``"pooled"`` or ``"reference"``, see :func:`masker_loss`.
+        masker_scores_from (`str`): where the masker methods' scores come from, see ``MASKER_SCORE_SOURCES``.
+            ``"pass"``: a masker pass of the encoder over the uncorrupted segment (the method). ``"cache"``: the
+            notes are chosen by the segment's scores from its previous visit, read from ``score_cache`` (a segment
+            never seen gets uniform random scores from the step's generator); the recoverer's pass over the corrupted
+            segment also runs the masker head (one encoder pass per step), the masker learns from those scores with
+            the usual targets, and they are written back to the cache for every real note (one copy of the scores
+            to the host per step). The masker then scores notes in their corrupted context (a chosen note is seen as
+            MASK, a random or its own token). Validation steps (``use_mask_book=False``) choose with a masker pass.
+        score_cache (`MaskerScoreCache`, *optional*): the run's score cache (required by ``"cache"``), indexed by
+            ``segment_id`` as the mask book.
     """
 
     def __init__(
@@ -453,8 +469,14 @@ class AdversarialMLM(nn.Module):
         random_prob: float = 0.1,
         mask_budget: str = "notes",
         masker_loss_form: str = "pooled",
+        masker_scores_from: str = "pass",
+        score_cache: MaskerScoreCache | None = None,
     ):
         super().__init__()
+        if masker_scores_from not in MASKER_SCORE_SOURCES:
+            raise ValueError(f"masker_scores_from must be one of {MASKER_SCORE_SOURCES}, got {masker_scores_from!r}")
+        if masker_scores_from == "cache" and score_cache is None:
+            raise ValueError("masker_scores_from='cache' needs a score_cache (MaskerScoreCache of the training split)")
         if mask_budget not in MASK_BUDGETS:
             raise ValueError(f"mask_budget must be one of {MASK_BUDGETS}, got {mask_budget!r}")
         if masker_loss_form not in MASKER_LOSS_FORMS:
@@ -481,6 +503,8 @@ class AdversarialMLM(nn.Module):
         self.random_prob = random_prob
         self.mask_budget = mask_budget
         self.masker_loss_form = masker_loss_form
+        self.masker_scores_from = masker_scores_from
+        self.score_cache = score_cache
         config = model.config
         if min(config.vocab_sizes) <= NUM_SPECIAL_TOKENS:  # checked once here, not by `corrupt` at every step
             raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got "
@@ -539,10 +563,11 @@ class AdversarialMLM(nn.Module):
         Args:
             batch (`dict`): ``input_ids`` `(B, L, 8)`, ``attention_mask`` `(B, L)` and, for the mask book,
                 ``segment_id`` `(B,)` or the book's rows already looked up, ``mask_book_rows`` `(B, L)` bool (see
-                :func:`batch_to_device`: no device-to-host copy of the segment ids).
+                :func:`batch_to_device`: no device-to-host copy of the segment ids); for the score cache, also
+                ``segment_id`` (to write the new scores) and, looked up already, ``masker_score_codes`` `(B, L)`.
             generator (`torch.Generator`, *optional*): randomness of the masking (see :func:`step_generator`).
-            use_mask_book (`bool`): look the batch up in the mask book (training); ``False`` for validation
-                batches, whose segment ids are not the book's.
+            use_mask_book (`bool`): look the batch up in the mask book and the score cache (training); ``False`` for
+                validation batches, whose segment ids are not theirs.
             return_details (`bool`): also return scores, per-token loss and chosen positions.
             attribute_weights (`torch.Tensor` of shape `(8,)`, *optional*): weights to use instead of the run's
                 (e.g. uniform weights for a validation loss comparable across epochs).
@@ -582,12 +607,24 @@ class AdversarialMLM(nn.Module):
             frozen = zero
 
         scores = None
+        cached = use_mask_book and masking in MASKER_METHODS and self.masker_scores_from == "cache"
         if masking in MASKER_METHODS:
-            # (1) masker on the uncorrupted segment, (2) k under the mask book, top-k by score (bottom-k for the
-            # easiest-first control), ties broken at random.
-            scores = self._masker_scores(input_ids, attention_mask)
+            # (1) masker on the uncorrupted segment (or the scores of the segment's previous visit), (2) k under the
+            # mask book, top-k by score (bottom-k for the easiest-first control), ties broken at random.
+            if cached:
+                codes = batch.get("masker_score_codes")
+                if codes is None:
+                    if "segment_id" not in batch:
+                        raise KeyError("batch has no 'segment_id' column: the score cache needs it (see docs/data.md)")
+                    codes = self.score_cache.codes(batch["segment_id"], input_ids.shape[1])
+                previous, seen = MaskerScoreCache.decode(codes.to(device))
+                gen_device = generator.device if generator is not None else device
+                unseen = torch.rand(previous.shape, generator=generator, device=gen_device).to(device)
+                choice_scores = torch.where(seen, previous, unseen)
+            else:
+                scores = choice_scores = self._masker_scores(input_ids, attention_mask)
             allowed = maskable if book_rows is None else (maskable & book_rows)
-            s = scores if book_rows is None else scores * book_rows.to(scores.dtype)
+            s = choice_scores if book_rows is None else choice_scores * book_rows.to(choice_scores.dtype)
             if self.mask_budget == "share":  # the choice takes at most the notes the book allows
                 k = share_mask_counts(maskable, self.max_mask_ratio)
             else:
@@ -614,10 +651,14 @@ class AdversarialMLM(nn.Module):
             attention_mask=attention_mask,
             labels=labels,
             attribute_weights=weights,
-            compute_masker=False,
+            compute_masker=cached,
+            masker_grad_scale=self.masker_grad_scale,
         )
         recoverer_loss = out.loss
         per_token_loss = out.per_token_loss.detach()
+        if cached:  # the masker head's scores of this pass: learnt from below, and kept for the segment's next visit
+            scores = out.masker_scores
+            self.score_cache.set_rows(batch["segment_id"], scores, maskable)
 
         reconstruction = zero
         if self.reconstruction_weight > 0:
@@ -689,7 +730,8 @@ def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[di
         yield batch
 
 
-def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None) -> dict:
+def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None,
+                    score_cache: MaskerScoreCache | None = None) -> dict:
     """A host batch on ``device``, without a host sync: the mask book's rows are looked up on the host first (a book
     kept off the accelerator would otherwise copy the segment ids back to the host every step, waiting for the
     device), then every tensor is copied with ``non_blocking`` (asynchronous from pinned memory).
@@ -699,11 +741,14 @@ def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None
         device (`torch.device` or `str`): where the step runs.
         mask_book (`PackedMaskBook`, *optional*): adds ``mask_book_rows`` `(B, L)` bool, which
             :class:`AdversarialMLM` reads instead of looking the segment ids up itself.
+        score_cache (`MaskerScoreCache`, *optional*): adds ``masker_score_codes`` `(B, L)` uint8 likewise.
     """
     batch = dict(batch)
-    if mask_book is not None and "segment_id" in batch and "mask_book_rows" not in batch:
-        rows = mask_book.rows(batch["segment_id"], batch["input_ids"].shape[1])
-        batch["mask_book_rows"] = rows.pin_memory() if torch.device(device).type == "cuda" else rows
+    pin = torch.device(device).type == "cuda"
+    for store, key, look_up in ((mask_book, "mask_book_rows", "rows"), (score_cache, "masker_score_codes", "codes")):
+        if store is not None and "segment_id" in batch and key not in batch:
+            rows = getattr(store, look_up)(batch["segment_id"], batch["input_ids"].shape[1])
+            batch[key] = rows.pin_memory() if pin else rows
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 

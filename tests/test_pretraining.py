@@ -10,6 +10,7 @@ from adversarial_midibert.masking import choose_top_scored_positions, maskable_p
 from adversarial_midibert.presets import (PRESETS, default_finetune_learning_rate, parse_config_overrides,
                                           preset_config_kwargs)
 from byte_mask_book import MaskBook
+from adversarial_midibert.mask_book import MaskerScoreCache
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertMaskedLMOutput
 from tiny_models import tiny_config
 from adversarial_midibert.pretraining import (
@@ -18,6 +19,7 @@ from adversarial_midibert.pretraining import (
     TrainingProgress,
     UniformSampler,
     adversarial_mask_counts,
+    batch_to_device,
     freezing_pass,
     frozen_recovery_gap,
     masker_loss,
@@ -314,6 +316,54 @@ def test_freezing_pass_freezes_top_fraction_and_unfreezes():
     assert frac2 > frac
     frac3 = freezing_pass(model, batches, book, UniformSampler(0.0, 0.0), UniformSampler(1.0, 1.0))
     assert frac3 == 0.0
+
+
+@pytest.mark.parametrize("masking", ["adversarial", "easiest"])
+def test_cached_scores_choose_the_notes_and_the_step_writes_back_its_own(masking):
+    batch = make_batch((40, 21))
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    length = maskable.shape[1]
+    cache = MaskerScoreCache(2, 64)
+    previous = torch.full((1, length), 0.5)
+    previous[0, 3:9] = 0.9  # segment 0 was seen: six notes scored hardest, six easiest
+    previous[0, 20:26] = 0.1
+    cache.set_rows(torch.tensor([0]), previous, maskable[:1])  # segment 1 was never seen
+    model = tiny_model()
+    passes = []
+    model.base_model.register_forward_hook(lambda module, args, output: passes.append(1))
+    step = AdversarialMLM(model, masking=masking, mask_budget="share", masker_scores_from="cache", score_cache=cache)
+    out = step(batch, generator=step_generator(0, 0), return_details=True)
+    assert len(passes) == 1  # one encoder pass: the recoverer's, which also scores
+    k = share_mask_counts(maskable, 0.15)
+    assert k.tolist() == [6, 3] and out.num_masked.tolist() == [6, 3]
+    assert out.chosen[0, 3:9].all() if masking == "adversarial" else out.chosen[0, 20:26].all()
+    # the never-seen segment is chosen by uniform scores drawn first from the step's generator
+    unseen = torch.rand(maskable.shape, generator=step_generator(0, 0))
+    top = choose_top_scored_positions(unseen, maskable, k, largest=masking == "adversarial")
+    assert torch.equal(out.chosen[1], top[1])
+    # the masker learnt from this pass's scores, which are now the cache's for every real note
+    out.loss.backward()
+    assert out.masker_loss > 0 and model.masker.out_proj.weight.grad.abs().sum() > 0
+    codes = cache.codes(batch["segment_id"], length)
+    assert torch.equal(codes[maskable], MaskerScoreCache.encode(out.masker_scores)[maskable])
+    assert (codes[~maskable] == MaskerScoreCache.NEVER_SEEN).all()
+    # ... and choose at the next visit (looked up on the host by batch_to_device)
+    again = step(batch_to_device(batch, "cpu", score_cache=cache), generator=step_generator(0, 1), return_details=True)
+    ranked = MaskerScoreCache.decode(codes)[0] * (1 if masking == "adversarial" else -1)
+    assert again.num_masked.tolist() == k.tolist()  # the k best by the new scores (ties broken at random)
+    lowest_chosen = torch.where(again.chosen, ranked, float("inf")).min(1).values
+    assert (lowest_chosen >= torch.where(maskable & ~again.chosen, ranked, -float("inf")).max(1).values).all()
+    # validation batches (not the cache's segments) are chosen with a masker pass, and leave the cache alone
+    before = cache.codes(torch.arange(2), 64).clone()
+    step.eval()(batch, generator=step_generator(0, 2), use_mask_book=False)
+    assert torch.equal(cache.codes(torch.arange(2), 64), before) and len(passes) == 4
+    # the masker pass instead: two encoder passes, the masker head on the first only
+    heads = []
+    model.masker.register_forward_hook(lambda module, args, output: heads.append(1))
+    AdversarialMLM(model, masking=masking)(batch, generator=step_generator(0, 3))
+    assert len(passes) == 6 and len(heads) == 1
+    with pytest.raises(ValueError, match="needs a score_cache"):
+        AdversarialMLM(model, masker_scores_from="cache")
 
 
 class FixedScores(torch.nn.Module):
