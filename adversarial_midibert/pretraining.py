@@ -28,6 +28,11 @@ Paper and reference code differ in two places, both options here:
   still-maskable notes per segment; the paper's summary says "after 15 epochs, the top 15%"
   (``freeze_every=15`` with a constant fraction 0.15).
 
+Options of the mechanism (docs/method.md section 9): ``mask_budget="share"`` keeps the masked share of real notes at
+``max_mask_ratio`` as notes freeze; ``freezing_pass(rule="evidence")`` freezes exactly the notes the masker scores at
+least a threshold; ``masker_scores_from="cache"`` chooses by each segment's scores from its previous visit
+(:class:`MaskerScoreCache`) and scores in the recoverer's pass, one encoder pass per step instead of two.
+
 How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
 reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full masker
 gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and
@@ -388,7 +393,8 @@ class AdversarialMLMOutput:
         masked_share (`torch.Tensor` of shape `(B,)`): the share of the segment's notes masked (``num_masked`` /
             notes); for bar masking, the share of its (note, attribute) cells.
         frozen_fraction (`torch.Tensor`): fraction of the batch's notes frozen in the mask book.
-        masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (adversarial only).
+        masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (masker methods only): of
+            the uncorrupted segment, or with ``masker_scores_from="cache"`` of the corrupted one (those written back).
         per_token_loss (`torch.Tensor` of shape `(B, L)`, *optional*): detached recovery loss per token.
         chosen (`torch.Tensor`, *optional*): the chosen positions `(B, L)` (or cells `(B, L, 8)` for bar).
         corrupted (`torch.Tensor`, *optional*): the positions actually corrupted (MASK or random), `(B, L)`.
