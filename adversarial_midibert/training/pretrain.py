@@ -49,12 +49,15 @@ from ..presets import PRESETS, parse_config_overrides, preset_config_kwargs
 from ..pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
+    FREEZING_RULES,
     MASK_BUDGETS,
     MASKER_LOSS_FORMS,
     MASKER_METHODS,
+    MASKER_SCORE_SOURCES,
     MASKING_METHODS,
     AdversarialMLM,
     AttributeWeights,
+    MaskerScoreCache,
     PackedMaskBook,
     TrainingProgress,
     UniformSampler,
@@ -125,7 +128,13 @@ def parse_args(argv=None, prog=None):
                    help="Cap on the masked share (adversarial: k <= ratio x budget length; random/bar: the ratio).")
     p.add_argument("--mask_budget", type=str, default="notes", choices=MASK_BUDGETS,
                    help="notes: k counted over the segment's real notes; padded: over the padded length "
-                        "(max_position_embeddings), as the reference code's mask book counts padding rows.")
+                        "(max_position_embeddings), as the reference code's mask book counts padding rows; share: "
+                        "--max_mask_ratio of the real notes, among the unfrozen ones (the share holds as notes "
+                        "freeze).")
+    p.add_argument("--masker_scores_from", type=str, default="pass", choices=MASKER_SCORE_SOURCES,
+                   help="pass: a masker pass over the uncorrupted segment chooses the notes (the method); cache: the "
+                        "segment's scores from its previous visit choose them and the recoverer's pass rescores it "
+                        "(one encoder pass per step; one process, not with --streaming).")
     p.add_argument("--reconstruction_weight", type=float, default=DEFAULT_RECONSTRUCTION_WEIGHT,
                    help="Weight of the all-token reconstruction term (the reference code: 1; the paper does not "
                         "mention it: 0). Default %(default)s: without it the masker's gradient collapses the "
@@ -144,6 +153,13 @@ def parse_args(argv=None, prog=None):
                         "summary: 0.15, with --freeze_every 15). Default: u ~ U(0.1, 0.3) per segment (reference).")
     p.add_argument("--unfreeze_max", type=float, default=0.1,
                    help="Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
+    p.add_argument("--freezing_rule", type=str, default="reference", choices=FREEZING_RULES,
+                   help="reference: freeze a fraction of the still-maskable notes and unfreeze at random (the "
+                        "reference code, with --freeze_fraction and --unfreeze_max); evidence: rescore every note, "
+                        "frozen iff its masker score >= --freeze_score_threshold.")
+    p.add_argument("--freeze_score_threshold", type=float, default=0.5,
+                   help="--freezing_rule evidence: masker score from which a note is frozen (0.5: found harder more "
+                        "often than easier).")
     p.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training segments.")
     p.add_argument("--max_eval_samples", type=int, default=None, help="Use only the first N validation segments.")
     p.add_argument("--per_device_train_batch_size", type=int, default=8)
@@ -206,6 +222,14 @@ def parse_args(argv=None, prog=None):
         p.error(f"--max_mask_ratio must be in (0, 1], got {args.max_mask_ratio}")
     if not 0 <= args.unfreeze_max <= 1:
         p.error(f"--unfreeze_max must be in [0, 1], got {args.unfreeze_max}")
+    if not 0 <= args.freeze_score_threshold <= 1:
+        p.error(f"--freeze_score_threshold must be in [0, 1], got {args.freeze_score_threshold}")
+    if args.freezing_rule == "evidence" and args.freeze_fraction is not None:
+        p.error("--freeze_fraction belongs to --freezing_rule reference (evidence freezes by --freeze_score_threshold)")
+    if args.masker_scores_from == "cache" and args.masking not in MASKER_METHODS:
+        p.error(f"--masker_scores_from cache needs a masker method (--masking {' or '.join(MASKER_METHODS)})")
+    if args.masker_scores_from == "cache" and args.streaming:
+        p.error("--masker_scores_from cache keeps the scores in memory, one byte per position: not with --streaming")
     if args.streaming and args.dataset is None:
         p.error("--streaming needs --dataset (a folder written by examples/prepare_data.py or a Hub dataset id)")
     if args.streaming and args.preprocessing_num_workers:
@@ -424,6 +448,11 @@ def main(argv=None, prog=None):
     # ---- run state ----
     attribute_weights = AttributeWeights(len(ATTRIBUTE_NAMES), device=accelerator.device)
     progress = TrainingProgress()
+    score_cache = None
+    if args.masker_scores_from == "cache":
+        if accelerator.num_processes > 1:  # each process would keep (and save) only the scores of its own segments
+            raise ValueError("--masker_scores_from cache runs in one process: use --masker_scores_from pass")
+        score_cache = MaskerScoreCache(num_segments, max_len)
 
     step_model = AdversarialMLM(
         model,
@@ -436,6 +465,8 @@ def main(argv=None, prog=None):
         max_mask_ratio=args.max_mask_ratio,
         mask_budget=args.mask_budget,
         masker_loss_form=args.masker_loss_form,
+        masker_scores_from=args.masker_scores_from,
+        score_cache=score_cache,
     )
 
     if not args.streaming:
@@ -488,7 +519,8 @@ def main(argv=None, prog=None):
     # The run state lives in safetensors/JSON beside Accelerate's files, written atomically (never a pickle).
     checkpoints = CheckpointManager(
         accelerator, output_dir, states={"mask_book": mask_book, "attribute_weights": attribute_weights,
-                                         "progress": progress},
+                                         "progress": progress,
+                                         **({"masker_score_cache": score_cache} if score_cache is not None else {})},
         total_limit=args.checkpoints_total_limit, data_fingerprint=data_fingerprint)
     if args.checkpointing_steps is not None:
         checkpoints.check_disk_space(model, optimizer)
@@ -562,7 +594,8 @@ def main(argv=None, prog=None):
         micro_losses = []
         for batch in loader:
             # Looked up in the mask book on the host, then copied without waiting (the loader leaves it on the host).
-            batch = batch_to_device(batch, accelerator.device, mask_book if args.masking in MASKER_METHODS else None)
+            batch = batch_to_device(batch, accelerator.device, mask_book if args.masking in MASKER_METHODS else None,
+                                    score_cache)
             seed = step_seed(args.seed, progress.micro_step, accelerator.process_index)
             torch.manual_seed(seed)  # dropout: the same after a resume as in an uninterrupted run
             gen = step_generator(args.seed, progress.micro_step, accelerator.process_index, accelerator.device)
@@ -623,7 +656,7 @@ def main(argv=None, prog=None):
                            desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
             # Through the prepared step module (score_only): FSDP gathers, autocast and compile apply as in training.
             frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
-                                   generator=gen)
+                                   generator=gen, rule=args.freezing_rule, score_threshold=args.freeze_score_threshold)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)
@@ -670,17 +703,23 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     """The tokenizer (with its config and code), ``all_results.json`` and the model card beside the saved weights."""
     if tokenizer_file is not None:
         OctupleTokenizer.from_pretrained(tokenizer_file).save_pretrained(output_dir)
-    results = {"task": "pretrain", "masking": args.masking, **eval_results,
-               "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
-               "train_runtime_s": round(elapsed, 1)}
-    atomic_write_json(output_dir / "all_results.json", results)
     curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
               for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    shares: dict[int, list[float]] = {}  # the steps' masked share of real notes (train_log.jsonl), per epoch
+    for row in curves:
+        if "masked_share" in row:
+            shares.setdefault(row["epoch"], []).append(row["masked_share"])
+    results = {"task": "pretrain", "masking": args.masking, **eval_results,
+               "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
+               "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())],
+               "train_runtime_s": round(elapsed, 1)}
+    atomic_write_json(output_dir / "all_results.json", results)
     if curves:
         plot_training_curves(curves, output_dir / "training_curves.png", x="step", title="pre-training "
                                                                                          f"({args.masking})")
     hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
-                                           "max_mask_ratio", "mask_budget", "masker_loss_form",
+                                           "max_mask_ratio", "mask_budget", "masker_loss_form", "masker_scores_from",
+                                           "freezing_rule", "freeze_score_threshold",
                                            "attribute_weights_from", "max_grad_norm",
                                            "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",
                                            "max_train_steps",
