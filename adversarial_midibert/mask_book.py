@@ -355,6 +355,11 @@ class MaskerScoreCache:
     book: a bound on the corpora it serves (it is held in memory by every process; the on-disk book of
     ``--streaming`` has no such cache).
 
+    Several processes: each process writes the scores of its own batches' segments, and :meth:`sync` (a collective
+    call, at the same point on every process: the end of an epoch, before a checkpoint) gathers the rows changed since
+    the last sync, so that every process, and every checkpoint, holds every segment's latest scores. Within an epoch a
+    segment is visited once, by one process, so reading between syncs never misses a newer score.
+
     Args:
         num_segments (`int`): rows (training segments); segment ids are ``0 .. num_segments - 1``.
         max_len (`int`): columns (the longest segment, BOS and EOS included).
@@ -368,6 +373,7 @@ class MaskerScoreCache:
             raise ValueError(f"MaskerScoreCache needs num_segments >= 1 and max_len >= 1, got {num_segments}, "
                              f"{max_len}")
         self._codes = np.full((int(num_segments), int(max_len)), self.NEVER_SEEN, dtype=np.uint8)
+        self._changed: list[np.ndarray] = []  # ids written since the last sync
 
     @property
     def num_segments(self) -> int:
@@ -417,6 +423,22 @@ class MaskerScoreCache:
         rows = self._codes[ids, :width]
         np.copyto(rows, codes, where=written)
         self._codes[ids, :width] = rows
+        self._changed.append(ids)
+
+    def sync(self, accelerator: Any = None) -> None:
+        """Gather the rows every process changed since the last sync and apply them everywhere (with one process, or
+        none, it only forgets which rows changed). All processes must call it together."""
+        changed = np.unique(np.concatenate(self._changed)) if self._changed else np.zeros(0, dtype=np.int64)
+        self._changed = []
+        if accelerator is None or accelerator.num_processes <= 1:
+            return
+        ids = torch.from_numpy(changed).to(accelerator.device)
+        rows = torch.from_numpy(self._codes[changed]).to(accelerator.device)
+        ids = accelerator.pad_across_processes(ids, dim=0, pad_index=-1)
+        rows = accelerator.pad_across_processes(rows, dim=0, pad_index=self.NEVER_SEEN)
+        ids, rows = accelerator.gather((ids, rows))
+        keep = ids >= 0
+        self._codes[ids[keep].cpu().numpy()] = rows[keep].cpu().numpy()
 
     def seen_fraction(self) -> float:
         """Share of the cache's positions holding a score (padding positions are never written: a lower bound of the

@@ -146,3 +146,39 @@ def test_score_cache_codes_round_trip_and_never_seen_marker():
     assert torch.equal(other.codes(torch.arange(6), 10), cache.codes(torch.arange(6), 10))
     with pytest.raises(ValueError, match="another dataset"):
         MaskerScoreCache(6, 11).load_state_dict(cache.state_dict())
+
+
+def _score_cache_worker(rank: int, port: str, out_dir: str) -> None:
+    """One of two gloo processes: each writes the scores of its own segments (rank 1 twice as many), then syncs."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    cache = MaskerScoreCache(8, 12)
+    ids = torch.tensor([0]) if rank == 0 else torch.tensor([4, 5])
+    scores = torch.full((len(ids), 10), 0.2 + 0.5 * rank)
+    written = torch.ones(len(ids), 10, dtype=torch.bool)
+    written[:, 0] = False
+    cache.set_rows(ids, scores, written)
+    cache.sync(accelerator)
+    cache.sync(accelerator)  # nothing changed since: nothing to gather (an empty gather on every process)
+    np.save(os.path.join(out_dir, f"codes{rank}.npy"), cache.codes(torch.arange(8), 12).numpy())
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_share_their_scores_after_sync(tmp_path):
+    import torch.multiprocessing as mp
+
+    from script_env import free_port
+
+    mp.spawn(_score_cache_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    codes = [np.load(tmp_path / f"codes{rank}.npy") for rank in range(2)]
+    assert np.array_equal(codes[0], codes[1])
+    scores, seen = MaskerScoreCache.decode(torch.from_numpy(codes[0]))
+    assert seen[[0, 4, 5], 1:10].all() and not seen[[0, 4, 5], 0].any() and not seen[[1, 2, 3, 6, 7]].any()
+    assert scores[0, 1] == pytest.approx(0.2, abs=1 / 254) and scores[5, 1] == pytest.approx(0.7, abs=1 / 254)

@@ -268,3 +268,19 @@ def test_loop_feeds_its_attribute_weights_to_the_loss_and_runs_the_mechanism_opt
     assert all(0.12 < share < 0.2 for share in results["masked_share_by_epoch"])
     codes = load_file(str(out / "epoch_1" / "training_state.safetensors"))["masker_score_cache.codes"]
     assert (codes != 255).any() and codes.dtype == torch.uint8
+
+
+@pytest.mark.slow
+def test_two_processes_save_every_segments_cached_scores(tiny_dataset, repo_root, tmp_path):
+    """Each process writes the scores of its own segments; the checkpoint (written by the main process) holds all."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp-cache"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
+          "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny",
+          "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--max_train_samples", "24",
+          "--max_eval_samples", "4", "--freeze_every", "0", "--checkpointing_steps", "3",
+          "--masker_scores_from", "cache"], repo_root, timeout=300)
+    # step 3 is the epoch's last step of each process, saved before the end of the epoch
+    codes = load_file(str(out / "step_3" / "training_state.safetensors"))["masker_score_cache.codes"]
+    assert int((codes != 255).any(dim=1).sum()) == 24  # every training segment, whichever process visited it

@@ -134,7 +134,7 @@ def parse_args(argv=None, prog=None):
     p.add_argument("--masker_scores_from", type=str, default="pass", choices=MASKER_SCORE_SOURCES,
                    help="pass: a masker pass over the uncorrupted segment chooses the notes (the method); cache: the "
                         "segment's scores from its previous visit choose them and the recoverer's pass rescores it "
-                        "(one encoder pass per step; one process, not with --streaming).")
+                        "(one encoder pass per step; not with --streaming).")
     p.add_argument("--reconstruction_weight", type=float, default=DEFAULT_RECONSTRUCTION_WEIGHT,
                    help="Weight of the all-token reconstruction term (the reference code: 1; the paper does not "
                         "mention it: 0). Default %(default)s: without it the masker's gradient collapses the "
@@ -448,11 +448,8 @@ def main(argv=None, prog=None):
     # ---- run state ----
     attribute_weights = AttributeWeights(len(ATTRIBUTE_NAMES), device=accelerator.device)
     progress = TrainingProgress()
-    score_cache = None
-    if args.masker_scores_from == "cache":
-        if accelerator.num_processes > 1:  # each process would keep (and save) only the scores of its own segments
-            raise ValueError("--masker_scores_from cache runs in one process: use --masker_scores_from pass")
-        score_cache = MaskerScoreCache(num_segments, max_len)
+    # Every process writes its own segments' scores; sync() shares them at the end of each epoch and before a save.
+    score_cache = MaskerScoreCache(num_segments, max_len) if args.masker_scores_from == "cache" else None
 
     step_model = AdversarialMLM(
         model,
@@ -579,6 +576,8 @@ def main(argv=None, prog=None):
 
     def save_checkpoint(name: str):
         flush_train_log()  # the log holds every step the checkpoint holds
+        if score_cache is not None:
+            score_cache.sync(accelerator)  # the main process saves every process's scores
         checkpoints.save(name, progress.completed_steps)
 
     step_model.train()
@@ -648,6 +647,8 @@ def main(argv=None, prog=None):
             break
         # ---- end of epoch: weights from this epoch's accuracies, freezing, evaluation ----
         accuracies = attribute_weights.end_epoch(accelerator)
+        if score_cache is not None:
+            score_cache.sync(accelerator)
         logger.info(f"epoch {epoch}: train masked accuracy "
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
         if args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
