@@ -40,7 +40,7 @@ from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from adversarial_midibert import AdvMidiBertConfig, AdvMidiBertForMaskedLM, OctupleTokenizer
 from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
 from adversarial_midibert.constants import BAR, NUM_SPECIAL_TOKENS, PITCH
-from adversarial_midibert.mask_book import PackedMaskBook
+from adversarial_midibert.mask_book import MaskerScoreCache, PackedMaskBook
 from adversarial_midibert.masking import choose_random_positions, corrupt, maskable_positions
 from adversarial_midibert.presets import preset_config_kwargs
 from adversarial_midibert.pretraining import (
@@ -255,7 +255,8 @@ def run_arm(name: str, seed: int, train: PlantedSegments, heldout: PlantedSegmen
     length = train.input_ids.shape[1]
     book = PackedMaskBook(len(train), length, segment_lengths=train.attention_mask.sum(1))
     weights = AttributeWeights()
-    step = AdversarialMLM(model, mask_book=book, attribute_weights=weights, **arm.step_options())
+    cache = MaskerScoreCache(len(train), length) if arm.masker_scores_from == "cache" else None
+    step = AdversarialMLM(model, mask_book=book, attribute_weights=weights, score_cache=cache, **arm.step_options())
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     notes = maskable_positions(torch.from_numpy(train.input_ids), torch.from_numpy(train.attention_mask)).numpy()
     order_generator = np.random.default_rng(seed)

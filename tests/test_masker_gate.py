@@ -67,7 +67,8 @@ def tiny_gate():
     tokenizer = OctupleTokenizer(max_seq_len=128)
     corpus = synthetic_corpus(tokenizer, 48, settings.planted_share, seed=0)
     train, heldout = corpus.subset(np.arange(32)), corpus.subset(np.arange(32, 48))
-    runs = [run_arm(name, 0, train, heldout, settings, tokenizer.vocab_sizes) for name in ("random", "adversarial")]
+    runs = [run_arm(name, 0, train, heldout, settings, tokenizer.vocab_sizes)
+            for name in ("random", "adversarial", "cached-evidence")]
     return settings, train, runs
 
 
@@ -78,7 +79,7 @@ def test_freezing_epochs_start_late_and_stop_before_the_end():
 
 
 def test_a_run_records_every_pass_and_none_after_the_last_epoch(tiny_gate):
-    settings, train, (random_run, adversarial_run) = tiny_gate
+    settings, train, (random_run, adversarial_run, cached_run) = tiny_gate
     kinds = [(c["epoch"], c["kind"]) for c in adversarial_run["checkpoints"]]
     assert kinds == [(1, "pass"), (2, "pass"), (3, "end")]
     first, end = adversarial_run["checkpoints"][0], adversarial_run["checkpoints"][-1]
@@ -91,6 +92,9 @@ def test_a_run_records_every_pass_and_none_after_the_last_epoch(tiny_gate):
     assert adversarial_run["checkpoints"][0]["masked_share"] <= 0.15 + 1e-9
     for group in ("planted", "determined"):
         assert end["recovery_accuracy"][group]["masked_notes"] > 0
+    # the matched budget holds the share as notes freeze; the evidence rule freezes by score
+    assert cached_run["checkpoints"][1]["masked_share"] == pytest.approx(0.15, abs=0.01)
+    assert cached_run["settings"]["freezing_rule"] == "evidence"
 
 
 def test_the_report_reads_the_results_file(tiny_gate, tmp_path):
