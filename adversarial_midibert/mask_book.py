@@ -9,6 +9,10 @@ check it against a byte-per-position book, ``tests/byte_mask_book.py``). At 4 M 
 instead of 4 GB, and on disk none of it is held by the training processes: a step reads the rows of its batch (``B`` x
 128 bytes at 1,024 rows), the main process writes the rows a freezing pass changes. This is the book of
 ``examples/pretrain.py`` (in memory; on disk with ``--streaming``).
+
+Beside it, :class:`MaskerScoreCache` keeps each training segment's masker scores from its previous visit, one byte per
+position, for the cheaper adversary that reuses them instead of a masker pass (``masker_scores_from="cache"`` of
+:class:`adversarial_midibert.pretraining.AdversarialMLM`).
 """
 
 from __future__ import annotations
@@ -26,14 +30,35 @@ import torch.nn.functional as F
 
 from .atomic_io import atomic_write_json
 
-__all__ = ["PackedMaskBook"]
+__all__ = ["MaskerScoreCache", "PackedMaskBook"]
 
 
-def _check_range(low: int, high: int, num_segments: int) -> None:
+def _check_range(low: int, high: int, num_segments: int, what: str = "mask book") -> None:
     """Raise an ``IndexError`` naming the range when segment ids ``low .. high`` are not all in the book."""
     if low < 0 or high >= num_segments:
-        raise IndexError(f"segment_id out of range for a mask book of {num_segments} segments: min {low}, max {high} "
+        raise IndexError(f"segment_id out of range for a {what} of {num_segments} segments: min {low}, max {high} "
                          "(is this batch from the training split?)")
+
+
+def _segment_ids(segment_ids: Any, num_segments: int, what: str = "mask book") -> np.ndarray:
+    """The ids as int64 numpy, checked with :func:`_check_range`."""
+    ids = np.asarray(torch.as_tensor(segment_ids).reshape(-1).cpu(), dtype=np.int64)
+    if ids.size:
+        _check_range(int(ids.min()), int(ids.max()), num_segments, what)
+    return ids
+
+
+def _check_saved_size(state: dict, num_segments: int, max_len: int, what: str) -> None:
+    """Raise a ``ValueError`` when a saved state's size is not this run's (a checkpoint of another dataset)."""
+    if (state["num_segments"], state["max_len"]) != (num_segments, max_len):
+        raise ValueError(f"{what} in the checkpoint has {state['num_segments']} segments of {state['max_len']} rows, "
+                         f"this run's training split needs {num_segments} x {max_len} (was the checkpoint made on "
+                         "another dataset?)")
+
+
+def _last_occurrences(ids: np.ndarray) -> np.ndarray:
+    """Indices of the last occurrence of each distinct id (a batch that names a segment twice: the last row wins)."""
+    return len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]
 
 
 # A 256-entry table: set bits of each byte value.
@@ -201,16 +226,10 @@ class PackedMaskBook:
         """Bytes of the book held in this process's memory (0 on disk: rows are read per batch)."""
         return self._bits.nbytes + self._counts.nbytes if self.directory is None else 0
 
-    def _check_ids(self, segment_ids: Any) -> np.ndarray:
-        ids = np.asarray(torch.as_tensor(segment_ids).reshape(-1).cpu(), dtype=np.int64)
-        if ids.size:
-            _check_range(int(ids.min()), int(ids.max()), self._num_segments)
-        return ids
-
     def rows(self, segment_ids: torch.Tensor, length: int) -> torch.Tensor:
         """The book rows of a batch (1 = may be masked), cut or padded (with 1) to ``length`` columns, bool `(B,
         length)`."""
-        ids = self._check_ids(segment_ids)
+        ids = _segment_ids(segment_ids, self._num_segments)
         bits, _ = self._read(ids)
         frozen = np.unpackbits(bits, axis=1, count=self._max_len, bitorder="little")[:, :length].astype(bool)
         allowed = torch.from_numpy(~frozen)
@@ -223,13 +242,12 @@ class PackedMaskBook:
         win), and record their real notes when ``notes`` `(B,)` is given. On disk, only the writer writes."""
         if not self.writer:
             return
-        ids = self._check_ids(segment_ids)
+        ids = _segment_ids(segment_ids, self._num_segments)
         if ids.size == 0:
             return
         allowed = torch.as_tensor(rows).to(device="cpu", dtype=torch.bool).numpy()
         note_counts = None if notes is None else np.asarray(torch.as_tensor(notes).cpu(), dtype=np.int64).reshape(-1)
-        # the last occurrence of each id wins
-        last = len(ids) - 1 - np.unique(ids[::-1], return_index=True)[1]
+        last = _last_occurrences(ids)
         ids, allowed = ids[last], allowed[last]
         note_counts = None if note_counts is None else note_counts[last]
         width = min(allowed.shape[1], self._max_len)
@@ -294,12 +312,7 @@ class PackedMaskBook:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        if (state["num_segments"], state["max_len"]) != (self._num_segments, self._max_len):
-            raise ValueError(
-                f"mask book in the checkpoint has {state['num_segments']} segments of {state['max_len']} rows, this "
-                f"run's training split needs {self._num_segments} x {self._max_len} (was the checkpoint made on "
-                "another dataset?)"
-            )
+        _check_saved_size(state, self._num_segments, self._max_len, "mask book")
         if self.directory is None:
             self._bits = state["frozen_bits"].numpy().astype(np.uint8, copy=True)
             self._counts = state["counts"].numpy().astype(np.int32, copy=True)
@@ -331,3 +344,112 @@ class PackedMaskBook:
             self._totals = [int(meta["notes"]), int(meta["frozen"])]
         if accelerator is not None and accelerator.num_processes > 1:
             accelerator.wait_for_everyone()
+
+
+class MaskerScoreCache:
+    """Each training segment's masker scores from its previous visit: one byte per (segment, position), in memory.
+
+    A score ``s`` in ``[0, 1]`` is kept as the code ``round(s * 254)`` (steps of 1/254, finer than the bf16 scores
+    of a mixed-precision run); the code 255 means "never seen" (a NaN score is stored as never seen). A cache starts
+    with every position never seen. At 1,024 positions per segment that is 1 KiB per segment, eight times the mask
+    book: a bound on the corpora it serves (it is held in memory by every process; the on-disk book of
+    ``--streaming`` has no such cache).
+
+    Several processes: each process writes the scores of its own batches' segments, and :meth:`sync` (a collective
+    call, at the same point on every process: the end of an epoch, before a checkpoint) gathers the rows changed since
+    the last sync, so that every process, and every checkpoint, holds every segment's latest scores. Within an epoch a
+    segment is visited once, by one process, so reading between syncs never misses a newer score.
+
+    Args:
+        num_segments (`int`): rows (training segments); segment ids are ``0 .. num_segments - 1``.
+        max_len (`int`): columns (the longest segment, BOS and EOS included).
+    """
+
+    LEVELS = 254
+    NEVER_SEEN = 255
+
+    def __init__(self, num_segments: int, max_len: int):
+        if num_segments < 1 or max_len < 1:
+            raise ValueError(f"MaskerScoreCache needs num_segments >= 1 and max_len >= 1, got {num_segments}, "
+                             f"{max_len}")
+        self._codes = np.full((int(num_segments), int(max_len)), self.NEVER_SEEN, dtype=np.uint8)
+        self._changed: list[np.ndarray] = []  # ids written since the last sync
+
+    @property
+    def num_segments(self) -> int:
+        return self._codes.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self._codes.shape[1]
+
+    def nbytes(self) -> int:
+        """Bytes held in memory."""
+        return self._codes.nbytes
+
+    @classmethod
+    def encode(cls, scores: torch.Tensor) -> torch.Tensor:
+        """Scores (any float tensor, clamped to ``[0, 1]``) -> uint8 codes, NaN -> ``NEVER_SEEN``; on their device."""
+        scores = scores.detach().float()
+        codes = torch.round(scores.clamp(0.0, 1.0) * cls.LEVELS).to(torch.uint8)
+        return codes.masked_fill(torch.isnan(scores), cls.NEVER_SEEN)
+
+    @classmethod
+    def decode(cls, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 codes -> ``(scores, seen)``: float32 scores (0 where never seen) and bool seen, on their device."""
+        seen = codes != cls.NEVER_SEEN
+        return torch.where(seen, codes.float() / cls.LEVELS, 0.0), seen
+
+    def codes(self, segment_ids: Any, length: int) -> torch.Tensor:
+        """The codes of a batch's segments, cut or padded (with ``NEVER_SEEN``) to ``length`` columns, uint8
+        `(B, length)` on the host (decode them with :meth:`decode` on the batch's device)."""
+        ids = _segment_ids(segment_ids, self.num_segments, "masker score cache")
+        rows = torch.from_numpy(self._codes[ids, :length])
+        if rows.shape[1] < length:
+            rows = F.pad(rows, (0, length - rows.shape[1]), value=self.NEVER_SEEN)
+        return rows
+
+    def set_rows(self, segment_ids: Any, scores: torch.Tensor, written: torch.Tensor) -> None:
+        """Store the scores `(B, L)` of the given segments where ``written`` `(B, L)` is set (the real notes), keeping
+        the other positions; a segment named twice keeps its last row. Copies the scores to the host."""
+        ids = _segment_ids(segment_ids, self.num_segments, "masker score cache")
+        if ids.size == 0:
+            return
+        width = min(scores.shape[1], self.max_len)
+        codes = self.encode(scores[:, :width]).cpu().numpy()
+        written = written[:, :width].to(device="cpu", dtype=torch.bool).numpy()
+        last = _last_occurrences(ids)
+        ids, codes, written = ids[last], codes[last], written[last]
+        rows = self._codes[ids, :width]
+        np.copyto(rows, codes, where=written)
+        self._codes[ids, :width] = rows
+        self._changed.append(ids)
+
+    def sync(self, accelerator: Any = None) -> None:
+        """Gather the rows every process changed since the last sync and apply them everywhere (with one process, or
+        none, it only forgets which rows changed). All processes must call it together."""
+        changed = np.unique(np.concatenate(self._changed)) if self._changed else np.zeros(0, dtype=np.int64)
+        self._changed = []
+        if accelerator is None or accelerator.num_processes <= 1:
+            return
+        ids = torch.from_numpy(changed).to(accelerator.device)
+        rows = torch.from_numpy(self._codes[changed]).to(accelerator.device)
+        ids = accelerator.pad_across_processes(ids, dim=0, pad_index=-1)
+        rows = accelerator.pad_across_processes(rows, dim=0, pad_index=self.NEVER_SEEN)
+        ids, rows = accelerator.gather((ids, rows))
+        keep = ids >= 0
+        self._codes[ids[keep].cpu().numpy()] = rows[keep].cpu().numpy()
+
+    def seen_fraction(self) -> float:
+        """Share of the cache's positions holding a score (padding positions are never written: a lower bound of the
+        share of the notes seen)."""
+        return float((self._codes != self.NEVER_SEEN).mean())
+
+    def state_dict(self) -> dict:
+        """The whole cache (saved by ``checkpointing.CheckpointManager`` beside the mask book)."""
+        codes = torch.from_numpy(self._codes.copy())
+        return {"num_segments": self.num_segments, "max_len": self.max_len, "codes": codes}
+
+    def load_state_dict(self, state: dict) -> None:
+        _check_saved_size(state, self.num_segments, self.max_len, "masker score cache")
+        self._codes = state["codes"].numpy().astype(np.uint8, copy=True)

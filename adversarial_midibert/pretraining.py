@@ -4,7 +4,8 @@ One training step of Adversarial-MidiBERT, for every segment ``b`` of a batch:
 
 1. the *masker* head scores every note of the uncorrupted segment, ``s = masker(x) * maskbook[b]``;
 2. ``k = min(round(u * sum(maskbook[b])), round(0.15 * L_b))`` with ``u ~ U(0.1, 0.3)`` and ``L_b`` the
-   number of notes; the ``k`` highest-scored notes are chosen (never padding, BOS or EOS);
+   number of notes (``mask_budget="share"``: ``k = round(0.15 * L_b)`` among the notes the book allows, no ``u``);
+   the ``k`` highest-scored notes are chosen (never padding, BOS or EOS);
 3. they are corrupted BERT-style (80% MASK, 10% random, 10% unchanged);
 4. the *recoverer* (the masked-LM heads) predicts them, cross-entropy weighted per attribute by
    :class:`AttributeWeights`;
@@ -27,6 +28,11 @@ Paper and reference code differ in two places, both options here:
   still-maskable notes per segment; the paper's summary says "after 15 epochs, the top 15%"
   (``freeze_every=15`` with a constant fraction 0.15).
 
+Options of the mechanism (docs/method.md section 9): ``mask_budget="share"`` keeps the masked share of real notes at
+``max_mask_ratio`` as notes freeze; ``freezing_pass(rule="evidence")`` freezes exactly the notes the masker scores at
+least a threshold; ``masker_scores_from="cache"`` chooses by each segment's scores from its previous visit
+(:class:`MaskerScoreCache`) and scores in the recoverer's pass, one encoder pass per step instead of two.
+
 How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
 reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full masker
 gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and
@@ -47,7 +53,7 @@ import torch
 from torch import nn
 
 from .constants import BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_ATTRIBUTES, NUM_SPECIAL_TOKENS
-from .mask_book import PackedMaskBook
+from .mask_book import MaskerScoreCache, PackedMaskBook
 from .masking import (
     choose_bar_positions,
     choose_random_positions,
@@ -55,6 +61,7 @@ from .masking import (
     corrupt,
     maskable_positions,
     rank_positions,
+    share_mask_counts,
     step_seed,
 )
 
@@ -63,6 +70,7 @@ __all__ = [
     "MASKER_METHODS",
     "MASK_BUDGETS",
     "MASKER_LOSS_FORMS",
+    "MASKER_SCORE_SOURCES",
     "AttributeWeights",
     "TrainingProgress",
     "UniformSampler",
@@ -71,7 +79,9 @@ __all__ = [
     "adversarial_mask_counts",
     "masker_targets",
     "masker_loss",
+    "FREEZING_RULES",
     "freezing_pass",
+    "frozen_recovery_gap",
     "batches_of_every_process",
     "batch_to_device",
     "step_generator",
@@ -86,12 +96,22 @@ MASKER_METHODS = ("adversarial", "easiest")
 # How k is budgeted (docs/method.md 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and
 # cap
 # over notes); "padded" = the reference code's padded length (its mask book counts padding rows, and the cap is
-# max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments.
-MASK_BUDGETS = ("notes", "padded")
+# max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments; "share" = no u draw, k =
+# max_mask_ratio of the real notes (random masking's count) taken among the notes the book allows, so the masked share
+# stays at max_mask_ratio as notes freeze (with "notes" it shrinks with the unfrozen notes).
+MASK_BUDGETS = ("notes", "padded", "share")
 # Masker loss: "pooled" = one mean squared error over every selected note of the batch; "reference" = per segment,
 # the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
 # scale: about twice the pooled loss).
 MASKER_LOSS_FORMS = ("pooled", "reference")
+# Where the step's masker scores come from (masker methods): "pass" = a masker pass of the encoder over the uncorrupted
+# segment (the method); "cache" = the segment's scores from its previous visit (MaskerScoreCache), the masker head then
+# scoring the corrupted segment in the recoverer's own pass, so one encoder pass per step instead of two.
+MASKER_SCORE_SOURCES = ("pass", "cache")
+# How a freezing pass decides (docs/method.md 3.8): "reference" = the reference code's schedule (a drawn fraction of the
+# still-maskable notes frozen, a drawn probability of unfreezing); "evidence" = every real note rescored, frozen iff its
+# masker score >= a threshold, so the frozen share follows what the masker finds. See freezing_pass.
+FREEZING_RULES = ("reference", "evidence")
 # Defaults of the coupling between masker and encoder, chosen from the representation-health study of docs/results.md
 # (results/representation-health.json): see AdversarialMLM.
 DEFAULT_RECONSTRUCTION_WEIGHT = 1.0
@@ -360,7 +380,8 @@ class AdversarialMLMOutput:
         masked_share (`torch.Tensor` of shape `(B,)`): the share of the segment's notes masked (``num_masked`` /
             notes); for bar masking, the share of its (note, attribute) cells.
         frozen_fraction (`torch.Tensor`): fraction of the batch's notes frozen in the mask book.
-        masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (adversarial only).
+        masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (masker methods only): of
+            the uncorrupted segment, or with ``masker_scores_from="cache"`` of the corrupted one (those written back).
         per_token_loss (`torch.Tensor` of shape `(B, L)`, *optional*): detached recovery loss per token.
         chosen (`torch.Tensor`, *optional*): the chosen positions `(B, L)` (or cells `(B, L, 8)` for bar).
         corrupted (`torch.Tensor`, *optional*): the positions actually corrupted (MASK or random), `(B, L)`.
@@ -409,10 +430,21 @@ class AdversarialMLM(nn.Module):
         masker_target_fraction (`float`): share of the corrupted positions labelled hard (1) and easy (0).
         mask_prob (`float`), random_prob (`float`): the 80/10/10 corruption split.
         mask_budget (`str`): what ``k`` is counted over, see ``MASK_BUDGETS``: ``"notes"`` (the segment's real
-            notes) or ``"padded"`` (the reference code: its mask book counts the padding rows up to the model's
+            notes), ``"padded"`` (the reference code: its mask book counts the padding rows up to the model's
             ``max_position_embeddings`` and the cap is ``max_mask_ratio`` of that length; padding is still never
-            chosen).
+            chosen) or ``"share"`` (no ``u``: ``k`` = ``max_mask_ratio`` of the real notes, random masking's count,
+            at most the notes the book allows, so the masked share holds as notes freeze).
         masker_loss_form (`str`): ``"pooled"`` or ``"reference"``, see :func:`masker_loss`.
+        masker_scores_from (`str`): where the masker methods' scores come from, see ``MASKER_SCORE_SOURCES``.
+            ``"pass"``: a masker pass of the encoder over the uncorrupted segment (the method). ``"cache"``: the
+            notes are chosen by the segment's scores from its previous visit, read from ``score_cache`` (a segment
+            never seen gets uniform random scores from the step's generator); the recoverer's pass over the corrupted
+            segment also runs the masker head (one encoder pass per step), the masker learns from those scores with
+            the usual targets, and they are written back to the cache for every real note (one copy of the scores
+            to the host per step). The masker then scores notes in their corrupted context (a chosen note is seen as
+            MASK, a random or its own token). Validation steps (``use_mask_book=False``) choose with a masker pass.
+        score_cache (`MaskerScoreCache`, *optional*): the run's score cache (required by ``"cache"``), indexed by
+            ``segment_id`` as the mask book.
     """
 
     def __init__(
@@ -431,8 +463,14 @@ class AdversarialMLM(nn.Module):
         random_prob: float = 0.1,
         mask_budget: str = "notes",
         masker_loss_form: str = "pooled",
+        masker_scores_from: str = "pass",
+        score_cache: MaskerScoreCache | None = None,
     ):
         super().__init__()
+        if masker_scores_from not in MASKER_SCORE_SOURCES:
+            raise ValueError(f"masker_scores_from must be one of {MASKER_SCORE_SOURCES}, got {masker_scores_from!r}")
+        if masker_scores_from == "cache" and score_cache is None:
+            raise ValueError("masker_scores_from='cache' needs a score_cache (MaskerScoreCache of the training split)")
         if mask_budget not in MASK_BUDGETS:
             raise ValueError(f"mask_budget must be one of {MASK_BUDGETS}, got {mask_budget!r}")
         if masker_loss_form not in MASKER_LOSS_FORMS:
@@ -459,6 +497,8 @@ class AdversarialMLM(nn.Module):
         self.random_prob = random_prob
         self.mask_budget = mask_budget
         self.masker_loss_form = masker_loss_form
+        self.masker_scores_from = masker_scores_from
+        self.score_cache = score_cache
         config = model.config
         if min(config.vocab_sizes) <= NUM_SPECIAL_TOKENS:  # checked once here, not by `corrupt` at every step
             raise ValueError(f"every vocabulary must have non-special ids (> {NUM_SPECIAL_TOKENS}), got "
@@ -517,10 +557,11 @@ class AdversarialMLM(nn.Module):
         Args:
             batch (`dict`): ``input_ids`` `(B, L, 8)`, ``attention_mask`` `(B, L)` and, for the mask book,
                 ``segment_id`` `(B,)` or the book's rows already looked up, ``mask_book_rows`` `(B, L)` bool (see
-                :func:`batch_to_device`: no device-to-host copy of the segment ids).
+                :func:`batch_to_device`: no device-to-host copy of the segment ids); for the score cache, also
+                ``segment_id`` (to write the new scores) and, looked up already, ``masker_score_codes`` `(B, L)`.
             generator (`torch.Generator`, *optional*): randomness of the masking (see :func:`step_generator`).
-            use_mask_book (`bool`): look the batch up in the mask book (training); ``False`` for validation
-                batches, whose segment ids are not the book's.
+            use_mask_book (`bool`): look the batch up in the mask book and the score cache (training); ``False`` for
+                validation batches, whose segment ids are not theirs.
             return_details (`bool`): also return scores, per-token loss and chosen positions.
             attribute_weights (`torch.Tensor` of shape `(8,)`, *optional*): weights to use instead of the run's
                 (e.g. uniform weights for a validation loss comparable across epochs).
@@ -560,20 +601,35 @@ class AdversarialMLM(nn.Module):
             frozen = zero
 
         scores = None
+        cached = use_mask_book and masking in MASKER_METHODS and self.masker_scores_from == "cache"
         if masking in MASKER_METHODS:
-            # (1) masker on the uncorrupted segment, (2) k under the mask book, top-k by score (bottom-k for the
-            # easiest-first control), ties broken at random.
-            scores = self._masker_scores(input_ids, attention_mask)
+            # (1) masker on the uncorrupted segment (or the scores of the segment's previous visit), (2) k under the
+            # mask book, top-k by score (bottom-k for the easiest-first control), ties broken at random.
+            if cached:
+                codes = batch.get("masker_score_codes")
+                if codes is None:
+                    if "segment_id" not in batch:
+                        raise KeyError("batch has no 'segment_id' column: the score cache needs it (see docs/data.md)")
+                    codes = self.score_cache.codes(batch["segment_id"], input_ids.shape[1])
+                previous, seen = MaskerScoreCache.decode(codes.to(device))
+                gen_device = generator.device if generator is not None else device
+                unseen = torch.rand(previous.shape, generator=generator, device=gen_device).to(device)
+                choice_scores = torch.where(seen, previous, unseen)
+            else:
+                scores = choice_scores = self._masker_scores(input_ids, attention_mask)
             allowed = maskable if book_rows is None else (maskable & book_rows)
-            s = scores if book_rows is None else scores * book_rows.to(scores.dtype)
-            u = self.mask_ratio(input_ids.shape[0], generator, device)
-            book_counts, budget_length = allowed.sum(dim=1), num_notes
-            if self.mask_budget == "padded":
-                padded_length = int(getattr(self.model.config, "max_position_embeddings", input_ids.shape[1]))
-                padding_rows = padded_length - attention_mask.sum(dim=1)
-                book_counts = book_counts + padding_rows
-                budget_length = torch.full_like(num_notes, padded_length)
-            k = adversarial_mask_counts(book_counts, budget_length, u, self.max_mask_ratio)
+            s = choice_scores if book_rows is None else choice_scores * book_rows.to(choice_scores.dtype)
+            if self.mask_budget == "share":  # the choice takes at most the notes the book allows
+                k = share_mask_counts(maskable, self.max_mask_ratio)
+            else:
+                u = self.mask_ratio(input_ids.shape[0], generator, device)
+                book_counts, budget_length = allowed.sum(dim=1), num_notes
+                if self.mask_budget == "padded":
+                    padded_length = int(getattr(self.model.config, "max_position_embeddings", input_ids.shape[1]))
+                    padding_rows = padded_length - attention_mask.sum(dim=1)
+                    book_counts = book_counts + padding_rows
+                    budget_length = torch.full_like(num_notes, padded_length)
+                k = adversarial_mask_counts(book_counts, budget_length, u, self.max_mask_ratio)
             chosen = choose_top_scored_positions(s, allowed, k, generator=generator, largest=masking == "adversarial")
         elif masking == "random":
             chosen = choose_random_positions(maskable, self.max_mask_ratio, generator)
@@ -589,10 +645,14 @@ class AdversarialMLM(nn.Module):
             attention_mask=attention_mask,
             labels=labels,
             attribute_weights=weights,
-            compute_masker=False,
+            compute_masker=cached,
+            masker_grad_scale=self.masker_grad_scale,
         )
         recoverer_loss = out.loss
         per_token_loss = out.per_token_loss.detach()
+        if cached:  # the masker head's scores of this pass: learnt from below, and kept for the segment's next visit
+            scores = out.masker_scores
+            self.score_cache.set_rows(batch["segment_id"], scores, maskable)
 
         reconstruction = zero
         if self.reconstruction_weight > 0:
@@ -664,7 +724,8 @@ def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[di
         yield batch
 
 
-def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None) -> dict:
+def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None,
+                    score_cache: MaskerScoreCache | None = None) -> dict:
     """A host batch on ``device``, without a host sync: the mask book's rows are looked up on the host first (a book
     kept off the accelerator would otherwise copy the segment ids back to the host every step, waiting for the
     device), then every tensor is copied with ``non_blocking`` (asynchronous from pinned memory).
@@ -674,11 +735,14 @@ def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None
         device (`torch.device` or `str`): where the step runs.
         mask_book (`PackedMaskBook`, *optional*): adds ``mask_book_rows`` `(B, L)` bool, which
             :class:`AdversarialMLM` reads instead of looking the segment ids up itself.
+        score_cache (`MaskerScoreCache`, *optional*): adds ``masker_score_codes`` `(B, L)` uint8 likewise.
     """
     batch = dict(batch)
-    if mask_book is not None and "segment_id" in batch and "mask_book_rows" not in batch:
-        rows = mask_book.rows(batch["segment_id"], batch["input_ids"].shape[1])
-        batch["mask_book_rows"] = rows.pin_memory() if torch.device(device).type == "cuda" else rows
+    pin = torch.device(device).type == "cuda"
+    for store, key, look_up in ((mask_book, "mask_book_rows", "rows"), (score_cache, "masker_score_codes", "codes")):
+        if store is not None and "segment_id" in batch and key not in batch:
+            rows = getattr(store, look_up)(batch["segment_id"], batch["input_ids"].shape[1])
+            batch[key] = rows.pin_memory() if pin else rows
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
@@ -691,12 +755,25 @@ def freezing_pass(
     unfreeze_sampler: Callable = UniformSampler(0.0, 0.1),
     accelerator: Any = None,
     generator: torch.Generator | None = None,
+    rule: str = "reference",
+    score_threshold: float = 0.5,
 ) -> float:
     """Score every training segment and freeze its highest-scored notes (docs/method.md 3.8).
 
-    For each segment, a fraction ``fraction_sampler`` (reference: ``U(0.1, 0.3)``) of its still-maskable notes,
-    those with the highest masker score, get ``maskbook = 0``; then every frozen note of the segment (frozen now
-    or earlier) is unfrozen with probability ``p ~ unfreeze_sampler`` (reference: ``U(0, 0.1)`` per segment).
+    With ``rule="reference"`` (the reference code), for each segment a fraction ``fraction_sampler`` (reference:
+    ``U(0.1, 0.3)``) of its still-maskable notes, those with the highest masker score, get ``maskbook = 0``; then
+    every frozen note of the segment (frozen now or earlier) is unfrozen with probability ``p ~ unfreeze_sampler``
+    (reference: ``U(0, 0.1)`` per segment). The frozen share then grows with every pass whatever the data hold.
+
+    With ``rule="evidence"`` every real note of the segment, frozen or not, is rescored, and a note is frozen if and
+    only if its masker score is at least ``score_threshold`` (unfrozen otherwise): no fixed fraction, no random
+    unfreezing, no draw from ``generator``; the samplers are not used. The masker is trained towards 1 on the hardest
+    30 % and towards 0 on the easiest 30 % of a segment's corrupted notes (mean squared error), so its score
+    estimates how often a note, when corrupted, lands among the hard ones rather than the easy ones: a note that is
+    as easy to recover as any other scores about 0.5, a note that no context recovers scores near 1. The default
+    threshold 0.5 freezes the notes found harder more often than easier; a higher one asks for more consistent
+    evidence (:func:`frozen_recovery_gap` tells whether the frozen notes are indeed recovered worse).
+
     The new rows of all processes are gathered and applied everywhere, and rank 0's book is broadcast, so every
     process holds the same book afterwards. The processes may hold different numbers of batches (a streamed
     split): a process that is done takes part in the gathers until every process is.
@@ -714,10 +791,16 @@ def freezing_pass(
             segment.
         accelerator (`accelerate.Accelerator`, *optional*): for the gather and the broadcast.
         generator (`torch.Generator`, *optional*): randomness (seed it identically for a reproducible run).
+        rule (`str`): ``"reference"`` or ``"evidence"``, see ``FREEZING_RULES`` and above.
+        score_threshold (`float`): ``"evidence"``: the masker score from which a note is frozen, in ``[0, 1]``.
 
     Returns:
         The book's frozen fraction afterwards.
     """
+    if rule not in FREEZING_RULES:
+        raise ValueError(f"freezing rule must be one of {FREEZING_RULES}, got {rule!r}")
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
     was_training = model.training
     model.eval()
     distributed = accelerator is not None and accelerator.num_processes > 1
@@ -750,14 +833,17 @@ def freezing_pass(
                 allowed = maskable & rows
                 scores = masker_scores(input_ids, attention_mask)
                 batch_size = input_ids.shape[0]
-                frac = fraction_sampler(batch_size, gen, device)
-                n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
-                to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze, generator=gen)
-                frozen = (maskable & ~rows) | to_freeze
-                p = unfreeze_sampler(batch_size, gen, device)
-                gen_device = gen.device if gen is not None else device
-                draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
-                frozen = frozen & ~(draw < p.unsqueeze(1))
+                if rule == "evidence":
+                    frozen = maskable & (scores.float() >= score_threshold)
+                else:
+                    frac = fraction_sampler(batch_size, gen, device)
+                    n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()
+                    to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze, generator=gen)
+                    frozen = (maskable & ~rows) | to_freeze
+                    p = unfreeze_sampler(batch_size, gen, device)
+                    gen_device = gen.device if gen is not None else device
+                    draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
+                    frozen = frozen & ~(draw < p.unsqueeze(1))
                 new_rows = (~frozen).to(torch.uint8)
                 # Full-width rows so that every process gathers tensors of one shape.
                 full = torch.ones(batch_size, mask_book.max_len, dtype=torch.uint8, device=device)
@@ -777,3 +863,23 @@ def freezing_pass(
         model.train(was_training)
     mask_book.broadcast(accelerator)
     return mask_book.frozen_fraction()
+
+
+def frozen_recovery_gap(per_token_loss: torch.Tensor, frozen: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
+    """Mean recovery loss of the frozen notes minus that of the unfrozen ones: the calibration figure of a freezing
+    rule (frozen notes should be recovered worse, so a freezing that follows the evidence gives a clear positive gap).
+
+    Args:
+        per_token_loss (`torch.Tensor` of shape `(B, L)`): recovery loss per note (e.g. ``per_token_loss`` of an
+            :class:`AdversarialMLMOutput` under random masking).
+        frozen (`torch.BoolTensor` of shape `(B, L)`): notes frozen in the mask book (``~mask_book.rows(...)``).
+        measured (`torch.BoolTensor` of shape `(B, L)`): notes whose loss counts (real notes that were corrupted).
+
+    Returns:
+        A float32 0-dim tensor: mean over ``frozen & measured`` minus mean over ``~frozen & measured``; NaN when either
+        group is empty.
+    """
+    loss = per_token_loss.detach().float()
+    frozen, measured = frozen.bool(), measured.bool()
+    means = [torch.where(group, loss, 0.0).sum() / group.sum() for group in (frozen & measured, ~frozen & measured)]
+    return means[0] - means[1]

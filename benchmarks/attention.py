@@ -22,17 +22,17 @@ scores (``tests/test_modeling.py``). On CUDA the peak memory of each is printed 
 
 from __future__ import annotations
 
-import argparse  # 402
-import os  # 402
-import statistics  # 402
-import time  # 402
-from unittest import mock  # 402
+import argparse
+import os
+import statistics
+import time
+from unittest import mock
 
-import torch  # 402
+import torch
 
-from adversarial_midibert import modeling_adv_midibert as modeling  # 402
-from benchmarks.profiling import count_flops, step_flops_per_token  # 402
-from benchmarks.results_file import ResultsFile  # 402
+from adversarial_midibert import modeling_adv_midibert as modeling
+from benchmarks.profiling import count_flops, step_flops_per_token
+from benchmarks.results_file import ResultsFile
 
 PATHS = {"gather": modeling.relative_distance_scores_by_gather, "blocked": modeling.relative_distance_scores}
 

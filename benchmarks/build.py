@@ -21,19 +21,19 @@ Example::
 
 from __future__ import annotations
 
-import argparse  # 402
-import importlib.util  # 402
-import os  # 402
-import shutil  # 402
-import statistics  # 402
-import subprocess  # 402
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
 import sys
-import tempfile  # 402
-import time  # 402
+import tempfile
+import time
 from pathlib import Path
 
-from benchmarks.process_memory import PeakMemory  # 402
-from benchmarks.results_file import ResultsFile  # 402
+from benchmarks.process_memory import PeakMemory
+from benchmarks.results_file import ResultsFile
 
 _ROOT = Path(__file__).resolve().parents[1]
 

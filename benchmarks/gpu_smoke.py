@@ -27,32 +27,32 @@ Usage on a GPU machine, from the repository root::
 
 from __future__ import annotations
 
-import argparse  # 402
-import contextlib  # 402
-import functools  # 402
-import os  # 402
-import socket  # 402
-import time  # 402
-import warnings  # 402
+import argparse
+import contextlib
+import functools
+import os
+import socket
+import time
+import warnings
 
-import torch  # 402
+import torch
 
-from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # 402
-from adversarial_midibert.mask_book import PackedMaskBook  # 402
-from adversarial_midibert.masking import maskable_positions  # 402
-from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertLayer  # 402
-from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # 402
-from adversarial_midibert.pretraining import (  # 402
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+from adversarial_midibert.mask_book import PackedMaskBook
+from adversarial_midibert.masking import maskable_positions
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM, AdvMidiBertLayer
+from adversarial_midibert.presets import PRESETS, preset_config_kwargs
+from adversarial_midibert.pretraining import (
     AdversarialMLM,
     batch_to_device,
     freezing_pass,
     step_generator,
 )
-from adversarial_midibert.pretraining_evaluation import evaluate_pretraining  # 402
-from adversarial_midibert.speed_and_memory import apply_acceleration  # 402
-from benchmarks.pretrain_step import PEAK_BF16_TFLOPS, synthetic_batch  # 402
-from benchmarks.profiling import count_host_reads, estimate_step_memory, step_flops_per_token  # 402
-from benchmarks.results_file import ResultsFile  # 402
+from adversarial_midibert.pretraining_evaluation import evaluate_pretraining
+from adversarial_midibert.speed_and_memory import apply_acceleration
+from benchmarks.pretrain_step import PEAK_BF16_TFLOPS, synthetic_batch
+from benchmarks.profiling import count_host_reads, estimate_step_memory, step_flops_per_token
+from benchmarks.results_file import ResultsFile
 
 DEFAULT_OUTPUT = "results/gpu-smoke.json"
 SDPA_OPS = ("flash_attention", "efficient_attention", "cudnn_attention", "attention_math", "flash_attention_for_cpu")

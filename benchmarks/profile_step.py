@@ -17,18 +17,18 @@ short on a shared CPU: base preset, 1 x 512 rows, random masking.
 
 from __future__ import annotations
 
-import argparse  # 402
-import contextlib  # 402
-import time  # 402
+import argparse
+import contextlib
+import time
 
-import torch  # 402
-from torch.profiler import ProfilerActivity, profile  # 402
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig  # 402
-from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM  # 402
-from adversarial_midibert.presets import PRESETS, preset_config_kwargs  # 402
-from adversarial_midibert.pretraining import MASKING_METHODS, AdversarialMLM, step_generator  # 402
-from benchmarks.pretrain_step import synthetic_batch  # 402
+from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+from adversarial_midibert.presets import PRESETS, preset_config_kwargs
+from adversarial_midibert.pretraining import MASKING_METHODS, AdversarialMLM, step_generator
+from benchmarks.pretrain_step import synthetic_batch
 
 # The ops whose kernels are library matrix products (MKL / oneDNN): what torch.compile on the CPU calls as extern
 # kernels, unchanged, and what bf16 slows down where oneDNN has no bf16 matrix kernels.

@@ -18,7 +18,8 @@ Both trace the step's computation without doing it:
 A step is the one of :class:`~adversarial_midibert.pretraining.AdversarialMLM`: for ``masking="adversarial"`` a
 masker pass over the uncorrupted batch (encoder + masker head, with gradient; without gradient into the encoder
 when ``detach_masker``) and a recoverer pass (encoder + eight MLM heads + loss); one recoverer pass for the
-``random`` and ``bar`` baselines. The masking itself (sorting scores, corrupting ids) works on (batch, length)
+``random`` and ``bar`` baselines, and for the adversary with cached scores (``masker_scores_from="cache"``), whose
+recoverer pass also runs the masker head. The masking itself (sorting scores, corrupting ids) works on (batch, length)
 tensors and costs nothing next to these.
 """
 
@@ -45,7 +46,7 @@ from adversarial_midibert.speed_and_memory import enable_activation_checkpointin
 __all__ = ["count_flops", "step_flops_per_token", "MemoryEstimate", "estimate_step_memory", "STEP_KINDS",
            "count_host_reads", "HOST_READS"]
 
-STEP_KINDS = ("adversarial", "adversarial-detached", "random", "bar")
+STEP_KINDS = ("adversarial", "adversarial-detached", "adversarial-cached", "random", "bar")
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -102,8 +103,12 @@ def _tracing_shapes():
         yield
 
 
-def _step_kind(masking: str, detach_masker: bool) -> str:
-    kind = "adversarial-detached" if (masking == "adversarial" and detach_masker) else masking
+def _step_kind(masking: str, detach_masker: bool, masker_scores_from: str = "pass") -> str:
+    kind = masking
+    if masking == "adversarial" and masker_scores_from == "cache":
+        kind = "adversarial-cached"
+    elif masking == "adversarial" and detach_masker:
+        kind = "adversarial-detached"
     if kind not in STEP_KINDS:
         raise ValueError(f"masking must be one of adversarial, random, bar; got {masking!r}")
     return kind
@@ -112,6 +117,9 @@ def _step_kind(masking: str, detach_masker: bool) -> str:
 def _run_step(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, kind: str) -> torch.Tensor:
     """The passes of one training step (see the module docstring); returns the loss to back-propagate."""
     loss = 0.0
+    if kind == "adversarial-cached":  # one pass: the recoverer's, the masker head on its hidden states
+        out = model(input_ids, attention_mask=attention_mask, labels=input_ids, compute_masker=True)
+        return out.loss + (out.masker_scores.float() - 1.0).square().mean()
     if kind == "adversarial":
         scores = model(input_ids, attention_mask=attention_mask, compute_logits=False).masker_scores
         loss = (scores.float() - 1.0).square().mean()
@@ -128,7 +136,8 @@ def _run_step(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, kind
 
 
 def step_flops_per_token(
-    config: AdvMidiBertConfig, seq_len: int, masking: str = "adversarial", detach_masker: bool = False
+    config: AdvMidiBertConfig, seq_len: int, masking: str = "adversarial", detach_masker: bool = False,
+    masker_scores_from: str = "pass",
 ) -> float:
     """Model FLOPs of one training step (forward + backward), per token of the batch.
 
@@ -139,8 +148,9 @@ def step_flops_per_token(
         seq_len (`int`): rows per segment.
         masking (`str`): ``"adversarial"`` (masker pass + recoverer pass), ``"random"`` or ``"bar"`` (one pass).
         detach_masker (`bool`): the masker pass runs the encoder without gradient.
+        masker_scores_from (`str`): ``"cache"``: no masker pass, the masker head on the recoverer's pass.
     """
-    kind = _step_kind(masking, detach_masker)
+    kind = _step_kind(masking, detach_masker, masker_scores_from)
     with torch.device("meta"), _tracing_shapes():
         model = modeling.AdvMidiBertForMaskedLM(config).train()
         input_ids = torch.zeros(1, seq_len, len(config.vocab_sizes), dtype=torch.long)
@@ -227,6 +237,7 @@ def estimate_step_memory(
     masking: str = "adversarial",
     detach_masker: bool = False,
     gradient_checkpointing: bool = False,
+    masker_scores_from: str = "pass",
 ) -> MemoryEstimate:
     """Peak memory of one training step (forward, backward, AdamW step), traced on fake tensors.
 
@@ -238,7 +249,8 @@ def estimate_step_memory(
         dtype (`str`): ``"bf16"`` (fp32 weights, bf16 autocast: ``accelerate launch --mixed_precision bf16``) or
             ``"fp32"``.
         attention (`str`): ``"sdpa"`` (the CUDA memory-efficient kernel) or ``"eager"``.
-        masking (`str`), detach_masker (`bool`): which step (see :func:`step_flops_per_token`).
+        masking (`str`), detach_masker (`bool`), masker_scores_from (`str`): which step (see
+            :func:`step_flops_per_token`).
         gradient_checkpointing (`bool`): recompute each layer in the backward pass instead of keeping its
             activations.
     """
@@ -246,7 +258,7 @@ def estimate_step_memory(
         raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
     if attention not in ("sdpa", "eager"):
         raise ValueError(f"attention must be 'sdpa' or 'eager', got {attention!r}")
-    kind = _step_kind(masking, detach_masker)
+    kind = _step_kind(masking, detach_masker, masker_scores_from)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     patches = contextlib.ExitStack()

@@ -30,8 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def typed_command(argv: list[str] | None = None) -> str:
-    """``python -m benchmarks.x ARGS`` as typed from the repository root (no path of this machine)."""
+    """``python -m benchmarks.x ARGS`` as typed from the repository root (no path of this machine: an absolute path
+    argument is written relative to the repository root, e.g. ``../runs/gate``)."""
     argv = sys.argv if argv is None else argv
+    argv = [argv[0], *(os.path.relpath(a, ROOT) if os.path.isabs(a) else a for a in argv[1:])]
     script = Path(argv[0]).resolve()
     try:
         module = ".".join(script.relative_to(ROOT).with_suffix("").parts)

@@ -24,15 +24,15 @@ Example (about 20 minutes on a busy 2-core machine, ~3 GB of disk under --work_d
 
 from __future__ import annotations
 
-import argparse  # 402
-import json  # 402
-import multiprocessing  # 402
-import os  # 402
-import resource  # 402
-import shutil  # 402
-import subprocess  # 402
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import subprocess
 import sys
-import time  # 402
+import time
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]

@@ -16,14 +16,14 @@ Example::
 
 from __future__ import annotations
 
-import argparse  # 402
-import tempfile  # 402
-import time  # 402
+import argparse
+import tempfile
+import time
 from pathlib import Path
 
-import numpy as np  # 402
+import numpy as np
 
-from benchmarks.results_file import ResultsFile  # 402
+from benchmarks.results_file import ResultsFile
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,16 +18,16 @@ Example::
 
 from __future__ import annotations
 
-import argparse  # 402
-import os  # 402
+import argparse
+import os
 import sys
-import time  # 402
-import warnings  # 402
+import time
+import warnings
 from pathlib import Path
 
-import numpy as np  # 402
+import numpy as np
 
-from adversarial_midibert.constants import DATA_ROOT_ENV  # 402
+from adversarial_midibert.constants import DATA_ROOT_ENV
 
 PATTERNS = {
     "POP909": "POP909/*/*.mid",

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import adversarial_midibert  # noqa: F401  (registers the models, the tokenizer and the pipelines)
-from adversarial_midibert.constants import MIDI_SUFFIXES  # 402
-from adversarial_midibert.pipelines import (  # 402
+from adversarial_midibert.constants import MIDI_SUFFIXES
+from adversarial_midibert.pipelines import (
     MIDI_CLASSIFICATION,
     MIDI_TOKEN_CLASSIFICATION,
     midi_pipeline,

@@ -360,3 +360,22 @@ def test_writing_aside_over_a_symlink_keeps_the_link(tmp_path):
     assert link.is_symlink() and os.path.realpath(link) == str(real)
     assert sorted(p.name for p in real.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_masker_score_cache_survives_save_and_resume(run):
+    """The score cache is saved beside the mask book and comes back on resume (safetensors, one byte per position)."""
+    from adversarial_midibert.mask_book import MaskerScoreCache, PackedMaskBook
+
+    manager, model, optimizer, counter = run
+    cache, book = MaskerScoreCache(5, 16), PackedMaskBook(5, 16)
+    manager.states.update(masker_score_cache=cache, mask_book=book)
+    scores = torch.rand(2, 16, generator=torch.Generator().manual_seed(0))
+    cache.set_rows(torch.tensor([1, 3]), scores, torch.ones(2, 16, dtype=torch.bool))
+    saved = cache.codes(torch.arange(5), 16).clone()
+    _save_steps(manager, model, optimizer, counter, [1])
+    cache.set_rows(torch.tensor([1, 4]), torch.zeros(2, 16), torch.ones(2, 16, dtype=torch.bool))  # after the save
+    assert not torch.equal(cache.codes(torch.arange(5), 16), saved)
+    manager.load(manager.output_dir / "step_1")
+    assert torch.equal(cache.codes(torch.arange(5), 16), saved)
+    state = load_training_state(manager.output_dir / "step_1")["masker_score_cache"]
+    assert state["codes"].dtype == torch.uint8 and state["codes"].shape == (5, 16)

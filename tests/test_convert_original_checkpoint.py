@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adversarial_midibert.hub import convert as conv  # 402
+from adversarial_midibert.hub import convert as conv
 from adversarial_midibert.modeling_adv_midibert import (
     AdvMidiBertForMaskedLM,
     AdvMidiBertForSequenceClassification,

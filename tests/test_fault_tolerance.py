@@ -25,7 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from script_env import script_env  # 402
+from script_env import script_env
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from adversarial_midibert.cli import main as cli_main
 from adversarial_midibert.hub import HubPublishError, push_folder_to_hub
 from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForSequenceClassification
 
-from tiny_models import TINY_VOCAB_SIZES, tiny_config  # 402
+from tiny_models import TINY_VOCAB_SIZES, tiny_config
 
 EXPECTED_UPLOAD = {
     "README.md",

@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_pretraining import make_batch, tiny_model
 
-from adversarial_midibert.mask_book import PackedMaskBook
+from adversarial_midibert.mask_book import MaskerScoreCache, PackedMaskBook
 from adversarial_midibert.pretraining import (
     AdversarialMLM,
     AttributeWeights,
@@ -116,3 +116,69 @@ def test_a_reading_process_sees_the_writer_after_broadcast(tmp_path):
     # bits on disk: 50 rows of 2 bytes
     assert (tmp_path / "book" / "frozen_bits.bin").stat().st_size == 50 * 2
     assert np.fromfile(tmp_path / "book" / "frozen_bits.bin", dtype=np.uint8).sum() == 2 * 8
+
+
+def test_score_cache_codes_round_trip_and_never_seen_marker():
+    cache = MaskerScoreCache(6, 10)
+    assert cache.nbytes() == 60  # one byte per position
+    codes = cache.codes(torch.tensor([0, 5]), 12)
+    assert codes.dtype == torch.uint8 and codes.shape == (2, 12)
+    scores, seen = MaskerScoreCache.decode(codes)
+    assert not seen.any() and (scores == 0).all()  # a new cache: never seen, padding columns included
+    # quantisation: steps of 1/254, the ends exact, NaN kept as "never seen"
+    s = torch.cat([torch.linspace(0, 1, 1001), torch.tensor([0.0, 1.0, 1.7, -0.2, float("nan")])])
+    back, seen = MaskerScoreCache.decode(MaskerScoreCache.encode(s))
+    assert seen[:-1].all() and not seen[-1]
+    assert (back[:1001] - s[:1001]).abs().max() <= 0.5 / 254 + 1e-6
+    assert back[1001:1005].tolist() == [0.0, 1.0, 1.0, 0.0]
+    # only the written positions change; a segment named twice keeps its last row
+    scores = torch.rand(3, 8, generator=torch.Generator().manual_seed(0))
+    written = torch.zeros(3, 8, dtype=torch.bool)
+    written[:, 1:6] = True
+    cache.set_rows(torch.tensor([2, 4, 2]), scores, written)
+    rows = MaskerScoreCache.decode(cache.codes(torch.tensor([2, 4, 3]), 10))
+    assert rows[1][:2, 1:6].all() and not rows[1][:2, 6:].any() and not rows[1][:2, 0].any() and not rows[1][2].any()
+    torch.testing.assert_close(rows[0][:2, 1:6], scores[[2, 1], 1:6], atol=0.5 / 254, rtol=0)
+    with pytest.raises(IndexError, match="masker score cache of 6 segments"):
+        cache.codes(torch.tensor([6]), 10)
+    other = MaskerScoreCache(6, 10)
+    other.load_state_dict(cache.state_dict())
+    assert torch.equal(other.codes(torch.arange(6), 10), cache.codes(torch.arange(6), 10))
+    with pytest.raises(ValueError, match="another dataset"):
+        MaskerScoreCache(6, 11).load_state_dict(cache.state_dict())
+
+
+def _score_cache_worker(rank: int, port: str, out_dir: str) -> None:
+    """One of two gloo processes: each writes the scores of its own segments (rank 1 twice as many), then syncs."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    cache = MaskerScoreCache(8, 12)
+    ids = torch.tensor([0]) if rank == 0 else torch.tensor([4, 5])
+    scores = torch.full((len(ids), 10), 0.2 + 0.5 * rank)
+    written = torch.ones(len(ids), 10, dtype=torch.bool)
+    written[:, 0] = False
+    cache.set_rows(ids, scores, written)
+    cache.sync(accelerator)
+    cache.sync(accelerator)  # nothing changed since: nothing to gather (an empty gather on every process)
+    np.save(os.path.join(out_dir, f"codes{rank}.npy"), cache.codes(torch.arange(8), 12).numpy())
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_share_their_scores_after_sync(tmp_path):
+    import torch.multiprocessing as mp
+
+    from script_env import free_port
+
+    mp.spawn(_score_cache_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    codes = [np.load(tmp_path / f"codes{rank}.npy") for rank in range(2)]
+    assert np.array_equal(codes[0], codes[1])
+    scores, seen = MaskerScoreCache.decode(torch.from_numpy(codes[0]))
+    assert seen[[0, 4, 5], 1:10].all() and not seen[[0, 4, 5], 0].any() and not seen[[1, 2, 3, 6, 7]].any()
+    assert scores[0, 1] == pytest.approx(0.2, abs=1 / 254) and scores[5, 1] == pytest.approx(0.7, abs=1 / 254)

@@ -23,7 +23,7 @@ from adversarial_midibert import (
     AdvMidiBertModel,
 )
 
-from tiny_models import TINY_VOCAB_SIZES, tiny_config  # 402
+from tiny_models import TINY_VOCAB_SIZES, tiny_config
 
 VOCAB_SIZES = TINY_VOCAB_SIZES
 ATOL = 1e-5

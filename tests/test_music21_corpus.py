@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from symusic import Score  # 402
+from symusic import Score
 
-from adversarial_midibert.data.music21_corpus import (  # 402
+from adversarial_midibert.data.music21_corpus import (
     DEFAULT_COMPOSERS,
     Music21Score,
     convert_music21_corpus,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from script_env import free_port, script_env  # 402
+from script_env import free_port, script_env
 
 SCRIPT_ARGS = [
     "--preset", "tiny",
@@ -199,3 +199,88 @@ def test_model_card_records_the_command_as_typed(tiny_dataset, repo_root, tmp_pa
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "adv-midibert pretrain " + " ".join(flags) in card
     assert "pretrain.py pretrain" not in card
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--freeze_score_threshold", "1.5"], "--freeze_score_threshold must be in [0, 1], got 1.5"),
+    (["--freezing_rule", "evidence", "--freeze_fraction", "0.2"], "--freeze_fraction belongs to --freezing_rule"),
+    (["--masker_scores_from", "cache", "--masking", "random"], "--masker_scores_from cache needs a masker method"),
+    (["--masker_scores_from", "cache", "--streaming", "--dataset", "d"], "not with --streaming"),
+    (["--freezing_rule", "latest"], "invalid choice: 'latest'"),
+])
+def test_mechanism_options_are_checked(load_example, flags, message, capsys):
+    with pytest.raises(SystemExit):
+        load_example("pretrain").parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_loop_feeds_its_attribute_weights_to_the_loss_and_runs_the_mechanism_options(tiny_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """Through the public entry, as the training loop calls the step: after the first epoch, every training loss
+    receives the run's dynamic attribute weights (not uniform ones); the cached scores, the evidence rule and the
+    share budget run end to end, and the cache is saved with the run state."""
+    from safetensors.torch import load_file
+
+    from adversarial_midibert import cli
+    from adversarial_midibert.constants import ATTRIBUTE_NAMES
+    from adversarial_midibert.modeling_adv_midibert import AdvMidiBertForMaskedLM
+    from adversarial_midibert.pretraining import AttributeWeights
+
+    events = []
+    loss, set_accuracies = AdvMidiBertForMaskedLM.masked_lm_loss, AttributeWeights.set_accuracies
+
+    def recording_loss(self, logits, labels, attribute_weights=None):
+        weights = torch.full((8,), 1 / 8) if attribute_weights is None else torch.as_tensor(attribute_weights)
+        events.append(("loss", self.training, weights.detach().float().cpu().clone()))
+        return loss(self, logits, labels, attribute_weights)
+
+    def recording_set(self, accuracies):
+        out = set_accuracies(self, accuracies)
+        events.append(("set", torch.as_tensor(accuracies, dtype=torch.float64), self.weights.detach().float().cpu()))
+        return out
+
+    monkeypatch.setattr(AdvMidiBertForMaskedLM, "masked_lm_loss", recording_loss)
+    monkeypatch.setattr(AttributeWeights, "set_accuracies", recording_set)
+    out = tmp_path / "run"
+    cli.main(["pretrain", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny",
+              "--num_train_epochs", "2", "--max_train_samples", "16", "--max_eval_samples", "8",
+              "--per_device_train_batch_size", "8", "--freeze_every", "1", "--checkpointing_steps", "epoch",
+              "--masker_scores_from", "cache", "--freezing_rule", "evidence", "--freeze_score_threshold", "1",
+              "--mask_budget", "share", "--seed", "5"])
+
+    current, checked, source = torch.full((8,), 1 / 8), 0, None
+    for kind, detail, weights in events:
+        if kind == "set":
+            current, source = weights, detail
+        elif detail:  # a loss of a training step
+            torch.testing.assert_close(weights, current)
+            checked += not torch.allclose(weights, torch.full((8,), 1 / 8))
+            last_source = source
+    assert checked >= 2  # the second epoch's two steps (recoverer and reconstruction terms) at least
+    # ... set from the first epoch's validation accuracies (--attribute_weights_from validation, the default)
+    first_eval = json.loads((out / "eval_log.jsonl").read_text().splitlines()[0])
+    expected = [first_eval[f"eval_accuracy_{name}"] for name in ATTRIBUTE_NAMES]
+    torch.testing.assert_close(last_source, torch.tensor(expected, dtype=torch.float64))
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["frozen_fraction"] == 0  # no score reaches 1 (the reference rule would have frozen 10-30 %)
+    assert len(results["masked_share_by_epoch"]) == 2
+    assert all(0.12 < share < 0.2 for share in results["masked_share_by_epoch"])
+    codes = load_file(str(out / "epoch_1" / "training_state.safetensors"))["masker_score_cache.codes"]
+    assert (codes != 255).any() and codes.dtype == torch.uint8
+
+
+@pytest.mark.slow
+def test_two_processes_save_every_segments_cached_scores(tiny_dataset, repo_root, tmp_path):
+    """Each process writes the scores of its own segments; the checkpoint (written by the main process) holds all."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ddp-cache"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
+          "examples/pretrain.py", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny",
+          "--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--max_train_samples", "24",
+          "--max_eval_samples", "4", "--freeze_every", "0", "--checkpointing_steps", "3",
+          "--masker_scores_from", "cache"], repo_root, timeout=300)
+    # step 3 is the epoch's last step of each process, saved before the end of the epoch
+    codes = load_file(str(out / "step_3" / "training_state.safetensors"))["masker_score_cache.codes"]
+    assert int((codes != 255).any(dim=1).sum()) == 24  # every training segment, whichever process visited it

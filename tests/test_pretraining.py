@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
-from adversarial_midibert.masking import maskable_positions
-from adversarial_midibert.modeling_adv_midibert import scale_gradient
+from adversarial_midibert.mask_book import MaskerScoreCache
+from adversarial_midibert.masking import choose_top_scored_positions, maskable_positions, share_mask_counts
+from adversarial_midibert.modeling_adv_midibert import AdvMidiBertMaskedLMOutput, scale_gradient
 from adversarial_midibert.presets import (
     PRESETS,
     default_finetune_learning_rate,
@@ -20,7 +21,9 @@ from adversarial_midibert.pretraining import (
     TrainingProgress,
     UniformSampler,
     adversarial_mask_counts,
+    batch_to_device,
     freezing_pass,
+    frozen_recovery_gap,
     masker_loss,
     masker_targets,
     step_generator,
@@ -177,6 +180,27 @@ def test_uniform_sampler_and_progress():
 # ---------------------------------------------------------------------------------------------------------
 
 
+def test_share_budget_holds_the_masked_share_as_notes_freeze():
+    """mask_budget="share": k = random masking's count of the real notes, taken among the unfrozen ones only."""
+    batch = make_batch((40, 21, 30))
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    rows = torch.ones(3, 64, dtype=torch.bool)
+    rows[:, 1::2] = False  # half of every segment's notes frozen
+    rows[2, 5:] = False  # segment 2: only two notes left (positions 2 and 4), fewer than its share
+    book = MaskBook(3, 64)
+    book.set_rows(torch.arange(3), rows)
+    for masking in ("adversarial", "easiest"):
+        step = AdversarialMLM(tiny_model(), mask_book=book, masking=masking, mask_budget="share")
+        out = step(batch, generator=step_generator(0, 1), return_details=True)
+        share = share_mask_counts(maskable, 0.15)
+        assert share.tolist() == [6, 3, 4]
+        assert out.num_masked.tolist() == [6, 3, 2]  # segment 2: capped by its two unfrozen notes
+        torch.testing.assert_close(out.masked_share[:2], share[:2] / maskable.sum(1)[:2].float())
+        assert not (out.chosen & ~rows[:, : maskable.shape[1]]).any()  # never a frozen note
+        assert out.chosen[2, [2, 4]].all()
+
+
+
 @pytest.mark.parametrize("masking", ["adversarial", "random", "bar"])
 def test_step_never_masks_special_positions_and_respects_book(masking):
     model = tiny_model()
@@ -296,6 +320,136 @@ def test_freezing_pass_freezes_top_fraction_and_unfreezes():
     assert frac2 > frac
     frac3 = freezing_pass(model, batches, book, UniformSampler(0.0, 0.0), UniformSampler(1.0, 1.0))
     assert frac3 == 0.0
+
+
+@pytest.mark.parametrize("masking", ["adversarial", "easiest"])
+def test_cached_scores_choose_the_notes_and_the_step_writes_back_its_own(masking):
+    batch = make_batch((40, 21))
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    length = maskable.shape[1]
+    cache = MaskerScoreCache(2, 64)
+    previous = torch.full((1, length), 0.5)
+    previous[0, 3:9] = 0.9  # segment 0 was seen: six notes scored hardest, six easiest
+    previous[0, 20:26] = 0.1
+    cache.set_rows(torch.tensor([0]), previous, maskable[:1])  # segment 1 was never seen
+    model = tiny_model()
+    passes = []
+    model.base_model.register_forward_hook(lambda module, args, output: passes.append(1))
+    step = AdversarialMLM(model, masking=masking, mask_budget="share", masker_scores_from="cache", score_cache=cache)
+    out = step(batch, generator=step_generator(0, 0), return_details=True)
+    assert len(passes) == 1  # one encoder pass: the recoverer's, which also scores
+    k = share_mask_counts(maskable, 0.15)
+    assert k.tolist() == [6, 3] and out.num_masked.tolist() == [6, 3]
+    assert out.chosen[0, 3:9].all() if masking == "adversarial" else out.chosen[0, 20:26].all()
+    # the never-seen segment is chosen by uniform scores drawn first from the step's generator
+    unseen = torch.rand(maskable.shape, generator=step_generator(0, 0))
+    top = choose_top_scored_positions(unseen, maskable, k, largest=masking == "adversarial")
+    assert torch.equal(out.chosen[1], top[1])
+    # the masker learnt from this pass's scores, which are now the cache's for every real note
+    out.loss.backward()
+    assert out.masker_loss > 0 and model.masker.out_proj.weight.grad.abs().sum() > 0
+    codes = cache.codes(batch["segment_id"], length)
+    assert torch.equal(codes[maskable], MaskerScoreCache.encode(out.masker_scores)[maskable])
+    assert (codes[~maskable] == MaskerScoreCache.NEVER_SEEN).all()
+    # ... and choose at the next visit (looked up on the host by batch_to_device)
+    again = step(batch_to_device(batch, "cpu", score_cache=cache), generator=step_generator(0, 1), return_details=True)
+    ranked = MaskerScoreCache.decode(codes)[0] * (1 if masking == "adversarial" else -1)
+    assert again.num_masked.tolist() == k.tolist()  # the k best by the new scores (ties broken at random)
+    lowest_chosen = torch.where(again.chosen, ranked, float("inf")).min(1).values
+    assert (lowest_chosen >= torch.where(maskable & ~again.chosen, ranked, -float("inf")).max(1).values).all()
+    # validation batches (not the cache's segments) are chosen with a masker pass, and leave the cache alone
+    before = cache.codes(torch.arange(2), 64).clone()
+    step.eval()(batch, generator=step_generator(0, 2), use_mask_book=False)
+    assert torch.equal(cache.codes(torch.arange(2), 64), before) and len(passes) == 4
+    # the masker pass instead: two encoder passes, the masker head on the first only
+    heads = []
+    model.masker.register_forward_hook(lambda module, args, output: heads.append(1))
+    AdversarialMLM(model, masking=masking)(batch, generator=step_generator(0, 3))
+    assert len(passes) == 6 and len(heads) == 1
+    with pytest.raises(ValueError, match="needs a score_cache"):
+        AdversarialMLM(model, masker_scores_from="cache")
+
+
+class FixedScores(torch.nn.Module):
+    """A stand-in for the model in a freezing pass: the masker scores are given, ``scores[b, position]``."""
+
+    def __init__(self, scores: torch.Tensor):
+        super().__init__()
+        self.scores = torch.nn.Parameter(scores, requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None, compute_logits=True):
+        return AdvMidiBertMaskedLMOutput(masker_scores=self.scores[: input_ids.shape[0], : input_ids.shape[1]])
+
+
+def _scored_segments(seed=0):
+    batch = make_batch((20, 12, 30), seed=seed)
+    scores = torch.rand(3, batch["input_ids"].shape[1], generator=torch.Generator().manual_seed(seed))
+    scores[0, 3] = scores[1, 5] = 0.5  # exactly at the threshold: frozen
+    return batch, scores
+
+
+def test_evidence_rule_freezes_exactly_the_notes_scored_above_the_threshold():
+    batch, scores = _scored_segments()
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    book = MaskBook(3, 64, segment_lengths=torch.tensor([22, 14, 32]))
+    earlier = torch.ones(3, 64, dtype=torch.bool)
+    earlier[:, 1:9] = False  # frozen by an earlier pass, whatever their score now
+    book.set_rows(torch.arange(3), earlier)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    for threshold in (0.5, 0.7):
+        # samplers that would freeze half and unfreeze half under the reference rule: not used
+        frac = freezing_pass(FixedScores(scores), [batch], book, UniformSampler(0.5, 0.5), UniformSampler(0.5, 0.5),
+                             generator=gen, rule="evidence", score_threshold=threshold)
+        frozen = ~book.rows(batch["segment_id"], maskable.shape[1])
+        assert torch.equal(frozen, maskable & (scores >= threshold))  # earlier-frozen low scores unfrozen
+        assert frac == pytest.approx(int(frozen.sum()) / int(maskable.sum()))
+        assert torch.equal(gen.get_state(), state)  # no random draw
+    assert frozen[0, 3] == (threshold <= 0.5) and frozen[1, 5] == (threshold <= 0.5)
+    # the scores fall: the notes are unfrozen
+    freezing_pass(FixedScores(scores * 0.4), [batch], book, rule="evidence", score_threshold=0.5)
+    assert book.frozen_fraction() == 0.0
+    with pytest.raises(ValueError, match="freezing rule"):
+        freezing_pass(FixedScores(scores), [batch], book, rule="threshold")
+    with pytest.raises(ValueError, match="score_threshold"):
+        freezing_pass(FixedScores(scores), [batch], book, rule="evidence", score_threshold=1.5)
+
+
+def test_reference_rule_draws_as_before():
+    """The reference rule's freezing, draw by draw from the generator (so that earlier runs reproduce)."""
+    batch, scores = _scored_segments(seed=1)
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    earlier = torch.ones(3, 64, dtype=torch.bool)
+    earlier[:, 2:6] = False
+    books = []
+    for rule in (None, "reference"):
+        book = MaskBook(3, 64, segment_lengths=torch.tensor([22, 14, 32]))
+        book.set_rows(torch.arange(3), earlier)
+        options = {} if rule is None else {"rule": rule}
+        freezing_pass(FixedScores(scores), [batch], book, UniformSampler(0.1, 0.3), UniformSampler(0.0, 0.3),
+                      generator=torch.Generator().manual_seed(7), **options)
+        books.append(book.book.clone())
+    # the same draws, in the same order, written out
+    gen = torch.Generator().manual_seed(7)
+    rows = earlier[:, : maskable.shape[1]]
+    allowed = maskable & rows
+    n_freeze = torch.round(UniformSampler(0.1, 0.3)(3, gen).double() * allowed.sum(1).double()).long()
+    frozen = (maskable & ~rows) | choose_top_scored_positions(scores, allowed, n_freeze, generator=gen)
+    p = UniformSampler(0.0, 0.3)(3, gen)
+    frozen = frozen & ~(torch.rand(frozen.shape, generator=gen) < p.unsqueeze(1))
+    expected = torch.ones(3, 64, dtype=torch.uint8)
+    expected[:, : frozen.shape[1]] = (~frozen).to(torch.uint8)
+    assert torch.equal(books[0], expected) and torch.equal(books[1], expected)
+    assert (expected[:, 2:6] == 1).any() and (expected[:, 6:] == 0).any()  # some unfrozen, some newly frozen
+
+
+def test_frozen_recovery_gap():
+    loss = torch.tensor([[4.0, 2.0, 1.0, 9.0], [3.0, 0.0, 5.0, 7.0]])
+    frozen = torch.tensor([[True, False, False, True], [True, False, True, False]])
+    measured = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    # frozen and measured: 4, 3, 5 (mean 4); unfrozen and measured: 2, 1, 0, 7 (mean 2.5)
+    assert frozen_recovery_gap(loss, frozen, measured).item() == pytest.approx(1.5)
+    assert frozen_recovery_gap(loss, frozen & False, measured).isnan()
 
 
 # ---------------------------------------------------------------------------------------------------------

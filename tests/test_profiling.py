@@ -38,6 +38,9 @@ def test_adversarial_step_adds_the_masker_pass_and_relative_terms_cost_about_l_s
     assert adversarial == pytest.approx(random + 3 * (encoder + masker))
     # detached: the encoder's forward only, and no input gradient for the masker's first layer
     assert detached == pytest.approx(random + encoder + 3 * masker - 2 * h * config.masker_hidden_size)
+    # cached scores: no masker pass, the masker head (forward and backward) on the recoverer's pass
+    cached = step_flops_per_token(config, length, masking="adversarial", masker_scores_from="cache")
+    assert cached == pytest.approx(random + 3 * masker)
     # relative_key_query: two terms per layer, each about length * (length + 64) products of head_dim per head
     absolute = step_flops_per_token(tiny_config(position_embedding_type="absolute"), length, masking="random")
     block = min(64, length)

@@ -22,8 +22,8 @@ from adversarial_midibert import (
     AdvMidiBertModel,
 )
 
-from script_env import as_cached_hub_repo  # 402
-from tiny_models import tiny_config  # 402
+from script_env import as_cached_hub_repo
+from tiny_models import tiny_config
 
 PACKAGE_DIR = Path(adversarial_midibert.__file__).parent
 MODEL_FILES = ("configuration_adv_midibert.py", "modeling_adv_midibert.py")

@@ -45,15 +45,17 @@ from ..command_line import command_line
 from ..constants import ATTRIBUTE_NAMES
 from ..data.collators import pad_octuple_batch
 from ..data.streaming import StreamingBatches, StreamingDataset
-from ..mask_book import PackedMaskBook
+from ..mask_book import MaskerScoreCache, PackedMaskBook
 from ..masking import step_seed
 from ..presets import parse_config_overrides, preset_config_kwargs
 from ..pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
+    FREEZING_RULES,
     MASK_BUDGETS,
     MASKER_LOSS_FORMS,
     MASKER_METHODS,
+    MASKER_SCORE_SOURCES,
     MASKING_METHODS,
     AdversarialMLM,
     AttributeWeights,
@@ -128,9 +130,17 @@ class PretrainArguments(TrainingArguments):
                                            "code, about twice the scale).", choices=MASKER_LOSS_FORMS)
     max_mask_ratio: float = flag(0.15, "Cap on the masked share (adversarial: k <= ratio x budget length; random/bar: "
                                        "the ratio).")
-    mask_budget: str = flag("notes", "notes: k counted over the segment's real notes; padded: over the padded length "
-                                     "(max_position_embeddings), as the reference code's mask book counts padding "
-                                     "rows.", choices=MASK_BUDGETS)
+    mask_budget: str = flag("share", "share (default): --max_mask_ratio of the real notes, taken among the unfrozen "
+                                     "ones, so the masked share holds as notes freeze (docs/method.md section 10); "
+                                     "notes: k = u x the unfrozen notes, capped by --max_mask_ratio of the notes "
+                                     "(the reference code's rule over real notes); padded: the same over the padded "
+                                     "length (max_position_embeddings), as the reference code's mask book counts "
+                                     "padding rows.", choices=MASK_BUDGETS)
+    masker_scores_from: str = flag("pass", "pass: a masker pass over the uncorrupted segment chooses the notes (the "
+                                           "method); cache: the segment's scores from its previous visit choose them "
+                                           "and the recoverer's pass rescores it (one encoder pass per step; not with "
+                                           "--streaming; fails the masker gate, docs/masker-gate.md).",
+                                   choices=MASKER_SCORE_SOURCES)
     reconstruction_weight: float = flag(DEFAULT_RECONSTRUCTION_WEIGHT,
                                         "Weight of the all-token reconstruction term (the reference code: 1; the paper "
                                         "does not mention it: 0). Default %(default)s: without it the masker's "
@@ -147,6 +157,13 @@ class PretrainArguments(TrainingArguments):
                                               "(the paper's summary: 0.15, with --freeze_every 15). Default: u ~ "
                                               "U(0.1, 0.3) per segment (reference).")
     unfreeze_max: float = flag(0.1, "Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
+    freezing_rule: str = flag("evidence", "evidence (default): at each freezing pass every note is rescored and "
+                                          "frozen iff its masker score >= --freeze_score_threshold (docs/method.md "
+                                          "section 10); reference: freeze a fraction of the still-maskable notes and "
+                                          "unfreeze at random (the reference code, with --freeze_fraction and "
+                                          "--unfreeze_max).", choices=FREEZING_RULES)
+    freeze_score_threshold: float = flag(0.5, "--freezing_rule evidence: masker score from which a note is frozen "
+                                              "(0.5: found harder more often than easier).")
     masker_learning_rate: float | None = flag(help="Learning rate of the masker head (default: --learning_rate; ten "
                                                    "times it for a detached masker, --masker_grad_scale 0).")
     pad_to_multiple_of: int | None = flag(help=f"Pad every batch to a multiple of this many rows (default: "
@@ -177,6 +194,14 @@ def parse_args(argv=None, prog=None):
         p.error(f"--max_mask_ratio must be in (0, 1], got {args.max_mask_ratio}")
     if not 0 <= args.unfreeze_max <= 1:
         p.error(f"--unfreeze_max must be in [0, 1], got {args.unfreeze_max}")
+    if not 0 <= args.freeze_score_threshold <= 1:
+        p.error(f"--freeze_score_threshold must be in [0, 1], got {args.freeze_score_threshold}")
+    if args.freezing_rule == "evidence" and args.freeze_fraction is not None:
+        p.error("--freeze_fraction belongs to --freezing_rule reference (evidence freezes by --freeze_score_threshold)")
+    if args.masker_scores_from == "cache" and args.masking not in MASKER_METHODS:
+        p.error(f"--masker_scores_from cache needs a masker method (--masking {' or '.join(MASKER_METHODS)})")
+    if args.masker_scores_from == "cache" and args.streaming:
+        p.error("--masker_scores_from cache keeps the scores in memory, one byte per position: not with --streaming")
     if args.streaming and args.dataset is None:
         p.error("--streaming needs --dataset (a folder written by examples/prepare_data.py or a Hub dataset id)")
     if args.streaming and args.preprocessing_num_workers:
@@ -443,6 +468,8 @@ def main(argv=None, prog=None):
     # ---- run state ----
     attribute_weights = AttributeWeights(len(ATTRIBUTE_NAMES), device=accelerator.device)
     progress = TrainingProgress()
+    # Every process writes its own segments' scores; sync() shares them at the end of each epoch and before a save.
+    score_cache = MaskerScoreCache(mask_book.num_segments, max_len) if args.masker_scores_from == "cache" else None
 
     step_model = AdversarialMLM(
         model,
@@ -455,6 +482,8 @@ def main(argv=None, prog=None):
         max_mask_ratio=args.max_mask_ratio,
         mask_budget=args.mask_budget,
         masker_loss_form=args.masker_loss_form,
+        masker_scores_from=args.masker_scores_from,
+        score_cache=score_cache,
     )
 
     eval_dataloader = DataLoader(eval_ds, shuffle=False, collate_fn=collate_fn,
@@ -478,7 +507,8 @@ def main(argv=None, prog=None):
                                                                          eval_dataloader, lr_scheduler)
     checkpoints, path = checkpoints_and_resume(
         accelerator, args, output_dir, {"mask_book": mask_book, "attribute_weights": attribute_weights,
-                                        "progress": progress},
+                                        "progress": progress,
+                                        **({"masker_score_cache": score_cache} if score_cache is not None else {})},
         data.fingerprint(), model, optimizer, "adversarial_midibert_pretrain")
 
     total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -529,6 +559,8 @@ def main(argv=None, prog=None):
 
     def save_checkpoint(name: str):
         flush_train_log()  # the log holds every step the checkpoint holds
+        if score_cache is not None:
+            score_cache.sync(accelerator)  # the main process saves every process's scores
         checkpoints.save(name, progress.completed_steps)
 
     step_model.train()
@@ -537,7 +569,8 @@ def main(argv=None, prog=None):
         micro_losses = []
         for batch in data.epoch_batches(epoch, progress, accelerator):
             # Looked up in the mask book on the host, then copied without waiting (the loader leaves it on the host).
-            batch = batch_to_device(batch, accelerator.device, mask_book if args.masking in MASKER_METHODS else None)
+            batch = batch_to_device(batch, accelerator.device, mask_book if args.masking in MASKER_METHODS else None,
+                                    score_cache)
             seed = step_seed(args.seed, progress.micro_step, accelerator.process_index)
             torch.manual_seed(seed)  # dropout: the same after a resume as in an uninterrupted run
             gen = step_generator(args.seed, progress.micro_step, accelerator.process_index, accelerator.device)
@@ -588,6 +621,8 @@ def main(argv=None, prog=None):
             break
         # ---- end of epoch: weights from this epoch's accuracies, freezing, evaluation ----
         accuracies = attribute_weights.end_epoch(accelerator)
+        if score_cache is not None:
+            score_cache.sync(accelerator)
         logger.info(f"epoch {epoch}: train masked accuracy "
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
         if args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
@@ -596,7 +631,7 @@ def main(argv=None, prog=None):
                            disable=not accelerator.is_local_main_process)
             # Through the prepared step module (score_only): FSDP gathers, autocast and compile apply as in training.
             frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
-                                   generator=gen)
+                                   generator=gen, rule=args.freezing_rule, score_threshold=args.freeze_score_threshold)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)
@@ -643,17 +678,23 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer, eval_res
     """The tokenizer (with its config and code), ``all_results.json`` and the model card beside the saved weights."""
     if tokenizer is not None:
         tokenizer.save_pretrained(output_dir)
-    results = {"task": "pretrain", "masking": args.masking, **eval_results,
-               "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
-               "train_runtime_s": round(elapsed, 1)}
-    atomic_write_json(output_dir / "all_results.json", results)
     curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
               for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    shares: dict[int, list[float]] = {}  # the steps' masked share of real notes (train_log.jsonl), per epoch
+    for row in curves:
+        if "masked_share" in row:
+            shares.setdefault(row["epoch"], []).append(row["masked_share"])
+    results = {"task": "pretrain", "masking": args.masking, **eval_results,
+               "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
+               "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())],
+               "train_runtime_s": round(elapsed, 1)}
+    atomic_write_json(output_dir / "all_results.json", results)
     if curves:
         plot_training_curves(curves, output_dir / "training_curves.png", x="step", title="pre-training "
                                                                                          f"({args.masking})")
     hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
-                                           "max_mask_ratio", "mask_budget", "masker_loss_form",
+                                           "max_mask_ratio", "mask_budget", "masker_loss_form", "masker_scores_from",
+                                           "freezing_rule", "freeze_score_threshold",
                                            "attribute_weights_from", "max_grad_norm",
                                            "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",
                                            "max_train_steps",
