@@ -26,6 +26,7 @@ __all__ = [
     "choose_bar_positions",
     "rank_positions",
     "choose_top_scored_positions",
+    "share_mask_counts",
     "corrupt",
     "mask_for_finetuning",
     "hide_attributes",
@@ -39,8 +40,10 @@ def _rand(shape, generator: torch.Generator | None, device: torch.device, dtype=
     return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
-def _per_row_count(maskable: torch.Tensor, ratio: float) -> torch.Tensor:
-    """``round(ratio * n_maskable)`` per row, at least 1 where the row has a maskable position and ratio > 0."""
+def share_mask_counts(maskable: torch.Tensor, ratio: float) -> torch.Tensor:
+    """How many positions masking a share ``ratio`` of each row takes: ``round(ratio * n_maskable)`` per row, at least 1
+    where the row has a maskable position and ratio > 0 (random masking's count, and the adversarial ``"share"``
+    budget's), `torch.LongTensor` of shape `(B,)`."""
     n = maskable.sum(dim=1)
     k = torch.round(n.to(torch.float64) * ratio).to(torch.long)
     if ratio > 0:
@@ -162,7 +165,7 @@ def choose_random_positions(
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
     scores = _rand(maskable.shape, generator, maskable.device)
-    return choose_top_scored_positions(scores, maskable, _per_row_count(maskable, ratio))
+    return choose_top_scored_positions(scores, maskable, share_mask_counts(maskable, ratio))
 
 
 def choose_bar_positions(
@@ -210,7 +213,7 @@ def choose_bar_positions(
     sort_key = cell_row.to(torch.float64) * 2.0 + _rand((n_groups * n_attr,), generator, device, torch.float64)
     order = torch.argsort(sort_key)
     sorted_row, sorted_size = cell_row[order], cell_size[order]
-    target = _per_row_count(maskable, ratio) * n_attr  # cells wanted per row (n_maskable * 8 * ratio)
+    target = share_mask_counts(maskable, ratio) * n_attr  # cells wanted per row (n_maskable * 8 * ratio)
     row_total = maskable.sum(dim=1) * n_attr
     row_offset = torch.cumsum(row_total, 0) - row_total  # cells of the previous rows
     before = torch.cumsum(sorted_size, 0) - sorted_size - row_offset[sorted_row]

@@ -4,7 +4,8 @@ One training step of Adversarial-MidiBERT, for every segment ``b`` of a batch:
 
 1. the *masker* head scores every note of the uncorrupted segment, ``s = masker(x) * maskbook[b]``;
 2. ``k = min(round(u * sum(maskbook[b])), round(0.15 * L_b))`` with ``u ~ U(0.1, 0.3)`` and ``L_b`` the
-   number of notes; the ``k`` highest-scored notes are chosen (never padding, BOS or EOS);
+   number of notes (``mask_budget="share"``: ``k = round(0.15 * L_b)`` among the notes the book allows, no ``u``);
+   the ``k`` highest-scored notes are chosen (never padding, BOS or EOS);
 3. they are corrupted BERT-style (80% MASK, 10% random, 10% unchanged);
 4. the *recoverer* (the masked-LM heads) predicts them, cross-entropy weighted per attribute by
    :class:`AttributeWeights`;
@@ -56,6 +57,7 @@ from .masking import (
     corrupt,
     maskable_positions,
     rank_positions,
+    share_mask_counts,
 )
 from .modeling_adv_midibert import scale_gradient
 
@@ -90,8 +92,10 @@ MASKER_METHODS = ("adversarial", "easiest")
 # How k is budgeted (docs/method.md 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and
 # cap
 # over notes); "padded" = the reference code's padded length (its mask book counts padding rows, and the cap is
-# max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments.
-MASK_BUDGETS = ("notes", "padded")
+# max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments; "share" = no u draw, k =
+# max_mask_ratio of the real notes (random masking's count) taken among the notes the book allows, so the masked share
+# stays at max_mask_ratio as notes freeze (with "notes" it shrinks with the unfrozen notes).
+MASK_BUDGETS = ("notes", "padded", "share")
 # Masker loss: "pooled" = one mean squared error over every selected note of the batch; "reference" = per segment,
 # the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
 # scale: about twice the pooled loss).
@@ -423,9 +427,10 @@ class AdversarialMLM(nn.Module):
         masker_target_fraction (`float`): share of the corrupted positions labelled hard (1) and easy (0).
         mask_prob (`float`), random_prob (`float`): the 80/10/10 corruption split.
         mask_budget (`str`): what ``k`` is counted over, see ``MASK_BUDGETS``: ``"notes"`` (the segment's real
-            notes) or ``"padded"`` (the reference code: its mask book counts the padding rows up to the model's
+            notes), ``"padded"`` (the reference code: its mask book counts the padding rows up to the model's
             ``max_position_embeddings`` and the cap is ``max_mask_ratio`` of that length; padding is still never
-            chosen).
+            chosen) or ``"share"`` (no ``u``: ``k`` = ``max_mask_ratio`` of the real notes, random masking's count,
+            at most the notes the book allows, so the masked share holds as notes freeze).
         masker_loss_form (`str`): ``"pooled"`` or ``"reference"``, see :func:`masker_loss`.
     """
 
@@ -580,14 +585,17 @@ class AdversarialMLM(nn.Module):
             scores = self._masker_scores(input_ids, attention_mask)
             allowed = maskable if book_rows is None else (maskable & book_rows)
             s = scores if book_rows is None else scores * book_rows.to(scores.dtype)
-            u = self.mask_ratio(input_ids.shape[0], generator, device)
-            book_counts, budget_length = allowed.sum(dim=1), num_notes
-            if self.mask_budget == "padded":
-                padded_length = int(getattr(self.model.config, "max_position_embeddings", input_ids.shape[1]))
-                padding_rows = padded_length - attention_mask.sum(dim=1)
-                book_counts = book_counts + padding_rows
-                budget_length = torch.full_like(num_notes, padded_length)
-            k = adversarial_mask_counts(book_counts, budget_length, u, self.max_mask_ratio)
+            if self.mask_budget == "share":  # the choice takes at most the notes the book allows
+                k = share_mask_counts(maskable, self.max_mask_ratio)
+            else:
+                u = self.mask_ratio(input_ids.shape[0], generator, device)
+                book_counts, budget_length = allowed.sum(dim=1), num_notes
+                if self.mask_budget == "padded":
+                    padded_length = int(getattr(self.model.config, "max_position_embeddings", input_ids.shape[1]))
+                    padding_rows = padded_length - attention_mask.sum(dim=1)
+                    book_counts = book_counts + padding_rows
+                    budget_length = torch.full_like(num_notes, padded_length)
+                k = adversarial_mask_counts(book_counts, budget_length, u, self.max_mask_ratio)
             chosen = choose_top_scored_positions(s, allowed, k, generator=generator, largest=masking == "adversarial")
         elif masking == "random":
             chosen = choose_random_positions(maskable, self.max_mask_ratio, generator)

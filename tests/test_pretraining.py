@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adversarial_midibert.constants import BOS_ID, EOS_ID, NUM_ATTRIBUTES, PAD_ID
-from adversarial_midibert.masking import maskable_positions
+from adversarial_midibert.masking import maskable_positions, share_mask_counts
 from adversarial_midibert.presets import (
     PRESETS,
     default_finetune_learning_rate,
@@ -175,6 +175,27 @@ def test_uniform_sampler_and_progress():
 # ---------------------------------------------------------------------------------------------------------
 # The step
 # ---------------------------------------------------------------------------------------------------------
+
+
+def test_share_budget_holds_the_masked_share_as_notes_freeze():
+    """mask_budget="share": k = random masking's count of the real notes, taken among the unfrozen ones only."""
+    batch = make_batch((40, 21, 30))
+    maskable = maskable_positions(batch["input_ids"], batch["attention_mask"])
+    rows = torch.ones(3, 64, dtype=torch.bool)
+    rows[:, 1::2] = False  # half of every segment's notes frozen
+    rows[2, 5:] = False  # segment 2: only two notes left (positions 2 and 4), fewer than its share
+    book = MaskBook(3, 64)
+    book.set_rows(torch.arange(3), rows)
+    for masking in ("adversarial", "easiest"):
+        step = AdversarialMLM(tiny_model(), mask_book=book, masking=masking, mask_budget="share")
+        out = step(batch, generator=step_generator(0, 1), return_details=True)
+        share = share_mask_counts(maskable, 0.15)
+        assert share.tolist() == [6, 3, 4]
+        assert out.num_masked.tolist() == [6, 3, 2]  # segment 2: capped by its two unfrozen notes
+        torch.testing.assert_close(out.masked_share[:2], share[:2] / maskable.sum(1)[:2].float())
+        assert not (out.chosen & ~rows[:, : maskable.shape[1]]).any()  # never a frozen note
+        assert out.chosen[2, [2, 4]].all()
+
 
 
 @pytest.mark.parametrize("masking", ["adversarial", "random", "bar"])
