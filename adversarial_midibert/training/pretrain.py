@@ -44,6 +44,7 @@ from ..checkpointing import CheckpointManager, dataset_fingerprint, truncate_jso
 from ..command_line import command_line
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from ..data.collators import pad_octuple_batch
+from ..data.sampling import sample_rows
 from ..data.streaming import StreamingBatches, StreamingDataset
 from ..presets import PRESETS, parse_config_overrides, preset_config_kwargs
 from ..pretraining import (
@@ -87,6 +88,7 @@ DEFAULT_MAX_TRAIN_STEPS = 80
 DETACHED_MASKER_LR_FACTOR = 10.0  # masker head learning rate / --learning_rate when the masker is detached
 DEFAULT_STREAMING_EVAL_SAMPLES = 1000  # --streaming: validation segments read (--max_eval_samples changes it)
 COMPILE_PAD_MULTIPLE = 64  # --torch_compile: lengths padded to a multiple of the attention's 64-row blocks
+FREEZING_LOG = "freezing_log.jsonl"  # one row per freezing pass: step, epoch, frozen fraction afterwards
 SHORT_NAMES = ("bar", "pos", "prg", "pit", "dur", "vel", "ts", "tmp")
 
 
@@ -144,8 +146,11 @@ def parse_args(argv=None, prog=None):
                         "summary: 0.15, with --freeze_every 15). Default: u ~ U(0.1, 0.3) per segment (reference).")
     p.add_argument("--unfreeze_max", type=float, default=0.1,
                    help="Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
-    p.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training segments.")
-    p.add_argument("--max_eval_samples", type=int, default=None, help="Use only the first N validation segments.")
+    p.add_argument("--max_train_samples", type=int, default=None,
+                   help="Use N training segments drawn at random with --seed (not the first N: a split lists its rows "
+                        "in piece order); not with --streaming.")
+    p.add_argument("--max_eval_samples", type=int, default=None,
+                   help="Use N validation segments drawn at random with --seed (--streaming: the first N).")
     p.add_argument("--per_device_train_batch_size", type=int, default=8)
     p.add_argument("--per_device_eval_batch_size", type=int, default=8)
     p.add_argument("--learning_rate", type=float, default=5e-4)
@@ -394,7 +399,7 @@ def main(argv=None, prog=None):
         if "segment_id" not in train_ds.column_names:
             raise ValueError(f"dataset {dataset_dir}: the train split has no 'segment_id' column (the mask book's key)")
         if args.max_train_samples is not None:
-            train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+            train_ds = sample_rows(train_ds, args.max_train_samples, seed=args.seed)
         keep = ["input_ids", "attention_mask", "segment_id"]
         train_ds = train_ds.select_columns(keep).with_format("numpy")
         if len(train_ds) == 0:
@@ -412,7 +417,7 @@ def main(argv=None, prog=None):
         mask_book = PackedMaskBook(num_segments, max_len, segment_lengths=book_lengths)
         num_train = len(train_ds)
     if args.max_eval_samples is not None:
-        eval_ds = eval_ds.select(range(min(args.max_eval_samples, len(eval_ds))))
+        eval_ds = sample_rows(eval_ds, args.max_eval_samples, seed=args.seed)
     eval_ds = eval_ds.select_columns([c for c in ("input_ids", "attention_mask", "segment_id")
                                       if c in eval_ds.column_names]).with_format("numpy")
     if len(eval_ds) == 0:
@@ -521,7 +526,8 @@ def main(argv=None, prog=None):
         truncate_jsonl(log_path, lambda row: row.get("step", 0) <= progress.completed_steps)
         # an evaluation at the checkpoint's own step comes after it unless its epoch was closed before it was saved
         evaluated = progress.completed_steps if progress.epoch_micro_step == 0 else progress.completed_steps - 1
-        truncate_jsonl(output_dir / "eval_log.jsonl", lambda row: row.get("step", 0) <= evaluated)
+        for name in ("eval_log.jsonl", FREEZING_LOG):  # the freezing pass closes its epoch just before the evaluation
+            truncate_jsonl(output_dir / name, lambda row: row.get("step", 0) <= evaluated)
     logged_eval_step = progress.completed_steps if path is not None and progress.epoch_micro_step == 0 else -1
     progress_bar = tqdm(range(args.max_train_steps), initial=progress.completed_steps,
                         disable=not accelerator.is_local_main_process)
@@ -617,7 +623,9 @@ def main(argv=None, prog=None):
         accuracies = attribute_weights.end_epoch(accelerator)
         logger.info(f"epoch {epoch}: train masked accuracy "
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
-        if args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
+        # (never after the last step: the book would change nothing)
+        if (args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0
+                and progress.completed_steps < args.max_train_steps):
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
             batches = tqdm(freeze_stream.all_batches() if args.streaming else freeze_dataloader,
                            desc="freezing pass", leave=False, disable=not accelerator.is_local_main_process)
@@ -625,6 +633,10 @@ def main(argv=None, prog=None):
             frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
                                    generator=gen)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
+            if accelerator.is_main_process:
+                with open(output_dir / FREEZING_LOG, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": progress.completed_steps, "epoch": epoch, "frozen_fraction": frozen})
+                            + "\n")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)
         eval_step = progress.completed_steps
@@ -670,12 +682,19 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     """The tokenizer (with its config and code), ``all_results.json`` and the model card beside the saved weights."""
     if tokenizer_file is not None:
         OctupleTokenizer.from_pretrained(tokenizer_file).save_pretrained(output_dir)
+    logs = {name: [json.loads(line) for line in (output_dir / name).read_text(encoding="utf-8").splitlines()
+                   if line.strip()] if (output_dir / name).is_file() else []
+            for name in ("train_log.jsonl", "eval_log.jsonl", FREEZING_LOG)}
+    shares: dict[int, list[float]] = {}
+    for row in logs["train_log.jsonl"]:
+        shares.setdefault(row["epoch"], []).append(row["masked_share"])
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
-               "train_runtime_s": round(elapsed, 1)}
+               "train_runtime_s": round(elapsed, 1), "freezing_passes": len(logs[FREEZING_LOG]),
+               # per epoch: the mean over its steps of the share of each segment's real notes masked
+               "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())]}
     atomic_write_json(output_dir / "all_results.json", results)
-    curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
-              for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    curves = logs["train_log.jsonl"] + logs["eval_log.jsonl"]
     if curves:
         plot_training_curves(curves, output_dir / "training_curves.png", x="step", title="pre-training "
                                                                                          f"({args.masking})")
