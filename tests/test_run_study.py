@@ -63,6 +63,16 @@ def test_comparisons_pair_pieces_and_seeds_and_mark_the_primary(tmp_path):
         "accuracies"]) - np.mean(accuracy["melody-finetune-10pct"]["random"]["accuracies"]))
 
 
+def test_masked_share_check_against_random():
+    arms = {"random": {"masked_share": 0.150}, "adversarial": {"masked_share": 0.159},
+            "easiest": {"masked_share": 0.139}, "scratch": {"masked_share": None}}
+    study.masked_share_check(arms)
+    assert arms["adversarial"]["masked_share_gap"] == pytest.approx(0.009)
+    assert arms["adversarial"]["masked_share_matched"]
+    assert arms["easiest"]["masked_share_gap"] == pytest.approx(-0.011) and not arms["easiest"]["masked_share_matched"]
+    assert arms["scratch"]["masked_share_matched"] is None and arms["random"]["masked_share_matched"]
+
+
 @pytest.fixture(scope="module")
 def tiny_study(data_root, tmp_path_factory):
     """A tiny study on real pieces: the corpus, then every arm pre-trained with two seeds (two freezing passes)."""
