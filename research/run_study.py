@@ -50,10 +50,12 @@ the same arguments to continue; ``--stages report`` rewrites the results file an
 (partial results are marked as such); ``--stages plan`` writes the docs page with the set-up and the pre-registration
 only (before the runs); ``--stages docs`` rewrites the docs page from ``--results_file`` alone.
 
-Example (one job, one thread)::
+The defaults (preset, steps, corpus share, six seeds) are sized to fit about six hours of one CPU thread for every
+arm, seed and evaluation; the command that runs them states the measured reason with ``--note``, which the docs page
+prints. Example (one job, one thread; the work folder outside the repository)::
 
     OMP_NUM_THREADS=1 python -m research.run_study --data_root ../shared/data --work_dir /work/runs/study \\
-        --results_file results/study-cpu.json --docs docs/study.md
+        --results_file results/study-cpu.json --docs docs/study.md --note "Scale: ..."
 """
 
 from __future__ import annotations
@@ -144,11 +146,11 @@ def parse_args(argv=None):
     p.add_argument("--corpus_seed", type=int, default=0,
                    help="seed of every piece sample (pre-training corpus and its validation, the low-resource songs, "
                         "the probes' songs): the same for every arm and model seed")
-    p.add_argument("--pretrain_share", type=float, default=0.3,
+    p.add_argument("--pretrain_share", type=float, default=0.25,
                    help="share of each source's pieces (after validation) in the pre-training corpus")
     p.add_argument("--validation_pieces_per_source", type=int, default=30)
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=4000, help="pre-training steps of every arm")
+    p.add_argument("--steps", type=int, default=3000, help="pre-training steps of every arm")
     p.add_argument("--learning_rate", type=float, default=5e-4)
     p.add_argument("--pretrain_args", default="--masker_loss_form reference",
                    help="flags added to every pre-training before the arm's own (the method's reference settings)")
