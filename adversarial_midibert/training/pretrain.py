@@ -682,19 +682,20 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer_file, eva
     """The tokenizer (with its config and code), ``all_results.json`` and the model card beside the saved weights."""
     if tokenizer_file is not None:
         OctupleTokenizer.from_pretrained(tokenizer_file).save_pretrained(output_dir)
-    logs = {name: [json.loads(line) for line in (output_dir / name).read_text(encoding="utf-8").splitlines()
-                   if line.strip()] if (output_dir / name).is_file() else []
-            for name in ("train_log.jsonl", "eval_log.jsonl", FREEZING_LOG)}
-    shares: dict[int, list[float]] = {}
-    for row in logs["train_log.jsonl"]:
-        shares.setdefault(row["epoch"], []).append(row["masked_share"])
+    curves = [json.loads(line) for name in ("train_log.jsonl", "eval_log.jsonl") if (output_dir / name).is_file()
+              for line in (output_dir / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    shares: dict[int, list[float]] = {}  # the steps' masked share of real notes (train_log.jsonl), per epoch
+    for row in curves:
+        if "masked_share" in row:
+            shares.setdefault(row["epoch"], []).append(row["masked_share"])
+    passes = (output_dir / FREEZING_LOG).read_text(encoding="utf-8").splitlines() if (
+        output_dir / FREEZING_LOG).is_file() else []
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
-               "train_runtime_s": round(elapsed, 1), "freezing_passes": len(logs[FREEZING_LOG]),
-               # per epoch: the mean over its steps of the share of each segment's real notes masked
-               "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())]}
+               "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())],
+               "freezing_passes": sum(1 for line in passes if line.strip()),
+               "train_runtime_s": round(elapsed, 1)}
     atomic_write_json(output_dir / "all_results.json", results)
-    curves = logs["train_log.jsonl"] + logs["eval_log.jsonl"]
     if curves:
         plot_training_curves(curves, output_dir / "training_curves.png", x="step", title="pre-training "
                                                                                          f"({args.masking})")
