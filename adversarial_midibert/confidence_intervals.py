@@ -9,6 +9,13 @@ resample, one multiset of pieces shared by the two variants (paired: piece diffi
 of each variant's seeds, and takes the difference of the seed-mean accuracies; with one seed per variant it is the
 ordinary paired bootstrap. :func:`bootstrap_accuracy` of ``(S, P)`` counts draws the same two levels for one variant.
 
+Why a t interval beside it. With a handful of seeds the bootstrap's seed level is too narrow: resampling ``n``
+seeds shrinks their variance by ``(n - 1) / n`` and has normal, not Student, tails. When every seed fixes the
+initialisation and the data order of both variants, :func:`paired_t_interval` takes the per-seed differences of their
+accuracies and gives the Student t interval with ``n - 1`` degrees of freedom (the seed level only: the pieces are
+the same for both variants, so their sampling enters each seed's difference). A study reports both and sizes what it
+can see, :func:`minimum_detectable_effect`, from the wider.
+
 A resample is a row of multinomial counts and accuracies are matrix products; numpy's ``default_rng(seed)`` gives the
 same interval on every machine.
 """
@@ -24,7 +31,26 @@ DEFAULT_CONFIDENCE = 0.95
 
 
 @dataclass
-class BootstrapInterval:
+class _Interval:
+    """A point estimate and its interval (the fields every kind of interval has)."""
+
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        """True when the whole interval lies on one side of 0 (the difference is "significant")."""
+        return bool(self.low > 0 or self.high < 0)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (with ``excludes_zero``)."""
+        return {**asdict(self), "excludes_zero": self.excludes_zero}
+
+
+@dataclass
+class BootstrapInterval(_Interval):
     """A point estimate and its bootstrap percentile interval.
 
     Attributes:
@@ -37,22 +63,9 @@ class BootstrapInterval:
         method: how the resamples were drawn (a sentence).
     """
 
-    estimate: float
-    low: float
-    high: float
-    confidence: float
     n_resamples: int
     seed: int
     method: str
-
-    @property
-    def excludes_zero(self) -> bool:
-        """True when the whole interval lies on one side of 0 (the difference is "significant")."""
-        return bool(self.low > 0 or self.high < 0)
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready dict (with ``excludes_zero``)."""
-        return {**asdict(self), "excludes_zero": self.excludes_zero}
 
 
 def _check_counts(correct, total, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -206,3 +219,66 @@ def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np
         run_correct, run_total = run.counts(level)
         correct[s], total[s] = np.asarray(run_correct)[index], np.asarray(run_total)[index]
     return correct, total, order
+
+
+@dataclass
+class TInterval(_Interval):
+    """A mean of per-seed differences and its Student t interval.
+
+    Attributes:
+        estimate: the mean difference.
+        low: lower end of the interval.
+        high: upper end.
+        confidence: e.g. 0.95.
+        df: degrees of freedom (seeds - 1).
+        standard_error: standard deviation of the differences (``ddof=1``) over the square root of their number.
+        method: a sentence.
+    """
+
+    df: int
+    standard_error: float
+    method: str
+
+
+def paired_t_interval(accuracy_a, accuracy_b, confidence: float = DEFAULT_CONFIDENCE) -> TInterval:
+    """Student t interval of ``mean(accuracy_a - accuracy_b)`` over seeds paired by position.
+
+    Args:
+        accuracy_a: ``(S,)`` accuracy of variant A for each seed.
+        accuracy_b: ``(S,)`` accuracy of variant B for the same seeds, in the same order (a seed fixes both
+            variants' initialisation and data order).
+        confidence: interval level.
+
+    Returns:
+        :class:`TInterval` with ``S - 1`` degrees of freedom.
+    """
+    from scipy.stats import t
+
+    a, b = np.asarray(accuracy_a, dtype=np.float64), np.asarray(accuracy_b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"paired_t_interval: expected two (seeds,) arrays of one length, got {a.shape} and {b.shape}")
+    if len(a) < 2:
+        raise ValueError(f"paired_t_interval: needs at least 2 paired seeds, got {len(a)}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    differences = a - b
+    df = len(differences) - 1
+    standard_error = float(differences.std(ddof=1) / np.sqrt(len(differences)))
+    half_width = float(t.ppf(0.5 + confidence / 2, df)) * standard_error
+    estimate = float(differences.mean())
+    return TInterval(estimate, estimate - half_width, estimate + half_width, confidence, df, standard_error,
+                     f"Student t interval of the mean of {len(differences)} per-seed differences (seeds paired), "
+                     f"{df} degrees of freedom")
+
+
+def minimum_detectable_effect(low: float, high: float, df: int | None = None, confidence: float = DEFAULT_CONFIDENCE,
+                              power: float = 0.8) -> float:
+    """The smallest true difference that a two-sided test at ``confidence`` finds with probability ``power``, given
+    an interval ``[low, high]`` at that confidence: ``(q(1 - alpha / 2) + q(power)) x SE`` with ``SE = (high - low) /
+    (2 q(1 - alpha / 2))``; ``q`` is Student's t quantile with ``df`` degrees of freedom, or the normal one
+    (``df=None``, e.g. a bootstrap interval)."""
+    from scipy.stats import norm, t
+
+    quantile = norm.ppf if df is None else (lambda p: t.ppf(p, df))
+    critical = float(quantile(0.5 + confidence / 2))
+    return (critical + float(quantile(power))) * (high - low) / (2 * critical)

@@ -26,6 +26,7 @@ import torch
 
 from adversarial_midibert.constants import ATTRIBUTE_NAMES, IGNORE_INDEX, MASK_ID
 from adversarial_midibert.data.collators import pad_octuple_batch
+from adversarial_midibert.data.sampling import sample_pieces
 from adversarial_midibert.evaluation import group_by_piece
 from adversarial_midibert.masking import maskable_positions
 
@@ -61,6 +62,7 @@ def encode_dataset(
     batch_size: int = 64,
     hidden_attributes: Sequence[str] = (),
     max_pieces: int | None = None,
+    sample_seed: int = 0,
 ) -> EncodedSplit:
     """Run a frozen encoder over a tokenised split.
 
@@ -71,26 +73,33 @@ def encode_dataset(
         batch_size: segments per forward pass.
         hidden_attributes: attribute names replaced by MASK at every note before encoding (e.g. ``["velocity"]``
             for velocity prediction, so that the representation cannot copy it).
-        max_pieces: encode only the rows of the first N pieces.
+        max_pieces: encode only the rows of N pieces drawn at random with ``sample_seed``
+            (:func:`~adversarial_midibert.data.sampling.sample_pieces`; a split lists its pieces in sorted order, so
+            the first N would be a biased sample).
+        sample_seed: seed of that draw.
 
     Returns:
         :class:`EncodedSplit`.
     """
     hidden = [ATTRIBUTE_NAMES.index(name) for name in hidden_attributes]
     pieces = [row["piece_id"] for row in split] if isinstance(split, list) else list(split["piece_id"])
-    piece_ids, row_piece = group_by_piece(pieces)
-    piece_ids = piece_ids[:max_pieces]
-    num_rows = int((row_piece < len(piece_ids)).sum())  # the first pieces' rows come first
+    piece_ids, _ = group_by_piece(pieces)
+    if max_pieces is not None:
+        kept = set(sample_pieces(piece_ids, max_pieces, seed=sample_seed, group=None))
+        piece_ids = [p for p in piece_ids if p in kept]
+    position = {p: i for i, p in enumerate(piece_ids)}
+    rows = [i for i, p in enumerate(pieces) if p in position]
+    row_piece = np.array([position[pieces[i]] for i in rows], dtype=np.int64)
     has_labels = "labels" in (split[0] if isinstance(split, list) else split.column_names)
     was_training = encoder.training
     encoder.eval()
     features, labels, owners = [], [], []
     piece_labels = np.full(len(piece_ids), IGNORE_INDEX, dtype=np.int64) if has_labels else None
     try:
-        for start in range(0, num_rows, batch_size):
-            stop = min(start + batch_size, num_rows)
-            rows = [split[i] for i in range(start, stop)]
-            batch = pad_octuple_batch(rows)
+        for start in range(0, len(rows), batch_size):
+            stop = min(start + batch_size, len(rows))
+            batch_rows = [split[i] for i in rows[start:stop]]
+            batch = pad_octuple_batch(batch_rows)
             input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
             notes = maskable_positions(input_ids, attention_mask)
             input_ids[..., hidden] = input_ids[..., hidden].masked_fill(notes[..., None], MASK_ID)  # notes only
@@ -101,7 +110,7 @@ def encode_dataset(
             if has_labels and batch["labels"].dim() == 2:
                 labels.append(batch["labels"][notes].numpy())
             elif has_labels:
-                piece_labels[row_piece[start:stop]] = [int(row["labels"]) for row in rows]
+                piece_labels[row_piece[start:stop]] = [int(row["labels"]) for row in batch_rows]
     finally:
         encoder.train(was_training)
     note_features = np.concatenate(features).astype(np.float32)

@@ -115,3 +115,38 @@ def test_stack_piece_counts_aligns_pieces_by_id():
         stack_piece_counts([run1, other], "note")
     with pytest.raises(ValueError, match="does not apply"):
         stack_piece_counts([run1], "piece")
+
+
+def test_paired_t_interval_matches_scipy():
+    from scipy import stats
+
+    from adversarial_midibert.confidence_intervals import paired_t_interval
+
+    a = np.array([0.812, 0.805, 0.821, 0.799, 0.816, 0.809])
+    b = np.array([0.806, 0.807, 0.811, 0.795, 0.812, 0.800])
+    interval = paired_t_interval(a, b)
+    expected = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert interval.estimate == pytest.approx(np.mean(a - b))
+    assert (interval.low, interval.high) == pytest.approx((expected.low, expected.high), rel=1e-12)
+    assert interval.df == 5 and interval.excludes_zero == (expected.low > 0 or expected.high < 0)
+    narrow = paired_t_interval(a, b, confidence=0.8)
+    assert narrow.high - narrow.low == pytest.approx(np.diff(stats.ttest_rel(a, b).confidence_interval(0.8))[0])
+    with pytest.raises(ValueError, match="at least 2 paired seeds"):
+        paired_t_interval([0.5], [0.4])
+    with pytest.raises(ValueError, match="one length"):
+        paired_t_interval(a, b[:5])
+
+
+def test_minimum_detectable_effect_from_the_interval():
+    """(q(0.975) + q(0.8)) x SE, with SE read back from the interval; Student quantiles with df, normal without."""
+    from scipy import stats
+
+    from adversarial_midibert.confidence_intervals import minimum_detectable_effect
+
+    standard_error = 0.004
+    z = stats.norm.ppf(0.975)
+    assert minimum_detectable_effect(-z * standard_error, z * standard_error) == pytest.approx(
+        (z + stats.norm.ppf(0.8)) * standard_error)
+    t = stats.t.ppf(0.975, 5)
+    assert minimum_detectable_effect(0.01 - t * standard_error, 0.01 + t * standard_error, df=5) == pytest.approx(
+        (t + stats.t.ppf(0.8, 5)) * standard_error)

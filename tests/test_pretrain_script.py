@@ -43,6 +43,10 @@ def _losses(folder: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows}
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _mask_book(checkpoint: Path) -> torch.Tensor:
     from safetensors.torch import load_file
 
@@ -79,13 +83,28 @@ def test_run_outputs_hub_ready_folder(full_run):
         assert (full_run / name).exists(), name
     results = json.loads((full_run / "all_results.json").read_text())
     assert 0 <= results["eval_accuracy"] <= 1 and "eval_accuracy_pitch" in results
-    assert results["frozen_fraction"] > 0  # two freezing passes ran
+    assert results["frozen_fraction"] > 0
+    assert results["freezing_passes"] == len(_rows(full_run / "freezing_log.jsonl")) >= 1
+    assert len(results["masked_share_by_epoch"]) == 2 and all(0.1 < s < 0.2 for s in results["masked_share_by_epoch"])
     losses = _losses(full_run)
     assert sorted(losses) == list(range(1, 13))
     # the loss falls within the first epoch (same attribute weights)
     assert losses[max(s for s in losses if s <= 5)] < losses[1]
     book = _mask_book(full_run / "step_12")
     assert book.any()  # one bit per position, 1 = frozen
+
+
+@pytest.mark.slow
+def test_no_freezing_pass_after_the_last_step(tiny_dataset, repo_root, tmp_path):
+    """Three epochs of two steps, a pass due after each: the one after the last step would change nothing."""
+    out = tmp_path / "run"
+    _run([sys.executable, "examples/pretrain.py", "--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset",
+          "tiny", "--num_train_epochs", "3", "--max_train_samples", "16", "--per_device_train_batch_size", "8",
+          "--freeze_every", "1", "--seed", "3"], repo_root)
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["train_steps"] == 6
+    assert [(row["step"], row["epoch"]) for row in _rows(out / "freezing_log.jsonl")] == [(2, 0), (4, 1)]
+    assert results["freezing_passes"] == 2 and len(results["masked_share_by_epoch"]) == 3
 
 
 @pytest.mark.slow

@@ -1,9 +1,7 @@
-"""Frozen features and linear probes (research/probing.py) on real POP909 and Pianist8 pieces, and the
-study's report built from probe files (research/run_study.py)."""
+"""Frozen features and linear probes (research/probing.py) on real POP909 and Pianist8 pieces (the study's report
+from probe files: tests/test_run_study.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -50,6 +48,21 @@ def test_note_features_cover_every_labelled_note_and_hide_attributes(melody):
     assert np.allclose(encode_dataset(model, shifted, hidden_attributes=["velocity"]).note_features, hidden)
 
 
+def test_a_piece_limit_draws_a_seeded_sample_not_the_first_pieces(melody):
+    model = encoder(melody.tokenizer.vocab_sizes)
+    split = melody["train"]
+    every = list(dict.fromkeys(split["piece_id"]))
+    samples = [encode_dataset(model, split, max_pieces=3, sample_seed=seed) for seed in range(4)]
+    assert all(len(s.piece_ids) == 3 and set(s.piece_ids) <= set(every) for s in samples)
+    assert any(s.piece_ids != every[:3] for s in samples) and len({tuple(s.piece_ids) for s in samples}) > 1
+    assert encode_dataset(model, split, max_pieces=3, sample_seed=1).piece_ids == samples[1].piece_ids
+    # every note of the sampled pieces, each owned by its piece
+    rows = [i for i, p in enumerate(split["piece_id"]) if p in samples[1].piece_ids]
+    assert samples[1].note_features.shape[0] == sum(sum(split[i]["attention_mask"]) - 2 for i in rows)
+    notes = {p: sum(sum(split[i]["attention_mask"]) - 2 for i in rows if split[i]["piece_id"] == p) for p in every}
+    assert np.bincount(samples[1].note_piece).tolist() == [notes[p] for p in samples[1].piece_ids]
+
+
 def test_linear_probe_counts_every_test_note_per_piece(melody):
     model = encoder(melody.tokenizer.vocab_sizes)
     train, test = encode_dataset(model, melody["train"]), encode_dataset(model, melody["test"])
@@ -74,27 +87,3 @@ def test_cross_validated_probe_predicts_every_piece_once():
     assert result.total.tolist() == [1.0] * 40 and result.accuracy > 0.9
     shuffled = EncodedSplit(features, None, np.arange(40), encoded.piece_ids, features, rng.permutation(labels))
     assert cross_validated_piece_probe(shuffled, folds=5).accuracy < 0.6  # nothing to learn: near chance
-
-
-def test_study_report_pairs_pieces_and_gives_interval_and_mde(tmp_path):
-    from research import run_study as study
-
-    args = study.parse_args(["--work_dir", str(tmp_path), "--arms", "random,adversarial", "--seeds", "0,1"])
-    pieces = [f"song{i}" for i in range(30)]
-    rng = np.random.default_rng(0)
-    for arm, rate in (("random", 0.6), ("adversarial", 0.7)):
-        for seed in (0, 1):
-            order = rng.permutation(30)  # each file lists the pieces in another order: the report must pair them
-            entry = {"piece_ids": [pieces[i] for i in order], "total": [100.0] * 30,
-                     "correct": [float(rng.binomial(100, rate)) for _ in order]}
-            path = study.probe_file(args, arm, seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({e: entry for e in ("melody-probe", "velocity-probe", "composer-cv")}))
-    compared, accuracy = study.comparisons(args)
-    row = next(c for c in compared if c["evaluation"] == "melody-probe" and c["a"] == "adversarial")
-    assert row["b"] == "random" and row["pieces"] == 30 and row["seeds_a"] == 2
-    assert 0.05 < row["difference"] < 0.15 and row["ci95"][0] < row["difference"] < row["ci95"][1]
-    assert row["excludes_zero"] and 0 < row["mde"] < 0.1
-    assert accuracy["melody-probe"]["adversarial"]["seeds"] == 2
-    finetune = next(c for c in compared if c["evaluation"] == "melody-finetune-10pct")
-    assert finetune["difference"] is None and finetune["status"] == "not run yet"

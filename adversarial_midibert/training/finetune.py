@@ -44,6 +44,7 @@ from ..confidence_intervals import bootstrap_accuracy
 from ..configuration_adv_midibert import AdvMidiBertConfig
 from ..constants import ATTRIBUTE_NAMES, TOKENIZER_FILE_NAME
 from ..data import DataCollatorForOctuple, load_task_dataset
+from ..data.sampling import sample_rows
 from ..evaluation import ClassificationEvaluator
 from ..masking import step_seed
 from ..modeling_adv_midibert import (
@@ -315,10 +316,10 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         if len(datasets[split]) == 0:
             raise ValueError(f"{args.dataset}: split {split!r} is empty")
     if args.max_train_samples is not None:
-        datasets["train"] = datasets["train"].select(range(min(args.max_train_samples, len(datasets["train"]))))
+        datasets["train"] = sample_rows(datasets["train"], args.max_train_samples, seed=args.seed)
     if args.max_eval_samples is not None:
         for split in ("validation", "test"):
-            datasets[split] = datasets[split].select(range(min(args.max_eval_samples, len(datasets[split]))))
+            datasets[split] = sample_rows(datasets[split], args.max_eval_samples, seed=args.seed)
     columns = [c for c in ("input_ids", "attention_mask", "labels", "segment_id")
                if c in datasets["train"].column_names]
     train_collator = DataCollatorForOctuple(

@@ -44,6 +44,7 @@ from ..checkpointing import dataset_fingerprint, truncate_jsonl
 from ..command_line import command_line
 from ..constants import ATTRIBUTE_NAMES
 from ..data.collators import pad_octuple_batch
+from ..data.sampling import sample_rows
 from ..data.streaming import StreamingBatches, StreamingDataset
 from ..mask_book import MaskerScoreCache, PackedMaskBook
 from ..masking import step_seed
@@ -88,6 +89,7 @@ DEFAULT_CORPUS = "music21-pretrain"
 DEFAULT_OUTPUT_DIR = "outputs/pretrain-music21"
 # The main job (no data argument): the small preset for a fixed number of steps, a few minutes on 2 CPU cores.
 DEFAULT_MAX_TRAIN_STEPS = 80
+FREEZING_LOG = "freezing_log.jsonl"  # one row per freezing pass: step, epoch, frozen fraction afterwards
 DETACHED_MASKER_LR_FACTOR = 10.0  # masker head learning rate / --learning_rate when the masker is detached
 DEFAULT_STREAMING_EVAL_SAMPLES = 1000  # --streaming: validation segments read (--max_eval_samples changes it)
 COMPILE_PAD_MULTIPLE = 64  # --torch_compile: lengths padded to a multiple of the attention's 64-row blocks
@@ -280,7 +282,7 @@ class InMemoryTrainingData:
             raise ValueError(f"dataset {self.dataset_dir}: the train split has no 'segment_id' column (the mask "
                              "book's key)")
         if args.max_train_samples is not None:
-            train_ds = train_ds.select(range(min(args.max_train_samples, len(train_ds))))
+            train_ds = sample_rows(train_ds, args.max_train_samples, seed=args.seed)
         self.train_ds = train_ds.select_columns(["input_ids", "attention_mask", "segment_id"]).with_format("numpy")
         if len(self.train_ds) == 0:
             raise ValueError(f"dataset {self.dataset_dir}: the train split is empty")
@@ -455,7 +457,7 @@ def main(argv=None, prog=None):
     data = data_class(args, accelerator, collate_fn, max_len, output_dir)
     dataset_dir, tokenizer, eval_ds, mask_book = data.dataset_dir, data.tokenizer, data.eval_ds, data.mask_book
     if args.max_eval_samples is not None:
-        eval_ds = eval_ds.select(range(min(args.max_eval_samples, len(eval_ds))))
+        eval_ds = sample_rows(eval_ds, args.max_eval_samples, seed=args.seed)
     eval_ds = eval_ds.select_columns([c for c in ("input_ids", "attention_mask", "segment_id")
                                       if c in eval_ds.column_names]).with_format("numpy")
     data.eval_ds = eval_ds  # what the run's fingerprint covers
@@ -533,7 +535,8 @@ def main(argv=None, prog=None):
         truncate_jsonl(log_path, lambda row: row.get("step", 0) <= progress.completed_steps)
         # an evaluation at the checkpoint's own step comes after it unless its epoch was closed before it was saved
         evaluated = progress.completed_steps if progress.epoch_micro_step == 0 else progress.completed_steps - 1
-        truncate_jsonl(output_dir / "eval_log.jsonl", lambda row: row.get("step", 0) <= evaluated)
+        for name in ("eval_log.jsonl", FREEZING_LOG):  # the freezing pass closes its epoch just before the evaluation
+            truncate_jsonl(output_dir / name, lambda row: row.get("step", 0) <= evaluated)
     logged_eval_step = progress.completed_steps if path is not None and progress.epoch_micro_step == 0 else -1
     progress_bar = tqdm(range(args.max_train_steps), initial=progress.completed_steps,
                         disable=not accelerator.is_local_main_process)
@@ -625,7 +628,9 @@ def main(argv=None, prog=None):
             score_cache.sync(accelerator)
         logger.info(f"epoch {epoch}: train masked accuracy "
                     + " ".join(f"{n}={a:.3f}" for n, a in zip(ATTRIBUTE_NAMES, accuracies.tolist())))
-        if args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0:
+        # (never after the last step: the book would change nothing)
+        if (args.masking in MASKER_METHODS and args.freeze_every > 0 and (epoch + 1) % args.freeze_every == 0
+                and progress.completed_steps < args.max_train_steps):
             gen = step_generator(args.seed, -(epoch + 1), accelerator.process_index, accelerator.device)
             batches = tqdm(data.freeze_batches(), desc="freezing pass", leave=False,
                            disable=not accelerator.is_local_main_process)
@@ -633,6 +638,10 @@ def main(argv=None, prog=None):
             frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
                                    generator=gen, rule=args.freezing_rule, score_threshold=args.freeze_score_threshold)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
+            if accelerator.is_main_process:
+                with open(output_dir / FREEZING_LOG, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": progress.completed_steps, "epoch": epoch, "frozen_fraction": frozen})
+                            + "\n")
         eval_results = run_evaluation(args, accelerator, step_model, eval_dataloader, progress.completed_steps,
                                       output_dir)
         eval_step = progress.completed_steps
@@ -684,9 +693,12 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer, eval_res
     for row in curves:
         if "masked_share" in row:
             shares.setdefault(row["epoch"], []).append(row["masked_share"])
+    passes = (output_dir / FREEZING_LOG).read_text(encoding="utf-8").splitlines() if (
+        output_dir / FREEZING_LOG).is_file() else []
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())],
+               "freezing_passes": sum(1 for line in passes if line.strip()),
                "train_runtime_s": round(elapsed, 1)}
     atomic_write_json(output_dir / "all_results.json", results)
     if curves:

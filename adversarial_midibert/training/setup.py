@@ -49,8 +49,11 @@ class TrainingArguments:
                        choices=sorted(PRESETS))
     config_overrides: str | None = flag(help='Override config attributes of a fresh model, e.g. '
                                              '"hidden_size=128,num_hidden_layers=2".')
-    max_train_samples: int | None = flag(help="Use only the first N training segments.")
-    max_eval_samples: int | None = flag(help="Use only the first N validation (and test) segments.")
+    max_train_samples: int | None = flag(help="Use N training segments drawn at random with --seed (not the first N: a "
+                                              "split lists its rows in piece order); pre-training: not with "
+                                              "--streaming.")
+    max_eval_samples: int | None = flag(help="Use N validation (and test) segments drawn at random with --seed "
+                                             "(pre-training with --streaming: the first N).")
     per_device_train_batch_size: int = flag(8)
     per_device_eval_batch_size: int = flag(8)
     learning_rate: float | None = flag(5e-4)
