@@ -757,6 +757,7 @@ def freezing_pass(
     generator: torch.Generator | None = None,
     rule: str = "reference",
     score_threshold: float = 0.5,
+    keep_unfrozen: float = 0.0,
 ) -> float:
     """Score every training segment and freeze its highest-scored notes (docs/method.md 3.8).
 
@@ -793,6 +794,9 @@ def freezing_pass(
         generator (`torch.Generator`, *optional*): randomness (seed it identically for a reproducible run).
         rule (`str`): ``"reference"`` or ``"evidence"``, see ``FREEZING_RULES`` and above.
         score_threshold (`float`): ``"evidence"``: the masker score from which a note is frozen, in ``[0, 1]``.
+        keep_unfrozen (`float`): ``"evidence"``: the share of every segment's notes never frozen (its lowest-scored
+            ones; :func:`~adversarial_midibert.masking.share_mask_counts` of it), so that the ``"share"`` budget can
+            always mask its ``max_mask_ratio`` of the notes. 0 = no limit.
 
     Returns:
         The book's frozen fraction afterwards.
@@ -835,6 +839,10 @@ def freezing_pass(
                 batch_size = input_ids.shape[0]
                 if rule == "evidence":
                     frozen = maskable & (scores.float() >= score_threshold)
+                    if keep_unfrozen > 0:  # the highest-scored of them, leaving the budget's notes maskable
+                        limit = maskable.sum(dim=1) - share_mask_counts(maskable, keep_unfrozen)
+                        frozen = choose_top_scored_positions(scores.float(), frozen,
+                                                             torch.minimum(frozen.sum(dim=1), limit))
                 else:
                     frac = fraction_sampler(batch_size, gen, device)
                     n_freeze = torch.round(frac.double() * allowed.sum(dim=1).double()).long()

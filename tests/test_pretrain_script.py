@@ -227,9 +227,11 @@ def test_model_card_records_the_command_as_typed(tiny_dataset, repo_root, tmp_pa
     (["--masker_scores_from", "cache", "--streaming", "--dataset", "d"], "not with --streaming"),
     (["--freezing_rule", "latest"], "invalid choice: 'latest'"),
 ])
-def test_mechanism_options_are_checked(load_example, flags, message, capsys):
+def test_mechanism_options_are_checked(flags, message, capsys):
+    from adversarial_midibert.training import pretrain
+
     with pytest.raises(SystemExit):
-        load_example("pretrain").parse_args(flags)
+        pretrain.parse_args(flags)
     assert message in capsys.readouterr().err
 
 

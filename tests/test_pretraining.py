@@ -406,6 +406,14 @@ def test_evidence_rule_freezes_exactly_the_notes_scored_above_the_threshold():
         assert frac == pytest.approx(int(frozen.sum()) / int(maskable.sum()))
         assert torch.equal(gen.get_state(), state)  # no random draw
     assert frozen[0, 3] == (threshold <= 0.5) and frozen[1, 5] == (threshold <= 0.5)
+    # with the share budget's notes kept maskable: every note scores above the threshold, the lowest-scored
+    # round(0.15 x notes) of each segment stay unfrozen
+    freezing_pass(FixedScores(scores * 0.1 + 0.9), [batch], book, rule="evidence", score_threshold=0.5,
+                  keep_unfrozen=0.15)
+    unfrozen = book.rows(batch["segment_id"], maskable.shape[1]) & maskable
+    assert torch.equal(unfrozen.sum(1), share_mask_counts(maskable, 0.15))
+    lowest = choose_top_scored_positions(-scores, maskable, share_mask_counts(maskable, 0.15))
+    assert torch.equal(unfrozen, lowest)
     # the scores fall: the notes are unfrozen
     freezing_pass(FixedScores(scores * 0.4), [batch], book, rule="evidence", score_threshold=0.5)
     assert book.frozen_fraction() == 0.0

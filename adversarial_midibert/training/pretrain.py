@@ -636,7 +636,8 @@ def main(argv=None, prog=None):
                            disable=not accelerator.is_local_main_process)
             # Through the prepared step module (score_only): FSDP gathers, autocast and compile apply as in training.
             frozen = freezing_pass(step_model, batches, mask_book, fraction_sampler, unfreeze_sampler, accelerator,
-                                   generator=gen, rule=args.freezing_rule, score_threshold=args.freeze_score_threshold)
+                                   generator=gen, rule=args.freezing_rule, score_threshold=args.freeze_score_threshold,
+                                   keep_unfrozen=args.max_mask_ratio if args.mask_budget == "share" else 0.0)
             logger.info(f"epoch {epoch}: freezing pass, frozen fraction of the training notes = {frozen:.2%}")
             if accelerator.is_main_process:
                 with open(output_dir / FREEZING_LOG, "a", encoding="utf-8") as f:
