@@ -444,7 +444,7 @@ def markdown(results: dict, figure_name: str) -> str:
                   f"{settings['learning_rate']:g}. Command: `{block['command']}`.", ""]
         lines += ["| arm | seeds | verdict | AUROC, first pass | AUROC, last pass | freezing precision, first pass "
                   "(x planted share) | recall, first pass | frozen share, end | masked share, last epochs | "
-                  "recovery acc. planted / determined, end |",
+                  f"recovery acc. planted / {'determined' if corpus == 'synthetic' else 'other'} notes, end |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, arm in arms.items():
             passes = [p for p in arm["passes"] if p["kind"] == "pass"]
