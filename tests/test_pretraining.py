@@ -684,6 +684,9 @@ def _distributed_worker(rank: int, port: str, out_dir: str, wrapper: str) -> Non
         json.dump({"results": results, "frozen": frozen, "book": book.fingerprint(), "weights": weights}, f)
     accelerator.wait_for_everyone()
     torch.distributed.destroy_process_group()
+    # Leave without the interpreter's teardown: a gloo/FSDP worker thread still being destroyed there aborted a CI
+    # run once ("terminate called without an active exception", SIGABRT) after everything above had finished.
+    os._exit(0)
 
 
 @pytest.mark.parametrize("wrapper", ["ddp", "fsdp"])
