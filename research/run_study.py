@@ -54,7 +54,7 @@ The defaults (preset, steps, corpus share, six seeds) are sized to fit about six
 arm, seed and evaluation; the command that runs them states the measured reason with ``--note``, which the docs page
 prints. Example (one job, one thread; the work folder outside the repository)::
 
-    OMP_NUM_THREADS=1 python -m research.run_study --data_root ../shared/data --work_dir /work/runs/study \\
+    OMP_NUM_THREADS=1 python -m research.run_study --data_root ../shared/data --work_dir ../runs/study \\
         --results_file results/study-cpu.json --docs docs/study.md --note "Scale: ..."
 """
 
