@@ -70,7 +70,7 @@ class GateArm:
     masker_scores_from: str = "pass"
 
     def step_options(self) -> dict:
-        """Keyword arguments of :class:`AdversarialMLM` that differ from its defaults."""
+        """Keyword arguments of :class:`AdversarialMLM` for this arm (``masker_scores_from`` only for a cache)."""
         options = {"masking": self.masking, "masker_grad_scale": self.masker_grad_scale,
                    "mask_budget": self.mask_budget}
         if self.masker_scores_from != "pass":
@@ -259,6 +259,7 @@ def run_arm(name: str, seed: int, train: PlantedSegments, heldout: PlantedSegmen
     step = AdversarialMLM(model, mask_book=book, attribute_weights=weights, score_cache=cache, **arm.step_options())
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     notes = maskable_positions(torch.from_numpy(train.input_ids), torch.from_numpy(train.attention_mask)).numpy()
+    notes_per_segment = notes.sum(1)  # for the masked share of real notes
     order_generator = np.random.default_rng(seed)
     freeze_options = {} if arm.freezing_rule == "reference" else {
         "rule": arm.freezing_rule, "score_threshold": settings.freeze_score_threshold}
@@ -273,7 +274,7 @@ def run_arm(name: str, seed: int, train: PlantedSegments, heldout: PlantedSegmen
             optimizer.zero_grad(set_to_none=True)
             weights.update(out.attribute_correct, out.attribute_total)
             masked += int(out.num_masked.sum())
-            real += int(maskable_positions(batch["input_ids"], batch["attention_mask"]).sum())
+            real += int(notes_per_segment[batch["segment_id"].numpy()].sum())
             micro_step += 1
         weights.end_epoch()
         last = epoch + 1 == settings.epochs
@@ -349,7 +350,7 @@ def _fmt(value, digits=2, percent=False):
 
 
 def figure(results: dict, path: Path) -> None:
-    """AUROC and first-pass... per pass, one line per masker arm (mean over seeds), one column per corpus."""
+    """AUROC and freezing precision per pass, one line per masker arm (mean over seeds), one column per corpus."""
     import matplotlib
 
     matplotlib.use("Agg")
