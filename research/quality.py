@@ -1,0 +1,358 @@
+#!/usr/bin/env python
+"""The quality runs: fine-tune a pre-trained model on the paper's tasks, score it as the field does, set it beside the
+floors and the papers, and measure what pre-training and mask fine-tuning add.
+
+Every task's data set (``--dataset NAME=FOLDER``, written by ``examples/prepare_data.py``) is fine-tuned with one
+recipe: learning rate ``--learning_rate``, at most ``--max_epochs`` epochs with early stopping on the validation
+accuracy (``--patience`` evaluations, the best epoch's weights restored before the test), pitch shift on the tasks
+that allow it (:data:`adversarial_midibert.tasks.TASKS`). The runs, in the order they are queued (the CPU may stop
+anywhere; the report says what is missing):
+
+1. for each seed of ``--seeds``: every task from the pre-trained model (``--pretrained``) and from scratch (the
+   ``--scratch_args`` initialisation, same architecture), with the first mask fine-tuning ratio of ``--mask_ratios``;
+2. then the other ratios of ``--mask_ratios``, from the pre-trained model, for every seed and task.
+
+A seed fixes the fine-tuning seed (``100 + seed``) of every arm, so the arms are paired by seed. The recipe's mask
+ratio is the one with the best seed-mean validation accuracy of the pre-trained runs; the floors are judged on it.
+Comparisons, each with a paired two-level bootstrap over test pieces and seeds and a seed-paired t interval (as the
+method study's, :func:`research.run_study.compare`): pre-trained − scratch at the first ratio, and each ratio − ratio
+0 (mask fine-tuning against none) when 0 is among the ratios. Sequence tasks are scored per piece (the segments'
+probabilities averaged) and per segment, token tasks per note; every run also reports its macro-F1.
+
+Every run checkpoints each epoch and resumes when started again; a finished run (``all_results.json``) is skipped and
+its checkpoints dropped. ``--stages report`` writes ``--results_file`` and ``--docs`` from what is finished; ``--stages
+docs`` rewrites the page from the results file alone. Example (one thread, the work folder outside the repository)::
+
+    OMP_NUM_THREADS=1 python -m research.quality --pretrained ../runs/q28/out --dataset composer=../runs/q28/data-c \\
+        --dataset melody=../runs/q28/data-m --work_dir ../runs/quality --results_file results/quality-cpu.json \\
+        --docs docs/quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
+from adversarial_midibert.checkpointing import latest_checkpoint
+from adversarial_midibert.command_line import command_line
+from adversarial_midibert.confidence_intervals import bootstrap_accuracy, stack_piece_counts
+from adversarial_midibert.evaluation import PieceResults
+from adversarial_midibert.tasks import MIDIBERT_PIANO_ACCURACY, PAPER_ACCURACY, TASKS
+from research.run_ablation import FLOORS, Runner, _drop_checkpoints, portable_command, read_json
+from research.run_study import _jsonl, _pct, compare, portable_paths, verdict
+
+logger = logging.getLogger("quality")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+STAGES = ("finetune", "report", "docs")
+INITS = ("pretrained", "scratch")
+# The accuracy a floor is stated at (the data README): per piece for the piece-level tasks, per note for the others.
+FLOOR_LEVEL = {"sequence": "piece", "token": "note"}
+LEVEL_KEYS = {"piece": "test_piece_accuracy", "segment": "test_accuracy", "note": "test_accuracy"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pretrained", required=True, help="the pre-trained model folder (AdvMidiBertForMaskedLM)")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a task's data set folder (repeatable); NAME is how the results name it (emotion-song...)")
+    p.add_argument("--work_dir", required=True, help="the runs and their logs (outside the repository)")
+    p.add_argument("--stages", default="finetune,report", help=f"some of {', '.join(STAGES)}")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--mask_ratios", default="0.3,0.15,0",
+                   help="mask fine-tuning ratios; the first is the one pre-trained and scratch are compared at")
+    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--max_epochs", type=int, default=10)
+    p.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without a better accuracy")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--scratch_args", default="--preset small --config_overrides max_position_embeddings=512",
+                   help="the from-scratch initialisation: the pre-trained model's architecture")
+    p.add_argument("--finetune_args", default="", help="flags added to every fine-tuning")
+    p.add_argument("--bootstrap_resamples", type=int, default=2000)
+    p.add_argument("--results_file", default=None, help="default: WORK_DIR/quality.json")
+    p.add_argument("--docs", default=None, help="write the generated markdown page here")
+    p.add_argument("--note", action="append", default=[], help="a sentence for the page's set-up (repeatable)")
+    args = p.parse_args(argv)
+    args.datasets = {}
+    for item in args.dataset:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not (Path(folder) / "task_info.json").is_file():
+            p.error(f"--dataset {item!r}: expected NAME=FOLDER, a folder written by examples/prepare_data.py")
+        args.datasets[name] = Path(folder)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.mask_ratios = [float(r) for r in args.mask_ratios.split(",")]
+    args.stages = args.stages.split(",")
+    if set(args.stages) - set(STAGES):
+        p.error(f"--stages: unknown {sorted(set(args.stages) - set(STAGES))}; known: {', '.join(STAGES)}")
+    if "finetune" in args.stages and not args.datasets:
+        p.error("--dataset NAME=FOLDER is needed to fine-tune")
+    args.work_dir = Path(args.work_dir)
+    return args
+
+
+def task_info(args, name: str) -> dict:
+    return read_json(args.datasets[name] / "task_info.json")
+
+
+def run_folder(args, name: str, init: str, ratio: float, seed: int) -> Path:
+    return args.work_dir / name / f"{init}-mask{ratio:g}" / f"seed{seed}"
+
+
+def queue(args) -> list[tuple[str, str, float, int]]:
+    """``(dataset name, init, mask ratio, seed)`` of every run, in the order they run (see the module docstring)."""
+    first, others = args.mask_ratios[0], args.mask_ratios[1:]
+    runs = [(name, init, first, seed) for seed in args.seeds for init in INITS for name in args.datasets]
+    return runs + [(name, "pretrained", ratio, seed) for ratio in others for seed in args.seeds
+                   for name in args.datasets]
+
+
+def finetune_command(args, name: str, init: str, ratio: float, seed: int) -> list[str]:
+    output = run_folder(args, name, init, ratio, seed)
+    start = ["--model_name_or_path", str(args.pretrained)] if init == "pretrained" else [
+        "--from_scratch", *shlex.split(args.scratch_args)]
+    command = [sys.executable, str(EXAMPLES / "finetune.py"), "--dataset", str(args.datasets[name]), *start,
+               "--learning_rate", str(args.learning_rate), "--num_train_epochs", str(args.max_epochs),
+               "--early_stopping_patience", str(args.patience), "--metric_for_best_model", "accuracy",
+               "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size",
+               str(2 * args.batch_size), "--mask_ratio", f"{ratio:g}", "--seed", str(100 + seed),
+               "--checkpointing_steps", "epoch", "--checkpoints_total_limit", "1", "--output_dir", str(output)]
+    if TASKS[task_info(args, name)["task"]]["pitch_shift"]:
+        command.append("--pitch_shift")
+    if latest_checkpoint(output) is not None:
+        command += ["--resume_from_checkpoint", "latest"]
+    return command + shlex.split(args.finetune_args)
+
+
+def finetune_stage(args, runner: Runner) -> None:
+    runs = []
+    for name, init, ratio, seed in queue(args):
+        output = run_folder(args, name, init, ratio, seed)
+        if not (output / "all_results.json").is_file():
+            runs.append((f"{name}-{init}-mask{ratio:g}-seed{seed}", finetune_command(args, name, init, ratio, seed),
+                         _drop_checkpoints(output)))
+    runner.run_all(runs)
+
+
+# ----------------------------------------------------------------------------------------------------- report
+RUN_KEYS = ("test_accuracy", "test_f1_macro", "test_piece_accuracy", "test_piece_f1_macro", "eval_accuracy",
+            "eval_piece_accuracy", "epoch", "epochs_run", "train_steps", "train_runtime", "num_train_segments",
+            "test_num_pieces", "command")
+
+
+def cell(args, name: str, init: str, ratio: float, task_type: str) -> dict:
+    """The finished seeds of one (task, init, ratio): per-run figures, seed means, and per-level piece counts."""
+    runs, pieces = [], []
+    for seed in args.seeds:
+        folder = run_folder(args, name, init, ratio, seed)
+        if not (folder / "all_results.json").is_file():
+            continue
+        results = read_json(folder / "all_results.json")
+        runs.append({"seed": seed, **{k: results.get(k) for k in RUN_KEYS},
+                     "curve": [{"epoch": row["epoch"], "eval_accuracy": row.get("eval_accuracy")}
+                               for row in results.get("history", []) if "eval_accuracy" in row]})
+        pieces.append(PieceResults.from_records(read_json(folder / "test_piece_results.json")))
+    out = {"seeds": [r["seed"] for r in runs], "runs": runs, "levels": {}}
+    for key in ("test_accuracy", "test_f1_macro", "test_piece_accuracy", "test_piece_f1_macro", "eval_accuracy"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+    for level in (("piece", "segment") if task_type == "sequence" else ("note",)):
+        if not runs:
+            continue
+        correct, total, order = stack_piece_counts(pieces, level)
+        interval = bootstrap_accuracy(correct, total, n_resamples=args.bootstrap_resamples)
+        out["levels"][level] = {"accuracy": interval.estimate, "ci95": [interval.low, interval.high],
+                                "accuracies": [float(c.sum() / t.sum()) for c, t in zip(correct, total)],
+                                "correct": correct, "total": total, "order": order}
+    return out
+
+
+def chosen_ratio(args, cells: dict) -> float | None:
+    """The recipe's mask ratio: the best seed-mean validation accuracy of the pre-trained runs (all seeds finished
+    first; a ratio with fewer seeds is chosen only when none has them all)."""
+    candidates = [(len(c["seeds"]) == len(args.seeds), c["eval_accuracy"], ratio)
+                  for (init, ratio), c in cells.items() if init == "pretrained" and c["eval_accuracy"] is not None]
+    return max(candidates)[2] if candidates else None
+
+
+def paired(args, a: dict, b: dict, level: str) -> dict:
+    """A − b on one level over the seeds both finished (the method study's intervals)."""
+    seeds = [s for s in a["seeds"] if s in b["seeds"]]
+    if not seeds or level not in a["levels"] or level not in b["levels"]:
+        return {"difference": None, "seeds_paired": seeds}
+
+    def side(c):
+        rows = [c["seeds"].index(s) for s in seeds]
+        entry = c["levels"][level]
+        return {"seeds": seeds, "correct": [entry["correct"][i] for i in rows],
+                "total": [entry["total"][i] for i in rows], "accuracies": [entry["accuracies"][i] for i in rows],
+                "order": entry["order"]}
+
+    return compare(args, level, side(a), side(b))
+
+
+def task_report(args, name: str, info: dict) -> dict:
+    task, task_type = info["task"], info["task_type"]
+    cells = {(init, ratio): cell(args, name, init, ratio, task_type) for init in INITS
+             for ratio in args.mask_ratios if init == "pretrained" or ratio == args.mask_ratios[0]}
+    levels = ("piece", "segment") if task_type == "sequence" else ("note",)
+    comparisons = []
+    pairs = [("pretrained", args.mask_ratios[0], "scratch", args.mask_ratios[0])]
+    pairs += [("pretrained", r, "pretrained", 0.0) for r in args.mask_ratios if r != 0.0 and 0.0 in args.mask_ratios]
+    for init_a, ratio_a, init_b, ratio_b in pairs:
+        for level in levels:
+            result = paired(args, cells[init_a, ratio_a], cells[init_b, ratio_b], level)
+            comparisons.append({"a": f"{init_a} mask {ratio_a:g}", "b": f"{init_b} mask {ratio_b:g}",
+                                "evaluation": f"{name} per {level}", "primary": False, **result,
+                                "status": "not run yet"})
+    ratio = chosen_ratio(args, cells)
+    floor_level = FLOOR_LEVEL[task_type]
+    recipe = cells.get(("pretrained", ratio))
+    best = recipe["levels"].get(floor_level) if recipe else None
+    floors = FLOORS.get(task, {})
+    return {
+        "task": task, "task_type": task_type, "dataset": str(args.datasets.get(name, "")),
+        "label_names": info.get("label_names"), "chosen_mask_ratio": ratio, "floor_level": floor_level,
+        "floors": floors, "paper": PAPER_ACCURACY.get(task), "midibert_piano": MIDIBERT_PIANO_ACCURACY.get(task),
+        "recipe_accuracy": None if best is None else best["accuracy"],
+        "recipe_ci95": None if best is None else best["ci95"],
+        "floors_cleared": {floor: None if best is None else bool(100 * best["accuracy"] > value)
+                           for floor, value in floors.items()},
+        "cells": {f"{init} mask {r:g}": {k: v for k, v in c.items() if k != "levels"}
+                  | {"levels": {lv: {k: e[k] for k in ("accuracy", "ci95", "accuracies")}
+                                for lv, e in c["levels"].items()}} for (init, r), c in cells.items()},
+        "comparisons": comparisons,
+    }
+
+
+def pretraining_summary(folder: Path) -> dict:
+    results = read_json(folder / "all_results.json") if (folder / "all_results.json").is_file() else {}
+    return {"folder": str(folder), "train_steps": results.get("train_steps"), "eval_loss": results.get("eval_loss"),
+            "eval_log": [{k: row.get(k) for k in ("step", "eval_loss", "eval_accuracy")}
+                         for row in _jsonl(folder / "eval_log.jsonl")]}
+
+
+def report(args, command: str) -> dict:
+    tasks = {name: task_report(args, name, task_info(args, name)) for name in args.datasets}
+    expected = len(queue(args))
+    finished = sum((run_folder(args, *run) / "all_results.json").is_file() for run in queue(args))
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=EXAMPLES, capture_output=True, text=True).stdout.strip()
+    results = {"description": "fine-tuning of the CPU pre-trained model on the paper's tasks against the floors",
+               "complete": finished == expected, "runs_finished": finished, "runs_expected": expected,
+               "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                               if k not in ("dataset", "datasets")},
+                            "datasets": {name: str(folder) for name, folder in args.datasets.items()}},
+               "pretraining": pretraining_summary(Path(args.pretrained)), "tasks": tasks, "commit": commit,
+               "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return portable_paths(results, args.work_dir)
+
+
+# ----------------------------------------------------------------------------------------------------- the page
+def markdown(results: dict) -> str:
+    settings = results["settings"]
+    lines = ["# Quality on the paper's tasks (CPU)", "",
+             "<!-- generated by research/quality.py from its results file; do not edit by hand -->", "",
+             f"Command: `{results['command']}` (commit `{results['commit'][:10]}`, {results['date']}). "
+             f"{results['runs_finished']} of {results['runs_expected']} runs finished"
+             + ("." if results["complete"] else "; **partial**: missing cells say so."), "",
+             f"Recipe: learning rate {settings['learning_rate']}, at most {settings['max_epochs']} epochs of batch "
+             f"{settings['batch_size']} with early stopping on validation accuracy (patience {settings['patience']}, "
+             f"the best epoch's weights tested), pitch shift on composer and emotion, mask fine-tuning ratio chosen on "
+             f"validation among {settings['mask_ratios']}; seeds {settings['seeds']} (paired across arms). Scratch: "
+             f"`{settings['scratch_args']}`, the same budget.", "",
+             *[f"- {note}" for note in settings.get("note", [])], *([""] if settings.get("note") else []),
+             "| task | majority | floor | MidiBERT-Piano | paper | pre-trained (recipe) | scratch | floor cleared |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, task in results["tasks"].items():
+        floors = task["floors"]
+        majority = floors.get("majority class")
+        strongest = max(((v, k) for k, v in floors.items() if k != "majority class"), default=None)
+        scratch = next((c for k, c in task["cells"].items() if k.startswith("scratch")), None)
+        scratch_level = (scratch or {}).get("levels", {}).get(task["floor_level"])
+        cleared = task["floors_cleared"].get(strongest[1]) if strongest else None
+        lines.append(
+            f"| {name} (per {task['floor_level']}) | {majority or '–'} | "
+            f"{f'{strongest[0]} ({strongest[1]})' if strongest else '–'} | {task['midibert_piano'] or '–'} | "
+            f"{task['paper'] or '–'} | {_pct(task['recipe_accuracy'], 2)} {_interval_abs(task['recipe_ci95'])}"
+            f"{_ratio_note(task['chosen_mask_ratio'])} | "
+            f"{_pct(scratch_level['accuracy'], 2) if scratch_level else '–'} | "
+            f"{'–' if cleared is None else ('yes' if cleared else '**no**')} |")
+    lines += ["", "Intervals: 95 % two-level bootstrap over test pieces and seeds.", "", "## Comparisons", ""]
+    for task in results["tasks"].values():
+        lines += [f"- {verdict(c)}" for c in task["comparisons"]]
+    lines += ["", "## Every cell (seed means; validation accuracy chooses the mask ratio)", "",
+              "| task | arm | seeds | val acc | test acc | test macro-F1 | piece acc | piece macro-F1 | epochs (best) "
+              "|",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, task in results["tasks"].items():
+        for arm, c in task["cells"].items():
+            epochs = ", ".join(f"{r['epochs_run']} ({r['epoch']})" for r in c["runs"]) or "–"
+            lines.append(f"| {name} | {arm} | {len(c['seeds'])} | {_pct(c['eval_accuracy'])} | "
+                         f"{_pct(c['test_accuracy'])} | {_pct(c['test_f1_macro'])} | {_pct(c['test_piece_accuracy'])} "
+                         f"| {_pct(c['test_piece_f1_macro'])} | {epochs} |")
+    lines += ["", "## Cost and validation curves (where the CPU stops)", ""]
+    for name, task in results["tasks"].items():
+        ratio = task["chosen_mask_ratio"]
+        runs = task["cells"][f"pretrained mask {ratio:g}"]["runs"] if ratio is not None else []
+        if not runs:
+            lines.append(f"- {name}: no finished run yet.")
+            continue
+        minutes = np.mean([r["train_runtime"] / max(r["epochs_run"], 1) / 60 for r in runs])
+        curve = ", ".join(f"{100 * row['eval_accuracy']:.1f}" for row in runs[0]["curve"])
+        lines.append(f"- {name}: {minutes:.1f} CPU-minutes per epoch (one thread, wall time on a shared machine); "
+                     f"validation accuracy by epoch, pre-trained seed {runs[0]['seed']}: {curve}.")
+    pretraining = results["pretraining"]
+    lines += ["", "## The pre-trained model", "",
+              f"`{pretraining['folder']}`: {pretraining['train_steps'] or '–'} steps; validation loss by step: "
+              + (", ".join(f"{row['step']}: {row['eval_loss']:.3f}" for row in pretraining["eval_log"]
+                           if row.get("eval_loss") is not None) or "–") + ".", ""]
+    return "\n".join(lines)
+
+
+def _ratio_note(ratio) -> str:
+    return "" if ratio is None else f" (mask {ratio:g})"
+
+
+def _interval_abs(pair) -> str:
+    return "" if pair is None else f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
+
+
+def main(argv=None) -> dict | None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    args = parse_args(argv)
+    results_file = Path(args.results_file or args.work_dir / "quality.json")
+    if "docs" in args.stages:
+        if not args.docs:
+            raise SystemExit("--stages docs: --docs names the page to write")
+        atomic_write_text(Path(args.docs), markdown(read_json(results_file)))
+        return None
+    command = command_line("python -m research.quality", argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(args.work_dir, threads_per_job=1)
+    if "finetune" in args.stages:
+        finetune_stage(args, runner)
+        atomic_write_json(args.work_dir / "commands.json",
+                          {k: portable_command(v) for k, v in runner.commands.items()})
+    results = None
+    if "report" in args.stages:
+        results = report(args, command)
+        results_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(results_file, results)
+        if args.docs:
+            atomic_write_text(Path(args.docs), markdown(results))
+        logger.info("results: %s (%d of %d runs)", results_file, results["runs_finished"], results["runs_expected"])
+    if runner.failures:
+        logger.error("failed runs: %s", "; ".join(runner.failures))
+        raise SystemExit(1)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""research/quality.py: the run queue and its commands, the recipe chosen on validation, the paired comparisons and the
+floors, on run folders written by hand (no training)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import numpy as np
+import pytest
+
+from adversarial_midibert.evaluation import PieceResults
+from adversarial_midibert.training import finetune
+from research import quality
+
+
+def dataset(tmp_path, name: str, task: str, task_type: str):
+    folder = tmp_path / "data" / name
+    folder.mkdir(parents=True)
+    (folder / "task_info.json").write_text(json.dumps({"task": task, "task_type": task_type,
+                                                       "label_names": ["a", "b"]}))
+    return f"{name}={folder}"
+
+
+@pytest.fixture
+def args(tmp_path):
+    return quality.parse_args(["--pretrained", str(tmp_path / "pretrained"), "--work_dir", str(tmp_path / "work"),
+                               "--dataset", dataset(tmp_path, "composer", "composer", "sequence"),
+                               "--dataset", dataset(tmp_path, "melody", "melody", "token"),
+                               "--seeds", "0,1,2", "--mask_ratios", "0.3,0.15,0", "--bootstrap_resamples", "200"])
+
+
+def test_queue_runs_pretrained_and_scratch_seed_by_seed_before_the_other_ratios(args):
+    runs = quality.queue(args)
+    assert len(runs) == 3 * 2 * 2 + 2 * 3 * 2
+    assert runs[:4] == [("composer", "pretrained", 0.3, 0), ("melody", "pretrained", 0.3, 0),
+                        ("composer", "scratch", 0.3, 0), ("melody", "scratch", 0.3, 0)]
+    assert {run[2] for run in runs[:12]} == {0.3} and {run[1] for run in runs[12:]} == {"pretrained"}
+
+
+def test_commands_are_valid_finetune_flags_and_pair_the_arms(args):
+    parsed = {}
+    for init in quality.INITS:
+        command = quality.finetune_command(args, "composer", init, 0.3, 1)
+        assert command[1].endswith("examples/finetune.py")
+        parsed[init] = finetune.parse_args(command[2:])  # the loop's own parser accepts every flag
+    pretrained, scratch = parsed["pretrained"], parsed["scratch"]
+    assert pretrained.model_name_or_path == str(args.pretrained) and not pretrained.from_scratch
+    assert scratch.from_scratch and scratch.config_overrides == "max_position_embeddings=512"
+    for p in (pretrained, scratch):  # paired: the same seed and recipe, resumable, nothing overwritten
+        assert (p.seed, p.mask_ratio, p.pitch_shift, p.checkpointing_steps) == (101, 0.3, True, "epoch")
+        assert not p.overwrite_output_dir
+    melody = finetune.parse_args(quality.finetune_command(args, "melody", "pretrained", 0, 0)[2:])
+    assert not melody.pitch_shift and melody.mask_ratio == 0
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(args):
+    folder = quality.run_folder(args, "melody", "scratch", 0.3, 2)
+    (folder / "epoch_1").mkdir(parents=True)
+    (folder / "epoch_1" / "checkpoint_complete.json").write_text(json.dumps({"files": {}, "step": 40}))
+    assert "--resume_from_checkpoint latest" in shlex.join(quality.finetune_command(args, "melody", "scratch", 0.3, 2))
+    assert "--resume_from_checkpoint" not in quality.finetune_command(args, "melody", "scratch", 0.3, 0)
+
+
+def write_run(args, name, init, ratio, seed, rate, eval_accuracy, rng, task_type):
+    """A finished run whose test predictions are right with probability ``rate`` (50 pieces)."""
+    folder = quality.run_folder(args, name, init, ratio, seed)
+    folder.mkdir(parents=True)
+    pieces = [f"p{i}" for i in range(50)]
+    if task_type == "sequence":
+        labels = rng.integers(0, 2, 50)
+        right = rng.random(50) < rate
+        results = PieceResults(pieces, np.full(50, 4), np.full(50, 100), (right * 4).astype(np.int64), labels=labels,
+                               predictions=np.where(right, labels, 1 - labels), probabilities=np.full((50, 2), 0.5))
+        accuracy = float(right.mean())
+    else:
+        correct = rng.binomial(200, rate, 50)
+        results = PieceResults(pieces, np.full(50, 2), np.full(50, 200), correct)
+        accuracy = float(correct.sum() / 10000)
+    (folder / "test_piece_results.json").write_text(json.dumps(results.records(["a", "b"])))
+    (folder / "all_results.json").write_text(json.dumps({
+        "test_accuracy": accuracy, "test_piece_accuracy": accuracy if task_type == "sequence" else None,
+        "test_f1_macro": accuracy, "eval_accuracy": eval_accuracy, "epoch": 2, "epochs_run": 4, "seed": 100 + seed,
+        "train_runtime": 480.0,
+        "history": [{"epoch": 0, "eval_accuracy": eval_accuracy / 2}, {"epoch": 1, "eval_accuracy": eval_accuracy}]}))
+
+
+def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_floors(args):
+    rng = np.random.default_rng(0)
+    # melody: pre-trained at ratio 0.15 is best on validation (but not on test: the choice must not look at test)
+    rates = {("pretrained", 0.3): (0.90, 0.80), ("pretrained", 0.15): (0.86, 0.85), ("pretrained", 0.0): (0.70, 0.70),
+             ("scratch", 0.3): (0.60, 0.60)}
+    for (init, ratio), (test_rate, eval_accuracy) in rates.items():
+        for seed in (0, 1, 2):
+            write_run(args, "melody", init, ratio, seed, test_rate, eval_accuracy, rng, "token")
+    for seed in (0, 1):  # composer: only two seeds of the pre-trained arm, none of scratch
+        write_run(args, "composer", "pretrained", 0.3, seed, 0.9, 0.9, rng, "sequence")
+    results = quality.report(args, "python -m research.quality")
+    melody, composer = results["tasks"]["melody"], results["tasks"]["composer"]
+
+    assert melody["chosen_mask_ratio"] == 0.15
+    assert melody["recipe_accuracy"] == pytest.approx(0.86, abs=0.02)
+    assert melody["floors_cleared"] == {"majority class": True, "skyline": True, "per-note gradient boosting": False}
+    by_pair = {(c["a"], c["b"]): c for c in melody["comparisons"]}
+    scratch = by_pair["pretrained mask 0.3", "scratch mask 0.3"]
+    assert scratch["difference"] == pytest.approx(0.30, abs=0.03) and scratch["seeds_paired"] == [0, 1, 2]
+    assert scratch["ci95"][0] > 0 and scratch["ci95_t"][0] > 0
+    assert by_pair["pretrained mask 0.15", "pretrained mask 0"]["difference"] == pytest.approx(0.16, abs=0.03)
+
+    assert composer["floor_level"] == "piece" and composer["cells"]["pretrained mask 0.3"]["seeds"] == [0, 1]
+    assert composer["comparisons"][0]["difference"] is None  # no scratch run yet: said, not guessed
+    assert not results["complete"] and results["runs_finished"] == 12 + 2
+
+    page = quality.markdown(json.loads(json.dumps(results)))
+    assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
+    assert "| **no** |" in page and "not run yet" in page
+    assert "- melody: 2.0 CPU-minutes per epoch (one thread, wall time on a shared machine); validation accuracy by " \
+           "epoch, pre-trained seed 0: 42.5, 85.0." in page
