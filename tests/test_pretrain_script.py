@@ -305,3 +305,22 @@ def test_two_processes_save_every_segments_cached_scores(tiny_dataset, repo_root
     # step 3 is the epoch's last step of each process, saved before the end of the epoch
     codes = load_file(str(out / "step_3" / "training_state.safetensors"))["masker_score_cache.codes"]
     assert int((codes != 255).any(dim=1).sum()) == 24  # every training segment, whichever process visited it
+
+
+def test_a_fresh_start_never_replaces_a_run_in_its_folder(tiny_dataset, tmp_path):
+    """Without --resume_from_checkpoint a run in a folder that holds a complete checkpoint is refused before it
+    writes anything (starting anew there would cut the train log to nothing and replace the checkpoints)."""
+    from adversarial_midibert import cli
+
+    out = tmp_path / "run"
+    (out / "step_4").mkdir(parents=True)
+    (out / "step_4" / "checkpoint_complete.json").write_text(json.dumps({"files": {}, "step": 4}))
+    (out / "train_log.jsonl").write_text('{"step": 1, "old": true}\n')
+    flags = ["pretrain", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny",
+             "--max_train_steps", "1", "--per_device_train_batch_size", "2", "--max_train_samples", "4"]
+    with pytest.raises(FileExistsError, match=r"holds a run \(step_4\).*--resume_from_checkpoint latest"):
+        cli.main(flags)
+    assert (out / "train_log.jsonl").read_text() == '{"step": 1, "old": true}\n'
+    cli.main([*flags, "--overwrite_output_dir"])  # asked for: starts anew
+    assert "old" not in json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert (out / "all_results.json").is_file()

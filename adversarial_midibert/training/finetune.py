@@ -64,6 +64,7 @@ from .setup import (
     TrainingArguments,
     argument_parser,
     check_flags,
+    check_output_dir,
     checkpoints_and_resume,
     flag,
     make_accelerator,
@@ -109,7 +110,6 @@ class FinetuneArguments(TrainingArguments):
     eval_steps: int | None = flag(help="Evaluate every N optimizer steps (and at the last one); default: at the end "
                                        "of each epoch.")
     mixed_precision: str | None = flag(help="Accelerate mixed precision.", choices=("no", "fp16", "bf16"))
-    overwrite_output_dir: bool = flag(False, "Allow a folder that already holds results.")
     bootstrap_resamples: int = flag(2000, "Resamples of the 95%% bootstrap intervals over pieces in all_results.json "
                                           "(0 = none).")
 
@@ -293,9 +293,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         command = command_line(prog or "python examples/finetune.py", argv)
         args = parse_args(argv, prog)
     output_dir = Path(args.output_dir)
-    if (output_dir / "all_results.json").is_file() and not (args.overwrite_output_dir or args.resume_from_checkpoint):
-        raise FileExistsError(f"{output_dir} already holds all_results.json; use --overwrite_output_dir or another "
-                              "folder")
+    check_output_dir(args, output_dir)
 
     accelerator = make_accelerator(args, output_dir, data_seed=args.seed, mixed_precision=args.mixed_precision)
     output_lock = start_run(accelerator, logger, args.seed, output_dir)

@@ -73,6 +73,7 @@ from .setup import (
     TrainingArguments,
     argument_parser,
     check_flags,
+    check_output_dir,
     checkpoints_and_resume,
     flag,
     make_accelerator,
@@ -446,6 +447,7 @@ def main(argv=None, prog=None):
     accelerator = make_accelerator(  # the baselines never use the masker head
         args, output_dir,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=args.masking not in MASKER_METHODS)])
+    check_output_dir(args, output_dir)
     output_lock = start_run(accelerator, logger, args.seed, output_dir)
     logger.info(accelerator.state, main_process_only=False)
 

@@ -19,7 +19,7 @@ from transformers import HfArgumentParser
 from transformers.trainer_pt_utils import get_parameter_names
 
 from ..atomic_io import FolderLock
-from ..checkpointing import CheckpointManager
+from ..checkpointing import CheckpointManager, list_checkpoints
 from ..data.builder import is_dataset_folder
 from ..presets import PRESETS
 from ..speed_and_memory import COMPILE_MODES, slow_bf16_warning
@@ -71,6 +71,8 @@ class TrainingArguments:
                                                     "ones are deleted.")
     resume_from_checkpoint: str | None = flag(help="A checkpoint folder, or 'latest' for the newest complete "
                                                    "step_*/epoch_* in --output_dir (none yet: start anew).")
+    overwrite_output_dir: bool = flag(False, "Start anew in a folder that already holds a run's results or "
+                                             "checkpoints (its logs are rewritten, its checkpoints replaced).")
     with_tracking: bool = flag(False, "Log metrics with the --report_to trackers.")
     report_to: str = flag("tensorboard", "Tracker(s) for --with_tracking: tensorboard, wandb, all...")
     logging_steps: int = flag(10, "Log the training loss every N optimizer steps.")
@@ -118,6 +120,19 @@ def make_accelerator(args, output_dir: Path, data_seed: int | None = None, **kwa
                        log_with=args.report_to if args.with_tracking else None, project_dir=str(output_dir),
                        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=data_seed),
                        **kwargs)
+
+
+def check_output_dir(args, output_dir: Path) -> None:
+    """Refuse a fresh start in a folder that holds a run (its results or a complete checkpoint) unless
+    ``--overwrite_output_dir``: starting anew there would rewrite its logs and replace its checkpoints."""
+    if args.overwrite_output_dir or args.resume_from_checkpoint:
+        return
+    held = [name for name in ("all_results.json",) if (output_dir / name).is_file()]
+    held += [checkpoint.path.name for checkpoint in list_checkpoints(output_dir, warn=False)]
+    if held:
+        raise FileExistsError(f"--output_dir {output_dir} holds a run ({', '.join(held)}): continue it with "
+                              "--resume_from_checkpoint latest, or start anew with --overwrite_output_dir or in "
+                              "another folder")
 
 
 def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> FolderLock | None:
