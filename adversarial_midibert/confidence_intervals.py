@@ -1,23 +1,12 @@
 """Bootstrap confidence intervals over pieces: one run's accuracy, and differences between variants across seeds.
 
-Why pieces: the segments (or notes) of one piece are not independent draws (a composer classifier is nearly always
-all right or all wrong on a piece), so the bootstrap resamples pieces, each with all its segments or notes. An
-accuracy over the drawn pieces is ``sum(correct) / sum(total)`` (a piece drawn twice counts twice).
-
-Why two levels: a variant's figure also moves with the seeds. :func:`paired_bootstrap_difference` draws, per
-resample, one multiset of pieces shared by the two variants (paired: piece difficulty cancels out) and one multiset
-of each variant's seeds, and takes the difference of the seed-mean accuracies; with one seed per variant it is the
-ordinary paired bootstrap. :func:`bootstrap_accuracy` of ``(S, P)`` counts draws the same two levels for one variant.
-
-Why a t interval beside it. With a handful of seeds the bootstrap's seed level is too narrow: resampling ``n``
-seeds shrinks their variance by ``(n - 1) / n`` and has normal, not Student, tails. When every seed fixes the
-initialisation and the data order of both variants, :func:`paired_t_interval` takes the per-seed differences of their
-accuracies and gives the Student t interval with ``n - 1`` degrees of freedom (the seed level only: the pieces are
-the same for both variants, so their sampling enters each seed's difference). A study reports both and sizes what it
-can see, :func:`minimum_detectable_effect`, from the wider.
-
-A resample is a row of multinomial counts and accuracies are matrix products; numpy's ``default_rng(seed)`` gives the
-same interval on every machine.
+The segments (or notes) of one piece are not independent draws, so the bootstrap resamples pieces, each with all
+its predictions; an accuracy over the drawn pieces is ``sum(correct) / sum(total)``. A variant's figure also moves
+with the seed, so :func:`paired_bootstrap_difference` draws per resample one multiset of pieces shared by both
+variants (paired) and one multiset of each variant's seeds. With a handful of seeds that seed level is too narrow
+(normal tails, variance shrunk by ``(n - 1) / n``), so :func:`paired_t_interval` gives the Student t interval of the
+per-seed differences beside it; a study sizes what it can see (:func:`minimum_detectable_effect`) from the wider.
+``numpy.random.default_rng(seed)`` gives the same interval on every machine.
 """
 
 from __future__ import annotations
@@ -32,7 +21,7 @@ DEFAULT_CONFIDENCE = 0.95
 
 @dataclass
 class _Interval:
-    """A point estimate and its interval (the fields every kind of interval has)."""
+    """A point estimate (on the observed data) and its interval ``[low, high]`` at ``confidence`` (e.g. 0.95)."""
 
     estimate: float
     low: float
@@ -54,10 +43,6 @@ class BootstrapInterval(_Interval):
     """A point estimate and its bootstrap percentile interval.
 
     Attributes:
-        estimate: the statistic on the observed data (not the mean of the resamples).
-        low: lower end of the interval (the ``(1 - confidence) / 2`` quantile of the resamples).
-        high: upper end.
-        confidence: e.g. 0.95.
         n_resamples: number of bootstrap resamples.
         seed: seed of ``numpy.random.default_rng``.
         method: how the resamples were drawn (a sentence).
@@ -190,8 +175,7 @@ def paired_bootstrap_difference(
 
 
 def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for
-    :func:`paired_bootstrap_difference`.
+    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for the bootstraps.
 
     Args:
         runs: :class:`~adversarial_midibert.evaluation.PieceResults` of ``S`` runs (seeds) of one variant.
@@ -212,8 +196,8 @@ def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np
         if sorted(run.piece_ids) != sorted(order):
             missing, extra = set(order) - set(run.piece_ids), set(run.piece_ids) - set(order)
             raise ValueError(f"run {s} was scored on other pieces: {len(missing)} missing (e.g. "
-                             f"{sorted(missing)[:3]}), "
-                             f"{len(extra)} extra (e.g. {sorted(extra)[:3]}); pair only runs on the same test set")
+                             f"{sorted(missing)[:3]}), {len(extra)} extra (e.g. {sorted(extra)[:3]}); pair only runs "
+                             "on the same test set")
         position = {p: i for i, p in enumerate(run.piece_ids)}
         index = np.array([position[p] for p in order], dtype=np.int64)
         run_correct, run_total = run.counts(level)
@@ -226,10 +210,6 @@ class TInterval(_Interval):
     """A mean of per-seed differences and its Student t interval.
 
     Attributes:
-        estimate: the mean difference.
-        low: lower end of the interval.
-        high: upper end.
-        confidence: e.g. 0.95.
         df: degrees of freedom (seeds - 1).
         standard_error: standard deviation of the differences (``ddof=1``) over the square root of their number.
         method: a sentence.

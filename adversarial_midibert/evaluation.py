@@ -1,16 +1,10 @@
 """Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` metrics, token masks, piece-level
 results, confusion matrix (scikit-learn).
 
-:class:`Accuracy` and :class:`F1` are defined here because ``evaluate.load("accuracy")`` fetches a script from the
-Hub and fails offline; they are ordinary :class:`evaluate.Metric` subclasses computing what those scripts compute.
-Token tasks are scored over real notes only (:func:`token_metric_mask`: not ``-100``, not replaced by mask
-fine-tuning). Macro-F1 averages over **every** label of the task (a class neither predicted nor present scores 0),
-so that it always averages over the same classes.
-
-Sequence tasks are also scored per piece: the segments' class log-probabilities are combined as the pipeline combines
-them (:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs`); token tasks count each piece's scored and
-correct notes. :class:`PieceResults` holds these figures (``*_piece_results.json``); the intervals over pieces are in
-:mod:`adversarial_midibert.confidence_intervals`.
+:class:`Accuracy` and :class:`F1` are here because ``evaluate.load("accuracy")`` fetches a script from the Hub and
+fails offline. Token tasks are scored over real notes only (:func:`token_metric_mask`); macro-F1 averages over every
+label of the task. :class:`PieceResults` holds the per-piece figures (``*_piece_results.json``) that
+:mod:`adversarial_midibert.confidence_intervals` resamples.
 """
 
 from __future__ import annotations
@@ -97,15 +91,9 @@ def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarra
 
 
 def select_scored(predictions, labels, masked_positions=None) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten predictions and references to the scored positions.
+    """``(predictions, references)`` at the scored positions (:func:`token_metric_mask`), as 1-D int64 arrays.
 
-    Args:
-        predictions: ``(B,)`` for sequence tasks or ``(B, L)`` for token tasks, predicted class ids.
-        labels: same shape as ``predictions``; ``-100`` marks positions not scored.
-        masked_positions: optional bool ``(B, L)`` of mask-fine-tuning positions (token tasks), left out.
-
-    Returns:
-        ``(predictions, references)`` as 1-D int64 numpy arrays.
+    ``predictions`` are ``(B,)`` (sequence tasks) or ``(B, L)`` (token tasks) class ids; ``labels`` the same shape.
     """
     if isinstance(predictions, torch.Tensor):
         predictions = predictions.detach().cpu().numpy()
@@ -121,13 +109,8 @@ def select_scored(predictions, labels, masked_positions=None) -> tuple[np.ndarra
 
 
 def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> np.ndarray:
-    """Counts ``(num_labels, num_labels)``: row = true class, column = predicted class.
-
-    Args:
-        predictions: predicted class ids.
-        references: true class ids (same length).
-        num_labels: number of classes; ids must lie in ``[0, num_labels)``.
-    """
+    """Counts ``(num_labels, num_labels)``: row = true class, column = predicted class; ids outside
+    ``[0, num_labels)`` are refused."""
     from sklearn.metrics import confusion_matrix as counts
 
     predictions, references = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
@@ -138,17 +121,8 @@ def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_
 
 
 def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Write a confusion matrix PNG: colours are row-normalised (recall per class), cells show counts.
-
-    Args:
-        matrix: ``(C, C)`` counts from :func:`confusion_matrix`.
-        label_names: ``C`` class names for the axes.
-        path: output PNG file (parent folders are created).
-        title: figure title (e.g. the task and the test accuracy).
-
-    Returns:
-        The path written.
-    """
+    """Write ``matrix`` (``(C, C)`` counts) as a PNG at ``path`` and return it: colours are row-normalised (recall
+    per class), cells show counts, axes are named by ``label_names``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,17 +165,9 @@ def group_by_piece(piece_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def aggregate_by_piece(log_probs: np.ndarray, piece_index: np.ndarray, num_notes: np.ndarray) -> np.ndarray:
-    """:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` for every piece at once.
-
-    Args:
-        log_probs: ``(N, C)`` log-probabilities of ``N`` segments.
-        piece_index: ``(N,)`` piece position of every segment (``0..P-1``, see :func:`group_by_piece`).
-        num_notes: ``(N,)`` notes per segment.
-
-    Returns:
-        ``(P, C)`` piece probabilities, equal to
-        :func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` applied piece by piece.
-    """
+    """:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` for every piece at once: ``(P, C)``
+    probabilities from ``(N, C)`` segment log-probabilities, each segment's piece position ``(N,)`` (see
+    :func:`group_by_piece`) and notes ``(N,)``."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     piece_index = np.asarray(piece_index, dtype=np.int64)
     num_pieces = int(piece_index.max()) + 1 if len(piece_index) else 0
@@ -419,20 +385,12 @@ class ClassificationEvaluator:
         return np.concatenate(self._references) if self._references else np.zeros(0, dtype=np.int64)
 
     def compute(self, prefix: str = "") -> dict[str, float]:
-        """Return ``{prefix+"accuracy", prefix+"f1_macro"}`` (:func:`accuracy_and_macro_f1`, see :attr:`num_scored`).
-
-        Args:
-            prefix: prepended to every key (``"eval_"``, ``"test_"``).
-        """
+        """``{prefix+"accuracy", prefix+"f1_macro"}`` (:func:`accuracy_and_macro_f1`), e.g. ``prefix="eval_"``."""
         scores = accuracy_and_macro_f1(self.predictions, self.references, self.num_labels)
         return {f"{prefix}{name}": value for name, value in scores.items()}
 
     def piece_results(self, piece_ids: Sequence[str]) -> PieceResults:
-        """Group what was added by piece (see :func:`piece_results`).
-
-        Args:
-            piece_ids: the split's ``piece_id`` column, one per row added, in the same order.
-        """
+        """Group what was added by piece (:func:`piece_results`); ``piece_ids``: the split's column, in order."""
         rows = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in self._rows.items()}
         sequence = self._is_sequence
         if sequence and len(rows["log_probs"]) != len(rows["scored"]):

@@ -1,24 +1,12 @@
 """Generic dataset builder: MIDI files (+ labels) -> a ``datasets.DatasetDict`` of Octuple segments, split by piece.
 
-The flow is ``files -> records (path, piece_id, label) -> split by piece -> shards written by worker processes
-(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``; :class:`BuildOptions` says how. Every split has the columns
-of ARCHITECTURE.md "Datasets":
-
-- ``input_ids``: (length, 8) ids (stored as int16; cast to int64 by the collators),
-- ``attention_mask``: (length,) ones (padding is added by the collators),
-- ``labels``: an int (sequence tasks), or a list of length ints with -100 at BOS/EOS and unlabelled notes (token
-  tasks); absent for pre-training,
-- ``piece_id`` (str) and ``segment_id`` (int, the row index within the split: the key of the mask book).
-
-A file that cannot be read or has no notes is skipped and listed with its reason in the build report; the build
-never dies on one file. :func:`save` writes the dataset (``save_to_disk``), ``build_report.json`` (skipped files
-and reasons, counts per split: pieces, segments, notes, class counts), ``task_info.json`` (task, task type, label
-names, hidden attributes, tokenizer settings) and the tokenizer (``octuple_tokenizer.json``);
-:func:`load_task_dataset` reads all of it back.
-
-Hidden attributes (``hidden_attributes=("velocity",)``) are recorded in ``task_info.json``; fine-tuning puts them in
-the model's ``config.hidden_attributes``, and the model replaces them by MASK (the velocity task, docs/method.md
-section 4).
+``files -> records (path, piece_id, label) -> split by piece -> shards written by worker processes
+(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``, as :class:`BuildOptions` says. The columns are those of
+ARCHITECTURE.md "Datasets": ``input_ids`` (length, 8), ``attention_mask``, ``labels`` (an int per segment, or one
+per row with -100 at BOS/EOS and unlabelled notes; absent for pre-training), ``piece_id`` and ``segment_id`` (the
+row index within the split, the key of the mask book). A file that cannot be read or has no notes is skipped and
+listed with its reason in ``build_report.json``; :func:`save` also writes ``task_info.json`` (task, labels, hidden
+attributes, tokenizer settings) and the tokenizer file, and :func:`load_task_dataset` reads it all back.
 """
 
 from __future__ import annotations
@@ -74,7 +62,6 @@ __all__ = [
 
 _SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation",
                   "dev": "validation", "test": "test"}
-
 
 
 @dataclass
@@ -381,8 +368,7 @@ class BuildOptions:
         num_proc: processes for tokenising (each tokenises whole shards).
         max_files: tokenise at most this many pieces in all (spread over the splits in proportion to their
             sizes, at least one per non-empty split), for quick tests.
-        cache_dir: without ``output_dir``: build into ``cache_dir/build-<fingerprint of the inputs>``; a second
-            build with the same inputs reads it.
+        cache_dir: without ``output_dir``: build into ``cache_dir/build-<fingerprint of the inputs>``.
         label_column: CSV labels: the column holding the label.
         id_column: CSV labels: the column holding the piece id / file name.
         label_names: class names in label-index order; default: the sorted distinct labels (integer labels are
@@ -393,8 +379,7 @@ class BuildOptions:
         extra_info: more entries for ``task_info`` (e.g. the split source, velocity bin edges).
         output_dir: write the dataset into this folder as it is built (resumable); see :func:`build_dataset`.
         shard_size: pieces per shard.
-        num_shards: exact number of shards of the train split instead (e.g. a multiple of the number of training
-            processes, so that streaming gives each process whole shards).
+        num_shards: exact number of shards of the train split instead (e.g. a multiple of the training processes).
         overwrite: with ``output_dir``: replace a folder holding a build of other inputs (refused otherwise).
         report_extra: more entries for the build report (e.g. files named by a split list but missing); its
             ``skipped`` entries are put before the build's own.
@@ -436,11 +421,9 @@ class BuildOptions:
 def build_dataset(source: str | os.PathLike | Sequence[Any], options: BuildOptions | None = None, **fields):
     """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
 
-    The segments are written as they are made, in Arrow shards of ``shard_size`` pieces
-    (:mod:`~adversarial_midibert.data.shards`): with ``output_dir`` the folder is the saved dataset (shards,
-    ``build_report.json``, ``task_info.json``, the tokenizer file), memory stays bounded whatever the corpus size,
-    and a killed build resumes when run again into the same folder (finished shards are kept). Without it the
-    shards go to ``cache_dir`` (reused by a second build of the same inputs) or to a temporary folder.
+    The segments are written as they are made, in shards (:mod:`~adversarial_midibert.data.shards`): into
+    ``output_dir``, which is then the saved dataset (a killed build resumes there), else into ``cache_dir`` (reused
+    by a second build of the same inputs) or a temporary folder.
 
     Args:
         source: a folder (all MIDI files under it, piece id = path relative to it without suffix), a list of

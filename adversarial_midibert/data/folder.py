@@ -1,23 +1,17 @@
 """A user's own data set: a folder of MIDI files and a CSV of labels, split by piece, without writing Python.
 
-This is what ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` (``examples/prepare_data.py``) builds:
+What ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` builds (docs/data.md has the details):
 
-- **sequence tasks** (one label per piece): the CSV has one row per file; ``--id_column`` (default: the first
-  column) names the file by its path relative to ``DIR`` (with or without the suffix), its file name or its stem,
-  and ``--label_column`` (default ``label``) its class. ``--split_column`` (values ``train``, ``valid`` /
-  ``validation`` / ``val`` / ``dev``, ``test``) or ``--splits split.json`` (``{"train": [ids], "valid": [...],
-  "test": [...]}``) fix the split; otherwise 80 / 10 / 10 per class.
-- **token tasks** (one label per note): each note gets the label of its track; the CSV has one row per track name
-  (``--track_column``, default ``track``, matched without case; or a track index) and its class, e.g. ``MELODY,
-  melody``. Notes of other tracks get no label (-100) and are counted in the build report. A row labels the tracks of
-  that name in every file: a CSV with a column naming files (``file,track,label``) is refused, not applied to all.
+- **sequence tasks**: one CSV row per file, named by ``--id_column`` (its path under ``DIR``, file name or stem)
+  with its class in ``--label_column``; ``--split_column`` or ``--splits split.json`` fix the split, otherwise
+  80 / 10 / 10 per class;
+- **token tasks**: one CSV row per track name (``--track_column``, any case, or a track index) and its class; notes
+  of other tracks get no label (-100). A row labels that track in every file, so a column naming files is refused.
 
-Every file under ``DIR`` is a piece (its id: its path without the suffix, or with it where two files differ only by
-their suffix, e.g. ``x.mid`` and ``x.MID``); a file the CSV does not label, a CSV row naming no file, and a file
-that cannot be read are listed in ``build_report.json`` (never dropped silently), and so are the CSV's repeated header
-rows, repeated rows and token-task rows with an empty label (``labels_csv_problems``, with their line numbers). A row
-with a missing field, or two rows giving one file (or track) different labels, stop the build with an error naming
-the lines. Class names are sorted (numerically when they are all numbers) unless ``label_names`` gives their order.
+Every file under ``DIR`` is a piece (its id: its path without the suffix). Unlabelled files, rows naming no file,
+unreadable files and the CSV's repeated rows are listed in ``build_report.json``, never dropped silently; a row
+with a missing field, or rows giving one file (or track) two labels, stop the build with an error naming the lines.
+Class names are sorted (numerically when all are numbers) unless ``label_names`` gives their order.
 """
 
 from __future__ import annotations

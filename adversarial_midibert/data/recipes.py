@@ -1,29 +1,21 @@
 """The paper's tasks (and the music21 default corpus) as ready-made dataset recipes.
 
-Each recipe reads the shared data layout (see the data folder's README: ``POP909/``, ``EMOPIA/``, ``Pianist8/``,
-``POP1K7/``, ``splits/``) under a ``data_root`` and calls :func:`~adversarial_midibert.data.builder.build_dataset`:
+Each recipe reads the shared data layout (``POP909/``, ``EMOPIA/``, ``Pianist8/``, ``POP1K7/``, ``splits/``, see the
+data folder's README) under a ``data_root`` and calls :func:`~adversarial_midibert.data.builder.build_dataset`:
 
-==================  ========  ====================================================================================
-recipe              type      data, labels and split
-==================  ========  ====================================================================================
-``composer``        sequence  Pianist8, 8 pianists (folder name); ``splits/pianist8.json`` (337 / 37 / 37 pieces)
-``emotion``         sequence  EMOPIA, Q1..Q4 (file-name prefix, = ``label.csv`` column ``4Q``);
-                              ``splits/emopia.json`` (864 / 107 / 107, MidiBERT-Piano's; it shares songs between
-                              splits) or, with ``split_source="emopia_song"``, EMOPIA's own song-level split
-                              ``EMOPIA/split/{train,val,test}_clip.csv`` (876 / 114 / 88)
-``melody``          token     POP909, per note: melody 0 (track ``MELODY``), bridge 1 (``BRIDGE``), accompaniment 2
-                              (``PIANO``); ``splits/pop909.json`` (693 / 86 / 86 songs)
-``velocity``        token     POP909, per note: six dynamics bins of the raw MIDI velocity (:data:`VELOCITY_BINS`);
-                              same split. The velocity attribute of the input is hidden from the fine-tuned model
-                              (``task_info["hidden_attributes"] == ["velocity"]``, its config's)
-``pretrain``        pretrain  POP1K7 + POP909 + Pianist8 + EMOPIA; by default without the downstream tasks'
-                              validation and test pieces (``exclude_eval_pieces``); 2 % of the pieces for validation
-``music21-composer``  sequence  scores shipped with music21, label = corpus folder; stratified 80 / 10 / 10 split
-``music21-pretrain``  pretrain  the same scores; 90 / 10 split
-==================  ========  ====================================================================================
+- ``composer`` (sequence): Pianist8, 8 pianists (folder name), ``splits/pianist8.json``;
+- ``emotion`` (sequence): EMOPIA, Q1..Q4 (file-name prefix); ``splits/emopia.json`` (MidiBERT-Piano's, which shares
+  songs between splits) or, with ``split_source="emopia_song"``, EMOPIA's own song-level split;
+- ``melody`` (token): POP909, per note: melody (track ``MELODY``), bridge (``BRIDGE``), accompaniment (``PIANO``),
+  ``splits/pop909.json``;
+- ``velocity`` (token): POP909, per note: six dynamics bins of the raw velocity (:data:`VELOCITY_BINS`), the same
+  split; the velocity attribute is hidden from the model (``task_info["hidden_attributes"]``);
+- ``pretrain``: POP1K7 + POP909 + Pianist8 + EMOPIA, by default without the downstream tasks' validation and test
+  pieces; 2 % of the pieces for validation;
+- ``music21-composer`` (sequence, label = corpus folder, 80 / 10 / 10) and ``music21-pretrain`` (90 / 10): the
+  scores shipped with music21.
 
-:func:`resolve_recipe` lists a recipe's files, labels and split without tokenising anything (cheap);
-:func:`build_recipe` builds the ``DatasetDict``.
+:func:`resolve_recipe` lists a recipe's files, labels and split without tokenising; :func:`build_recipe` builds it.
 """
 
 from __future__ import annotations
@@ -68,7 +60,6 @@ VELOCITY_BINS = ["pp", "p", "mp", "mf", "f", "ff"]
 VELOCITY_BIN_EDGES = (32, 48, 64, 80, 96)
 
 EMOTION_LABELS = ["Q1", "Q2", "Q3", "Q4"]
-SPLIT_SOURCES = {"emotion": ("midibert", "emopia_song")}
 
 
 @dataclass

@@ -3,35 +3,16 @@
     adv-midibert convert --checkpoint ckpt.pt|FOLDER|HUB_ID --dictionary Octuple.pkl \\
         --task mlm|sequence|token [--num_labels C] --output_dir DIR [--tokenizer DIR]
 
-The reference code (a transformers-4 ``BertModel`` with ``relative_key_query`` positions inside a ``MidiBert``
-module, see docs/method.md section 6) saves plain PyTorch state dicts. This script
-
-1. loads the state dict with ``torch.load(..., weights_only=True)`` or safetensors, from a file, a folder saved by
-   ``PyTorchModelHubMixin`` or a Hub id (a ``{"state_dict": ...}`` wrapper and the encoder's key prefix, such as the
-   task models' ``midibert.``, are handled); refuses NaN or infinite weights; reads every size from the shapes;
-2. maps the encoder weights onto ``AdvMidiBertModel`` (same computation: sqrt(256)-scaled attribute
-   embeddings, concatenation, ``in_linear``, token-type-0 vector, LayerNorm, BERT layers with
-   relative_key_query scores);
-3. maps the VOCABULARIES: the reference dictionary (``Octuple.pkl``: ``Bar 3``, ``Position 8/64``,
-   ``Instrument 0``/``Instrument percussion``, ``Pitch 60``/``Pitch percussion 36``, ``Duration 7``,
-   ``Velocity 62``, ``TimeSig 3/4``, ``Tempo 120.8...``, plus ``<PAD> <MASK> <SOS> <EOS> <CLS> <SEP>``) is
-   matched to our tokenizer's miditok tokens (``Bar_3``, ``Position_4``, ``Program_-1``, ``PitchDrum_36``,
-   ``Duration_1.0.8``, ``Velocity_63``, ``TimeSig_3/4``, ``Tempo_121.29``, ``PAD_None``...), by *value*, using
-   the reference encoder's own quantisation (see :func:`reference_key`). Embedding rows and masked-LM head
-   rows are re-ordered into our vocabulary;
-4. writes ``save_pretrained`` output, the model code files (remote code), the tokenizer file and
-   ``conversion_report.json`` (also printed), which lists
-
-   - our tokens with no source row: they get the mean of the reference table's non-special rows (embedding)
-     and the mean weight row with the *lowest* bias of the reference head (masked-LM), so that they start
-     out as unlikely predictions;
-   - reference tokens with no target (e.g. ``<CLS>``, ``<SEP>``, pitches outside our pitch range);
-   - every checkpoint key that was not mapped, with those the reference model never uses listed as
-     "ignored by design" (``word_embeddings``, ``position_embeddings``, ``pooler``, ``attention_linear``).
-
-Several of our tokens can share one reference token (our bins are finer for some attributes): they all get a
-copy of its row. Positions and durations are compared in quarter-note beats (the reference code's unit);
-miditok counts them in the time signature's beat, so for x/8 bars the mapping is approximate.
+The reference code (a ``MidiBert`` around a transformers-4 ``BertModel`` with ``relative_key_query`` positions,
+docs/method.md section 6) saves plain state dicts. The converter loads one safely (weights only, no NaN/inf), maps
+the encoder onto ``AdvMidiBertModel`` (the same computation), matches the reference dictionary (``Octuple.pkl``:
+``Pitch 60``, ``Duration 7``...) to our miditok tokens (``Pitch_60``, ``Duration_1.0.8``...) by *value* with the
+reference encoder's own quantisation (:func:`reference_key`, :func:`our_key`), re-orders the embedding and
+masked-LM rows, and writes ``save_pretrained`` output, the remote code, the tokenizer and
+``conversion_report.json``. The report lists our tokens without a source row (they get the mean non-special row,
+and the lowest bias of the head, so they start as unlikely predictions), reference tokens without a target, and
+the checkpoint keys not mapped (those the reference never reads are "ignored by design"). Positions and durations
+are compared in quarter-note beats, so for x/8 bars the mapping is approximate.
 """
 
 from __future__ import annotations
