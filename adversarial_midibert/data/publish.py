@@ -134,23 +134,16 @@ def push_dataset_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from ..hub import resolve_token, validate_repo_id
+    from ..hub._common import dry_run_folder
 
     folder = Path(folder)
     validate_repo_id(repo_id)
     if not folder.is_dir():
         raise DatasetPublishError(f"data set folder {folder} does not exist")
     if dry_run_dir is not None:
-        target = Path(dry_run_dir)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise DatasetPublishError(f"--dry_run folder {target} exists and is not empty")
-        staging = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        _stage(folder, repo_id, staging, license, command)
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
-        return target
+        with dry_run_folder(Path(dry_run_dir)) as staging:
+            _stage(folder, repo_id, staging, license, command)
+        return Path(dry_run_dir)
     token = resolve_token(token)
     with tempfile.TemporaryDirectory(prefix="adv-midibert-dataset-") as tmp:
         names = _stage(folder, repo_id, Path(tmp), license, command)
