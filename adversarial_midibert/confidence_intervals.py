@@ -114,9 +114,8 @@ def bootstrap_accuracy(
         correct: ``(P,)`` correct predictions per piece of one run (0/1 for a piece-level accuracy; correct
             segments or notes for a pooled accuracy), or ``(S, P)``: ``S`` seeds of one variant on the same pieces.
         total: ``(P,)`` or ``(S, P)`` predictions per piece (1 for a piece-level accuracy), or a scalar.
-        n_resamples: bootstrap resamples.
-        confidence: interval level.
-        seed: generator seed (same seed, same interval).
+        n_resamples, confidence, seed: bootstrap resamples, interval level, generator seed (same seed, same
+            interval).
 
     Returns:
         :class:`BootstrapInterval` of ``sum(correct) / sum(total)``, averaged over the seeds when there are several
@@ -149,12 +148,7 @@ def paired_bootstrap_difference(
         total_a: same shape (or ``(P,)``, or a scalar): predictions per piece.
         correct_b: ``(S_b, P)`` for variant B, the same ``P`` pieces in the same order.
         total_b: as ``total_a``.
-        n_resamples: bootstrap resamples.
-        confidence: interval level.
-        seed: generator seed.
-
-    Returns:
-        :class:`BootstrapInterval` of the difference of the seed-averaged accuracies (A minus B).
+        n_resamples, confidence, seed: as for :func:`bootstrap_accuracy`.
     """
     correct_a, total_a = _check_counts(correct_a, total_a, "variant A")
     correct_b, total_b = _check_counts(correct_b, total_b, "variant B")
@@ -175,19 +169,9 @@ def paired_bootstrap_difference(
 
 
 def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for the bootstraps.
-
-    Args:
-        runs: :class:`~adversarial_midibert.evaluation.PieceResults` of ``S`` runs (seeds) of one variant.
-        level: ``"piece"``, ``"segment"`` or ``"note"`` (see ``PieceResults.counts``).
-        piece_ids: the piece order to use (default: the sorted ids of the first run).
-
-    Returns:
-        ``(correct, total, piece_ids)``.
-
-    Raises:
-        ValueError: a run was scored on other pieces than ``piece_ids``.
-    """
+    """``(correct, total, piece_ids)``: per-piece counts at ``level`` (see ``PieceResults.counts``) of ``S`` runs
+    (:class:`~adversarial_midibert.evaluation.PieceResults`) as ``(S, P)`` arrays for the bootstraps, in the order
+    ``piece_ids`` (default: the first run's, sorted); ``ValueError`` when a run was scored on other pieces."""
     if not runs:
         raise ValueError("no runs to stack")
     order = sorted(runs[0].piece_ids) if piece_ids is None else [str(p) for p in piece_ids]
@@ -228,9 +212,6 @@ def paired_t_interval(accuracy_a, accuracy_b, confidence: float = DEFAULT_CONFID
         accuracy_b: ``(S,)`` accuracy of variant B for the same seeds, in the same order (a seed fixes both
             variants' initialisation and data order).
         confidence: interval level.
-
-    Returns:
-        :class:`TInterval` with ``S - 1`` degrees of freedom.
     """
     from scipy.stats import t
 

@@ -68,16 +68,9 @@ def accuracy_and_macro_f1(predictions: Sequence[int], references: Sequence[int],
 
 
 def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarray:
-    """Positions that count for a token task's loss and metrics.
-
-    Args:
-        labels: ``(B, L)`` class ids with ``-100`` at BOS/EOS/padding/ignored notes (tensor or array).
-        masked_positions: optional bool ``(B, L)`` (or ``(B, L, 8)``, reduced with any over the last
-            axis): positions that mask fine-tuning replaced by MASK. They are left out (docs/method.md section 4).
-
-    Returns:
-        bool ``(B, L)`` of the same kind as ``labels``: True where the note is real and was not masked.
-    """
+    """Positions that count for a token task's loss and metrics: bool ``(B, L)`` of the same kind as ``labels``
+    (``(B, L)`` class ids, ``-100`` where not scored), True where the note is real and not in ``masked_positions``
+    (optional bool ``(B, L)`` or ``(B, L, 8)``: what mask fine-tuning replaced by MASK, docs/method.md section 4)."""
     keep = labels != IGNORE_INDEX
     if masked_positions is not None:
         if masked_positions.ndim == keep.ndim + 1:
@@ -215,12 +208,9 @@ class PieceResults:
         return len(self.piece_ids)
 
     def counts(self, level: str = "piece") -> tuple[np.ndarray, np.ndarray]:
-        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.confidence_intervals`).
-
-        Args:
-            level: ``"piece"`` (sequence tasks: 0/1 per piece), ``"segment"`` (sequence tasks: correct segments
-                and segments) or ``"note"`` (token tasks: correct and scored notes).
-        """
+        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.confidence_intervals`) at
+        ``level`` ``"piece"`` (sequence tasks, 0/1 per piece), ``"segment"`` (sequence tasks) or ``"note"`` (token
+        tasks)."""
         if level == "piece" and self.is_sequence:
             return (self.predictions == self.labels).astype(np.int64), np.ones(len(self), dtype=np.int64)
         if level == "segment" and self.is_sequence:
@@ -231,12 +221,8 @@ class PieceResults:
         raise ValueError(f"level {level!r} does not apply to a {kind} task (sequence: piece, segment; token: note)")
 
     def compute(self, num_labels: int, prefix: str = "") -> dict[str, float]:
-        """Piece-level metrics.
-
-        Sequence tasks: ``{prefix}piece_accuracy`` and ``{prefix}piece_f1_macro`` (over all ``num_labels``
-        labels) and ``{prefix}num_pieces``. Token tasks: ``{prefix}num_pieces`` only (the note accuracy is the
-        evaluator's micro accuracy).
-        """
+        """``{prefix}num_pieces`` and, for sequence tasks, ``{prefix}piece_accuracy`` and ``{prefix}piece_f1_macro``
+        (a token task's note accuracy is the evaluator's)."""
         out: dict[str, float] = {f"{prefix}num_pieces": len(self)}
         if self.is_sequence:
             scores = accuracy_and_macro_f1(self.predictions, self.labels, num_labels)
@@ -288,19 +274,16 @@ def piece_results(
     labels: np.ndarray | None = None,
     log_probs: np.ndarray | None = None,
 ) -> PieceResults:
-    """Group per-segment results by piece.
+    """Group per-segment results by piece: a sequence task's :class:`PieceResults` when ``log_probs`` is given, a
+    token task's otherwise.
 
     Args:
         piece_ids: ``(N,)`` the piece of every segment, in the order of the other arrays.
-        scored: ``(N,)`` scored predictions per segment (1 per labelled segment for sequence tasks; scored notes
-            for token tasks).
+        scored: ``(N,)`` scored predictions per segment (1 per labelled segment, or scored notes).
         correct: ``(N,)`` correct predictions per segment.
         num_notes: ``(N,)`` notes per segment (the weights of the aggregation).
         labels: ``(N,)`` sequence tasks: the segment labels (all segments of a piece share it).
         log_probs: ``(N, C)`` sequence tasks: the segments' class log-probabilities.
-
-    Returns:
-        :class:`PieceResults` (sequence task when ``log_probs`` is given, token task otherwise).
     """
     if len(piece_ids) != len(scored):
         raise ValueError(f"{len(piece_ids)} piece ids for {len(scored)} evaluated segments: the evaluation rows must "
@@ -324,15 +307,9 @@ def piece_results(
 
 
 class ClassificationEvaluator:
-    """Collect predictions batch by batch, then compute accuracy, macro-F1, piece results and the confusion matrix.
-
-    Args:
-        num_labels: number of classes.
-        label_names: class names (default ``"0"``, ``"1"``...), used by :meth:`plot`.
-
-    Call :meth:`add_batch` with already gathered tensors (``accelerator.gather_for_metrics``), then
-    :meth:`compute`, and :meth:`piece_results` with the split's ``piece_id`` column (the batches must be the
-    split's rows in order).
+    """Collect predictions batch by batch (:meth:`add_batch`, gathered tensors, the split's rows in order), then
+    compute accuracy and macro-F1, piece results and the confusion matrix; ``label_names`` (default ``"0"``,
+    ``"1"``...) name the classes of :meth:`plot`.
     """
 
     def __init__(self, num_labels: int, label_names: Sequence[str] | None = None):

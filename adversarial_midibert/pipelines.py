@@ -169,11 +169,9 @@ class _MidiPipeline(Pipeline):
 class MidiClassificationPipeline(_MidiPipeline):
     """One class for a whole piece (composer, emotion...), from a fine-tuned ``AdvMidiBertForSequenceClassification``.
 
-    Call it on a MIDI path or a ``symusic.Score`` (or a list of them). Arguments of the call (or of ``pipeline()``):
-
-    - ``top_k`` (int, default all): how many classes ``scores`` lists, most probable first; ``-1`` or None: all.
-    - ``segment_batch_size`` (int, default 8): segments per forward pass.
-    - ``source`` (str): the name reported for an in-memory score.
+    Call it on a MIDI path or a ``symusic.Score`` (or a list of them), with (or give ``pipeline()``) ``top_k`` (how
+    many classes ``scores`` lists, most probable first; ``-1`` or None: all), ``segment_batch_size`` (segments per
+    forward pass, default 8) and ``source`` (the name reported for an in-memory score).
 
     Returns a dict: ``file``, ``label`` and ``score`` (the most probable class and its probability), ``scores``
     (``[{"label", "score"}, ...]``, sorted), ``num_segments``, ``num_notes`` (notes in the file),
@@ -222,8 +220,8 @@ class MidiTokenClassificationPipeline(_MidiPipeline):
       ``probabilities``: ``(num_notes, num_labels)`` (NaN rows for unclassified notes); ``note_track`` and
       ``note_index``: where each note sits in ``score``;
     - ``counts``: class name -> notes; ``label_names``;
-    - ``score``: the ``symusic.Score`` as read; ``midi``: a ``symusic.Score`` holding the same notes on one track per
-      predicted class (e.g. melody / bridge / accompaniment), see :func:`class_tracks_score`.
+    - ``score``: the ``symusic.Score`` as read; ``midi``: the same notes on one track per predicted class
+      (:func:`class_tracks_score`).
     """
 
     _per_segment = False
@@ -261,16 +259,14 @@ class MidiTokenClassificationPipeline(_MidiPipeline):
 class MidiFeatureExtractionPipeline(_MidiPipeline):
     """Embeddings of a piece and of its notes: the last hidden layer of the encoder (``AutoModel``).
 
-    Any Adversarial-MidiBERT folder works (pre-trained or fine-tuned; a head is not used). Call it on a MIDI path or a
-    ``symusic.Score`` (or a list of them); ``segment_batch_size`` and ``source`` as for
-    :class:`MidiClassificationPipeline`. Returns a dict:
+    Any Adversarial-MidiBERT folder works (a head is not used). Call it as :class:`MidiClassificationPipeline`;
+    returns a dict:
 
     - ``file``, ``num_segments``, ``num_notes``, ``notes_left_out`` (reason -> count);
     - ``embedding``: ``(hidden_size,)`` float32, the mean of the vectors of the piece's tokenized notes, each note
       seen in the context of its own segment (:func:`~adversarial_midibert.pooling.mean_note_embedding`);
-    - ``note_embeddings``: ``(num_notes, hidden_size)`` float32, one row per note of the file (tracks in order, notes
-      in order within a track, as ``midi-token-classification`` counts them); NaN rows for notes the tokenizer could
-      not represent;
+    - ``note_embeddings``: ``(num_notes, hidden_size)`` float32, one row per note of the file in the order of
+      ``midi-token-classification``; NaN rows for notes the tokenizer could not represent;
     - ``segment_embeddings``: ``(num_segments, hidden_size)``, each segment's mean note vector.
     """
 
@@ -312,9 +308,9 @@ class MidiFeatureExtractionPipeline(_MidiPipeline):
 def class_tracks_score(score, classes: np.ndarray, label_names: list[str]):
     """A ``symusic.Score`` with the notes of ``score`` on one track per class (e.g. melody, bridge, accompaniment).
 
-    Notes keep their time, duration, pitch and velocity; drum notes go to ``"<class> (drums)"`` drum tracks; notes
-    of class ``-1`` go to an ``"unclassified"`` track, so the result holds exactly the notes of ``score``. Tempos,
-    time and key signatures are copied. Every class gets a pitched track, empty when no note was given it.
+    Notes keep their time, duration, pitch and velocity; drum notes go to ``"<class> (drums)"`` drum tracks and
+    class ``-1`` to ``"unclassified"``, so the result holds exactly the notes of ``score``; tempos and signatures
+    are copied. Every class gets a pitched track, empty when no note was given it.
 
     Args:
         score: a tick-time ``symusic.Score``.
@@ -380,12 +376,8 @@ def pipeline_task_of(architecture: str) -> str:
 
 
 def midi_pipeline(task: str, model: Any, **kwargs: Any) -> Pipeline:
-    """``transformers.pipeline(task, model=model, **kwargs)`` with this package's pipeline class for ``task``.
-
-    The installed class is passed as ``pipeline_class=``, so no folder code is run for it, whatever the folder's
-    ``custom_pipelines`` names (``transformers.pipeline(task, model=folder)`` also runs the installed classes when the
-    folder names classes of the same names: see ``AdvMidiBertConfig.custom_pipelines``).
-    """
+    """``transformers.pipeline(task, model=model, **kwargs)`` with this package's pipeline class for ``task``, passed
+    as ``pipeline_class=`` so that no folder code runs for it, whatever the folder's ``custom_pipelines`` names."""
     from transformers import pipeline
 
     if task not in PIPELINES:

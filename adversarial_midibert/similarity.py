@@ -85,8 +85,7 @@ def embed_files(
     """Embed every MIDI file of ``inputs`` and write the ``datasets`` folder ``output_dir``.
 
     Args:
-        model: a model folder or Hub id (any Adversarial-MidiBERT: pre-trained or fine-tuned), or a
-            ``MidiFeatureExtractionPipeline``.
+        model: a model folder or Hub id (pre-trained or fine-tuned), or a ``MidiFeatureExtractionPipeline``.
         inputs: MIDI files and folders (searched recursively).
         output_dir: the data set folder to write: missing, empty, or written by this function before (then
             replaced); never an input, a folder holding one, or the model.
@@ -100,8 +99,7 @@ def embed_files(
         :class:`~adversarial_midibert.prediction.PredictionRun` (``run.errors``: the skipped files and reasons).
 
     Raises:
-        ValueError: no input could be embedded (the reasons of the first failures are in the message), or
-            ``output_dir`` is or holds an input or the model.
+        ValueError: no input could be embedded, or ``output_dir`` is or holds an input or the model.
         FileExistsError: ``output_dir`` holds something this function did not write.
         FolderBusyError: another process is writing ``output_dir``.
     """
@@ -268,11 +266,8 @@ def search(query: Any, folder: str | os.PathLike, top_k: int = 10, model: Any = 
         dataset: the indexed data set from :func:`load_index`, to run many queries without reloading.
 
     Returns:
-        ``{"query", "num_notes", "neighbours": [{"rank", "file", "score"}...], "index_built"}``; ``score`` is the
-        cosine similarity, highest first.
-
-    Raises:
-        ValueError: a damaged or foreign folder, or a model other than the one that embedded it.
+        ``{"query", "num_notes", "neighbours": [{"rank", "file", "score"}...], "index_built"}``, highest cosine
+        similarity first; ``ValueError`` for a damaged folder or a model other than the one that embedded it.
     """
     from .pipelines import MidiFeatureExtractionPipeline
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .builder import IGNORE_INDEX, PieceRecord, build_dataset, read_labels_csv, scan_midi_files, unique_labels
+from .builder import IGNORE_INDEX, PieceRecord, read_labels_csv, scan_midi_files, unique_labels
 from .recipes import RecipeSpec
 
 __all__ = ["TrackLabels", "build_folder_dataset", "resolve_folder"]
@@ -232,29 +232,15 @@ def build_folder_dataset(
     overwrite: bool = False,
     **folder_options: Any,
 ):
-    """Build the ``DatasetDict`` of a user's folder (:func:`resolve_folder`'s arguments in ``folder_options``).
-
-    ``output_dir``, ``shard_size``, ``num_shards``, ``overwrite``: write the data set into ``output_dir`` as it is
-    built (see :func:`~adversarial_midibert.data.builder.build_dataset`).
-
-    Returns:
-        the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset`, whose build report also lists
-        the CSV rows that named no file (``labels_without_file``) and, among the skipped entries, what the folder scan
-        left out (:func:`~adversarial_midibert.data.builder.scan_midi_files`).
-    """
+    """Build the ``DatasetDict`` of a user's folder (:func:`resolve_folder`'s arguments in ``folder_options``, the
+    others as for :func:`~adversarial_midibert.data.recipes.build_recipe`); its build report also lists the CSV rows
+    that named no file and, among the skipped entries, what the folder scan left out."""
     spec = resolve_folder(midi_dir, labels, task_type=task_type, **folder_options)
-    if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer
-
-        tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
     extra_info = dict(spec.extra_info)
     # what the folder scan left out (unreadable folders, dangling or looping symlinks...), listed with the skipped files
     report_extra = {"labels_without_file": extra_info.pop("labels_without_file", []),
                     "labels_csv_problems": extra_info.pop("labels_csv_problems", []),
                     "skipped": [{"split": None, "piece_id": None, **p} for p in extra_info.pop("folder_problems", [])]}
-    return build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
-                         splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
-                         cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
-                         extra_info=extra_info,
-                         output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
-                         report_extra=report_extra)
+    return spec.build(tokenizer, max_seq_len, extra_info, seed=seed, num_proc=num_proc, max_files=max_files,
+                      cache_dir=cache_dir, output_dir=output_dir, shard_size=shard_size, num_shards=num_shards,
+                      overwrite=overwrite, report_extra=report_extra)

@@ -8,8 +8,8 @@
     task_info.json  build_report.json       the task (type, classes, hidden attributes) and what the build skipped
     octuple_tokenizer.json                  the tokenizer that made the segments
 
-so that anyone can ``datasets.load_dataset("org/name")``, and ``load_task_dataset("org/name")`` (which the training
-examples call on ``--dataset``) gets the task and the tokenizer too (through :mod:`adversarial_midibert.data.download`).
+so that ``datasets.load_dataset("org/name")`` works, and ``load_task_dataset("org/name")`` (the training
+scripts' ``--dataset``) gets the task and the tokenizer too.
 """
 
 from __future__ import annotations
@@ -114,8 +114,7 @@ def push_dataset_to_hub(
 ):
     """Publish a data set folder (written by ``save``) as a Hub dataset repository, in one commit.
 
-    Every check (repo id, token, the folder loads) happens before the first network call; with ``dry_run_dir`` the
-    files of the upload are written there instead and nothing is sent.
+    Every check (repo id, token, the folder loads) happens before the first network call.
 
     Args:
         folder: the data set folder.

@@ -64,19 +64,9 @@ EMOTION_LABELS = ["Q1", "Q2", "Q3", "Q4"]
 
 @dataclass
 class RecipeSpec:
-    """Everything a recipe needs for :func:`build_dataset`, found without tokenising.
-
-    Attributes:
-        task: recipe name.
-        task_type: ``"sequence"``, ``"token"`` or ``"pretrain"``.
-        records: the pieces (path, piece id, label).
-        splits: split -> piece ids, or ratios.
-        label_names: class names in index order (None for pre-training).
-        token_label_fn: per-note labels (token tasks).
-        hidden_attributes: input attributes replaced by MASK.
-        extra_info: more ``task_info`` entries (data sets, split source, bin edges...).
-        missing_files: files named by a split or a listing that do not exist.
-    """
+    """Everything a recipe needs for :func:`build_dataset` (its arguments of the same names), found without
+    tokenising; ``extra_info`` goes into ``task_info``, ``missing_files`` (named by a split but absent) into the
+    build report."""
 
     task: str
     task_type: str
@@ -87,6 +77,20 @@ class RecipeSpec:
     hidden_attributes: list[str] = field(default_factory=list)
     extra_info: dict[str, Any] = field(default_factory=dict)
     missing_files: list[str] = field(default_factory=list)
+
+    def build(self, tokenizer: Any = None, max_seq_len: int = 1024, extra_info: dict[str, Any] | None = None,
+              **options: Any):
+        """Build the ``DatasetDict`` (:func:`build_dataset`; ``options``: more ``BuildOptions`` fields) with
+        ``tokenizer``, by default ``OctupleTokenizer(max_seq_len=max_seq_len)``; ``extra_info`` replaces the
+        spec's."""
+        if tokenizer is None:
+            from ..tokenization_octuple import OctupleTokenizer
+
+            tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
+        return build_dataset(self.records, task_type=self.task_type, token_label_fn=self.token_label_fn,
+                             splits=self.splits, label_names=self.label_names, hidden_attributes=self.hidden_attributes,
+                             task=self.task, extra_info=self.extra_info if extra_info is None else extra_info,
+                             tokenizer=tokenizer, **options)
 
     def split_piece_ids(self) -> dict[str, list[str]]:
         """The split file lists (only for recipes with an explicit split mapping)."""
@@ -351,50 +355,17 @@ def build_recipe(
     num_shards: int | None = None,
     overwrite: bool = False,
 ):
-    """Build a recipe's ``DatasetDict`` (see the module docstring for the recipes).
+    """Build a recipe's ``DatasetDict`` (:meth:`RecipeSpec.build` of :func:`resolve_recipe`).
 
     Args:
-        task: one of :data:`RECIPES`.
-        data_root: the shared data folder (default ``$ADV_MIDIBERT_DATA``).
+        task, data_root, split_source, exclude_eval_pieces, music21_cache_dir: see :func:`resolve_recipe`.
         tokenizer: an ``OctupleTokenizer``; default ``OctupleTokenizer(max_seq_len=max_seq_len)``.
         max_seq_len: segment length (rows with BOS/EOS) of the default tokenizer.
         num_proc: tokenising (and music21 conversion) processes.
-        max_files: tokenise at most this many pieces (spread over the splits), for quick tests.
-        cache_dir: build cache folder (see :func:`~adversarial_midibert.data.builder.build_dataset`).
-        split_source: emotion only, see :func:`resolve_recipe`.
-        exclude_eval_pieces: pretrain only, see :func:`resolve_recipe`.
-        music21_cache_dir: music21 recipes: cache of the converted MIDI files.
-        seed: seed of ratio splits and of the ``max_files`` choice.
-        output_dir, shard_size, num_shards, overwrite: write the dataset into ``output_dir`` as it is built, in
-            shards (resumable), see :func:`~adversarial_midibert.data.builder.build_dataset`.
-
-    Returns:
-        the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset` (with ``build_report``,
-        ``task_info`` and ``tokenizer`` attributes).
+        max_files, cache_dir, seed, output_dir, shard_size, num_shards, overwrite: see
+            :class:`~adversarial_midibert.data.builder.BuildOptions`.
     """
     spec = resolve_recipe(task, data_root, split_source, exclude_eval_pieces, music21_cache_dir, num_proc)
-    if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer
-
-        tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
-    dataset = build_dataset(
-        spec.records,
-        task_type=spec.task_type,
-        token_label_fn=spec.token_label_fn,
-        splits=spec.splits,
-        seed=seed,
-        tokenizer=tokenizer,
-        num_proc=num_proc,
-        max_files=max_files,
-        cache_dir=cache_dir,
-        label_names=spec.label_names,
-        hidden_attributes=spec.hidden_attributes,
-        task=spec.task,
-        extra_info=spec.extra_info,
-        output_dir=output_dir,
-        shard_size=shard_size,
-        num_shards=num_shards,
-        overwrite=overwrite,
-        report_extra={"missing_files": spec.missing_files} if spec.missing_files else None,
-    )
-    return dataset
+    return spec.build(tokenizer, max_seq_len, seed=seed, num_proc=num_proc, max_files=max_files, cache_dir=cache_dir,
+                      output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
+                      report_extra={"missing_files": spec.missing_files} if spec.missing_files else None)

@@ -190,8 +190,7 @@ def write_shards(
             makes the plan's fingerprint, which a resumed build must match.
         num_proc: tokenising processes.
         shard_size: pieces per shard.
-        num_shards: exact number of shards of the ``train`` split (the other splits keep about as many pieces per
-            shard), e.g. a multiple of the number of training processes.
+        num_shards: exact number of shards of the ``train`` split (the others keep about as many pieces per shard).
         overwrite: replace a folder holding another build instead of refusing it.
         description: the ``DatasetInfo.description`` of every split (``dataset_info.json``).
 

@@ -36,9 +36,8 @@ class StreamingDataset:
             (``namespace/name``) whose repository holds such a folder.
         revision (`str`, *optional*): Hub revision.
         token (`str`, *optional*): Hub token (default: ``HF_TOKEN`` or the cached login).
-        verify (`bool`): check the shards against ``shards.json`` when opening (a local folder: size and SHA-256 of
-            each file; a Hub repository: the Hub's size and LFS SHA-256, nothing downloaded). The training scripts
-            check on the main process only: one read of the corpus, not one per process.
+        verify (`bool`): check the shards against ``shards.json`` when opening (size and SHA-256; on the Hub, the
+            Hub's size and LFS SHA-256, nothing downloaded).
 
     Attributes:
         task_info (`dict`), tokenizer (`OctupleTokenizer`), tokenizer_file (`Path`), index (`dict` or `None`:

@@ -39,7 +39,7 @@ def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[
         require_card: whether a missing ``README.md`` is an error.
 
     Returns:
-        A mapping from path in the repository to local file, sorted by path.
+        path in the repository -> local file, sorted by path.
 
     Raises:
         HubPublishError: the folder does not exist, a required file is missing (the message names it and how to
@@ -169,12 +169,11 @@ def push_folder_to_hub(
         revision: branch to commit to (created from the default branch if missing); None for ``main``.
         token: Hub token; defaults to ``HF_TOKEN`` or the cached login.
         commit_message: the commit's message.
-        dry_run_dir: if given, write exactly the upload's files to this (new or empty) folder and return its
-            path instead of uploading.
+        dry_run_dir: write the upload's files to this new or empty folder instead, and return its path.
         **card_info: keyword arguments for ``write_model_card`` when the card must be written.
 
     Returns:
-        The ``huggingface_hub.CommitInfo`` of the commit, or the ``dry_run_dir`` path in a dry run.
+        The ``huggingface_hub.CommitInfo`` of the commit, or the ``dry_run_dir`` path.
 
     Raises:
         HubPublishError: bad repo id, missing token (not in a dry run), a required file missing from the folder, or
