@@ -1,15 +1,10 @@
 """Adversarial-MidiBERT for the Hugging Face ecosystem.
 
-Importing this package registers
-
-- the configuration and every model class with the ``transformers`` Auto classes (``AutoConfig``, ``AutoModel``,
-  ``AutoModelForMaskedLM``, ``AutoModelForSequenceClassification``, ``AutoModelForTokenClassification``), and for
-  Hub remote code: ``save_pretrained`` writes ``configuration_adv_midibert.py`` and ``modeling_adv_midibert.py``
-  beside the weights, with an ``auto_map`` listing every Auto class, so the folder loads with
-  ``trust_remote_code=True`` where this package is not installed;
-- the Octuple tokenizer with ``AutoTokenizer`` (its ``save_pretrained`` ships its own code the same way);
-- the pipeline tasks ``midi-classification``, ``midi-token-classification`` and ``midi-feature-extraction`` with
-  ``transformers.pipeline``.
+Importing this package registers the configuration and every model class with the ``transformers`` Auto classes,
+the Octuple tokenizer with ``AutoTokenizer``, and the pipeline tasks ``midi-classification``,
+``midi-token-classification`` and ``midi-feature-extraction``. ``save_pretrained`` writes the model and tokenizer
+code beside the weights, with an ``auto_map``, so a folder loads with ``trust_remote_code=True`` where this package
+is not installed.
 """
 
 __version__ = "0.1.0"

@@ -1,23 +1,12 @@
 """Bootstrap confidence intervals over pieces: one run's accuracy, and differences between variants across seeds.
 
-Why pieces: the segments (or notes) of one piece are not independent draws (a composer classifier is nearly always
-all right or all wrong on a piece), so the bootstrap resamples pieces, each with all its segments or notes. An
-accuracy over the drawn pieces is ``sum(correct) / sum(total)`` (a piece drawn twice counts twice).
-
-Why two levels: a variant's figure also moves with the seeds. :func:`paired_bootstrap_difference` draws, per
-resample, one multiset of pieces shared by the two variants (paired: piece difficulty cancels out) and one multiset
-of each variant's seeds, and takes the difference of the seed-mean accuracies; with one seed per variant it is the
-ordinary paired bootstrap. :func:`bootstrap_accuracy` of ``(S, P)`` counts draws the same two levels for one variant.
-
-Why a t interval beside it. With a handful of seeds the bootstrap's seed level is too narrow: resampling ``n``
-seeds shrinks their variance by ``(n - 1) / n`` and has normal, not Student, tails. When every seed fixes the
-initialisation and the data order of both variants, :func:`paired_t_interval` takes the per-seed differences of their
-accuracies and gives the Student t interval with ``n - 1`` degrees of freedom (the seed level only: the pieces are
-the same for both variants, so their sampling enters each seed's difference). A study reports both and sizes what it
-can see, :func:`minimum_detectable_effect`, from the wider.
-
-A resample is a row of multinomial counts and accuracies are matrix products; numpy's ``default_rng(seed)`` gives the
-same interval on every machine.
+The segments (or notes) of one piece are not independent draws, so the bootstrap resamples pieces, each with all
+its predictions; an accuracy over the drawn pieces is ``sum(correct) / sum(total)``. A variant's figure also moves
+with the seed, so :func:`paired_bootstrap_difference` draws per resample one multiset of pieces shared by both
+variants (paired) and one multiset of each variant's seeds. With a handful of seeds that seed level is too narrow
+(normal tails, variance shrunk by ``(n - 1) / n``), so :func:`paired_t_interval` gives the Student t interval of the
+per-seed differences beside it; a study sizes what it can see (:func:`minimum_detectable_effect`) from the wider.
+``numpy.random.default_rng(seed)`` gives the same interval on every machine.
 """
 
 from __future__ import annotations
@@ -32,7 +21,7 @@ DEFAULT_CONFIDENCE = 0.95
 
 @dataclass
 class _Interval:
-    """A point estimate and its interval (the fields every kind of interval has)."""
+    """A point estimate (on the observed data) and its interval ``[low, high]`` at ``confidence`` (e.g. 0.95)."""
 
     estimate: float
     low: float
@@ -54,10 +43,6 @@ class BootstrapInterval(_Interval):
     """A point estimate and its bootstrap percentile interval.
 
     Attributes:
-        estimate: the statistic on the observed data (not the mean of the resamples).
-        low: lower end of the interval (the ``(1 - confidence) / 2`` quantile of the resamples).
-        high: upper end.
-        confidence: e.g. 0.95.
         n_resamples: number of bootstrap resamples.
         seed: seed of ``numpy.random.default_rng``.
         method: how the resamples were drawn (a sentence).
@@ -129,9 +114,8 @@ def bootstrap_accuracy(
         correct: ``(P,)`` correct predictions per piece of one run (0/1 for a piece-level accuracy; correct
             segments or notes for a pooled accuracy), or ``(S, P)``: ``S`` seeds of one variant on the same pieces.
         total: ``(P,)`` or ``(S, P)`` predictions per piece (1 for a piece-level accuracy), or a scalar.
-        n_resamples: bootstrap resamples.
-        confidence: interval level.
-        seed: generator seed (same seed, same interval).
+        n_resamples, confidence, seed: bootstrap resamples, interval level, generator seed (same seed, same
+            interval).
 
     Returns:
         :class:`BootstrapInterval` of ``sum(correct) / sum(total)``, averaged over the seeds when there are several
@@ -164,12 +148,7 @@ def paired_bootstrap_difference(
         total_a: same shape (or ``(P,)``, or a scalar): predictions per piece.
         correct_b: ``(S_b, P)`` for variant B, the same ``P`` pieces in the same order.
         total_b: as ``total_a``.
-        n_resamples: bootstrap resamples.
-        confidence: interval level.
-        seed: generator seed.
-
-    Returns:
-        :class:`BootstrapInterval` of the difference of the seed-averaged accuracies (A minus B).
+        n_resamples, confidence, seed: as for :func:`bootstrap_accuracy`.
     """
     correct_a, total_a = _check_counts(correct_a, total_a, "variant A")
     correct_b, total_b = _check_counts(correct_b, total_b, "variant B")
@@ -190,20 +169,9 @@ def paired_bootstrap_difference(
 
 
 def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Per-piece counts of several runs on the same pieces, as ``(S, P)`` arrays for
-    :func:`paired_bootstrap_difference`.
-
-    Args:
-        runs: :class:`~adversarial_midibert.evaluation.PieceResults` of ``S`` runs (seeds) of one variant.
-        level: ``"piece"``, ``"segment"`` or ``"note"`` (see ``PieceResults.counts``).
-        piece_ids: the piece order to use (default: the sorted ids of the first run).
-
-    Returns:
-        ``(correct, total, piece_ids)``.
-
-    Raises:
-        ValueError: a run was scored on other pieces than ``piece_ids``.
-    """
+    """``(correct, total, piece_ids)``: per-piece counts at ``level`` (see ``PieceResults.counts``) of ``S`` runs
+    (:class:`~adversarial_midibert.evaluation.PieceResults`) as ``(S, P)`` arrays for the bootstraps, in the order
+    ``piece_ids`` (default: the first run's, sorted); ``ValueError`` when a run was scored on other pieces."""
     if not runs:
         raise ValueError("no runs to stack")
     order = sorted(runs[0].piece_ids) if piece_ids is None else [str(p) for p in piece_ids]
@@ -212,8 +180,8 @@ def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np
         if sorted(run.piece_ids) != sorted(order):
             missing, extra = set(order) - set(run.piece_ids), set(run.piece_ids) - set(order)
             raise ValueError(f"run {s} was scored on other pieces: {len(missing)} missing (e.g. "
-                             f"{sorted(missing)[:3]}), "
-                             f"{len(extra)} extra (e.g. {sorted(extra)[:3]}); pair only runs on the same test set")
+                             f"{sorted(missing)[:3]}), {len(extra)} extra (e.g. {sorted(extra)[:3]}); pair only runs "
+                             "on the same test set")
         position = {p: i for i, p in enumerate(run.piece_ids)}
         index = np.array([position[p] for p in order], dtype=np.int64)
         run_correct, run_total = run.counts(level)
@@ -226,10 +194,6 @@ class TInterval(_Interval):
     """A mean of per-seed differences and its Student t interval.
 
     Attributes:
-        estimate: the mean difference.
-        low: lower end of the interval.
-        high: upper end.
-        confidence: e.g. 0.95.
         df: degrees of freedom (seeds - 1).
         standard_error: standard deviation of the differences (``ddof=1``) over the square root of their number.
         method: a sentence.
@@ -248,9 +212,6 @@ def paired_t_interval(accuracy_a, accuracy_b, confidence: float = DEFAULT_CONFID
         accuracy_b: ``(S,)`` accuracy of variant B for the same seeds, in the same order (a seed fixes both
             variants' initialisation and data order).
         confidence: interval level.
-
-    Returns:
-        :class:`TInterval` with ``S - 1`` degrees of freedom.
     """
     from scipy.stats import t
 

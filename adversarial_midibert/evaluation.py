@@ -1,16 +1,10 @@
 """Classification metrics for fine-tuning: accuracy and macro-F1 as ``evaluate`` metrics, token masks, piece-level
 results, confusion matrix (scikit-learn).
 
-:class:`Accuracy` and :class:`F1` are defined here because ``evaluate.load("accuracy")`` fetches a script from the
-Hub and fails offline; they are ordinary :class:`evaluate.Metric` subclasses computing what those scripts compute.
-Token tasks are scored over real notes only (:func:`token_metric_mask`: not ``-100``, not replaced by mask
-fine-tuning). Macro-F1 averages over **every** label of the task (a class neither predicted nor present scores 0),
-so that it always averages over the same classes.
-
-Sequence tasks are also scored per piece: the segments' class log-probabilities are combined as the pipeline combines
-them (:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs`); token tasks count each piece's scored and
-correct notes. :class:`PieceResults` holds these figures (``*_piece_results.json``); the intervals over pieces are in
-:mod:`adversarial_midibert.confidence_intervals`.
+:class:`Accuracy` and :class:`F1` are here because ``evaluate.load("accuracy")`` fetches a script from the Hub and
+fails offline. Token tasks are scored over real notes only (:func:`token_metric_mask`); macro-F1 averages over every
+label of the task. :class:`PieceResults` holds the per-piece figures (``*_piece_results.json``) that
+:mod:`adversarial_midibert.confidence_intervals` resamples.
 """
 
 from __future__ import annotations
@@ -74,16 +68,9 @@ def accuracy_and_macro_f1(predictions: Sequence[int], references: Sequence[int],
 
 
 def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarray:
-    """Positions that count for a token task's loss and metrics.
-
-    Args:
-        labels: ``(B, L)`` class ids with ``-100`` at BOS/EOS/padding/ignored notes (tensor or array).
-        masked_positions: optional bool ``(B, L)`` (or ``(B, L, 8)``, reduced with any over the last
-            axis): positions that mask fine-tuning replaced by MASK. They are left out (docs/method.md section 4).
-
-    Returns:
-        bool ``(B, L)`` of the same kind as ``labels``: True where the note is real and was not masked.
-    """
+    """Positions that count for a token task's loss and metrics: bool ``(B, L)`` of the same kind as ``labels``
+    (``(B, L)`` class ids, ``-100`` where not scored), True where the note is real and not in ``masked_positions``
+    (optional bool ``(B, L)`` or ``(B, L, 8)``: what mask fine-tuning replaced by MASK, docs/method.md section 4)."""
     keep = labels != IGNORE_INDEX
     if masked_positions is not None:
         if masked_positions.ndim == keep.ndim + 1:
@@ -97,15 +84,9 @@ def token_metric_mask(labels, masked_positions=None) -> torch.Tensor | np.ndarra
 
 
 def select_scored(predictions, labels, masked_positions=None) -> tuple[np.ndarray, np.ndarray]:
-    """Flatten predictions and references to the scored positions.
+    """``(predictions, references)`` at the scored positions (:func:`token_metric_mask`), as 1-D int64 arrays.
 
-    Args:
-        predictions: ``(B,)`` for sequence tasks or ``(B, L)`` for token tasks, predicted class ids.
-        labels: same shape as ``predictions``; ``-100`` marks positions not scored.
-        masked_positions: optional bool ``(B, L)`` of mask-fine-tuning positions (token tasks), left out.
-
-    Returns:
-        ``(predictions, references)`` as 1-D int64 numpy arrays.
+    ``predictions`` are ``(B,)`` (sequence tasks) or ``(B, L)`` (token tasks) class ids; ``labels`` the same shape.
     """
     if isinstance(predictions, torch.Tensor):
         predictions = predictions.detach().cpu().numpy()
@@ -121,13 +102,8 @@ def select_scored(predictions, labels, masked_positions=None) -> tuple[np.ndarra
 
 
 def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_labels: int) -> np.ndarray:
-    """Counts ``(num_labels, num_labels)``: row = true class, column = predicted class.
-
-    Args:
-        predictions: predicted class ids.
-        references: true class ids (same length).
-        num_labels: number of classes; ids must lie in ``[0, num_labels)``.
-    """
+    """Counts ``(num_labels, num_labels)``: row = true class, column = predicted class; ids outside
+    ``[0, num_labels)`` are refused."""
     from sklearn.metrics import confusion_matrix as counts
 
     predictions, references = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
@@ -138,17 +114,8 @@ def confusion_matrix(predictions: Sequence[int], references: Sequence[int], num_
 
 
 def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Write a confusion matrix PNG: colours are row-normalised (recall per class), cells show counts.
-
-    Args:
-        matrix: ``(C, C)`` counts from :func:`confusion_matrix`.
-        label_names: ``C`` class names for the axes.
-        path: output PNG file (parent folders are created).
-        title: figure title (e.g. the task and the test accuracy).
-
-    Returns:
-        The path written.
-    """
+    """Write ``matrix`` (``(C, C)`` counts) as a PNG at ``path`` and return it: colours are row-normalised (recall
+    per class), cells show counts, axes are named by ``label_names``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,17 +158,9 @@ def group_by_piece(piece_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
 
 
 def aggregate_by_piece(log_probs: np.ndarray, piece_index: np.ndarray, num_notes: np.ndarray) -> np.ndarray:
-    """:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` for every piece at once.
-
-    Args:
-        log_probs: ``(N, C)`` log-probabilities of ``N`` segments.
-        piece_index: ``(N,)`` piece position of every segment (``0..P-1``, see :func:`group_by_piece`).
-        num_notes: ``(N,)`` notes per segment.
-
-    Returns:
-        ``(P, C)`` piece probabilities, equal to
-        :func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` applied piece by piece.
-    """
+    """:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs` for every piece at once: ``(P, C)``
+    probabilities from ``(N, C)`` segment log-probabilities, each segment's piece position ``(N,)`` (see
+    :func:`group_by_piece`) and notes ``(N,)``."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     piece_index = np.asarray(piece_index, dtype=np.int64)
     num_pieces = int(piece_index.max()) + 1 if len(piece_index) else 0
@@ -249,12 +208,9 @@ class PieceResults:
         return len(self.piece_ids)
 
     def counts(self, level: str = "piece") -> tuple[np.ndarray, np.ndarray]:
-        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.confidence_intervals`).
-
-        Args:
-            level: ``"piece"`` (sequence tasks: 0/1 per piece), ``"segment"`` (sequence tasks: correct segments
-                and segments) or ``"note"`` (token tasks: correct and scored notes).
-        """
+        """``(correct, total)`` per piece for a bootstrap (:mod:`adversarial_midibert.confidence_intervals`) at
+        ``level`` ``"piece"`` (sequence tasks, 0/1 per piece), ``"segment"`` (sequence tasks) or ``"note"`` (token
+        tasks)."""
         if level == "piece" and self.is_sequence:
             return (self.predictions == self.labels).astype(np.int64), np.ones(len(self), dtype=np.int64)
         if level == "segment" and self.is_sequence:
@@ -265,12 +221,8 @@ class PieceResults:
         raise ValueError(f"level {level!r} does not apply to a {kind} task (sequence: piece, segment; token: note)")
 
     def compute(self, num_labels: int, prefix: str = "") -> dict[str, float]:
-        """Piece-level metrics.
-
-        Sequence tasks: ``{prefix}piece_accuracy`` and ``{prefix}piece_f1_macro`` (over all ``num_labels``
-        labels) and ``{prefix}num_pieces``. Token tasks: ``{prefix}num_pieces`` only (the note accuracy is the
-        evaluator's micro accuracy).
-        """
+        """``{prefix}num_pieces`` and, for sequence tasks, ``{prefix}piece_accuracy`` and ``{prefix}piece_f1_macro``
+        (a token task's note accuracy is the evaluator's)."""
         out: dict[str, float] = {f"{prefix}num_pieces": len(self)}
         if self.is_sequence:
             scores = accuracy_and_macro_f1(self.predictions, self.labels, num_labels)
@@ -322,19 +274,16 @@ def piece_results(
     labels: np.ndarray | None = None,
     log_probs: np.ndarray | None = None,
 ) -> PieceResults:
-    """Group per-segment results by piece.
+    """Group per-segment results by piece: a sequence task's :class:`PieceResults` when ``log_probs`` is given, a
+    token task's otherwise.
 
     Args:
         piece_ids: ``(N,)`` the piece of every segment, in the order of the other arrays.
-        scored: ``(N,)`` scored predictions per segment (1 per labelled segment for sequence tasks; scored notes
-            for token tasks).
+        scored: ``(N,)`` scored predictions per segment (1 per labelled segment, or scored notes).
         correct: ``(N,)`` correct predictions per segment.
         num_notes: ``(N,)`` notes per segment (the weights of the aggregation).
         labels: ``(N,)`` sequence tasks: the segment labels (all segments of a piece share it).
         log_probs: ``(N, C)`` sequence tasks: the segments' class log-probabilities.
-
-    Returns:
-        :class:`PieceResults` (sequence task when ``log_probs`` is given, token task otherwise).
     """
     if len(piece_ids) != len(scored):
         raise ValueError(f"{len(piece_ids)} piece ids for {len(scored)} evaluated segments: the evaluation rows must "
@@ -358,15 +307,9 @@ def piece_results(
 
 
 class ClassificationEvaluator:
-    """Collect predictions batch by batch, then compute accuracy, macro-F1, piece results and the confusion matrix.
-
-    Args:
-        num_labels: number of classes.
-        label_names: class names (default ``"0"``, ``"1"``...), used by :meth:`plot`.
-
-    Call :meth:`add_batch` with already gathered tensors (``accelerator.gather_for_metrics``), then
-    :meth:`compute`, and :meth:`piece_results` with the split's ``piece_id`` column (the batches must be the
-    split's rows in order).
+    """Collect predictions batch by batch (:meth:`add_batch`, gathered tensors, the split's rows in order), then
+    compute accuracy and macro-F1, piece results and the confusion matrix; ``label_names`` (default ``"0"``,
+    ``"1"``...) name the classes of :meth:`plot`.
     """
 
     def __init__(self, num_labels: int, label_names: Sequence[str] | None = None):
@@ -419,20 +362,12 @@ class ClassificationEvaluator:
         return np.concatenate(self._references) if self._references else np.zeros(0, dtype=np.int64)
 
     def compute(self, prefix: str = "") -> dict[str, float]:
-        """Return ``{prefix+"accuracy", prefix+"f1_macro"}`` (:func:`accuracy_and_macro_f1`, see :attr:`num_scored`).
-
-        Args:
-            prefix: prepended to every key (``"eval_"``, ``"test_"``).
-        """
+        """``{prefix+"accuracy", prefix+"f1_macro"}`` (:func:`accuracy_and_macro_f1`), e.g. ``prefix="eval_"``."""
         scores = accuracy_and_macro_f1(self.predictions, self.references, self.num_labels)
         return {f"{prefix}{name}": value for name, value in scores.items()}
 
     def piece_results(self, piece_ids: Sequence[str]) -> PieceResults:
-        """Group what was added by piece (see :func:`piece_results`).
-
-        Args:
-            piece_ids: the split's ``piece_id`` column, one per row added, in the same order.
-        """
+        """Group what was added by piece (:func:`piece_results`); ``piece_ids``: the split's column, in order."""
         rows = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in self._rows.items()}
         sequence = self._is_sequence
         if sequence and len(rows["log_probs"]) != len(rows["scored"]):

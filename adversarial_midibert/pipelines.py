@@ -1,45 +1,27 @@
-"""``transformers`` pipelines for MIDI: a class per piece (composer, emotion) and a class per note (melody, velocity).
+"""``transformers`` pipelines for MIDI: a class per piece, a class per note, and embeddings.
 
-Importing :mod:`adversarial_midibert` registers both tasks with ``PIPELINE_REGISTRY``, so that::
+Importing :mod:`adversarial_midibert` registers the three tasks with ``PIPELINE_REGISTRY``::
 
     from transformers import pipeline
 
-    classify = pipeline("midi-classification", model="org/adv-midibert-composer")
-    classify("song.mid")   # {"label": "Yiruma", "score": 0.71, "scores": [...], "num_segments": 3, ...}
-
-    melody = pipeline("midi-token-classification", model="org/adv-midibert-melody")
-    out = melody("song.mid")
-    out["labels"][:5]                      # one class name per note of the file
+    pipeline("midi-classification", model="org/adv-midibert-composer")("song.mid")  # {"label", "score", ...}
+    out = pipeline("midi-token-classification", model="org/adv-midibert-melody")("song.mid")
+    out["labels"][:5]  # one class name per note
     out["midi"].dump_midi("song.melody.mid")  # the notes, one track per predicted class
+    out = pipeline("midi-feature-extraction", model="org/adv-midibert-base")("song.mid")
+    out["embedding"], out["note_embeddings"]  # (hidden_size,) and (notes, hidden_size)
 
-    embed = pipeline("midi-feature-extraction", model="org/adv-midibert-base")
-    out = embed("song.mid")
-    out["embedding"]          # (hidden_size,) the piece: the mean of its notes' vectors
-    out["note_embeddings"]    # (notes, hidden_size) one vector per note of the file (NaN rows: notes left out)
+A piece is encoded and segmented exactly as the training data was (``config.hidden_attributes`` replaced by MASK)
+and its segments run ``segment_batch_size`` at a time. Piece classes combine the segments' probabilities
+(:func:`~adversarial_midibert.pooling.aggregate_segment_log_probs`); a note the tokenizer cannot represent gets no
+class (``"unclassified"``, kept on its own track) and no embedding (a NaN row). Every result names its file and
+counts the notes left out (``notes_left_out``); an unreadable file raises
+:class:`~adversarial_midibert.octuple_encoding.MidiReadError` (for many files:
+:func:`~adversarial_midibert.prediction.predict_files`).
 
-The model folder (or Hub repository) holds the model and the Octuple tokenizer, which the pipelines load through
-``AutoTokenizer``. A piece is encoded and cut into segments exactly as the training data was (the model replaces the
-attributes in ``config.hidden_attributes``, e.g. velocity for velocity prediction, by MASK), the segments run
-through the model ``segment_batch_size`` at a time, and:
-
-- ``midi-classification`` combines the segments' class probabilities into one distribution for the piece, the
-  note-weighted geometric mean (:func:`adversarial_midibert.pooling.aggregate_segment_log_probs`);
-- ``midi-token-classification`` gives every note of the file a class. Notes the tokenizer cannot represent
-  (pitch out of range...) get no prediction: they are counted, labelled ``"unclassified"`` and kept on an extra
-  track of the output MIDI, so that it holds exactly the notes of the input.
-
-- ``midi-feature-extraction`` returns the last hidden layer of the encoder (any head is ignored): a vector per note
-  and the piece's vector, the mean over its notes (:func:`adversarial_midibert.pooling.mean_note_embedding`; for a
-  piece of several segments, the segments' note means weighted by their notes).
-
-Hub remote code: a model folder carries these classes beside its model code (``pipelines.py`` and ``pooling.py``,
-``custom_pipelines`` in ``config.json``, written by :func:`adversarial_midibert.hub.remote_code.add_pipeline_code`), so
-that with only transformers, torch, miditok and symusic installed ``pipeline(model="org/x", trust_remote_code=True)``
-runs the folder's task. This module therefore imports only those packages and its sibling ``pooling``.
-
-Every result names its file and says how many notes were left out and why (``notes_left_out``). A file that
-cannot be read raises :class:`~adversarial_midibert.octuple_encoding.MidiReadError` naming it; to run many files
-and collect each file's result or error, see :func:`adversarial_midibert.prediction.predict_files`.
+A model folder carries this module and ``pooling.py`` as remote code
+(:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`), so it imports only transformers, torch, numpy,
+miditok, symusic and its sibling ``pooling``.
 """
 
 from __future__ import annotations
@@ -155,14 +137,20 @@ class _MidiPipeline(Pipeline):
         return {"input_ids": input_ids, "attention_mask": attention_mask, "source_note": source_note,
                 "piece": {"file": name, "score": score, "report": report, "note_offsets": offsets}}
 
-    def _forward(self, model_inputs: dict[str, Any], segment_batch_size: int = 8) -> dict[str, Any]:
+    @staticmethod
+    def _chunks(model_inputs: dict[str, Any], segment_batch_size: int):
+        """``(rows, width, inputs)`` per ``segment_batch_size`` segments, trimmed of the padding they do not need."""
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
-        chunks = []
         for start in range(0, len(input_ids), segment_batch_size):
-            mask = attention_mask[start : start + segment_batch_size]
-            width = int(mask.sum(1).max())  # trim the padding this chunk does not need
-            logits = self.model(input_ids=input_ids[start : start + segment_batch_size, :width],
-                                attention_mask=mask[:, :width]).logits.float()
+            rows = slice(start, start + segment_batch_size)
+            width = int(attention_mask[rows].sum(1).max())
+            yield rows, width, {"input_ids": input_ids[rows, :width], "attention_mask": attention_mask[rows, :width]}
+
+    def _forward(self, model_inputs: dict[str, Any], segment_batch_size: int = 8) -> dict[str, Any]:
+        input_ids = model_inputs["input_ids"]
+        chunks = []
+        for _, width, inputs in self._chunks(model_inputs, segment_batch_size):
+            logits = self.model(**inputs).logits.float()
             if logits.dim() == 3 and width < input_ids.shape[1]:
                 logits = torch.nn.functional.pad(logits, (0, 0, 0, input_ids.shape[1] - width))
             chunks.append(logits)
@@ -181,11 +169,9 @@ class _MidiPipeline(Pipeline):
 class MidiClassificationPipeline(_MidiPipeline):
     """One class for a whole piece (composer, emotion...), from a fine-tuned ``AdvMidiBertForSequenceClassification``.
 
-    Call it on a MIDI path or a ``symusic.Score`` (or a list of them). Arguments of the call (or of ``pipeline()``):
-
-    - ``top_k`` (int, default all): how many classes ``scores`` lists, most probable first; ``-1`` or None: all.
-    - ``segment_batch_size`` (int, default 8): segments per forward pass.
-    - ``source`` (str): the name reported for an in-memory score.
+    Call it on a MIDI path or a ``symusic.Score`` (or a list of them), with (or give ``pipeline()``) ``top_k`` (how
+    many classes ``scores`` lists, most probable first; ``-1`` or None: all), ``segment_batch_size`` (segments per
+    forward pass, default 8) and ``source`` (the name reported for an in-memory score).
 
     Returns a dict: ``file``, ``label`` and ``score`` (the most probable class and its probability), ``scores``
     (``[{"label", "score"}, ...]``, sorted), ``num_segments``, ``num_notes`` (notes in the file),
@@ -234,8 +220,8 @@ class MidiTokenClassificationPipeline(_MidiPipeline):
       ``probabilities``: ``(num_notes, num_labels)`` (NaN rows for unclassified notes); ``note_track`` and
       ``note_index``: where each note sits in ``score``;
     - ``counts``: class name -> notes; ``label_names``;
-    - ``score``: the ``symusic.Score`` as read; ``midi``: a ``symusic.Score`` holding the same notes on one track per
-      predicted class (e.g. melody / bridge / accompaniment), see :func:`class_tracks_score`.
+    - ``score``: the ``symusic.Score`` as read; ``midi``: the same notes on one track per predicted class
+      (:func:`class_tracks_score`).
     """
 
     _per_segment = False
@@ -273,18 +259,14 @@ class MidiTokenClassificationPipeline(_MidiPipeline):
 class MidiFeatureExtractionPipeline(_MidiPipeline):
     """Embeddings of a piece and of its notes: the last hidden layer of the encoder (``AutoModel``).
 
-    Any Adversarial-MidiBERT folder works (pre-trained or fine-tuned; a head is not used). Call it on a MIDI path or a
-    ``symusic.Score`` (or a list of them); ``segment_batch_size`` and ``source`` as for
-    :class:`MidiClassificationPipeline`. Returns a dict:
+    Any Adversarial-MidiBERT folder works (a head is not used). Call it as :class:`MidiClassificationPipeline`;
+    returns a dict:
 
     - ``file``, ``num_segments``, ``num_notes``, ``notes_left_out`` (reason -> count);
-    - ``embedding``: ``(hidden_size,)`` float32, the piece: the mean of the vectors of its tokenized notes. A long
-      piece runs as several segments (each note is seen with the context of its own segment); every note counts
-      once, so this equals the mean of the segments' note means weighted by their notes
-      (:func:`~adversarial_midibert.pooling.mean_note_embedding`);
-    - ``note_embeddings``: ``(num_notes, hidden_size)`` float32, one row per note of the file (tracks in order, notes
-      in order within a track, as ``midi-token-classification`` counts them); NaN rows for notes the tokenizer could
-      not represent;
+    - ``embedding``: ``(hidden_size,)`` float32, the mean of the vectors of the piece's tokenized notes, each note
+      seen in the context of its own segment (:func:`~adversarial_midibert.pooling.mean_note_embedding`);
+    - ``note_embeddings``: ``(num_notes, hidden_size)`` float32, one row per note of the file in the order of
+      ``midi-token-classification``; NaN rows for notes the tokenizer could not represent;
     - ``segment_embeddings``: ``(num_segments, hidden_size)``, each segment's mean note vector.
     """
 
@@ -297,15 +279,10 @@ class MidiFeatureExtractionPipeline(_MidiPipeline):
 
     def _forward(self, model_inputs: dict[str, Any], segment_batch_size: int = 8) -> dict[str, Any]:
         encoder = self.model.base_model  # the bare encoder of any head (PreTrainedModel.base_model)
-        input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
-        source = model_inputs["source_note"]
         vectors, notes, segment_means = [], [], []
-        for start in range(0, len(input_ids), segment_batch_size):
-            mask = attention_mask[start : start + segment_batch_size]
-            width = int(mask.sum(1).max())
-            hidden = encoder(input_ids=input_ids[start : start + segment_batch_size, :width],
-                             attention_mask=mask[:, :width]).last_hidden_state.float()
-            chunk_source = source[start : start + segment_batch_size, :width]
+        for rows, width, inputs in self._chunks(model_inputs, segment_batch_size):
+            hidden = encoder(**inputs).last_hidden_state.float()
+            chunk_source = model_inputs["source_note"][rows, :width]
             real = chunk_source >= 0  # notes only: not BOS, EOS or padding
             vectors.append(hidden[real])
             notes.append(chunk_source[real])
@@ -331,9 +308,9 @@ class MidiFeatureExtractionPipeline(_MidiPipeline):
 def class_tracks_score(score, classes: np.ndarray, label_names: list[str]):
     """A ``symusic.Score`` with the notes of ``score`` on one track per class (e.g. melody, bridge, accompaniment).
 
-    Notes keep their time, duration, pitch and velocity; drum notes go to ``"<class> (drums)"`` drum tracks; notes
-    of class ``-1`` go to an ``"unclassified"`` track, so the result holds exactly the notes of ``score``. Tempos,
-    time and key signatures are copied. Every class gets a pitched track, empty when no note was given it.
+    Notes keep their time, duration, pitch and velocity; drum notes go to ``"<class> (drums)"`` drum tracks and
+    class ``-1`` to ``"unclassified"``, so the result holds exactly the notes of ``score``; tempos and signatures
+    are copied. Every class gets a pitched track, empty when no note was given it.
 
     Args:
         score: a tick-time ``symusic.Score``.
@@ -399,12 +376,8 @@ def pipeline_task_of(architecture: str) -> str:
 
 
 def midi_pipeline(task: str, model: Any, **kwargs: Any) -> Pipeline:
-    """``transformers.pipeline(task, model=model, **kwargs)`` with this package's pipeline class for ``task``.
-
-    The installed class is passed as ``pipeline_class=``, so no folder code is run for it, whatever the folder's
-    ``custom_pipelines`` names (``transformers.pipeline(task, model=folder)`` also runs the installed classes when the
-    folder names classes of the same names: see ``AdvMidiBertConfig.custom_pipelines``).
-    """
+    """``transformers.pipeline(task, model=model, **kwargs)`` with this package's pipeline class for ``task``, passed
+    as ``pipeline_class=`` so that no folder code runs for it, whatever the folder's ``custom_pipelines`` names."""
     from transformers import pipeline
 
     if task not in PIPELINES:

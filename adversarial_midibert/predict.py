@@ -5,20 +5,11 @@ Usage::
 
     python examples/predict.py MODEL song1.mid [song2.mid FOLDER ...] [--output_dir DIR] [--top_k 3] [--json out.json]
 
-MODEL is a folder written by ``examples/finetune.py`` or a Hub id. The work is done by the ``transformers``
-pipelines of :mod:`adversarial_midibert.pipelines` (``midi-classification``, ``midi-token-classification``), run
-over every file by :func:`adversarial_midibert.prediction.predict_files`:
-
-- piece-level models (composer, emotion): prints, for every file, the predicted class and the probabilities of
-  the ``--top_k`` most probable classes (all by default). A long piece is cut into segments; the piece's
-  probabilities are the note-weighted geometric mean of the segments'.
-- note-level models (melody extraction...): for every file, writes ``<name>.<task>.mid`` (every note of the
-  input on one track per predicted class; notes that could not be tokenized on an ``unclassified`` track) and,
-  unless ``--no_plot``, ``<name>.pianoroll.png`` under ``--output_dir`` at the file's path relative to the
-  inputs' common folder, and prints how many notes each class got.
-
-A file that cannot be read is listed with its reason and the others go on; ``--json`` receives every result and
-every error. The exit code is 1 when any input failed.
+MODEL is a folder written by ``examples/finetune.py`` or a Hub id; every file runs through the package's pipelines
+(:func:`adversarial_midibert.prediction.predict_files`). Piece-level models print each file's class and the
+``--top_k`` class probabilities; note-level models write ``<name>.<task>.mid`` (one track per predicted class) and
+``<name>.pianoroll.png`` under ``--output_dir``. A file that cannot be read is listed with its reason and the others
+go on; ``--json`` receives every result and error; the exit code is 1 when any input failed.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Run a MIDI pipeline over many files: every input gives a result or a listed error, nothing is dropped.
 
-:func:`predict_files` is what ``adv-midibert predict`` / ``examples/predict.py`` run:
-
-- inputs are MIDI files or folders (searched recursively); each file is predicted on its own, so one unreadable
-  file is listed in ``errors`` with its reason and the others go on;
-- the notes the tokenizer could not represent, and every warning raised while predicting a file, are kept in
-  that file's record (warnings name the file; identical warnings of different calls are all kept);
-- token-task outputs (the MIDI with one track per class, the piano roll) are written under ``output_dir`` at the
-  input's path relative to the inputs' common folder, so two ``song.mid`` in different folders never overwrite
-  each other; each file is written aside and renamed when complete; an output never replaces an input (that file
-  is an error), nor a file this tool did not write (each output carries a marker: :func:`written_by_this_tool`), and
-  the tool's own outputs (``*.<suffix>.mid`` with the marker) found in an input folder are skipped and listed;
-- ``PredictionRun.to_dict()`` holds every result and every error, also when some files failed; :func:`check_writable`
-  (:func:`~adversarial_midibert.output_folders.check_output_file`) tests the JSON path before the run, so that a bad
-  ``--json`` fails at once rather than after every prediction.
+:func:`predict_files` is what ``adv-midibert predict`` runs. Inputs are MIDI files or folders (searched
+recursively); each file is predicted on its own, so an unreadable one is listed in ``errors`` and the others go on,
+and the notes left out and warnings of a file stay in its record. Token-task outputs (class-track MIDI, piano roll)
+go under ``output_dir`` at the input's path relative to the inputs' common folder, each written aside and renamed;
+an output never replaces an input, nor a file this tool did not write (each output carries a marker:
+:func:`written_by_this_tool`), and this tool's outputs found in an input folder are skipped and listed.
 """
 
 from __future__ import annotations
@@ -103,8 +95,8 @@ def output_stems(files: Sequence[Path]) -> list[Path]:
 
 
 def write_midi(score, path: str | os.PathLike) -> Path:
-    """Write a ``symusic.Score`` as a MIDI file aside (``.<name>.tmp``) and rename it when complete; return the path.
-    The file carries the marker :data:`OUTPUT_MARKER` (a MIDI marker event at time 0): what says it is ours."""
+    """Write a ``symusic.Score`` as a MIDI file aside and rename it when complete; return the path. The file carries
+    the marker :data:`OUTPUT_MARKER` (a MIDI marker event at time 0): what says it is ours."""
     import symusic
 
     path = Path(path)
@@ -162,10 +154,6 @@ def prediction_pipeline(model: str, revision: str | None = None, device: str | N
     return midi_pipeline(task, model, revision=revision, device=device, trust_remote_code=trust_remote_code), is_token
 
 
-def _sequence_record(output: dict[str, Any]) -> dict[str, Any]:
-    return {k: output[k] for k in ("file", "label", "score", "scores", "num_segments", "num_notes", "notes_left_out")}
-
-
 def predict_files(
     pipe,
     inputs: Sequence[str | os.PathLike],
@@ -215,6 +203,7 @@ def predict_files(
                        for f in files if f in own]
         files = [f for f in files if f not in own]
     protected = {os.path.realpath(f) for f in files}  # never written over
+    task_keys = ("embedding",) if feature_task else ("counts",) if token_task else ("label", "score", "scores")
     call_kwargs: dict[str, Any] = {"segment_batch_size": segment_batch_size}
     if not token_task and not feature_task and top_k is not None:
         call_kwargs["top_k"] = top_k
@@ -224,13 +213,7 @@ def predict_files(
             warnings.simplefilter("always")
             try:
                 output = pipe(str(file), **call_kwargs)
-                if feature_task:
-                    record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out",
-                                                     "embedding")}
-                elif token_task:
-                    record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", "counts")}
-                else:
-                    record = _sequence_record(output)
+                record = {k: output[k] for k in ("file", "num_segments", "num_notes", "notes_left_out", *task_keys)}
                 if token_task:
                     base = Path(output_dir) / stem
                     midi = base.with_name(f"{base.name}.{suffix}.mid")

@@ -1,28 +1,17 @@
 """MIDI similarity search: embed a folder of pieces into a ``datasets`` folder, then find a query's nearest pieces.
 
-What ``adv-midibert embed`` and ``adv-midibert search`` run::
+What ``adv-midibert embed`` and ``adv-midibert search`` run (docs/embeddings.md)::
 
     adv-midibert embed  FOLDER --model MODEL --output_dir DS     # one row per piece: file, embedding
     adv-midibert search QUERY.mid --index DS --top_k 10          # the 10 nearest pieces, by cosine similarity
 
-- :func:`embed_files` runs the ``midi-feature-extraction`` pipeline over every file with
-  :func:`~adversarial_midibert.prediction.predict_files` (progress bar; a file that fails is skipped and listed with
-  its reason, never dropped silently) and writes a ``datasets`` folder (``save_to_disk``, written aside and swapped
-  in) with the columns ``file``, ``embedding``, ``num_notes``, ``num_segments``, and ``embedding_info.json`` beside
-  the data (the model and the SHA-256 of its encoder's weights, the pooling, the counts, every skipped file and its
-  reason, and an id of this embedding). Before any work it refuses an output folder that it did not write, that is
-  or holds an input or the model, or that another process is writing (one lock per folder).
-- ``embedding`` is the piece's vector (the mean of its notes' last-layer vectors over all its segments, see
-  :mod:`adversarial_midibert.pooling`) scaled to unit length, so that the inner product is the cosine similarity.
-- :func:`load_index` gives the data set with a faiss index on ``embedding`` (``Dataset.add_faiss_index``, inner
-  product); the index is saved beside the data (``embedding.faiss``, with ``embedding_index.json``: the embedding's
-  id, the file's size and SHA-256) the first time and loaded afterwards, so a second query does not rebuild it. An
-  index file that does not match those (another embedding's, damaged, half-written by a search that raced a
-  re-embed) is never read: the index is rebuilt from the rows. Re-embedding the folder replaces the folder.
-- :func:`search` embeds the query with the same model (the weights must hash to what ``embedding_info.json``
-  recorded) and returns ``Dataset.get_nearest_examples``.
-
-Search needs ``faiss`` (``pip install adversarial-midibert[search]``, which installs ``faiss-cpu``).
+:func:`embed_files` runs the ``midi-feature-extraction`` pipeline over every file (a file that fails is skipped and
+listed with its reason) and writes a ``save_to_disk`` folder of unit-length piece vectors (inner product = cosine
+similarity) with ``embedding_info.json``: the model and the SHA-256 of its encoder's weights, the counts, the
+skipped files, an id of this embedding. :func:`load_index` adds a faiss index on ``embedding``, saved beside the
+data and read back only while its record (embedding id, size, SHA-256) matches; :func:`search` embeds the query with
+the same model (checked by its hash) and returns the nearest pieces. Search needs ``faiss``
+(``pip install adversarial-midibert[search]``).
 """
 
 from __future__ import annotations
@@ -96,8 +85,7 @@ def embed_files(
     """Embed every MIDI file of ``inputs`` and write the ``datasets`` folder ``output_dir``.
 
     Args:
-        model: a model folder or Hub id (any Adversarial-MidiBERT: pre-trained or fine-tuned), or a
-            ``MidiFeatureExtractionPipeline``.
+        model: a model folder or Hub id (pre-trained or fine-tuned), or a ``MidiFeatureExtractionPipeline``.
         inputs: MIDI files and folders (searched recursively).
         output_dir: the data set folder to write: missing, empty, or written by this function before (then
             replaced); never an input, a folder holding one, or the model.
@@ -111,8 +99,7 @@ def embed_files(
         :class:`~adversarial_midibert.prediction.PredictionRun` (``run.errors``: the skipped files and reasons).
 
     Raises:
-        ValueError: no input could be embedded (the reasons of the first failures are in the message), or
-            ``output_dir`` is or holds an input or the model.
+        ValueError: no input could be embedded, or ``output_dir`` is or holds an input or the model.
         FileExistsError: ``output_dir`` holds something this function did not write.
         FolderBusyError: another process is writing ``output_dir``.
     """
@@ -211,10 +198,9 @@ def load_index(folder: str | os.PathLike, string_factory: str | None = None):
     """The embeddings data set of ``folder`` with its faiss index on ``embedding``; ``(dataset, built)``.
 
     The index is read from ``folder/embedding.faiss`` when ``embedding_index.json`` says it was saved for this
-    embedding and the file still has the size and SHA-256 recorded; otherwise it is built
-    (``Dataset.add_faiss_index``, inner product on the unit-length embeddings; exact ``Flat`` search unless
-    ``string_factory`` names another faiss index, e.g. ``"HNSW32"`` for millions of pieces) and saved there, aside then
-    renamed, its record last. ``built`` says which happened.
+    embedding and the file still has the size and SHA-256 recorded; otherwise it is built (inner product; exact
+    ``Flat`` search unless ``string_factory`` names another faiss index, e.g. ``"HNSW32"``) and saved there, aside
+    then renamed, its record last. ``built`` says which happened.
 
     Raises:
         ValueError: ``folder`` is not an embeddings folder, or holds no rows.
@@ -280,11 +266,8 @@ def search(query: Any, folder: str | os.PathLike, top_k: int = 10, model: Any = 
         dataset: the indexed data set from :func:`load_index`, to run many queries without reloading.
 
     Returns:
-        ``{"query", "num_notes", "neighbours": [{"rank", "file", "score"}...], "index_built"}``; ``score`` is the
-        cosine similarity, highest first.
-
-    Raises:
-        ValueError: a damaged or foreign folder, or a model other than the one that embedded it.
+        ``{"query", "num_notes", "neighbours": [{"rank", "file", "score"}...], "index_built"}``, highest cosine
+        similarity first; ``ValueError`` for a damaged folder or a model other than the one that embedded it.
     """
     from .pipelines import MidiFeatureExtractionPipeline
 

@@ -1,8 +1,7 @@
 """Figures a person looks at after a run: the piano roll of a prediction and the training curves.
 
-Both write a PNG with matplotlib's ``Agg`` backend (no display needed). The piano roll is a picture of symusic's
-piano-roll matrix, not one drawn shape per note, so its cost is bounded by the picture's size, not by the number of
-notes (timings: ``benchmarks/piano_roll.py``).
+Both write a PNG with matplotlib's ``Agg`` backend (no display needed). The piano roll is drawn as one image, not
+one shape per note, so its cost is bounded by the picture's size.
 """
 
 from __future__ import annotations
@@ -48,12 +47,10 @@ def _save(fig, path: str | Path, dpi: int, software: str | None = None) -> Path:
 def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "unclassified") -> dict[str, Any]:
     """The picture :func:`plot_piano_roll` draws: an RGB array of at most ``max_columns`` time steps.
 
-    The score is resampled to at most 16 steps per quarter note and at most ``max_columns`` steps in all (a note
-    shorter than a step still covers one), turned into symusic's frame piano roll track by track, and very long
-    pieces are folded further by taking, per column, whether any folded step sounds (computed from each note's first
-    and last column, never from a roll of every step). Each track gets a colour
-    (``CLASS_COLOURS`` in track order, light grey for a track named ``unclassified_name``); the first track is on
-    top. Time and memory grow with the picture's size, not with the number of notes.
+    The score is resampled to at most 16 steps per quarter note (a note shorter than a step still covers one); a
+    longer piece is folded further, a column showing whether any of its steps sounds (:func:`_sounding_columns`).
+    Each track gets a colour (``CLASS_COLOURS`` in track order, light grey for ``unclassified_name``); the first
+    track is on top.
 
     Returns:
         ``{"image": (pitches, columns, 3) uint8 RGB array, white background; "low": lowest pitch (row 0);
@@ -91,10 +88,8 @@ def piano_roll_image(score, max_columns: int = 4000, unclassified_name: str = "u
 
 
 def _sounding_columns(notes: dict[str, np.ndarray], low: int, high: int, factor: int, columns: int) -> np.ndarray:
-    """``(pitches, columns)`` bool: whether a note sounds at each pitch within each column of ``factor`` steps.
-
-    Made from the notes' first and last columns (a +1/-1 per note, summed along time), so its cost is the picture's
-    and the notes', never the piece's length in steps (symusic's frame piano roll is one cell per step)."""
+    """``(pitches, columns)`` bool: whether a note sounds at each pitch within each column of ``factor`` steps; a
+    +1/-1 at each note's first and last column, summed along time, so the cost never grows with the steps."""
     start = notes["time"].astype(np.int64)
     end = start + np.maximum(notes["duration"].astype(np.int64), 1)  # steps [start, end); resample keeps >= 1
     first, last = start // factor, (end - 1) // factor
@@ -107,21 +102,9 @@ def _sounding_columns(notes: dict[str, np.ndarray], low: int, high: int, factor:
 
 def plot_piano_roll(score, path: str | Path, title: str | None = None, max_columns: int = 4000,
                     unclassified_name: str = "unclassified") -> Path:
-    """Write a piano roll PNG of a score, one colour per track (x: quarter notes, y: MIDI pitch).
-
-    Made for the ``midi`` output of the token-classification pipeline (one track per predicted class), it works
-    for any score; see :func:`piano_roll_image` for how the picture is made (bounded by ``max_columns``).
-
-    Args:
-        score: a ``symusic.Score``.
-        path: the PNG file to write (parent folders are created).
-        title: figure title.
-        max_columns: most time steps of the picture.
-        unclassified_name: a track of this name is drawn in light grey.
-
-    Returns:
-        The path written.
-    """
+    """Write a piano roll PNG of a ``symusic.Score`` at ``path`` and return it: one colour per track (e.g. the
+    ``midi`` output of the token-classification pipeline), x in quarter notes, y in MIDI pitch, at most
+    ``max_columns`` time steps (:func:`piano_roll_image`); a track named ``unclassified_name`` is light grey."""
     from matplotlib.patches import Patch
 
     plt = _pyplot()
@@ -169,12 +152,9 @@ def plot_training_curves(records: Sequence[Mapping[str, Any]], path: str | Path,
     Args:
         records: one mapping per logged point (a line of ``train_log.jsonl``, an epoch of the fine-tuning history):
             the ``x`` value and any numeric series (``loss``, ``eval_loss``, ``eval_accuracy``...).
-        path: the PNG file to write.
+        path: the PNG file to write (returned).
         x: the key of the horizontal axis (``"step"`` or ``"epoch"``).
         title: figure title.
-
-    Returns:
-        The path written.
 
     Raises:
         ValueError: no record has ``x`` and a numeric series.

@@ -1,24 +1,12 @@
 """Generic dataset builder: MIDI files (+ labels) -> a ``datasets.DatasetDict`` of Octuple segments, split by piece.
 
-The flow is ``files -> records (path, piece_id, label) -> split by piece -> shards written by worker processes
-(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``; :class:`BuildOptions` says how. Every split has the columns
-of ARCHITECTURE.md "Datasets":
-
-- ``input_ids``: (length, 8) ids (stored as int16; cast to int64 by the collators),
-- ``attention_mask``: (length,) ones (padding is added by the collators),
-- ``labels``: an int (sequence tasks), or a list of length ints with -100 at BOS/EOS and unlabelled notes (token
-  tasks); absent for pre-training,
-- ``piece_id`` (str) and ``segment_id`` (int, the row index within the split: the key of the mask book).
-
-A file that cannot be read or has no notes is skipped and listed with its reason in the build report; the build
-never dies on one file. :func:`save` writes the dataset (``save_to_disk``), ``build_report.json`` (skipped files
-and reasons, counts per split: pieces, segments, notes, class counts), ``task_info.json`` (task, task type, label
-names, hidden attributes, tokenizer settings) and the tokenizer (``octuple_tokenizer.json``);
-:func:`load_task_dataset` reads all of it back.
-
-Hidden attributes (``hidden_attributes=("velocity",)``) are recorded in ``task_info.json``; fine-tuning puts them in
-the model's ``config.hidden_attributes``, and the model replaces them by MASK (the velocity task, docs/method.md
-section 4).
+``files -> records (path, piece_id, label) -> split by piece -> shards written by worker processes
+(:mod:`~adversarial_midibert.data.shards`) -> DatasetDict``, as :class:`BuildOptions` says. The columns are those of
+ARCHITECTURE.md "Datasets": ``input_ids`` (length, 8), ``attention_mask``, ``labels`` (an int per segment, or one
+per row with -100 at BOS/EOS and unlabelled notes; absent for pre-training), ``piece_id`` and ``segment_id`` (the
+row index within the split, the key of the mask book). A file that cannot be read or has no notes is skipped and
+listed with its reason in ``build_report.json``; :func:`save` also writes ``task_info.json`` (task, labels, hidden
+attributes, tokenizer settings) and the tokenizer file, and :func:`load_task_dataset` reads it all back.
 """
 
 from __future__ import annotations
@@ -74,7 +62,6 @@ __all__ = [
 
 _SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation",
                   "dev": "validation", "test": "test"}
-
 
 
 @dataclass
@@ -243,9 +230,7 @@ def _make_records(
                 raise ValueError("source: empty list of files")
             root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
             records = [PieceRecord(str(p), p.resolve().relative_to(root).with_suffix("").as_posix()) for p in paths]
-    if labels is None:
-        pass
-    elif isinstance(labels, str) and labels == "folder":
+    if isinstance(labels, str) and labels == "folder":
         for r in records:
             r.label = Path(r.path).parent.name
     elif isinstance(labels, (str, os.PathLike)):
@@ -265,7 +250,7 @@ def _make_records(
     elif callable(labels):
         for r in records:
             r.label = labels(r.path)
-    else:
+    elif labels is not None:
         raise TypeError("labels must be None, 'folder', a CSV path, a mapping or a callable, got "
                         f"{type(labels).__name__}")
     ids = [r.piece_id for r in records]
@@ -285,11 +270,10 @@ def split_pieces(
 
     Args:
         piece_ids: all piece ids.
-        splits: a mapping split name -> list of piece ids (names ``train``, ``valid``/``val``/``validation``,
-            ``test``), or ratios (a mapping split -> fraction, or a sequence ``(train, validation, test)``).
-            ``None`` means ``(0.8, 0.1, 0.1)``.
-        labels: one label per piece; with ratios the split is stratified by label (so every class with at least
-            one piece is in train).
+        splits: a mapping split name (``train``, ``valid``/``val``/``validation``, ``test``) -> piece ids, or ratios
+            (a mapping split -> fraction, or ``(train, validation, test)``); ``None`` means ``(0.8, 0.1, 0.1)``.
+        labels: one label per piece; with ratios the split is stratified by label (every class keeps a piece in
+            train).
         seed: seed of the shuffle for ratio splits.
 
     Returns:
@@ -367,37 +351,30 @@ class BuildOptions:
 
     Attributes:
         labels: piece labels for sequence tasks: ``None`` (records carry them, or no labels), ``"folder"`` (the
-            parent folder name), a CSV path (with ``label_column``, and ``id_column`` matched against the piece
-            id, the file name or its stem; default the first column), a mapping piece id -> label, or a callable
-            path -> label.
+            parent folder name), a CSV path (``label_column``; ``id_column``, default the first, matched against
+            the piece id, the file name or its stem), a mapping piece id -> label, or a callable path -> label.
         task_type: ``"sequence"`` (one label per segment, the piece's), ``"token"`` (one label per note, from
             ``token_label_fn``) or ``"pretrain"`` (no labels).
-        token_label_fn: token tasks: a picklable function ``(score, track_index, note_index) -> labels (N,)``
-            receiving the symusic score and each token's source note; -100 marks a note without a label.
-        splits: a mapping split name -> piece ids, or ratios (see :func:`split_pieces`); splits are made by piece,
-            never by segment.
+        token_label_fn: token tasks: a picklable ``(score, track_index, note_index) -> labels (N,)``; -100 marks a
+            note without a label.
+        splits: a mapping split name -> piece ids, or ratios (see :func:`split_pieces`); always by piece.
         seed: seed of ratio splits and of the ``max_files`` choice.
         tokenizer: an :class:`~adversarial_midibert.tokenization_octuple.OctupleTokenizer` (default one if None).
-        num_proc: processes for tokenising (each tokenises whole shards).
-        max_files: tokenise at most this many pieces in all (spread over the splits in proportion to their
-            sizes, at least one per non-empty split), for quick tests.
-        cache_dir: without ``output_dir``: build into ``cache_dir/build-<fingerprint of the inputs>``; a second
-            build with the same inputs reads it.
+        num_proc: tokenising processes (each tokenises whole shards).
+        max_files: tokenise at most this many pieces, spread over the splits in proportion (quick tests).
+        cache_dir: without ``output_dir``: build into ``cache_dir/build-<fingerprint of the inputs>``.
         label_column: CSV labels: the column holding the label.
         id_column: CSV labels: the column holding the piece id / file name.
-        label_names: class names in label-index order; default: the sorted distinct labels (integer labels are
-            kept as they are).
+        label_names: class names in label-index order; default: the sorted distinct labels (integers kept).
         hidden_attributes: attribute names (e.g. ``["velocity"]``) the fine-tuned model must never see (recorded in
             ``task_info``; the model's ``config.hidden_attributes``).
         task: task name recorded in ``task_info``.
         extra_info: more entries for ``task_info`` (e.g. the split source, velocity bin edges).
         output_dir: write the dataset into this folder as it is built (resumable); see :func:`build_dataset`.
         shard_size: pieces per shard.
-        num_shards: exact number of shards of the train split instead (e.g. a multiple of the number of training
-            processes, so that streaming gives each process whole shards).
+        num_shards: exact number of shards of the train split instead (e.g. a multiple of the training processes).
         overwrite: with ``output_dir``: replace a folder holding a build of other inputs (refused otherwise).
-        report_extra: more entries for the build report (e.g. files named by a split list but missing); its
-            ``skipped`` entries are put before the build's own.
+        report_extra: more entries for the build report; its ``skipped`` entries come before the build's own.
     """
 
     labels: Any = None
@@ -436,22 +413,19 @@ class BuildOptions:
 def build_dataset(source: str | os.PathLike | Sequence[Any], options: BuildOptions | None = None, **fields):
     """Build a ``DatasetDict`` (``train``, ``validation``, ``test``) of Octuple segments from MIDI files.
 
-    The segments are written as they are made, in Arrow shards of ``shard_size`` pieces
-    (:mod:`~adversarial_midibert.data.shards`): with ``output_dir`` the folder is the saved dataset (shards,
-    ``build_report.json``, ``task_info.json``, the tokenizer file), memory stays bounded whatever the corpus size,
-    and a killed build resumes when run again into the same folder (finished shards are kept). Without it the
-    shards go to ``cache_dir`` (reused by a second build of the same inputs) or to a temporary folder.
+    The segments are written as they are made, in shards (:mod:`~adversarial_midibert.data.shards`): into
+    ``output_dir``, which is then the saved dataset (a killed build resumes there), else into ``cache_dir`` (reused
+    by a second build of the same inputs) or a temporary folder.
 
     Args:
         source: a folder (all MIDI files under it, piece id = path relative to it without suffix), a list of
             MIDI paths, or a list of :class:`PieceRecord` / dicts ``{path, piece_id, label}``.
         options: a :class:`BuildOptions`.
-        **fields: :class:`BuildOptions` fields given directly, over ``options``: ``build_dataset(folder,
-            task_type="pretrain")`` is ``build_dataset(folder, BuildOptions(task_type="pretrain"))``.
+        **fields: :class:`BuildOptions` fields given directly, over ``options``.
 
     Returns:
-        a ``datasets.DatasetDict`` (all three splits, empty ones included; memory-mapped from the shards) with
-        attributes ``build_report`` (dict), ``task_info`` (dict) and ``tokenizer``, used by :func:`save`.
+        a ``datasets.DatasetDict`` of all three splits (memory-mapped from the shards) with attributes
+        ``build_report``, ``task_info`` and ``tokenizer``, used by :func:`save`.
     """
     from datasets import Dataset, DatasetDict
 
@@ -626,9 +600,8 @@ def _split_counts(info: Mapping[str, Any], task_type: str, label_names: Sequence
 # ------------------------------------------------------------------------------------------ save / load
 def check_dataset_folder(output_dir: str | os.PathLike, overwrite: bool = False,
                          inputs: Sequence[str | os.PathLike] = ()) -> Path:
-    """Fail early (before a long build) when :func:`save` would refuse ``output_dir``: it holds something other than
-    a dataset and ``overwrite`` is false, or it is (or holds) one of ``inputs``
-    (:func:`~adversarial_midibert.output_folders.check_output_folder`). Returns the folder as an absolute path."""
+    """Fail before a long build when :func:`save` would refuse ``output_dir``
+    (:func:`~adversarial_midibert.output_folders.check_output_folder`); return it as an absolute path."""
     return check_output_folder(output_dir, "dataset", _is_dataset, inputs=inputs, overwrite=overwrite)
 
 
@@ -645,20 +618,13 @@ def _is_dataset(folder: Path, names: set[str]) -> bool:
 
 
 def save(dataset, output_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a built dataset: ``save_to_disk``, ``build_report.json``, ``task_info.json``, ``octuple_tokenizer.json``.
+    """Write a built dataset into ``output_dir`` and return it: ``save_to_disk``, ``build_report.json``,
+    ``task_info.json``, ``octuple_tokenizer.json``.
 
-    The folder is written aside and swapped in when complete (a killed or failed save leaves the previous content,
-    never a mixture), under a lock: a second process saving into the same folder at the same time fails with
-    :class:`~adversarial_midibert.atomic_io.FolderBusyError`. An existing dataset folder is replaced; a folder
-    holding anything else (a model, other files) only with ``overwrite=True``.
-
-    Args:
-        dataset: a ``DatasetDict`` returned by :func:`build_dataset` (or a recipe).
-        output_dir: the folder to write (created if needed).
-        overwrite: replace ``output_dir`` even when it holds something other than a dataset.
-
-    Returns:
-        the output folder.
+    The folder is written aside and swapped in when complete, under a lock
+    (:class:`~adversarial_midibert.atomic_io.FolderBusyError` for a second writer). An existing dataset folder is
+    replaced; a folder holding anything else only with ``overwrite=True``. ``dataset``: the result of
+    :func:`build_dataset` or a recipe.
     """
     for attr in ("build_report", "task_info", "tokenizer"):
         if not hasattr(dataset, attr):
@@ -684,9 +650,8 @@ _TASK_INFO_MARKER = "adversarial_midibert task_info: "
 
 
 def describe_task(task_info: Mapping[str, Any]) -> str:
-    """The ``DatasetInfo.description`` of a built split: a sentence for people, then the task info as JSON for
-    :func:`task_info_from_dataset` (so that ``load_from_disk`` alone gives the task, its classes
-                                    and hidden attributes)."""
+    """The ``DatasetInfo.description`` of a built split: a sentence for people, then the task info as JSON, so that
+    ``load_from_disk`` alone gives the task (:func:`task_info_from_dataset`)."""
     kind = {"sequence": "one label per segment (its piece's)", "token": "one label per note",
             "pretrain": "no labels (pre-training)"}.get(task_info.get("task_type"), str(task_info.get("task_type")))
     text = (f"Octuple segments of MIDI files for the task {task_info.get('task')!r}, {kind}; built with "
@@ -736,19 +701,14 @@ def _write_metadata(output_dir: Path, build_report: dict, task_info: dict, token
 
 def load_task_dataset(directory: str | os.PathLike, revision: str | None = None, token: str | None = None,
                       verify: bool = True):
-    """Load a data set written by :func:`save`, or published by ``push_dataset_to_hub``, from a folder or a Hub id.
-
-    A Hub id (``"org/name"``, a data set repository) is fetched with ``huggingface_hub.snapshot_download`` (cached;
-    offline once cached) and read from its Parquet files; a folder of :func:`save`, or one written as it was built
-    (``build_dataset(output_dir=...)``, ``prepare_data.py``: its shards are ``load_from_disk``'s files), is read with
-    ``load_from_disk``.
+    """Load a data set written by :func:`save` or as it was built (``build_dataset(output_dir=...)``), from a folder,
+    or one published by ``push_dataset_to_hub``, from a Hub id (cached by ``snapshot_download``, offline once cached).
 
     Args:
         directory: the folder, or a Hub data set id.
         revision: Hub revision (branch, tag or commit) of a Hub id.
         token: Hub token for a private data set.
-        verify: check every shard of a sharded folder against its ``shards.json`` (size and SHA-256) first. The
-            training scripts check on the main process only: one read of the corpus, not one per process.
+        verify: check every shard of a sharded folder against its ``shards.json`` (size and SHA-256) first.
 
     Returns:
         ``(DatasetDict, task_info, tokenizer)``; the DatasetDict also carries ``build_report``, ``task_info`` and
@@ -788,12 +748,8 @@ def load_task_dataset(directory: str | os.PathLike, revision: str | None = None,
 
 # --------------------------------------------------------------------------------------------- summary
 def format_summary(dataset_or_report: Any, max_skipped: int = 10) -> str:
-    """A short text summary: pieces, segments, notes and class counts per split, and skipped files.
-
-    Args:
-        dataset_or_report: a built / loaded ``DatasetDict`` or its ``build_report`` dict.
-        max_skipped: how many skipped files to list by name.
-    """
+    """A short text summary of a built / loaded ``DatasetDict`` or its ``build_report``: pieces, segments, notes and
+    class counts per split, and the skipped files (``max_skipped`` of them by name)."""
     report = getattr(dataset_or_report, "build_report", dataset_or_report)
     lines = [f"task {report.get('task')} ({report.get('task_type')})"]
     for split, c in report.get("splits", {}).items():

@@ -1,23 +1,17 @@
 """A user's own data set: a folder of MIDI files and a CSV of labels, split by piece, without writing Python.
 
-This is what ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` (``examples/prepare_data.py``) builds:
+What ``adv-midibert prepare --midi_dir DIR --labels FILE.csv`` builds (docs/data.md has the details):
 
-- **sequence tasks** (one label per piece): the CSV has one row per file; ``--id_column`` (default: the first
-  column) names the file by its path relative to ``DIR`` (with or without the suffix), its file name or its stem,
-  and ``--label_column`` (default ``label``) its class. ``--split_column`` (values ``train``, ``valid`` /
-  ``validation`` / ``val`` / ``dev``, ``test``) or ``--splits split.json`` (``{"train": [ids], "valid": [...],
-  "test": [...]}``) fix the split; otherwise 80 / 10 / 10 per class.
-- **token tasks** (one label per note): each note gets the label of its track; the CSV has one row per track name
-  (``--track_column``, default ``track``, matched without case; or a track index) and its class, e.g. ``MELODY,
-  melody``. Notes of other tracks get no label (-100) and are counted in the build report. A row labels the tracks of
-  that name in every file: a CSV with a column naming files (``file,track,label``) is refused, not applied to all.
+- **sequence tasks**: one CSV row per file, named by ``--id_column`` (its path under ``DIR``, file name or stem)
+  with its class in ``--label_column``; ``--split_column`` or ``--splits split.json`` fix the split, otherwise
+  80 / 10 / 10 per class;
+- **token tasks**: one CSV row per track name (``--track_column``, any case, or a track index) and its class; notes
+  of other tracks get no label (-100). A row labels that track in every file, so a column naming files is refused.
 
-Every file under ``DIR`` is a piece (its id: its path without the suffix, or with it where two files differ only by
-their suffix, e.g. ``x.mid`` and ``x.MID``); a file the CSV does not label, a CSV row naming no file, and a file
-that cannot be read are listed in ``build_report.json`` (never dropped silently), and so are the CSV's repeated header
-rows, repeated rows and token-task rows with an empty label (``labels_csv_problems``, with their line numbers). A row
-with a missing field, or two rows giving one file (or track) different labels, stop the build with an error naming
-the lines. Class names are sorted (numerically when they are all numbers) unless ``label_names`` gives their order.
+Every file under ``DIR`` is a piece (its id: its path without the suffix). Unlabelled files, rows naming no file,
+unreadable files and the CSV's repeated rows are listed in ``build_report.json``, never dropped silently; a row
+with a missing field, or rows giving one file (or track) two labels, stop the build with an error naming the lines.
+Class names are sorted (numerically when all are numbers) unless ``label_names`` gives their order.
 """
 
 from __future__ import annotations
@@ -31,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .builder import IGNORE_INDEX, PieceRecord, build_dataset, read_labels_csv, scan_midi_files, unique_labels
+from .builder import IGNORE_INDEX, PieceRecord, read_labels_csv, scan_midi_files, unique_labels
 from .recipes import RecipeSpec
 
 __all__ = ["TrackLabels", "build_folder_dataset", "resolve_folder"]
@@ -238,29 +232,15 @@ def build_folder_dataset(
     overwrite: bool = False,
     **folder_options: Any,
 ):
-    """Build the ``DatasetDict`` of a user's folder (:func:`resolve_folder`'s arguments in ``folder_options``).
-
-    ``output_dir``, ``shard_size``, ``num_shards``, ``overwrite``: write the data set into ``output_dir`` as it is
-    built (see :func:`~adversarial_midibert.data.builder.build_dataset`).
-
-    Returns:
-        the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset`, whose build report also lists
-        the CSV rows that named no file (``labels_without_file``) and, among the skipped entries, what the folder scan
-        left out (:func:`~adversarial_midibert.data.builder.scan_midi_files`).
-    """
+    """Build the ``DatasetDict`` of a user's folder (:func:`resolve_folder`'s arguments in ``folder_options``, the
+    others as for :func:`~adversarial_midibert.data.recipes.build_recipe`); its build report also lists the CSV rows
+    that named no file and, among the skipped entries, what the folder scan left out."""
     spec = resolve_folder(midi_dir, labels, task_type=task_type, **folder_options)
-    if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer
-
-        tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
     extra_info = dict(spec.extra_info)
     # what the folder scan left out (unreadable folders, dangling or looping symlinks...), listed with the skipped files
     report_extra = {"labels_without_file": extra_info.pop("labels_without_file", []),
                     "labels_csv_problems": extra_info.pop("labels_csv_problems", []),
                     "skipped": [{"split": None, "piece_id": None, **p} for p in extra_info.pop("folder_problems", [])]}
-    return build_dataset(spec.records, task_type=spec.task_type, token_label_fn=spec.token_label_fn,
-                         splits=spec.splits, seed=seed, tokenizer=tokenizer, num_proc=num_proc, max_files=max_files,
-                         cache_dir=cache_dir, label_names=spec.label_names, task=spec.task,
-                         extra_info=extra_info,
-                         output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
-                         report_extra=report_extra)
+    return spec.build(tokenizer, max_seq_len, extra_info, seed=seed, num_proc=num_proc, max_files=max_files,
+                      cache_dir=cache_dir, output_dir=output_dir, shard_size=shard_size, num_shards=num_shards,
+                      overwrite=overwrite, report_extra=report_extra)

@@ -1,20 +1,12 @@
 """A default corpus that needs no download: scores shipped with the ``music21`` pip package, converted to MIDI.
 
-``music21`` ships a few thousand scores (Bach chorales, Palestrina masses, Monteverdi madrigals, Trecento
-pieces, Mozart quartets, Ryan's Mammoth Collection of fiddle tunes...). :func:`convert_music21_corpus` selects a
-few hundred of them, balanced over the corpus folders that hold enough pieces for a composer task, converts them
-once to MIDI in parallel and caches the result. The label of a piece is its corpus folder ("composer"; for
-``ryansMammoth`` and ``trecento`` a collection or a period rather than one person).
-
-Cache: ``~/.cache/adversarial_midibert/music21_midi`` by default, or the folder named by the environment variable
-``ADV_MIDIBERT_MUSIC21_CACHE``, or the ``cache_dir`` argument. Files are ``<cache>/<composer>/<name>.mid`` and
-``<cache>/manifest.json`` records what was converted and which scores failed (and why), so a second call converts
-nothing. Each score is converted in a worker process with a timeout (``SIGALRM``); a score that fails or times out
-is reported, never fatal.
-
-Conversion parses each score with music21 and writes the notes directly with symusic (one track per part, ties
-merged, tempo and time signatures kept), much faster than music21's own MIDI writer
-(``python -m adversarial_midibert.data.music21_corpus --cache_dir m21_cache --num_workers 2``).
+:func:`convert_music21_corpus` selects a few hundred of music21's scores, balanced over the corpus folders that hold
+enough pieces for a composer task (the label of a piece is its folder: a composer, or for ``ryansMammoth`` and
+``trecento`` a collection or a period), converts them once to MIDI in worker processes with a timeout per score
+(music21 parses, symusic writes the notes: much faster than music21's MIDI writer) and caches them in
+:func:`default_cache_dir` (``<cache>/<composer>/<name>.mid``, and ``manifest.json`` listing the scores that failed
+and why; a failure is reported, never fatal). Command line:
+``python -m adversarial_midibert.data.music21_corpus --cache_dir m21_cache --num_workers 2``.
 """
 
 from __future__ import annotations
@@ -27,6 +19,7 @@ import os
 import re
 import signal
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,10 +91,7 @@ class Music21CorpusReport:
     cache_dir: str = ""
 
     def class_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for _, composer in self.files:
-            counts[composer] = counts.get(composer, 0) + 1
-        return dict(sorted(counts.items()))
+        return dict(sorted(Counter(composer for _, composer in self.files).items()))
 
     def summary(self) -> str:
         lines = [
@@ -124,15 +114,11 @@ def default_cache_dir() -> Path:
 def select_music21_scores(
     composers: Mapping[str, int | None] | None = None, seed: int = 0
 ) -> list[Music21Score]:
-    """Choose scores of the music21 corpus, reproducibly.
+    """Choose scores of the music21 corpus, reproducibly, sorted by composer and path.
 
     Args:
-        composers: corpus folder -> maximum number of scores (None: all of them). Defaults to
-            :data:`DEFAULT_COMPOSERS`.
+        composers: corpus folder -> maximum number of scores (None: all of them); default :data:`DEFAULT_COMPOSERS`.
         seed: seed of the choice among the scores of a folder that has more than the maximum.
-
-    Returns:
-        The chosen scores, sorted by composer and path.
     """
     import music21
     from music21 import corpus
@@ -177,10 +163,7 @@ DEFAULT_QPM = 100.0
 
 def _score_to_symusic(score: Any):
     """Write a parsed music21 score as a symusic Score: one track per part, ties merged, tempo and metre kept.
-
-    Much faster than music21's own MIDI writer (which strips ties with a deep copy of the stream). Grace notes
-    (zero duration) get a 1/16-beat duration; chord symbols of lead sheets are left out (they are not notes).
-    """
+    Grace notes (zero duration) get a 1/16-beat duration; chord symbols of lead sheets are left out."""
     from music21 import harmony
     from symusic import Note, Score, Tempo, TimeSignature, Track
 

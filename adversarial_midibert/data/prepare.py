@@ -10,16 +10,10 @@ Your own folder of MIDI files and a CSV of labels (see ``adversarial_midibert.da
     python examples/prepare_data.py --midi_dir my_midis --labels labels.csv --label_column genre \\
         --split_column split --output_dir data/genre [--push_to_hub my-org/genre-octuple]
 
-Recipes: composer, emotion, melody, velocity, pretrain, music21-composer, music21-pretrain (see
-``adversarial_midibert.data.recipes``). The output folder holds the splits as Arrow shards written as they are
-made (``shards.json`` lists them; labels are ``ClassLabel`` and the task is in each split's info),
-``build_report.json`` (every skipped file with its reason), ``task_info.json`` and ``octuple_tokenizer.json``; load
-it with ``adversarial_midibert.data.load_task_dataset`` or pass it to the training scripts' ``--dataset`` (and
-``examples/pretrain.py --streaming``). Memory stays bounded however large the corpus (shards of ``--shard_size``
-pieces, ``--num_proc`` workers), and a killed build resumes when the same command runs again: the finished shards
-are kept. ``--num_shards`` fixes the number of training shards instead, e.g. a multiple of the number of GPUs.
-``--push_to_hub ORG/NAME`` publishes it as a Hub dataset (Parquet splits, a dataset card, the task and the
-tokenizer) in one commit; the training scripts then take ``--dataset ORG/NAME``.
+The output folder holds the splits as Arrow shards, ``build_report.json`` (every skipped file with its reason),
+``task_info.json`` and the tokenizer; pass it to the training scripts' ``--dataset``. Memory stays bounded however
+large the corpus, and a killed build resumes when the same command runs again. ``--push_to_hub ORG/NAME``
+publishes it as a Hub dataset in one commit; the training scripts then take ``--dataset ORG/NAME``.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@
     task_info.json  build_report.json       the task (type, classes, hidden attributes) and what the build skipped
     octuple_tokenizer.json                  the tokenizer that made the segments
 
-so that anyone can ``datasets.load_dataset("org/name")``, and ``load_task_dataset("org/name")`` (which the training
-examples call on ``--dataset``) gets the task and the tokenizer too (through :mod:`adversarial_midibert.data.download`).
+so that ``datasets.load_dataset("org/name")`` works, and ``load_task_dataset("org/name")`` (the training
+scripts' ``--dataset``) gets the task and the tokenizer too.
 """
 
 from __future__ import annotations
@@ -114,8 +114,7 @@ def push_dataset_to_hub(
 ):
     """Publish a data set folder (written by ``save``) as a Hub dataset repository, in one commit.
 
-    Every check (repo id, token, the folder loads) happens before the first network call; with ``dry_run_dir`` the
-    files of the upload are written there instead and nothing is sent.
+    Every check (repo id, token, the folder loads) happens before the first network call.
 
     Args:
         folder: the data set folder.
@@ -134,23 +133,16 @@ def push_dataset_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     from ..hub import resolve_token, validate_repo_id
+    from ..hub._common import dry_run_folder
 
     folder = Path(folder)
     validate_repo_id(repo_id)
     if not folder.is_dir():
         raise DatasetPublishError(f"data set folder {folder} does not exist")
     if dry_run_dir is not None:
-        target = Path(dry_run_dir)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise DatasetPublishError(f"--dry_run folder {target} exists and is not empty")
-        staging = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        _stage(folder, repo_id, staging, license, command)
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
-        return target
+        with dry_run_folder(Path(dry_run_dir)) as staging:
+            _stage(folder, repo_id, staging, license, command)
+        return Path(dry_run_dir)
     token = resolve_token(token)
     with tempfile.TemporaryDirectory(prefix="adv-midibert-dataset-") as tmp:
         names = _stage(folder, repo_id, Path(tmp), license, command)

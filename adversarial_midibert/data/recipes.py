@@ -1,29 +1,21 @@
 """The paper's tasks (and the music21 default corpus) as ready-made dataset recipes.
 
-Each recipe reads the shared data layout (see the data folder's README: ``POP909/``, ``EMOPIA/``, ``Pianist8/``,
-``POP1K7/``, ``splits/``) under a ``data_root`` and calls :func:`~adversarial_midibert.data.builder.build_dataset`:
+Each recipe reads the shared data layout (``POP909/``, ``EMOPIA/``, ``Pianist8/``, ``POP1K7/``, ``splits/``, see the
+data folder's README) under a ``data_root`` and calls :func:`~adversarial_midibert.data.builder.build_dataset`:
 
-==================  ========  ====================================================================================
-recipe              type      data, labels and split
-==================  ========  ====================================================================================
-``composer``        sequence  Pianist8, 8 pianists (folder name); ``splits/pianist8.json`` (337 / 37 / 37 pieces)
-``emotion``         sequence  EMOPIA, Q1..Q4 (file-name prefix, = ``label.csv`` column ``4Q``);
-                              ``splits/emopia.json`` (864 / 107 / 107, MidiBERT-Piano's; it shares songs between
-                              splits) or, with ``split_source="emopia_song"``, EMOPIA's own song-level split
-                              ``EMOPIA/split/{train,val,test}_clip.csv`` (876 / 114 / 88)
-``melody``          token     POP909, per note: melody 0 (track ``MELODY``), bridge 1 (``BRIDGE``), accompaniment 2
-                              (``PIANO``); ``splits/pop909.json`` (693 / 86 / 86 songs)
-``velocity``        token     POP909, per note: six dynamics bins of the raw MIDI velocity (:data:`VELOCITY_BINS`);
-                              same split. The velocity attribute of the input is hidden from the fine-tuned model
-                              (``task_info["hidden_attributes"] == ["velocity"]``, its config's)
-``pretrain``        pretrain  POP1K7 + POP909 + Pianist8 + EMOPIA; by default without the downstream tasks'
-                              validation and test pieces (``exclude_eval_pieces``); 2 % of the pieces for validation
-``music21-composer``  sequence  scores shipped with music21, label = corpus folder; stratified 80 / 10 / 10 split
-``music21-pretrain``  pretrain  the same scores; 90 / 10 split
-==================  ========  ====================================================================================
+- ``composer`` (sequence): Pianist8, 8 pianists (folder name), ``splits/pianist8.json``;
+- ``emotion`` (sequence): EMOPIA, Q1..Q4 (file-name prefix); ``splits/emopia.json`` (MidiBERT-Piano's, which shares
+  songs between splits) or, with ``split_source="emopia_song"``, EMOPIA's own song-level split;
+- ``melody`` (token): POP909, per note: melody (track ``MELODY``), bridge (``BRIDGE``), accompaniment (``PIANO``),
+  ``splits/pop909.json``;
+- ``velocity`` (token): POP909, per note: six dynamics bins of the raw velocity (:data:`VELOCITY_BINS`), the same
+  split; the velocity attribute is hidden from the model (``task_info["hidden_attributes"]``);
+- ``pretrain``: POP1K7 + POP909 + Pianist8 + EMOPIA, by default without the downstream tasks' validation and test
+  pieces; 2 % of the pieces for validation;
+- ``music21-composer`` (sequence, label = corpus folder, 80 / 10 / 10) and ``music21-pretrain`` (90 / 10): the
+  scores shipped with music21.
 
-:func:`resolve_recipe` lists a recipe's files, labels and split without tokenising anything (cheap);
-:func:`build_recipe` builds the ``DatasetDict``.
+:func:`resolve_recipe` lists a recipe's files, labels and split without tokenising; :func:`build_recipe` builds it.
 """
 
 from __future__ import annotations
@@ -68,24 +60,13 @@ VELOCITY_BINS = ["pp", "p", "mp", "mf", "f", "ff"]
 VELOCITY_BIN_EDGES = (32, 48, 64, 80, 96)
 
 EMOTION_LABELS = ["Q1", "Q2", "Q3", "Q4"]
-SPLIT_SOURCES = {"emotion": ("midibert", "emopia_song")}
 
 
 @dataclass
 class RecipeSpec:
-    """Everything a recipe needs for :func:`build_dataset`, found without tokenising.
-
-    Attributes:
-        task: recipe name.
-        task_type: ``"sequence"``, ``"token"`` or ``"pretrain"``.
-        records: the pieces (path, piece id, label).
-        splits: split -> piece ids, or ratios.
-        label_names: class names in index order (None for pre-training).
-        token_label_fn: per-note labels (token tasks).
-        hidden_attributes: input attributes replaced by MASK.
-        extra_info: more ``task_info`` entries (data sets, split source, bin edges...).
-        missing_files: files named by a split or a listing that do not exist.
-    """
+    """Everything a recipe needs for :func:`build_dataset` (its arguments of the same names), found without
+    tokenising; ``extra_info`` goes into ``task_info``, ``missing_files`` (named by a split but absent) into the
+    build report."""
 
     task: str
     task_type: str
@@ -96,6 +77,20 @@ class RecipeSpec:
     hidden_attributes: list[str] = field(default_factory=list)
     extra_info: dict[str, Any] = field(default_factory=dict)
     missing_files: list[str] = field(default_factory=list)
+
+    def build(self, tokenizer: Any = None, max_seq_len: int = 1024, extra_info: dict[str, Any] | None = None,
+              **options: Any):
+        """Build the ``DatasetDict`` (:func:`build_dataset`; ``options``: more ``BuildOptions`` fields) with
+        ``tokenizer``, by default ``OctupleTokenizer(max_seq_len=max_seq_len)``; ``extra_info`` replaces the
+        spec's."""
+        if tokenizer is None:
+            from ..tokenization_octuple import OctupleTokenizer
+
+            tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
+        return build_dataset(self.records, task_type=self.task_type, token_label_fn=self.token_label_fn,
+                             splits=self.splits, label_names=self.label_names, hidden_attributes=self.hidden_attributes,
+                             task=self.task, extra_info=self.extra_info if extra_info is None else extra_info,
+                             tokenizer=tokenizer, **options)
 
     def split_piece_ids(self) -> dict[str, list[str]]:
         """The split file lists (only for recipes with an explicit split mapping)."""
@@ -360,50 +355,17 @@ def build_recipe(
     num_shards: int | None = None,
     overwrite: bool = False,
 ):
-    """Build a recipe's ``DatasetDict`` (see the module docstring for the recipes).
+    """Build a recipe's ``DatasetDict`` (:meth:`RecipeSpec.build` of :func:`resolve_recipe`).
 
     Args:
-        task: one of :data:`RECIPES`.
-        data_root: the shared data folder (default ``$ADV_MIDIBERT_DATA``).
+        task, data_root, split_source, exclude_eval_pieces, music21_cache_dir: see :func:`resolve_recipe`.
         tokenizer: an ``OctupleTokenizer``; default ``OctupleTokenizer(max_seq_len=max_seq_len)``.
         max_seq_len: segment length (rows with BOS/EOS) of the default tokenizer.
         num_proc: tokenising (and music21 conversion) processes.
-        max_files: tokenise at most this many pieces (spread over the splits), for quick tests.
-        cache_dir: build cache folder (see :func:`~adversarial_midibert.data.builder.build_dataset`).
-        split_source: emotion only, see :func:`resolve_recipe`.
-        exclude_eval_pieces: pretrain only, see :func:`resolve_recipe`.
-        music21_cache_dir: music21 recipes: cache of the converted MIDI files.
-        seed: seed of ratio splits and of the ``max_files`` choice.
-        output_dir, shard_size, num_shards, overwrite: write the dataset into ``output_dir`` as it is built, in
-            shards (resumable), see :func:`~adversarial_midibert.data.builder.build_dataset`.
-
-    Returns:
-        the ``DatasetDict`` of :func:`~adversarial_midibert.data.builder.build_dataset` (with ``build_report``,
-        ``task_info`` and ``tokenizer`` attributes).
+        max_files, cache_dir, seed, output_dir, shard_size, num_shards, overwrite: see
+            :class:`~adversarial_midibert.data.builder.BuildOptions`.
     """
     spec = resolve_recipe(task, data_root, split_source, exclude_eval_pieces, music21_cache_dir, num_proc)
-    if tokenizer is None:
-        from ..tokenization_octuple import OctupleTokenizer
-
-        tokenizer = OctupleTokenizer(max_seq_len=max_seq_len)
-    dataset = build_dataset(
-        spec.records,
-        task_type=spec.task_type,
-        token_label_fn=spec.token_label_fn,
-        splits=spec.splits,
-        seed=seed,
-        tokenizer=tokenizer,
-        num_proc=num_proc,
-        max_files=max_files,
-        cache_dir=cache_dir,
-        label_names=spec.label_names,
-        hidden_attributes=spec.hidden_attributes,
-        task=spec.task,
-        extra_info=spec.extra_info,
-        output_dir=output_dir,
-        shard_size=shard_size,
-        num_shards=num_shards,
-        overwrite=overwrite,
-        report_extra={"missing_files": spec.missing_files} if spec.missing_files else None,
-    )
-    return dataset
+    return spec.build(tokenizer, max_seq_len, seed=seed, num_proc=num_proc, max_files=max_files, cache_dir=cache_dir,
+                      output_dir=output_dir, shard_size=shard_size, num_shards=num_shards, overwrite=overwrite,
+                      report_extra={"missing_files": spec.missing_files} if spec.missing_files else None)

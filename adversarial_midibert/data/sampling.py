@@ -1,14 +1,9 @@
 """Seeded random samples of a built data set: rows, or whole pieces drawn source by source.
 
-A built split lists its rows in piece order, and the ``pretrain`` recipe's piece ids begin with their source folder
-(``EMOPIA/...``, ``POP1K7/...``, ``POP909/...``, ``Pianist8/...``), so "the first N rows" is the first sources only.
-Every subset the training loops and the studies take goes through this module instead:
-
-- :func:`sample_rows`: ``max_rows`` rows drawn at random with a seed (``--max_train_samples``);
-- :func:`sample_pieces`: piece ids drawn at random with a seed within every group (by default every source), a
-  count or a share of each, so that every source is represented;
-- :func:`select_pieces`: the rows of given pieces, in the split's order;
-- :func:`pieces_and_segments`: pieces and segments per source of the rows actually used.
+A split lists its rows in piece order and the ``pretrain`` recipe's piece ids begin with their source folder
+(``EMOPIA/...``, ``POP909/...``), so "the first N rows" would be the first sources only: every subset the training
+loops and the studies take is drawn here, with a seed (:func:`sample_rows`, :func:`sample_pieces` within every
+source, :func:`select_pieces`), and :func:`pieces_and_segments` counts what was used per source.
 """
 
 from __future__ import annotations
@@ -44,7 +39,7 @@ def sample_pieces(
     seed: int,
     group: Callable[[str], str] | None = piece_source,
 ) -> list[str]:
-    """A seeded random sample of distinct piece ids, drawn within every group.
+    """A seeded random sample of distinct piece ids, drawn within every group; returned sorted.
 
     Args:
         piece_ids: piece ids (repeats, e.g. one per segment, count once).
@@ -52,9 +47,6 @@ def sample_pieces(
             ``(0, 1]`` draws that share of every group, rounded, at least one piece.
         seed: seed of ``numpy.random.default_rng``; the groups are drawn in sorted order from one generator.
         group: a piece's group (default: its source, :func:`piece_source`); ``None``: one group.
-
-    Returns:
-        the sampled ids, sorted.
     """
     if isinstance(per_group, float) and not 0.0 < per_group <= 1.0:
         raise ValueError(f"per_group as a share must be in (0, 1], got {per_group}")

@@ -1,15 +1,9 @@
 """Pieces -> segment rows as one Arrow record batch: the tokenising work of a dataset build, run in worker processes.
 
-:func:`tokenize_pieces` reads, encodes and segments a list of MIDI files with an
-:class:`~adversarial_midibert.tokenization_octuple.OctupleTokenizer` and returns their segments as an Arrow
-``RecordBatch`` with the columns of ARCHITECTURE.md "Datasets" (``input_ids`` (length, 8) int16,
-``attention_mask``, ``piece_id``, ``labels`` for sequence and token tasks; ``segment_id`` is added by the writer,
-which knows the global row index), plus what the build report needs: notes, notes left out, skipped files with
-their reason, class counts. The Arrow arrays are built from flat numpy arrays (no Python list per row), so the
-cost of a build is reading and encoding the MIDI files.
-
-A file that cannot be read, has no notes, or whose token labels fail is skipped and listed with its reason: one bad
-file never stops a build.
+:func:`tokenize_pieces` reads, encodes and segments MIDI files and returns their rows (the columns of ARCHITECTURE.md
+"Datasets" but ``segment_id``, which the writer adds) with what the build report needs: notes, notes left out,
+class counts, and each skipped file with its reason (one bad file never stops a build). The Arrow arrays are built
+from flat numpy arrays, with no Python list per row.
 """
 
 from __future__ import annotations
@@ -136,16 +130,13 @@ def tokenize_pieces(
                 reason = f"no notes ({dropped} notes could not be represented)" if dropped else "no notes"
                 result.skipped.append((piece_id, str(path), reason))
                 continue
-            aligned = None
             if task_type == "token":
                 labels = np.asarray(token_label_fn(score, track_index, note_index), dtype=np.int64)
                 if labels.shape != (len(ids),):
                     raise ValueError(f"token_label_fn returned shape {labels.shape} for {len(ids)} notes")
-                aligned = [labels]
-            if aligned is None:
-                piece_segments, cut = tok.segment(ids), None
+                piece_segments, cut = tok.segment(ids, note_aligned_arrays=[labels], fill_value=IGNORE_INDEX)
             else:
-                piece_segments, cut = tok.segment(ids, note_aligned_arrays=aligned, fill_value=IGNORE_INDEX)
+                piece_segments, cut = tok.segment(ids), None
         except Exception as err:  # one bad file never stops the build: it is reported
             result.skipped.append((piece_id, str(path), f"{type(err).__name__}: {err}"))
             continue

@@ -2,27 +2,17 @@
 
 Layout of a built folder::
 
-    shards.json                                  index: per split, the shard files, rows and first segment id
-    train/shard-00000-of-00040.arrow             Arrow IPC stream files (``datasets.Dataset.from_file`` reads them
-    ...                                          memory-mapped; ``load_dataset(folder, streaming=True)`` streams them)
-    validation/shard-00000-of-00001.arrow
-    .build/plan.json                             what is being built (inputs and settings), to resume safely
-    .build/train/shard-00000-of-00040.json       each shard's counts and skipped files (hidden, so that the split
-                                                 folders hold data files only)
+    shards.json                              index: per split, the shard files, rows, sizes and SHA-256
+    train/shard-00000-of-00040.arrow         Arrow IPC stream files (memory-mapped by ``Dataset.from_file``)
+    .build/plan.json                         what is being built (inputs and settings), to resume safely
+    .build/train/shard-00000-of-00040.json   each shard's counts and skipped files
 
-Each split's pieces (in their sorted order) are cut into shards of ``shard_size`` files. Worker processes tokenise
-whole shards (:func:`~adversarial_midibert.data.segments.tokenize_pieces`); the main process receives them in order,
-numbers their rows (``segment_id``, the row index within the split) and writes each shard aside, then renames it
-into place, the side file last (it records the shard's rows, size and SHA-256). At most ``2 * num_proc`` shards are
-in flight, so memory stays bounded by the shard size whatever the size of the corpus. A killed build is resumed by
-building into the same folder with the same inputs: the complete shards at the start of each split are kept, the
-rest is rebuilt; a shard whose file no longer matches its side file (truncated, changed in place) is rebuilt, with a
-warning naming it; a folder holding a build of other inputs or settings is refused with an error.
-:func:`verify_shards` checks every shard against ``shards.json`` when a built folder is loaded.
-
-The folder also holds ``dataset_dict.json`` and each split's ``state.json`` / ``dataset_info.json``: it is a
-``Dataset.save_to_disk`` folder whose data files are the shards, so ``datasets.load_from_disk`` reads it as it is
-(:func:`load_sharded`).
+Worker processes tokenise whole shards of ``shard_size`` pieces; the main process numbers their rows
+(``segment_id``) and writes each shard aside, then renames it into place, the side file last. At most
+``2 * num_proc`` shards are in flight, so memory is bounded by the shard size. Building again into the same folder
+with the same inputs resumes: complete shards are kept, a damaged one is rebuilt with a warning, a folder holding
+another build is refused. The folder is also a ``save_to_disk`` folder whose data files are the shards, so
+``datasets.load_from_disk`` reads it as it is (:func:`load_sharded`).
 """
 
 from __future__ import annotations
@@ -200,8 +190,7 @@ def write_shards(
             makes the plan's fingerprint, which a resumed build must match.
         num_proc: tokenising processes.
         shard_size: pieces per shard.
-        num_shards: exact number of shards of the ``train`` split (the other splits keep about as many pieces per
-            shard), e.g. a multiple of the number of training processes.
+        num_shards: exact number of shards of the ``train`` split (the others keep about as many pieces per shard).
         overwrite: replace a folder holding another build instead of refusing it.
         description: the ``DatasetInfo.description`` of every split (``dataset_info.json``).
 
@@ -275,14 +264,9 @@ def _write_split(directory: Path, split: str, pieces: Sequence[tuple[str, str, A
         data, side_path = shard_files(directory, split, i, count)
         written = _write_shard(data, result.batch, next_id, schema)
         side = {"file": f"{split}/{data.name}", "rows": result.num_segments, **written,
-                "first_segment_id": next_id,
-                "pieces": result.num_pieces, "notes": result.num_notes,
-                "dropped_notes": result.dropped_notes,
+                "first_segment_id": next_id, "pieces": result.num_pieces, "notes": result.num_notes,
                 "skipped": [{"piece_id": p, "path": path, "reason": r} for p, path, r in result.skipped],
-                "class_counts_pieces": result.class_counts_pieces,
-                "class_counts_segments": result.class_counts_segments,
-                "class_counts_notes": result.class_counts_notes,
-                "unlabelled_notes": result.unlabelled_notes}
+                **{key: getattr(result, key) for key in (*_CLASS_COUNTS, "dropped_notes", "unlabelled_notes")}}
         atomic_write_json(side_path, side)
         sides.append(side)
         next_id += result.num_segments
@@ -307,26 +291,21 @@ def _write_datasets_layout(directory: Path, summary: Mapping[str, dict], feature
     atomic_write_json(directory / "dataset_dict.json", {"splits": splits})
 
 
+_CLASS_COUNTS = ("class_counts_pieces", "class_counts_segments", "class_counts_notes")
+
+
 def _merge_sides(sides: list[dict]) -> dict:
     def add(key):
         present = [s[key] for s in sides if s.get(key) is not None]
         return np.sum(present, axis=0).astype(int).tolist() if present else None
 
-    return {
-        "files": [s["file"] for s in sides],
-        "rows": [s["rows"] for s in sides],
-        "bytes": [s.get("bytes") for s in sides],
-        "sha256": [s.get("sha256") for s in sides],
-        "num_rows": int(sum(s["rows"] for s in sides)),
-        "pieces": int(sum(s["pieces"] for s in sides)),
-        "notes": int(sum(s["notes"] for s in sides)),
-        "dropped_notes": int(sum(s["dropped_notes"] for s in sides)),
-        "skipped": [entry for s in sides for entry in s["skipped"]],
-        "class_counts_pieces": add("class_counts_pieces"),
-        "class_counts_segments": add("class_counts_segments"),
-        "class_counts_notes": add("class_counts_notes"),
-        "unlabelled_notes": int(sum(s.get("unlabelled_notes", 0) for s in sides)),
-    }
+    merged = {key: [s.get(key) for s in sides] for key in ("rows", "bytes", "sha256")}
+    merged["files"] = [s["file"] for s in sides]
+    merged["num_rows"] = int(sum(merged["rows"]))
+    merged.update({key: int(sum(s.get(key, 0) for s in sides))
+                   for key in ("pieces", "notes", "dropped_notes", "unlabelled_notes")})
+    merged["skipped"] = [entry for s in sides for entry in s["skipped"]]
+    return merged | {key: add(key) for key in _CLASS_COUNTS}
 
 
 def read_shard_index(directory: str | os.PathLike) -> dict:

@@ -1,19 +1,11 @@
 """Training from a stream: a built dataset read shard by shard, from a local folder or the Hub, split across processes.
 
-``examples/pretrain.py --streaming`` never loads the training split as a whole:
-
-- :class:`StreamingDataset` opens a dataset folder written by ``examples/prepare_data.py`` (the Arrow shards of
-  :mod:`~adversarial_midibert.data.shards`, or a ``save_to_disk`` folder) or a Hub dataset repository (such a folder
-  uploaded with ``huggingface_hub.upload_folder(..., repo_type="dataset")``, or the Parquet splits of
-  ``prepare_data.py --push_to_hub``), as a ``datasets.IterableDataset`` per split (``load_dataset(...,
-  streaming=True)``: one shard read at a time), with its ``task_info.json``, tokenizer and number of training
-  segments (from ``shards.json`` or ``build_report.json``; it sizes the mask book).
-- :class:`StreamingBatches` gives one process its part of the training split
-  (``datasets.distributed.split_dataset_by_node``: whole shards per process when their number is a multiple of the
-  number of processes, otherwise every process reads all and keeps one example in N), read in Arrow blocks,
-  shuffled per epoch (shards, then a buffer), batched, and resumable mid-epoch: its state (epoch, rows consumed) is
-  saved with every checkpoint. Processes may hold different numbers of examples; every process
-  stops an epoch when one of them cannot fill another optimizer step, so that their collective calls line up.
+:class:`StreamingDataset` opens a folder written by ``examples/prepare_data.py`` (or such a folder on the Hub, or
+the Parquet splits of ``--push_to_hub``) as one ``datasets.IterableDataset`` per split, with its task info,
+tokenizer and number of training segments (which sizes the mask book). :class:`StreamingBatches` gives one process
+its part of the training split (``split_dataset_by_node``), shuffled per epoch, batched, and resumable mid-epoch;
+every process stops an epoch when one of them cannot fill another optimizer step, so that their collective calls
+line up.
 """
 
 from __future__ import annotations
@@ -36,7 +28,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["StreamingDataset", "StreamingBatches"]
 
 
-
 class StreamingDataset:
     """A built dataset (local folder or Hub dataset id) opened for streaming.
 
@@ -45,9 +36,8 @@ class StreamingDataset:
             (``namespace/name``) whose repository holds such a folder.
         revision (`str`, *optional*): Hub revision.
         token (`str`, *optional*): Hub token (default: ``HF_TOKEN`` or the cached login).
-        verify (`bool`): check the shards against ``shards.json`` when opening (a local folder: size and SHA-256 of
-            each file; a Hub repository: the Hub's size and LFS SHA-256, nothing downloaded). The training scripts
-            check on the main process only: one read of the corpus, not one per process.
+        verify (`bool`): check the shards against ``shards.json`` when opening (size and SHA-256; on the Hub, the
+            Hub's size and LFS SHA-256, nothing downloaded).
 
     Attributes:
         task_info (`dict`), tokenizer (`OctupleTokenizer`), tokenizer_file (`Path`), index (`dict` or `None`:
@@ -180,12 +170,10 @@ def _table_rows(table) -> list[dict]:
 class StreamingBatches:
     """One process's batches of a streamed split, epoch by epoch, resumable mid-epoch.
 
-    Rows are read from the Arrow shards in blocks (no conversion per row), shuffled per epoch by ``datasets``
-    (``IterableDataset.shuffle(seed, buffer_size)`` and ``set_epoch``: the shards' order, then a buffer of
-    ``shuffle_buffer_size`` rows). The order of an epoch is thus fixed by the seed. ``datasets``' own
-    ``state_dict`` drops the buffer's content on resume, so the state saved with a checkpoint is the epoch and the
-    rows consumed: a resumed run reads the epoch again up to that point (reading without training, much faster than
-    training) and goes on exactly as the interrupted run would have.
+    Rows are read from the shards in Arrow blocks and shuffled per epoch by ``datasets`` (the shards' order, then a
+    buffer), so the seed fixes an epoch's order. ``datasets``' own ``state_dict`` drops the buffer on resume, so the
+    saved state is the epoch and the rows consumed: a resumed run reads the epoch again up to that point and goes on
+    exactly as the interrupted run would have.
 
     Args:
         dataset (`datasets.IterableDataset`): the whole split (:meth:`StreamingDataset.split`).

@@ -1,12 +1,6 @@
-"""The Hugging Face Hub side of the project, one module per job.
-
-- :mod:`.card`: the model card (``README.md``): Hub metadata (``library_name``, ``pipeline_tag``, ``datasets``,
-  ``model-index`` for every task) and text, from the package's ``model_card_template.md``.
-- :mod:`.remote_code`: which code files a folder needs for ``trust_remote_code`` (``save_pretrained`` of the model
-  and of the tokenizer writes them).
-- :mod:`.upload`: the allow-list of files to publish and the one-commit upload (or a dry run).
-- :mod:`.convert`: the converter of the authors' original checkpoints.
-"""
+"""The Hugging Face Hub side of the project, one module per job: the model card (:mod:`.card`), the code files of
+``trust_remote_code`` (:mod:`.remote_code`), the one-commit upload (:mod:`.upload`) and the converter of the
+authors' checkpoints (:mod:`.convert`)."""
 
 from ._common import HubPublishError
 from .card import KNOWN_TASKS, read_results, results_to_eval_results, write_model_card

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from ..atomic_io import write_folder_aside
 from ..output_folders import resolves_inside
 
 CONFIG_NAME = "config.json"
@@ -34,3 +37,14 @@ def inside(folder: Path, name: str, what: str) -> Path:
     if not resolves_inside(folder, name):
         raise HubPublishError(f"{what} {name!r} lies outside the model folder {folder}; refusing to publish it")
     return folder / name
+
+
+@contextmanager
+def dry_run_folder(target: Path) -> Iterator[Path]:
+    """Write a dry run's files aside and swap them into ``target``, which must be a new or empty real folder."""
+    if target.is_symlink():
+        raise HubPublishError(f"--dry_run folder {target} is a symbolic link; give a real (new or empty) folder")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise HubPublishError(f"--dry_run folder {target} exists and is not empty")
+    with write_folder_aside(target) as staging:
+        yield staging

@@ -1,10 +1,8 @@
 """The model card (``README.md``) of a model folder: Hub metadata and text, rendered from the run's facts.
 
-The metadata (YAML front matter) says what the Hub needs to list and use the model: ``library_name: transformers``,
-``pipeline_tag`` (``other``: the Hub's task list has no symbolic-music task; the card's tags and text name our
-pipeline tasks ``midi-classification`` / ``midi-token-classification``), license, tags, base model, ``datasets``
-and a ``model-index`` with the evaluation results of *every* task, the paper's four and any user-defined one. The
-text is ``model_card_template.md`` (shipped with the package), filled in by ``huggingface_hub.ModelCard``.
+The metadata (YAML front matter) is what the Hub needs to list and use the model: ``library_name``,
+``pipeline_tag``, license, tags, base model, ``datasets`` and a ``model-index`` with the results of any task. The
+text is the package's ``model_card_template.md``, filled in by ``huggingface_hub.ModelCard``.
 """
 
 from __future__ import annotations
@@ -58,15 +56,8 @@ PAPER_BIBTEX = """@article{zhao2024adversarialmidibert,
   url     = {https://arxiv.org/abs/2407.08306}
 }"""
 
-DEFAULT_TAGS: tuple[str, ...] = (
-    "symbolic-music",
-    "midi",
-    "music",
-    "octuple",
-    "music-understanding",
-    "adversarial-midibert",
-    "bert",
-)
+DEFAULT_TAGS: tuple[str, ...] = ("symbolic-music", "midi", "music", "octuple", "music-understanding",
+                                 "adversarial-midibert", "bert")
 
 KNOWN_TASKS = TASKS  # the data set each task uses and, for the paper's four, the accuracy it reports
 
@@ -101,8 +92,7 @@ def results_to_eval_results(
     """Turn ``all_results.json``-style metrics into ``huggingface_hub.EvalResult`` entries (the ``model-index``).
 
     Numeric keys that start with ``test_``, ``eval_`` or ``validation_`` become one result each (the prefix names
-    the split; losses, runtimes, counts and ``*_per_second`` are left out). Accuracies stay fractions, as
-    ``evaluate`` returns them. Any task gets entries, the paper's four and user-defined ones alike.
+    the split; losses, runtimes, counts and ``*_per_second`` are left out); accuracies stay fractions.
 
     Args:
         results: the metrics, e.g. ``{"test_accuracy": 0.93, "test_f1_macro": 0.91, "task": "melody"}``.
@@ -185,10 +175,8 @@ def write_model_card(
     output: str | Path | None = None,
     **extra_info: Any,
 ) -> Path:
-    """Render the model card ``README.md`` of a model folder (metadata + text) and write it there.
-
-    The folder also gets its pipeline as remote code first
-    (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`).
+    """Render the model card ``README.md`` of a model folder (metadata + text) and write it there, after giving the
+    folder its pipeline as remote code (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`).
 
     Args:
         folder: the model folder (must hold ``config.json``); ``README.md`` is written there.
@@ -211,9 +199,6 @@ def write_model_card(
         template_path: a Jinja2 card template; defaults to the package's ``model_card_template.md``.
         output: where to write the card instead of ``folder/README.md`` (the dry run of an upload).
         **extra_info: any other facts of the run (name -> value), listed with the hyper-parameters.
-
-    Returns:
-        The path of the written ``README.md``.
 
     Raises:
         HubPublishError: ``config.json`` is missing or unreadable, or ``all_results.json`` is not a JSON object.

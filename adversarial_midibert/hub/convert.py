@@ -3,35 +3,16 @@
     adv-midibert convert --checkpoint ckpt.pt|FOLDER|HUB_ID --dictionary Octuple.pkl \\
         --task mlm|sequence|token [--num_labels C] --output_dir DIR [--tokenizer DIR]
 
-The reference code (a transformers-4 ``BertModel`` with ``relative_key_query`` positions inside a ``MidiBert``
-module, see docs/method.md section 6) saves plain PyTorch state dicts. This script
-
-1. loads the state dict with ``torch.load(..., weights_only=True)`` or safetensors, from a file, a folder saved by
-   ``PyTorchModelHubMixin`` or a Hub id (a ``{"state_dict": ...}`` wrapper and the encoder's key prefix, such as the
-   task models' ``midibert.``, are handled); refuses NaN or infinite weights; reads every size from the shapes;
-2. maps the encoder weights onto ``AdvMidiBertModel`` (same computation: sqrt(256)-scaled attribute
-   embeddings, concatenation, ``in_linear``, token-type-0 vector, LayerNorm, BERT layers with
-   relative_key_query scores);
-3. maps the VOCABULARIES: the reference dictionary (``Octuple.pkl``: ``Bar 3``, ``Position 8/64``,
-   ``Instrument 0``/``Instrument percussion``, ``Pitch 60``/``Pitch percussion 36``, ``Duration 7``,
-   ``Velocity 62``, ``TimeSig 3/4``, ``Tempo 120.8...``, plus ``<PAD> <MASK> <SOS> <EOS> <CLS> <SEP>``) is
-   matched to our tokenizer's miditok tokens (``Bar_3``, ``Position_4``, ``Program_-1``, ``PitchDrum_36``,
-   ``Duration_1.0.8``, ``Velocity_63``, ``TimeSig_3/4``, ``Tempo_121.29``, ``PAD_None``...), by *value*, using
-   the reference encoder's own quantisation (see :func:`reference_key`). Embedding rows and masked-LM head
-   rows are re-ordered into our vocabulary;
-4. writes ``save_pretrained`` output, the model code files (remote code), the tokenizer file and
-   ``conversion_report.json`` (also printed), which lists
-
-   - our tokens with no source row: they get the mean of the reference table's non-special rows (embedding)
-     and the mean weight row with the *lowest* bias of the reference head (masked-LM), so that they start
-     out as unlikely predictions;
-   - reference tokens with no target (e.g. ``<CLS>``, ``<SEP>``, pitches outside our pitch range);
-   - every checkpoint key that was not mapped, with those the reference model never uses listed as
-     "ignored by design" (``word_embeddings``, ``position_embeddings``, ``pooler``, ``attention_linear``).
-
-Several of our tokens can share one reference token (our bins are finer for some attributes): they all get a
-copy of its row. Positions and durations are compared in quarter-note beats (the reference code's unit);
-miditok counts them in the time signature's beat, so for x/8 bars the mapping is approximate.
+The reference code (a ``MidiBert`` around a transformers-4 ``BertModel`` with ``relative_key_query`` positions,
+docs/method.md section 6) saves plain state dicts. The converter loads one safely (weights only, no NaN/inf), maps
+the encoder onto ``AdvMidiBertModel`` (the same computation), matches the reference dictionary (``Octuple.pkl``:
+``Pitch 60``, ``Duration 7``...) to our miditok tokens (``Pitch_60``, ``Duration_1.0.8``...) by *value* with the
+reference encoder's own quantisation (:func:`reference_key`, :func:`our_key`), re-orders the embedding and
+masked-LM rows, and writes ``save_pretrained`` output, the remote code, the tokenizer and
+``conversion_report.json``. The report lists our tokens without a source row (they get the mean non-special row,
+and the lowest bias of the head, so they start as unlikely predictions), reference tokens without a target, and
+the checkpoint keys not mapped (those the reference never reads are "ignored by design"). Positions and durations
+are compared in quarter-note beats, so for x/8 bars the mapping is approximate.
 """
 
 from __future__ import annotations
@@ -124,11 +105,9 @@ def _reduce_time_signature(numerator: int, denominator: int) -> tuple[int, int]:
 def reference_key(attribute: int, token: str) -> Any:
     """Canonical key of a token of the REFERENCE dictionary (e.g. ``"Pitch 60"``), or None if not a value.
 
-    Keys are what the reference encoder would produce: bar index, position in 1/16 quarter notes,
-    program (``"drums"`` for percussion), ``("pitch", n)`` / ``("drum", n)``, duration token index,
-    velocity bin (``velocity // 4``), reduced ``(numerator, denominator)``, tempo bin
-    (``round(12 * log2(bpm / 16))``); special tokens map to ``"PAD"``, ``"MASK"``, ``"BOS"``, ``"EOS"``,
-    ``"CLS"``, ``"SEP"``.
+    Keys are what the reference encoder would produce: bar index, position in 1/16 quarter notes, program
+    (``"drums"`` for percussion), ``("pitch", n)`` / ``("drum", n)``, duration token index, velocity bin, reduced
+    ``(numerator, denominator)``, tempo bin; special tokens map to ``"PAD"``, ``"MASK"``, ``"BOS"``... ``"SEP"``.
 
     Args:
         attribute: attribute index in our order (0 bar ... 7 tempo).
@@ -165,10 +144,9 @@ def reference_key(attribute: int, token: str) -> Any:
 def our_key(attribute: int, token: str) -> Any:
     """Canonical key (see :func:`reference_key`) of one of OUR miditok tokens, e.g. ``"Duration_1.0.8"``.
 
-    Values are converted to the reference encoder's units with its own quantisation: positions and durations
-    (miditok ticks/beats at the token's resolution) to 1/16 quarter notes with rounding, durations then to the
-    reference's logarithmic duration bins, velocities to bins of 4, tempos to bins of 2^(1/12), time
-    signatures reduced as the reference does. Returns None for a token it cannot read.
+    Values are converted with the reference encoder's own quantisation (positions and durations to 1/16 quarter
+    notes, then the logarithmic duration bins; velocity and tempo bins; reduced time signatures). Returns None for
+    a token it cannot read.
 
     Args:
         attribute: attribute index in our order (0 bar ... 7 tempo).
@@ -218,9 +196,8 @@ def build_vocabulary_maps(
             ``max(beat_res.values())``).
 
     Returns:
-        ``(source_rows, report)``: ``source_rows[a][i]`` is the reference row of our id ``i`` of attribute
-        ``a`` (-1 when ours has no source), and a per-attribute report of the unmapped tokens of both sides
-        and the mapped fractions.
+        ``(source_rows, report)``: ``source_rows[a][i]`` is the reference row of our id ``i`` of attribute ``a``
+        (-1: none), and per attribute the unmapped tokens of both sides and the mapped fractions.
     """
     source_rows: list[list[int]] = []
     report: dict[str, Any] = {}
@@ -285,15 +262,8 @@ def _check_plain(value: Any, depth: int = 0, seen: set[int] | None = None) -> No
 
 
 def load_reference_dictionary(path: str | Path) -> list[dict[str, int]]:
-    """Read the reference ``Octuple.pkl`` (a pickled ``(event2word, word2event)`` tuple) with
-    :class:`DataOnlyUnpickler`: nothing in the file is ever run.
-
-    Args:
-        path: the pickle file.
-
-    Returns:
-        The ``event2word`` dicts in our attribute order (bar, position, program, pitch, duration, velocity,
-        time signature, tempo).
+    """The ``event2word`` dicts, in our attribute order, of the reference ``Octuple.pkl`` (a pickled
+    ``(event2word, word2event)``), read with :class:`DataOnlyUnpickler`: nothing in the file is ever run.
 
     Raises:
         ConversionError: the file is missing, not a pickle of plain data of that shape, or lacks an attribute.
@@ -379,17 +349,10 @@ def _encoder_prefixes(keys: Sequence[str], path: Path) -> tuple[str, str]:
 
 
 def load_reference_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
-    """Load a reference checkpoint and strip wrappers: a ``.pt``/``.ckpt``/``.pth`` file (``torch.load(...,
-    weights_only=True)``), a ``.safetensors`` file, a folder saved by ``PyTorchModelHubMixin`` (``model.safetensors``
-    and ``config.json``, as the authors publish their weights), or a Hub id of such a repository.
-
-    A ``{"state_dict": ...}`` (or ``"model"``/``"model_state_dict"``) wrapper is unwrapped, DataParallel's ``module.``
-    is removed, and so is the encoder's prefix, whatever it is (``midibert.`` of the task models, ``model.midibert.``):
-    encoder keys then start with ``bert.``, ``word_emb.`` or ``in_linear.`` and heads with ``mask_lm.``,
-    ``classifier.``, ``attention.``.
-
-    Args:
-        source: the file, folder or Hub id.
+    """Load a reference checkpoint (a ``torch.load(weights_only=True)`` or ``.safetensors`` file, a folder saved by
+    ``PyTorchModelHubMixin``, or the Hub id of one) and strip its wrappers: a ``{"state_dict": ...}`` (or ``"model"``,
+    ``"model_state_dict"``) dict, DataParallel's ``module.`` and the encoder's prefix, so that encoder keys start with
+    ``bert.``, ``word_emb.`` or ``in_linear.`` and heads with ``mask_lm.``, ``classifier.``, ``attention.``.
 
     Raises:
         ConversionError: the source is missing or cannot be loaded safely, holds no tensors, a tensor is stored in
@@ -430,15 +393,8 @@ def load_reference_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
 
 
 def infer_config_kwargs(state: Mapping[str, torch.Tensor], path: str = "checkpoint") -> dict[str, Any]:
-    """Read the model sizes from the reference state dict's shapes.
-
-    Args:
-        state: the reference state dict (prefix-stripped).
-        path: the checkpoint's name, for error messages.
-
-    Returns:
-        Keyword arguments for ``AdvMidiBertConfig`` (sizes only, vocabularies excluded).
-    """
+    """``AdvMidiBertConfig`` keyword arguments (sizes only, not the vocabularies) read from the shapes of a
+    prefix-stripped reference state dict; ``path`` names the checkpoint in errors."""
     import re
 
     def need(key: str) -> torch.Tensor:
@@ -504,14 +460,13 @@ def convert_state_dict(
 
     Args:
         state: the reference state dict (prefix-stripped).
-        source_rows: per attribute, the reference row of each of our ids (-1: none), from
+        source_rows: per attribute, the reference row of each of our ids (-1: none), see
             :func:`build_vocabulary_maps`.
-        reference_special_rows: per attribute, the reference rows of special tokens (left out of the means
-            used for our tokens without a source).
+        reference_special_rows: per attribute, the rows of special tokens (left out of the fill means).
         task: ``mlm``, ``sequence`` or ``token``.
-        prefix: our base model's prefix (``adv_midibert.``).
-        padding_class: for ``token``: which class of the reference's C+1 outputs is its padding class,
-            ``first`` (MidiBERT-Piano's label 0) or ``last``; it is dropped.
+        prefix: our base model's prefix.
+        padding_class: ``token`` task: which of the reference's C+1 classes is padding (``first``: MidiBERT-Piano's
+            label 0, or ``last``); it is dropped.
 
     Returns:
         ``(converted, used)``: our state dict, and for each reference key used, what it became.
@@ -647,20 +602,17 @@ def convert(
     """Convert a reference checkpoint into a model folder ready for ``push_to_hub``; return the report.
 
     Args:
-        checkpoint: the reference state dict file, a folder saved by ``PyTorchModelHubMixin`` (``model.safetensors``,
-            as the authors publish their weights, e.g. ``RS2002/Adversarial-MidiBERT``), or the Hub id of one.
+        checkpoint: the reference state dict file, a folder saved by ``PyTorchModelHubMixin`` (as the authors publish
+            their weights, e.g. ``RS2002/Adversarial-MidiBERT``), or the Hub id of one.
         dictionary: the reference ``Octuple.pkl``.
-        task: ``mlm`` (``AdvMidiBertForMaskedLM``), ``sequence`` (``AdvMidiBertForSequenceClassification``) or
-            ``token`` (``AdvMidiBertForTokenClassification``).
-        output_dir: the folder to write (``save_pretrained``, code files, tokenizer file,
-            ``conversion_report.json``): missing, empty, or an earlier conversion (replaced whole); written aside
+        task: ``mlm``, ``sequence`` or ``token`` (our masked-LM, sequence or token classification model).
+        output_dir: the folder to write: missing, empty, or an earlier conversion (replaced whole); written aside
             and swapped in when complete, under a lock.
-        num_labels: number of classes for ``sequence``/``token`` (checked against the head's shape; read from
-            it when None).
-        tokenizer: our ``OctupleTokenizer`` defining the target vocabularies (default: ``OctupleTokenizer()``);
-            the folder's tokenizer cuts segments to at most the model's ``max_position_embeddings`` rows.
+        num_labels: classes of a ``sequence``/``token`` head (checked against its shape; read from it when None).
+        tokenizer: our ``OctupleTokenizer`` defining the target vocabularies (default: ``OctupleTokenizer()``); the
+            folder's tokenizer cuts segments to at most the model's ``max_position_embeddings`` rows.
         padding_class: ``first`` or ``last``: the padding class of a reference token classifier (dropped).
-        progress: show a progress bar over the four stages (read, map vocabularies, convert weights, write).
+        progress: show a progress bar over the four stages.
 
     Returns:
         The conversion report (also written to ``output_dir/conversion_report.json``).

@@ -1,15 +1,10 @@
 """Which code files a model folder needs so that it loads with ``trust_remote_code=True``.
 
-``save_pretrained`` already writes them: the model's (``configuration_adv_midibert.py``, ``modeling_adv_midibert.py``,
-with an ``auto_map`` naming every Auto class in ``config.json``) and the tokenizer's (``tokenization_octuple.py`` and
-the modules it imports, with ``auto_map["AutoTokenizer"]`` in ``tokenizer_config.json``). Here we only find them:
-the modules named by those ``auto_map`` entries and by ``custom_pipelines`` (the pipeline classes, see
-:func:`add_pipeline_code`), and every module they import relatively, followed to the end, as transformers'
-``get_class_from_dynamic_module`` will. Every name must be a module of the folder itself.
-
-:func:`add_pipeline_code` makes a folder carry its pipeline too (``pipelines.py`` and the modules it imports relatively:
-``pooling.py``, ``constants.py``; and ``custom_pipelines`` in ``config.json``);
-:func:`~adversarial_midibert.hub.card.write_model_card`, the last step of every training script, calls it.
+``save_pretrained`` writes them (the model's and the tokenizer's, named by the ``auto_map`` of ``config.json`` and
+``tokenizer_config.json``); :func:`remote_code_files` finds them: the modules named by those ``auto_map`` entries and
+by ``custom_pipelines``, and every module they import relatively, as transformers'
+``get_class_from_dynamic_module`` will; each must be a module of the folder itself. :func:`add_pipeline_code` makes a
+folder carry its pipeline too; :func:`~adversarial_midibert.hub.card.write_model_card` calls it.
 """
 
 from __future__ import annotations
@@ -109,13 +104,10 @@ def remote_code_files(folder: str | Path) -> dict[str, Path]:
 def add_pipeline_code(folder: str | Path, task: str | None = None) -> str:
     """Make a model folder carry its MIDI pipeline as Hub remote code; return the task.
 
-    Writes ``custom_pipelines`` into ``folder/config.json`` (the folder's one task, so that
-    ``pipeline(model=folder_or_hub_id, trust_remote_code=True)`` finds it without a task name) and copies
-    ``pipelines.py`` and the modules it imports relatively (``pooling.py``, ``constants.py``) beside the
-    model code, each written aside and renamed. Where only transformers, torch, miditok and symusic are installed,
-    ``pipeline()`` then loads the pipeline class from the folder (``get_class_from_dynamic_module``), as it loads the
-    model and tokenizer. A sequence head gets ``midi-classification``, a token head ``midi-token-classification``, a
-    bare or masked-LM model ``midi-feature-extraction`` (:func:`~adversarial_midibert.pipelines.pipeline_task_of`).
+    Writes ``custom_pipelines`` (the folder's one task) into ``folder/config.json`` and copies ``pipelines.py`` and
+    the modules it imports relatively beside the model code, each written aside and renamed, so that
+    ``pipeline(model=folder_or_hub_id, trust_remote_code=True)`` needs neither this package nor a task name. The task
+    follows the head (:func:`~adversarial_midibert.pipelines.pipeline_task_of`).
 
     Args:
         folder: a model folder written by ``save_pretrained`` (``config.json`` with ``architectures``).

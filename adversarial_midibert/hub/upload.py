@@ -1,14 +1,11 @@
 """Publishing a trained model folder to the Hugging Face Hub in one commit.
 
-A *model folder* is what ``save_pretrained`` leaves at the end of ``examples/pretrain.py`` or ``examples/finetune.py``
-(or the checkpoint converter): ``config.json``, ``model.safetensors``, the model code files, the tokenizer
-(``octuple_tokenizer.json``, ``tokenizer_config.json`` and its code files) and, for fine-tuned models,
-``all_results.json``. :func:`collect_upload_files` lists exactly the files a user needs (an allow-list: optimizer
-states, ``checkpoint-*``/``step_*`` folders, logs and anything else stay home), every one resolving inside the
-folder; :func:`push_folder_to_hub` writes the model card if the folder has none and uploads that list in one
-``HfApi.create_commit``, or with ``dry_run_dir`` copies it to a folder and makes no network call. (``upload_folder``
-would do the same for a folder this small, except that with ``hf_xet`` installed it switches to a streamed
-pipeline that may split the upload into several commits: a published model should appear whole or not at all.)
+:func:`collect_upload_files` lists exactly the files a user needs from a ``save_pretrained`` folder (an allow-list:
+config, weights, model and tokenizer code, tokenizer files, card; optimizer states, checkpoints and logs stay home),
+every one resolving inside the folder. :func:`push_folder_to_hub` writes the model card if the folder has none and
+uploads that list in one ``HfApi.create_commit``, or with ``dry_run_dir`` copies it to a folder and makes no network
+call. Not ``upload_folder``: with ``hf_xet`` installed it may split the upload into several commits, and a
+published model should appear whole or not at all.
 """
 
 from __future__ import annotations
@@ -18,9 +15,8 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..atomic_io import remove_path
 from ..constants import TOKENIZER_CONFIG_FILE_NAME, TOKENIZER_FILE_NAME
-from ._common import CONFIG_NAME, MODEL_CARD_NAME, HubPublishError, inside, read_json
+from ._common import CONFIG_NAME, MODEL_CARD_NAME, HubPublishError, dry_run_folder, inside, read_json
 from .card import write_model_card
 from .remote_code import add_pipeline_code, remote_code_files
 
@@ -36,16 +32,14 @@ def collect_upload_files(folder: str | Path, require_card: bool = True) -> dict[
     """Check a model folder and list exactly the files a Hub upload of it contains.
 
     The allow-list: ``config.json``; the weights (``model.safetensors``, or the index and the shards it names); the
-    code files that ``trust_remote_code`` loading runs
-    (:func:`~adversarial_midibert.hub.remote_code.remote_code_files`);
-    ``octuple_tokenizer.json`` and ``tokenizer_config.json``; ``README.md``.
+    code files (:func:`~adversarial_midibert.hub.remote_code.remote_code_files`); the tokenizer files; ``README.md``.
 
     Args:
         folder: the model folder.
         require_card: whether a missing ``README.md`` is an error.
 
     Returns:
-        A mapping from path in the repository to local file, sorted by path.
+        path in the repository -> local file, sorted by path.
 
     Raises:
         HubPublishError: the folder does not exist, a required file is missing (the message names it and how to
@@ -110,11 +104,8 @@ def repo_path(name: str, what: str) -> str:
 
 
 def validate_repo_id(repo_id: str) -> None:
-    """Check a Hub repository id with huggingface_hub's validator; raise :class:`HubPublishError` if bad.
-
-    Args:
-        repo_id: ``"namespace/name"`` (or ``"name"`` for the token owner's namespace).
-    """
+    """Check a Hub repository id (``"namespace/name"``, or ``"name"``) with huggingface_hub's validator; raise
+    :class:`HubPublishError` if bad."""
     from huggingface_hub.utils import HFValidationError
     from huggingface_hub.utils import validate_repo_id as _validate
 
@@ -125,11 +116,8 @@ def validate_repo_id(repo_id: str) -> None:
 
 
 def resolve_token(token: str | None = None) -> str:
-    """The Hub token to use: ``token`` if given, else ``HF_TOKEN`` / the cached ``hf auth login``.
-
-    Raises:
-        HubPublishError: no token was given and none is configured.
-    """
+    """The Hub token to use: ``token`` if given, else ``HF_TOKEN`` / the cached ``hf auth login``; a
+    :class:`HubPublishError` when there is none."""
     from huggingface_hub import get_token
 
     token = token or get_token()
@@ -142,32 +130,18 @@ def resolve_token(token: str | None = None) -> str:
 
 
 def _copy_aside(files: dict[str, Path], target: Path, folder: Path, card_info: dict[str, Any] | None = None) -> Path:
-    """Copy the upload's files into ``target`` (new or empty), through a hidden folder renamed when complete.
+    """Copy the upload's files into ``target`` (new or empty), through a folder swapped in when complete.
 
-    With ``card_info`` (the model ``folder`` has no card), the copy gets what a real push adds to the folder with
-    the card, and only the copy: the pipeline as remote code
-    (:func:`~adversarial_midibert.hub.remote_code.add_pipeline_code`) and the card. A dry run writes nothing but
-    ``target``, and ``target`` holds exactly what a push would upload."""
-    if target.is_symlink():
-        raise HubPublishError(f"--dry_run folder {target} is a symbolic link; give a real (new or empty) folder")
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise HubPublishError(f"--dry_run folder {target} exists and is not empty")
-    staging = target.with_name(f".{target.name}.partial")
-    remove_path(staging)
-    try:
+    With ``card_info`` (the model ``folder`` has no card), the copy alone gets what a real push adds to the folder:
+    the pipeline code and the card. ``target`` holds exactly what a push would upload."""
+    with dry_run_folder(target) as staging:
         for path_in_repo, local in files.items():
             destination = staging / path_in_repo
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, destination)
-        staging.mkdir(parents=True, exist_ok=True)
         if card_info is not None:
             add_pipeline_code(staging)  # the copy's config.json gets custom_pipelines, as the folder's would
             write_model_card(folder, output=staging / MODEL_CARD_NAME, **card_info)
-        if target.exists():
-            target.rmdir()
-        staging.rename(target)
-    finally:
-        remove_path(staging)
     return target
 
 
@@ -183,13 +157,10 @@ def push_folder_to_hub(
 ):
     """Upload a model folder to the Hub in one commit (or write the would-be upload to ``dry_run_dir``).
 
-    Steps: validate ``repo_id``; collect the allow-listed files (:func:`collect_upload_files`); write ``README.md``
-    with :func:`~adversarial_midibert.hub.card.write_model_card` if the folder has none (``card_info`` is passed to
-    it; in a dry run into ``dry_run_dir`` only, never into the model folder); then either copy the files to
-    ``dry_run_dir`` (no token needed, no network call, nothing written anywhere else) or
-    resolve the token, ``create_repo(exist_ok=True, private=private)``, ``create_branch(revision, exist_ok=True)``
-    when a revision is given, and ``create_commit`` with one ``CommitOperationAdd`` per file. Every check happens
-    before the first network call.
+    The allow-listed files (:func:`collect_upload_files`) and, if the folder has none, a ``README.md`` from
+    :func:`~adversarial_midibert.hub.card.write_model_card` (in a dry run into ``dry_run_dir`` only) are either
+    copied to ``dry_run_dir`` (no token, no network) or committed with ``create_repo(exist_ok=True)``,
+    ``create_branch`` for a revision and one ``create_commit``. Every check happens before the first network call.
 
     Args:
         folder: the model folder.
@@ -198,12 +169,11 @@ def push_folder_to_hub(
         revision: branch to commit to (created from the default branch if missing); None for ``main``.
         token: Hub token; defaults to ``HF_TOKEN`` or the cached login.
         commit_message: the commit's message.
-        dry_run_dir: if given, write exactly the upload's files to this (new or empty) folder and return its
-            path instead of uploading.
+        dry_run_dir: write the upload's files to this new or empty folder instead, and return its path.
         **card_info: keyword arguments for ``write_model_card`` when the card must be written.
 
     Returns:
-        The ``huggingface_hub.CommitInfo`` of the commit, or the ``dry_run_dir`` path in a dry run.
+        The ``huggingface_hub.CommitInfo`` of the commit, or the ``dry_run_dir`` path.
 
     Raises:
         HubPublishError: bad repo id, missing token (not in a dry run), a required file missing from the folder, or
