@@ -28,6 +28,7 @@ from ..masking import (
     mask_for_finetuning,
     maskable_positions,
     step_seed,
+    uniform_draw,
 )
 
 __all__ = ["DataCollatorForOctuple", "DataCollatorForOctupleMLM", "pad_octuple_batch", "pitch_shift_batch"]
@@ -137,8 +138,7 @@ def pitch_shift_batch(
     has = pitched.any(dim=1)
     down = torch.where(has, torch.clamp(low_id - lowest, min=-max_shift), torch.zeros_like(lowest))
     up = torch.where(has, torch.clamp(high_id - highest, max=max_shift), torch.zeros_like(highest))
-    gen_device = generator.device if generator is not None else input_ids.device
-    u = torch.rand(input_ids.shape[0], generator=generator, device=gen_device, dtype=torch.float64).to(input_ids.device)
+    u = uniform_draw(input_ids.shape[0], generator, input_ids.device, torch.float64)
     shifts = down + torch.floor(u * (up - down + 1).to(torch.float64)).long()
     shifts = torch.minimum(shifts, up)
     shifted = input_ids.clone()
