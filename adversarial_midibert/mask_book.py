@@ -197,14 +197,6 @@ class PackedMaskBook:
     def max_len(self) -> int:
         return self._max_len
 
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def to(self, device: Any = None) -> PackedMaskBook:
-        """The book stays off the accelerator (rows are copied to the batch's device by the caller)."""
-        return self
-
     def nbytes(self) -> int:
         """Bytes of the book held in this process's memory (0 on disk: rows are read per batch)."""
         return self._bits.nbytes + self._counts.nbytes if self.directory is None else 0

@@ -74,13 +74,9 @@ def _padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 
 
 class AdvMidiBertEmbeddings(nn.Module):
-    """One embedding table per Octuple attribute, concatenated and projected to the hidden size.
-
-    As in the reference code: each attribute embedding is scaled by sqrt(attribute_embedding_size), the eight are
-    concatenated and projected by `in_linear`; then, as BERT's embedding layer does, the token-type-0 vector is
-    added (and learned absolute positions when `position_embedding_type == "absolute"`), followed by LayerNorm and
-    dropout.
-    """
+    """One embedding table per Octuple attribute, each scaled by sqrt(attribute_embedding_size), concatenated and
+    projected to the hidden size (the reference code); then, as in BERT, the token-type-0 vector (and absolute
+    positions with `position_embedding_type == "absolute"`), LayerNorm and dropout."""
 
     def __init__(self, config: AdvMidiBertConfig):
         super().__init__()
@@ -103,11 +99,9 @@ class AdvMidiBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def check_input_ids(self, input_ids: torch.Tensor) -> None:
-        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary.
-
-        Out of training the values are checked on the host with a message naming the column; in training they are
-        checked asynchronously (`torch._assert_async`: no host sync); under `torch.compile` only the shape.
-        """
+        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary: checked
+        on the host with a message naming the column, or in training asynchronously (`torch._assert_async`, no host
+        sync); under `torch.compile` only the shape."""
         num_attributes = len(self.vocab_sizes)
         if input_ids.dim() != 3 or input_ids.shape[-1] != num_attributes:
             raise ValueError(
@@ -534,15 +528,13 @@ class AdvMidiBertMaskedLMOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape ()): sum over attributes of w_i times the mean cross-entropy over that
             attribute's labels that are not -100 (present when `labels` is given).
-        attribute_losses (`torch.FloatTensor` of shape (8,)): the per-attribute mean cross-entropies (0 for an
-            attribute without labels).
+        attribute_losses (`torch.FloatTensor` of shape (8,)): the per-attribute mean cross-entropies (0 if no label).
         logits (`tuple` of 8 `torch.FloatTensor` of shape (B, L, V_i)): the prediction scores of each attribute.
         masker_scores (`torch.FloatTensor` of shape (B, L)): the masker's probability that a token is hard to
             recover from its context, in [0, 1]; 0 at padding.
         per_token_loss (`torch.FloatTensor` of shape (B, L)): sum over attributes of w_i times the cross-entropy at
             each position (0 where every label is -100): the recovery loss the masker learns from.
-        hidden_states (`tuple` of `torch.FloatTensor`): embeddings and each layer's output, when asked for.
-        attentions (`tuple` of `torch.FloatTensor`): each layer's attention probabilities, when asked for.
+        hidden_states, attentions (`tuple` of `torch.FloatTensor`): as in `BaseModelOutput`, when asked for.
     """
 
     loss: torch.FloatTensor | None = None
@@ -697,13 +689,8 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
 
 @dataclass
 class AdvMidiBertSequenceClassifierOutput(SequenceClassifierOutput):
-    """`SequenceClassifierOutput` plus the pooling's attention weights.
-
-    Args:
-        loss, logits, hidden_states, attentions: as in `transformers.modeling_outputs.SequenceClassifierOutput`.
-        pooling_attentions (`torch.FloatTensor` of shape (B, r, L)): the r attention views of the self-attentive
-            pooling (each sums to 1 over the real tokens; 0 at padding).
-    """
+    """`SequenceClassifierOutput` plus ``pooling_attentions`` (B, r, L): the r attention views of the self-attentive
+    pooling (each sums to 1 over the real tokens; 0 at padding)."""
 
     pooling_attentions: torch.FloatTensor | None = None
 

@@ -59,16 +59,7 @@ DEFAULT_MAX_BAR_EMBEDDING = 256
 SPECIAL_TOKENS = ["PAD_None", "BOS_None", "EOS_None", "MASK_None"]
 
 # miditok token type of each of our attributes (ATTRIBUTE_NAMES order).
-_MIDITOK_TYPES = {
-    "bar": "Bar",
-    "position": "Position",
-    "program": "Program",
-    "pitch": "Pitch",
-    "duration": "Duration",
-    "velocity": "Velocity",
-    "time_signature": "TimeSig",
-    "tempo": "Tempo",
-}
+_MIDITOK_TYPES = ("Bar", "Position", "Program", "Pitch", "Duration", "Velocity", "TimeSig", "Tempo")
 _NOTE_FIELDS = ("time", "duration", "pitch", "velocity")
 _MIDI_SUFFIXES = (*MIDI_SUFFIXES, "")
 
@@ -197,7 +188,7 @@ class OctupleTables:
         vocab = mt.vocab  # list of dicts, miditok column order
         self.time_division = int(mt.time_division)
         self.delete_equal_successive_time_sig_changes = bool(cfg.delete_equal_successive_time_sig_changes)
-        self.perm = np.array([mt.vocab_types_idx[_MIDITOK_TYPES[name]] for name in ATTRIBUTE_NAMES])
+        self.perm = np.array([mt.vocab_types_idx[kind] for kind in _MIDITOK_TYPES])
         self.vocabs = [vocab[i] for i in self.perm]  # our order
         for name, voc in zip(ATTRIBUTE_NAMES, self.vocabs, strict=True):
             for tok_id, tok in enumerate(SPECIAL_TOKENS):

@@ -99,13 +99,6 @@ class AttributeWeights:
         self.correct = torch.zeros(num_attributes, dtype=torch.float64, device=device)
         self.total = torch.zeros(num_attributes, dtype=torch.float64, device=device)
 
-    def to(self, device) -> AttributeWeights:
-        self.weights = self.weights.to(device)
-        self.correct, self.total = self.correct.to(device), self.total.to(device)
-        if self.accuracies is not None:
-            self.accuracies = self.accuracies.to(device)
-        return self
-
     def update(self, correct: torch.Tensor, total: torch.Tensor) -> None:
         """Add counts of shape `(num_attributes,)` or `(B, num_attributes)` (this process's, not reduced)."""
         correct = correct.detach().reshape(-1, self.num_attributes).sum(0)
@@ -348,18 +341,16 @@ class AdversarialMLM(nn.Module):
         score_cache: MaskerScoreCache | None = None,
     ):
         super().__init__()
-        if masker_scores_from not in MASKER_SCORE_SOURCES:
-            raise ValueError(f"masker_scores_from must be one of {MASKER_SCORE_SOURCES}, got {masker_scores_from!r}")
+        for name, value, allowed in (("masker_scores_from", masker_scores_from, MASKER_SCORE_SOURCES),
+                                     ("mask_budget", mask_budget, MASK_BUDGETS),
+                                     ("masker_loss_form", masker_loss_form, MASKER_LOSS_FORMS),
+                                     ("masking", masking, MASKING_METHODS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if masker_scores_from == "cache" and score_cache is None:
             raise ValueError("masker_scores_from='cache' needs a score_cache (MaskerScoreCache of the training split)")
-        if mask_budget not in MASK_BUDGETS:
-            raise ValueError(f"mask_budget must be one of {MASK_BUDGETS}, got {mask_budget!r}")
-        if masker_loss_form not in MASKER_LOSS_FORMS:
-            raise ValueError(f"masker_loss_form must be one of {MASKER_LOSS_FORMS}, got {masker_loss_form!r}")
         if not 0.0 <= max_mask_ratio <= 1.0:
             raise ValueError(f"max_mask_ratio must be in [0, 1], got {max_mask_ratio}")
-        if masking not in MASKING_METHODS:
-            raise ValueError(f"masking must be one of {MASKING_METHODS}, got {masking!r}")
         if reconstruction_weight < 0 or masker_loss_weight < 0:
             raise ValueError("masker_loss_weight and reconstruction_weight must be >= 0")
         if not 0.0 <= masker_grad_scale <= 1.0:
