@@ -76,14 +76,8 @@ class AdvMidiBertConfig(PretrainedConfig):
             `d_a` of the structured self-attentive pooling of the sequence classifier (Lin et al. 2017).
         pooling_num_views (`int`, *optional*, defaults to 4):
             `r`, the number of attention views of that pooling.
-        pad_token_id (`int`, *optional*, defaults to 0):
-            Id of PAD in every attribute vocabulary.
-        bos_token_id (`int`, *optional*, defaults to 1):
-            Id of BOS in every attribute vocabulary.
-        eos_token_id (`int`, *optional*, defaults to 2):
-            Id of EOS in every attribute vocabulary.
-        mask_token_id (`int`, *optional*, defaults to 3):
-            Id of MASK in every attribute vocabulary.
+        pad_token_id, bos_token_id, eos_token_id, mask_token_id (`int`, *optional*, defaults to 0, 1, 2, 3):
+            Ids of PAD, BOS, EOS and MASK, the same in every attribute vocabulary.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Kept `False`: the masked-LM heads are not tied to the (smaller) attribute embeddings.
         kwargs:

@@ -285,11 +285,9 @@ class AdvMidiBertSelfAttention(nn.Module):
         padding_bias: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend over `hidden_states` (B, L, hidden); `padding_bias` is the (B, 1, 1, L) additive padding bias.
-
-        Uses `config._attn_implementation` ("eager" or "sdpa"); falls back to eager for a call that asks for
-        `output_attentions`. Returns the context (B, L, hidden) and the attention probabilities (or None).
-        """
+        """Attend over `hidden_states` (B, L, hidden) with the (B, 1, 1, L) additive `padding_bias`, by
+        `config._attn_implementation` ("eager" or "sdpa"; eager when `output_attentions`): the context (B, L, hidden)
+        and the attention probabilities (or None)."""
         batch, length, hidden = hidden_states.shape
         shape = (batch, length, self.num_attention_heads, self.attention_head_size)
         query = self.query(hidden_states).view(shape).transpose(1, 2)

@@ -566,10 +566,9 @@ def segment_bounds(bars: np.ndarray, max_notes: int, max_bar_span: int) -> np.nd
 def decode_rows(tables: OctupleTables, ids: np.ndarray) -> Score:
     """Rebuild a :class:`symusic.Score` from ``(N, 8)`` rows with absolute bars (bar id = 4 + bar index).
 
-    Rows with a special id (PAD, BOS, EOS, MASK) in any attribute are skipped. Onsets follow miditok's Octuple
-    decoding: bar and position on the grid of the row's time signature, a time signature change taking effect at
-    the bar of the first note that carries it. Durations, velocities and tempos are the vocabulary's values; one
-    track per program (program -1: drums); the time division is ``tables.time_division``.
+    Rows with a special id in any attribute are skipped. Onsets follow miditok's Octuple decoding (bar and position on
+    the grid of the row's time signature, a change taking effect at the bar of the first note that carries it);
+    durations, velocities and tempos are the vocabulary's values; one track per program (-1: drums).
     """
     upper = np.array(tables.vocab_sizes)
     upper[BAR] = np.iinfo(np.int64).max

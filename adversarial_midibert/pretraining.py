@@ -149,10 +149,9 @@ class AttributeWeights:
 
 
 class TrainingProgress:
-    """Epoch and step counters of a run, checkpointed with the rest of the state: the epoch in progress (0-based),
-    optimizer steps done (``completed_steps``), batches done (``micro_step``, accumulation micro-batches included;
-    seeds the next step's randomness) and batches done in this epoch (``epoch_micro_step``: what a resumed run skips).
-    """
+    """A run's counters (checkpointed): the epoch in progress (0-based), optimizer steps done (``completed_steps``),
+    batches done (``micro_step``, micro-batches included; seeds the next step's randomness) and batches done in this
+    epoch (``epoch_micro_step``: what a resumed run skips)."""
 
     def __init__(self):
         self.epoch = 0
@@ -613,11 +612,8 @@ def freezing_pass(
     ``rule="reference"`` (the reference code): per segment, the fraction ``fraction_sampler`` of its still-maskable
     notes with the highest masker score get ``maskbook = 0``, then every frozen note of the segment is unfrozen with
     probability ``p ~ unfreeze_sampler``. ``rule="evidence"``: every real note is rescored and frozen iff its masker
-    score is at least ``score_threshold`` (no samplers, no draw). The masker learns towards 1 on a segment's hardest
-    corrupted notes and 0 on its easiest, so 0.5 freezes the notes found harder more often than easier.
-
-    Every process ends with the same book: the new rows are gathered and applied everywhere, and a process out of
-    batches (a streamed split) joins the gathers until all are done.
+    score is at least ``score_threshold`` (0.5: found harder more often than easier). Every process ends with the same
+    book (a process out of batches joins the gathers until all are done).
 
     Args:
         model (`AdversarialMLM` as prepared by the accelerator, or an `AdvMidiBertForMaskedLM`): scores the segments;

@@ -46,10 +46,9 @@ def apply_acceleration(
 def compile_layers(model: nn.Module, **compile_kwargs) -> int:
     """Compile every encoder layer of ``model`` in place (regional compilation); returns how many.
 
-    Every pass that runs the encoder is then compiled, whoever calls it. The layers share one compiled code (their
-    parameters are graph inputs), with symbolic batch size and length (``dynamic=True`` unless given): compiled once
-    per mode (training / no-grad), and once more for lengths of at most 64 rows (one block of the relative-position
-    scores); ``--pad_to_multiple_of`` 64 keeps it there.
+    Every pass that runs the encoder is then compiled, whoever calls it. The layers share one compiled code, with
+    symbolic batch size and length (``dynamic=True`` unless given), compiled once per mode and once more for lengths
+    of at most 64 rows; batches padded to a multiple of 64 rows (``--pad_to_multiple_of``) compile no more.
     """
     from .modeling_adv_midibert import AdvMidiBertLayer
 

@@ -157,9 +157,8 @@ class EarlyStopping:
 
 
 class FinetuneProgress(TrainingProgress):
-    """Counters of the run (see ``TrainingProgress``) plus the training loss summed since the last logged step, the
-    logged training losses (``train_log``) and the evaluations (``history``), so that a resumed run reports what the
-    uninterrupted one would."""
+    """``TrainingProgress`` plus the training loss since the last logged step, the logged losses (``train_log``) and
+    the evaluations (``history``): a resumed run reports what the uninterrupted one would."""
 
     def __init__(self):
         super().__init__()
@@ -210,8 +209,8 @@ def _truncate_encoder(model, num_layers: int) -> None:
 
 
 def evaluate_split(model, dataloader, accelerator, evaluator, is_token_task) -> float:
-    """Run the model over one split, feed the evaluator (with the segments' log-probabilities and note counts, for
-    the piece-level results); return the mean loss. The loader must be unshuffled: rows come back in split order."""
+    """Run the model over one unshuffled split, feed the evaluator (with the segments' log-probabilities and note
+    counts, for the piece-level results) and return the mean loss."""
     model.eval()
     losses = []
     for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):

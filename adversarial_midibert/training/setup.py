@@ -159,9 +159,8 @@ def checkpoints_and_resume(accelerator: Accelerator, args, output_dir: Path, sta
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, learning_rates: dict[str, float]) -> list[dict]:
-    """AdamW parameter groups of the trainable parameters: weight decay or not (transformers' Trainer rule: none on
-    biases and LayerNorm weights), times one learning rate per name prefix of ``learning_rates`` (``""`` matches every
-    parameter no other prefix takes). Empty groups are left out."""
+    """AdamW parameter groups of the trainable parameters: weight decay except on biases and LayerNorm weights (the
+    Trainer's rule), times one learning rate per name prefix of ``learning_rates`` (``""``: the rest)."""
     decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias"]))
     prefixes = sorted(learning_rates, key=len, reverse=True)
     named: dict[str, list] = {prefix: [] for prefix in learning_rates}
