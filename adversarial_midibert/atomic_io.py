@@ -1,17 +1,8 @@
-"""Writes that are all or nothing: files and folders written aside, flushed to disk, then renamed into place.
-
-A run killed at any moment, or a full disk, leaves either the old content or the new one, never a mixture:
-
-- :func:`atomic_write_text` / :func:`atomic_write_json` / :func:`atomic_copy_file`: one file, through a temporary
-  file in the same folder;
-- :func:`write_folder_aside`: a whole folder, built under a hidden temporary name beside it and swapped in;
-- :func:`fsync_tree` / :func:`fsync_path`: make what was written durable before it is published by a rename;
-- :func:`file_sha256`: what a reader checks a finished file against (checkpoints, data set shards);
-- :class:`FolderLock`: one writer per output folder (a second concurrent run fails clearly instead of mixing its
-  files with the first one's).
-
-Temporary names start with ``.tmp-`` and folders being replaced are first renamed to ``.deleting-`` names, so a
-reader that lists the parent folder never takes a half-written or half-deleted folder for a finished one.
+"""Writes that are all or nothing: files and folders written aside, flushed to disk, then renamed into place, so that
+a run killed at any moment, or a full disk, leaves the old content or the new one, never a mixture. Also
+:func:`file_sha256` (what a reader checks a finished file against) and :class:`FolderLock` (one writer per output
+folder). Temporary names start with ``.tmp-`` and folders being replaced are first renamed to ``.deleting-`` names, so
+that no reader listing the parent takes a half-written or half-deleted folder for a finished one.
 """
 
 from __future__ import annotations
@@ -102,11 +93,9 @@ def atomic_copy_file(source: str | os.PathLike, target: str | os.PathLike) -> Pa
 
 
 def replace_folder(source: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Move the finished folder ``source`` to ``target`` (same file system), replacing any folder there.
-
-    The old ``target`` is renamed away before ``source`` takes its name and is deleted afterwards, so ``target``
-    always names a complete folder (or, for an instant after a crash, none).
-    """
+    """Move the finished folder ``source`` to ``target`` (same file system), replacing any folder there: the old one
+    is renamed away first and deleted afterwards, so ``target`` always names a complete folder (or, after a crash,
+    none)."""
     source, target = Path(source), Path(target)
     if target.exists() or target.is_symlink():
         trash = target.with_name(f"{TRASH_PREFIX}{target.name}.{os.getpid()}")
@@ -131,14 +120,9 @@ def remove_path(path: str | os.PathLike) -> None:
 
 @contextmanager
 def write_folder_aside(target: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder under a temporary name beside ``target``; on success flush it and swap it in.
-
-    Yields the temporary folder to write into. If the block raises, the temporary folder is deleted and ``target``
-    is untouched. A ``target`` that is a symbolic link keeps its link: the folder it points to is replaced::
-
-        with write_folder_aside("outputs/model") as tmp:
-            model.save_pretrained(tmp)
-    """
+    """Yield a temporary folder beside ``target`` to write into; on success flush it and swap it in (if the block
+    raises, it is deleted and ``target`` untouched). A symbolic link ``target`` keeps its link: the folder it points
+    to is replaced."""
     target = Path(os.path.realpath(target)) if Path(target).is_symlink() else Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{TMP_PREFIX}{target.name}.{os.getpid()}")
@@ -157,18 +141,12 @@ class FolderBusyError(RuntimeError):
 
 
 class FolderLock:
-    """An exclusive lock on an output folder, held by one process at a time: ``filelock.FileLock`` (``flock``, released
-    by the operating system however the process ends; re-entrant in a process) on a hidden file beside the folder
-    (``.<name>.lock``: the folder itself may be replaced by :func:`write_folder_aside`), keyed on the folder's
-    resolved path so that a folder and a symbolic link to it share one lock. Written around filelock only for what it
-    does not do: refuse at once with an error naming the folder, and remove the lock file when the last hold ends. The
-    lock is held until ``release`` or until the object is garbage-collected (keep it)::
+    """An exclusive lock on an output folder, held by one process at a time until ``release`` (or garbage collection).
 
-        with FolderLock("data/composer"):
-            ...  # write data/composer
-
-    Raises:
-        FolderBusyError: from ``acquire`` when another process holds the lock.
+    ``filelock.FileLock`` (``flock``: released by the operating system however the process ends) on a hidden file
+    beside the folder (``.<name>.lock``, as the folder itself may be replaced), keyed on its resolved path. Written
+    around filelock only to refuse at once with :class:`FolderBusyError` naming the folder, and to remove the lock
+    file when the last hold ends.
     """
 
     def __init__(self, folder: str | os.PathLike):

@@ -1,19 +1,11 @@
 """Crash-safe checkpoints of the training loops (``step_N`` / ``epoch_N`` folders in ``--output_dir``).
 
-A checkpoint is written aside and renamed into place, so that a run killed at any moment (or a full disk) never
-leaves a folder that looks usable and is not: Accelerate's ``save_state`` (model, optimizer, scheduler, random
-states) and the loop's own state (``training_state.safetensors`` + ``.json``, never a pickle) go to a hidden
-``.tmp-<name>`` folder, every file is flushed, the marker ``checkpoint_complete.json`` (every file's size and SHA-256,
-the step, the run's id, the training data's fingerprint) is written last, the folder is renamed, and checkpoints
-beyond ``total_limit`` are removed (renamed away first; the one just written never).
-
-``latest`` is the complete checkpoint with the highest step whose files still hash to what was written; a folder
-without the marker, or damaged, is skipped with a warning naming it. Loading checks the marker and unpickles nothing
-(a checkpoint holding Accelerate's ``custom_checkpoint_*.pkl`` is refused).
-
-Why not Accelerate's ``automatic_checkpoint_naming``: it writes in place (a killed run leaves a partial folder that
-``load_state()`` picks as the newest), deletes old folders before the new one is written, and numbers checkpoints by
-save count, not by step; the manager keeps ``save_state`` / ``load_state`` and does the rest around them.
+A checkpoint (Accelerate's ``save_state`` plus the loop's own state in safetensors and JSON, never a pickle) is written
+into a hidden ``.tmp-<name>`` folder, flushed, sealed by the marker ``checkpoint_complete.json`` (every file's size
+and SHA-256, the step, the run's id, the training data's fingerprint) and renamed into place; checkpoints beyond
+``total_limit`` are then removed. ``latest`` is the complete checkpoint with the highest step whose files still hash
+to what was written (others are skipped with a warning naming them). Not Accelerate's
+``automatic_checkpoint_naming``: it writes in place, deletes old folders first and numbers by save count, not step.
 """
 
 from __future__ import annotations
@@ -58,9 +50,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or used (incomplete, damaged, another data set, no disk space)."""
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Logs
-# ------------------------------------------------------------------------------------------------------------
+# ---- Logs --------------------------------------------------------------------------------------------------
 
 
 def truncate_jsonl(path: str | os.PathLike, keep) -> int:
@@ -85,9 +75,7 @@ def truncate_jsonl(path: str | os.PathLike, keep) -> int:
     return removed
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The loop's own state: safetensors + JSON, never a pickle
-# ------------------------------------------------------------------------------------------------------------
+# ---- The loop's own state: safetensors + JSON, never a pickle ----------------------------------------------
 
 
 def _json_safe(value: Any, where: str) -> Any:
@@ -104,10 +92,8 @@ def _json_safe(value: Any, where: str) -> Any:
 
 
 def save_training_state(folder: str | os.PathLike, states: Mapping[str, Any]) -> list[str]:
-    """Write ``{name: obj.state_dict()}`` as one safetensors file (the tensors) and one JSON file (the rest).
-
-    Returns the names of the files written.
-    """
+    """Write ``{name: obj.state_dict()}`` as one safetensors file (the tensors) and one JSON file (the rest); return
+    the names of the files written."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -144,9 +130,7 @@ def load_training_state(folder: str | os.PathLike) -> dict[str, dict]:
     return plain
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Finding checkpoints
-# ------------------------------------------------------------------------------------------------------------
+# ---- Finding checkpoints -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -171,10 +155,8 @@ def _folder_files(folder: Path) -> dict[str, int]:
 def check_checkpoint(path: str | os.PathLike, verify_content: bool = False) -> dict:
     """The marker of a complete checkpoint folder; :class:`CheckpointError` saying what is wrong otherwise.
 
-    Complete means: the marker is there and readable, and every file it lists is present with its size and no
-    other file is (a file dropped into a checkpoint is never loaded). With ``verify_content``, every file must also
-    hash to the SHA-256 the marker recorded (a file overwritten in place at the same size is caught; markers of
-    format 1 have no hashes and are checked by size only).
+    Complete: the marker is readable and every file it lists is present at its size, with no other file. With
+    ``verify_content`` every file must also hash to its recorded SHA-256 (format-1 markers have no hashes).
     """
     path = Path(path)
     if not path.is_dir():
@@ -213,10 +195,8 @@ def check_checkpoint(path: str | os.PathLike, verify_content: bool = False) -> d
 
 
 def list_checkpoints(output_dir: str | os.PathLike, warn: bool = True) -> list[Checkpoint]:
-    """The complete ``step_*`` / ``epoch_*`` checkpoints of ``output_dir``, oldest first by training step.
-
-    Folders with such a name that are not complete are skipped, with a warning naming each one and why.
-    """
+    """The complete ``step_*`` / ``epoch_*`` checkpoints of ``output_dir``, oldest first by training step (the
+    others skipped, with a warning naming each one and why)."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
@@ -235,12 +215,8 @@ def list_checkpoints(output_dir: str | os.PathLike, warn: bool = True) -> list[C
 
 
 def latest_checkpoint(output_dir: str | os.PathLike, verify_content: bool = True) -> Path | None:
-    """The newest *complete* checkpoint of ``output_dir`` by training step (``--resume_from_checkpoint latest``).
-
-    With ``verify_content`` (the default) the candidates are hashed newest first: a damaged one is skipped with a
-    warning naming it and the checkpoint used instead. Returns ``None`` when there is none (or ``output_dir`` does
-    not exist).
-    """
+    """The newest *complete* checkpoint of ``output_dir`` by training step (``--resume_from_checkpoint latest``), or
+    ``None``. With ``verify_content`` the candidates are hashed newest first, a damaged one skipped with a warning."""
     found = list_checkpoints(output_dir)
     damaged = []
     for checkpoint in reversed(found):
@@ -258,9 +234,7 @@ def latest_checkpoint(output_dir: str | os.PathLike, verify_content: bool = True
     return None
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Fingerprint of the training data
-# ------------------------------------------------------------------------------------------------------------
+# ---- Fingerprint of the training data ----------------------------------------------------------------------
 
 
 def _hash_arrow(digest, array) -> None:
@@ -301,9 +275,7 @@ def dataset_fingerprint(*splits, columns: Iterable[str] = ("input_ids", "attenti
     return digest.hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Disk space
-# ------------------------------------------------------------------------------------------------------------
+# ---- Disk space --------------------------------------------------------------------------------------------
 
 
 def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -338,9 +310,7 @@ def check_disk_space(folder: str | os.PathLike, needed: int, what: str = "a chec
                               "save fewer checkpoints)")
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The manager used by examples/pretrain.py and examples/finetune.py
-# ------------------------------------------------------------------------------------------------------------
+# ---- The manager used by examples/pretrain.py and examples/finetune.py -------------------------------------
 
 
 class CheckpointManager:
@@ -349,11 +319,10 @@ class CheckpointManager:
     Args:
         accelerator (`accelerate.Accelerator`): the run's accelerator (after ``prepare``).
         output_dir (`str` or `Path`): where the ``step_N`` / ``epoch_N`` folders go.
-        states (`dict`): the loop's own state objects by name (anything with ``state_dict`` / ``load_state_dict``
-            whose state holds tensors, numbers, strings, lists and dicts), saved as safetensors + JSON. Do not also
-            register them with ``accelerator.register_for_checkpointing``.
-        total_limit (`int`, *optional*): keep at most this many complete checkpoints (the newest by step); older
-            ones are deleted after each save. ``None`` keeps all.
+        states (`dict`): the loop's own state objects by name (``state_dict`` / ``load_state_dict`` of tensors,
+            numbers, strings, lists and dicts), saved as safetensors + JSON (not also with
+            ``accelerator.register_for_checkpointing``).
+        total_limit (`int`, *optional*): keep at most this many complete checkpoints (the newest by step).
         data_fingerprint (`str`, *optional*): :func:`dataset_fingerprint` of the training data; a checkpoint made
             on other data is refused when loading.
     """
@@ -381,11 +350,8 @@ class CheckpointManager:
 
     # ---- save
     def save(self, name: str, step: int) -> Path:
-        """Write checkpoint ``name`` (``step_N`` / ``epoch_N``) of training step ``step``; return its folder.
-
-        On failure (a full disk...) the partial folder is removed and :class:`CheckpointError` names the newest
-        complete checkpoint that is left.
-        """
+        """Write checkpoint ``name`` (``step_N`` / ``epoch_N``) of training step ``step``; return its folder. On failure
+        the partial folder is removed and :class:`CheckpointError` names the newest complete checkpoint left."""
         if not _NAME.match(name):
             raise ValueError(f"checkpoint name must be step_N or epoch_N, got {name!r}")
         acc = self.accelerator
@@ -458,13 +424,8 @@ class CheckpointManager:
                 remove_path(path)  # a symlinked checkpoint: the link only
 
     def rotate(self, keep: str | os.PathLike | None = None) -> list[Path]:
-        """Delete the oldest complete checkpoints beyond ``total_limit``; return the folders deleted.
-
-        Each is renamed away before it is deleted, so a crash mid-delete never leaves a damaged ``step_N``; the
-        newest complete checkpoint and ``keep`` (the checkpoint just saved, even when older runs left checkpoints at
-        later steps) are never deleted; a symlinked checkpoint loses its link only. Incomplete folders are left
-        alone (they are not ours to judge).
-        """
+        """Delete the oldest complete checkpoints beyond ``total_limit`` (each renamed away first, a symlink losing
+        its link only), never the newest nor ``keep`` (the one just saved); return the folders deleted."""
         if self.total_limit is None:
             return []
         found = list_checkpoints(self.output_dir, warn=False)
@@ -508,9 +469,7 @@ class CheckpointManager:
 
     def load(self, path: str | os.PathLike) -> dict:
         """Restore the Accelerate state and the loop's states from a complete checkpoint; return its marker.
-
-        Raises :class:`CheckpointError` when the folder is incomplete, damaged, changed, or made on other data.
-        """
+        :class:`CheckpointError` when the folder is incomplete, damaged, changed, or made on other data."""
         path = Path(path)
         marker = check_checkpoint(path, verify_content=self._verified.get(path) != _stamp(path))
         stored = marker.get("data_fingerprint")
@@ -538,9 +497,8 @@ class CheckpointManager:
         return marker
 
     def _check_random_states(self, path: Path, marker: dict) -> None:
-        """Accelerate restores the random states inside a ``try`` that only logs a failure, which would make the
-        resumed run silently differ: read them first (``weights_only=True``) and fail clearly instead. A run resumed
-        with more processes than wrote the checkpoint has none for the new ones: a warning says so."""
+        """Read the random states first (``weights_only=True``) and fail clearly: Accelerate's own restore only logs a
+        failure, and the resumed run would silently differ. Processes beyond those that wrote it get a warning."""
         from accelerate.utils import load as accelerate_load
 
         rng_file = path / f"random_states_{self.accelerator.process_index}.pkl"

@@ -10,22 +10,10 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 # Octuple attribute order (the reference code's order); the same as ``adversarial_midibert.constants``.
-DEFAULT_ATTRIBUTE_NAMES = (
-    "bar",
-    "position",
-    "program",
-    "pitch",
-    "duration",
-    "velocity",
-    "time_signature",
-    "tempo",
-)
+DEFAULT_ATTRIBUTE_NAMES = ("bar", "position", "program", "pitch", "duration", "velocity", "time_signature", "tempo")
 
-# Vocabulary sizes (4 special tokens included) of the default ``OctupleTokenizer()``: miditok 3.1's ``Octuple`` with
-# programs, tempos and time signatures enabled and ``max_bar_embedding=256`` (bars count from each segment's start),
-# other settings at miditok's defaults, in the attribute order above: bar 260 (Bar_0..Bar_255), position 100, program
-# 133 (129 programs incl. drums -1), pitch 155 (Pitch_21..109 and PitchDrum_27..88), duration 68, velocity 36
-# (32 bins), time signature 13, tempo 36 (32 bins).
+# Vocabulary sizes (4 special tokens included) of the default ``OctupleTokenizer()`` (miditok 3.1's ``Octuple``), in
+# the attribute order above: bar 260 (Bar_0..Bar_255), program 133 (drums -1 included), pitch 155 (drums included).
 DEFAULT_VOCAB_SIZES = (260, 100, 133, 155, 68, 36, 13, 36)
 
 POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")
@@ -40,9 +28,7 @@ class AdvMidiBertConfig(PretrainedConfig):
     Args:
         vocab_sizes (`list[int]`, *optional*):
             Vocabulary size of each of the 8 Octuple attributes, in the order of `attribute_names`, special tokens
-            included. Defaults to the sizes of the default `OctupleTokenizer` (miditok's Octuple with programs, tempos,
-            time signatures and 256 bars per segment: `(260, 100, 133, 155, 68, 36, 13, 36)`); pass
-            `OctupleTokenizer.vocab_sizes` when the tokenizer uses other settings.
+            included. Defaults to those of the default `OctupleTokenizer`; pass `OctupleTokenizer.vocab_sizes`.
         attribute_names (`list[str]`, *optional*):
             Names of the 8 attributes of a token row, in column order. Defaults to
             `("bar", "position", "program", "pitch", "duration", "velocity", "time_signature", "tempo")`.
@@ -90,14 +76,8 @@ class AdvMidiBertConfig(PretrainedConfig):
             `d_a` of the structured self-attentive pooling of the sequence classifier (Lin et al. 2017).
         pooling_num_views (`int`, *optional*, defaults to 4):
             `r`, the number of attention views of that pooling.
-        pad_token_id (`int`, *optional*, defaults to 0):
-            Id of PAD in every attribute vocabulary.
-        bos_token_id (`int`, *optional*, defaults to 1):
-            Id of BOS in every attribute vocabulary.
-        eos_token_id (`int`, *optional*, defaults to 2):
-            Id of EOS in every attribute vocabulary.
-        mask_token_id (`int`, *optional*, defaults to 3):
-            Id of MASK in every attribute vocabulary.
+        pad_token_id, bos_token_id, eos_token_id, mask_token_id (`int`, *optional*, defaults to 0, 1, 2, 3):
+            Ids of PAD, BOS, EOS and MASK, the same in every attribute vocabulary.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
             Kept `False`: the masked-LM heads are not tied to the (smaller) attribute embeddings.
         kwargs:
@@ -210,10 +190,9 @@ class AdvMidiBertConfig(PretrainedConfig):
 
     @property
     def custom_pipelines(self) -> dict:
-        """The pipelines the folder names as remote code (`custom_pipelines` of `config.json`: the route of a machine
-        without the package). Empty while every one of those tasks has a class of the same name registered in this
-        process (importing the installed package registers them): `pipeline(task, model=folder)` then runs the
-        installed classes and needs no `trust_remote_code`. Saved as read."""
+        """The pipelines `config.json` names as remote code (for a machine without the package); empty while each of
+        those tasks has a class of the same name registered in this process (the installed package registers them),
+        so that `pipeline(task, model=folder)` runs the installed classes without `trust_remote_code`. Saved as read."""
         written = self.__dict__.get("_remote_pipelines") or {}
         return {} if written and _registered_here(written) else written
 
@@ -235,10 +214,8 @@ class AdvMidiBertConfig(PretrainedConfig):
 
     @staticmethod
     def _validate(vocab_sizes, attribute_names, special_ids, sizes, dropouts, position_embedding_type) -> None:
-        """Raise a `ValueError` naming the first argument that is out of range.
-
-        Written out, not huggingface_hub's `@strict` validators of transformers 5's own configs: this file is remote
-        code that imports only torch and transformers."""
+        """Raise a `ValueError` naming the first argument that is out of range (written out, not huggingface_hub's
+        `@strict` validators: this file is remote code that imports only torch and transformers)."""
         if len(vocab_sizes) != 8:
             raise ValueError(f"`vocab_sizes` must hold 8 sizes (one per Octuple attribute), got {len(vocab_sizes)}.")
         if len(attribute_names) != len(vocab_sizes):

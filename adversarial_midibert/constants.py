@@ -1,24 +1,11 @@
-"""Names and ids shared by the tokenizer, the data pipeline and the training code.
-
-The model files (``configuration_adv_midibert.py``, ``modeling_adv_midibert.py``) do not import this
-module: they must stay self-contained for Hub remote code, and carry the same facts in the config. The
-tokenizer's remote code does import it (it is shipped beside ``tokenization_octuple.py``), so it imports
-nothing itself.
+"""Names and ids shared by the tokenizer, the data pipeline and the training code. The model files do not import it
+(they carry the same facts in the config, as Hub remote code); the tokenizer's remote code does, so it imports nothing.
 """
 
 from __future__ import annotations
 
 # Attribute order of every token row (the reference code's order).
-ATTRIBUTE_NAMES: tuple[str, ...] = (
-    "bar",
-    "position",
-    "program",
-    "pitch",
-    "duration",
-    "velocity",
-    "time_signature",
-    "tempo",
-)
+ATTRIBUTE_NAMES = ("bar", "position", "program", "pitch", "duration", "velocity", "time_signature", "tempo")
 BAR, POSITION, PROGRAM, PITCH, DURATION, VELOCITY, TIME_SIGNATURE, TEMPO = range(8)
 NUM_ATTRIBUTES = len(ATTRIBUTE_NAMES)
 

@@ -1,18 +1,10 @@
 """The mask book of adversarial pre-training (docs/method.md 3.1): which notes of each training segment may be masked.
 
-A 0/1 flag per (training segment, position), indexed by the dataset's ``segment_id``: 1 = may be masked, 0 = frozen by a
-freezing pass (docs/method.md 3.8). Whether a position is a real note is decided at use time
-(:func:`adversarial_midibert.masking.maskable_positions`), so padding, BOS and EOS are never masked whatever a book
-says. :class:`PackedMaskBook` (``rows``, ``set_rows``, ``frozen_fraction``, ``broadcast``, ``fingerprint``,
-``state_dict``) keeps one bit per position, off the accelerator, in memory or in files on disk read per batch (the tests
-check it against a byte-per-position book, ``tests/byte_mask_book.py``). At 4 M segments of 1,024 rows that is 512 MB
-instead of 4 GB, and on disk none of it is held by the training processes: a step reads the rows of its batch (``B`` x
-128 bytes at 1,024 rows), the main process writes the rows a freezing pass changes. This is the book of
-``examples/pretrain.py`` (in memory; on disk with ``--streaming``).
-
-Beside it, :class:`MaskerScoreCache` keeps each training segment's masker scores from its previous visit, one byte per
-position, for the cheaper adversary that reuses them instead of a masker pass (``masker_scores_from="cache"`` of
-:class:`adversarial_midibert.pretraining.AdversarialMLM`).
+A 0/1 flag per (training segment, position), indexed by the dataset's ``segment_id``: 1 = may be masked, 0 = frozen
+by a freezing pass. Padding, BOS and EOS are never masked whatever a book says
+(:func:`adversarial_midibert.masking.maskable_positions`). :class:`PackedMaskBook` keeps one bit per position, in
+memory or on disk (tested against a byte-per-position book, ``tests/byte_mask_book.py``); :class:`MaskerScoreCache`
+keeps each segment's masker scores from its previous visit, for ``masker_scores_from="cache"``.
 """
 
 from __future__ import annotations
@@ -68,27 +60,18 @@ _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int32)
 class PackedMaskBook:
     """The mask book with one bit per position, off the accelerator: in memory, or on disk and read per batch.
 
-    The bits record the *frozen* positions (1 = frozen), so a book starts as zeros, and a file that was never written
-    (sparse, or shorter than the book) reads as "nothing frozen". Beside the bits, the book keeps two counts per
-    segment, its real notes and its frozen notes, for :meth:`frozen_fraction`.
-
-    In memory (``directory=None``) every process holds the whole book and applies the same updates (the freezing
-    pass gathers every process's new rows), as a byte-per-position book would, at an eighth of its size and off the
-    accelerator.
-
-    On disk (``directory`` given) the bits and counts are files in ``directory`` (``frozen_bits.bin``,
-    ``counts.bin``, ``mask_book.json``), read with ``os.pread`` for the rows of each batch, so a training process
-    holds none of the book in memory however large the corpus. Only the ``writer`` process (the main process)
-    writes; :meth:`broadcast` (the end of a freezing pass) makes its writes visible to the others. All processes
-    must see the same folder: one machine, or a filesystem shared by the nodes (as Accelerate's checkpoints
-    assume).
+    The bits record the *frozen* positions (1 = frozen), so a book (or a sparse file) starts as "nothing frozen".
+    Beside them the book keeps two counts per segment, its real notes and its frozen notes (:meth:`frozen_fraction`).
+    In memory every process holds the whole book and applies the same updates. On disk (``directory``) the bits and
+    counts are files read with ``os.pread`` for each batch's rows, so no process holds the book in memory; only the
+    ``writer`` (the main process) writes, and :meth:`broadcast` makes its writes visible to the others (all must see
+    one folder: one machine, or a shared filesystem).
 
     Args:
         num_segments (`int`): rows (training segments); segment ids are ``0 .. num_segments - 1``.
         max_len (`int`): columns (the longest segment, BOS and EOS included).
-        segment_lengths (`torch.Tensor` or array of shape `(num_segments,)`, *optional*): rows of each segment (BOS
-            and EOS included); gives the note counts up front. Without it they are recorded by :meth:`set_rows`
-            (the freezing pass passes them), which is all :meth:`frozen_fraction` needs.
+        segment_lengths (array of shape `(num_segments,)`, *optional*): rows of each segment (BOS and EOS included),
+            giving the note counts up front; otherwise :meth:`set_rows` records them (the freezing pass passes them).
         directory (`str` or `os.PathLike`, *optional*): keep the book in files in this folder.
         writer (`bool`): on disk: whether this process writes (``accelerator.is_main_process``).
     """
@@ -214,14 +197,6 @@ class PackedMaskBook:
     def max_len(self) -> int:
         return self._max_len
 
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def to(self, device: Any = None) -> PackedMaskBook:
-        """The book stays off the accelerator (rows are copied to the batch's device by the caller)."""
-        return self
-
     def nbytes(self) -> int:
         """Bytes of the book held in this process's memory (0 on disk: rows are read per batch)."""
         return self._bits.nbytes + self._counts.nbytes if self.directory is None else 0
@@ -275,11 +250,8 @@ class PackedMaskBook:
         return float(frozen) / float(notes) if notes else 0.0
 
     def broadcast(self, accelerator: Any = None) -> None:
-        """Make every process see the same book after an update.
-
-        In memory every process applied the same rows already: nothing to do. On disk the writer flushes its files
-        and the counts, every process waits for it, then reopens the files (fresh reads on a shared filesystem).
-        """
+        """Make every process see the same book after an update: on disk the writer flushes its files and the
+        counts, every process waits for it, and the readers reopen the files (in memory: nothing to do)."""
         if self.directory is None:
             return
         if self.writer:
@@ -334,9 +306,7 @@ class PackedMaskBook:
             return
         source = Path(directory)
         meta = json.loads(self._paths(source)[2].read_text())
-        if (meta["num_segments"], meta["max_len"]) != (self._num_segments, self._max_len):
-            raise ValueError(f"{source}: a mask book of {meta['num_segments']} x {meta['max_len']}, this run needs "
-                             f"{self._num_segments} x {self._max_len} (was the checkpoint made on another dataset?)")
+        _check_saved_size(meta, self._num_segments, self._max_len, f"mask book {source}")
         self.close()
         if self.writer:
             for src, dst in zip(self._paths(source), self._paths()):
@@ -349,20 +319,11 @@ class PackedMaskBook:
 class MaskerScoreCache:
     """Each training segment's masker scores from its previous visit: one byte per (segment, position), in memory.
 
-    A score ``s`` in ``[0, 1]`` is kept as the code ``round(s * 254)`` (steps of 1/254, finer than the bf16 scores
-    of a mixed-precision run); the code 255 means "never seen" (a NaN score is stored as never seen). A cache starts
-    with every position never seen. At 1,024 positions per segment that is 1 KiB per segment, eight times the mask
-    book: a bound on the corpora it serves (it is held in memory by every process; the on-disk book of
-    ``--streaming`` has no such cache).
-
-    Several processes: each process writes the scores of its own batches' segments, and :meth:`sync` (a collective
-    call, at the same point on every process: the end of an epoch, before a checkpoint) gathers the rows changed since
-    the last sync, so that every process, and every checkpoint, holds every segment's latest scores. Within an epoch a
-    segment is visited once, by one process, so reading between syncs never misses a newer score.
-
-    Args:
-        num_segments (`int`): rows (training segments); segment ids are ``0 .. num_segments - 1``.
-        max_len (`int`): columns (the longest segment, BOS and EOS included).
+    A score ``s`` in ``[0, 1]`` is kept as the code ``round(s * 254)`` (finer than bf16 scores); the code 255 means
+    "never seen" (a NaN score is stored as never seen). Every process holds the whole cache (eight times the mask
+    book; the on-disk book of ``--streaming`` has no such cache). Each process writes its own batches' segments and
+    :meth:`sync` (a collective call, at the end of an epoch and before a checkpoint) shares the rows changed since
+    the last sync; within an epoch a segment is visited once, by one process, so no read misses a newer score.
     """
 
     LEVELS = 254
@@ -440,10 +401,6 @@ class MaskerScoreCache:
         keep = ids >= 0
         self._codes[ids[keep].cpu().numpy()] = rows[keep].cpu().numpy()
 
-    def seen_fraction(self) -> float:
-        """Share of the cache's positions holding a score (padding positions are never written: a lower bound of the
-        share of the notes seen)."""
-        return float((self._codes != self.NEVER_SEEN).mean())
 
     def state_dict(self) -> dict:
         """The whole cache (saved by ``checkpointing.CheckpointManager`` beside the mask book)."""

@@ -1,15 +1,8 @@
 """Which tokens to mask, and how to corrupt them: the primitives shared by pre-training and the collators.
 
-Every function works on whole batches with tensor operations only (no Python loop over tokens or batch
-rows), on CPU or CUDA tensors, and draws its randomness from an optional ``torch.Generator`` so that a
-seeded run is reproducible. A generator on another device than the data is accepted (the random numbers
-are drawn on the generator's device and moved).
-
-Shapes: ``input_ids`` is ``(B, L, 8)`` (one row of eight attribute ids per note, see
-``constants.ATTRIBUTE_NAMES``), ``attention_mask`` and position masks are ``(B, L)``; bar-level choices are
-``(B, L, 8)`` (one flag per token and attribute).
-
-The four functions that choose positions never choose an unmaskable position (padding, BOS, EOS).
+Every function works on whole batches with tensor operations (``input_ids`` `(B, L, 8)`, position masks `(B, L)`,
+bar-level choices `(B, L, 8)`), on any device, and draws its randomness from an optional ``torch.Generator`` (on any
+device). The functions that choose positions never choose padding, BOS or EOS.
 """
 
 from __future__ import annotations
@@ -31,12 +24,12 @@ __all__ = [
     "share_mask_counts",
     "corrupt",
     "mask_for_finetuning",
+    "uniform_draw",
 ]
 
 
-
-def _rand(shape, generator: torch.Generator | None, device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    """Uniform [0, 1) numbers drawn on the generator's device, returned on ``device``."""
+def uniform_draw(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:
+    """Uniform [0, 1) numbers drawn on the generator's device (any), returned on ``device``."""
     gen_device = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -53,18 +46,8 @@ def share_mask_counts(maskable: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 def maskable_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Positions holding a real note: inside the attention mask and not a PAD, BOS or EOS row.
-
-    Args:
-        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): Octuple ids.
-        attention_mask (`torch.Tensor` of shape `(B, L)`, *optional*): 1 for real rows, 0 for padding.
-            When omitted every position is considered inside the sequence.
-
-    Returns:
-        `torch.BoolTensor` of shape `(B, L)`. A row is a note as soon as one attribute holds a non-special
-        id (a note with a hidden attribute, e.g. the velocity task's MASK velocity, is still a note), or
-        when it holds MASK (a note masked earlier).
-    """
+    """Positions holding a real note, bool `(B, L)`: inside ``attention_mask`` (if given) and not a PAD, BOS or EOS
+    row. A row with a MASK or any non-special id is a note (a note with a hidden attribute is still a note)."""
     if input_ids.dim() != 3:
         raise ValueError(f"input_ids must have shape (B, L, 8), got {tuple(input_ids.shape)}")
     structural = (input_ids == PAD_ID) | (input_ids == BOS_ID) | (input_ids == EOS_ID)
@@ -86,20 +69,11 @@ def rank_positions(
     largest: bool = True,
 ) -> torch.Tensor:
     """The rank of every position in its row: the maskable positions by score (rank 0 = the highest, or the lowest
-    with ``largest=False``), then the others.
+    with ``largest=False``), then the others. Returns a permutation of ``0..L-1`` per row, `(B, L)`.
 
-    Args:
-        scores (`torch.Tensor` of shape `(B, L)`): any real scores, compared in float32 whatever their dtype.
-            NaN ranks after every number, but before any unmaskable position.
-        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that are ranked first.
-        generator (`torch.Generator`, *optional*): breaks ties at random (seeded). Without one, among equal
-            scores the earlier position wins; with one, every order of the tied positions is equally likely, so a
-            coarse score (e.g. a bf16 sigmoid) does not favour the start of the segment.
-        largest (`bool`): rank the highest scores first (``True``) or the lowest.
-
-    Returns:
-        `torch.LongTensor` of shape `(B, L)`: a permutation of ``0..L-1`` per row; the row's ``n`` maskable
-        positions hold ranks ``0..n-1``.
+    Scores `(B, L)` are compared in float32; NaN ranks after every number, before any unmaskable position. Without a
+    ``generator`` the earlier of equal scores wins; with one, every order of tied positions is equally likely, so a
+    coarse (bf16) score does not favour the start of the segment.
     """
     if scores.shape != maskable.shape:
         raise ValueError(f"scores shape {tuple(scores.shape)} != maskable shape {tuple(maskable.shape)}")
@@ -110,7 +84,7 @@ def rank_positions(
     # (NaN last: it becomes -inf, while nan_to_num turns a real -inf into the lowest float), then by a random key
     # (or by position).
     if generator is not None:
-        order = torch.argsort(_rand(s.shape, generator, s.device), dim=1)
+        order = torch.argsort(uniform_draw(s.shape, generator, s.device), dim=1)
     else:
         order = torch.arange(length, device=s.device).expand(batch, length)
     for key in (s.nan_to_num(nan=float("-inf")), maskable.float()):
@@ -127,19 +101,8 @@ def choose_top_scored_positions(
     generator: torch.Generator | None = None,
     largest: bool = True,
 ) -> torch.Tensor:
-    """The ``k`` maskable positions with the highest (or lowest) score in each row.
-
-    Args:
-        scores (`torch.Tensor` of shape `(B, L)`): any real scores (NaN is chosen after every number).
-        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
-        k (`int` or `torch.Tensor` of shape `(B,)`): how many positions to choose per row; clipped to the
-            number of maskable positions of the row.
-        generator (`torch.Generator`, *optional*): breaks ties at random (see :func:`rank_positions`).
-        largest (`bool`): ``True`` chooses the highest scores, ``False`` the lowest (the easiest-first control).
-
-    Returns:
-        `torch.BoolTensor` of shape `(B, L)` with exactly ``min(k, n_maskable)`` True per row.
-    """
+    """The ``k`` maskable positions with the highest (or, ``largest=False``, lowest) score in each row: bool `(B, L)`
+    with exactly ``min(k, n_maskable)`` per row. ``k`` is an int or `(B,)`; ties as in :func:`rank_positions`."""
     batch = scores.shape[0]
     if not torch.is_tensor(k):
         k = torch.full((batch,), int(k), dtype=torch.long, device=scores.device)
@@ -153,19 +116,10 @@ def choose_top_scored_positions(
 def choose_random_positions(
     maskable: torch.Tensor, ratio: float = 0.15, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Uniformly random positions: exactly ``round(ratio * n_maskable)`` per row (at least 1 when possible).
-
-    Args:
-        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
-        ratio (`float`): fraction of the maskable positions to choose, in [0, 1].
-        generator (`torch.Generator`, *optional*): source of randomness.
-
-    Returns:
-        `torch.BoolTensor` of shape `(B, L)`.
-    """
+    """Uniformly random positions: exactly :func:`share_mask_counts` of each row, bool `(B, L)`."""
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
-    scores = _rand(maskable.shape, generator, maskable.device)
+    scores = uniform_draw(maskable.shape, generator, maskable.device)
     return choose_top_scored_positions(scores, maskable, share_mask_counts(maskable, ratio))
 
 
@@ -175,23 +129,12 @@ def choose_bar_positions(
     ratio: float = 0.15,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """MusicBERT's bar-level masking: choose (bar, attribute) pairs and mask that attribute for every note of the bar.
+    """MusicBERT's bar-level masking: choose (bar, attribute) pairs and mask that attribute for every note of the bar
+    (so it cannot be copied from a neighbour), returning bool `(B, L, 8)`.
 
-    In each row the (bar, attribute) groups are visited in random order and chosen until the chosen cells
-    reach ``round(ratio * 8 * n_maskable)`` (at least one group when the row has a note), so about ``ratio``
-    of the maskable (token, attribute) cells are chosen (it overshoots by at most one bar's worth of cells).
-    A chosen attribute cannot be copied from a neighbouring note of the same bar, since all of them are
-    chosen together.
-
-    Args:
-        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): Octuple ids; the bar attribute
-            (``constants.BAR``) groups the notes.
-        maskable (`torch.BoolTensor` of shape `(B, L)`): positions that may be chosen.
-        ratio (`float`): target fraction of maskable cells, in [0, 1].
-        generator (`torch.Generator`, *optional*): source of randomness.
-
-    Returns:
-        `torch.BoolTensor` of shape `(B, L, 8)`.
+    In each row the (bar, attribute) groups are taken in random order until the chosen cells reach
+    ``round(ratio * 8 * n_maskable)`` (at least one group when the row has a note; it overshoots by at most one bar).
+    Bars are read from the ``constants.BAR`` column of ``input_ids``.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")
@@ -211,7 +154,8 @@ def choose_bar_positions(
     # Cells = (group, attribute). Sort them by (row, random score) and take the prefix of each row.
     cell_row = group_row.repeat_interleave(n_attr)
     cell_size = group_size.repeat_interleave(n_attr)
-    sort_key = cell_row.to(torch.float64) * 2.0 + _rand((n_groups * n_attr,), generator, device, torch.float64)
+    cell_draw = uniform_draw((n_groups * n_attr,), generator, device, torch.float64)
+    sort_key = cell_row.to(torch.float64) * 2.0 + cell_draw
     order = torch.argsort(sort_key)
     sorted_row, sorted_size = cell_row[order], cell_size[order]
     target = share_mask_counts(maskable, ratio) * n_attr  # cells wanted per row (n_maskable * 8 * ratio)
@@ -236,26 +180,20 @@ def corrupt(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """BERT-style corruption of the chosen positions.
 
-    Each chosen token (``chosen`` of shape `(B, L)`) becomes MASK in all eight attributes with probability
-    ``mask_prob``, a random non-special id in each attribute with probability ``random_prob``, and stays
-    unchanged otherwise. With a bar-level choice (``chosen`` of shape `(B, L, 8)`) the same draw is made per
-    chosen (token, attribute) cell and only that attribute changes.
+    Each chosen token (``chosen`` `(B, L)`) becomes MASK in all eight attributes with probability ``mask_prob``, a
+    random non-special id in each attribute with probability ``random_prob``, and stays unchanged otherwise. With a
+    bar-level choice (``chosen`` `(B, L, 8)`) the same draw is made per chosen cell and only that attribute changes.
 
     Args:
         input_ids (`torch.LongTensor` of shape `(B, L, 8)`): uncorrupted ids (not modified).
         chosen (`torch.BoolTensor` of shape `(B, L)` or `(B, L, 8)`): the positions (or cells) to corrupt.
-        vocab_sizes (sequence of 8 ints or tensor): size of each attribute vocabulary; random ids are drawn
-            uniformly in ``[NUM_SPECIAL_TOKENS, vocab_size)``. A tensor already on the data's device avoids a copy
-            per call (and is not checked: its owner checks it once).
-        mask_token_id (`int`): the MASK id (the same in every attribute).
-        generator (`torch.Generator`, *optional*): source of randomness.
-        mask_prob (`float`): probability of MASK.
-        random_prob (`float`): probability of a random id; ``1 - mask_prob - random_prob`` is left unchanged.
+        vocab_sizes (8 ints or a tensor): random ids are drawn in ``[NUM_SPECIAL_TOKENS, vocab_size)``. A tensor on
+            the data's device avoids a copy per call and is not checked (its owner checks it once).
+        mask_token_id (`int`), generator (`torch.Generator`, *optional*), mask_prob (`float`), random_prob (`float`).
 
     Returns:
-        `(corrupted_ids, labels, corrupted)`: corrupted ids `(B, L, 8)`; labels `(B, L, 8)` holding the
-        original id at the chosen tokens (all attributes) or cells and -100 elsewhere; `corrupted` bool
-        `(B, L)`: True where MASK or a random id was written (in at least one attribute).
+        `(corrupted_ids, labels, corrupted)`: ids `(B, L, 8)`; labels `(B, L, 8)`, the original id at the chosen tokens
+        or cells and -100 elsewhere; bool `(B, L)`, True where MASK or a random id was written.
     """
     if input_ids.dim() != 3:
         raise ValueError(f"input_ids must have shape (B, L, 8), got {tuple(input_ids.shape)}")
@@ -274,17 +212,18 @@ def corrupt(
     if chosen.dim() == 2:
         if chosen.shape != input_ids.shape[:2]:
             raise ValueError(f"chosen shape {tuple(chosen.shape)} does not match input_ids {tuple(input_ids.shape)}")
-        draw = _rand(chosen.shape, generator, device).unsqueeze(-1)  # one decision per token
+        draw = uniform_draw(chosen.shape, generator, device).unsqueeze(-1)  # one decision per token
         cells = chosen.unsqueeze(-1).expand_as(input_ids)
     elif chosen.shape == input_ids.shape:
-        draw = _rand(chosen.shape, generator, device)  # one decision per (token, attribute)
+        draw = uniform_draw(chosen.shape, generator, device)  # one decision per (token, attribute)
         cells = chosen
     else:
         raise ValueError(f"chosen must be (B, L) or (B, L, 8), got {tuple(chosen.shape)} for {tuple(input_ids.shape)}")
     to_mask = cells & (draw < mask_prob)
     to_random = cells & (draw >= mask_prob) & (draw < mask_prob + random_prob)
     n_regular = (vocab - NUM_SPECIAL_TOKENS).to(torch.float64)
-    random_ids = (_rand(input_ids.shape, generator, device, torch.float64) * n_regular).long() + NUM_SPECIAL_TOKENS
+    id_draw = uniform_draw(input_ids.shape, generator, device, torch.float64)
+    random_ids = (id_draw * n_regular).long() + NUM_SPECIAL_TOKENS
     random_ids = torch.minimum(random_ids, vocab - 1)
     corrupted_ids = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
     corrupted_ids = torch.where(to_random, random_ids.to(input_ids.dtype), corrupted_ids)
@@ -300,20 +239,9 @@ def mask_for_finetuning(
     generator: torch.Generator | None = None,
     mask_token_id: int = MASK_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row by MASK in all
-    attributes.
-
-    Args:
-        input_ids (`torch.LongTensor` of shape `(B, L, 8)`): ids (not modified).
-        maskable (`torch.BoolTensor` of shape `(B, L)`): the notes that may be masked.
-        ratio (`float`): fraction of notes to mask (reference code 0.15, paper summary 0.3). 0 masks nothing.
-        generator (`torch.Generator`, *optional*): source of randomness.
-        mask_token_id (`int`): the MASK id.
-
-    Returns:
-        `(masked_ids, mask)`: ids `(B, L, 8)` and the bool `(B, L)` of masked positions (token tasks leave
-        these out of the loss and the accuracy).
-    """
+    """Mask fine-tuning (docs/method.md section 4): replace ``round(ratio * n_notes)`` notes per row (of ``maskable``
+    `(B, L)`) by MASK in all attributes; ``ratio`` 0 masks nothing. Returns ``(masked_ids (B, L, 8), mask (B, L))``
+    (token tasks leave the masked positions out of the loss and the accuracy)."""
     mask = choose_random_positions(maskable, ratio, generator)
     masked_ids = input_ids.masked_fill(mask.unsqueeze(-1), mask_token_id)
     return masked_ids, mask

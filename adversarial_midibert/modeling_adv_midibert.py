@@ -55,10 +55,8 @@ class _ScaleGradient(torch.autograd.Function):
 
 
 def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
-    """The same values as ``tensor``, with the gradient flowing back through it multiplied by ``scale``.
-
-    1 returns ``tensor`` itself, 0 is ``tensor.detach()``.
-    """
+    """The same values as ``tensor``, with the gradient flowing back through it multiplied by ``scale`` (1 returns
+    ``tensor`` itself, 0 is ``tensor.detach()``)."""
     if scale == 1.0:
         return tensor
     if scale == 0.0:
@@ -67,27 +65,18 @@ def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 def _padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Turn a (B, L) 0/1 mask into an additive (B, 1, 1, L) bias: 0 at real tokens, a huge negative at padding.
-
-    Half of the dtype's minimum leaves room to add the relative-position scores without overflowing to -inf.
-    """
-    bias = (1.0 - attention_mask[:, None, None, :].to(dtype)) * (torch.finfo(dtype).min / 2)
-    return bias
+    """Turn a (B, L) 0/1 mask into an additive (B, 1, 1, L) bias: 0 at real tokens, half the dtype's minimum at
+    padding (room to add the relative-position scores without overflowing to -inf)."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * (torch.finfo(dtype).min / 2)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Embeddings
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Embeddings -----------------------------------------------------------------------------------------------
 
 
 class AdvMidiBertEmbeddings(nn.Module):
-    """One embedding table per Octuple attribute, concatenated and projected to the hidden size.
-
-    As in the reference code: each attribute embedding is scaled by sqrt(attribute_embedding_size), the eight are
-    concatenated and projected by `in_linear`; then, as BERT's embedding layer does, the token-type-0 vector is
-    added (and learned absolute positions when `position_embedding_type == "absolute"`), followed by LayerNorm and
-    dropout.
-    """
+    """One embedding table per Octuple attribute, each scaled by sqrt(attribute_embedding_size), concatenated and
+    projected to the hidden size (the reference code); then, as in BERT, the token-type-0 vector (and absolute
+    positions with `position_embedding_type == "absolute"`), LayerNorm and dropout."""
 
     def __init__(self, config: AdvMidiBertConfig):
         super().__init__()
@@ -110,11 +99,9 @@ class AdvMidiBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def check_input_ids(self, input_ids: torch.Tensor) -> None:
-        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary.
-
-        Out of training the values are checked on the host with a message naming the column; in training they are
-        checked asynchronously (`torch._assert_async`: no host sync); under `torch.compile` only the shape.
-        """
+        """Raise a `ValueError` when `input_ids` is not (batch, length, 8) or holds ids outside a vocabulary: checked
+        on the host with a message naming the column, or in training asynchronously (`torch._assert_async`, no host
+        sync); under `torch.compile` only the shape."""
         num_attributes = len(self.vocab_sizes)
         if input_ids.dim() != 3 or input_ids.shape[-1] != num_attributes:
             raise ValueError(
@@ -165,9 +152,7 @@ class AdvMidiBertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(hidden_states))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Attention
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Attention ------------------------------------------------------------------------------------------------
 
 
 def relative_distance_scores(
@@ -175,25 +160,15 @@ def relative_distance_scores(
 ) -> torch.Tensor:
     """Dot products of every query (or key) head with the distance rows it meets, without a gather.
 
-    For queries (`keys=False`) the result is `[..., l, r] = states_l . table[l - r + M - 1]`; for keys
-    (`keys=True`) it is `[..., r, l] = states_r . table[l - r + M - 1]` (transpose it to index it by [l, r]).
-    M is `max_positions`.
+    For queries (`keys=False`) the result is `[..., l, r] = states_l . table[l - r + M - 1]`; for keys (`keys=True`,
+    the key term of `relative_key_query`) it is `[..., r, l] = states_r . table[l - r + M - 1]` (transpose it to index
+    it by [l, r]). `states` is (B, H, L, head_dim), `table` (2M - 1, head_dim), M = `max_positions` >= L; the result
+    is (B, H, L, L).
 
-    Computed block by block (the skewing of Music Transformer, Huang et al. 2018, applied per block of `block_size`
-    rows): the rows of one block of b positions meet L + b - 1 distinct distances, so each block is multiplied
-    with those rows of the table only, and the (b, L + b) product is skewed into (b, L) by a reshape and a slice,
-    not gathered. That is L (L + b) products per head instead of the L (2L - 1) of a product with every distance
-    row: about half at L = 1024, b = 64.
-
-    Args:
-        states (`torch.Tensor` of shape (B, H, L, head_dim)): query (or key) heads.
-        table (`torch.Tensor` of shape (2M - 1, head_dim)): the distance table.
-        max_positions (`int`): M; `L <= M`.
-        keys (`bool`): score keys against the distances l - r (the key term of `relative_key_query`).
-        block_size (`int`): rows per block.
-
-    Returns:
-        `torch.Tensor` of shape (B, H, L, L).
+    Computed block by block (the skewing of Music Transformer, Huang et al. 2018, per block of `block_size` rows): a
+    block of b positions meets L + b - 1 distances, so it is multiplied with those rows of the table only and the
+    (b, L + b) product is skewed into (b, L) by a reshape and a slice: L (L + b) products per head instead of the
+    L (2L - 1) of a product with every distance row.
     """
     batch, heads, length, dim = states.shape
     block = max(1, min(block_size, length))
@@ -241,18 +216,9 @@ def eager_attention_forward(
     scaling: float,
     dropout: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Explicit softmax attention.
-
-    Args:
-        query, key, value (`torch.Tensor` of shape (B, H, L, head_dim)): projected heads.
-        attention_bias (`torch.Tensor`, *optional*): additive bias broadcastable to (B, H, L, L) (relative-position
-            scores already scaled, and the padding bias).
-        scaling (`float`): factor applied to the query-key products (1 / sqrt(head_dim)).
-        dropout (`float`): dropout probability on the attention probabilities (0 in evaluation).
-
-    Returns:
-        The context (B, H, L, head_dim) and the attention probabilities (B, H, L, L) (before dropout).
-    """
+    """Explicit softmax attention over heads (B, H, L, head_dim): ``attention_bias`` is additive, broadcastable to
+    (B, H, L, L) (the scaled relative-position scores and the padding bias), ``scaling`` multiplies the query-key
+    products. Returns the context (B, H, L, head_dim) and the probabilities (B, H, L, L) before dropout."""
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_bias is not None:
         scores = scores + attention_bias
@@ -269,10 +235,8 @@ def sdpa_attention_forward(
     scaling: float,
     dropout: float = 0.0,
 ) -> tuple[torch.Tensor, None]:
-    """The same computation as `eager_attention_forward` through `F.scaled_dot_product_attention`.
-
-    The bias is passed as an additive float mask; no attention probabilities are returned.
-    """
+    """The same computation as `eager_attention_forward` through `F.scaled_dot_product_attention` (the bias as an
+    additive float mask; no attention probabilities are returned)."""
     if attention_bias is not None:
         attention_bias = attention_bias.to(query.dtype)
     context = F.scaled_dot_product_attention(
@@ -286,9 +250,8 @@ class AdvMidiBertSelfAttention(nn.Module):
 
     With `position_embedding_type="relative_key_query"` the score of query l and key r is
     (q_l . k_r + q_l . D[l - r + M - 1] + k_r . D[l - r + M - 1]) / sqrt(head_dim), where D is the distance table
-    `distance_embedding` of shape (2M - 1, head_dim) and M = `max_position_embeddings`; `relative_key` keeps only the
-    query term. The relative terms are computed block by block with `relative_distance_scores` (skewing, no
-    gather, no (L, L, head_dim) tensor): about L^2 products per head and term.
+    `distance_embedding` (2M - 1, head_dim) and M = `max_position_embeddings`; `relative_key` keeps only the query
+    term. The relative terms are computed by `relative_distance_scores` (no gather, no (L, L, head_dim) tensor).
     """
 
     def __init__(self, config: AdvMidiBertConfig):
@@ -322,11 +285,9 @@ class AdvMidiBertSelfAttention(nn.Module):
         padding_bias: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attend over `hidden_states` (B, L, hidden); `padding_bias` is the (B, 1, 1, L) additive padding bias.
-
-        Uses `config._attn_implementation` ("eager" or "sdpa"); falls back to eager for a call that asks for
-        `output_attentions`. Returns the context (B, L, hidden) and the attention probabilities (or None).
-        """
+        """Attend over `hidden_states` (B, L, hidden) with the (B, 1, 1, L) additive `padding_bias`, by
+        `config._attn_implementation` ("eager" or "sdpa"; eager when `output_attentions`): the context (B, L, hidden)
+        and the attention probabilities (or None)."""
         batch, length, hidden = hidden_states.shape
         shape = (batch, length, self.num_attention_heads, self.attention_head_size)
         query = self.query(hidden_states).view(shape).transpose(1, 2)
@@ -374,9 +335,7 @@ class AdvMidiBertAttention(nn.Module):
         return self.output(context, hidden_states), probs
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# One layer and the encoder stack
-# ---------------------------------------------------------------------------------------------------------------
+# ---- One layer and the encoder stack --------------------------------------------------------------------------
 
 
 class AdvMidiBertIntermediate(nn.Module):
@@ -455,9 +414,7 @@ class AdvMidiBertEncoder(nn.Module):
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Pre-trained model base
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Pre-trained model base -----------------------------------------------------------------------------------
 
 
 class AdvMidiBertPreTrainedModel(PreTrainedModel):
@@ -494,20 +451,14 @@ class AdvMidiBertPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, writing the complete `auto_map` when the class is registered for Auto.
-
-        Once `register_for_auto_class` was called (importing `adversarial_midibert` does it), the saved folder holds
-        the code files and a `config.json` whose `auto_map` lists every Auto class (not only the saved head's), so
-        that any head can be loaded from it with `trust_remote_code=True`. All arguments are passed on unchanged.
-        """
+        """`PreTrainedModel.save_pretrained`, writing in `config.json` an `auto_map` of every Auto class (not only the
+        saved head's) once the class is registered for Auto (importing `adversarial_midibert` does it)."""
         if getattr(self, "_auto_class", None) is not None:
             self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Bare model
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Bare model -----------------------------------------------------------------------------------------------
 
 
 class AdvMidiBertModel(AdvMidiBertPreTrainedModel):
@@ -533,21 +484,16 @@ class AdvMidiBertModel(AdvMidiBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutput | tuple:
-        """Encode a batch of segments.
+        """Encode a batch of segments into a `BaseModelOutput` (``last_hidden_state`` (B, L, hidden)).
 
         Args:
             input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids of each note row.
             attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows (BOS, notes, EOS), 0 at
                 padding. Defaults to the rows that are not all `pad_token_id`.
             output_attentions (`bool`, *optional*): return every layer's attention probabilities (runs the eager
-                attention for this call). Defaults to `config.output_attentions`.
-            output_hidden_states (`bool`, *optional*): return the embeddings and every layer's output. Defaults to
-                `config.output_hidden_states`.
-            return_dict (`bool`, *optional*): return a `BaseModelOutput` rather than a tuple. Defaults to
-                `config.return_dict`.
-
-        Returns:
-            `BaseModelOutput(last_hidden_state (B, L, hidden), hidden_states, attentions)`.
+                attention for this call).
+            output_hidden_states (`bool`, *optional*): return the embeddings and every layer's output.
+            return_dict (`bool`, *optional*): a `BaseModelOutput` rather than a tuple. All three default to the config.
         """
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
@@ -570,9 +516,7 @@ class AdvMidiBertModel(AdvMidiBertPreTrainedModel):
         return outputs
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Masked LM with the masker head (adversarial pre-training)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Masked LM with the masker head (adversarial pre-training) ------------------------------------------------
 
 
 @dataclass
@@ -582,15 +526,13 @@ class AdvMidiBertMaskedLMOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape ()): sum over attributes of w_i times the mean cross-entropy over that
             attribute's labels that are not -100 (present when `labels` is given).
-        attribute_losses (`torch.FloatTensor` of shape (8,)): the per-attribute mean cross-entropies (0 for an
-            attribute without labels).
+        attribute_losses (`torch.FloatTensor` of shape (8,)): the per-attribute mean cross-entropies (0 if no label).
         logits (`tuple` of 8 `torch.FloatTensor` of shape (B, L, V_i)): the prediction scores of each attribute.
         masker_scores (`torch.FloatTensor` of shape (B, L)): the masker's probability that a token is hard to
             recover from its context, in [0, 1]; 0 at padding.
         per_token_loss (`torch.FloatTensor` of shape (B, L)): sum over attributes of w_i times the cross-entropy at
             each position (0 where every label is -100): the recovery loss the masker learns from.
-        hidden_states (`tuple` of `torch.FloatTensor`): embeddings and each layer's output, when asked for.
-        attentions (`tuple` of `torch.FloatTensor`): each layer's attention probabilities, when asked for.
+        hidden_states, attentions (`tuple` of `torch.FloatTensor`): as in `BaseModelOutput`, when asked for.
     """
 
     loss: torch.FloatTensor | None = None
@@ -613,11 +555,7 @@ class AdvMidiBertMasker(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, L, hidden) -> scores (B, L) in [0, 1], in the head's own dtype (float32) under any
-        autocast.
-
-        The scores are ranked to choose the notes to mask: in bf16 a sigmoid keeps only about a dozen distinct values
-        among 128 notes, so the choice would be made by the tie-break instead of by the masker.
-        """
+        autocast: in bf16 a sigmoid keeps so few distinct values that the tie-break, not the masker, would choose."""
         with _without_autocast(hidden_states.device):
             hidden_states = torch.relu(self.dense(self.dropout(hidden_states.to(self.dense.weight.dtype))))
             return torch.sigmoid(self.out_proj(hidden_states)).squeeze(-1)
@@ -655,17 +593,13 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
             labels (`torch.LongTensor` of shape (B, L, 8), *optional*): target ids, -100 where no loss is taken.
             attribute_weights (`torch.Tensor` or list of 8 floats, *optional*): w_i of each attribute's loss;
                 defaults to 1/8 each.
-            compute_logits (`bool`, defaults to `True`): run the masked-LM heads. Set `False` for a masker-only pass
-                (the heads still run when `labels` is given, since the loss needs them).
+            compute_logits (`bool`, defaults to `True`): run the masked-LM heads (they also run when `labels` is
+                given, since the loss needs them).
             compute_masker (`bool`, defaults to `True`): run the masker head.
-            detach_masker_input (`bool`, defaults to `False`): feed the masker `last_hidden_state.detach()`, so that
-                the masker's loss does not reach the encoder (the same as `masker_grad_scale=0`).
+            detach_masker_input (`bool`, defaults to `False`): the same as `masker_grad_scale=0`.
             masker_grad_scale (`float`, defaults to 1): share of the masker's gradient that flows back into the
-                encoder (the forward values are unchanged; see `scale_gradient`).
+                encoder (0: none; the forward values are unchanged; see `scale_gradient`).
             output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
-
-        Returns:
-            `AdvMidiBertMaskedLMOutput`.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.adv_midibert(
@@ -710,16 +644,9 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
         labels: torch.Tensor,
         attribute_weights: torch.Tensor | list[float] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Weighted masked-LM loss.
-
-        Args:
-            logits (tuple of 8 `torch.Tensor` (B, L, V_i)): prediction scores of each attribute.
-            labels (`torch.LongTensor` of shape (B, L, 8)): target ids, -100 where ignored.
-            attribute_weights (`torch.Tensor` or list of 8 floats, *optional*): w_i; defaults to 1/8 each.
-
-        Returns:
-            `(loss, attribute_losses (8,), per_token_loss (B, L))`; see `AdvMidiBertMaskedLMOutput`.
-        """
+        """Weighted masked-LM loss of the 8 attributes' ``logits`` against ``labels`` `(B, L, 8)` (-100 ignored),
+        ``attribute_weights`` 1/8 each by default: ``(loss, attribute_losses (8,), per_token_loss (B, L))``, see
+        `AdvMidiBertMaskedLMOutput`."""
         num_attributes = len(logits)
         if labels.shape != logits[0].shape[:2] + (num_attributes,):
             raise ValueError(
@@ -755,20 +682,13 @@ class AdvMidiBertForMaskedLM(AdvMidiBertPreTrainedModel):
         return loss, attribute_losses, per_token_loss
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Sequence classification (structured self-attentive pooling)
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Sequence classification (structured self-attentive pooling) ----------------------------------------------
 
 
 @dataclass
 class AdvMidiBertSequenceClassifierOutput(SequenceClassifierOutput):
-    """`SequenceClassifierOutput` plus the pooling's attention weights.
-
-    Args:
-        loss, logits, hidden_states, attentions: as in `transformers.modeling_outputs.SequenceClassifierOutput`.
-        pooling_attentions (`torch.FloatTensor` of shape (B, r, L)): the r attention views of the self-attentive
-            pooling (each sums to 1 over the real tokens; 0 at padding).
-    """
+    """`SequenceClassifierOutput` plus ``pooling_attentions`` (B, r, L): the r attention views of the self-attentive
+    pooling (each sums to 1 over the real tokens; 0 at padding)."""
 
     pooling_attentions: torch.FloatTensor | None = None
 
@@ -818,20 +738,9 @@ class AdvMidiBertForSequenceClassification(AdvMidiBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> AdvMidiBertSequenceClassifierOutput | tuple:
-        """Classify each segment.
-
-        Args:
-            input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids.
-            attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows, 0 at padding.
-            labels (`torch.Tensor` of shape (B,), *optional*): class ids (cross-entropy); floats for regression when
-                `num_labels == 1`; (B, num_labels) multi-hot floats when `config.problem_type` is
-                `"multi_label_classification"`.
-            output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
-
-        Returns:
-            `AdvMidiBertSequenceClassifierOutput(loss, logits (B, num_labels), hidden_states, attentions,
-            pooling_attentions (B, r, L))`.
-        """
+        """Classify each segment: ``labels`` are class ids `(B,)`, floats for regression (``num_labels == 1``), or
+        multi-hot floats `(B, num_labels)` for ``"multi_label_classification"``; the other arguments as in
+        `AdvMidiBertModel`. Returns ``logits`` `(B, num_labels)` and ``pooling_attentions`` `(B, r, L)`."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).any(dim=-1)
@@ -858,11 +767,8 @@ class AdvMidiBertForSequenceClassification(AdvMidiBertPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """BERT's loss choice: MSE for regression, cross-entropy for single-label, BCE for multi-label.
-
-        When `config.problem_type` is unset it is inferred (and stored) as BERT does: regression when
-        `num_labels == 1`, single-label for integer labels, multi-label otherwise.
-        """
+        """BERT's loss choice (MSE for regression, cross-entropy for single-label, BCE for multi-label), inferring and
+        storing ``config.problem_type`` as BERT does when it is unset."""
         labels = labels.to(logits.device)
         if self.config.problem_type is None:
             if self.num_labels == 1:
@@ -878,9 +784,7 @@ class AdvMidiBertForSequenceClassification(AdvMidiBertPreTrainedModel):
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Token classification
-# ---------------------------------------------------------------------------------------------------------------
+# ---- Token classification -------------------------------------------------------------------------------------
 
 
 class AdvMidiBertForTokenClassification(AdvMidiBertPreTrainedModel):
@@ -907,18 +811,9 @@ class AdvMidiBertForTokenClassification(AdvMidiBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> TokenClassifierOutput | tuple:
-        """Classify each token.
-
-        Args:
-            input_ids (`torch.LongTensor` of shape (B, L, 8)): attribute ids.
-            attention_mask (`torch.Tensor` of shape (B, L), *optional*): 1 at real rows, 0 at padding.
-            labels (`torch.LongTensor` of shape (B, L), *optional*): class ids, -100 where no loss is taken (BOS,
-                EOS, padding, masked positions).
-            output_attentions, output_hidden_states, return_dict (`bool`, *optional*): as in `AdvMidiBertModel`.
-
-        Returns:
-            `TokenClassifierOutput(loss, logits (B, L, num_labels), hidden_states, attentions)`.
-        """
+        """Classify each token: ``labels`` `(B, L)` are class ids, -100 where no loss is taken (BOS, EOS, padding,
+        masked positions); the other arguments as in `AdvMidiBertModel`. Returns a `TokenClassifierOutput` with
+        ``logits`` `(B, L, num_labels)`."""
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.adv_midibert(
             input_ids,

@@ -1,29 +1,14 @@
 """Octuple encoding arithmetic as plain functions: MIDI notes <-> rows of eight ids, on miditok's vocabulary.
 
-This module holds the numbers; :mod:`adversarial_midibert.tokenization_octuple` holds the Hugging Face-facing
-tokenizer class built on it. Nothing here keeps state between calls:
+The numbers behind :mod:`adversarial_midibert.tokenization_octuple`, with no state between calls:
+:class:`OctupleTables` (a :class:`miditok.Octuple` as lookup arrays, in ``constants.ATTRIBUTE_NAMES`` order),
+:func:`load_score` (symusic, with :class:`MidiReadError` naming the file), :func:`encode_notes` (the vectorised encoder,
+exactly miditok's ``Octuple.encode`` ids with bars from the start of the piece), :func:`segment_bounds` and
+:func:`decode_rows`.
 
-* :class:`OctupleTables` turns a :class:`miditok.Octuple` into lookup arrays (value -> id for encoding, id -> value
-  for decoding), in our attribute order (``constants.ATTRIBUTE_NAMES``).
-* :func:`load_score` reads a MIDI file with symusic, raising :class:`MidiReadError` naming the file for every way
-  a file can fail (missing, unreadable, empty, not MIDI, truncated).
-* :func:`encode_notes` is the vectorised encoder: it produces exactly the ids of miditok's ``Octuple.encode`` for
-  the same configuration (same notes, same order), bars counted from the start of the piece, with an
-  :class:`EncodingReport` of the notes it could not represent.
-* :func:`segment_bounds` cuts a piece into segments that keep every note and stay inside the bar vocabulary.
-* :func:`decode_rows` rebuilds a :class:`symusic.Score` from rows (absolute bars).
-
-Default configuration (:func:`default_tokenizer_config`), miditok's defaults except where noted:
-
-* pitch range 21..109 (piano range), drums as separate ``PitchDrum`` tokens for pitches 27..88 (program -1);
-* 8 positions per beat for durations up to 4 beats, 4 per beat up to 12 beats (``beat_res``); onsets are
-  quantised to 1/8 of a beat;
-* 32 velocity bins (3, 7, ..., 127), 32 tempos linearly spaced in 40..250 qpm;
-* time signatures ``*/8`` with 3, 6, 12 beats and ``*/4`` with 1..6 beats;
-* programs -1 (drums) and 0..127, tracks with the same program merged (miditok's rule);
-* ``max_bar_embedding = 256`` (ours; miditok's default is 60): the size of the bar vocabulary. Bars are counted
-  from the start of each segment, so this only bounds the bars one segment may span (:func:`segment_bounds`);
-  :func:`encode_notes` never drops a note for its bar.
+The default configuration (:func:`default_tokenizer_config`) is miditok's, with programs, tempos, time signatures and
+velocities on, and ``max_bar_embedding = 256`` (miditok's default: 60): bars count from the start of each segment, so
+this only bounds the bars one segment may span; no note is dropped for its bar.
 """
 
 from __future__ import annotations
@@ -74,16 +59,7 @@ DEFAULT_MAX_BAR_EMBEDDING = 256
 SPECIAL_TOKENS = ["PAD_None", "BOS_None", "EOS_None", "MASK_None"]
 
 # miditok token type of each of our attributes (ATTRIBUTE_NAMES order).
-_MIDITOK_TYPES = {
-    "bar": "Bar",
-    "position": "Position",
-    "program": "Program",
-    "pitch": "Pitch",
-    "duration": "Duration",
-    "velocity": "Velocity",
-    "time_signature": "TimeSig",
-    "tempo": "Tempo",
-}
+_MIDITOK_TYPES = ("Bar", "Position", "Program", "Pitch", "Duration", "Velocity", "TimeSig", "Tempo")
 _NOTE_FIELDS = ("time", "duration", "pitch", "velocity")
 _MIDI_SUFFIXES = (*MIDI_SUFFIXES, "")
 
@@ -94,17 +70,9 @@ class MidiReadError(ValueError):
 
 @dataclass
 class EncodingReport:
-    """What :func:`encode_notes` did with one piece.
-
-    Attributes:
-        source: the file path, or the name given for an in-memory score (``"<Score>"`` by default).
-        num_notes_in: notes in the symusic score (all tracks).
-        num_notes_out: note tokens produced.
-        dropped: notes that could not be represented, per reason (``pitch_out_of_range``,
-            ``drum_pitch_out_of_range``, ``program_not_in_vocabulary``).
-        ignored_time_signatures: time signature changes outside the vocabulary; the notes under them are kept
-            and encoded under the previous supported time signature (miditok's rule).
-    """
+    """What :func:`encode_notes` did with one piece: its source (the file, or the name of an in-memory score), the
+    notes in and out, the notes left out per reason (``dropped``) and the time signature changes outside the
+    vocabulary (``ignored_time_signatures``: their notes are encoded under the previous one, miditok's rule)."""
 
     source: str
     num_notes_in: int = 0
@@ -136,12 +104,8 @@ class EncodingReport:
 
 # ---------------------------------------------------------------------------------------------- configuration
 def default_tokenizer_config(max_bar_embedding: int = DEFAULT_MAX_BAR_EMBEDDING, **overrides: Any) -> TokenizerConfig:
-    """The miditok configuration used by default (see the module docstring for the values).
-
-    Args:
-        max_bar_embedding: size of the bar vocabulary (bars one segment may span).
-        **overrides: any other :class:`miditok.TokenizerConfig` argument, replacing our default.
-    """
+    """The miditok configuration used by default; ``overrides`` are any other :class:`miditok.TokenizerConfig`
+    arguments."""
     kwargs: dict[str, Any] = {
         "use_programs": True,
         "one_token_stream_for_programs": True,
@@ -214,14 +178,9 @@ def ticks_per_beat(denominator: int, tpq: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- tables
 class OctupleTables:
-    """Lookup tables of a :class:`miditok.Octuple` vocabulary, in our attribute order.
-
-    Encoding tables map a note's values to ids (``pitch_ids``, ``velocity_lut``, ``dur_lut``...); decoding
-    tables map ids back to values (``dec_pitch``, ``dec_duration``...). Built once per tokenizer.
-
-    Args:
-        miditok_tokenizer: a :class:`miditok.Octuple` whose config passes :func:`check_config`.
-    """
+    """Lookup tables of a :class:`miditok.Octuple` vocabulary (its config passing :func:`check_config`), in our
+    attribute order: value -> id for encoding (``pitch_ids``, ``velocity_lut``, ``dur_lut``...), id -> value for
+    decoding (``dec_pitch``, ``dec_duration``...)."""
 
     def __init__(self, miditok_tokenizer: Octuple):
         mt = miditok_tokenizer
@@ -229,7 +188,7 @@ class OctupleTables:
         vocab = mt.vocab  # list of dicts, miditok column order
         self.time_division = int(mt.time_division)
         self.delete_equal_successive_time_sig_changes = bool(cfg.delete_equal_successive_time_sig_changes)
-        self.perm = np.array([mt.vocab_types_idx[_MIDITOK_TYPES[name]] for name in ATTRIBUTE_NAMES])
+        self.perm = np.array([mt.vocab_types_idx[kind] for kind in _MIDITOK_TYPES])
         self.vocabs = [vocab[i] for i in self.perm]  # our order
         for name, voc in zip(ATTRIBUTE_NAMES, self.vocabs, strict=True):
             for tok_id, tok in enumerate(SPECIAL_TOKENS):
@@ -314,15 +273,9 @@ class OctupleTables:
 
 # ---------------------------------------------------------------------------------------------- reading
 def load_score(score_or_path: Score | str | os.PathLike, source: str | None = None) -> tuple[Score, str]:
-    """Return ``(score, source_name)``; read a path with symusic, raising :class:`MidiReadError` on failure.
-
-    The file's bytes are read first and parsed from memory, so every failure (missing file, permission denied,
-    a folder, an empty, truncated or non-MIDI file) is a :class:`MidiReadError` whose message starts with the path.
-
-    Args:
-        score_or_path: a :class:`symusic.Score` or a path to a MIDI file.
-        source: the name to report for an in-memory score (default ``"<Score>"``); ignored for paths.
-    """
+    """Return ``(score, source_name)``: a :class:`symusic.Score` as given (named ``source``, default ``"<Score>"``) or
+    read from a MIDI file path. The bytes are read first and parsed from memory, so every failure (missing, a folder,
+    no permission, empty, truncated, not MIDI) is a :class:`MidiReadError` whose message starts with the path."""
     if isinstance(score_or_path, Score):
         name = source or "<Score>"
         if "Tick" not in type(score_or_path).__name__:  # ScoreQuarter / ScoreSecond
@@ -545,22 +498,15 @@ def _fill_timing_columns(ids: np.ndarray, tables: OctupleTables, ts: np.ndarray,
 
 def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -> tuple[np.ndarray, np.ndarray,
                                                                                         EncodingReport]:
-    """Encode a whole piece: one row of 8 ids per note, absolute bars, no BOS/EOS.
+    """Encode a whole piece (a tick-time score): one row of 8 ids per note, absolute bars, no BOS/EOS.
 
     The ids, their order (time, then track in miditok's merged-track order, then the track's note order) and the
-    notes kept are exactly those of miditok's ``Octuple.encode`` with this configuration (and a bar limit high
-    enough for the piece), after the column permutation to our attribute order. Bar ids are
-    ``4 + bar index from the start of the piece``. Notes that cannot be represented (pitch outside the range,
-    program outside the vocabulary) are left out and counted in the report.
-
-    Args:
-        tables: the vocabulary's tables.
-        score: a tick-time :class:`symusic.Score` (see :func:`load_score`).
-        source: the name put in the report.
+    notes kept are those of miditok's ``Octuple.encode`` with this configuration (and a bar limit high enough), in our
+    column order. Bar ids are ``4 + bar index``. Notes that cannot be represented are left out and counted.
 
     Returns:
-        ``(ids (N, 8) int64, source_note (N,) int64, report)``: ``source_note`` is each token's note number in
-        the score (tracks in order, notes in order within a track).
+        ``(ids (N, 8) int64, source_note (N,) int64, report)``: ``source_note`` is each token's note number in the
+        score (tracks in order, notes in order within a track); the report is named ``source``.
     """
     report = EncodingReport(source=source)
     ts, new_tpq, report.ignored_time_signatures = _process_time_signatures(tables, score)
@@ -600,18 +546,10 @@ def encode_notes(tables: OctupleTables, score: Score, source: str = "<Score>") -
 
 # ---------------------------------------------------------------------------------------------- segmenting
 def segment_bounds(bars: np.ndarray, max_notes: int, max_bar_span: int) -> np.ndarray:
-    """Where to cut a piece: consecutive ``[start, end)`` note ranges covering every note once.
+    """Where to cut a piece: consecutive ``[start, end)`` note ranges covering every note once, ``(S, 2)`` int64.
 
-    A range holds at most ``max_notes`` notes, and it ends before the first note lying ``max_bar_span`` or more
-    bars after its first note, so that bars counted from each range's first note stay below ``max_bar_span``.
-
-    Args:
-        bars: ``(N,)`` non-decreasing bar indices (or bar ids) of the notes.
-        max_notes: the most notes per range (>= 1).
-        max_bar_span: the size of the bar vocabulary.
-
-    Returns:
-        ``(S, 2)`` int64 array of ``[start, end)``.
+    A range holds at most ``max_notes`` notes, and ends before the first note ``max_bar_span`` (the bar vocabulary's
+    size) or more bars after its first note; ``bars`` `(N,)` are the notes' non-decreasing bars (or bar ids).
     """
     bounds = []
     start, n = 0, len(bars)
@@ -628,10 +566,9 @@ def segment_bounds(bars: np.ndarray, max_notes: int, max_bar_span: int) -> np.nd
 def decode_rows(tables: OctupleTables, ids: np.ndarray) -> Score:
     """Rebuild a :class:`symusic.Score` from ``(N, 8)`` rows with absolute bars (bar id = 4 + bar index).
 
-    Rows with a special id (PAD, BOS, EOS, MASK) in any attribute are skipped. Onsets follow miditok's Octuple
-    decoding: bar and position on the grid of the row's time signature, a time signature change taking effect at
-    the bar of the first note that carries it. Durations, velocities and tempos are the vocabulary's values; one
-    track per program (program -1: drums); the time division is ``tables.time_division``.
+    Rows with a special id in any attribute are skipped. Onsets follow miditok's Octuple decoding (bar and position on
+    the grid of the row's time signature, a change taking effect at the bar of the first note that carries it);
+    durations, velocities and tempos are the vocabulary's values; one track per program (-1: drums).
     """
     upper = np.array(tables.vocab_sizes)
     upper[BAR] = np.iinfo(np.int64).max

@@ -1,11 +1,6 @@
-"""Checks made before a command writes a folder or a file: it never replaces what it did not write, nor an input.
-
-- :func:`check_output_folder`: the folder a command is about to replace (``prepare``'s data set, ``embed``'s
-  embeddings) is missing, empty, or one this tool wrote before (``is_ours``), and it is neither an input of the run
-  nor a folder holding one; otherwise it fails before any work is done, with a one-line error naming the folder.
-- :func:`check_output_file`: a file a command will write at the end (``--json``) can be written there, and is not
-  an input (the query, the model) nor inside a folder the run reads (an index).
-- :func:`resolves_inside`: a name listed in a folder's index (a shard, a weights file) stays inside that folder.
+"""Checks made before a command writes a folder or a file: it never replaces what it did not write, nor an input
+(:func:`check_output_folder`, :func:`check_output_file`), and a name listed in a folder's index stays inside that
+folder (:func:`resolves_inside`). Each fails before any work is done, with a one-line error naming the path.
 """
 
 from __future__ import annotations
@@ -61,13 +56,9 @@ def check_output_folder(output_dir: str | os.PathLike, what: str, is_ours: Calla
                         overwrite_hint: str | None = "--overwrite_output_dir / overwrite=True") -> Path:
     """Fail before a long run when writing ``what`` into ``output_dir`` would lose something; return its absolute path.
 
-    Refused: the file system's root; a folder that is, or holds, one of ``inputs`` (the files read, the model),
-    symbolic links followed; an existing folder that :func:`describe_folder` does not call ours, unless ``overwrite``
-    (``overwrite_hint``: how the user asks for it; None where a command has no such option).
-
-    Raises:
-        ValueError: the root, or an input inside the folder.
-        FileExistsError: a folder (or file) of other content.
+    Refused with ``ValueError``: the file system's root, or a folder that is, or holds, one of ``inputs`` (symbolic
+    links followed). Refused with ``FileExistsError`` unless ``overwrite``: an existing folder that
+    :func:`describe_folder` does not call ours (``overwrite_hint`` says how the user asks to overwrite).
     """
     output_dir = Path(os.path.abspath(output_dir))
     if not output_dir.name:

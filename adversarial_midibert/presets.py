@@ -1,13 +1,5 @@
-"""Model size presets for pre-training: plain data, one dict of config arguments per name.
-
-- ``tiny``: for tests (seconds on a CPU).
-- ``small``: for a CPU (the default of ``examples/pretrain.py``, a few minutes on two cores).
-- ``base``: the paper's BERT-base (hidden 768, 12 layers, 12 heads, FFN 3072, 256-dim attribute embeddings,
-  segments of 1024 notes).
-
-Use :func:`preset_config_kwargs` to get a copy of the arguments for ``AdvMidiBertConfig``, and
-:func:`parse_config_overrides` for ``--config_overrides "hidden_size=128,num_hidden_layers=2"``.
-"""
+"""Model size presets: plain data, one dict of ``AdvMidiBertConfig`` arguments per name: ``tiny`` (tests, seconds on a
+CPU), ``small`` (the default of ``examples/pretrain.py``, minutes on a CPU) and ``base`` (the paper's BERT-base)."""
 
 from __future__ import annotations
 

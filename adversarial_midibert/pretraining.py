@@ -1,46 +1,19 @@
-"""Adversarial masked-LM pre-training (docs/method.md section 3): mask book, attribute weights, one step, freezing.
+"""Adversarial masked-LM pre-training (docs/method.md section 3): the run's state, one step, the freezing pass.
 
-One training step of Adversarial-MidiBERT, for every segment ``b`` of a batch:
+One step (:class:`AdversarialMLM`, one ``forward`` so that DDP, gradient accumulation and autocast see one forward and
+one backward), for every segment ``b`` of a batch:
 
 1. the *masker* head scores every note of the uncorrupted segment, ``s = masker(x) * maskbook[b]``;
-2. ``k = min(round(u * sum(maskbook[b])), round(0.15 * L_b))`` with ``u ~ U(0.1, 0.3)`` and ``L_b`` the
-   number of notes (``mask_budget="share"``: ``k = round(0.15 * L_b)`` among the notes the book allows, no ``u``);
-   the ``k`` highest-scored notes are chosen (never padding, BOS or EOS);
+2. ``k = min(round(u * sum(maskbook[b])), round(0.15 * L_b))``, ``u ~ U(0.1, 0.3)``, ``L_b`` the segment's notes
+   (other budgets: ``mask_budget``); the ``k`` highest-scored notes are chosen (never padding, BOS or EOS);
 3. they are corrupted BERT-style (80% MASK, 10% random, 10% unchanged);
-4. the *recoverer* (the masked-LM heads) predicts them, cross-entropy weighted per attribute by
-   :class:`AttributeWeights`;
-5. the masker learns which tokens were hard: among the corrupted notes, the 30% with the highest recovery loss
-   get target 1 and the 30% with the lowest target 0, mean squared error against ``s``.
+4. the *recoverer* (the masked-LM heads) predicts them, weighted per attribute (:class:`AttributeWeights`);
+5. the masker learns which notes were hard: among the corrupted notes the 30% with the highest recovery loss get
+   target 1 and the 30% with the lowest target 0, mean squared error against ``s``.
 
-Every few epochs :func:`freezing_pass` scores all training segments and freezes (``maskbook = 0``) the
-highest-scored notes: the "context-free" tokens that can only be guessed from the data distribution.
-
-:class:`AdversarialMLM` runs all of this in one ``forward`` so that DDP, gradient accumulation and autocast see
-one forward and one backward. The random-token and MusicBERT bar-level baselines go through the same forward
-(``masking="random"`` / ``"bar"``).
-
-Paper and reference code differ in two places, both options here:
-
-- ``reconstruction_weight``: the reference code adds a cross-entropy over *all* tokens of the segment (a
-  reconstruction term; the paper does not mention it); here it averages over real tokens only (the reference also
-  averages over padding, a defect). See ``DEFAULT_RECONSTRUCTION_WEIGHT`` for the default and why.
-- freezing schedule: the reference code freezes every 5 epochs a fraction ``u ~ U(0.1, 0.3)`` of the
-  still-maskable notes per segment; the paper's summary says "after 15 epochs, the top 15%"
-  (``freeze_every=15`` with a constant fraction 0.15).
-
-Options of the mechanism (docs/method.md section 9): ``mask_budget="share"`` keeps the masked share of real notes at
-``max_mask_ratio`` as notes freeze; ``freezing_pass(rule="evidence")`` freezes exactly the notes the masker scores at
-least a threshold; ``masker_scores_from="cache"`` chooses by each segment's scores from its previous visit
-(:class:`MaskerScoreCache`) and scores in the recoverer's pass, one encoder pass per step instead of two.
-
-How much of the masker's gradient reaches the shared encoder is ``masker_grad_scale`` (1 = all of it, as in the
-reference code; 0 = none, the masker head learns on detached features). Without a reconstruction term the full masker
-gradient collapses the encoder's token representations (see :mod:`adversarial_midibert.pretraining_evaluation` and
-docs/results.md, "Representation health").
-
-Fixes of the reference code's defects (docs/method.md section 7): the masker targets are computed per segment without
-the sign flip that swapped "hard" and "easy" on every second segment; padding, BOS and EOS can never be chosen
-(the reference's mask book starts at 1 on padding too); everything is vectorised over the batch.
+Every few epochs :func:`freezing_pass` freezes (``maskbook = 0``) the notes the masker scores highest. The random and
+MusicBERT bar-level baselines go through the same forward. Where the paper and the reference code differ, the fixes of
+the reference code's defects and the mechanism's options: docs/method.md sections 7 and 9.
 """
 
 from __future__ import annotations
@@ -63,6 +36,7 @@ from .masking import (
     rank_positions,
     share_mask_counts,
     step_seed,
+    uniform_draw,
 )
 
 __all__ = [
@@ -88,55 +62,31 @@ __all__ = [
     "DEFAULT_RECONSTRUCTION_WEIGHT",
     "DEFAULT_MASKER_GRAD_SCALE",
 ]
-
 MASKING_METHODS = ("adversarial", "random", "bar", "easiest")
 # Methods that run the masker pass and learn the masker: the method, and its control that masks the notes the masker
-# finds *easiest* (the bottom k of its scores), which shows whether the masker's choice matters at all.
+# finds *easiest*, which shows whether the masker's choice matters at all.
 MASKER_METHODS = ("adversarial", "easiest")
-# How k is budgeted (docs/method.md 3.3, L undefined in the paper): "notes" = the segment's real notes (book counts and
-# cap
-# over notes); "padded" = the reference code's padded length (its mask book counts padding rows, and the cap is
-# max_mask_ratio x the model's max_seq_len), which masks a larger share of short segments; "share" = no u draw, k =
-# max_mask_ratio of the real notes (random masking's count) taken among the notes the book allows, so the masked share
-# stays at max_mask_ratio as notes freeze (with "notes" it shrinks with the unfrozen notes).
+# The options of AdversarialMLM (mask_budget, masker_loss_form, masker_scores_from) and of freezing_pass (rule), each
+# described there.
 MASK_BUDGETS = ("notes", "padded", "share")
-# Masker loss: "pooled" = one mean squared error over every selected note of the batch; "reference" = per segment,
-# the mean over its hard group plus the mean over its easy group, averaged over segments (the reference code's
-# scale: about twice the pooled loss).
 MASKER_LOSS_FORMS = ("pooled", "reference")
-# Where the step's masker scores come from (masker methods): "pass" = a masker pass of the encoder over the uncorrupted
-# segment (the method); "cache" = the segment's scores from its previous visit (MaskerScoreCache), the masker head then
-# scoring the corrupted segment in the recoverer's own pass, so one encoder pass per step instead of two.
 MASKER_SCORE_SOURCES = ("pass", "cache")
-# How a freezing pass decides (docs/method.md 3.8): "reference" = the reference code's schedule (a drawn fraction of the
-# still-maskable notes frozen, a drawn probability of unfreezing); "evidence" = every real note rescored, frozen iff its
-# masker score >= a threshold, so the frozen share follows what the masker finds. See freezing_pass.
 FREEZING_RULES = ("reference", "evidence")
-# Defaults of the coupling between masker and encoder, chosen from the representation-health study of docs/results.md
-# (results/representation-health.json): see AdversarialMLM.
+# Defaults of the coupling between masker and encoder: see docs/results.md, "Representation health".
 DEFAULT_RECONSTRUCTION_WEIGHT = 1.0
 DEFAULT_MASKER_GRAD_SCALE = 1.0
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Run state: mask book, attribute weights, progress (state_dict / load_state_dict of tensors and numbers, saved by
-# checkpointing.CheckpointManager)
-# --------------------------------------------------------------------------------------------------------------
+# ---- Run state: mask book, attribute weights, progress (saved by checkpointing.CheckpointManager) ----------------
 
 
 class AttributeWeights:
     """Dynamic attribute weights (docs/method.md 3.7): ``w_i = (1 / a_i) / sum_j (1 / a_j)``.
 
-    ``a_i`` is the masked-token accuracy of attribute ``i`` over the previous epoch. During an epoch, call
-    :meth:`update` with the per-attribute correct/total counts of each step; :meth:`end_epoch` sums them over
-    processes and recomputes the weights. In the first epoch every weight is ``1 / num_attributes``. An
-    accuracy of 0 is clamped to ``min_accuracy``; an attribute with no masked token in the epoch keeps its
-    previous accuracy.
-
-    Args:
-        num_attributes (`int`): number of attributes (8 for Octuple).
-        min_accuracy (`float`): floor applied to ``a_i`` before inverting it.
-        device (`torch.device` or `str`): where the weights and counters live.
+    ``a_i`` is attribute ``i``'s masked-token accuracy over the previous epoch: :meth:`update` adds each step's
+    per-attribute correct/total counts, :meth:`end_epoch` sums them over processes and recomputes the weights (all
+    ``1 / num_attributes`` in the first epoch). ``a_i`` is floored at ``min_accuracy``; an attribute with no masked
+    token in the epoch keeps its previous accuracy.
     """
 
     def __init__(self, num_attributes: int = NUM_ATTRIBUTES, min_accuracy: float = 1e-3, device="cpu"):
@@ -149,13 +99,6 @@ class AttributeWeights:
         self.correct = torch.zeros(num_attributes, dtype=torch.float64, device=device)
         self.total = torch.zeros(num_attributes, dtype=torch.float64, device=device)
 
-    def to(self, device) -> AttributeWeights:
-        self.weights = self.weights.to(device)
-        self.correct, self.total = self.correct.to(device), self.total.to(device)
-        if self.accuracies is not None:
-            self.accuracies = self.accuracies.to(device)
-        return self
-
     def update(self, correct: torch.Tensor, total: torch.Tensor) -> None:
         """Add counts of shape `(num_attributes,)` or `(B, num_attributes)` (this process's, not reduced)."""
         correct = correct.detach().reshape(-1, self.num_attributes).sum(0)
@@ -164,11 +107,8 @@ class AttributeWeights:
         self.total += total.to(self.total)
 
     def end_epoch(self, accelerator: Any = None) -> torch.Tensor:
-        """Reduce the epoch's counts across processes, set the weights for the next epoch, reset the counts.
-
-        Returns:
-            The epoch's accuracies `(num_attributes,)` (NaN where an attribute had no masked token).
-        """
+        """Reduce the epoch's counts across processes, set the next epoch's weights, reset the counts; return the
+        epoch's accuracies `(num_attributes,)` (NaN where an attribute had no masked token)."""
         counts = torch.stack([self.correct, self.total])
         if accelerator is not None and accelerator.num_processes > 1:
             counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").to(self.correct)
@@ -179,14 +119,8 @@ class AttributeWeights:
         return self.set_accuracies(epoch_acc)
 
     def set_accuracies(self, accuracies) -> torch.Tensor:
-        """Set the weights from per-attribute accuracies ``a_i`` (NaN = no masked token: keep the previous one).
-
-        Used with the training counts by :meth:`end_epoch`, or directly with validation accuracies (the reference
-        code's choice: accuracy of random 15 % masking on the validation split).
-
-        Returns:
-            The accuracies given, as a float tensor `(num_attributes,)`.
-        """
+        """Set the weights from per-attribute accuracies ``a_i`` (NaN = no masked token: keep the previous one): the
+        training counts' (:meth:`end_epoch`) or validation accuracies (the reference code's choice). Returns them."""
         acc = torch.as_tensor(accuracies, dtype=torch.float64, device=self.weights.device).reshape(-1)
         if acc.numel() != self.num_attributes:
             raise ValueError(f"expected {self.num_attributes} accuracies, got {acc.numel()}")
@@ -215,15 +149,9 @@ class AttributeWeights:
 
 
 class TrainingProgress:
-    """Epoch and step counters of a run, checkpointed with the rest of the state.
-
-    Attributes:
-        epoch (`int`): the epoch in progress (0-based).
-        completed_steps (`int`): optimizer steps done.
-        micro_step (`int`): batches (forward passes) done, gradient-accumulation micro-batches included; seeds the
-            masking randomness of the next step.
-        epoch_micro_step (`int`): batches done in the current epoch (what a resumed run skips).
-    """
+    """A run's counters (checkpointed): the epoch in progress (0-based), optimizer steps done (``completed_steps``),
+    batches done (``micro_step``, micro-batches included; seeds the next step's randomness) and batches done in this
+    epoch (``epoch_micro_step``: what a resumed run skips)."""
 
     def __init__(self):
         self.epoch = 0
@@ -241,12 +169,7 @@ class TrainingProgress:
 
 @dataclass
 class UniformSampler:
-    """Draws one number per segment uniformly in ``[low, high]`` (``low == high`` gives a constant).
-
-    Args:
-        low (`float`): lower bound.
-        high (`float`): upper bound (>= low).
-    """
+    """Draws one number per segment uniformly in ``[low, high]`` (``low == high`` gives a constant)."""
 
     low: float
     high: float
@@ -256,44 +179,24 @@ class UniformSampler:
             raise ValueError(f"UniformSampler needs low <= high, got {self.low}, {self.high}")
 
     def __call__(self, n: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
-        gen_device = generator.device if generator is not None else device
-        u = torch.rand(n, generator=generator, device=gen_device).to(device)
-        return self.low + (self.high - self.low) * u
+        return self.low + (self.high - self.low) * uniform_draw(n, generator, device)
 
 
 def step_generator(seed: int, step: int, process_index: int = 0, device="cpu") -> torch.Generator:
-    """A generator seeded with :func:`step_seed`: the randomness of a step does not depend on how the run got
-    there, so an interrupted and resumed run draws the same masks as an uninterrupted one.
-
-    Args:
-        seed (`int`), step (`int`), process_index (`int`): the run's seed, the step (batch) counter or any integer
-            naming the draw, the process's rank (:func:`~adversarial_midibert.masking.step_seed`).
-        device (`torch.device` or `str`): the generator's device (the batch's device).
-    """
+    """A generator on ``device`` seeded with :func:`~adversarial_midibert.masking.step_seed` of the run's seed, the
+    step (or any integer naming the draw) and the process's rank: a resumed run draws the same masks as an
+    uninterrupted one."""
     gen = torch.Generator(device=device)
     gen.manual_seed(step_seed(seed, step, process_index))
     return gen
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Pure tensor pieces of the step
-# --------------------------------------------------------------------------------------------------------------
+# ---- Pure tensor pieces of the step ---------------------------------------------------------------------------
 
 
 def adversarial_mask_counts(
     book_counts: torch.Tensor, num_notes: torch.Tensor, u: torch.Tensor, max_ratio: float = 0.15
 ) -> torch.Tensor:
-    """``k = min(round(u * sum(maskbook[b])), round(max_ratio * L_b))`` per segment (docs/method.md 3.3).
-
-    Args:
-        book_counts (`torch.Tensor` of shape `(B,)`): maskable notes that are not frozen.
-        num_notes (`torch.Tensor` of shape `(B,)`): real notes ``L_b`` of each segment.
-        u (`torch.Tensor` of shape `(B,)`): the fraction drawn per segment (``U(0.1, 0.3)`` in the method).
-        max_ratio (`float`): the cap as a fraction of the notes (0.15).
-
-    Returns:
-        `torch.LongTensor` of shape `(B,)`.
-    """
+    """``k = min(round(u * book_counts), round(max_ratio * num_notes))`` per segment (docs/method.md 3.3): all `(B,)`,
+    ``book_counts`` the unfrozen maskable notes, ``u`` the fraction drawn per segment; a `torch.LongTensor`."""
     k_book = torch.round(u.double() * book_counts.double())
     k_cap = torch.round(num_notes.double() * max_ratio)
     return torch.minimum(k_book, k_cap).long()
@@ -307,15 +210,9 @@ def masker_targets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets of the masker loss (docs/method.md 3.6), per segment and without a sign flip.
 
-    In each row, among the corrupted positions (``n_b`` of them), the ``floor(fraction * n_b)`` with the highest
-    recovery loss get target 1 and the same number with the lowest get target 0. Ties are broken at random with
-    ``generator`` (by position without one).
-
-    Args:
-        per_token_loss (`torch.Tensor` of shape `(B, L)`): recovery loss per token (detached inside).
-        corrupted (`torch.BoolTensor` of shape `(B, L)`): positions that were actually corrupted.
-        fraction (`float`): share of the corrupted positions in each of the two groups (at most 0.5).
-        generator (`torch.Generator`, *optional*): randomness of the tie-break.
+    In each row, among the ``n_b`` corrupted positions, the ``floor(fraction * n_b)`` with the highest recovery loss
+    (``per_token_loss`` `(B, L)`) get target 1 and as many with the lowest target 0; ties are broken with
+    ``generator`` (by position without one). ``fraction`` is at most 0.5.
 
     Returns:
         `(targets, selected)`: float targets `(B, L)` (0 where not selected) and bool `(B, L)` selected.
@@ -333,17 +230,11 @@ def masker_targets(
 def masker_loss(
     scores: torch.Tensor, targets: torch.Tensor, selected: torch.Tensor, form: str = "pooled"
 ) -> torch.Tensor:
-    """Mean squared error between masker scores and targets.
+    """Mean squared error between masker scores and targets (see :func:`masker_targets`), always connected to
+    ``scores``.
 
-    Args:
-        scores, targets (`torch.Tensor` of shape `(B, L)`), selected (`torch.BoolTensor` of shape `(B, L)`): see
-            :func:`masker_targets`.
-        form (`str`): ``"pooled"``: one mean over every selected position of the batch. ``"reference"``: the
-            reference code's, per segment the mean over its hard group (target 1) plus the mean over its easy group
-            (target 0), averaged over the batch's segments (a segment with an empty group adds 0 for it), so about
-            twice the pooled value.
-
-    Always connected to ``scores`` (a batch with no selected position gives a zero loss with zero gradient).
+    ``form="pooled"``: one mean over every selected position of the batch. ``"reference"``: the reference code's, per
+    segment the mean over its hard group plus the mean over its easy group, averaged over segments (about twice).
     """
     if form not in MASKER_LOSS_FORMS:
         raise ValueError(f"masker loss form must be one of {MASKER_LOSS_FORMS}, got {form!r}")
@@ -358,9 +249,7 @@ def masker_loss(
     return per_segment.mean()
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The step
-# --------------------------------------------------------------------------------------------------------------
+# ---- The step -------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -369,19 +258,15 @@ class AdversarialMLMOutput:
 
     Attributes:
         loss (`torch.Tensor`): total loss (recoverer + masker_loss_weight * masker + reconstruction term).
-        recoverer_loss (`torch.Tensor`): weighted cross-entropy at the chosen positions.
-        masker_loss (`torch.Tensor`): MSE of the masker (0 for the baselines).
-        reconstruction_loss (`torch.Tensor`): all-token term (0 when ``reconstruction_weight`` is 0).
-        attribute_correct (`torch.Tensor` of shape `(B, 8)`): correct predictions per segment and attribute at
-            the masked positions.
-        attribute_total (`torch.Tensor` of shape `(B, 8)`): masked positions per segment and attribute.
-        num_masked (`torch.Tensor` of shape `(B,)`): chosen positions per segment (``k`` for the adversarial
-            method).
-        masked_share (`torch.Tensor` of shape `(B,)`): the share of the segment's notes masked (``num_masked`` /
-            notes); for bar masking, the share of its (note, attribute) cells.
+        recoverer_loss, masker_loss, reconstruction_loss (`torch.Tensor`): its terms (0 when not computed).
+        attribute_correct, attribute_total (`torch.Tensor` of shape `(B, 8)`): correct predictions and masked
+            positions per segment and attribute.
+        num_masked (`torch.Tensor` of shape `(B,)`): chosen positions per segment.
+        masked_share (`torch.Tensor` of shape `(B,)`): the share of the segment's notes masked (for bar masking, of
+            its (note, attribute) cells).
         frozen_fraction (`torch.Tensor`): fraction of the batch's notes frozen in the mask book.
         masker_scores (`torch.Tensor` of shape `(B, L)`, *optional*): the masker's scores (masker methods only): of
-            the uncorrupted segment, or with ``masker_scores_from="cache"`` of the corrupted one (those written back).
+            the uncorrupted segment, or with ``masker_scores_from="cache"`` of the corrupted one.
         per_token_loss (`torch.Tensor` of shape `(B, L)`, *optional*): detached recovery loss per token.
         chosen (`torch.Tensor`, *optional*): the chosen positions `(B, L)` (or cells `(B, L, 8)` for bar).
         corrupted (`torch.Tensor`, *optional*): the positions actually corrupted (MASK or random), `(B, L)`.
@@ -407,44 +292,32 @@ class AdversarialMLM(nn.Module):
 
     Args:
         model (`AdvMidiBertForMaskedLM`): the model (embeddings, encoder, masked-LM heads, masker head).
-        mask_book (`PackedMaskBook`, *optional*): the run's mask book (adversarial masking); without one nothing is
-            frozen.
-        attribute_weights (`AttributeWeights`, *optional*): the run's attribute weights; without one all are
-            ``1 / 8``.
+        mask_book (`PackedMaskBook`, *optional*): the run's mask book; without one nothing is frozen.
+        attribute_weights (`AttributeWeights`, *optional*): the run's attribute weights; without one all are ``1/8``.
         masking (`str`): ``"adversarial"`` (the method), ``"easiest"`` (its control: the notes the masker scores
             lowest), ``"random"`` (15% of the notes, 80/10/10) or ``"bar"`` (MusicBERT bar-level masking). The two
             baselines skip the masker pass and the masker loss.
         masker_grad_scale (`float`): share of the masker loss's gradient that reaches the shared encoder, in
-            ``[0, 1]``. 1 = the reference code (the masker pass back-propagates into the encoder); 0 = the masker
-            pass's encoder runs under ``torch.no_grad()`` in eval mode and only the masker head learns, on the
-            detached features (cheaper: about a third of a step instead of a whole second step); in between the
-            gradient is scaled by this factor on its way from the masker head into the encoder (the forward values
-            are unchanged).
+            ``[0, 1]``: 1 = the reference code; 0 = the masker pass's encoder runs without gradient in eval mode and
+            only the masker head learns (cheaper); in between the gradient is scaled (forward values unchanged).
         masker_loss_weight (`float`): weight of the masker loss in the total.
-        reconstruction_weight (`float`): weight of the all-token reconstruction term (cross-entropy of the
-            recoverer over every real token of the segment, BOS/EOS included, padding excluded). The reference
-            code uses 1 (always on); the paper does not mention it (0).
+        reconstruction_weight (`float`): weight of the recoverer's cross-entropy over every real token (padding
+            excluded): the reference code uses 1, the paper does not mention it (0).
         mask_ratio_range (`tuple[float, float]`): range of ``u`` in ``k = round(u * sum(maskbook[b]))``.
-        max_mask_ratio (`float`): cap on ``k`` as a fraction of the notes (0.15), also the ratio of the
-            baselines.
+        max_mask_ratio (`float`): cap on ``k`` as a fraction of the notes (0.15), also the baselines' ratio.
         masker_target_fraction (`float`): share of the corrupted positions labelled hard (1) and easy (0).
         mask_prob (`float`), random_prob (`float`): the 80/10/10 corruption split.
-        mask_budget (`str`): what ``k`` is counted over, see ``MASK_BUDGETS``: ``"notes"`` (the segment's real
-            notes), ``"padded"`` (the reference code: its mask book counts the padding rows up to the model's
-            ``max_position_embeddings`` and the cap is ``max_mask_ratio`` of that length; padding is still never
-            chosen) or ``"share"`` (no ``u``: ``k`` = ``max_mask_ratio`` of the real notes, random masking's count,
-            at most the notes the book allows, so the masked share holds as notes freeze).
+        mask_budget (`str`): what ``k`` is counted over: ``"notes"`` (the segment's real notes), ``"padded"`` (the
+            reference code: the book counts padding rows up to ``max_position_embeddings`` and the cap is a share of
+            that length; padding is still never chosen) or ``"share"`` (no ``u``: ``k`` = ``max_mask_ratio`` of the
+            real notes, at most the notes the book allows, so the masked share holds as notes freeze).
         masker_loss_form (`str`): ``"pooled"`` or ``"reference"``, see :func:`masker_loss`.
-        masker_scores_from (`str`): where the masker methods' scores come from, see ``MASKER_SCORE_SOURCES``.
-            ``"pass"``: a masker pass of the encoder over the uncorrupted segment (the method). ``"cache"``: the
-            notes are chosen by the segment's scores from its previous visit, read from ``score_cache`` (a segment
-            never seen gets uniform random scores from the step's generator); the recoverer's pass over the corrupted
-            segment also runs the masker head (one encoder pass per step), the masker learns from those scores with
-            the usual targets, and they are written back to the cache for every real note (one copy of the scores
-            to the host per step). The masker then scores notes in their corrupted context (a chosen note is seen as
-            MASK, a random or its own token). Validation steps (``use_mask_book=False``) choose with a masker pass.
-        score_cache (`MaskerScoreCache`, *optional*): the run's score cache (required by ``"cache"``), indexed by
-            ``segment_id`` as the mask book.
+        masker_scores_from (`str`): ``"pass"``: a masker pass over the uncorrupted segment chooses (the method).
+            ``"cache"``: the segment's scores from its previous visit in ``score_cache`` choose (uniform random for a
+            segment never seen); the recoverer's pass also runs the masker head, which learns from those scores of
+            the corrupted segment, written back to the cache (one encoder pass per step). Validation steps
+            (``use_mask_book=False``) choose with a masker pass.
+        score_cache (`MaskerScoreCache`, *optional*): the run's score cache (required by ``"cache"``).
     """
 
     def __init__(
@@ -467,18 +340,16 @@ class AdversarialMLM(nn.Module):
         score_cache: MaskerScoreCache | None = None,
     ):
         super().__init__()
-        if masker_scores_from not in MASKER_SCORE_SOURCES:
-            raise ValueError(f"masker_scores_from must be one of {MASKER_SCORE_SOURCES}, got {masker_scores_from!r}")
+        for name, value, allowed in (("masker_scores_from", masker_scores_from, MASKER_SCORE_SOURCES),
+                                     ("mask_budget", mask_budget, MASK_BUDGETS),
+                                     ("masker_loss_form", masker_loss_form, MASKER_LOSS_FORMS),
+                                     ("masking", masking, MASKING_METHODS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if masker_scores_from == "cache" and score_cache is None:
             raise ValueError("masker_scores_from='cache' needs a score_cache (MaskerScoreCache of the training split)")
-        if mask_budget not in MASK_BUDGETS:
-            raise ValueError(f"mask_budget must be one of {MASK_BUDGETS}, got {mask_budget!r}")
-        if masker_loss_form not in MASKER_LOSS_FORMS:
-            raise ValueError(f"masker_loss_form must be one of {MASKER_LOSS_FORMS}, got {masker_loss_form!r}")
         if not 0.0 <= max_mask_ratio <= 1.0:
             raise ValueError(f"max_mask_ratio must be in [0, 1], got {max_mask_ratio}")
-        if masking not in MASKING_METHODS:
-            raise ValueError(f"masking must be one of {MASKING_METHODS}, got {masking!r}")
         if reconstruction_weight < 0 or masker_loss_weight < 0:
             raise ValueError("masker_loss_weight and reconstruction_weight must be >= 0")
         if not 0.0 <= masker_grad_scale <= 1.0:
@@ -550,27 +421,21 @@ class AdversarialMLM(nn.Module):
     ) -> AdversarialMLMOutput:
         """Run one step (or, with ``score_only``, only score the uncorrupted batch).
 
-        Every pass of the model goes through this call, so that a prepared module (DDP, FSDP: parameters gathered;
-        mixed precision: autocast) and a compiled model see the training step, the evaluation and the freezing pass
-        alike.
+        Every pass of the model goes through this call, so that a prepared module (DDP, FSDP, autocast) and a compiled
+        model see the training step, the evaluation and the freezing pass alike.
 
         Args:
-            batch (`dict`): ``input_ids`` `(B, L, 8)`, ``attention_mask`` `(B, L)` and, for the mask book,
-                ``segment_id`` `(B,)` or the book's rows already looked up, ``mask_book_rows`` `(B, L)` bool (see
-                :func:`batch_to_device`: no device-to-host copy of the segment ids); for the score cache, also
-                ``segment_id`` (to write the new scores) and, looked up already, ``masker_score_codes`` `(B, L)`.
+            batch (`dict`): ``input_ids`` `(B, L, 8)`, ``attention_mask`` `(B, L)`, and for the mask book and the score
+                cache ``segment_id`` `(B,)` or the rows :func:`batch_to_device` looked up (``mask_book_rows``,
+                ``masker_score_codes``); the score cache also needs ``segment_id`` to write the new scores.
             generator (`torch.Generator`, *optional*): randomness of the masking (see :func:`step_generator`).
-            use_mask_book (`bool`): look the batch up in the mask book and the score cache (training); ``False`` for
-                validation batches, whose segment ids are not theirs.
+            use_mask_book (`bool`): use the mask book and the score cache (training); ``False`` for validation.
             return_details (`bool`): also return scores, per-token loss and chosen positions.
-            attribute_weights (`torch.Tensor` of shape `(8,)`, *optional*): weights to use instead of the run's
-                (e.g. uniform weights for a validation loss comparable across epochs).
-            masking (`str`, *optional*): choose the positions with this method instead of the run's (validation:
-                ``"random"`` gives every variant the same yardstick). The masker loss is only computed for the
-                methods that run the masker (``MASKER_METHODS``).
-            score_only (`bool`): return the model's output on the uncorrupted batch instead
-                (``AdvMidiBertMaskedLMOutput`` with ``masker_scores`` and every layer's ``hidden_states``, no logits):
-                the freezing pass and the evaluation's health figures.
+            attribute_weights (`torch.Tensor` of shape `(8,)`, *optional*): instead of the run's (e.g. uniform, for a
+                validation loss comparable across epochs).
+            masking (`str`, *optional*): instead of the run's (validation: ``"random"``, one yardstick for all).
+            score_only (`bool`): return the model's output on the uncorrupted batch (``masker_scores`` and every
+                layer's ``hidden_states``, no logits): the freezing pass and the evaluation's health figures.
         """
         if score_only:
             return self.model(batch["input_ids"], attention_mask=batch.get("attention_mask"), compute_logits=False,
@@ -612,8 +477,7 @@ class AdversarialMLM(nn.Module):
                         raise KeyError("batch has no 'segment_id' column: the score cache needs it (see docs/data.md)")
                     codes = self.score_cache.codes(batch["segment_id"], input_ids.shape[1])
                 previous, seen = MaskerScoreCache.decode(codes.to(device))
-                gen_device = generator.device if generator is not None else device
-                unseen = torch.rand(previous.shape, generator=generator, device=gen_device).to(device)
+                unseen = uniform_draw(previous.shape, generator, device)
                 choice_scores = torch.where(seen, previous, unseen)
             else:
                 scores = choice_scores = self._masker_scores(input_ids, attention_mask)
@@ -697,20 +561,12 @@ class AdversarialMLM(nn.Module):
         )
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Freezing
-# --------------------------------------------------------------------------------------------------------------
+# ---- Freezing -------------------------------------------------------------------------------------------------
 
 
 def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[dict | None]:
-    """This process's batches, then ``None`` for as long as another process still has batches: every process goes
-    through the same number of rounds, so that collective calls (gathers) inside the loop line up.
-
-    Args:
-        dataloader: any iterable of batches.
-        accelerator (`accelerate.Accelerator`, *optional*): without one (or with one process) this is
-            ``iter(dataloader)``.
-    """
+    """This process's batches, then ``None`` while another process still has batches, so that collective calls in
+    the loop line up (without a distributed ``accelerator`` this is ``iter(dataloader)``)."""
     distributed = accelerator is not None and accelerator.num_processes > 1
     iterator = iter(dataloader)
     while True:
@@ -726,17 +582,9 @@ def batches_of_every_process(dataloader, accelerator: Any = None) -> Iterator[di
 
 def batch_to_device(batch: dict, device, mask_book: PackedMaskBook | None = None,
                     score_cache: MaskerScoreCache | None = None) -> dict:
-    """A host batch on ``device``, without a host sync: the mask book's rows are looked up on the host first (a book
-    kept off the accelerator would otherwise copy the segment ids back to the host every step, waiting for the
-    device), then every tensor is copied with ``non_blocking`` (asynchronous from pinned memory).
-
-    Args:
-        batch (`dict`): tensors on the host (``input_ids``, ``attention_mask``, ``segment_id``...).
-        device (`torch.device` or `str`): where the step runs.
-        mask_book (`PackedMaskBook`, *optional*): adds ``mask_book_rows`` `(B, L)` bool, which
-            :class:`AdversarialMLM` reads instead of looking the segment ids up itself.
-        score_cache (`MaskerScoreCache`, *optional*): adds ``masker_score_codes`` `(B, L)` uint8 likewise.
-    """
+    """A host batch on ``device`` without a host sync: the mask book's rows (``mask_book_rows`` `(B, L)` bool) and the
+    score cache's codes (``masker_score_codes`` `(B, L)` uint8) are looked up on the host first, then every tensor is
+    copied with ``non_blocking``. :class:`AdversarialMLM` reads these keys instead of the segment ids."""
     batch = dict(batch)
     pin = torch.device(device).type == "cuda"
     for store, key, look_up in ((mask_book, "mask_book_rows", "rows"), (score_cache, "masker_score_codes", "codes")):
@@ -761,42 +609,25 @@ def freezing_pass(
 ) -> float:
     """Score every training segment and freeze its highest-scored notes (docs/method.md 3.8).
 
-    With ``rule="reference"`` (the reference code), for each segment a fraction ``fraction_sampler`` (reference:
-    ``U(0.1, 0.3)``) of its still-maskable notes, those with the highest masker score, get ``maskbook = 0``; then
-    every frozen note of the segment (frozen now or earlier) is unfrozen with probability ``p ~ unfreeze_sampler``
-    (reference: ``U(0, 0.1)`` per segment). The frozen share then grows with every pass whatever the data hold.
-
-    With ``rule="evidence"`` every real note of the segment, frozen or not, is rescored, and a note is frozen if and
-    only if its masker score is at least ``score_threshold`` (unfrozen otherwise): no fixed fraction, no random
-    unfreezing, no draw from ``generator``; the samplers are not used. The masker is trained towards 1 on the hardest
-    30 % and towards 0 on the easiest 30 % of a segment's corrupted notes (mean squared error), so its score
-    estimates how often a note, when corrupted, lands among the hard ones rather than the easy ones: a note that is
-    as easy to recover as any other scores about 0.5, a note that no context recovers scores near 1. The default
-    threshold 0.5 freezes the notes found harder more often than easier; a higher one asks for more consistent
-    evidence (:func:`frozen_recovery_gap` tells whether the frozen notes are indeed recovered worse).
-
-    The new rows of all processes are gathered and applied everywhere, and rank 0's book is broadcast, so every
-    process holds the same book afterwards. The processes may hold different numbers of batches (a streamed
-    split): a process that is done takes part in the gathers until every process is.
+    ``rule="reference"`` (the reference code): per segment, the fraction ``fraction_sampler`` of its still-maskable
+    notes with the highest masker score get ``maskbook = 0``, then every frozen note of the segment is unfrozen with
+    probability ``p ~ unfreeze_sampler``. ``rule="evidence"``: every real note is rescored and frozen iff its masker
+    score is at least ``score_threshold`` (0.5: found harder more often than easier). Every process ends with the same
+    book (a process out of batches joins the gathers until all are done).
 
     Args:
-        model (`AdversarialMLM` as prepared by the accelerator, or an `AdvMidiBertForMaskedLM`): scores the segments
-            with the masker. Give the prepared step module in a training run: its ``score_only`` call goes through
-            DDP/FSDP (parameters gathered), autocast and the compiled model like the training step.
-        dataloader: the *unshuffled* training loader (prepared by the accelerator in a distributed run, or this
-            process's part of a streamed split), whose batches carry ``input_ids``, ``attention_mask`` and
-            ``segment_id``; they are moved to the model's device.
-        mask_book (`PackedMaskBook`, or any book with its interface): updated in place.
-        fraction_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): fraction to freeze per segment.
-        unfreeze_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): unfreeze probability per
-            segment.
+        model (`AdversarialMLM` as prepared by the accelerator, or an `AdvMidiBertForMaskedLM`): scores the segments;
+            the prepared step module's ``score_only`` call goes through DDP/FSDP, autocast and compilation.
+        dataloader: the *unshuffled* training loader, batches with ``input_ids``, ``attention_mask``, ``segment_id``.
+        mask_book (`PackedMaskBook`): updated in place.
+        fraction_sampler, unfreeze_sampler (`Callable[[int, torch.Generator, device], torch.Tensor]`): per segment,
+            the fraction to freeze and the unfreeze probability (``"reference"``).
         accelerator (`accelerate.Accelerator`, *optional*): for the gather and the broadcast.
         generator (`torch.Generator`, *optional*): randomness (seed it identically for a reproducible run).
-        rule (`str`): ``"reference"`` or ``"evidence"``, see ``FREEZING_RULES`` and above.
+        rule (`str`): one of ``FREEZING_RULES``.
         score_threshold (`float`): ``"evidence"``: the masker score from which a note is frozen, in ``[0, 1]``.
-        keep_unfrozen (`float`): ``"evidence"``: the share of every segment's notes never frozen (its lowest-scored
-            ones; :func:`~adversarial_midibert.masking.share_mask_counts` of it), so that the ``"share"`` budget can
-            always mask its ``max_mask_ratio`` of the notes. 0 = no limit.
+        keep_unfrozen (`float`): ``"evidence"``: the share of every segment's notes never frozen (its lowest-scored),
+            so that the ``"share"`` budget can always mask its ``max_mask_ratio``. 0 = no limit.
 
     Returns:
         The book's frozen fraction afterwards.
@@ -849,8 +680,7 @@ def freezing_pass(
                     to_freeze = choose_top_scored_positions(scores.float(), allowed, n_freeze, generator=gen)
                     frozen = (maskable & ~rows) | to_freeze
                     p = unfreeze_sampler(batch_size, gen, device)
-                    gen_device = gen.device if gen is not None else device
-                    draw = torch.rand(frozen.shape, generator=gen, device=gen_device).to(device)
+                    draw = uniform_draw(frozen.shape, gen, device)
                     frozen = frozen & ~(draw < p.unsqueeze(1))
                 new_rows = (~frozen).to(torch.uint8)
                 # Full-width rows so that every process gathers tensors of one shape.
@@ -874,19 +704,9 @@ def freezing_pass(
 
 
 def frozen_recovery_gap(per_token_loss: torch.Tensor, frozen: torch.Tensor, measured: torch.Tensor) -> torch.Tensor:
-    """Mean recovery loss of the frozen notes minus that of the unfrozen ones: the calibration figure of a freezing
-    rule (frozen notes should be recovered worse, so a freezing that follows the evidence gives a clear positive gap).
-
-    Args:
-        per_token_loss (`torch.Tensor` of shape `(B, L)`): recovery loss per note (e.g. ``per_token_loss`` of an
-            :class:`AdversarialMLMOutput` under random masking).
-        frozen (`torch.BoolTensor` of shape `(B, L)`): notes frozen in the mask book (``~mask_book.rows(...)``).
-        measured (`torch.BoolTensor` of shape `(B, L)`): notes whose loss counts (real notes that were corrupted).
-
-    Returns:
-        A float32 0-dim tensor: mean over ``frozen & measured`` minus mean over ``~frozen & measured``; NaN when either
-        group is empty.
-    """
+    """Mean recovery loss of the frozen notes minus that of the unfrozen ones, over the ``measured`` notes (all
+    `(B, L)`): a freezing rule that follows the evidence gives a clear positive gap. A float32 0-dim tensor, NaN when
+    either group is empty."""
     loss = per_token_loss.detach().float()
     frozen, measured = frozen.bool(), measured.bool()
     means = [torch.where(group, loss, 0.0).sum() / group.sum() for group in (frozen & measured, ~frozen & measured)]

@@ -1,21 +1,14 @@
 """Evaluation of pre-training on one yardstick for every variant, and the health of the representations.
 
-Three questions are asked of a pre-trained model on the validation split:
+Three questions asked of a model on the validation split (:func:`evaluate_pretraining`):
 
-1. **How well does it recover masked notes?** The same positions for every run: 15 % of the notes chosen at random
-   with a fixed seed (``yardstick_seed``) and corrupted 80/10/10, whatever masking the run was trained with. These
-   are the ``eval_loss`` / ``eval_accuracy`` / ``eval_accuracy_<attribute>`` figures (uniform attribute weights),
-   comparable across variants, seeds and epochs. The run's own masking is scored too (``eval_run_masking_*``), but
-   adversarially chosen positions are harder by design, so those figures only compare epochs of one run.
-2. **Are the token representations healthy?** :func:`representation_health` on the last hidden states of the
-   uncorrupted segments: the mean cosine similarity between the notes of a segment (1 = every note has the same
-   direction: collapse) and the effective rank of the segment's note matrix (Roy & Vetterli 2007: the exponential
-   of the entropy of the normalised singular values; at most ``min(notes, hidden)``).
-3. **Does the masker know which notes are hard?** The Spearman correlation between the masker's score of a note
-   (on the uncorrupted segment) and the recovery loss of that note when it is corrupted by the yardstick masking
-   (``eval_masker_spearman``; adversarial runs only). Near 0 means the masker chooses no better than chance.
-
-Everything is vectorised over the batch; the figures are gathered over processes with ``gather_for_metrics``.
+1. How well does it recover masked notes? On the same positions for every run (the *yardstick*: 15 % of the notes
+   at random, seeded by ``YARDSTICK_SEED``, corrupted 80/10/10), so that ``eval_loss`` / ``eval_accuracy*`` compare
+   variants, seeds and epochs; the run's own masking (``eval_run_masking_*``) only compares epochs of one run.
+2. Are the token representations healthy? :func:`representation_health`: the mean cosine between a segment's notes
+   (1 = collapse) and the effective rank of its note matrix (Roy & Vetterli 2007).
+3. Does the masker know which notes are hard? The Spearman correlation between a note's masker score and its
+   recovery loss under the yardstick (``eval_masker_spearman``; near 0: no better than chance).
 """
 
 from __future__ import annotations
@@ -35,23 +28,15 @@ __all__ = [
     "evaluate_pretraining",
 ]
 
-# Seed of the yardstick masking of validation batches: the same for every run, so every variant is scored on the
-# same corrupted positions.
+# Seed of the yardstick masking: the same for every run, so every variant is scored on the same corrupted positions.
 YARDSTICK_SEED = 20240711
 
 
 @torch.no_grad()
 def representation_health(hidden_states: torch.Tensor, note_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cosine similarity between the notes of each segment, and the effective rank of each segment.
-
-    Args:
-        hidden_states (`torch.Tensor` of shape `(B, L, H)`): token representations.
-        note_mask (`torch.BoolTensor` of shape `(B, L)`): the positions that count (real notes: no padding,
-            BOS or EOS).
-
-    Returns:
-        `(cosine, effective_rank)`, each `(B,)` float; NaN for a segment with fewer than two notes.
-    """
+    """Mean cosine similarity between the notes (``note_mask`` `(B, L)`) of each segment of ``hidden_states``
+    `(B, L, H)`, and each segment's effective rank (the exponential of the entropy of its normalised singular values):
+    ``(cosine, effective_rank)``, `(B,)` each, NaN below two notes."""
     h = hidden_states.float() * note_mask.unsqueeze(-1)
     n = note_mask.sum(dim=1).float()
     unit = torch.nn.functional.normalize(h, dim=-1)  # zero rows stay zero
@@ -69,29 +54,13 @@ def representation_health(hidden_states: torch.Tensor, note_mask: torch.Tensor) 
 
 def spearman_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     """Spearman's rank correlation of two 1-D tensors (ties ranked by order; NaN with fewer than 3 pairs)."""
-    x, y = x.reshape(-1).double(), y.reshape(-1).double()
-    if x.numel() < 3:
-        return float("nan")
-
-    def ranks(v):
-        r = torch.empty_like(v)
-        r[torch.argsort(v, stable=True)] = torch.arange(v.numel(), dtype=v.dtype, device=v.device)
-        return r - r.mean()
-
-    rx, ry = ranks(x), ranks(y)
-    denominator = (rx.square().sum() * ry.square().sum()).sqrt()
-    return float((rx * ry).sum() / denominator) if float(denominator) > 0 else float("nan")
+    return float(spearman_within_rows(x.reshape(1, -1), y.reshape(1, -1))[0])
 
 
 def spearman_within_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Spearman's rank correlation inside each row of two `(B, L)` tensors, over the positions where both are numbers.
-
-    Selection happens inside a segment, so this is the figure that says whether the masker ranks a segment's notes
-    well (a pooled correlation also rewards telling easy segments from hard ones). Ties are ranked by position.
-
-    Returns:
-        `(B,)` float64: one correlation per row, NaN for a row with fewer than 3 pairs or a constant side.
-    """
+    """Spearman's rank correlation inside each row of two `(B, L)` tensors, over the positions where both are numbers
+    (ties ranked by position): `(B,)` float64, NaN for a row with fewer than 3 pairs or a constant side. Selection
+    happens inside a segment, so this says whether the masker ranks a segment's notes well."""
     x, y = x.double(), y.double()
     valid = ~(torch.isnan(x) | torch.isnan(y))
     n = valid.sum(dim=1, keepdim=True).double()
@@ -122,22 +91,19 @@ def evaluate_pretraining(
     yardstick_seed: int = YARDSTICK_SEED,
     run_masking: str | None = None,
 ) -> dict[str, float]:
-    """Score a pre-training run on the validation batches of ``dataloader`` (see the module docstring).
+    """Score a pre-training run on the validation batches of ``dataloader`` (unshuffled; see the module docstring).
 
     Args:
-        step_model (`AdversarialMLM`, possibly wrapped by ``accelerator.prepare``): the run's step module; every
-            pass goes through its call (DDP, FSDP, autocast and a compiled model apply as in training).
-        dataloader: validation batches (``input_ids``, ``attention_mask``), unshuffled.
+        step_model (`AdversarialMLM`, possibly prepared by the accelerator): every pass goes through its call.
         accelerator (`accelerate.Accelerator`, *optional*): for the device, the process index and the gather.
-        seed (`int`): the run's seed (randomness of the run's own masking on validation, the same every epoch).
-        yardstick_seed (`int`): seed of the random-15 % yardstick masking (keep the default to compare runs).
+        seed (`int`): the run's seed (its own masking on validation, the same every epoch).
+        yardstick_seed (`int`): seed of the yardstick masking (keep the default to compare runs).
         run_masking (`str`, *optional*): the run's masking method (default: the step module's).
 
     Returns:
-        ``eval_loss``, ``eval_accuracy``, ``eval_accuracy_<attribute>`` (yardstick), ``eval_run_masking_loss``,
-        ``eval_run_masking_accuracy`` (+ per attribute), ``eval_token_cosine``, ``eval_effective_rank`` and, for
-        runs that learn a masker, ``eval_masker_spearman`` (pooled over every corrupted note of the split) and
-        ``eval_masker_spearman_within`` (per segment, then averaged over segments: the ranking that selection uses).
+        ``eval_loss``, ``eval_accuracy``, ``eval_accuracy_<attribute>``, the same with ``eval_run_masking_``,
+        ``eval_token_cosine``, ``eval_effective_rank`` and, for masker methods, ``eval_masker_spearman`` (pooled over
+        the split's corrupted notes) and ``eval_masker_spearman_within`` (per segment, averaged).
     """
     from .pretraining import MASKER_METHODS, step_generator  # pretraining imports nothing from here
 

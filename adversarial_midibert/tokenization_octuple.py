@@ -1,27 +1,14 @@
 """The Octuple tokenizer: MIDI files -> padded segments of note rows, the way a Hugging Face tokenizer works.
 
-:class:`OctupleTokenizer` is the Hugging Face-facing class: it is called on files like a transformers tokenizer
-(a :class:`transformers.BatchEncoding` comes back), decodes segments back to a :class:`symusic.Score`, and saves
-and loads like one: ``save_pretrained`` writes ``octuple_tokenizer.json`` (the miditok configuration),
-``tokenizer_config.json`` (the class and its ``auto_map``) and the tokenizer's code files, so that a model folder
-or Hub repository loads it with::
+:class:`OctupleTokenizer` is called on files like a transformers tokenizer (a :class:`transformers.BatchEncoding`
+comes back), decodes segments back to a :class:`symusic.Score`, and saves and loads like one, so that a model folder
+or Hub repository loads it with ``AutoTokenizer.from_pretrained("org/name", trust_remote_code=True)`` where only
+``transformers``, ``miditok`` and ``symusic`` are installed. The arithmetic lives in
+:mod:`adversarial_midibert.octuple_encoding`; the vocabulary and configuration are miditok's.
 
-    AutoTokenizer.from_pretrained("org/name", trust_remote_code=True)
-
-where only ``transformers``, ``miditok`` and ``symusic`` are installed. ``OctupleTokenizer.from_pretrained`` reads
-a local folder, the file itself or a Hub id (through transformers' ``cached_file``, so offline once cached).
-
-The arithmetic (vocabulary tables, the vectorised encoder equal to miditok's, segment boundaries, decoding) lives
-in :mod:`adversarial_midibert.octuple_encoding`; the vocabulary and configuration are miditok's, in the reference
-code's column order ``(bar, position, program, pitch, duration, velocity, time_signature, tempo)``.
-
-Why ``AutoTokenizer`` without ``PreTrainedTokenizerBase``: ``AutoTokenizer.from_pretrained(...,
-trust_remote_code=True)`` only imports the class named by ``tokenizer_config.json``'s ``auto_map`` and calls its
-``from_pretrained``; the base class is built around one string vocabulary (``tokenize``, special string tokens,
-chat templates, text pairs), none of which applies to rows of eight ids from eight vocabularies. So this class keeps
-the interface callers use (``__call__`` -> ``BatchEncoding``, ``decode``, ``pad_token_id``..., ``model_input_names``,
-``save_pretrained``/``from_pretrained``, ``register_for_auto_class``) without the text machinery; a processor or
-feature extractor would only wrap it.
+It does not subclass ``PreTrainedTokenizerBase``: that base is built around one string vocabulary (``tokenize``,
+special string tokens, chat templates), none of which applies to rows of eight ids from eight vocabularies, and
+``AutoTokenizer`` only needs the class named by ``tokenizer_config.json`` and its ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -101,17 +88,14 @@ def tokenizer_code_files() -> list[Path]:
 class OctupleTokenizer:
     """Octuple tokenizer for Adversarial-MidiBERT (one row of 8 ids per note).
 
-    Token layout: every row is ``(bar, position, program, pitch, duration, velocity, time_signature, tempo)``
-    ids (:attr:`attribute_names`); each attribute has its own miditok vocabulary that starts with the special
-    tokens ``PAD=0, BOS=1, EOS=2, MASK=3``. A model input segment is a BOS row (all eight ids BOS), at most
-    ``max_seq_len - 2`` note rows, and an EOS row (all EOS); batches are padded with PAD rows (id 0) and an
-    ``attention_mask`` of 0.
+    Every row holds the ids of :attr:`attribute_names`, each attribute with its own miditok vocabulary starting with
+    ``PAD=0, BOS=1, EOS=2, MASK=3``. A segment is a BOS row, at most ``max_seq_len - 2`` note rows and an EOS row;
+    batches are padded with PAD rows and an ``attention_mask`` of 0.
 
     Args:
         max_seq_len: the most rows of one segment, BOS and EOS rows included (1024 in the paper).
-        tokenizer_config: a :class:`miditok.TokenizerConfig`; :func:`default_tokenizer_config` when ``None``.
-            Programs, velocities, durations, tempos and time signatures must be on (the eight attributes), all
-            tracks in one stream (``one_token_stream_for_programs``), and ``remove_duplicated_notes`` off.
+        tokenizer_config: a :class:`miditok.TokenizerConfig` (:func:`default_tokenizer_config` when ``None``) with
+            the eight attributes on, all tracks in one stream and ``remove_duplicated_notes`` off.
         warn: emit a ``warnings.warn`` naming the file whenever notes are left out (see :attr:`last_report`).
     """
 
@@ -191,11 +175,8 @@ class OctupleTokenizer:
         return tuple(int(i) for i in self.tables.perm)
 
     def pitch_token_id(self, pitch: int | np.ndarray) -> int | np.ndarray:
-        """Pitch-attribute id of a (non-drum) MIDI pitch; ids are contiguous and ascending in pitch.
-
-        Args:
-            pitch: a MIDI pitch or an integer array of them, within :attr:`pitch_range` (inclusive).
-        """
+        """Pitch-attribute id of a (non-drum) MIDI pitch or array of them, within :attr:`pitch_range`; ids are
+        contiguous and ascending in pitch."""
         arr = np.asarray(pitch, dtype=np.int64)
         lo, hi = self.pitch_range
         if np.any((arr < lo) | (arr > hi)):
@@ -204,12 +185,7 @@ class OctupleTokenizer:
         return int(ids) if ids.ndim == 0 else ids
 
     def token_to_id(self, attribute: str | int, token: str) -> int:
-        """Id of a miditok token string (e.g. ``"Pitch_60"``) in one attribute's vocabulary.
-
-        Args:
-            attribute: attribute name (see :attr:`attribute_names`) or index.
-            token: the miditok token string.
-        """
+        """Id of a miditok token string (e.g. ``"Pitch_60"``) in one attribute's vocabulary (name or index)."""
         a = self._attribute_index(attribute)
         try:
             return self.tables.vocabs[a][token]
@@ -217,12 +193,7 @@ class OctupleTokenizer:
             raise KeyError(f"token {token!r} is not in the {ATTRIBUTE_NAMES[a]!r} vocabulary") from None
 
     def id_to_token(self, attribute: str | int, token_id: int) -> str:
-        """miditok token string of an id in one attribute's vocabulary (bars beyond the vocabulary included).
-
-        Args:
-            attribute: attribute name (see :attr:`attribute_names`) or index.
-            token_id: the id.
-        """
+        """miditok token string of an id in one attribute's vocabulary (name or index; bars beyond it included)."""
         a = self._attribute_index(attribute)
         token_id = int(token_id)
         if a == BAR and token_id >= self.vocab_sizes[BAR]:
@@ -233,14 +204,10 @@ class OctupleTokenizer:
             raise KeyError(f"id {token_id} is not in the {ATTRIBUTE_NAMES[a]!r} vocabulary") from None
 
     def ids_to_values(self, attribute: str | int, ids: np.ndarray) -> np.ndarray:
-        """Numeric values of ids (vectorised); special ids give -1 (0.0 for tempo).
+        """Numeric values of one attribute's ids (vectorised); special ids give -1 (0.0 for tempo).
 
-        Values: bar and position indices, program (-1 drums), MIDI pitch, velocity, tempo in qpm, duration
-        in beats (float), time signature as ``numerator / denominator`` pairs (array (..., 2)).
-
-        Args:
-            attribute: attribute name or index.
-            ids: integer array of ids of that attribute.
+        Values: bar and position indices, program (-1 drums), MIDI pitch, velocity, tempo in qpm, duration in beats
+        (float), time signature as ``numerator / denominator`` pairs (array (..., 2)).
         """
         a = self._attribute_index(attribute)
         ids = np.asarray(ids, dtype=np.int64)
@@ -285,24 +252,20 @@ class OctupleTokenizer:
     ) -> np.ndarray | tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Encode a whole piece: one row of 8 ids per note, absolute bars, no BOS/EOS.
 
-        The ids, their order and the notes kept are exactly those of miditok's ``Octuple.encode`` with this
-        configuration (:func:`~adversarial_midibert.octuple_encoding.encode_notes`). Bar ids are ``4 + bar index
-        from the start of the piece`` and may exceed the bar vocabulary until the piece is cut by :meth:`segment`.
-        Notes that cannot be represented are left out, counted in :attr:`last_report` and, with ``warn``, reported
-        by a warning that names the file (or ``source``).
+        The ids, their order and the notes kept are those of miditok's ``Octuple.encode``
+        (:func:`~adversarial_midibert.octuple_encoding.encode_notes`); bar ids may exceed the bar vocabulary until
+        :meth:`segment` cuts the piece. Notes left out are counted in :attr:`last_report` (and, with ``warn``,
+        reported by a warning naming the file or ``source``, the name of an in-memory score).
 
         Args:
             score_or_path: a :class:`symusic.Score` (tick time) or a MIDI file path.
-            return_note_indices: also return ``(track_index, note_index)``, int64 arrays (N,) giving each
-                token's source note ``score.tracks[track_index].notes[note_index]`` in the score as read
-                (tracks merged by program still point to their own source track).
-            source: the name used in reports and warnings for an in-memory score (e.g. the file it was read from).
+            return_note_indices: also return ``(track_index, note_index)``, int64 arrays (N,): each token's source
+                note ``score.tracks[track_index].notes[note_index]`` in the score as read.
+            source: the name used in reports and warnings for an in-memory score.
 
         Returns:
-            ``ids`` (N, 8) int64, or ``(ids, (track_index, note_index))``.
-
-        Raises:
-            MidiReadError: the file is missing, unreadable, empty or not a readable MIDI file.
+            ``ids`` (N, 8) int64, or ``(ids, (track_index, note_index))``. Raises :class:`MidiReadError` for a
+            missing, unreadable, empty or non-MIDI file.
         """
         score, name = load_score(score_or_path, source)
         ids, note, report = encode_notes(self.tables, score, name)
@@ -327,28 +290,23 @@ class OctupleTokenizer:
     ) -> Any:
         """Cut a piece (rows of :meth:`encode_score`) into model segments.
 
-        Rule: segments are consecutive and cover every note once. A segment holds at most ``max_seq_len - 2``
-        notes (``max_seq_len`` rows with the BOS and EOS rows), and it is cut earlier when its next note would
-        lie ``max_bar_embedding`` or more bars after the segment's first note, so that bar ids, counted from
-        the segment's first note (whose bar becomes ``Bar_0``), always stay inside the bar vocabulary.
+        Segments are consecutive and cover every note once; one holds at most ``max_seq_len - 2`` notes and is cut
+        earlier before a note ``max_bar_embedding`` or more bars after its first note, so that bar ids, counted from
+        the segment's first note (``Bar_0``), stay inside the bar vocabulary.
 
         Args:
-            ids: ``(N, 8)`` ids of a whole piece (absolute bars), as returned by :meth:`encode_score`.
-            note_aligned_arrays: optional arrays with one entry per note (labels, source indices...): a
-                sequence of arrays or a mapping name -> array, each of first dimension N. They are cut the same
-                way; with ``add_special_tokens`` they get ``fill_value`` at the BOS and EOS rows so that they
-                stay aligned with the segment rows.
+            ids: ``(N, 8)`` ids of a whole piece (absolute bars).
+            note_aligned_arrays: arrays with one entry per note (labels, source indices...), a sequence or a mapping
+                name -> array: cut the same way, with ``fill_value`` at the BOS and EOS rows.
             add_special_tokens: add the BOS row (all attributes BOS) and the EOS row (all EOS).
-            max_seq_len: override of :attr:`max_seq_len` (rows per segment including BOS/EOS when added).
+            max_seq_len: override of :attr:`max_seq_len`.
             fill_value: value of the note-aligned arrays at BOS/EOS rows (-100: ignored by losses).
-            return_bar_offsets: also return each segment's bar offset: the absolute bar index of its first note,
-                which :meth:`decode` adds back to put a segment's notes in place in the whole piece.
+            return_bar_offsets: also return each segment's bar offset (the absolute bar of its first note, which
+                :meth:`decode` adds back).
 
         Returns:
-            a list of ``(L, 8)`` int64 arrays; with ``note_aligned_arrays`` a tuple ``(segments, aligned)``
-            where ``aligned[s]`` is a tuple (or dict, for a mapping) of the cut arrays of segment ``s``; with
-            ``return_bar_offsets`` the ``(S,)`` int64 offsets are appended (``(segments, offsets)`` or
-            ``(segments, aligned, offsets)``).
+            a list of ``(L, 8)`` int64 arrays; with ``note_aligned_arrays`` ``(segments, aligned)``, ``aligned[s]`` a
+            tuple (or dict) of segment ``s``'s cut arrays; with ``return_bar_offsets`` the ``(S,)`` offsets appended.
         """
         ids = np.asarray(ids, dtype=np.int64)
         if ids.ndim != 2 or ids.shape[1] != NUM_ATTRIBUTES:
@@ -406,29 +364,16 @@ class OctupleTokenizer:
         add_special_tokens: bool = True,
         max_seq_len: int | None = None,
     ):
-        """Tokenize one or several pieces into padded segments, like a transformers tokenizer.
+        """Tokenize one or several pieces (MIDI paths or :class:`symusic.Score`) into padded segments.
 
-        Every piece is encoded (:meth:`encode_score`) and cut (:meth:`segment`): a segment is a BOS row (all
-        eight ids = BOS), its notes and an EOS row (all EOS). Segments are padded at the end with PAD rows
-        (id 0 in every attribute) and ``attention_mask`` 0, to the longest segment (``padding=True`` or
-        ``"longest"``) or to ``max_seq_len`` (``"max_length"``); ``padding=False`` leaves them unpadded
-        (lists only, or tensors when all have the same length). The report of every piece is kept in
-        :attr:`last_reports` (one per input, in order).
-
-        Args:
-            inputs: a MIDI path, a :class:`symusic.Score`, or a list of them.
-            return_tensors: ``None`` (Python lists), ``"np"`` or ``"pt"``.
-            padding: ``True``/``"longest"``, ``"max_length"`` or ``False``/``"do_not_pad"``.
-            add_special_tokens: add the BOS/EOS rows.
-            max_seq_len: override of :attr:`max_seq_len`.
+        Every piece is encoded (:meth:`encode_score`) and cut (:meth:`segment`); segments are padded with PAD rows and
+        ``attention_mask`` 0 to the longest one (``padding=True`` / ``"longest"``) or to ``max_seq_len``
+        (``"max_length"``); ``padding=False`` leaves them unpadded (lists, or tensors of equal lengths). Each piece's
+        report is kept in :attr:`last_reports`. ``return_tensors`` is ``None`` (lists), ``"np"`` or ``"pt"``.
 
         Returns:
-            a :class:`transformers.BatchEncoding` with ``input_ids`` (segments, length, 8), ``attention_mask``
-            (segments, length), ``piece_index`` (segments,): the input each segment came from, and ``bar_offset``
-            (segments,): the bar of each segment's first note in its piece (what :meth:`decode` adds back).
-
-        Raises:
-            MidiReadError: an input file is missing or not a readable MIDI file (named in the message).
+            a :class:`transformers.BatchEncoding` with ``input_ids`` (segments, length, 8), ``attention_mask``,
+            ``piece_index`` (the input each segment came from) and ``bar_offset`` (what :meth:`decode` adds back).
         """
         from transformers import BatchEncoding
 
@@ -483,25 +428,10 @@ class OctupleTokenizer:
 
     # ------------------------------------------------------------------ decoding
     def decode(self, input_ids: Any, bar_offset: Any = None) -> Score:
-        """Rebuild a :class:`symusic.Score` from token rows: one segment, a whole piece, or a piece's segments.
-
-        Rows with a special id (PAD, BOS, EOS, MASK) in any attribute are skipped. Onsets follow miditok's
-        Octuple decoding: bar and position on the grid of the row's time signature, a time signature change
-        taking effect at the bar of the first note that carries it. Durations, velocities and tempos are the
-        vocabulary's values; one track per program (program -1: drums). The score's time division is
-        miditok's (``tokenizer.miditok_tokenizer.time_division``); write it with ``score.dump_midi(path)``.
-
-        Args:
-            input_ids: ``(N, 8)`` ids (numpy, torch or nested lists) of one segment or of a whole piece from
-                :meth:`encode_score`; or ``(S, L, 8)`` segments of one piece (e.g. the rows of a
-                :meth:`__call__` output whose ``piece_index`` is that piece) with their ``bar_offset``.
-            bar_offset: ``(S,)`` bar offsets of the segments (``__call__``'s ``bar_offset``, or
-                :meth:`segment` with ``return_bar_offsets``): each segment's bars are moved by its offset, so every
-                note of the piece comes back in place. Required when more than one segment is given.
-
-        Raises:
-            ValueError: a wrong shape, or several segments without ``bar_offset``.
-        """
+        """Rebuild a :class:`symusic.Score` from token rows (see
+        :func:`~adversarial_midibert.octuple_encoding.decode_rows`): ``(N, 8)`` ids of one segment or a whole piece,
+        or ``(S, L, 8)`` segments of one piece with their ``bar_offset`` (from :meth:`__call__` or :meth:`segment`),
+        which puts every note back at its bar. Write the result with ``score.dump_midi(path)``."""
         ids = _as_int_array(input_ids)
         if ids.ndim == 2:
             ids = ids[None]
@@ -527,12 +457,8 @@ class OctupleTokenizer:
         return decode_rows(self.tables, shifted.reshape(-1, NUM_ATTRIBUTES))
 
     def batch_decode(self, encoding: Mapping[str, Any]) -> list[Score]:
-        """Decode every piece of a :meth:`__call__` output: one :class:`symusic.Score` per input, in input order.
-
-        Args:
-            encoding: a mapping with ``input_ids`` (S, L, 8), ``piece_index`` (S,) and ``bar_offset`` (S,), such
-                as the :class:`~transformers.BatchEncoding` returned by :meth:`__call__`.
-        """
+        """Decode every piece of a :meth:`__call__` output (``input_ids``, ``piece_index``, ``bar_offset``): one
+        :class:`symusic.Score` per input, in input order."""
         for key in ("input_ids", "piece_index", "bar_offset"):
             if key not in encoding:
                 raise KeyError(f"batch_decode needs '{key}' (the output of OctupleTokenizer.__call__)")
@@ -574,10 +500,8 @@ class OctupleTokenizer:
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str = "AutoTokenizer") -> None:
-        """Mark the class for ``AutoTokenizer`` (transformers calls this when it loads the class as remote code).
-
-        Only ``"AutoTokenizer"`` is meaningful: ``save_pretrained`` then writes the ``auto_map`` and the code files.
-        """
+        """Mark the class for ``AutoTokenizer`` (the only Auto class it serves); transformers calls this when it loads
+        the class as remote code."""
         name = auto_class if isinstance(auto_class, str) else auto_class.__name__
         if name != "AutoTokenizer":
             raise ValueError(f"OctupleTokenizer registers for AutoTokenizer only, not {name}")
@@ -586,16 +510,9 @@ class OctupleTokenizer:
     def save_pretrained(self, save_directory: str | os.PathLike, include_code: bool = True, **kwargs: Any) -> Path:
         """Write the tokenizer into ``save_directory`` (created if needed); return the path of its main file.
 
-        Files: ``octuple_tokenizer.json`` (format version, ``max_seq_len``, the miditok configuration),
-        ``tokenizer_config.json`` (class, ``auto_map``), and with ``include_code`` the code files
-        (:func:`tokenizer_code_files`) that ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` runs.
-        Each file is written aside and renamed into place.
-
-        Args:
-            save_directory: folder to write into.
-            include_code: also write ``tokenizer_config.json`` and the code files, for ``AutoTokenizer`` (off for data
-                set folders, which only need ``octuple_tokenizer.json``).
-            **kwargs: ignored (transformers' ``Pipeline.save_pretrained`` and ``Trainer`` pass their own).
+        Files (each written aside and renamed into place): ``octuple_tokenizer.json`` and, with ``include_code`` (off
+        for data set folders), ``tokenizer_config.json`` and the code files for ``AutoTokenizer``. Other keyword
+        arguments (transformers' ``Pipeline`` and ``Trainer`` pass their own) are ignored.
         """
         folder = Path(save_directory)
         if folder.is_file():
@@ -615,21 +532,12 @@ class OctupleTokenizer:
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *init_inputs: Any, **kwargs: Any):
         """Load a tokenizer written by :meth:`save_pretrained`, from a local folder, the file itself or a Hub id.
 
-        A folder or Hub id (``"org/name"``) is resolved with transformers' ``cached_file``: the file is cached, and
-        under ``HF_HUB_OFFLINE=1`` (or ``local_files_only=True``) read from the cache without any network call.
-        This is also the method ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` ends in.
-
-        Args:
-            pretrained_model_name_or_path: a folder holding ``octuple_tokenizer.json``, that file, or a Hub id.
-            *init_inputs: not used (a tokenizer of rows takes no positional arguments).
-            **kwargs: ``max_seq_len`` / ``warn`` override the saved constructor arguments; ``revision``,
-                ``cache_dir``, ``token``, ``local_files_only``, ``force_download``, ``subfolder``, ``proxies``
-                select the Hub file; the private arguments transformers' Auto classes add are ignored.
-
-        Raises:
-            FileNotFoundError: the folder, or the Hub (offline: the cache), has no ``octuple_tokenizer.json``, or the
-                name is neither a local path nor a Hub id.
-            ValueError: the file is not a tokenizer file this version can read.
+        A folder or Hub id is resolved with transformers' ``cached_file`` (offline from the cache). This is also the
+        method ``AutoTokenizer.from_pretrained(..., trust_remote_code=True)`` ends in. Keyword arguments:
+        ``max_seq_len`` / ``warn`` override the saved ones; ``revision``, ``cache_dir``, ``token``,
+        ``local_files_only``, ``force_download``, ``subfolder``, ``proxies`` select the Hub file; the private ones of
+        transformers' Auto classes are ignored. Raises ``FileNotFoundError`` (no tokenizer file) or ``ValueError``
+        (not a tokenizer file this version reads).
         """
         if init_inputs:
             raise TypeError("OctupleTokenizer.from_pretrained takes no positional arguments after the path, got "

@@ -1,14 +1,9 @@
 """Collators: a list of dataset rows -> a batch of padded tensors, with the training-time augmentations.
 
-Both are dataclasses usable as a ``DataLoader``'s ``collate_fn`` or a ``Trainer``'s ``data_collator``: by default a
-batch holds only what the models' ``forward`` takes, so ``model(**batch)`` works; the bookkeeping tensors
-(``segment_id``, ``masked_positions``, ``corrupted``) come on request. With a ``seed`` and rows carrying
-``segment_id``, :class:`DataCollatorForOctuple` draws each batch from a generator seeded by ``(seed, epoch, the
-batch's segment ids)``: the same augmentation in whichever worker, and in a resumed run as in an uninterrupted one.
-
-- :class:`DataCollatorForOctuple` (fine-tuning): padding, pitch-shift augmentation, mask fine-tuning.
-- :class:`DataCollatorForOctupleMLM` (masked LM on the CPU side, for the baselines' evaluation and tests): random or
-  MusicBERT bar-level choice, then BERT-style corruption. Adversarial pre-training masks on the accelerator.
+Both are dataclasses usable as a ``DataLoader``'s ``collate_fn`` or a ``Trainer``'s ``data_collator``; a batch holds
+what the models' ``forward`` takes, the bookkeeping tensors (``segment_id``, ``masked_positions``, ``corrupted``) on
+request. :class:`DataCollatorForOctuple` (fine-tuning: padding, pitch shift, mask fine-tuning);
+:class:`DataCollatorForOctupleMLM` (masked LM on the CPU side: random or bar-level choice, BERT-style corruption).
 """
 
 from __future__ import annotations
@@ -28,6 +23,7 @@ from ..masking import (
     mask_for_finetuning,
     maskable_positions,
     step_seed,
+    uniform_draw,
 )
 
 __all__ = ["DataCollatorForOctuple", "DataCollatorForOctupleMLM", "pad_octuple_batch", "pitch_shift_batch"]
@@ -45,18 +41,10 @@ def pad_octuple_batch(
     pad_token_id: int = PAD_ID,
     pad_to_multiple_of: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Pad a list of rows to the longest one.
-
-    Args:
-        rows: dataset rows with ``input_ids`` (length x 8) and optionally ``attention_mask`` (length),
-            ``labels`` (an int, or a list of length ints for token tasks) and ``segment_id`` (int).
-        pad_token_id: id written in all eight attributes of padding rows.
-        pad_to_multiple_of: round the padded length up to a multiple of this.
-
-    Returns:
-        dict with ``input_ids`` (B, L, 8) long, ``attention_mask`` (B, L) long, ``labels`` ((B,) or (B, L)
-        with -100 at padding) when the rows have labels, ``segment_id`` (B,) when the rows have it.
-    """
+    """Pad dataset rows (``input_ids`` (length, 8), optional ``attention_mask``, ``labels`` (an int, or one per token)
+    and ``segment_id``) to the longest one, rounded up to ``pad_to_multiple_of``, with ``pad_token_id`` rows: a dict
+    of ``input_ids`` (B, L, 8), ``attention_mask`` (B, L), ``labels`` ((B,) or (B, L), -100 at padding) and
+    ``segment_id`` (B,) when the rows have them."""
     if len(rows) == 0:
         raise ValueError("cannot collate an empty list of rows")
     ids = []
@@ -106,25 +94,12 @@ def pitch_shift_batch(
     max_shift: int = 11,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Transpose each segment by its own random number of semitones (docs/method.md section 4), vectorised over the
-    batch.
+    """Transpose each segment by its own random number of semitones (docs/method.md section 4), vectorised.
 
-    The shift k of a segment is drawn uniformly among the integers of ``[-max_shift, max_shift]`` that keep every
-    one of its pitched notes inside ``pitch_id_range``; a segment without pitched notes gets k = 0. Only note rows
-    (``maskable``) whose pitch id is a regular pitch are changed; drum notes (program id ==
-    ``drum_program_token_id``), special rows and MASK pitches are left untouched.
-
-    Args:
-        input_ids (`torch.LongTensor` (B, L, 8)): ids (not modified).
-        maskable (`torch.BoolTensor` (B, L)): the note rows.
-        pitch_id_range (`(int, int)`): the ids of the lowest and highest pitch; pitch ids are contiguous and
-            ascending in between.
-        drum_program_token_id (`int`, *optional*): the program id of drums, never shifted.
-        max_shift (`int`): largest shift in semitones.
-        generator (`torch.Generator`, *optional*): source of randomness.
-
-    Returns:
-        `(shifted_ids, shifts)`: ids (B, L, 8) and the shift (B,) applied to each segment.
+    A segment's shift is drawn uniformly among the integers of ``[-max_shift, max_shift]`` that keep all its pitched
+    notes inside ``pitch_id_range`` (the ids of the lowest and highest pitch, contiguous in between); 0 without pitched
+    notes. Only note rows (``maskable`` `(B, L)`) with a regular pitch id change: drums (program id
+    ``drum_program_token_id``), special rows and MASK pitches do not. Returns ``(shifted_ids (B, L, 8), shifts (B,))``.
     """
     low_id, high_id = int(pitch_id_range[0]), int(pitch_id_range[1])
     pitch = input_ids[..., PITCH]
@@ -137,8 +112,7 @@ def pitch_shift_batch(
     has = pitched.any(dim=1)
     down = torch.where(has, torch.clamp(low_id - lowest, min=-max_shift), torch.zeros_like(lowest))
     up = torch.where(has, torch.clamp(high_id - highest, max=max_shift), torch.zeros_like(highest))
-    gen_device = generator.device if generator is not None else input_ids.device
-    u = torch.rand(input_ids.shape[0], generator=generator, device=gen_device, dtype=torch.float64).to(input_ids.device)
+    u = uniform_draw(input_ids.shape[0], generator, input_ids.device, torch.float64)
     shifts = down + torch.floor(u * (up - down + 1).to(torch.float64)).long()
     shifts = torch.minimum(shifts, up)
     shifted = input_ids.clone()
@@ -155,26 +129,17 @@ class DataCollatorForOctuple:
     """Pads Octuple rows for fine-tuning, with optional pitch-shift augmentation and mask fine-tuning.
 
     Args:
-        tokenizer (`OctupleTokenizer`, *optional*): gives the PAD and MASK ids, the pitch range and the drum
-            program id. Required for ``pitch_shift``.
+        tokenizer (`OctupleTokenizer`, *optional*): the PAD and MASK ids, the pitch range and the drum program id
+            (required for ``pitch_shift``).
         pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
-        pitch_shift (`bool`): transpose each segment by a random number of semitones (training only; for
-            tonality-independent tasks such as composer or emotion classification).
-        max_pitch_shift (`int`): largest shift, in semitones (docs/method.md: 11).
-        mask_ratio (`float`): mask fine-tuning: replace this fraction of the notes of each segment by MASK in all
-            attributes (0 disables it; reference code 0.15, paper summary 0.3). For token tasks the masked
-            positions get label -100, so that the loss and the accuracy leave them out. The bool mask is returned
-            as ``masked_positions``.
-        seed (`int`, *optional*): seed of the randomness. When the rows carry ``segment_id``, each batch is drawn
-            from a generator seeded by ``(seed, epoch, segment ids)`` (see :meth:`set_epoch`), independent of the
-            batches collated before it; otherwise from one generator seeded once.
-        return_segment_id (`bool`): also return the ``segment_id`` column as a tensor.
-        return_masked_positions (`bool`): also return the bool mask of the mask-fine-tuning positions as
-            ``masked_positions`` (when ``mask_ratio > 0``); token labels are -100 there either way.
-
-    Returns (when called on a list of rows):
-        dict with ``input_ids`` (B, L, 8), ``attention_mask`` (B, L), ``labels`` ((B,) or (B, L)) when present,
-        and, on request, ``segment_id`` (B,) and ``masked_positions`` (B, L) bool.
+        pitch_shift (`bool`): transpose each segment by a random number of semitones, at most ``max_pitch_shift``.
+        mask_ratio (`float`): mask fine-tuning: replace this fraction of each segment's notes by MASK (0 = off); for
+            token tasks their labels become -100.
+        seed (`int`, *optional*): with rows carrying ``segment_id``, each batch is drawn from a generator seeded by
+            ``(seed, epoch, segment ids)`` (:meth:`set_epoch`): the same in any worker and after a resume; otherwise
+            from one generator seeded once.
+        return_segment_id, return_masked_positions (`bool`): also return ``segment_id`` (B,) and the mask
+            fine-tuning's ``masked_positions`` (B, L) bool.
     """
 
     tokenizer: Any = None
@@ -256,20 +221,14 @@ class DataCollatorForOctupleMLM:
     Args:
         tokenizer (`OctupleTokenizer`, *optional*): gives ``vocab_sizes`` and the PAD / MASK ids.
         vocab_sizes (sequence of 8 ints, *optional*): the attribute vocabulary sizes, when no tokenizer is given.
-        strategy (`str`): ``"random"`` (``mlm_probability`` of the notes, all attributes) or ``"bar"``
-            (MusicBERT: one attribute for all notes of a bar, about ``mlm_probability`` of the cells).
+        strategy (`str`): ``"random"`` or ``"bar"`` (one attribute for all notes of a bar).
         mlm_probability (`float`): fraction of notes (or cells) chosen.
-        mask_prob (`float`): probability that a chosen token becomes MASK.
-        random_prob (`float`): probability that it becomes a random id (the rest is left unchanged).
-        pad_to_multiple_of (`int`, *optional*): round the padded length up to a multiple of this.
-        seed (`int`, *optional*): seed of the internal generator.
-        return_corrupted (`bool`): also return ``corrupted`` (B, L) bool: where MASK or a random id was written.
-        return_segment_id (`bool`): also return the rows' ``segment_id`` as a tensor.
+        mask_prob, random_prob (`float`): the chosen tokens' chances of MASK and of a random id (else unchanged).
+        pad_to_multiple_of (`int`, *optional*), seed (`int`, *optional*): as in :class:`DataCollatorForOctuple`.
+        return_corrupted, return_segment_id (`bool`): also return ``corrupted`` (B, L) bool (where MASK or a random
+            id was written) and ``segment_id``.
 
-    Returns (when called on a list of rows):
-        dict with ``input_ids`` (corrupted, B x L x 8), ``attention_mask``, ``labels`` (B, L, 8) with -100 outside
-        the chosen tokens/cells, and on request ``corrupted`` and ``segment_id``. A ``labels`` column of the rows (a
-        downstream label) is replaced.
+    The batch's ``labels`` (B, L, 8) hold -100 outside the chosen tokens, replacing any ``labels`` column of the rows.
     """
 
     tokenizer: Any = None

@@ -1,19 +1,13 @@
 #!/usr/bin/env python
 """Fine-tune Adversarial-MidiBERT on a downstream task (composer, emotion, melody, velocity...) with Accelerate.
 
-The data set is a folder written by ``examples/prepare_data.py`` (train / validation / test, and ``task_info.json``:
-the task, its type, ``sequence`` or ``token``, the class names and the attributes hidden from the model). The model
-comes from a pre-trained folder (a fresh classification head replaces the masked-LM heads) or from a size preset.
-Training (docs/method.md section 4) masks ``--mask_ratio`` of the notes of each training segment (token tasks leave
-them out of the loss and the metrics; evaluation inputs only with ``--mask_eval``), transposes with
-``--pitch_shift``, logs the training loss every ``--logging_steps`` steps and scores the validation set each epoch or
-every ``--eval_steps`` steps; early stopping counts evaluations, and the best weights are restored before the test
-set is scored. ``--freeze_backbone --probe_layer N`` probes layer N as MERT does (the encoder frozen and cut there).
-
-The output folder receives the best model (weights, tokenizer, code, model card), ``all_results.json`` (test and
-validation accuracy and macro-F1, per segment or note and per piece, bootstrap intervals, the evaluations'
-``history`` and the ``train_log``), ``training_curves.png`` and ``confusion_matrix.png``. ``--checkpointing_steps
-N|epoch`` saves the run state atomically; ``--resume_from_checkpoint latest`` ends as the uninterrupted run would::
+The data set is a folder written by ``examples/prepare_data.py`` (its ``task_info.json`` names the task, its type,
+the classes and the attributes hidden from the model); the model comes from a pre-trained folder (a fresh head
+replaces the masked-LM heads) or a preset. Training (docs/method.md section 4) masks ``--mask_ratio`` of each training
+segment's notes, transposes with ``--pitch_shift``, and scores the validation set each epoch or every
+``--eval_steps``; early stopping counts evaluations, and the best weights are restored before the test set is scored.
+The output folder receives the best model with its card, ``all_results.json``, ``training_curves.png`` and
+``confusion_matrix.png``::
 
     python examples/finetune.py --dataset data/pianist8 --model_name_or_path runs/pretrain-adversarial \\
         --output_dir runs/composer --num_train_epochs 10 --pitch_shift
@@ -133,12 +127,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 # ----------------------------------------------------------------------------------------------- helpers
 class EarlyStopping:
-    """Best validation metric so far and evaluations without improvement (checkpointed with the run); it counts
-    evaluations as transformers' ``EarlyStoppingCallback`` does, which serves the ``Trainer`` only, not this loop.
-
-    Args:
-        patience: evaluations without improvement before stopping (0 = never stop early).
-    """
+    """Best validation metric so far and evaluations without improvement (checkpointed with the run), counted as
+    transformers' ``EarlyStoppingCallback`` (which serves the ``Trainer`` only) does; ``patience`` 0 never stops."""
 
     def __init__(self, patience: int):
         self.patience = patience
@@ -167,9 +157,8 @@ class EarlyStopping:
 
 
 class FinetuneProgress(TrainingProgress):
-    """Counters of the run (see ``TrainingProgress``) plus the training loss summed since the last logged step, the
-    logged training losses (``train_log``) and the evaluations (``history``), so that a resumed run reports what the
-    uninterrupted one would."""
+    """``TrainingProgress`` plus the training loss since the last logged step, the logged losses (``train_log``) and
+    the evaluations (``history``): a resumed run reports what the uninterrupted one would."""
 
     def __init__(self):
         super().__init__()
@@ -220,8 +209,8 @@ def _truncate_encoder(model, num_layers: int) -> None:
 
 
 def evaluate_split(model, dataloader, accelerator, evaluator, is_token_task) -> float:
-    """Run the model over one split, feed the evaluator (with the segments' log-probabilities and note counts, for
-    the piece-level results); return the mean loss. The loader must be unshuffled: rows come back in split order."""
+    """Run the model over one unshuffled split, feed the evaluator (with the segments' log-probabilities and note
+    counts, for the piece-level results) and return the mean loss."""
     model.eval()
     losses = []
     for batch in tqdm(dataloader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
@@ -253,12 +242,8 @@ def evaluate_split(model, dataloader, accelerator, evaluator, is_token_task) -> 
 
 
 def split_metrics(evaluator, piece_ids, loss: float, prefix: str) -> tuple[dict, object]:
-    """Segment/note metrics and piece-level metrics of one evaluated split.
-
-    Returns ``(metrics, pieces)``: ``{prefix}accuracy`` / ``f1_macro`` (per segment, or per note for token tasks),
-    ``{prefix}piece_accuracy`` / ``piece_f1_macro`` (sequence tasks), ``{prefix}num_pieces``, the loss and the
-    number of scored predictions; ``pieces`` is the split's :class:`~adversarial_midibert.evaluation.PieceResults`.
-    """
+    """Segment (or note) and piece-level metrics of one evaluated split, with the loss and the number of scored
+    predictions, and the split's :class:`~adversarial_midibert.evaluation.PieceResults`: ``(metrics, pieces)``."""
     pieces = evaluator.piece_results(piece_ids)
     metrics = {**evaluator.compute(prefix), **pieces.compute(evaluator.num_labels, prefix),
                f"{prefix}loss": loss, f"num_{prefix}scored": evaluator.num_scored}
@@ -280,12 +265,8 @@ def bootstrap_intervals(pieces, prefix: str, n_resamples: int, seed: int) -> dic
 
 # ----------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = None) -> dict:
-    """Run the fine-tuning; return the results written to ``all_results.json``.
-
-    Args:
-        args: parsed flags, a list of command-line strings, or None for ``sys.argv``.
-        prog: the command's name in ``--help`` and in the recorded command (``adv-midibert finetune``).
-    """
+    """Run the fine-tuning on ``args`` (parsed flags, command-line strings, or None for ``sys.argv``; ``prog`` names
+    the command in ``--help`` and in the recorded command); return the results written to ``all_results.json``."""
     if isinstance(args, argparse.Namespace):
         command = None
     else:
@@ -326,19 +307,14 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     eval_collator = DataCollatorForOctuple(
         tokenizer=tokenizer, mask_ratio=args.mask_ratio if args.mask_eval else 0.0, seed=args.seed + 1
     )
-    loader_kwargs = {"num_workers": args.preprocessing_num_workers}
-    train_dataloader = DataLoader(
-        datasets["train"].select_columns(columns), shuffle=True, collate_fn=train_collator,
-        batch_size=args.per_device_train_batch_size, **loader_kwargs
-    )
-    eval_dataloader = DataLoader(
-        datasets["validation"].select_columns(columns), collate_fn=eval_collator,
-        batch_size=args.per_device_eval_batch_size, **loader_kwargs
-    )
-    test_dataloader = DataLoader(
-        datasets["test"].select_columns(columns), collate_fn=eval_collator,
-        batch_size=args.per_device_eval_batch_size, **loader_kwargs
-    )
+
+    def loader(split: str, collator, batch_size: int) -> DataLoader:
+        return DataLoader(datasets[split].select_columns(columns), shuffle=split == "train", collate_fn=collator,
+                          batch_size=batch_size, num_workers=args.preprocessing_num_workers)
+
+    train_dataloader = loader("train", train_collator, args.per_device_train_batch_size)
+    eval_dataloader = loader("validation", eval_collator, args.per_device_eval_batch_size)
+    test_dataloader = loader("test", eval_collator, args.per_device_eval_batch_size)
     piece_ids = {split: datasets[split]["piece_id"] for split in ("validation", "test")}
     logger.info("task %s (%s), %d classes, segments: %s", task, task_type, len(label_names),
                 {k: len(v) for k, v in datasets.items()})
@@ -432,14 +408,19 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         if args.with_tracking:
             accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
+    def score(dataloader, split: str, prefix: str) -> tuple:
+        """``(metrics, pieces, evaluator)`` of one split."""
+        evaluator = ClassificationEvaluator(len(label_names), label_names)
+        loss = evaluate_split(model, dataloader, accelerator, evaluator, is_token_task)
+        return (*split_metrics(evaluator, piece_ids[split], loss, prefix), evaluator)
+
     def evaluate_and_keep_best(epoch: int) -> None:
         nonlocal eval_metrics, eval_pieces
-        evaluator = ClassificationEvaluator(len(label_names), label_names)
-        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, is_token_task)
-        metrics, pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
+        metrics, pieces, _ = score(eval_dataloader, "validation", "eval_")
         progress.history.append({"step": progress.completed_steps, "epoch": epoch, **metrics})
         logger.info("step %d (epoch %d): eval loss %.4f, eval accuracy %.4f, eval macro-F1 %.4f%s",
-                    progress.completed_steps, epoch, eval_loss, metrics["eval_accuracy"], metrics["eval_f1_macro"],
+                    progress.completed_steps, epoch, metrics["eval_loss"], metrics["eval_accuracy"],
+                    metrics["eval_f1_macro"],
                     "" if is_token_task else f", eval piece accuracy {metrics['eval_piece_accuracy']:.4f}")
         if args.with_tracking:
             accelerator.log({**metrics, "epoch": epoch}, step=progress.completed_steps)
@@ -516,13 +497,9 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
                     stopping.best_epoch, best_key, stopping.best_metric)
     history = progress.history
     if eval_pieces is None:  # resumed after the best epoch, or no epoch ran: score validation again
-        evaluator = ClassificationEvaluator(len(label_names), label_names)
-        eval_loss = evaluate_split(model, eval_dataloader, accelerator, evaluator, is_token_task)
-        eval_metrics, eval_pieces = split_metrics(evaluator, piece_ids["validation"], eval_loss, "eval_")
+        eval_metrics, eval_pieces, _ = score(eval_dataloader, "validation", "eval_")
     eval_metrics.update(bootstrap_intervals(eval_pieces, "eval_", args.bootstrap_resamples, args.seed))
-    evaluator = ClassificationEvaluator(len(label_names), label_names)
-    test_loss = evaluate_split(model, test_dataloader, accelerator, evaluator, is_token_task)
-    test_metrics, test_pieces = split_metrics(evaluator, piece_ids["test"], test_loss, "test_")
+    test_metrics, test_pieces, evaluator = score(test_dataloader, "test", "test_")
     test_metrics.update(bootstrap_intervals(test_pieces, "test_", args.bootstrap_resamples, args.seed))
     logger.info("test accuracy %.4f, macro-F1 %.4f%s", test_metrics["test_accuracy"], test_metrics["test_f1_macro"],
                 "" if is_token_task else f"; per piece {test_metrics['test_piece_accuracy']:.4f}, "

@@ -2,23 +2,14 @@
 """Pre-train Adversarial-MidiBERT (adversarial masked LM) with Accelerate.
 
 Shaped like transformers' ``run_mlm_no_trainer.py``: arguments, set-up, data, model, optimizer, ``prepare``, the
-loop, evaluation, checkpoints, the final Hub-ready folder. The method itself (masker pass, mask book, losses,
-freezing) lives in :mod:`adversarial_midibert.pretraining`.
-
-With no data argument it builds (once, cached) the small embedded ``music21-pretrain`` corpus and pre-trains the
-``small`` preset in a few minutes on a CPU::
-
-    python examples/pretrain.py                      # or: accelerate launch examples/pretrain.py
-
-On your own data (a folder written by ``examples/prepare_data.py``)::
+loop, evaluation, checkpoints, the final Hub-ready folder; the method itself lives in
+:mod:`adversarial_midibert.pretraining`. With no ``--dataset`` it builds (once) the small ``music21-pretrain`` corpus
+and pre-trains the ``small`` preset in a few minutes on a CPU; on your own data (a folder written by
+``examples/prepare_data.py``)::
 
     accelerate launch --mixed_precision bf16 examples/pretrain.py --dataset data/pop1k7 --preset base \\
         --num_train_epochs 100 --per_device_train_batch_size 12 --output_dir outputs/pretrain-base \\
         --checkpointing_steps epoch --with_tracking
-
-Baselines through the same code path: ``--masking random`` (BERT 15%) and ``--masking bar`` (MusicBERT).
-Resume: ``--resume_from_checkpoint latest`` (or a checkpoint folder). Two processes on a CPU:
-``torchrun --nproc_per_node 2 examples/pretrain.py --cpu ...``.
 """
 
 from __future__ import annotations
@@ -134,11 +125,9 @@ class PretrainArguments(TrainingArguments):
     max_mask_ratio: float = flag(0.15, "Cap on the masked share (adversarial: k <= ratio x budget length; random/bar: "
                                        "the ratio).")
     mask_budget: str = flag("share", "share (default): --max_mask_ratio of the real notes, taken among the unfrozen "
-                                     "ones, so the masked share holds as notes freeze (docs/method.md section 10); "
-                                     "notes: k = u x the unfrozen notes, capped by --max_mask_ratio of the notes "
-                                     "(the reference code's rule over real notes); padded: the same over the padded "
-                                     "length (max_position_embeddings), as the reference code's mask book counts "
-                                     "padding rows.", choices=MASK_BUDGETS)
+                                     "ones; notes: k = u x the unfrozen notes, capped by --max_mask_ratio of the notes "
+                                     "(the reference code's rule); padded: the same over the padded length "
+                                     "(docs/method.md section 9).", choices=MASK_BUDGETS)
     masker_scores_from: str = flag("pass", "pass: a masker pass over the uncorrupted segment chooses the notes (the "
                                            "method); cache: the segment's scores from its previous visit choose them "
                                            "and the recoverer's pass rescores it (one encoder pass per step; not with "
@@ -146,9 +135,8 @@ class PretrainArguments(TrainingArguments):
                                    choices=MASKER_SCORE_SOURCES)
     reconstruction_weight: float = flag(DEFAULT_RECONSTRUCTION_WEIGHT,
                                         "Weight of the all-token reconstruction term (the reference code: 1; the paper "
-                                        "does not mention it: 0). Default %(default)s: without it the masker's "
-                                        "gradient collapses the encoder's representations (docs/results.md, "
-                                        "'Representation health').")
+                                        "does not mention it: 0). Without it the masker's gradient collapses the "
+                                        "encoder's representations (docs/results.md).")
     attribute_weights_from: str = flag("validation", "Dynamic attribute weights from the previous epoch's masked "
                                                      "accuracy on the validation split with random 15%% masking (the "
                                                      "reference code; default) or on the training batches with the "
@@ -160,11 +148,9 @@ class PretrainArguments(TrainingArguments):
                                               "(the paper's summary: 0.15, with --freeze_every 15). Default: u ~ "
                                               "U(0.1, 0.3) per segment (reference).")
     unfreeze_max: float = flag(0.1, "Unfreeze each frozen note with probability p ~ U(0, unfreeze_max) per segment.")
-    freezing_rule: str = flag("evidence", "evidence (default): at each freezing pass every note is rescored and "
-                                          "frozen iff its masker score >= --freeze_score_threshold (docs/method.md "
-                                          "section 10); reference: freeze a fraction of the still-maskable notes and "
-                                          "unfreeze at random (the reference code, with --freeze_fraction and "
-                                          "--unfreeze_max).", choices=FREEZING_RULES)
+    freezing_rule: str = flag("evidence", "evidence (default): every note rescored and frozen iff its masker score >= "
+                                          "--freeze_score_threshold; reference: freeze a fraction of the maskable "
+                                          "notes, unfreeze at random (the reference code).", choices=FREEZING_RULES)
     freeze_score_threshold: float = flag(0.5, "--freezing_rule evidence: masker score from which a note is frozen "
                                               "(0.5: found harder more often than easier).")
     masker_learning_rate: float | None = flag(help="Learning rate of the masker head (default: --learning_rate; ten "
@@ -179,12 +165,12 @@ def parse_args(argv=None, prog=None):
     args = p.parse_args(argv)
     args.command = command_line(prog or "python examples/pretrain.py", argv)  # for the model card
 
-    if args.freeze_fraction is not None and not 0 <= args.freeze_fraction <= 1:
-        p.error(f"--freeze_fraction must be in [0, 1], got {args.freeze_fraction}")
     if args.detach_masker:
         args.masker_grad_scale = 0.0
-    if not 0 <= args.masker_grad_scale <= 1:
-        p.error(f"--masker_grad_scale must be in [0, 1], got {args.masker_grad_scale}")
+    for name in ("freeze_fraction", "masker_grad_scale", "unfreeze_max", "freeze_score_threshold"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            p.error(f"--{name} must be in [0, 1], got {value}")
     if args.masker_learning_rate is None and args.learning_rate is not None:
         # A detached masker head learns from features it cannot shape: at the shared rate it barely ranks the notes
         # (docs/results.md, "Representation health").
@@ -195,10 +181,6 @@ def parse_args(argv=None, prog=None):
                 above_zero=("learning_rate", "masker_learning_rate"))
     if not 0 < args.max_mask_ratio <= 1:
         p.error(f"--max_mask_ratio must be in (0, 1], got {args.max_mask_ratio}")
-    if not 0 <= args.unfreeze_max <= 1:
-        p.error(f"--unfreeze_max must be in [0, 1], got {args.unfreeze_max}")
-    if not 0 <= args.freeze_score_threshold <= 1:
-        p.error(f"--freeze_score_threshold must be in [0, 1], got {args.freeze_score_threshold}")
     if args.freezing_rule == "evidence" and args.freeze_fraction is not None:
         p.error("--freeze_fraction belongs to --freezing_rule reference (evidence freezes by --freeze_score_threshold)")
     if args.masker_scores_from == "cache" and args.masking not in MASKER_METHODS:
@@ -216,14 +198,10 @@ def parse_args(argv=None, prog=None):
         p.error(f"--pad_to_multiple_of must be >= 1, got {args.pad_to_multiple_of}")
     if args.shuffle_buffer_size < 0:
         p.error(f"--shuffle_buffer_size must be >= 0, got {args.shuffle_buffer_size}")
-    if args.dataset is None:  # the main job
-        args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
-        if args.max_train_steps is None and args.num_train_epochs is None:
-            args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
-        if args.freeze_every is None:
-            args.freeze_every = 1
+    if args.dataset is None and args.max_train_steps is None and args.num_train_epochs is None:  # the main job
+        args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
     if args.freeze_every is None:
-        args.freeze_every = 5
+        args.freeze_every = 1 if args.dataset is None else 5
     args.output_dir = args.output_dir or DEFAULT_OUTPUT_DIR
     return args
 
@@ -232,13 +210,9 @@ def parse_args(argv=None, prog=None):
 
 
 def resolve_dataset_dir(args, max_seq_len: int) -> Path:
-    """The dataset folder: ``--dataset``, or the default corpus built once into the cache.
-
-    The default corpus is the ``music21-pretrain`` recipe of :mod:`adversarial_midibert.data.recipes`: scores
-    shipped with the ``music21`` package, converted to MIDI once (cached), tokenised into segments of at most
-    ``max_seq_len`` rows and saved under ``<cache>/datasets/music21-pretrain-L<max_seq_len>`` (``<cache>`` is
-    ``--cache_dir`` or the parent of the music21 MIDI cache, ``~/.cache/adversarial_midibert`` by default).
-    """
+    """The dataset folder: ``--dataset`` (a folder or a Hub id), or the ``music21-pretrain`` recipe built once into
+    ``<cache>/datasets/music21-pretrain-L<max_seq_len>`` (``<cache>``: ``--cache_dir`` or the parent of the music21
+    MIDI cache, ``~/.cache/adversarial_midibert`` by default)."""
     if args.dataset is not None:
         path = Path(args.dataset)
         if path.is_dir():
@@ -258,10 +232,6 @@ def resolve_dataset_dir(args, max_seq_len: int) -> Path:
     build_recipe(DEFAULT_CORPUS, max_seq_len=max_seq_len, music21_cache_dir=str(midi_cache),
                  num_proc=max(1, min(2, os.cpu_count() or 1)), output_dir=target)
     return target
-
-
-def collate(rows, pad_to_multiple_of=None):
-    return pad_octuple_batch(rows, pad_to_multiple_of=pad_to_multiple_of)
 
 
 class InMemoryTrainingData:
@@ -452,7 +422,7 @@ def main(argv=None, prog=None):
     logger.info(accelerator.state, main_process_only=False)
 
     # ---- data ----
-    collate_fn = functools.partial(collate, pad_to_multiple_of=args.pad_to_multiple_of)
+    collate_fn = functools.partial(pad_octuple_batch, pad_to_multiple_of=args.pad_to_multiple_of)
     config_kwargs = model_config_kwargs(args)
     max_len = int(config_kwargs["max_position_embeddings"])
     data_class = StreamedTrainingData if args.streaming else InMemoryTrainingData

@@ -136,9 +136,8 @@ def check_output_dir(args, output_dir: Path) -> None:
 
 
 def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> FolderLock | None:
-    """Logging (INFO on the local main process, errors only from the libraries elsewhere), the slow-bf16 warning, the
-    seed, and the output folder: refused if it holds a data set, locked by the main process (one run at a time per
-    folder; released by the caller when the run ends), created. Returns the lock (None on other processes)."""
+    """Logging, the slow-bf16 warning, the seed, and the output folder: refused if it holds a data set, else locked by
+    the main process (one run per folder) and created. Returns the lock for the caller to release (None elsewhere)."""
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
                         datefmt="%m/%d/%Y %H:%M:%S", level=logging.INFO)
     verbosity = "warning" if accelerator.is_local_main_process else "error"
@@ -160,9 +159,8 @@ def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> 
 
 def checkpoints_and_resume(accelerator: Accelerator, args, output_dir: Path, states: dict, data_fingerprint: str,
                            model: torch.nn.Module, optimizer, project: str) -> tuple[CheckpointManager, Path | None]:
-    """The run's checkpoints (the run state in safetensors/JSON beside Accelerate's files, written atomically, never a
-    pickle; disk space checked when checkpoints are asked for), the trackers started, and the checkpoint the run
-    resumes from, loaded (None: the run starts anew)."""
+    """The run's :class:`CheckpointManager` (disk space checked when checkpoints are asked for), the trackers started,
+    and the checkpoint the run resumes from, loaded (None: the run starts anew)."""
     checkpoints = CheckpointManager(accelerator, output_dir, states=states, total_limit=args.checkpoints_total_limit,
                                     data_fingerprint=data_fingerprint)
     if args.checkpointing_steps:
@@ -176,9 +174,8 @@ def checkpoints_and_resume(accelerator: Accelerator, args, output_dir: Path, sta
 
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float, learning_rates: dict[str, float]) -> list[dict]:
-    """AdamW parameter groups of the trainable parameters: weight decay or not (transformers' Trainer rule: none on
-    biases and LayerNorm weights), times one learning rate per name prefix of ``learning_rates`` (``""`` matches every
-    parameter no other prefix takes). Empty groups are left out."""
+    """AdamW parameter groups of the trainable parameters: weight decay except on biases and LayerNorm weights (the
+    Trainer's rule), times one learning rate per name prefix of ``learning_rates`` (``""``: the rest)."""
     decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm], ["bias"]))
     prefixes = sorted(learning_rates, key=len, reverse=True)
     named: dict[str, list] = {prefix: [] for prefix in learning_rates}
@@ -195,8 +192,7 @@ def optimizer_groups(model: torch.nn.Module, weight_decay: float, learning_rates
 
 
 def steps_per_epoch(batches_per_epoch: int, num_processes: int, gradient_accumulation_steps: int) -> int:
-    """Optimizer steps in an epoch of ``batches_per_epoch`` batches shared by the processes (run_mlm_no_trainer's
-    ``ceil(ceil(batches / processes) / accumulation)``, the same number)."""
+    """Optimizer steps in an epoch of ``batches_per_epoch`` batches shared by the processes."""
     return max(1, math.ceil(batches_per_epoch / (num_processes * gradient_accumulation_steps)))
 
 
