@@ -49,19 +49,7 @@ del _auto_class, _model_class
 AutoTokenizer.register(AdvMidiBertConfig, tokenizer_class=OctupleTokenizer, exist_ok=True)
 register_pipelines()
 
-__all__ = [
-    "__version__",
-    "AdvMidiBertConfig",
-    "AdvMidiBertPreTrainedModel",
-    "AdvMidiBertModel",
-    "AdvMidiBertForMaskedLM",
-    "AdvMidiBertMaskedLMOutput",
-    "AdvMidiBertForSequenceClassification",
-    "AdvMidiBertSequenceClassifierOutput",
-    "AdvMidiBertForTokenClassification",
-    "OctupleTokenizer",
-    "MidiReadError",
-    "EncodingReport",
-    "MidiClassificationPipeline",
-    "MidiTokenClassificationPipeline",
-]
+__all__ = ["__version__", "AdvMidiBertConfig", "AdvMidiBertPreTrainedModel", "AdvMidiBertModel",
+           "AdvMidiBertForMaskedLM", "AdvMidiBertMaskedLMOutput", "AdvMidiBertForSequenceClassification",
+           "AdvMidiBertSequenceClassifierOutput", "AdvMidiBertForTokenClassification", "OctupleTokenizer",
+           "MidiReadError", "EncodingReport", "MidiClassificationPipeline", "MidiTokenClassificationPipeline"]

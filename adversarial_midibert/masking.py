@@ -14,18 +14,8 @@ import torch
 
 from .constants import BAR, BOS_ID, EOS_ID, IGNORE_INDEX, MASK_ID, NUM_SPECIAL_TOKENS, PAD_ID
 
-__all__ = [
-    "step_seed",
-    "maskable_positions",
-    "choose_random_positions",
-    "choose_bar_positions",
-    "rank_positions",
-    "choose_top_scored_positions",
-    "share_mask_counts",
-    "corrupt",
-    "mask_for_finetuning",
-    "uniform_draw",
-]
+__all__ = ["step_seed", "maskable_positions", "choose_random_positions", "choose_bar_positions", "rank_positions",
+           "choose_top_scored_positions", "share_mask_counts", "corrupt", "mask_for_finetuning", "uniform_draw"]
 
 
 def uniform_draw(shape, generator: torch.Generator | None, device, dtype=torch.float32) -> torch.Tensor:

@@ -838,12 +838,6 @@ class AdvMidiBertForTokenClassification(AdvMidiBertPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = [
-    "AdvMidiBertPreTrainedModel",
-    "AdvMidiBertModel",
-    "AdvMidiBertForMaskedLM",
-    "AdvMidiBertMaskedLMOutput",
-    "AdvMidiBertForSequenceClassification",
-    "AdvMidiBertSequenceClassifierOutput",
-    "AdvMidiBertForTokenClassification",
-]
+__all__ = ["AdvMidiBertPreTrainedModel", "AdvMidiBertModel", "AdvMidiBertForMaskedLM", "AdvMidiBertMaskedLMOutput",
+           "AdvMidiBertForSequenceClassification", "AdvMidiBertSequenceClassifierOutput",
+           "AdvMidiBertForTokenClassification"]

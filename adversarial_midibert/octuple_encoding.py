@@ -41,19 +41,9 @@ from .constants import (
     TIME_SIGNATURE as TIME_SIGNATURE_COLUMN,
 )
 
-__all__ = [
-    "DEFAULT_MAX_BAR_EMBEDDING",
-    "SPECIAL_TOKENS",
-    "EncodingReport",
-    "MidiReadError",
-    "OctupleTables",
-    "config_from_dict",
-    "decode_rows",
-    "default_tokenizer_config",
-    "encode_notes",
-    "load_score",
-    "segment_bounds",
-]
+__all__ = ["DEFAULT_MAX_BAR_EMBEDDING", "SPECIAL_TOKENS", "EncodingReport", "MidiReadError", "OctupleTables",
+           "config_from_dict", "decode_rows", "default_tokenizer_config", "encode_notes", "load_score",
+           "segment_bounds"]
 
 DEFAULT_MAX_BAR_EMBEDDING = 256
 SPECIAL_TOKENS = ["PAD_None", "BOS_None", "EOS_None", "MASK_None"]

@@ -35,20 +35,10 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .pooling import aggregate_segment_log_probs, mean_note_embedding
 
-__all__ = [
-    "MIDI_CLASSIFICATION",
-    "MIDI_FEATURE_EXTRACTION",
-    "MIDI_TOKEN_CLASSIFICATION",
-    "UNCLASSIFIED",
-    "UNCLASSIFIED_NAME",
-    "MidiClassificationPipeline",
-    "MidiFeatureExtractionPipeline",
-    "MidiTokenClassificationPipeline",
-    "class_tracks_score",
-    "midi_pipeline",
-    "pipeline_task_of",
-    "register_pipelines",
-]
+__all__ = ["MIDI_CLASSIFICATION", "MIDI_FEATURE_EXTRACTION", "MIDI_TOKEN_CLASSIFICATION", "UNCLASSIFIED",
+           "UNCLASSIFIED_NAME", "MidiClassificationPipeline", "MidiFeatureExtractionPipeline",
+           "MidiTokenClassificationPipeline", "class_tracks_score", "midi_pipeline", "pipeline_task_of",
+           "register_pipelines"]
 
 MIDI_CLASSIFICATION = "midi-classification"
 MIDI_TOKEN_CLASSIFICATION = "midi-token-classification"

@@ -39,29 +39,11 @@ from .masking import (
     uniform_draw,
 )
 
-__all__ = [
-    "MASKING_METHODS",
-    "MASKER_METHODS",
-    "MASK_BUDGETS",
-    "MASKER_LOSS_FORMS",
-    "MASKER_SCORE_SOURCES",
-    "AttributeWeights",
-    "TrainingProgress",
-    "UniformSampler",
-    "AdversarialMLMOutput",
-    "AdversarialMLM",
-    "adversarial_mask_counts",
-    "masker_targets",
-    "masker_loss",
-    "FREEZING_RULES",
-    "freezing_pass",
-    "frozen_recovery_gap",
-    "batches_of_every_process",
-    "batch_to_device",
-    "step_generator",
-    "DEFAULT_RECONSTRUCTION_WEIGHT",
-    "DEFAULT_MASKER_GRAD_SCALE",
-]
+__all__ = ["MASKING_METHODS", "MASKER_METHODS", "MASK_BUDGETS", "MASKER_LOSS_FORMS", "MASKER_SCORE_SOURCES",
+           "AttributeWeights", "TrainingProgress", "UniformSampler", "AdversarialMLMOutput", "AdversarialMLM",
+           "adversarial_mask_counts", "masker_targets", "masker_loss", "FREEZING_RULES", "freezing_pass",
+           "frozen_recovery_gap", "batches_of_every_process", "batch_to_device", "step_generator",
+           "DEFAULT_RECONSTRUCTION_WEIGHT", "DEFAULT_MASKER_GRAD_SCALE"]
 MASKING_METHODS = ("adversarial", "random", "bar", "easiest")
 # Methods that run the masker pass and learn the masker: the method, and its control that masks the notes the masker
 # finds *easiest*, which shows whether the masker's choice matters at all.

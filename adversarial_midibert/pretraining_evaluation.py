@@ -20,13 +20,8 @@ import torch
 from .constants import ATTRIBUTE_NAMES
 from .masking import maskable_positions
 
-__all__ = [
-    "YARDSTICK_SEED",
-    "representation_health",
-    "spearman_correlation",
-    "spearman_within_rows",
-    "evaluate_pretraining",
-]
+__all__ = ["YARDSTICK_SEED", "representation_health", "spearman_correlation", "spearman_within_rows",
+           "evaluate_pretraining"]
 
 # Seed of the yardstick masking: the same for every run, so every variant is scored on the same corrupted positions.
 YARDSTICK_SEED = 20240711

@@ -60,15 +60,8 @@ from .octuple_encoding import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_MAX_BAR_EMBEDDING",
-    "EncodingReport",
-    "MidiReadError",
-    "OctupleTokenizer",
-    "TOKENIZER_FORMAT_VERSION",
-    "default_tokenizer_config",
-    "tokenizer_code_files",
-]
+__all__ = ["DEFAULT_MAX_BAR_EMBEDDING", "EncodingReport", "MidiReadError", "OctupleTokenizer",
+           "TOKENIZER_FORMAT_VERSION", "default_tokenizer_config", "tokenizer_code_files"]
 
 TOKENIZER_FORMAT_VERSION = 1
 # Keyword arguments of ``from_pretrained`` that select files on the Hub (passed to ``huggingface_hub``).

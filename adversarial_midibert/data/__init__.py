@@ -22,28 +22,8 @@ from .music21_corpus import convert_music21_corpus, default_cache_dir, select_mu
 from .publish import push_dataset_to_hub
 from .recipes import RECIPES, build_recipe, resolve_recipe
 
-__all__ = [
-    "BuildOptions",
-    "PieceRecord",
-    "build_dataset",
-    "save",
-    "load_task_dataset",
-    "describe_task",
-    "task_info_from_dataset",
-    "build_folder_dataset",
-    "resolve_folder",
-    "push_dataset_to_hub",
-    "download_task_dataset",
-    "format_summary",
-    "list_midi_files",
-    "scan_midi_files",
-    "split_pieces",
-    "DataCollatorForOctuple",
-    "DataCollatorForOctupleMLM",
-    "convert_music21_corpus",
-    "default_cache_dir",
-    "select_music21_scores",
-    "RECIPES",
-    "build_recipe",
-    "resolve_recipe",
-]
+__all__ = ["BuildOptions", "PieceRecord", "build_dataset", "save", "load_task_dataset", "describe_task",
+           "task_info_from_dataset", "build_folder_dataset", "resolve_folder", "push_dataset_to_hub",
+           "download_task_dataset", "format_summary", "list_midi_files", "scan_midi_files", "split_pieces",
+           "DataCollatorForOctuple", "DataCollatorForOctupleMLM", "convert_music21_corpus", "default_cache_dir",
+           "select_music21_scores", "RECIPES", "build_recipe", "resolve_recipe"]

@@ -37,28 +37,14 @@ from ..constants import (
 )
 from ..output_folders import check_output_folder
 from .download import download_task_dataset, load_parquet_splits
-from .segments import IGNORE_INDEX, TASK_TYPES, TokenLabelFn, segment_features  # noqa: F401  (re-exported)
+from .segments import TASK_TYPES, TokenLabelFn, segment_features
 from .shards import BUILD_PLAN_NAME, load_sharded, verify_shards, write_shards
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "BuildOptions",
-    "PieceRecord",
-    "SPLIT_NAMES",
-    "MIDI_SUFFIXES",
-    "build_dataset",
-    "check_dataset_folder",
-    "is_dataset_folder",
-    "save",
-    "load_task_dataset",
-    "describe_task",
-    "task_info_from_dataset",
-    "format_summary",
-    "list_midi_files",
-    "scan_midi_files",
-    "split_pieces",
-]
+__all__ = ["BuildOptions", "PieceRecord", "SPLIT_NAMES", "MIDI_SUFFIXES", "build_dataset", "check_dataset_folder",
+           "is_dataset_folder", "save", "load_task_dataset", "describe_task", "task_info_from_dataset",
+           "format_summary", "list_midi_files", "scan_midi_files", "split_pieces"]
 
 _SPLIT_ALIASES = {"train": "train", "valid": "validation", "val": "validation", "validation": "validation",
                   "dev": "validation", "test": "test"}

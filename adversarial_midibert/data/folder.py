@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .builder import IGNORE_INDEX, PieceRecord, read_labels_csv, scan_midi_files, unique_labels
+from .builder import PieceRecord, read_labels_csv, scan_midi_files, unique_labels
 from .recipes import RecipeSpec
+from .segments import IGNORE_INDEX
 
 __all__ = ["TrackLabels", "build_folder_dataset", "resolve_folder"]
 

@@ -31,15 +31,8 @@ from ..atomic_io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "DEFAULT_COMPOSERS",
-    "CACHE_ENV",
-    "Music21Score",
-    "Music21CorpusReport",
-    "default_cache_dir",
-    "select_music21_scores",
-    "convert_music21_corpus",
-]
+__all__ = ["DEFAULT_COMPOSERS", "CACHE_ENV", "Music21Score", "Music21CorpusReport", "default_cache_dir",
+           "select_music21_scores", "convert_music21_corpus"]
 
 CACHE_ENV = "ADV_MIDIBERT_MUSIC21_CACHE"
 # corpus folder -> at most this many scores (chosen reproducibly); every class has >= 16 pieces.

@@ -34,19 +34,8 @@ import numpy as np
 from ..constants import DATA_ROOT_ENV
 from .builder import PieceRecord, TokenLabelFn, build_dataset
 
-__all__ = [
-    "RECIPES",
-    "VELOCITY_BINS",
-    "VELOCITY_BIN_EDGES",
-    "MELODY_TRACKS",
-    "RecipeSpec",
-    "resolve_recipe",
-    "build_recipe",
-    "resolve_data_root",
-    "melody_token_labels",
-    "velocity_token_labels",
-    "velocity_class",
-]
+__all__ = ["RECIPES", "VELOCITY_BINS", "VELOCITY_BIN_EDGES", "MELODY_TRACKS", "RecipeSpec", "resolve_recipe",
+           "build_recipe", "resolve_data_root", "melody_token_labels", "velocity_token_labels", "velocity_class"]
 
 RECIPES = ("composer", "emotion", "melody", "velocity", "pretrain", "music21-composer", "music21-pretrain")
 

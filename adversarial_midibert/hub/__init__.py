@@ -7,15 +7,5 @@ from .card import KNOWN_TASKS, read_results, results_to_eval_results, write_mode
 from .remote_code import remote_code_files
 from .upload import collect_upload_files, push_folder_to_hub, resolve_token, validate_repo_id
 
-__all__ = [
-    "HubPublishError",
-    "KNOWN_TASKS",
-    "collect_upload_files",
-    "push_folder_to_hub",
-    "read_results",
-    "remote_code_files",
-    "resolve_token",
-    "results_to_eval_results",
-    "validate_repo_id",
-    "write_model_card",
-]
+__all__ = ["HubPublishError", "KNOWN_TASKS", "collect_upload_files", "push_folder_to_hub", "read_results",
+           "remote_code_files", "resolve_token", "results_to_eval_results", "validate_repo_id", "write_model_card"]

@@ -18,15 +18,8 @@ from ..pipelines import MIDI_CLASSIFICATION, MIDI_TOKEN_CLASSIFICATION
 from ..tasks import TASKS
 from ._common import CONFIG_NAME, MODEL_CARD_NAME, RESULTS_NAME, HubPublishError, read_json
 
-__all__ = [
-    "DEFAULT_TAGS",
-    "KNOWN_TASKS",
-    "PIPELINE_TAG",
-    "TEMPLATE_PATH",
-    "read_results",
-    "results_to_eval_results",
-    "write_model_card",
-]
+__all__ = ["DEFAULT_TAGS", "KNOWN_TASKS", "PIPELINE_TAG", "TEMPLATE_PATH", "read_results", "results_to_eval_results",
+           "write_model_card"]
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "model_card_template.md"
 # The Hub's task list has no symbolic-music task: "other" is its category for such models.
