@@ -95,9 +95,7 @@ def main(argv=None):
                        "top_ops_self_ms": {name: round(ms, 1) for name, ms in top}}
         print(f"== {dtype}: matrix products (aten::mm, addmm, bmm, sdpa kernels) take "
               f"{rows[dtype]['matrix_product_share']:.0%} of the self CPU time")
-    output.write(mkldnn_bf16_supported=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-                 cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(),
-                 steps=rows,
+    output.write(threads=torch.get_num_threads(), steps=rows,
                  bf16_over_fp32=round(rows["bf16"]["seconds_per_step"] / rows["fp32"]["seconds_per_step"], 2))
     return rows
 
@@ -141,8 +139,7 @@ def time_ops(args) -> dict:
         rows[name]["bf16/fp32"] = rows[name]["bf16_ms"] / rows[name]["fp32_ms"]
         print(f"{name:40s} fp32 {rows[name]['fp32_ms']:9.2f} ms  bf16 {rows[name]['bf16_ms']:9.2f} ms  "
               f"bf16/fp32 {rows[name]['bf16/fp32']:.2f}", flush=True)
-    output.write(mkldnn_bf16_supported=bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-                 cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads(), ops=rows)
+    output.write(threads=torch.get_num_threads(), ops=rows)
     return rows
 
 

@@ -62,6 +62,18 @@ def _git_commit() -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "modified_files": len(changed)}
 
 
+def _cpu() -> dict[str, Any]:
+    """What sets a CPU's speed here: its model, torch's vector capability (AVX2, AVX512...) and whether oneDNN has bf16
+    matrix kernels on it (bf16 autocast was several times slower without them, faster with them)."""
+    import torch
+
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (info.read_text().splitlines() if info.is_file() else [])
+             if line.startswith("model name")]
+    return {"model": names[0] if names else platform.processor(), "capability": torch.backends.cpu.get_cpu_capability(),
+            "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())}
+
+
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -97,6 +109,7 @@ class ResultsFile:
             "load_average": {"start": self.load_start, "end": _load(),
                              "note": "1, 5 and 15 minute load averages (os.getloadavg)"},
             "cpus": os.cpu_count(),
+            "cpu": _cpu(),
             "versions": _versions(),
             "git": self.git,
             "settings": self.settings,
