@@ -18,6 +18,7 @@ the reference code's defects and the mechanism's options: docs/method.md section
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -140,13 +141,24 @@ class TrainingProgress:
         self.completed_steps = 0
         self.micro_step = 0
         self.epoch_micro_step = 0
+        self.runtime_before = 0.0  # seconds of the run's earlier stretches, up to the checkpoint it resumed from
+        self.clock_start = time.time()
+
+    def start_clock(self, at: float | None = None) -> None:
+        """Time this stretch of the run from ``at`` (default: now)."""
+        self.clock_start = time.time() if at is None else at
+
+    def runtime(self) -> float:
+        """Wall seconds of the run: this stretch and, when resumed, the earlier ones up to the checkpoint."""
+        return self.runtime_before + time.time() - self.clock_start
 
     def state_dict(self) -> dict:
-        return dict(vars(self))
+        return {**{k: v for k, v in vars(self).items() if k != "clock_start"}, "runtime_before": self.runtime()}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("epoch", "completed_steps", "micro_step", "epoch_micro_step"):
             setattr(self, key, int(state[key]))
+        self.runtime_before = float(state.get("runtime_before", 0.0))  # none in checkpoints of older versions
 
 
 @dataclass

@@ -16,6 +16,7 @@ import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -238,3 +239,24 @@ def test_sweep_pretraining(kill_at, pretrain_data, pretrain_full, run, tmp_path)
 def test_sweep_finetuning(kill_at, finetune_data, finetune_full, run, tmp_path):
     _sweep(run, "finetune.py", ["--dataset", str(finetune_data), *FINETUNE_ARGS], tmp_path / "o", kill_at,
            _check_finetune_equal, finetune_full)
+
+
+def test_a_resumed_run_reports_the_runtime_of_every_stretch(pretrain_data, pretrain_full, finetune_data, finetune_full,
+                                                             tmp_path, monkeypatch):
+    """Each loop's reported runtime adds what its checkpoint says the earlier stretches took (1000 s here, put in
+    when the checkpoint is loaded), not the last stretch's alone."""
+    from adversarial_midibert.checkpointing import latest_checkpoint
+    from adversarial_midibert.pretraining import TrainingProgress
+    from adversarial_midibert.training import finetune, pretrain
+
+    load = TrainingProgress.load_state_dict
+    monkeypatch.setattr(TrainingProgress, "load_state_dict",
+                        lambda self, state: load(self, {**state, "runtime_before": state["runtime_before"] + 1000}))
+    runs = (("pretrain", pretrain, pretrain_full, pretrain_data, PRETRAIN_ARGS, "train_runtime_s"),
+            ("finetune", finetune, finetune_full, finetune_data, FINETUNE_ARGS, "train_runtime"))
+    for name, loop, full, data, args, key in runs:
+        out = tmp_path / name
+        checkpoint = latest_checkpoint(full)
+        shutil.copytree(checkpoint, out / checkpoint.name)
+        loop.main(["--dataset", str(data), *args, "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
+        assert 1000 < json.loads((out / "all_results.json").read_text())[key] < 1000 + 600, name

@@ -121,6 +121,9 @@ def test_resume_gives_same_losses(full_run, tiny_dataset, repo_root, tmp_path):
     # mask book restored and then evolved identically (a freezing pass ran after the resume)
     a, b = _mask_book(full_run / "step_12"), _mask_book(out / "step_12")
     assert torch.equal(a, b)
+    # the reported runtime adds the first stretch's, up to its checkpoint
+    first = json.loads((full_run / "step_6" / "training_state.json").read_text())["progress"]["runtime_before"]
+    assert json.loads((out / "all_results.json").read_text())["train_runtime_s"] > first
 
 
 @pytest.mark.slow

@@ -175,6 +175,23 @@ def test_uniform_sampler_and_progress():
     assert q.completed_steps == 7
 
 
+def test_a_resumed_run_counts_the_time_of_its_earlier_stretches():
+    """The runtime a run reports adds the stretches before its checkpoint (it was the last stretch's alone)."""
+    import json
+    import time
+
+    first = TrainingProgress()
+    first.start_clock(time.time() - 100)  # 100 s into the first stretch when the checkpoint is saved
+    state = json.loads(json.dumps(first.state_dict()))  # as the checkpoint's JSON holds it
+    resumed = TrainingProgress()
+    resumed.load_state_dict(state)
+    resumed.start_clock(time.time() - 5)
+    assert 104.9 < resumed.runtime() < 106
+    legacy = TrainingProgress()
+    legacy.load_state_dict({k: v for k, v in state.items() if k != "runtime_before"})  # older checkpoints
+    assert legacy.runtime() < 100
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The step
 # ---------------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import logging
 import math
 import shlex
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,7 +392,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
     best_key = "eval_" + args.metric_for_best_model
     eval_metrics: dict = {}
     eval_pieces = None
-    start_time = time.time()
+    progress.start_clock()
     progress_bar = tqdm(total=args.max_train_steps, initial=progress.completed_steps, desc="fine-tuning",
                         disable=not accelerator.is_local_main_process)
 
@@ -484,7 +483,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         if args.checkpointing_steps == "epoch":
             checkpoints.save(f"epoch_{epoch}", progress.completed_steps)
     progress_bar.close()
-    train_runtime = time.time() - start_time
+    train_runtime = progress.runtime()  # every stretch of a resumed run
 
     # --- best weights back, test
     accelerator.wait_for_everyone()

@@ -410,7 +410,6 @@ def run_evaluation(args, accelerator, step_model, eval_dataloader, step: int, ou
 
 
 def main(argv=None, prog=None):
-    start = _PROCESS_START
     args = parse_args(argv, prog)
     output_dir = Path(args.output_dir)
 
@@ -442,6 +441,7 @@ def main(argv=None, prog=None):
     # ---- run state ----
     attribute_weights = AttributeWeights(len(ATTRIBUTE_NAMES), device=accelerator.device)
     progress = TrainingProgress()
+    progress.start_clock(_PROCESS_START)
     # Every process writes its own segments' scores; sync() shares them at the end of each epoch and before a save.
     score_cache = MaskerScoreCache(mask_book.num_segments, max_len) if args.masker_scores_from == "cache" else None
 
@@ -643,7 +643,7 @@ def main(argv=None, prog=None):
     state_dict = {k.removeprefix("model."): v for k, v in accelerator.get_state_dict(step_model).items()}
     unwrapped.save_pretrained(str(output_dir), is_main_process=accelerator.is_main_process,
                               save_function=accelerator.save, state_dict=state_dict)
-    elapsed = time.time() - start
+    elapsed = progress.runtime()
     if accelerator.is_main_process:
         finish_folder(args, output_dir, dataset_dir, tokenizer, eval_results, mask_book, elapsed)
     accelerator.wait_for_everyone()
@@ -653,7 +653,7 @@ def main(argv=None, prog=None):
     if output_lock is not None:
         output_lock.release()
     accelerator.print(f"Pre-trained model saved to {output_dir.resolve()} "
-                      f"({progress.completed_steps} steps, {time.time() - start:.1f} s elapsed)")
+                      f"({progress.completed_steps} steps, {progress.runtime():.1f} s elapsed)")
 
 
 def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer, eval_results, mask_book, elapsed):
