@@ -402,10 +402,14 @@ def arm_summary(args, arm: str) -> dict:
             continue
         results = read_json(folder / "all_results.json")
         train = _jsonl(folder / "train_log.jsonl")
+        log = args.work_dir / "logs" / f"pretrain-{arm}-seed{seed}.log"  # the last invocation's
+        resumed = log.is_file() and "Resumed from checkpoint" in log.read_text(encoding="utf-8", errors="replace")
         runs.append({
             "seed": seed,
             "steps": results.get("train_steps"),
-            "runtime_s": results.get("train_runtime_s"),
+            "resumed": resumed,
+            # before feb3965 a resumed run's runtime counted its last stretch only: not a wall time to compare
+            "runtime_s": None if resumed else results.get("train_runtime_s"),
             "freezing_passes": results.get("freezing_passes"),
             "freezing_steps": [row["step"] for row in _jsonl(folder / "freezing_log.jsonl")],
             "attribute_weight_updates": len(_jsonl(folder / "eval_log.jsonl")),
@@ -717,7 +721,8 @@ def markdown(results: dict) -> str:
               "Masked share: per epoch, the mean over its steps of the share of each segment's real notes masked; "
               f"over the run it must match random's within {100 * results['masked_share_tolerance']:.0f} point. "
               "Step cost: " + (f"the benchmark's median step time and counted FLOPs relative to a random step, from "
-                               f"`{results['step_cost_benchmark']}`, and the runs' own wall time."
+                               f"`{results['step_cost_benchmark']}`, and the runs' own wall time (runs resumed from a "
+                               "checkpoint left out)."
                                if results.get("step_cost_benchmark") else "the runs' own wall time against random's."),
               "",
               "| arm | seeds | steps | freezing passes | masked share over the run | vs random (points) | matched | "

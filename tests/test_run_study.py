@@ -73,6 +73,21 @@ def test_masked_share_check_against_random():
     assert arms["scratch"]["masked_share_matched"] is None and arms["random"]["masked_share_matched"]
 
 
+def test_a_resumed_run_is_left_out_of_the_wall_time_comparison(tmp_path):
+    """A run whose last invocation resumed from a checkpoint reported that stretch's time alone (older code): its wall
+    time is left out; the other runs' stays."""
+    args = study.parse_args(["--work_dir", str(tmp_path), "--seeds", "0,1"])
+    for seed, log in ((0, "Resumed from checkpoint: step_750 (step 750)\n"), (1, "***** Running *****\n")):
+        folder = study.pretrain_folder(args, "random", seed)
+        folder.mkdir(parents=True)
+        (folder / "all_results.json").write_text(json.dumps({"train_steps": 10, "train_runtime_s": 100.0 + seed}))
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        (tmp_path / "logs" / f"pretrain-random-seed{seed}.log").write_text(log)
+    summary = study.arm_summary(args, "random")
+    assert [(r["seed"], r["resumed"], r["runtime_s"]) for r in summary["runs"]] == [(0, True, None), (1, False, 101.0)]
+    assert summary["runtime_s"] == 101.0
+
+
 @pytest.fixture(scope="module")
 def tiny_study(data_root, tmp_path_factory):
     """A tiny study on real pieces: the corpus, then every arm pre-trained with two seeds (two freezing passes)."""
