@@ -34,16 +34,25 @@ def prepare(argv: list[str]) -> object:
     return prepare_main(argv, prog="adv-midibert prepare")
 
 
+def _training_command(name: str, run: Callable, argv: list[str]) -> object:
+    """A training loop as a command: what it refuses (a data set, a folder, a flag's value) said in one line."""
+    try:
+        return run(argv, prog=f"adv-midibert {name}")
+    except (ValueError, OSError) as error:
+        print(f"adv-midibert {name}: error: {error}", file=sys.stderr)
+        return 2
+
+
 def pretrain(argv: list[str]) -> object:
     from .training.pretrain import main as pretrain_main
 
-    return pretrain_main(argv, prog="adv-midibert pretrain")
+    return _training_command("pretrain", pretrain_main, argv)
 
 
 def finetune(argv: list[str]) -> object:
     from .training.finetune import main as finetune_main
 
-    return finetune_main(argv, prog="adv-midibert finetune")
+    return _training_command("finetune", finetune_main, argv)
 
 
 def predict(argv: list[str]) -> object:

@@ -68,3 +68,11 @@ def test_unknown_command_and_usage(capsys):
     assert main([]) == 2 and "usage: adv-midibert COMMAND" in capsys.readouterr().out
     assert main(["train"]) == 2 and "unknown command 'train'" in capsys.readouterr().err
     assert main(["--help"]) == 0
+
+
+def test_a_training_command_refusing_its_input_says_why_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "no-such-data"
+    assert main(["finetune", "--dataset", str(missing), "--from_scratch", "--cpu", "--output_dir",
+                 str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"adv-midibert finetune: error: {missing}: no such data set folder, and not a Hub data set id"]

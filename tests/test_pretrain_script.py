@@ -310,7 +310,7 @@ def test_two_processes_save_every_segments_cached_scores(tiny_dataset, repo_root
     assert int((codes != 255).any(dim=1).sum()) == 24  # every training segment, whichever process visited it
 
 
-def test_a_fresh_start_never_replaces_a_run_in_its_folder(tiny_dataset, tmp_path):
+def test_a_fresh_start_never_replaces_a_run_in_its_folder(tiny_dataset, tmp_path, capsys):
     """Without --resume_from_checkpoint a run in a folder that holds a complete checkpoint is refused before it
     writes anything (starting anew there would cut the train log to nothing and replace the checkpoints)."""
     from adversarial_midibert import cli
@@ -321,8 +321,11 @@ def test_a_fresh_start_never_replaces_a_run_in_its_folder(tiny_dataset, tmp_path
     (out / "train_log.jsonl").write_text('{"step": 1, "old": true}\n')
     flags = ["pretrain", "--cpu", "--dataset", str(tiny_dataset), "--output_dir", str(out), "--preset", "tiny",
              "--max_train_steps", "1", "--per_device_train_batch_size", "2", "--max_train_samples", "4"]
-    with pytest.raises(FileExistsError, match=r"holds a run \(step_4\).*--resume_from_checkpoint latest"):
-        cli.main(flags)
+    assert cli.main(flags) == 2  # said in one line by the command
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error
+    assert error.startswith(f"adv-midibert pretrain: error: --output_dir {out} holds a run (step_4)")
+    assert "--resume_from_checkpoint latest" in error
     assert (out / "train_log.jsonl").read_text() == '{"step": 1, "old": true}\n'
     cli.main([*flags, "--overwrite_output_dir"])  # asked for: starts anew
     assert "old" not in json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
