@@ -21,6 +21,7 @@ probabilities averaged) and per segment, token tasks per note; every run also re
 
 Every run checkpoints each epoch and resumes when started again; a finished run (``all_results.json``) is skipped and
 its checkpoints dropped. ``--stages report`` writes ``--results_file`` and ``--docs`` from what is finished; ``--stages
+publish`` rewrites each task's best model card and shows with ``push --dry_run`` what would be published; ``--stages
 docs`` rewrites the page from the results file alone. Example (one thread, the work folder outside the repository)::
 
     OMP_NUM_THREADS=1 python -m research.quality --pretrained ../runs/q28/out --dataset composer=../runs/q28/data-c \\
@@ -52,7 +53,7 @@ from research.run_study import _jsonl, _pct, compare, portable_paths, verdict
 logger = logging.getLogger("quality")
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-STAGES = ("finetune", "report", "docs")
+STAGES = ("finetune", "report", "publish", "docs")
 INITS = ("pretrained", "scratch")
 # The accuracy a floor is stated at (the data README): per piece for the piece-level tasks, per note for the others.
 FLOOR_LEVEL = {"sequence": "piece", "token": "note"}
@@ -77,9 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the from-scratch initialisation: the pre-trained model's architecture")
     p.add_argument("--finetune_args", default="", help="flags added to every fine-tuning")
     p.add_argument("--bootstrap_resamples", type=int, default=2000)
+    p.add_argument("--assumed_mfu", type=float, default=0.2,
+                   help="share of an H100's dense bf16 peak assumed for the on-paper GPU cost (never measured here)")
     p.add_argument("--results_file", default=None, help="default: WORK_DIR/quality.json")
     p.add_argument("--docs", default=None, help="write the generated markdown page here")
     p.add_argument("--note", action="append", default=[], help="a sentence for the page's set-up (repeatable)")
+    p.add_argument("--hub_namespace", default="adversarial-midibert",
+                   help="publish stage: each task's model is shown as NAMESPACE/adv-midibert-small-TASK")
     args = p.parse_args(argv)
     args.datasets = {}
     for item in args.dataset:
@@ -198,6 +203,33 @@ def paired(args, a: dict, b: dict, level: str) -> dict:
     return compare(args, level, side(a), side(b))
 
 
+def epoch_cost(args, info: dict, cells: dict) -> dict | None:
+    """One fine-tuning epoch of a task: tokens (segments x rows, padding included), the step's FLOPs per token counted
+    on the meta device for the pre-trained model's size and for the paper's (base preset) at the same length, the CPU
+    minutes the runs took (one thread), and on paper the seconds on one H100 at ``--assumed_mfu`` of its bf16 peak.
+    The FLOPs are those of a one-pass masked-LM step (the encoder's forward and backward; the heads differ by a few
+    percent)."""
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.presets import preset_config_kwargs
+    from benchmarks.pretrain_step import PEAK_BF16_TFLOPS
+    from benchmarks.profiling import step_flops_per_token
+
+    runs = [run for c in cells.values() for run in c["runs"] if run.get("num_train_segments")]
+    config_file = Path(args.pretrained) / "config.json"
+    if not runs or not config_file.is_file():
+        return None
+    seq_len = int(info["tokenizer"]["max_seq_len"])
+    tokens = runs[0]["num_train_segments"] * seq_len
+    small = step_flops_per_token(AdvMidiBertConfig.from_pretrained(config_file.parent), seq_len, "random")
+    base = step_flops_per_token(AdvMidiBertConfig(**{**preset_config_kwargs("base"),
+                                                     "max_position_embeddings": max(seq_len, 1024)}), seq_len, "random")
+    peak = PEAK_BF16_TFLOPS["H100"] * 1e12 * args.assumed_mfu
+    return {"tokens": tokens, "seq_len": seq_len, "flops_per_token": small, "base_flops_per_token": base,
+            "cpu_minutes": float(np.mean([r["train_runtime"] / max(r["epochs_run"], 1) / 60 for r in runs])),
+            "h100_seconds_on_paper": tokens * small / peak, "base_h100_seconds_on_paper": tokens * base / peak,
+            "assumed_mfu": args.assumed_mfu}
+
+
 def task_report(args, name: str, info: dict) -> dict:
     task, task_type = info["task"], info["task_type"]
     cells = {(init, ratio): cell(args, name, init, ratio, task_type) for init in INITS
@@ -229,6 +261,7 @@ def task_report(args, name: str, info: dict) -> dict:
                   | {"levels": {lv: {k: e[k] for k in ("accuracy", "ci95", "accuracies")}
                                 for lv, e in c["levels"].items()}} for (init, r), c in cells.items()},
         "comparisons": comparisons,
+        "epoch_cost": epoch_cost(args, info, cells),
     }
 
 
@@ -252,6 +285,24 @@ def report(args, command: str) -> dict:
                "pretraining": pretraining_summary(Path(args.pretrained)), "tasks": tasks, "commit": commit,
                "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     return portable_paths(results, args.work_dir)
+
+
+def publish_commands(args, results: dict) -> list[tuple[str, list[str], None]]:
+    """For each task, its model a user can take (the recipe's run with the best validation accuracy): the model card
+    rewritten from its results, then ``push --dry_run`` into ``WORK_DIR/publish/TASK`` (what would be published)."""
+    runs = []
+    for name, task in results["tasks"].items():
+        ratio = task["chosen_mask_ratio"]
+        if ratio is None:
+            continue
+        best = max(task["cells"][f"pretrained mask {ratio:g}"]["runs"], key=lambda run: run["eval_accuracy"])
+        folder = run_folder(args, name, "pretrained", ratio, best["seed"])
+        repo_id = f"{args.hub_namespace}/adv-midibert-small-{name}"
+        cli = [sys.executable, "-m", "adversarial_midibert.cli"]
+        runs.append((f"card-{name}", [*cli, "card", str(folder), "--repo_id", repo_id], None))
+        runs.append((f"push-{name}", [*cli, "push", str(folder), "--repo_id", repo_id, "--dry_run",
+                                      str(args.work_dir / "publish" / name)], None))
+    return runs
 
 
 # ----------------------------------------------------------------------------------------------------- the page
@@ -297,17 +348,22 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {arm} | {len(c['seeds'])} | {_pct(c['eval_accuracy'])} | "
                          f"{_pct(c['test_accuracy'])} | {_pct(c['test_f1_macro'])} | {_pct(c['test_piece_accuracy'])} "
                          f"| {_pct(c['test_piece_f1_macro'])} | {epochs} |")
-    lines += ["", "## Cost and validation curves (where the CPU stops)", ""]
+    lines += ["", "## Cost and validation curves (where the CPU stops)", "",
+              "Per epoch of each task: CPU minutes measured (one thread, wall time on a shared machine), and on paper "
+              f"(never measured) the seconds on one H100 at {100 * settings['assumed_mfu']:.0f} % of its dense bf16 "
+              "peak, for this model and for the paper's size (base preset), from FLOPs counted on the meta device.", ""]
     for name, task in results["tasks"].items():
-        ratio = task["chosen_mask_ratio"]
+        ratio, cost = task["chosen_mask_ratio"], task.get("epoch_cost")
         runs = task["cells"][f"pretrained mask {ratio:g}"]["runs"] if ratio is not None else []
-        if not runs:
+        if not runs or cost is None:
             lines.append(f"- {name}: no finished run yet.")
             continue
-        minutes = np.mean([r["train_runtime"] / max(r["epochs_run"], 1) / 60 for r in runs])
         curve = ", ".join(f"{100 * row['eval_accuracy']:.1f}" for row in runs[0]["curve"])
-        lines.append(f"- {name}: {minutes:.1f} CPU-minutes per epoch (one thread, wall time on a shared machine); "
-                     f"validation accuracy by epoch, pre-trained seed {runs[0]['seed']}: {curve}.")
+        lines.append(f"- {name}: {cost['tokens']:,} tokens per epoch, {cost['flops_per_token'] / 1e6:.0f} MFLOP per "
+                     f"token ({cost['base_flops_per_token'] / 1e6:.0f} at the base preset): {cost['cpu_minutes']:.1f} "
+                     f"CPU-minutes per epoch here; on paper {cost['h100_seconds_on_paper']:.1f} H100-seconds "
+                     f"({cost['base_h100_seconds_on_paper']:.0f} at the base preset). Validation accuracy by epoch, "
+                     f"pre-trained seed {runs[0]['seed']}: {curve}.")
     pretraining = results["pretraining"]
     lines += ["", "## The pre-trained model", "",
               f"`{pretraining['folder']}`: {pretraining['train_steps'] or '–'} steps; validation loss by step: "
@@ -348,6 +404,8 @@ def main(argv=None) -> dict | None:
         if args.docs:
             atomic_write_text(Path(args.docs), markdown(results))
         logger.info("results: %s (%d of %d runs)", results_file, results["runs_finished"], results["runs_expected"])
+    if "publish" in args.stages:
+        runner.run_all(publish_commands(args, results or read_json(results_file)))
     if runner.failures:
         logger.error("failed runs: %s", "; ".join(runner.failures))
         raise SystemExit(1)

@@ -17,8 +17,8 @@ from research import quality
 def dataset(tmp_path, name: str, task: str, task_type: str):
     folder = tmp_path / "data" / name
     folder.mkdir(parents=True)
-    (folder / "task_info.json").write_text(json.dumps({"task": task, "task_type": task_type,
-                                                       "label_names": ["a", "b"]}))
+    (folder / "task_info.json").write_text(json.dumps({"task": task, "task_type": task_type, "label_names": ["a", "b"],
+                                                       "tokenizer": {"max_seq_len": 64}}))
     return f"{name}={folder}"
 
 
@@ -80,12 +80,16 @@ def write_run(args, name, init, ratio, seed, rate, eval_accuracy, rng, task_type
     (folder / "test_piece_results.json").write_text(json.dumps(results.records(["a", "b"])))
     (folder / "all_results.json").write_text(json.dumps({
         "test_accuracy": accuracy, "test_piece_accuracy": accuracy if task_type == "sequence" else None,
-        "test_f1_macro": accuracy, "eval_accuracy": eval_accuracy, "epoch": 2, "epochs_run": 4, "seed": 100 + seed,
-        "train_runtime": 480.0,
+        "test_f1_macro": accuracy, "eval_accuracy": eval_accuracy + 0.001 * seed, "epoch": 2, "epochs_run": 4,
+        "seed": 100 + seed, "train_runtime": 480.0, "num_train_segments": 100,
         "history": [{"epoch": 0, "eval_accuracy": eval_accuracy / 2}, {"epoch": 1, "eval_accuracy": eval_accuracy}]}))
 
 
 def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_floors(args):
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.presets import preset_config_kwargs
+
+    AdvMidiBertConfig(**preset_config_kwargs("tiny")).save_pretrained(args.pretrained)
     rng = np.random.default_rng(0)
     # melody: pre-trained at ratio 0.15 is best on validation (but not on test: the choice must not look at test)
     rates = {("pretrained", 0.3): (0.90, 0.80), ("pretrained", 0.15): (0.86, 0.85), ("pretrained", 0.0): (0.70, 0.70),
@@ -114,5 +118,15 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     page = quality.markdown(json.loads(json.dumps(results)))
     assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
     assert "| **no** |" in page and "not run yet" in page
-    assert "- melody: 2.0 CPU-minutes per epoch (one thread, wall time on a shared machine); validation accuracy by " \
-           "epoch, pre-trained seed 0: 42.5, 85.0." in page
+    commands = {name: command for name, command, _ in quality.publish_commands(args, results)}
+    assert sorted(commands) == ["card-composer", "card-melody", "push-composer", "push-melody"]
+    best = str(quality.run_folder(args, "melody", "pretrained", 0.15, 2))  # the best validation accuracy of the recipe
+    assert commands["card-melody"][3:] == ["card", best, "--repo_id", "adversarial-midibert/adv-midibert-small-melody"]
+    assert commands["push-melody"][4] == best and commands["push-melody"][-2:] == [
+        "--dry_run", str(args.work_dir / "publish" / "melody")]
+    cost = melody["epoch_cost"]  # an epoch: 100 segments of 64 rows, 480 s over 4 epochs
+    assert cost["tokens"] == 6400 and cost["cpu_minutes"] == pytest.approx(2.0)
+    assert 0 < cost["flops_per_token"] < cost["base_flops_per_token"]
+    assert cost["h100_seconds_on_paper"] == pytest.approx(6400 * cost["flops_per_token"] / (989e12 * 0.2))
+    assert "6,400 tokens per epoch" in page and "2.0 CPU-minutes per epoch here" in page
+    assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0." in page
