@@ -394,8 +394,9 @@ def main(argv=None) -> dict | None:
     runner = Runner(args.work_dir, threads_per_job=1)
     if "finetune" in args.stages:
         finetune_stage(args, runner)
-        atomic_write_json(args.work_dir / "commands.json",
-                          {k: portable_command(v) for k, v in runner.commands.items()})
+        commands_file = args.work_dir / "commands.json"  # every invocation's runs, the earlier ones kept
+        earlier = read_json(commands_file) if commands_file.is_file() else {}
+        atomic_write_json(commands_file, {**earlier, **{k: portable_command(v) for k, v in runner.commands.items()}})
     results = None
     if "report" in args.stages:
         results = report(args, command)

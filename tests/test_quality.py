@@ -130,3 +130,25 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert cost["h100_seconds_on_paper"] == pytest.approx(6400 * cost["flops_per_token"] / (989e12 * 0.2))
     assert "6,400 tokens per epoch" in page and "2.0 CPU-minutes per epoch here" in page
     assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0." in page
+
+
+def test_commands_file_keeps_every_invocations_runs(args, tmp_path, monkeypatch):
+    """Run twice (the second time the first run is finished): commands.json lists the runs of both invocations."""
+    def fake_run(self, name, command):  # records the command as the runner does, runs nothing
+        self.commands[name] = shlex.join(command)
+        return True
+
+    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    argv = ["--pretrained", str(args.pretrained), "--work_dir", str(args.work_dir), "--seeds", "0",
+            "--mask_ratios", "0.3", "--stages", "finetune",
+            *[f"--dataset={name}={folder}" for name, folder in args.datasets.items()]]
+    quality.main(argv)
+    first = json.loads((args.work_dir / "commands.json").read_text())
+    assert len(first) == 4  # 2 tasks x pretrained and scratch
+    done = quality.run_folder(args, "composer", "pretrained", 0.3, 0)
+    done.mkdir(parents=True)
+    (done / "all_results.json").write_text("{}")
+    (args.work_dir / "commands.json").write_text(json.dumps({"composer-pretrained-mask0.3-seed0": "kept"}))
+    quality.main(argv)
+    second = json.loads((args.work_dir / "commands.json").read_text())
+    assert second["composer-pretrained-mask0.3-seed0"] == "kept" and len(second) == 4
