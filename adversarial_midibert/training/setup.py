@@ -125,10 +125,12 @@ def make_accelerator(args, output_dir: Path, data_seed: int | None = None, **kwa
 def check_output_dir(args, output_dir: Path) -> None:
     """Refuse a fresh start in a folder that holds a run (its results or a complete checkpoint) unless
     ``--overwrite_output_dir``: starting anew there would rewrite its logs and replace its checkpoints."""
-    if args.overwrite_output_dir or args.resume_from_checkpoint:
+    checkpoints = [checkpoint.path.name for checkpoint in list_checkpoints(output_dir, warn=False)]
+    # 'latest' with no checkpoint starts anew: refused like any fresh start
+    resuming = args.resume_from_checkpoint and (args.resume_from_checkpoint != "latest" or checkpoints)
+    if args.overwrite_output_dir or resuming:
         return
-    held = [name for name in ("all_results.json",) if (output_dir / name).is_file()]
-    held += [checkpoint.path.name for checkpoint in list_checkpoints(output_dir, warn=False)]
+    held = [name for name in ("all_results.json",) if (output_dir / name).is_file()] + checkpoints
     if held:
         raise FileExistsError(f"--output_dir {output_dir} holds a run ({', '.join(held)}): continue it with "
                               "--resume_from_checkpoint latest, or start anew with --overwrite_output_dir or in "
