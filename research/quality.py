@@ -77,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scratch_args", default="--preset small --config_overrides max_position_embeddings=512",
                    help="the from-scratch initialisation: the pre-trained model's architecture")
     p.add_argument("--finetune_args", default="", help="flags added to every fine-tuning")
+    p.add_argument("--jobs", type=int, default=1, help="fine-tunings at once, one thread each")
     p.add_argument("--bootstrap_resamples", type=int, default=2000)
     p.add_argument("--assumed_mfu", type=float, default=0.2,
                    help="share of an H100's dense bf16 peak assumed for the on-paper GPU cost (never measured here)")
@@ -391,7 +392,7 @@ def main(argv=None) -> dict | None:
         return None
     command = command_line("python -m research.quality", argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    runner = Runner(args.work_dir, threads_per_job=1)
+    runner = Runner(args.work_dir, jobs=args.jobs, threads_per_job=1)
     if "finetune" in args.stages:
         finetune_stage(args, runner)
         commands_file = args.work_dir / "commands.json"  # every invocation's runs, the earlier ones kept
