@@ -168,6 +168,34 @@ def paired_bootstrap_difference(
     return _interval(mean_a - mean_b, observed_a - observed_b, confidence, n_resamples, seed, method)
 
 
+def _macro_f1(confusion: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the classes of ``(..., C, C)`` confusion counts (rows: label, columns: prediction); a class
+    neither present nor predicted scores 0, as scikit-learn's ``f1_score(labels=all classes)`` does."""
+    true_positive = np.diagonal(confusion, axis1=-2, axis2=-1)
+    denominator = confusion.sum(-1) + confusion.sum(-2)
+    f1 = np.divide(2 * true_positive, denominator, out=np.zeros(true_positive.shape), where=denominator > 0)
+    return f1.mean(-1)
+
+
+def bootstrap_macro_f1(confusion, n_resamples: int = DEFAULT_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+                       seed: int = 0) -> BootstrapInterval:
+    """Percentile interval of a variant's macro-F1 from per-piece confusion counts: pieces resampled (each with all its
+    predictions) and, with several seeds, seeds too, as :func:`bootstrap_accuracy` does for an accuracy.
+
+    Args:
+        confusion: ``(P, C, C)`` one run's confusion counts per piece (label, prediction), or ``(S, P, C, C)``.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    confusion = confusion[None] if confusion.ndim == 3 else confusion
+    runs, n_pieces = confusion.shape[:2]
+    rng = np.random.default_rng(seed)
+    pieces = _draw(rng, n_pieces, n_resamples)
+    f1 = _macro_f1(np.einsum("bp,spij->bsij", pieces, confusion))  # (B, S)
+    samples = (f1 * _draw(rng, runs, n_resamples)).sum(1) / runs
+    return _interval(samples, float(_macro_f1(confusion.sum(1)).mean()), confidence, n_resamples, seed,
+                     f"percentile bootstrap of the macro-F1 over {n_pieces} pieces and {runs} seed(s)")
+
+
 def stack_piece_counts(runs, level: str, piece_ids=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(correct, total, piece_ids)``: per-piece counts at ``level`` (see ``PieceResults.counts``) of ``S`` runs
     (:class:`~adversarial_midibert.evaluation.PieceResults`) as ``(S, P)`` arrays for the bootstraps, in the order

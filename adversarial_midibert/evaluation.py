@@ -190,6 +190,7 @@ class PieceResults:
         labels: ``(P,)`` sequence tasks: the piece's label (``None`` for token tasks).
         predictions: ``(P,)`` sequence tasks: the piece's predicted label from the aggregated probabilities.
         probabilities: ``(P, C)`` sequence tasks: the aggregated class probabilities.
+        confusion: ``(P, C, C)`` token tasks: the piece's scored notes counted by label (rows) and prediction.
     """
 
     piece_ids: list[str]
@@ -199,6 +200,7 @@ class PieceResults:
     labels: np.ndarray | None = None
     predictions: np.ndarray | None = None
     probabilities: np.ndarray | None = None
+    confusion: np.ndarray | None = None
 
     @property
     def is_sequence(self) -> bool:
@@ -246,6 +248,8 @@ class PieceResults:
                 )
             else:
                 row.update(num_scored_notes=int(self.num_notes[i]), num_correct_notes=int(self.num_correct[i]))
+                if self.confusion is not None:
+                    row["confusion"] = self.confusion[i].tolist()
             out.append(row)
         return out
 
@@ -263,7 +267,9 @@ class PieceResults:
                        predictions=np.array([r["predicted_id"] for r in records], dtype=np.int64),
                        probabilities=np.array([list(r["probabilities"].values()) for r in records], dtype=np.float64))
         return cls(ids, segments, np.array([r["num_scored_notes"] for r in records], dtype=np.int64),
-                   np.array([r["num_correct_notes"] for r in records], dtype=np.int64))
+                   np.array([r["num_correct_notes"] for r in records], dtype=np.int64),
+                   confusion=np.array([r["confusion"] for r in records], dtype=np.int64)
+                   if "confusion" in records[0] else None)
 
 
 def piece_results(
@@ -273,6 +279,7 @@ def piece_results(
     num_notes: np.ndarray,
     labels: np.ndarray | None = None,
     log_probs: np.ndarray | None = None,
+    notes: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> PieceResults:
     """Group per-segment results by piece: a sequence task's :class:`PieceResults` when ``log_probs`` is given, a
     token task's otherwise.
@@ -284,6 +291,8 @@ def piece_results(
         num_notes: ``(N,)`` notes per segment (the weights of the aggregation).
         labels: ``(N,)`` sequence tasks: the segment labels (all segments of a piece share it).
         log_probs: ``(N, C)`` sequence tasks: the segments' class log-probabilities.
+        notes: token tasks: the scored notes' labels and predictions (segment by segment, ``scored`` of each) and the
+            number of classes, counted per piece in ``confusion``.
     """
     if len(piece_ids) != len(scored):
         raise ValueError(f"{len(piece_ids)} piece ids for {len(scored)} evaluated segments: the evaluation rows must "
@@ -292,8 +301,14 @@ def piece_results(
     count = len(pieces)
     num_segments = np.bincount(index, minlength=count)
     if log_probs is None:
+        confusion = None
+        if notes is not None:
+            note_labels, note_predictions, num_labels = notes
+            confusion = np.zeros((count, num_labels, num_labels), dtype=np.int64)
+            np.add.at(confusion, (np.repeat(index, np.asarray(scored, dtype=np.int64)), note_labels, note_predictions),
+                      1)
         return PieceResults(pieces, num_segments, np.bincount(index, weights=scored, minlength=count).astype(np.int64),
-                            np.bincount(index, weights=correct, minlength=count).astype(np.int64))
+                            np.bincount(index, weights=correct, minlength=count).astype(np.int64), confusion=confusion)
     labels = np.asarray(labels, dtype=np.int64)
     piece_labels = np.zeros(count, dtype=np.int64)
     piece_labels[index] = labels
@@ -375,7 +390,8 @@ class ClassificationEvaluator:
                              "(add_batch(log_probs=))")
         return piece_results(piece_ids, rows["scored"], rows["correct"], rows["num_notes"],
                              labels=rows["labels"] if sequence else None,
-                             log_probs=rows["log_probs"] if sequence else None)
+                             log_probs=rows["log_probs"] if sequence else None,
+                             notes=None if sequence else (self.references, self.predictions, self.num_labels))
 
     @property
     def num_scored(self) -> int:

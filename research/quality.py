@@ -44,7 +44,7 @@ import numpy as np
 from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
 from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.command_line import command_line
-from adversarial_midibert.confidence_intervals import bootstrap_accuracy, stack_piece_counts
+from adversarial_midibert.confidence_intervals import bootstrap_accuracy, bootstrap_macro_f1, stack_piece_counts
 from adversarial_midibert.evaluation import PieceResults
 from adversarial_midibert.tasks import MIDIBERT_PIANO_ACCURACY, PAPER_ACCURACY, TASKS
 from research.run_ablation import FLOORS, Runner, _drop_checkpoints, portable_command, read_json
@@ -176,8 +176,28 @@ def cell(args, name: str, init: str, ratio: float, task_type: str) -> dict:
         interval = bootstrap_accuracy(correct, total, n_resamples=args.bootstrap_resamples)
         out["levels"][level] = {"accuracy": interval.estimate, "ci95": [interval.low, interval.high],
                                 "accuracies": [float(c.sum() / t.sum()) for c, t in zip(correct, total)],
-                                "correct": correct, "total": total, "order": order}
+                                "correct": correct, "total": total, "order": order,
+                                **macro_f1(args, pieces, level, order)}
     return out
+
+
+def macro_f1(args, pieces: list[PieceResults], level: str, order: list[str]) -> dict:
+    """The seed-mean macro-F1 at a level and its bootstrap interval over pieces (and seeds), from per-piece confusion
+    counts: a piece's label and prediction (per piece), its notes' (per note); none per segment (not recorded)."""
+    confusions = []
+    for run in pieces:
+        rows = [run.piece_ids.index(piece) for piece in order]
+        if level == "piece":
+            size = run.probabilities.shape[1]
+            confusion = np.zeros((len(rows), size, size))
+            confusion[np.arange(len(rows)), run.labels[rows], run.predictions[rows]] = 1
+        elif level == "note" and run.confusion is not None:
+            confusion = run.confusion[rows]
+        else:
+            return {}
+        confusions.append(confusion)
+    interval = bootstrap_macro_f1(np.stack(confusions), n_resamples=args.bootstrap_resamples)
+    return {"f1_macro": interval.estimate, "f1_macro_ci95": [interval.low, interval.high]}
 
 
 def chosen_ratio(args, cells: dict) -> float | None:
@@ -256,11 +276,13 @@ def task_report(args, name: str, info: dict) -> dict:
         "floors": floors, "paper": PAPER_ACCURACY.get(task), "midibert_piano": MIDIBERT_PIANO_ACCURACY.get(task),
         "recipe_accuracy": None if best is None else best["accuracy"],
         "recipe_ci95": None if best is None else best["ci95"],
+        "recipe_f1_macro": None if best is None else best.get("f1_macro"),
+        "recipe_f1_macro_ci95": None if best is None else best.get("f1_macro_ci95"),
         "floors_cleared": {floor: None if best is None else bool(100 * best["accuracy"] > value)
                            for floor, value in floors.items()},
         "cells": {f"{init} mask {r:g}": {k: v for k, v in c.items() if k != "levels"}
-                  | {"levels": {lv: {k: e[k] for k in ("accuracy", "ci95", "accuracies")}
-                                for lv, e in c["levels"].items()}} for (init, r), c in cells.items()},
+                  | {"levels": {lv: {k: e[k] for k in ("accuracy", "ci95", "accuracies", "f1_macro", "f1_macro_ci95")
+                                     if k in e} for lv, e in c["levels"].items()}} for (init, r), c in cells.items()},
         "comparisons": comparisons,
         "epoch_cost": epoch_cost(args, info, cells),
     }
@@ -320,8 +342,8 @@ def markdown(results: dict) -> str:
              f"validation among {settings['mask_ratios']}; seeds {settings['seeds']} (paired across arms). Scratch: "
              f"`{settings['scratch_args']}`, the same budget.", "",
              *[f"- {note}" for note in settings.get("note", [])], *([""] if settings.get("note") else []),
-             "| task | majority | floor | MidiBERT-Piano | paper | pre-trained (recipe) | scratch | floor cleared |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| task | majority | floor | MidiBERT-Piano | paper | pre-trained (recipe) | its macro-F1 | scratch "
+             "| floor cleared |", "|---|---|---|---|---|---|---|---|---|"]
     for name, task in results["tasks"].items():
         floors = task["floors"]
         majority = floors.get("majority class")
@@ -333,7 +355,8 @@ def markdown(results: dict) -> str:
             f"| {name} (per {task['floor_level']}) | {majority or '–'} | "
             f"{f'{strongest[0]} ({strongest[1]})' if strongest else '–'} | {task['midibert_piano'] or '–'} | "
             f"{task['paper'] or '–'} | {_pct(task['recipe_accuracy'], 2)} {_interval_abs(task['recipe_ci95'])}"
-            f"{_ratio_note(task['chosen_mask_ratio'])} | "
+            f"{_ratio_note(task['chosen_mask_ratio'])} | {_pct(task['recipe_f1_macro'], 2)} "
+            f"{_interval_abs(task['recipe_f1_macro_ci95'])} | "
             f"{_pct(scratch_level['accuracy'], 2) if scratch_level else '–'} | "
             f"{'–' if cleared is None else ('yes' if cleared else '**no**')} |")
     lines += ["", "Intervals: 95 % two-level bootstrap over test pieces and seeds.", "", "## Comparisons", ""]

@@ -150,3 +150,27 @@ def test_minimum_detectable_effect_from_the_interval():
     t = stats.t.ppf(0.975, 5)
     assert minimum_detectable_effect(0.01 - t * standard_error, 0.01 + t * standard_error, df=5) == pytest.approx(
         (t + stats.t.ppf(0.8, 5)) * standard_error)
+
+
+def test_macro_f1_interval_from_per_piece_confusion_counts():
+    """The estimate is scikit-learn's macro-F1 over all classes (the seeds averaged); the interval resamples pieces."""
+    from sklearn.metrics import f1_score
+
+    from adversarial_midibert.confidence_intervals import bootstrap_macro_f1
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(2):  # two seeds, 40 pieces of 30 notes, 4 classes (2 never predicted, 3 neither present nor)
+        labels = rng.integers(0, 3, (40, 30))
+        predictions = np.where(rng.random((40, 30)) < 0.7, labels, rng.integers(0, 2, (40, 30)))
+        confusion = np.zeros((40, 4, 4), dtype=np.int64)
+        np.add.at(confusion, (np.repeat(np.arange(40), 30), labels.ravel(), predictions.ravel()), 1)
+        runs.append((confusion, f1_score(labels.ravel(), predictions.ravel(), labels=[0, 1, 2, 3], average="macro",
+                                         zero_division=0)))
+    interval = bootstrap_macro_f1(np.stack([c for c, _ in runs]), n_resamples=500)
+    assert interval.estimate == pytest.approx(np.mean([f1 for _, f1 in runs]))
+    assert interval.low < interval.estimate < interval.high and interval.high - interval.low < 0.15
+    one = bootstrap_macro_f1(runs[0][0], n_resamples=500)
+    assert one.estimate == pytest.approx(runs[0][1])
+    few = bootstrap_macro_f1(runs[0][0][:4], n_resamples=500)  # 4 pieces: a wider interval
+    assert few.high - few.low > one.high - one.low

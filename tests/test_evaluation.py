@@ -138,7 +138,12 @@ def test_evaluator_piece_results_sequence_and_token():
     pieces = evaluator.piece_results(["p", "q", "p"])
     assert pieces.num_notes.tolist() == [5, 2] and pieces.num_correct.tolist() == [4, 1]
     assert pieces.num_correct.sum() / pieces.num_notes.sum() == evaluator.compute()["accuracy"]
-    assert pieces.records()[1] == {"piece_id": "q", "num_segments": 1, "num_scored_notes": 2, "num_correct_notes": 1}
+    assert pieces.records()[1] == {"piece_id": "q", "num_segments": 1, "num_scored_notes": 2, "num_correct_notes": 1,
+                                   "confusion": [[0, 0, 0], [1, 1, 0], [0, 0, 0]]}  # label 1: one right, one as 0
+    # per piece, the scored notes by label and prediction: they add up to the split's confusion matrix
+    assert np.array_equal(pieces.confusion.sum(0), evaluator.confusion_matrix())
+    assert np.trace(pieces.confusion, axis1=1, axis2=2).tolist() == pieces.num_correct.tolist()
+    assert np.array_equal(PieceResults.from_records(pieces.records()).confusion, pieces.confusion)
     with pytest.raises(ValueError, match="segments of one piece carry different labels"):
         from adversarial_midibert.evaluation import piece_results
 

@@ -74,8 +74,10 @@ def write_run(args, name, init, ratio, seed, rate, eval_accuracy, rng, task_type
                                predictions=np.where(right, labels, 1 - labels), probabilities=np.full((50, 2), 0.5))
         accuracy = float(right.mean())
     else:
-        correct = rng.binomial(200, rate, 50)
-        results = PieceResults(pieces, np.full(50, 2), np.full(50, 200), correct)
+        correct = rng.binomial(200, rate, 50)  # every note of class 0: the wrong ones predicted 1
+        confusion = np.zeros((50, 2, 2), dtype=np.int64)
+        confusion[:, 0, 0], confusion[:, 0, 1] = correct, 200 - correct
+        results = PieceResults(pieces, np.full(50, 2), np.full(50, 200), correct, confusion=confusion)
         accuracy = float(correct.sum() / 10000)
     (folder / "test_piece_results.json").write_text(json.dumps(results.records(["a", "b"])))
     (folder / "all_results.json").write_text(json.dumps({
@@ -104,6 +106,11 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
 
     assert melody["chosen_mask_ratio"] == 0.15
     assert melody["recipe_accuracy"] == pytest.approx(0.86, abs=0.02)
+    accuracy = melody["recipe_accuracy"]  # class 0's F1 is 2a / (1 + a), class 1's is 0 (never the label)
+    assert melody["recipe_f1_macro"] == pytest.approx(accuracy / (1 + accuracy), abs=0.005)
+    low, high = melody["recipe_f1_macro_ci95"]
+    assert low < melody["recipe_f1_macro"] < high
+    assert 0.75 < composer["cells"]["pretrained mask 0.3"]["levels"]["piece"]["f1_macro"] < 0.98  # 90 % right
     assert melody["floors_cleared"] == {"majority class": True, "skyline": True, "per-note gradient boosting": False}
     by_pair = {(c["a"], c["b"]): c for c in melody["comparisons"]}
     scratch = by_pair["pretrained mask 0.3", "scratch mask 0.3"]
