@@ -359,7 +359,8 @@ def markdown(results: dict) -> str:
             f"{_interval_abs(task['recipe_f1_macro_ci95'])} | "
             f"{_pct(scratch_level['accuracy'], 2) if scratch_level else '–'} | "
             f"{'–' if cleared is None else ('yes' if cleared else '**no**')} |")
-    lines += ["", "Intervals: 95 % two-level bootstrap over test pieces and seeds.", "", "## Comparisons", ""]
+    lines += ["", "Intervals: 95 % two-level bootstrap over test pieces and seeds. MidiBERT-Piano's composer figure "
+              "is per segment: compare it with the per-segment column below.", "", "## Comparisons", ""]
     for task in results["tasks"].values():
         lines += [f"- {verdict(c)}" for c in task["comparisons"]]
     lines += ["", "## Every cell (seed means; validation accuracy chooses the mask ratio)", "",
