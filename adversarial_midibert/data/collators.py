@@ -120,6 +120,16 @@ def pitch_shift_batch(
     return shifted, shifts
 
 
+def seeded_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed``, or from the system's entropy when ``seed`` is None."""
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
 def _tokenizer_value(tokenizer: Any, name: str, default: Any = None) -> Any:
     return getattr(tokenizer, name, default) if tokenizer is not None else default
 
@@ -160,11 +170,7 @@ class DataCollatorForOctuple:
             raise ValueError(f"max_pitch_shift must be >= 0, got {self.max_pitch_shift}")
         if self.pitch_shift and self.tokenizer is None:
             raise ValueError("pitch_shift=True needs a tokenizer (for the pitch range and the drum program id)")
-        self.generator = torch.Generator()
-        if self.seed is not None:
-            self.generator.manual_seed(self.seed)
-        else:
-            self.generator.seed()
+        self.generator = seeded_generator(self.seed)
 
     @property
     def pad_token_id(self) -> int:
@@ -252,11 +258,7 @@ class DataCollatorForOctupleMLM:
             raise ValueError("DataCollatorForOctupleMLM needs a tokenizer or vocab_sizes (8 ints)")
         if bool(np.any(np.asarray(self.vocab_sizes) <= NUM_SPECIAL_TOKENS)):
             raise ValueError(f"vocab_sizes must all exceed {NUM_SPECIAL_TOKENS}, got {list(self.vocab_sizes)}")
-        self.generator = torch.Generator()
-        if self.seed is not None:
-            self.generator.manual_seed(self.seed)
-        else:
-            self.generator.seed()
+        self.generator = seeded_generator(self.seed)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         pad_id = int(_tokenizer_value(self.tokenizer, "pad_token_id", PAD_ID))
