@@ -122,6 +122,10 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert composer["comparisons"][0]["difference"] is None  # no scratch run yet: said, not guessed
     assert not results["complete"] and results["runs_finished"] == 12 + 2
 
+    picture = args.work_dir / "quality.png"
+    quality.figure(json.loads(json.dumps(results)), picture)
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and picture.stat().st_size > 5000
+    assert "![validation accuracy by epoch](quality.png)" in quality.markdown(results, picture.name)
     page = quality.markdown(json.loads(json.dumps(results)))
     assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
     assert "| **no** |" in page and "not run yet" in page
