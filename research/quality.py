@@ -3,14 +3,17 @@
 floors and the papers, and measure what pre-training and mask fine-tuning add.
 
 Every task's data set (``--dataset NAME=FOLDER``, written by ``examples/prepare_data.py``) is fine-tuned with one
-recipe: learning rate ``--learning_rate``, at most ``--max_epochs`` epochs with early stopping on the validation
-accuracy (``--patience`` evaluations, the best epoch's weights restored before the test), pitch shift on the tasks
-that allow it (:data:`adversarial_midibert.tasks.TASKS`). The runs, in the order they are queued (the CPU may stop
-anywhere; the report says what is missing):
+recipe: at most ``--max_epochs`` epochs with early stopping on the validation accuracy (``--patience`` evaluations, the
+best epoch's weights restored before the test), pitch shift on the tasks that allow it
+(:data:`adversarial_midibert.tasks.TASKS`), and a learning rate chosen on validation for each initialisation. The runs,
+in the order they are queued (the CPU may stop anywhere; the report says what is missing):
 
-1. for each seed of ``--seeds``: every task from the pre-trained model (``--pretrained``) and from scratch (the
+1. the learning-rate trials: the first data set (or ``--lr_task``), seed 0, the first mask ratio, every rate of
+   ``--learning_rates`` from the pre-trained model and from scratch; each initialisation then keeps the rate with the
+   best validation accuracy (a trial that has not run counts as not chosen; none run: the first rate);
+2. for each seed of ``--seeds``: every task from the pre-trained model (``--pretrained``) and from scratch (the
    ``--scratch_args`` initialisation, same architecture), with the first mask fine-tuning ratio of ``--mask_ratios``;
-2. then the other ratios of ``--mask_ratios``, from the pre-trained model, for every seed and task.
+3. then the other ratios of ``--mask_ratios``, from the pre-trained model, for every seed and task.
 
 A seed fixes the fine-tuning seed (``100 + seed``) of every arm, so the arms are paired by seed. The recipe's mask
 ratio is the one with the best seed-mean validation accuracy of the pre-trained runs; the floors are judged on it.
@@ -70,7 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--mask_ratios", default="0.3,0.15,0",
                    help="mask fine-tuning ratios; the first is the one pre-trained and scratch are compared at")
-    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--learning_rates", default="5e-4,1e-4",
+                   help="the candidates of the learning-rate trials (the first is also the fallback)")
+    p.add_argument("--lr_task", default=None, help="the data set of the learning-rate trials (default: the first)")
     p.add_argument("--max_epochs", type=int, default=10)
     p.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without a better accuracy")
     p.add_argument("--batch_size", type=int, default=8)
@@ -94,6 +99,11 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--dataset {item!r}: expected NAME=FOLDER, a folder written by examples/prepare_data.py")
         args.datasets[name] = Path(folder)
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.learning_rates = [float(r) for r in args.learning_rates.split(",")]
+    args.lr_task = args.lr_task or next(iter(args.datasets), None)
+    if args.lr_task is not None and args.lr_task not in args.datasets:
+        p.error(f"--lr_task {args.lr_task!r} is not one of the --dataset names {sorted(args.datasets)}")
+    args.rates = {init: args.learning_rates[0] for init in INITS}  # until the trials choose
     args.mask_ratios = [float(r) for r in args.mask_ratios.split(",")]
     args.stages = args.stages.split(",")
     if set(args.stages) - set(STAGES):
@@ -108,24 +118,47 @@ def task_info(args, name: str) -> dict:
     return read_json(args.datasets[name] / "task_info.json")
 
 
-def run_folder(args, name: str, init: str, ratio: float, seed: int) -> Path:
-    return args.work_dir / name / f"{init}-mask{ratio:g}" / f"seed{seed}"
+def run_folder(args, name: str, init: str, ratio: float, seed: int, lr: float | None = None) -> Path:
+    """A run's folder; ``lr`` defaults to the rate chosen for ``init`` (``args.rates``)."""
+    lr = args.rates[init] if lr is None else lr
+    return args.work_dir / name / f"{init}-lr{lr:g}-mask{ratio:g}" / f"seed{seed}"
+
+
+def lr_trials(args) -> list[tuple[str, str, float, int, float]]:
+    """``(dataset name, init, mask ratio, seed, learning rate)`` of the learning-rate trials."""
+    return [(args.lr_task, init, args.mask_ratios[0], 0, lr) for lr in args.learning_rates for init in INITS]
+
+
+def choose_learning_rates(args) -> list[dict]:
+    """Set ``args.rates`` (per init, the trial rate with the best validation accuracy); return the trials' figures."""
+    trials = []
+    for name, init, ratio, seed, lr in lr_trials(args):
+        path = run_folder(args, name, init, ratio, seed, lr) / "all_results.json"
+        trials.append({"init": init, "learning_rate": lr,
+                       "eval_accuracy": read_json(path).get("eval_accuracy") if path.is_file() else None})
+    for init in INITS:
+        done = [(t["eval_accuracy"], -args.learning_rates.index(t["learning_rate"]), t["learning_rate"])
+                for t in trials if t["init"] == init and t["eval_accuracy"] is not None]
+        args.rates[init] = max(done)[2] if done else args.learning_rates[0]
+    return trials
 
 
 def queue(args) -> list[tuple[str, str, float, int]]:
-    """``(dataset name, init, mask ratio, seed)`` of every run, in the order they run (see the module docstring)."""
+    """``(dataset name, init, mask ratio, seed)`` of every run after the trials, in the order they run (each at its
+    init's chosen rate)."""
     first, others = args.mask_ratios[0], args.mask_ratios[1:]
     runs = [(name, init, first, seed) for seed in args.seeds for init in INITS for name in args.datasets]
     return runs + [(name, "pretrained", ratio, seed) for ratio in others for seed in args.seeds
                    for name in args.datasets]
 
 
-def finetune_command(args, name: str, init: str, ratio: float, seed: int) -> list[str]:
-    output = run_folder(args, name, init, ratio, seed)
+def finetune_command(args, name: str, init: str, ratio: float, seed: int, lr: float | None = None) -> list[str]:
+    lr = args.rates[init] if lr is None else lr
+    output = run_folder(args, name, init, ratio, seed, lr)
     start = ["--model_name_or_path", str(args.pretrained)] if init == "pretrained" else [
         "--from_scratch", *shlex.split(args.scratch_args)]
     command = [sys.executable, str(EXAMPLES / "finetune.py"), "--dataset", str(args.datasets[name]), *start,
-               "--learning_rate", str(args.learning_rate), "--num_train_epochs", str(args.max_epochs),
+               "--learning_rate", f"{lr:g}", "--num_train_epochs", str(args.max_epochs),
                "--early_stopping_patience", str(args.patience), "--metric_for_best_model", "accuracy",
                "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size",
                str(2 * args.batch_size), "--mask_ratio", f"{ratio:g}", "--seed", str(100 + seed),
@@ -137,14 +170,23 @@ def finetune_command(args, name: str, init: str, ratio: float, seed: int) -> lis
     return command + shlex.split(args.finetune_args)
 
 
-def finetune_stage(args, runner: Runner) -> None:
-    runs = []
-    for name, init, ratio, seed in queue(args):
-        output = run_folder(args, name, init, ratio, seed)
+def pending(args, runs) -> list[tuple[str, list[str], object]]:
+    """The runner's ``(name, command, on_success)`` of the ``(name, init, ratio, seed, lr)`` runs not finished yet."""
+    out = []
+    for name, init, ratio, seed, lr in runs:
+        output = run_folder(args, name, init, ratio, seed, lr)
         if not (output / "all_results.json").is_file():
-            runs.append((f"{name}-{init}-mask{ratio:g}-seed{seed}", finetune_command(args, name, init, ratio, seed),
-                         _drop_checkpoints(output)))
-    runner.run_all(runs)
+            out.append((f"{name}-{init}-lr{lr:g}-mask{ratio:g}-seed{seed}",
+                        finetune_command(args, name, init, ratio, seed, lr), _drop_checkpoints(output)))
+    return out
+
+
+def finetune_stage(args, runner: Runner) -> None:
+    """The learning-rate trials, then the queue with each init at its chosen rate; finished runs skipped."""
+    runner.run_all(pending(args, lr_trials(args)))
+    choose_learning_rates(args)
+    logger.info("learning rates chosen on %s: %s", args.lr_task, args.rates)
+    runner.run_all(pending(args, [(*run, args.rates[run[1]]) for run in queue(args)]))
 
 
 # ----------------------------------------------------------------------------------------------------- report
@@ -296,15 +338,19 @@ def pretraining_summary(folder: Path) -> dict:
 
 
 def report(args, command: str) -> dict:
+    trials = choose_learning_rates(args)
     tasks = {name: task_report(args, name, task_info(args, name)) for name in args.datasets}
-    expected = len(queue(args))
-    finished = sum((run_folder(args, *run) / "all_results.json").is_file() for run in queue(args))
+    folders = {run_folder(args, *run) for run in lr_trials(args)} | {run_folder(args, *run) for run in queue(args)}
+    expected = len(folders)
+    finished = sum((folder / "all_results.json").is_file() for folder in folders)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=EXAMPLES, capture_output=True, text=True).stdout.strip()
     results = {"description": "fine-tuning of the CPU pre-trained model on the paper's tasks against the floors",
                "complete": finished == expected, "runs_finished": finished, "runs_expected": expected,
                "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                                if k not in ("dataset", "datasets")},
                             "datasets": {name: str(folder) for name, folder in args.datasets.items()}},
+               "learning_rates": {"task": args.lr_task, "candidates": args.learning_rates, "trials": trials,
+                                  "chosen": dict(args.rates)},
                "pretraining": pretraining_summary(Path(args.pretrained)), "tasks": tasks, "commit": commit,
                "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     return portable_paths(results, args.work_dir)
@@ -319,7 +365,8 @@ def publish_commands(args, results: dict) -> list[tuple[str, list[str], None]]:
         if ratio is None:
             continue
         best = max(task["cells"][f"pretrained mask {ratio:g}"]["runs"], key=lambda run: run["eval_accuracy"])
-        folder = run_folder(args, name, "pretrained", ratio, best["seed"])
+        lr = results["learning_rates"]["chosen"]["pretrained"]
+        folder = run_folder(args, name, "pretrained", ratio, best["seed"], lr)
         repo_id = f"{args.hub_namespace}/adv-midibert-small-{name}"
         cli = [sys.executable, "-m", "adversarial_midibert.cli"]
         runs.append((f"card-{name}", [*cli, "card", str(folder), "--repo_id", repo_id], None))
@@ -336,7 +383,7 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
              f"Command: `{results['command']}` (commit `{results['commit'][:10]}`, {results['date']}). "
              f"{results['runs_finished']} of {results['runs_expected']} runs finished"
              + ("." if results["complete"] else "; **partial**: missing cells say so."), "",
-             f"Recipe: learning rate {settings['learning_rate']}, at most {settings['max_epochs']} epochs of batch "
+             f"Recipe: {_rates_sentence(results['learning_rates'])}; at most {settings['max_epochs']} epochs of batch "
              f"{settings['batch_size']} with early stopping on validation accuracy (patience {settings['patience']}, "
              f"the best epoch's weights tested), pitch shift on composer and emotion, mask fine-tuning ratio chosen on "
              f"validation among {settings['mask_ratios']}; seeds {settings['seeds']} (paired across arms). Scratch: "
@@ -422,6 +469,13 @@ def figure(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _rates_sentence(rates: dict) -> str:
+    trials = ", ".join(f"{t['init']} {t['learning_rate']:g}: {_pct(t['eval_accuracy'])} %" for t in rates["trials"])
+    chosen = ", ".join(f"{init} {lr:g}" for init, lr in rates["chosen"].items())
+    return (f"learning rates chosen on {rates['task']}'s validation accuracy (seed 0, first mask ratio; {trials}): "
+            f"{chosen}")
 
 
 def _ratio_note(ratio) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_commands_file_keeps_every_invocations_runs(args, tmp_path, monkeypatch)
 
     monkeypatch.setattr(quality.Runner, "run", fake_run)
     argv = ["--pretrained", str(args.pretrained), "--work_dir", str(args.work_dir), "--seeds", "0",
-            "--mask_ratios", "0.3", "--stages", "finetune",
+            "--mask_ratios", "0.3", "--learning_rates", "5e-4", "--stages", "finetune",  # the trials are queue runs
             *[f"--dataset={name}={folder}" for name, folder in args.datasets.items()]]
     quality.main(argv)
     first = json.loads((args.work_dir / "commands.json").read_text())
@@ -159,7 +160,42 @@ def test_commands_file_keeps_every_invocations_runs(args, tmp_path, monkeypatch)
     done = quality.run_folder(args, "composer", "pretrained", 0.3, 0)
     done.mkdir(parents=True)
     (done / "all_results.json").write_text("{}")
-    (args.work_dir / "commands.json").write_text(json.dumps({"composer-pretrained-mask0.3-seed0": "kept"}))
+    (args.work_dir / "commands.json").write_text(json.dumps({"composer-pretrained-lr0.0005-mask0.3-seed0": "kept"}))
     quality.main(argv)
     second = json.loads((args.work_dir / "commands.json").read_text())
-    assert second["composer-pretrained-mask0.3-seed0"] == "kept" and len(second) == 4
+    assert second["composer-pretrained-lr0.0005-mask0.3-seed0"] == "kept" and len(second) == 4
+
+
+def test_learning_rate_trials_run_first_and_each_init_keeps_its_best_rate(args):
+    trials = quality.lr_trials(args)
+    assert trials == [("composer", "pretrained", 0.3, 0, 5e-4), ("composer", "scratch", 0.3, 0, 5e-4),
+                      ("composer", "pretrained", 0.3, 0, 1e-4), ("composer", "scratch", 0.3, 0, 1e-4)]
+    assert quality.choose_learning_rates(args)[0]["eval_accuracy"] is None and args.rates["pretrained"] == 5e-4
+    for (name, init, ratio, seed, lr), accuracy in zip(trials, (0.70, 0.60, 0.75, None)):
+        if accuracy is not None:  # scratch at 1e-4 has not run: not chosen
+            folder = quality.run_folder(args, name, init, ratio, seed, lr)
+            folder.mkdir(parents=True)
+            (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": accuracy}))
+    quality.choose_learning_rates(args)
+    assert args.rates == {"pretrained": 1e-4, "scratch": 5e-4}
+    command = finetune.parse_args(quality.finetune_command(args, "melody", "pretrained", 0.3, 1)[2:])
+    assert command.learning_rate == 1e-4 and command.output_dir.endswith("melody/pretrained-lr0.0001-mask0.3/seed1")
+
+
+def test_the_queue_runs_at_the_rates_its_trials_chose(args, monkeypatch):
+    order = []
+
+    def fake_run(self, name, command):  # a run scores 0.8 on validation at 1e-4, 0.6 at 5e-4
+        order.append(name)
+        output = command[command.index("--output_dir") + 1]
+        lr = float(command[command.index("--learning_rate") + 1])
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.8 if lr == 1e-4 else 0.6}))
+        return True
+
+    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    args.seeds, args.mask_ratios = [0], [0.3]
+    quality.finetune_stage(args, quality.Runner(args.work_dir))
+    assert order[:4] == ["composer-pretrained-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0005-mask0.3-seed0",
+                         "composer-pretrained-lr0.0001-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0"]
+    assert order[4:] == ["melody-pretrained-lr0.0001-mask0.3-seed0", "melody-scratch-lr0.0001-mask0.3-seed0"]
