@@ -89,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--results_file", default=None, help="default: WORK_DIR/quality.json")
     p.add_argument("--docs", default=None, help="write the generated markdown page here")
     p.add_argument("--note", action="append", default=[], help="a sentence for the page's set-up (repeatable)")
+    p.add_argument("--floors_file", default=None,
+                   help="report stage: a floors results file (results/floors-cpu.json) whose verdict is rewritten from "
+                        "the finished tasks (the other entries kept)")
     p.add_argument("--hub_namespace", default="adversarial-midibert",
                    help="publish stage: each task's model is shown as NAMESPACE/adv-midibert-small-TASK")
     args = p.parse_args(argv)
@@ -356,6 +359,23 @@ def report(args, command: str) -> dict:
     return portable_paths(results, args.work_dir)
 
 
+def update_floors_verdict(path: Path, results: dict, source: str) -> dict:
+    """Rewrite the ``verdict`` of a floors results file from the tasks with a recipe figure (the rest of the file kept,
+    the tasks not finished here kept as they were); return the new verdict."""
+    floors = read_json(path)
+    verdict = dict(floors.get("verdict", {}))
+    for name, task in results["tasks"].items():
+        if task["recipe_accuracy"] is not None:
+            verdict[name] = {"metric": LEVEL_KEYS[task["floor_level"]],
+                             "value_pct": round(100 * task["recipe_accuracy"], 2),
+                             "ci95_pct": [round(100 * v, 2) for v in task["recipe_ci95"]],
+                             "clears": task["floors_cleared"],
+                             "source": f"{source}: pre-trained, the recipe chosen on validation, mean over its seeds"}
+    floors["verdict"] = verdict
+    atomic_write_json(path, floors)
+    return verdict
+
+
 def publish_commands(args, results: dict) -> list[tuple[str, list[str], None]]:
     """For each task, its model a user can take (the recipe's run with the best validation accuracy): the model card
     rewritten from its results, then ``push --dry_run`` into ``WORK_DIR/publish/TASK`` (what would be published)."""
@@ -513,6 +533,8 @@ def main(argv=None) -> dict | None:
             figure(results, picture)
             atomic_write_text(Path(args.docs), markdown(results, picture.name))
         logger.info("results: %s (%d of %d runs)", results_file, results["runs_finished"], results["runs_expected"])
+        if args.floors_file:
+            update_floors_verdict(Path(args.floors_file), results, str(results_file))
     if "publish" in args.stages:
         runner.run_all(publish_commands(args, results or read_json(results_file)))
     if runner.failures:

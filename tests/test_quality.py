@@ -136,6 +136,14 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert commands["card-melody"][3:] == ["card", best, "--repo_id", "adversarial-midibert/adv-midibert-small-melody"]
     assert commands["push-melody"][4] == best and commands["push-melody"][-2:] == [
         "--dry_run", str(args.work_dir / "publish" / "melody")]
+    floors_file = args.work_dir / "floors.json"  # an older verdict: composer kept where this report has no figure
+    floors_file.write_text(json.dumps({"description": "kept", "verdict": {"velocity": {"value_pct": 30.0}}}))
+    verdict = quality.update_floors_verdict(floors_file, results, "results/quality-cpu.json")
+    written = json.loads(floors_file.read_text())
+    assert written["description"] == "kept" and written["verdict"] == verdict
+    assert verdict["velocity"] == {"value_pct": 30.0} and verdict["melody"]["clears"] == melody["floors_cleared"]
+    assert verdict["melody"]["metric"] == "test_accuracy" and verdict["composer"]["metric"] == "test_piece_accuracy"
+    assert verdict["melody"]["value_pct"] == round(100 * melody["recipe_accuracy"], 2)
     cost = melody["epoch_cost"]  # an epoch: 100 segments of 64 rows, 480 s over 4 epochs
     assert cost["tokens"] == 6400 and cost["cpu_minutes"] == pytest.approx(2.0)
     assert 0 < cost["flops_per_token"] < cost["base_flops_per_token"]
