@@ -331,6 +331,7 @@ def test_a_fresh_start_never_replaces_a_run_in_its_folder(tiny_dataset, tmp_path
     # a finished run without checkpoints: 'latest' finds none and would start anew, so it is refused too
     shutil.rmtree(out / "step_4")
     assert cli.main([*flags, "--resume_from_checkpoint", "latest"]) == 2
-    assert "holds a run (all_results.json)" in capsys.readouterr().err
+    error = capsys.readouterr().err  # no checkpoint to continue from: not offered
+    assert "holds a run (all_results.json): start anew with --overwrite_output_dir" in error
     assert "old" not in json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
     assert (out / "all_results.json").is_file()

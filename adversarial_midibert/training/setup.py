@@ -132,9 +132,9 @@ def check_output_dir(args, output_dir: Path) -> None:
         return
     held = [name for name in ("all_results.json",) if (output_dir / name).is_file()] + checkpoints
     if held:
-        raise FileExistsError(f"--output_dir {output_dir} holds a run ({', '.join(held)}): continue it with "
-                              "--resume_from_checkpoint latest, or start anew with --overwrite_output_dir or in "
-                              "another folder")
+        resume = "continue it with --resume_from_checkpoint latest, or " if checkpoints else ""
+        raise FileExistsError(f"--output_dir {output_dir} holds a run ({', '.join(held)}): {resume}start anew with "
+                              "--overwrite_output_dir or in another folder")
 
 
 def start_run(accelerator: Accelerator, logger, seed: int, output_dir: Path) -> FolderLock | None:
