@@ -83,6 +83,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the from-scratch initialisation: the pre-trained model's architecture")
     p.add_argument("--finetune_args", default="", help="flags added to every fine-tuning")
     p.add_argument("--jobs", type=int, default=1, help="fine-tunings at once, one thread each")
+    p.add_argument("--inits", default=",".join(INITS),
+                   help="finetune stage: the initialisations this invocation runs (e.g. scratch while the pre-training "
+                        "still runs); the report reads every finished run")
     p.add_argument("--bootstrap_resamples", type=int, default=2000)
     p.add_argument("--assumed_mfu", type=float, default=0.2,
                    help="share of an H100's dense bf16 peak assumed for the on-paper GPU cost (never measured here)")
@@ -109,6 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.rates = {init: args.learning_rates[0] for init in INITS}  # until the trials choose
     args.mask_ratios = [float(r) for r in args.mask_ratios.split(",")]
     args.stages = args.stages.split(",")
+    args.inits = args.inits.split(",")
+    if set(args.inits) - set(INITS) or not args.inits:
+        p.error(f"--inits {','.join(args.inits)!r}: some of {', '.join(INITS)}")
     if set(args.stages) - set(STAGES):
         p.error(f"--stages: unknown {sorted(set(args.stages) - set(STAGES))}; known: {', '.join(STAGES)}")
     if "finetune" in args.stages and not args.datasets:
@@ -185,11 +191,12 @@ def pending(args, runs) -> list[tuple[str, list[str], object]]:
 
 
 def finetune_stage(args, runner: Runner) -> None:
-    """The learning-rate trials, then the queue with each init at its chosen rate; finished runs skipped."""
-    runner.run_all(pending(args, lr_trials(args)))
+    """The learning-rate trials, then the queue with each init at its chosen rate; finished runs skipped, and the
+    runs of an init not in ``--inits`` left to another invocation."""
+    runner.run_all(pending(args, [run for run in lr_trials(args) if run[1] in args.inits]))
     choose_learning_rates(args)
     logger.info("learning rates chosen on %s: %s", args.lr_task, args.rates)
-    runner.run_all(pending(args, [(*run, args.rates[run[1]]) for run in queue(args)]))
+    runner.run_all(pending(args, [(*run, args.rates[run[1]]) for run in queue(args) if run[1] in args.inits]))
 
 
 # ----------------------------------------------------------------------------------------------------- report

@@ -207,3 +207,25 @@ def test_the_queue_runs_at_the_rates_its_trials_chose(args, monkeypatch):
     assert order[:4] == ["composer-pretrained-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0005-mask0.3-seed0",
                          "composer-pretrained-lr0.0001-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0"]
     assert order[4:] == ["melody-pretrained-lr0.0001-mask0.3-seed0", "melody-scratch-lr0.0001-mask0.3-seed0"]
+
+
+def test_inits_restricts_the_runs_of_one_invocation(args, monkeypatch):
+    order = []
+
+    def fake_run(self, name, command):
+        order.append(name)
+        output = Path(command[command.index("--output_dir") + 1])
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.5}))
+        return True
+
+    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    args.seeds, args.mask_ratios, args.inits = [0], [0.3], ["scratch"]
+    quality.finetune_stage(args, quality.Runner(args.work_dir))
+    assert order == ["composer-scratch-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0",
+                     "melody-scratch-lr0.0005-mask0.3-seed0"]
+    args.inits = list(quality.INITS)  # a later invocation runs the rest, the scratch runs skipped
+    quality.finetune_stage(args, quality.Runner(args.work_dir))
+    assert [name for name in order[3:] if "scratch" in name] == []
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--pretrained", "p", "--work_dir", "w", "--stages", "report", "--inits", "scratch,random"])
