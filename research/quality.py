@@ -340,11 +340,17 @@ def task_report(args, name: str, info: dict) -> dict:
     }
 
 
-def pretraining_summary(folder: Path) -> dict:
+def pretraining_summary(folder: Path, window: int = 50) -> dict:
+    """The pre-trained model's run: its validation log (the yardstick loss) and its training loss as means over
+    ``window`` logged steps (``[last step, mean]``), for the page's curve."""
     results = read_json(folder / "all_results.json") if (folder / "all_results.json").is_file() else {}
+    train = [(row["step"], row["loss"]) for row in _jsonl(folder / "train_log.jsonl") if row.get("loss") is not None]
     return {"folder": str(folder), "train_steps": results.get("train_steps"), "eval_loss": results.get("eval_loss"),
             "eval_log": [{k: row.get(k) for k in ("step", "eval_loss", "eval_accuracy")}
-                         for row in _jsonl(folder / "eval_log.jsonl")]}
+                         for row in _jsonl(folder / "eval_log.jsonl")],
+            "train_loss_means": [[train[i + len(chunk) - 1][0], float(np.mean(chunk))]
+                                 for i in range(0, len(train), window)
+                                 for chunk in [[loss for _, loss in train[i:i + window]]]]}
 
 
 def report(args, command: str) -> dict:
@@ -474,14 +480,23 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
 
 def figure(results: dict, path: Path) -> None:
     """Validation accuracy by epoch of every finished run of each task's recipe, pre-trained and from scratch (the
-    scratch runs at the first ratio), one panel per task."""
+    scratch runs at the first ratio), one panel per task; the last panel, the pre-training's losses by step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = results["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.4), squeeze=False)
+    pretraining = results["pretraining"]
+    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4 * (len(tasks) + 1), 3.4), squeeze=False)
+    axis = axes[0][-1]  # the pre-training: training loss (window means) and the validation loss, the yardstick
+    axis.plot(*zip(*pretraining.get("train_loss_means") or [(0, np.nan)]), color="C7", lw=1,
+              label="training (attribute-weighted from the first evaluation)")
+    axis.plot([row["step"] for row in pretraining["eval_log"]], [row["eval_loss"] for row in pretraining["eval_log"]],
+              color="C3", marker="o", ms=4, label="validation")
+    axis.set_title("pre-training loss", fontsize=9)
+    axis.set_xlabel("step")
+    axis.legend(fontsize=7)
     for axis, (name, task) in zip(axes[0], tasks.items()):
         ratio = task["chosen_mask_ratio"]
         for arm, color in ((f"pretrained mask {ratio:g}" if ratio is not None else None, "C0"),

@@ -229,3 +229,14 @@ def test_inits_restricts_the_runs_of_one_invocation(args, monkeypatch):
     assert [name for name in order[3:] if "scratch" in name] == []
     with pytest.raises(SystemExit):
         quality.parse_args(["--pretrained", "p", "--work_dir", "w", "--stages", "report", "--inits", "scratch,random"])
+
+
+def test_pretraining_summary_keeps_the_yardstick_and_the_training_loss_means(tmp_path):
+    folder = tmp_path / "pretrained"
+    folder.mkdir()
+    (folder / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": float(s)}) + "\n"
+                                                    for s in range(501, 621)))
+    (folder / "eval_log.jsonl").write_text(json.dumps({"step": 600, "eval_loss": 1.5, "eval_accuracy": 0.6}) + "\n")
+    summary = quality.pretraining_summary(folder, window=50)
+    assert summary["eval_log"] == [{"step": 600, "eval_loss": 1.5, "eval_accuracy": 0.6}]
+    assert summary["train_loss_means"] == [[550, 525.5], [600, 575.5], [620, 610.5]]  # the last window is partial
