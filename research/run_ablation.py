@@ -339,12 +339,13 @@ class Runner:
             list(pool.map(one, runs))
 
 
-_INTERPRETER_AND_SCRIPT = re.compile(r"^\S*python[\d.]*\s+\S*?(examples/[\w.-]+\.py)")
+_INTERPRETER_AND_SCRIPT = re.compile(r"^\S*python[\d.]*\s+\S*?((?:examples|research|benchmarks)/[\w.-]+\.py)")
 
 
 def portable_command(line: str) -> str:
-    """A command line as a reader of the results types it from the repository root: ``python examples/x.py ...``
-    instead of this machine's interpreter and absolute script path (lines already portable are returned as they are)."""
+    """A command line as a reader of the results types it from the repository root: ``python examples/x.py ...`` (or
+    ``research/``, ``benchmarks/``) instead of this machine's interpreter and absolute script path (lines already
+    portable are returned as they are)."""
     return _INTERPRETER_AND_SCRIPT.sub(r"python \1", line)
 
 

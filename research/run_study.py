@@ -64,6 +64,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -564,7 +565,8 @@ def portable_paths(value, work_dir: Path):
     if isinstance(value, str):
         for spelling in (str(work_dir.resolve()), str(work_dir)):
             value = value.replace(spelling, "WORK_DIR")
-        return value
+        # a run spelled the folder with more ``../`` than the report (another working folder): the same folder
+        return re.sub(r"(?:\.\./)+WORK_DIR", "WORK_DIR", value)
     return value
 
 

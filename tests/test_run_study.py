@@ -5,6 +5,7 @@ the page regenerated from a results file."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,14 @@ def test_page_is_regenerated_from_a_results_file(tiny_study, data_root, tmp_path
     assert f"{100 * share:.2f} %" in text
     assert ("their majority class c is 60.0 % of them and 30.0 % of the test notes, whose own majority class b is "
             "50.0 %") in text
+
+
+def test_results_name_no_path_of_this_machine():
+    from research.run_ablation import portable_command
+    from research.run_study import portable_paths
+
+    assert portable_command("/v/bin/python /x/code/research/run_study.py --a 1") == "python research/run_study.py --a 1"
+    assert portable_command("/v/bin/python3.11 /x/examples/finetune.py --b") == "python examples/finetune.py --b"
+    runs_spelling = {"run": ["--output_dir ../../runs/study/pretrain/random/seed0"]}  # from another working folder
+    expected = {"run": ["--output_dir WORK_DIR/pretrain/random/seed0"]}
+    assert portable_paths(runs_spelling, Path("../runs/study")) == expected
