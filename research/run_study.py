@@ -555,18 +555,18 @@ def benchmark_step_costs(path, arms) -> dict:
                   "benchmark": bench.get("command")} for arm, kind in kinds.items()}
 
 
-def portable_paths(value, work_dir: Path):
-    """``value`` with this machine's path of the work folder written ``WORK_DIR`` in every string (settings, commands,
+def portable_paths(value, work_dir: Path, name: str = "WORK_DIR"):
+    """``value`` with this machine's path of the work folder written ``name`` in every string (settings, commands,
     notes), so that the results file names no path of the machine it was made on."""
     if isinstance(value, dict):
-        return {k: portable_paths(v, work_dir) for k, v in value.items()}
+        return {k: portable_paths(v, work_dir, name) for k, v in value.items()}
     if isinstance(value, list):
-        return [portable_paths(v, work_dir) for v in value]
+        return [portable_paths(v, work_dir, name) for v in value]
     if isinstance(value, str):
         for spelling in (str(work_dir.resolve()), str(work_dir)):
-            value = value.replace(spelling, "WORK_DIR")
+            value = value.replace(spelling, name)
         # a run spelled the folder with more ``../`` than the report (another working folder): the same folder
-        return re.sub(r"(?:\.\./)+WORK_DIR", "WORK_DIR", value)
+        return re.sub(rf"(?:\.\./)+{re.escape(name)}", name, value)
     return value
 
 

@@ -104,6 +104,9 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
         write_run(args, "composer", "pretrained", 0.3, seed, 0.9, 0.9, rng, "sequence")
     results = quality.report(args, "python -m research.quality")
     melody, composer = results["tasks"]["melody"], results["tasks"]["composer"]
+    assert str(args.work_dir.parent) not in json.dumps(results)  # no path of this machine: placeholders
+    settings = results["settings"]
+    assert settings["pretrained"] == "PRETRAINED" and settings["datasets"]["melody"] == "DATA_melody"
 
     assert melody["chosen_mask_ratio"] == 0.15
     assert melody["recipe_accuracy"] == pytest.approx(0.86, abs=0.02)
