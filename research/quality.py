@@ -344,13 +344,12 @@ def pretraining_summary(folder: Path, window: int = 50) -> dict:
     """The pre-trained model's run: its validation log (the yardstick loss) and its training loss as means over
     ``window`` logged steps (``[last step, mean]``), for the page's curve."""
     results = read_json(folder / "all_results.json") if (folder / "all_results.json").is_file() else {}
-    train = [(row["step"], row["loss"]) for row in _jsonl(folder / "train_log.jsonl") if row.get("loss") is not None]
+    train = [row for row in _jsonl(folder / "train_log.jsonl") if row.get("loss") is not None]
+    windows = [train[i:i + window] for i in range(0, len(train), window)]
     return {"folder": str(folder), "train_steps": results.get("train_steps"), "eval_loss": results.get("eval_loss"),
             "eval_log": [{k: row.get(k) for k in ("step", "eval_loss", "eval_accuracy")}
                          for row in _jsonl(folder / "eval_log.jsonl")],
-            "train_loss_means": [[train[i + len(chunk) - 1][0], float(np.mean(chunk))]
-                                 for i in range(0, len(train), window)
-                                 for chunk in [[loss for _, loss in train[i:i + window]]]]}
+            "train_loss_means": [[rows[-1]["step"], float(np.mean([row["loss"] for row in rows]))] for rows in windows]}
 
 
 def report(args, command: str) -> dict:
