@@ -444,7 +444,10 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
             f"{_pct(scratch_level['accuracy'], 2) if scratch_level else '–'} | "
             f"{'–' if cleared is None else ('yes' if cleared else '**no**')} |")
     lines += ["", "Intervals: 95 % two-level bootstrap over test pieces and seeds. MidiBERT-Piano's composer figure "
-              "is per segment: compare it with the per-segment column below.", "", "## Comparisons", ""]
+              "is per segment: compare it with the per-segment column below.", "", "## Comparisons", "",
+              f"{len(settings['seeds'])} fine-tuning seeds of one pre-trained model: the intervals describe this "
+              "model's fine-tunings; they are not the 6 paired seeds, pre-training seeds included, that a claim that "
+              "pre-training or a mask ratio helps in general needs.", ""]
     for task in results["tasks"].values():
         lines += [f"- {verdict(c)}" for c in task["comparisons"]]
     lines += ["", "## Every cell (seed means; validation accuracy chooses the mask ratio)", "",

@@ -133,6 +133,7 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     page = quality.markdown(json.loads(json.dumps(results)))
     assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
     assert "| **no** |" in page and "not run yet" in page
+    assert "3 fine-tuning seeds of one pre-trained model: the intervals describe this model's fine-tunings" in page
     commands = {name: command for name, command, _ in quality.publish_commands(args, results)}
     assert sorted(commands) == ["card-composer", "card-melody", "push-composer", "push-melody"]
     best = str(quality.run_folder(args, "melody", "pretrained", 0.15, 2))  # the best validation accuracy of the recipe
