@@ -279,7 +279,9 @@ def paired(args, a: dict, b: dict, level: str) -> dict:
 def epoch_cost(args, info: dict, cells: dict) -> dict | None:
     """One fine-tuning epoch of a task: tokens (segments x rows, padding included), the step's FLOPs per token counted
     on the meta device for the pre-trained model's size and for the paper's (base preset) at the same length, the CPU
-    minutes the runs took (one thread), and on paper the seconds on one H100 at ``--assumed_mfu`` of its bf16 peak.
+    minutes the runs took (one thread) and those minutes scaled by FLOPs to the base preset (an estimate: a larger
+    model may run its matrix products a little faster per FLOP), and on paper the seconds on one H100 at
+    ``--assumed_mfu`` of its bf16 peak.
     The FLOPs are those of a one-pass masked-LM step (the encoder's forward and backward; the heads differ by a few
     percent)."""
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
@@ -297,8 +299,9 @@ def epoch_cost(args, info: dict, cells: dict) -> dict | None:
     base = step_flops_per_token(AdvMidiBertConfig(**{**preset_config_kwargs("base"),
                                                      "max_position_embeddings": max(seq_len, 1024)}), seq_len, "random")
     peak = PEAK_BF16_TFLOPS["H100"] * 1e12 * args.assumed_mfu
+    cpu_minutes = float(np.mean([r["train_runtime"] / max(r["epochs_run"], 1) / 60 for r in runs]))
     return {"tokens": tokens, "seq_len": seq_len, "flops_per_token": small, "base_flops_per_token": base,
-            "cpu_minutes": float(np.mean([r["train_runtime"] / max(r["epochs_run"], 1) / 60 for r in runs])),
+            "cpu_minutes": cpu_minutes, "base_cpu_minutes_flop_scaled": cpu_minutes * base / small,
             "h100_seconds_on_paper": tokens * small / peak, "base_h100_seconds_on_paper": tokens * base / peak,
             "assumed_mfu": args.assumed_mfu}
 
@@ -456,7 +459,7 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for name, task in results["tasks"].items():
         for arm, c in task["cells"].items():
-            epochs = ", ".join(f"{r['epochs_run']} ({r['epoch']})" for r in c["runs"]) or "–"
+            epochs = ", ".join(f"{r['epochs_run']} ({r['epoch'] + 1})" for r in c["runs"]) or "–"
             lines.append(f"| {name} | {arm} | {len(c['seeds'])} | {_pct(c['eval_accuracy'])} | "
                          f"{_pct(c['test_accuracy'])} | {_pct(c['test_f1_macro'])} | {_pct(c['test_piece_accuracy'])} "
                          f"| {_pct(c['test_piece_f1_macro'])} | {epochs} |")
@@ -474,9 +477,10 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
         curve = ", ".join(f"{100 * row['eval_accuracy']:.1f}" for row in runs[0]["curve"])
         lines.append(f"- {name}: {cost['tokens']:,} tokens per epoch, {cost['flops_per_token'] / 1e6:.0f} MFLOP per "
                      f"token ({cost['base_flops_per_token'] / 1e6:.0f} at the base preset): {cost['cpu_minutes']:.1f} "
-                     f"CPU-minutes per epoch here; on paper {cost['h100_seconds_on_paper']:.1f} H100-seconds "
+                     f"CPU-minutes per epoch here (about {cost['base_cpu_minutes_flop_scaled']:.0f} at the base "
+                     f"preset, scaled by FLOPs); on paper {cost['h100_seconds_on_paper']:.1f} H100-seconds "
                      f"({cost['base_h100_seconds_on_paper']:.0f} at the base preset). Validation accuracy by epoch, "
-                     f"pre-trained seed {runs[0]['seed']}: {curve}.")
+                     f"pre-trained seed {runs[0]['seed']}: {curve}." + _stopping(task, runs, settings))
     pretraining = results["pretraining"]
     lines += ["", "## The pre-trained model", "",
               f"`{pretraining['folder']}`: {pretraining['train_steps'] or '–'} steps; validation loss by step: "
@@ -519,6 +523,20 @@ def figure(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _stopping(task: dict, runs: list[dict], settings: dict) -> str:
+    """Why a floor the recipe did not clear stayed out of reach at this budget: how its runs stopped."""
+    if False not in task["floors_cleared"].values():
+        return ""
+    capped = [run for run in runs  # ran every epoch and the last was the best: still rising
+              if run["epochs_run"] >= settings["max_epochs"] and run["epoch"] + 1 == run["epochs_run"]]
+    if capped:
+        return (f" Floor not cleared: {len(capped)} of {len(runs)} runs were still improving at the last of their "
+                f"{settings['max_epochs']} epochs, so more epochs may help.")
+    return (f" Floor not cleared: every run stopped on validation (no better epoch in {settings['patience']}, or its "
+            f"best epoch before the last), so more fine-tuning epochs of this model would not clear it; a larger or "
+            f"longer pre-trained model would.")
 
 
 def _rates_sentence(rates: dict) -> str:

@@ -152,17 +152,46 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert cost["tokens"] == 6400 and cost["cpu_minutes"] == pytest.approx(2.0)
     assert 0 < cost["flops_per_token"] < cost["base_flops_per_token"]
     assert cost["h100_seconds_on_paper"] == pytest.approx(6400 * cost["flops_per_token"] / (989e12 * 0.2))
+    assert cost["base_cpu_minutes_flop_scaled"] == pytest.approx(2.0 * cost["base_flops_per_token"]
+                                                                 / cost["flops_per_token"])
     assert "6,400 tokens per epoch" in page and "2.0 CPU-minutes per epoch here" in page
-    assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0." in page
+    assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0. Floor not cleared: every run stopped" in page
+    assert "| 4 (3), 4 (3), 4 (3) |" in page  # epochs run (the best one, counted from 1)
+
+
+def test_a_floor_not_cleared_says_whether_more_epochs_could_clear_it():
+    settings = {"max_epochs": 10, "patience": 3}
+    task = {"floors_cleared": {"majority class": True, "random forest": False}}
+    rising, stopped_early, capped_past_best = ({"epochs_run": 10, "epoch": 9}, {"epochs_run": 6, "epoch": 2},
+                                               {"epochs_run": 10, "epoch": 6})
+    assert "every run stopped on validation" in quality._stopping(task, [stopped_early, capped_past_best], settings)
+    assert "1 of 2 runs were still improving at the last of their 10 epochs" in quality._stopping(
+        task, [rising, stopped_early], settings)
+    assert quality._stopping({"floors_cleared": {"random forest": True}}, [rising], settings) == ""
+
+
+def fake_runner(monkeypatch, eval_accuracy=None) -> list[str]:
+    """Replace the runner's ``run``: it records each run's name (the returned list, in order) and command as the runner
+    does, and writes nothing, or, given ``eval_accuracy(learning_rate)``, a finished run's all_results.json."""
+    order = []
+
+    def fake_run(self, name, command):
+        order.append(name)
+        self.commands[name] = shlex.join(command)
+        if eval_accuracy is not None:
+            output = Path(command[command.index("--output_dir") + 1])
+            output.mkdir(parents=True, exist_ok=True)
+            lr = float(command[command.index("--learning_rate") + 1])
+            (output / "all_results.json").write_text(json.dumps({"eval_accuracy": eval_accuracy(lr)}))
+        return True
+
+    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    return order
 
 
 def test_commands_file_keeps_every_invocations_runs(args, tmp_path, monkeypatch):
     """Run twice (the second time the first run is finished): commands.json lists the runs of both invocations."""
-    def fake_run(self, name, command):  # records the command as the runner does, runs nothing
-        self.commands[name] = shlex.join(command)
-        return True
-
-    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    fake_runner(monkeypatch)
     argv = ["--pretrained", str(args.pretrained), "--work_dir", str(args.work_dir), "--seeds", "0",
             "--mask_ratios", "0.3", "--learning_rates", "5e-4", "--stages", "finetune",  # the trials are queue runs
             *[f"--dataset={name}={folder}" for name, folder in args.datasets.items()]]
@@ -195,17 +224,7 @@ def test_learning_rate_trials_run_first_and_each_init_keeps_its_best_rate(args):
 
 
 def test_the_queue_runs_at_the_rates_its_trials_chose(args, monkeypatch):
-    order = []
-
-    def fake_run(self, name, command):  # a run scores 0.8 on validation at 1e-4, 0.6 at 5e-4
-        order.append(name)
-        output = command[command.index("--output_dir") + 1]
-        lr = float(command[command.index("--learning_rate") + 1])
-        Path(output).mkdir(parents=True, exist_ok=True)
-        (Path(output) / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.8 if lr == 1e-4 else 0.6}))
-        return True
-
-    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    order = fake_runner(monkeypatch, lambda lr: 0.8 if lr == 1e-4 else 0.6)
     args.seeds, args.mask_ratios = [0], [0.3]
     quality.finetune_stage(args, quality.Runner(args.work_dir))
     assert order[:4] == ["composer-pretrained-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0005-mask0.3-seed0",
@@ -214,16 +233,7 @@ def test_the_queue_runs_at_the_rates_its_trials_chose(args, monkeypatch):
 
 
 def test_inits_restricts_the_runs_of_one_invocation(args, monkeypatch):
-    order = []
-
-    def fake_run(self, name, command):
-        order.append(name)
-        output = Path(command[command.index("--output_dir") + 1])
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "all_results.json").write_text(json.dumps({"eval_accuracy": 0.5}))
-        return True
-
-    monkeypatch.setattr(quality.Runner, "run", fake_run)
+    order = fake_runner(monkeypatch, lambda lr: 0.5)
     args.seeds, args.mask_ratios, args.inits = [0], [0.3], ["scratch"]
     quality.finetune_stage(args, quality.Runner(args.work_dir))
     assert order == ["composer-scratch-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0",
