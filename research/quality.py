@@ -446,8 +446,12 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
             f"{_interval_abs(task['recipe_f1_macro_ci95'])} | "
             f"{_pct(scratch_level['accuracy'], 2) if scratch_level else '–'} | "
             f"{'–' if cleared is None else ('yes' if cleared else '**no**')} |")
+    other_splits = [name for name, task in results["tasks"].items() if name != task["task"]]
     lines += ["", "Intervals: 95 % two-level bootstrap over test pieces and seeds. MidiBERT-Piano's composer figure "
-              "is per segment: compare it with the per-segment column below.", "", "## Comparisons", "",
+              "is per segment: compare it with the per-segment column below."
+              + "".join(f" {name}: the floors and published figures shown are {results['tasks'][name]['task']}'s, "
+                        "on its usual split; the data README gives none for this split." for name in other_splits),
+              "", "## Comparisons", "",
               f"{len(settings['seeds'])} fine-tuning seeds of one pre-trained model: the intervals describe this "
               "model's fine-tunings; they are not the 6 paired seeds, pre-training seeds included, that a claim that "
               "pre-training or a mask ratio helps in general needs.", ""]

@@ -157,6 +157,11 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert "6,400 tokens per epoch" in page and "2.0 CPU-minutes per epoch here" in page
     assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0. Floor not cleared: every run stopped" in page
     assert "| 4 (3), 4 (3), 4 (3) |" in page  # epochs run (the best one, counted from 1)
+    other_split = json.loads(json.dumps(results))  # a data set on another split of a task: its floors are the task's
+    other_split["tasks"]["melody-holdout"] = other_split["tasks"].pop("melody")
+    assert "split" not in page.split("## Comparisons")[0].split("Intervals:")[1]
+    assert ("melody-holdout: the floors and published figures shown are melody's, on its usual split; the data README "
+            "gives none for this split.") in quality.markdown(other_split)
 
 
 def test_a_floor_not_cleared_says_whether_more_epochs_could_clear_it():
