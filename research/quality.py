@@ -5,12 +5,13 @@ floors and the papers, and measure what pre-training and mask fine-tuning add.
 Every task's data set (``--dataset NAME=FOLDER``, written by ``examples/prepare_data.py``) is fine-tuned with one
 recipe: at most ``--max_epochs`` epochs with early stopping on the validation accuracy (``--patience`` evaluations, the
 best epoch's weights restored before the test), pitch shift on the tasks that allow it
-(:data:`adversarial_midibert.tasks.TASKS`), and a learning rate chosen on validation for each initialisation. The runs,
-in the order they are queued (the CPU may stop anywhere; the report says what is missing):
+(:data:`adversarial_midibert.tasks.TASKS`), and a learning rate chosen on validation for each task and initialisation.
+The runs, in the order they are queued (the CPU may stop anywhere; the report says what is missing):
 
-1. the learning-rate trials: the first data set (or ``--lr_task``), seed 0, the first mask ratio, every rate of
-   ``--learning_rates`` from the pre-trained model and from scratch; each initialisation then keeps the rate with the
-   best validation accuracy (a trial that has not run counts as not chosen; none run: the first rate);
+1. the learning-rate trials: every task, seed 0, the first mask ratio, every rate of ``--learning_rates`` from the
+   pre-trained model and from scratch; each task and initialisation then keeps the rate with the best validation
+   accuracy (a trial that has not run counts as not chosen; none run: the first rate); the chosen rate's trial is
+   that arm's seed-0 run;
 2. for each seed of ``--seeds``: every task from the pre-trained model (``--pretrained``) and from scratch (the
    ``--scratch_args`` initialisation, same architecture), with the first mask fine-tuning ratio of ``--mask_ratios``;
 3. then the other ratios of ``--mask_ratios``, from the pre-trained model, for every seed and task.
@@ -75,7 +76,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="mask fine-tuning ratios; the first is the one pre-trained and scratch are compared at")
     p.add_argument("--learning_rates", default="5e-4,1e-4",
                    help="the candidates of the learning-rate trials (the first is also the fallback)")
-    p.add_argument("--lr_task", default=None, help="the data set of the learning-rate trials (default: the first)")
     p.add_argument("--max_epochs", type=int, default=10)
     p.add_argument("--patience", type=int, default=3, help="early stopping: evaluations without a better accuracy")
     p.add_argument("--batch_size", type=int, default=8)
@@ -106,10 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.datasets[name] = Path(folder)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.learning_rates = [float(r) for r in args.learning_rates.split(",")]
-    args.lr_task = args.lr_task or next(iter(args.datasets), None)
-    if args.lr_task is not None and args.lr_task not in args.datasets:
-        p.error(f"--lr_task {args.lr_task!r} is not one of the --dataset names {sorted(args.datasets)}")
-    args.rates = {init: args.learning_rates[0] for init in INITS}  # until the trials choose
+    args.rates = {(name, init): args.learning_rates[0] for name in args.datasets for init in INITS}  # until chosen
     args.mask_ratios = [float(r) for r in args.mask_ratios.split(",")]
     args.stages = args.stages.split(",")
     args.inits = args.inits.split(",")
@@ -128,27 +125,29 @@ def task_info(args, name: str) -> dict:
 
 
 def run_folder(args, name: str, init: str, ratio: float, seed: int, lr: float | None = None) -> Path:
-    """A run's folder; ``lr`` defaults to the rate chosen for ``init`` (``args.rates``)."""
-    lr = args.rates[init] if lr is None else lr
+    """A run's folder; ``lr`` defaults to the rate chosen for the task and ``init`` (``args.rates``)."""
+    lr = args.rates[name, init] if lr is None else lr
     return args.work_dir / name / f"{init}-lr{lr:g}-mask{ratio:g}" / f"seed{seed}"
 
 
 def lr_trials(args) -> list[tuple[str, str, float, int, float]]:
     """``(dataset name, init, mask ratio, seed, learning rate)`` of the learning-rate trials."""
-    return [(args.lr_task, init, args.mask_ratios[0], 0, lr) for lr in args.learning_rates for init in INITS]
+    return [(name, init, args.mask_ratios[0], 0, lr) for name in args.datasets for lr in args.learning_rates
+            for init in INITS]
 
 
 def choose_learning_rates(args) -> list[dict]:
-    """Set ``args.rates`` (per init, the trial rate with the best validation accuracy); return the trials' figures."""
+    """Set ``args.rates`` (per task and init, the trial rate with the best validation accuracy; ties to the earlier
+    candidate); return the trials' figures."""
     trials = []
     for name, init, ratio, seed, lr in lr_trials(args):
         path = run_folder(args, name, init, ratio, seed, lr) / "all_results.json"
-        trials.append({"init": init, "learning_rate": lr,
+        trials.append({"task": name, "init": init, "learning_rate": lr,
                        "eval_accuracy": read_json(path).get("eval_accuracy") if path.is_file() else None})
-    for init in INITS:
+    for arm in args.rates:
         done = [(t["eval_accuracy"], -args.learning_rates.index(t["learning_rate"]), t["learning_rate"])
-                for t in trials if t["init"] == init and t["eval_accuracy"] is not None]
-        args.rates[init] = max(done)[2] if done else args.learning_rates[0]
+                for t in trials if (t["task"], t["init"]) == arm and t["eval_accuracy"] is not None]
+        args.rates[arm] = max(done)[2] if done else args.learning_rates[0]
     return trials
 
 
@@ -162,7 +161,7 @@ def queue(args) -> list[tuple[str, str, float, int]]:
 
 
 def finetune_command(args, name: str, init: str, ratio: float, seed: int, lr: float | None = None) -> list[str]:
-    lr = args.rates[init] if lr is None else lr
+    lr = args.rates[name, init] if lr is None else lr
     output = run_folder(args, name, init, ratio, seed, lr)
     start = ["--model_name_or_path", str(args.pretrained)] if init == "pretrained" else [
         "--from_scratch", *shlex.split(args.scratch_args)]
@@ -195,8 +194,8 @@ def finetune_stage(args, runner: Runner) -> None:
     runs of an init not in ``--inits`` left to another invocation."""
     runner.run_all(pending(args, [run for run in lr_trials(args) if run[1] in args.inits]))
     choose_learning_rates(args)
-    logger.info("learning rates chosen on %s: %s", args.lr_task, args.rates)
-    runner.run_all(pending(args, [(*run, args.rates[run[1]]) for run in queue(args) if run[1] in args.inits]))
+    logger.info("learning rates chosen on validation: %s", args.rates)
+    runner.run_all(pending(args, [(*run, args.rates[run[:2]]) for run in queue(args) if run[1] in args.inits]))
 
 
 # ----------------------------------------------------------------------------------------------------- report
@@ -365,10 +364,11 @@ def report(args, command: str) -> dict:
     results = {"description": "fine-tuning of the CPU pre-trained model on the paper's tasks against the floors",
                "complete": finished == expected, "runs_finished": finished, "runs_expected": expected,
                "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                               if k not in ("dataset", "datasets")},
+                               if k not in ("dataset", "datasets", "rates")},  # the rates: learning_rates below
                             "datasets": {name: str(folder) for name, folder in args.datasets.items()}},
-               "learning_rates": {"task": args.lr_task, "candidates": args.learning_rates, "trials": trials,
-                                  "chosen": dict(args.rates)},
+               "learning_rates": {"candidates": args.learning_rates, "trials": trials,
+                                  "chosen": {name: {init: args.rates[name, init] for init in INITS}
+                                             for name in args.datasets}},
                "pretraining": pretraining_summary(Path(args.pretrained)), "tasks": tasks, "commit": commit,
                "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     results = portable_paths(results, args.work_dir)
@@ -404,7 +404,7 @@ def publish_commands(args, results: dict) -> list[tuple[str, list[str], None]]:
         if ratio is None:
             continue
         best = max(task["cells"][f"pretrained mask {ratio:g}"]["runs"], key=lambda run: run["eval_accuracy"])
-        lr = results["learning_rates"]["chosen"]["pretrained"]
+        lr = results["learning_rates"]["chosen"][name]["pretrained"]
         folder = run_folder(args, name, "pretrained", ratio, best["seed"], lr)
         repo_id = f"{args.hub_namespace}/adv-midibert-small-{name}"
         cli = [sys.executable, "-m", "adversarial_midibert.cli"]
@@ -544,10 +544,17 @@ def _stopping(task: dict, runs: list[dict], settings: dict) -> str:
 
 
 def _rates_sentence(rates: dict) -> str:
-    trials = ", ".join(f"{t['init']} {t['learning_rate']:g}: {_pct(t['eval_accuracy'])} %" for t in rates["trials"])
-    chosen = ", ".join(f"{init} {lr:g}" for init, lr in rates["chosen"].items())
-    return (f"learning rates chosen on {rates['task']}'s validation accuracy (seed 0, first mask ratio; {trials}): "
-            f"{chosen}")
+    def arm(name, init, lr):
+        tried = ", ".join(f"{t['learning_rate']:g}: " + ("not run" if t["eval_accuracy"] is None else
+                                                        f"{_pct(t['eval_accuracy'])} %")
+                          for t in rates["trials"] if (t["task"], t["init"]) == (name, init))
+        return f"{init} {lr:g} ({tried})"
+
+    chosen = "; ".join(f"{name}: " + ", ".join(arm(name, init, lr) for init, lr in inits.items())
+                       for name, inits in rates["chosen"].items())
+    candidates = ", ".join(f"{rate:g}" for rate in rates["candidates"])
+    return (f"learning rate of each task and initialisation chosen on validation accuracy among {candidates} (seed 0, "
+            f"first mask ratio; each trial's validation accuracy in brackets): {chosen}")
 
 
 def _ratio_note(ratio) -> str:

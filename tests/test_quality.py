@@ -157,6 +157,9 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert "6,400 tokens per epoch" in page and "2.0 CPU-minutes per epoch here" in page
     assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0. Floor not cleared: every run stopped" in page
     assert "| 4 (3), 4 (3), 4 (3) |" in page  # epochs run (the best one, counted from 1)
+    assert ("chosen on validation accuracy among 0.0005, 0.0001 (seed 0, first mask ratio; each trial's validation "
+            "accuracy in brackets): composer: pretrained 0.0005 (0.0005: 90.0 %, 0.0001: not run), scratch 0.0005 "
+            "(0.0005: not run, 0.0001: not run); melody: pretrained 0.0005 (0.0005: 80.0 %, 0.0001: not run)") in page
     other_split = json.loads(json.dumps(results))  # a data set on another split of a task: its floors are the task's
     other_split["tasks"]["melody-holdout"] = other_split["tasks"].pop("melody")
     assert "split" not in page.split("## Comparisons")[0].split("Intervals:")[1]
@@ -212,29 +215,35 @@ def test_commands_file_keeps_every_invocations_runs(args, tmp_path, monkeypatch)
     assert second["composer-pretrained-lr0.0005-mask0.3-seed0"] == "kept" and len(second) == 4
 
 
-def test_learning_rate_trials_run_first_and_each_init_keeps_its_best_rate(args):
+def test_learning_rate_trials_run_first_and_each_task_and_init_keeps_its_best_rate(args):
     trials = quality.lr_trials(args)
-    assert trials == [("composer", "pretrained", 0.3, 0, 5e-4), ("composer", "scratch", 0.3, 0, 5e-4),
-                      ("composer", "pretrained", 0.3, 0, 1e-4), ("composer", "scratch", 0.3, 0, 1e-4)]
-    assert quality.choose_learning_rates(args)[0]["eval_accuracy"] is None and args.rates["pretrained"] == 5e-4
-    for (name, init, ratio, seed, lr), accuracy in zip(trials, (0.70, 0.60, 0.75, None)):
-        if accuracy is not None:  # scratch at 1e-4 has not run: not chosen
+    assert trials[:4] == [("composer", "pretrained", 0.3, 0, 5e-4), ("composer", "scratch", 0.3, 0, 5e-4),
+                          ("composer", "pretrained", 0.3, 0, 1e-4), ("composer", "scratch", 0.3, 0, 1e-4)]
+    assert trials[4:] == [("melody", *trial[1:]) for trial in trials[:4]]
+    assert quality.choose_learning_rates(args)[0]["eval_accuracy"] is None
+    assert args.rates["melody", "pretrained"] == 5e-4  # none run: the first candidate
+    for (name, init, ratio, seed, lr), accuracy in zip(trials, (0.70, 0.60, 0.75, None, 0.80, 0.60, 0.75, 0.60)):
+        if accuracy is not None:  # composer from scratch at 1e-4 has not run: not chosen
             folder = quality.run_folder(args, name, init, ratio, seed, lr)
             folder.mkdir(parents=True)
             (folder / "all_results.json").write_text(json.dumps({"eval_accuracy": accuracy}))
-    quality.choose_learning_rates(args)
-    assert args.rates == {"pretrained": 1e-4, "scratch": 5e-4}
-    command = finetune.parse_args(quality.finetune_command(args, "melody", "pretrained", 0.3, 1)[2:])
-    assert command.learning_rate == 1e-4 and command.output_dir.endswith("melody/pretrained-lr0.0001-mask0.3/seed1")
+    quality.choose_learning_rates(args)  # melody from scratch: a tie, the earlier candidate
+    assert args.rates == {("composer", "pretrained"): 1e-4, ("composer", "scratch"): 5e-4,
+                          ("melody", "pretrained"): 5e-4, ("melody", "scratch"): 5e-4}
+    command = finetune.parse_args(quality.finetune_command(args, "composer", "pretrained", 0.3, 1)[2:])
+    assert command.learning_rate == 1e-4 and command.output_dir.endswith("composer/pretrained-lr0.0001-mask0.3/seed1")
+    assert finetune.parse_args(quality.finetune_command(args, "melody", "pretrained", 0.3, 1)[2:]).learning_rate == 5e-4
 
 
 def test_the_queue_runs_at_the_rates_its_trials_chose(args, monkeypatch):
     order = fake_runner(monkeypatch, lambda lr: 0.8 if lr == 1e-4 else 0.6)
-    args.seeds, args.mask_ratios = [0], [0.3]
+    args.seeds, args.mask_ratios = [0, 1], [0.3]
     quality.finetune_stage(args, quality.Runner(args.work_dir))
     assert order[:4] == ["composer-pretrained-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0005-mask0.3-seed0",
                          "composer-pretrained-lr0.0001-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0"]
-    assert order[4:] == ["melody-pretrained-lr0.0001-mask0.3-seed0", "melody-scratch-lr0.0001-mask0.3-seed0"]
+    assert order[4:8] == [name.replace("composer", "melody") for name in order[:4]]
+    assert order[8:] == ["composer-pretrained-lr0.0001-mask0.3-seed1", "melody-pretrained-lr0.0001-mask0.3-seed1",
+                         "composer-scratch-lr0.0001-mask0.3-seed1", "melody-scratch-lr0.0001-mask0.3-seed1"]
 
 
 def test_inits_restricts_the_runs_of_one_invocation(args, monkeypatch):
@@ -242,10 +251,10 @@ def test_inits_restricts_the_runs_of_one_invocation(args, monkeypatch):
     args.seeds, args.mask_ratios, args.inits = [0], [0.3], ["scratch"]
     quality.finetune_stage(args, quality.Runner(args.work_dir))
     assert order == ["composer-scratch-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0",
-                     "melody-scratch-lr0.0005-mask0.3-seed0"]
+                     "melody-scratch-lr0.0005-mask0.3-seed0", "melody-scratch-lr0.0001-mask0.3-seed0"]
     args.inits = list(quality.INITS)  # a later invocation runs the rest, the scratch runs skipped
     quality.finetune_stage(args, quality.Runner(args.work_dir))
-    assert [name for name in order[3:] if "scratch" in name] == []
+    assert [name for name in order[4:] if "scratch" in name] == []
     with pytest.raises(SystemExit):
         quality.parse_args(["--pretrained", "p", "--work_dir", "w", "--stages", "report", "--inits", "scratch,random"])
 
