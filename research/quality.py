@@ -589,6 +589,7 @@ def main(argv=None) -> dict | None:
         atomic_write_json(results_file, results)
         if args.docs:
             picture = Path(args.docs).with_suffix(".png")
+            picture.parent.mkdir(parents=True, exist_ok=True)
             figure(results, picture)
             atomic_write_text(Path(args.docs), markdown(results, picture.name))
         logger.info("results: %s (%d of %d runs)", results_file, results["runs_finished"], results["runs_expected"])

@@ -268,3 +268,14 @@ def test_pretraining_summary_keeps_the_yardstick_and_the_training_loss_means(tmp
     summary = quality.pretraining_summary(folder, window=50)
     assert summary["eval_log"] == [{"step": 600, "eval_loss": 1.5, "eval_accuracy": 0.6}]
     assert summary["train_loss_means"] == [[550, 525.5], [600, 575.5], [620, 610.5]]  # the last window is partial
+
+
+def test_report_writes_its_page_into_a_new_folder_before_any_run(args, tmp_path):
+    docs = tmp_path / "new" / "quality.md"
+    argv = ["--pretrained", str(args.pretrained), "--work_dir", str(args.work_dir), "--stages", "report",
+            "--results_file", str(tmp_path / "q.json"), "--docs", str(docs),
+            *[f"--dataset={name}={folder}" for name, folder in args.datasets.items()]]
+    results = quality.main(argv)
+    # 2 tasks: 2 inits x 3 seeds + 2 other ratios x 3 seeds, and each arm's seed-0 trial at the other rate
+    assert results["runs_finished"] == 0 and "0 of 28 runs finished; **partial**" in docs.read_text()
+    assert docs.with_suffix(".png").is_file()
