@@ -539,8 +539,7 @@ def _stopping(task: dict, runs: list[dict], settings: dict) -> str:
         return (f" Floor not cleared: {len(capped)} of {len(runs)} runs were still improving at the last of their "
                 f"{settings['max_epochs']} epochs, so more epochs may help.")
     return (f" Floor not cleared: every run stopped on validation (no better epoch in {settings['patience']}, or its "
-            f"best epoch before the last), so more fine-tuning epochs of this model would not clear it; a larger or "
-            f"longer pre-trained model would.")
+            f"best epoch before the last), so more fine-tuning epochs of this model would not clear it.")
 
 
 def _rates_sentence(rates: dict) -> str:
