@@ -153,11 +153,11 @@ def choose_learning_rates(args) -> list[dict]:
 
 def queue(args) -> list[tuple[str, str, float, int]]:
     """``(dataset name, init, mask ratio, seed)`` of every run after the trials, in the order they run (each at its
-    init's chosen rate)."""
+    init's chosen rate): task by task in ``--dataset`` order, so that a budget that stops mid-queue leaves whole tasks
+    answered (list the cheapest first), and within a task seed by seed over every arm, so that it leaves whole pairs."""
     first, others = args.mask_ratios[0], args.mask_ratios[1:]
-    runs = [(name, init, first, seed) for seed in args.seeds for init in INITS for name in args.datasets]
-    return runs + [(name, "pretrained", ratio, seed) for ratio in others for seed in args.seeds
-                   for name in args.datasets]
+    arms = [(init, first) for init in INITS] + [("pretrained", ratio) for ratio in others]
+    return [(name, init, ratio, seed) for name in args.datasets for seed in args.seeds for init, ratio in arms]
 
 
 def finetune_command(args, name: str, init: str, ratio: float, seed: int, lr: float | None = None) -> list[str]:

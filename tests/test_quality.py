@@ -31,12 +31,14 @@ def args(tmp_path):
                                "--seeds", "0,1,2", "--mask_ratios", "0.3,0.15,0", "--bootstrap_resamples", "200"])
 
 
-def test_queue_runs_pretrained_and_scratch_seed_by_seed_before_the_other_ratios(args):
+def test_queue_finishes_each_task_seed_by_seed_over_every_arm_before_the_next_task(args):
     runs = quality.queue(args)
-    assert len(runs) == 3 * 2 * 2 + 2 * 3 * 2
-    assert runs[:4] == [("composer", "pretrained", 0.3, 0), ("melody", "pretrained", 0.3, 0),
-                        ("composer", "scratch", 0.3, 0), ("melody", "scratch", 0.3, 0)]
-    assert {run[2] for run in runs[:12]} == {0.3} and {run[1] for run in runs[12:]} == {"pretrained"}
+    assert len(runs) == 2 * 3 * 4 and len(set(runs)) == len(runs)
+    assert runs[:4] == [("composer", "pretrained", 0.3, 0), ("composer", "scratch", 0.3, 0),
+                        ("composer", "pretrained", 0.15, 0), ("composer", "pretrained", 0, 0)]
+    assert [run[3] for run in runs[:12]] == [0] * 4 + [1] * 4 + [2] * 4  # a stop leaves whole seeds paired
+    assert {run[0] for run in runs[:12]} == {"composer"} and {run[0] for run in runs[12:]} == {"melody"}
+    assert {run[1] for run in runs if run[2] != 0.3} == {"pretrained"}
 
 
 def test_commands_are_valid_finetune_flags_and_pair_the_arms(args):
@@ -242,8 +244,8 @@ def test_the_queue_runs_at_the_rates_its_trials_chose(args, monkeypatch):
     assert order[:4] == ["composer-pretrained-lr0.0005-mask0.3-seed0", "composer-scratch-lr0.0005-mask0.3-seed0",
                          "composer-pretrained-lr0.0001-mask0.3-seed0", "composer-scratch-lr0.0001-mask0.3-seed0"]
     assert order[4:8] == [name.replace("composer", "melody") for name in order[:4]]
-    assert order[8:] == ["composer-pretrained-lr0.0001-mask0.3-seed1", "melody-pretrained-lr0.0001-mask0.3-seed1",
-                         "composer-scratch-lr0.0001-mask0.3-seed1", "melody-scratch-lr0.0001-mask0.3-seed1"]
+    assert order[8:] == ["composer-pretrained-lr0.0001-mask0.3-seed1", "composer-scratch-lr0.0001-mask0.3-seed1",
+                         "melody-pretrained-lr0.0001-mask0.3-seed1", "melody-scratch-lr0.0001-mask0.3-seed1"]
 
 
 def test_inits_restricts_the_runs_of_one_invocation(args, monkeypatch):
