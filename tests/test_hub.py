@@ -181,6 +181,23 @@ def test_model_card_metadata_holds_the_run_metrics(model_folder, monkeypatch):
     assert "87.50" in text and "97.92" in text  # our test accuracy beside the paper's
 
 
+def test_a_card_rewritten_from_the_results_alone_keeps_the_command_and_reads_per_piece_figures_as_percent(
+        model_folder):
+    results = {"task": "emotion", "test_accuracy": 0.6239, "test_piece_accuracy": 0.6262, "test_piece_f1_macro": 0.6282,
+               "test_num_pieces": 107, "eval_num_segments": 114, "command": "python examples/finetune.py --seed 100",
+               "train_log": [{"step": 10, "train_loss": 1.1974}]}
+    (model_folder / "all_results.json").write_text(json.dumps(results), encoding="utf-8")
+    assert cli_main(["card", str(model_folder), "--repo_id", "org/emotion"]) == 0
+    card = huggingface_hub.ModelCard.load(model_folder / "README.md")
+    found = {r.metric_name: (r.metric_type, r.metric_value) for r in card.data.eval_results}
+    assert found == {"Accuracy": ("accuracy", 0.6239), "Accuracy (per piece)": ("accuracy", 0.6262),
+                     "F1 (macro, per piece)": ("f1", 0.6282)}  # the counts are not metrics
+    assert "| EMOPIA | test | Accuracy (per piece) | 62.62 |  |" in card.text  # the paper's figure is per segment
+    assert "| EMOPIA | test | Accuracy | 62.39 | 79.46 |" in card.text
+    assert "python examples/finetune.py --seed 100" in card.text.split("## Training details")[1]
+    assert "train_log" not in card.text and "1.1974" not in card.text  # the log stays in the folder's results
+
+
 def test_dry_run_folder_loads_with_only_torch_and_transformers(model_folder, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)

@@ -58,6 +58,8 @@ _SPLIT_PREFIXES = {"test_": "test", "eval_": "validation", "validation_": "valid
 _METRIC_NAMES = {
     "accuracy": ("accuracy", "Accuracy"),
     "f1_macro": ("f1", "F1 (macro)"),
+    "piece_accuracy": ("accuracy", "Accuracy (per piece)"),
+    "piece_f1_macro": ("f1", "F1 (macro, per piece)"),
     "f1": ("f1", "F1"),
     "f1_weighted": ("f1", "F1 (weighted)"),
     "precision_macro": ("precision", "Precision (macro)"),
@@ -115,7 +117,8 @@ def results_to_eval_results(
         if split is None:
             continue
         metric = key.split("_", 1)[1]
-        if metric in ("loss", "runtime", "samples", "steps") or metric.endswith(("per_second", "scored")):
+        if metric in ("loss", "runtime", "samples", "steps") or metric.endswith(("per_second", "scored")) or \
+                metric.startswith("num_"):  # counts (pieces, segments) are not metrics
             continue
         metric_type, metric_name = _METRIC_NAMES.get(metric, (metric, metric.replace("_", " ")))
         entries.append(
@@ -183,7 +186,7 @@ def write_model_card(
         task_type: ``sequence``, ``token`` or ``pretrain``; inferred from the task or the architecture.
         dataset_name: the data set the results were measured on (defaults to ``results["dataset"]``, the known
             task's data set, the first of ``datasets``, else the task name).
-        training_command: the exact command line of the run, shown verbatim.
+        training_command: the exact command line of the run, shown verbatim (default: ``results["command"]``).
         hyperparameters: training hyper-parameters (name -> value), shown as a table.
         results: metrics to report; defaults to ``folder/all_results.json``.
         license: SPDX license id of the weights (default ``mit``).
@@ -245,7 +248,7 @@ def write_model_card(
     card_data.arxiv = PAPER_ARXIV  # shown by the Hub as a link to the paper
 
     result_rows = _result_rows(eval_results, known)
-    other_results = {k: v for k, v in results.items() if k not in ("label_names", "history")}
+    other_results = {k: v for k, v in results.items() if k not in ("label_names", "history", "train_log")}
     hyper_rows = [(k, v) for k, v in {**dict(hyperparameters or {}), **extra_info}.items() if v is not None]
 
     template_kwargs = {
@@ -266,7 +269,7 @@ def write_model_card(
         "has_paper_column": any(row[-1] for row in result_rows),
         "raw_results": json.dumps(other_results, indent=2, sort_keys=True) if other_results else "",
         "hyperparameters_table": _markdown_table(hyper_rows, ("Hyper-parameter", "Value")) if hyper_rows else "",
-        "training_command": training_command,
+        "training_command": training_command or results.get("command"),
         "notes": notes,
         "paper_title": PAPER_TITLE,
         "paper_url": PAPER_URL,
@@ -307,7 +310,7 @@ def _result_rows(eval_results: Sequence[Any], known: Mapping[str, Any]) -> list[
     rows = []
     for entry in eval_results:
         paper = ""
-        if entry.metric_type == "accuracy" and "paper_accuracy" in known and entry.dataset_split == "test":
+        if entry.metric_name == "Accuracy" and "paper_accuracy" in known and entry.dataset_split == "test":
             paper = f"{known['paper_accuracy']:.2f}"
         value = entry.metric_value
         if entry.metric_type in ("accuracy", "f1", "precision", "recall") and 0 <= value <= 1:

@@ -579,7 +579,7 @@ def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict
         datasets=[Path(args.dataset).name if Path(args.dataset).exists() else args.dataset],
         training_command=results["command"],
         hyperparameters=hyperparameters,
-        results={k: v for k, v in results.items() if k not in ("history", "train_log")},
+        results=results,
     )
 
 
