@@ -408,7 +408,9 @@ def publish_commands(args, results: dict) -> list[tuple[str, list[str], None]]:
         folder = run_folder(args, name, "pretrained", ratio, best["seed"], lr)
         repo_id = f"{args.hub_namespace}/adv-midibert-small-{name}"
         cli = [sys.executable, "-m", "adversarial_midibert.cli"]
-        runs.append((f"card-{name}", [*cli, "card", str(folder), "--repo_id", repo_id], None))
+        split = task_info(args, name).get("split_source")  # runs older than their results' split_source
+        runs.append((f"card-{name}", [*cli, "card", str(folder), "--repo_id", repo_id,
+                                      *(["--hyperparameter", f"data split={split}"] if split else [])], None))
         runs.append((f"push-{name}", [*cli, "push", str(folder), "--repo_id", repo_id, "--dry_run",
                                       str(args.work_dir / "publish" / name)], None))
     return runs

@@ -53,6 +53,8 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
     segments = results["num_test_segments"]
     assert results["num_test_scored"] == segments and results["pitch_shift"] and results["epochs_run"] == 2
     assert config["architectures"] == ["AdvMidiBertForSequenceClassification"]
+    assert results["split_source"] == "splits/pianist8.json"  # the figures name their split, as the card does
+    assert "| data split | splits/pianist8.json |" in (output / "README.md").read_text()
     # Piece level: the per-piece file agrees with all_results.json and its intervals.
     pieces = json.loads((output / "test_piece_results.json").read_text())
     assert len(pieces) == results["test_num_pieces"] and sum(p["num_segments"] for p in pieces) == segments

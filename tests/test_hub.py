@@ -185,6 +185,7 @@ def test_a_card_rewritten_from_the_results_alone_keeps_the_command_and_reads_per
         model_folder):
     results = {"task": "emotion", "test_accuracy": 0.6239, "test_piece_accuracy": 0.6262, "test_piece_f1_macro": 0.6282,
                "test_num_pieces": 107, "eval_num_segments": 114, "command": "python examples/finetune.py --seed 100",
+               "split_source": "EMOPIA/split/*_clip.csv (song-level)",
                "train_log": [{"step": 10, "train_loss": 1.1974}]}
     (model_folder / "all_results.json").write_text(json.dumps(results), encoding="utf-8")
     assert cli_main(["card", str(model_folder), "--repo_id", "org/emotion"]) == 0
@@ -196,6 +197,7 @@ def test_a_card_rewritten_from_the_results_alone_keeps_the_command_and_reads_per
     assert "| EMOPIA | test | Accuracy | 62.39 | 79.46 |" in card.text
     assert "python examples/finetune.py --seed 100" in card.text.split("## Training details")[1]
     assert "train_log" not in card.text and "1.1974" not in card.text  # the log stays in the folder's results
+    assert "| data split | EMOPIA/split/*_clip.csv (song-level) |" in card.text
 
 
 def test_dry_run_folder_loads_with_only_torch_and_transformers(model_folder, tmp_path, monkeypatch):

@@ -136,10 +136,14 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
     assert "| **no** |" in page and "not run yet" in page
     assert "3 fine-tuning seeds of one pre-trained model: the intervals describe this model's fine-tunings" in page
+    info = args.datasets["melody"] / "task_info.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "split_source": "splits/pop909.json"}))
     commands = {name: command for name, command, _ in quality.publish_commands(args, results)}
     assert sorted(commands) == ["card-composer", "card-melody", "push-composer", "push-melody"]
     best = str(quality.run_folder(args, "melody", "pretrained", 0.15, 2))  # the best validation accuracy of the recipe
-    assert commands["card-melody"][3:] == ["card", best, "--repo_id", "adversarial-midibert/adv-midibert-small-melody"]
+    assert commands["card-melody"][3:] == ["card", best, "--repo_id", "adversarial-midibert/adv-midibert-small-melody",
+                                           "--hyperparameter", "data split=splits/pop909.json"]  # its card says so
+    assert commands["card-composer"][-2:] == ["--repo_id", "adversarial-midibert/adv-midibert-small-composer"]
     assert commands["push-melody"][4] == best and commands["push-melody"][-2:] == [
         "--dry_run", str(args.work_dir / "publish" / "melody")]
     floors_file = args.work_dir / "floors.json"  # an older verdict: composer kept where this report has no figure

@@ -194,7 +194,7 @@ def write_model_card(
         notes: free text added under "Training details".
         template_path: a Jinja2 card template; defaults to the package's ``model_card_template.md``.
         output: where to write the card instead of ``folder/README.md`` (the dry run of an upload).
-        **extra_info: any other facts of the run (name -> value), listed with the hyper-parameters.
+        **extra_info: other facts of the run (name -> value), listed with the hyper-parameters and the data split.
 
     Raises:
         HubPublishError: ``config.json`` is missing or unreadable, or ``all_results.json`` is not a JSON object.
@@ -249,7 +249,8 @@ def write_model_card(
 
     result_rows = _result_rows(eval_results, known)
     other_results = {k: v for k, v in results.items() if k not in ("label_names", "history", "train_log")}
-    hyper_rows = [(k, v) for k, v in {**dict(hyperparameters or {}), **extra_info}.items() if v is not None]
+    run_facts = {"data split": results.get("split_source"), **dict(hyperparameters or {}), **extra_info}
+    hyper_rows = [(k, v) for k, v in run_facts.items() if v is not None]
 
     template_kwargs = {
         "model_name": model_name,

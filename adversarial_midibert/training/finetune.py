@@ -509,6 +509,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         **eval_metrics,
         "task": task,
         "task_type": task_type,
+        "split_source": task_info.get("split_source"),  # which split of the data set the figures are on
         "label_names": label_names,
         "epoch": stopping.best_epoch,
         "best_step": stopping.best_step,
