@@ -54,7 +54,9 @@ def test_composer_from_scratch_end_to_end(finetune, data_root, tmp_path):
     assert results["num_test_scored"] == segments and results["pitch_shift"] and results["epochs_run"] == 2
     assert config["architectures"] == ["AdvMidiBertForSequenceClassification"]
     assert results["split_source"] == "splits/pianist8.json"  # the figures name their split, as the card does
-    assert "| data split | splits/pianist8.json |" in (output / "README.md").read_text()
+    card = (output / "README.md").read_text()  # its facts are in all_results.json too: a rewrite keeps them
+    assert "| data split | splits/pianist8.json |" in card and "| learning_rate | 0.001 |" in card
+    assert results["hyperparameters"]["learning_rate"] == 1e-3
     # Piece level: the per-piece file agrees with all_results.json and its intervals.
     pieces = json.loads((output / "test_piece_results.json").read_text())
     assert len(pieces) == results["test_num_pieces"] and sum(p["num_segments"] for p in pieces) == segments

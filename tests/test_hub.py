@@ -258,6 +258,26 @@ def test_dry_run_needs_no_token_and_makes_no_call(model_folder, tmp_path, monkey
         push_folder_to_hub(model_folder, "org/tiny", dry_run_dir=tmp_path / "dry")
 
 
+def test_a_card_written_for_another_repository_stops_the_push_until_rewritten(model_folder, tmp_path, monkeypatch,
+                                                                              capsys):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    recorder = HubRecorder(monkeypatch)
+    hyperparameters = {"learning_rate": 0.0005, "mask_ratio": 0.3}
+    results = {**RESULTS, "command": "python examples/finetune.py --seed 1", "hyperparameters": hyperparameters}
+    (model_folder / "all_results.json").write_text(json.dumps(results))
+    hub.write_model_card(model_folder)  # as a training run without --hub_model_id writes it: it loads "run"
+    assert 'from_pretrained("run"' in (model_folder / "README.md").read_text()
+    assert cli_main(["push", str(model_folder), "--repo_id", "org/tiny", "--dry_run", str(tmp_path / "dry")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"adv-midibert card {model_folder} --repo_id org/tiny" in error
+    assert not (tmp_path / "dry").exists() and recorder.calls == []
+    assert cli_main(["card", str(model_folder), "--repo_id", "org/tiny"]) == 0  # the rewrite keeps the run's facts
+    card = (model_folder / "README.md").read_text()
+    assert "| learning_rate | 0.0005 |" in card and "python examples/finetune.py --seed 1" in card
+    push_folder_to_hub(model_folder, "org/tiny")
+    assert len(recorder.named("create_commit")) == 1
+
+
 def test_missing_token_fails_before_any_upload(model_folder, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)

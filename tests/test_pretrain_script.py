@@ -84,6 +84,9 @@ def test_run_outputs_hub_ready_folder(full_run):
     results = json.loads((full_run / "all_results.json").read_text())
     assert 0 <= results["eval_accuracy"] <= 1 and "eval_accuracy_pitch" in results
     assert results["frozen_fraction"] > 0
+    card = (full_run / "README.md").read_text()  # its facts are in all_results.json too: a rewrite keeps them
+    assert results["hyperparameters"]["masking"] == results["masking"] and "| masking | adversarial |" in card
+    assert "examples/pretrain.py --dataset" in results["command"] and results["command"] in card
     assert results["freezing_passes"] == len(_rows(full_run / "freezing_log.jsonl")) >= 1
     assert len(results["masked_share_by_epoch"]) == 2 and all(0.1 < s < 0.2 for s in results["masked_share_by_epoch"])
     losses = _losses(full_run)

@@ -187,7 +187,7 @@ def write_model_card(
         dataset_name: the data set the results were measured on (defaults to ``results["dataset"]``, the known
             task's data set, the first of ``datasets``, else the task name).
         training_command: the exact command line of the run, shown verbatim (default: ``results["command"]``).
-        hyperparameters: training hyper-parameters (name -> value), shown as a table.
+        hyperparameters: training hyper-parameters (name -> value), shown as a table; default ``results``' own.
         results: metrics to report; defaults to ``folder/all_results.json``.
         license: SPDX license id of the weights (default ``mit``).
         tags: extra Hub tags, added to :data:`DEFAULT_TAGS`.
@@ -248,8 +248,10 @@ def write_model_card(
     card_data.arxiv = PAPER_ARXIV  # shown by the Hub as a link to the paper
 
     result_rows = _result_rows(eval_results, known)
-    other_results = {k: v for k, v in results.items() if k not in ("label_names", "history", "train_log")}
-    run_facts = {"data split": results.get("split_source"), **dict(hyperparameters or {}), **extra_info}
+    shown_elsewhere_or_long = ("label_names", "history", "train_log", "hyperparameters")
+    other_results = {k: v for k, v in results.items() if k not in shown_elsewhere_or_long}
+    hyperparameters = hyperparameters or results.get("hyperparameters") or {}
+    run_facts = {"data split": results.get("split_source"), **dict(hyperparameters), **extra_info}
     hyper_rows = [(k, v) for k, v in run_facts.items() if v is not None]
 
     template_kwargs = {

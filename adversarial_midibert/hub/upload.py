@@ -176,14 +176,18 @@ def push_folder_to_hub(
         The ``huggingface_hub.CommitInfo`` of the commit, or the ``dry_run_dir`` path.
 
     Raises:
-        HubPublishError: bad repo id, missing token (not in a dry run), a required file missing from the folder, or
-            a non-empty ``dry_run_dir``.
+        HubPublishError: bad repo id, missing token (not in a dry run), a required file missing from the folder, a
+            card whose examples load another repository, or a non-empty ``dry_run_dir``.
     """
     folder = Path(folder)
     validate_repo_id(repo_id)
     if revision is not None and (not isinstance(revision, str) or not revision.strip()):
         raise HubPublishError(f"invalid --revision {revision!r}: give a branch name")
     files = collect_upload_files(folder, require_card=False)  # fail on missing files before writing anything
+    card_text = files[MODEL_CARD_NAME].read_text(encoding="utf-8") if MODEL_CARD_NAME in files else ""
+    if "from_pretrained(" in card_text and f'from_pretrained("{repo_id}"' not in card_text:  # written for another id
+        raise HubPublishError(f"{files[MODEL_CARD_NAME]} loads another repository than {repo_id}: rewrite it with "
+                              f"`adv-midibert card {folder} --repo_id {repo_id}` (or edit it)")
     if dry_run_dir is not None:  # writes only into dry_run_dir, the card too
         card = None if MODEL_CARD_NAME in files else {"repo_id": repo_id, **card_info}
         target = _copy_aside(files, Path(dry_run_dir), folder, card)

@@ -566,8 +566,9 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
 
 
 def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict) -> None:
-    """The model card, with the data set in its metadata (the code files came with save_pretrained)."""
-    hyperparameters = {k: getattr(args, k) for k in (
+    """The model card, with the data set in its metadata (the code files came with save_pretrained); the
+    hyper-parameters it lists go into ``results`` (all_results.json), so that a card rewritten from them keeps them."""
+    results["hyperparameters"] = {k: getattr(args, k) for k in (
         "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
         "max_train_steps", "mask_ratio", "mask_eval", "pitch_shift", "early_stopping_patience", "seed",
         "freeze_backbone", "probe_layer")}
@@ -579,7 +580,6 @@ def _write_card(output_dir: Path, args, task: str, task_type: str, results: dict
         task_type=task_type,
         datasets=[Path(args.dataset).name if Path(args.dataset).exists() else args.dataset],
         training_command=results["command"],
-        hyperparameters=hyperparameters,
         results=results,
     )
 

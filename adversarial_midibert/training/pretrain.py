@@ -668,26 +668,22 @@ def finish_folder(args, output_dir: Path, dataset_dir: Path, tokenizer, eval_res
             shares.setdefault(row["epoch"], []).append(row["masked_share"])
     passes = (output_dir / FREEZING_LOG).read_text(encoding="utf-8").splitlines() if (
         output_dir / FREEZING_LOG).is_file() else []
+    hyperparameters = {k: args.__dict__[k] for k in (  # the card's table, kept in all_results.json for a rewrite
+        "preset", "masking", "masker_grad_scale", "reconstruction_weight", "max_mask_ratio", "mask_budget",
+        "masker_loss_form", "masker_scores_from", "freezing_rule", "freeze_score_threshold", "attribute_weights_from",
+        "max_grad_norm", "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate", "max_train_steps",
+        "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
     results = {"task": "pretrain", "masking": args.masking, **eval_results,
                "frozen_fraction": mask_book.frozen_fraction(), "train_steps": args.max_train_steps,
                "masked_share_by_epoch": [sum(v) / len(v) for _, v in sorted(shares.items())],
                "freezing_passes": sum(1 for line in passes if line.strip()),
-               "train_runtime_s": round(elapsed, 1)}
+               "train_runtime_s": round(elapsed, 1), "command": args.command, "hyperparameters": hyperparameters}
     atomic_write_json(output_dir / "all_results.json", results)
     if curves:
         plot_training_curves(curves, output_dir / "training_curves.png", x="step", title="pre-training "
                                                                                          f"({args.masking})")
-    hyper = {k: args.__dict__[k] for k in ("preset", "masking", "masker_grad_scale", "reconstruction_weight",
-                                           "max_mask_ratio", "mask_budget", "masker_loss_form", "masker_scores_from",
-                                           "freezing_rule", "freeze_score_threshold",
-                                           "attribute_weights_from", "max_grad_norm",
-                                           "freeze_every", "freeze_fraction", "learning_rate", "masker_learning_rate",
-                                           "max_train_steps",
-                                           "per_device_train_batch_size", "gradient_accumulation_steps", "seed")}
-    hub.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name),
-                         task="pretrain", hyperparameters=hyper, results=results,
-                         training_command=args.command)
-
+    hub.write_model_card(output_dir, repo_id=args.hub_model_id, datasets=str(dataset_dir.name), task="pretrain",
+                         results=results)
 
 if __name__ == "__main__":
     main()
