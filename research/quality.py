@@ -555,7 +555,8 @@ def _rates_sentence(rates: dict) -> str:
                        for name, inits in rates["chosen"].items())
     candidates = ", ".join(f"{rate:g}" for rate in rates["candidates"])
     return (f"learning rate of each task and initialisation chosen on validation accuracy among {candidates} (seed 0, "
-            f"first mask ratio; each trial's validation accuracy in brackets): {chosen}")
+            f"first mask ratio; each trial's validation accuracy in brackets; a tie goes to the first of them, and a "
+            f"task with no trial yet shows the first): {chosen}")
 
 
 def _ratio_note(ratio) -> str:

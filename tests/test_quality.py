@@ -164,7 +164,8 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert "Validation accuracy by epoch, pre-trained seed 0: 42.5, 85.0. Floor not cleared: every run stopped" in page
     assert "| 4 (3), 4 (3), 4 (3) |" in page  # epochs run (the best one, counted from 1)
     assert ("chosen on validation accuracy among 0.0005, 0.0001 (seed 0, first mask ratio; each trial's validation "
-            "accuracy in brackets): composer: pretrained 0.0005 (0.0005: 90.0 %, 0.0001: not run), scratch 0.0005 "
+            "accuracy in brackets; a tie goes to the first of them, and a task with no trial yet shows the first): "
+            "composer: pretrained 0.0005 (0.0005: 90.0 %, 0.0001: not run), scratch 0.0005 "
             "(0.0005: not run, 0.0001: not run); melody: pretrained 0.0005 (0.0005: 80.0 %, 0.0001: not run)") in page
     other_split = json.loads(json.dumps(results))  # a data set on another split of a task: its floors are the task's
     other_split["tasks"]["melody-holdout"] = other_split["tasks"].pop("melody")
