@@ -357,12 +357,14 @@ def pretraining_summary(folder: Path, window: int = 50) -> dict:
 def report(args, command: str) -> dict:
     trials = choose_learning_rates(args)
     tasks = {name: task_report(args, name, task_info(args, name)) for name in args.datasets}
-    folders = {run_folder(args, *run) for run in lr_trials(args)} | {run_folder(args, *run) for run in queue(args)}
+    folders = {run_folder(args, *run): run[0] for run in [*lr_trials(args), *queue(args)]}  # folder -> task
     expected = len(folders)
-    finished = sum((folder / "all_results.json").is_file() for folder in folders)
+    unfinished = [(name, folder) for folder, name in folders.items() if not (folder / "all_results.json").is_file()]
+    finished = expected - len(unfinished)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=EXAMPLES, capture_output=True, text=True).stdout.strip()
     results = {"description": "fine-tuning of the CPU pre-trained model on the paper's tasks against the floors",
                "complete": finished == expected, "runs_finished": finished, "runs_expected": expected,
+               "cpu_left": cpu_left(args, tasks, unfinished),
                "settings": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                                if k not in ("dataset", "datasets", "rates")},  # the rates: learning_rates below
                             "datasets": {name: str(folder) for name, folder in args.datasets.items()}},
@@ -376,6 +378,33 @@ def report(args, command: str) -> dict:
     for placeholder, folder in sorted(folders, key=lambda item: -len(str(item[1]))):  # longest first: no prefix clash
         results = portable_paths(results, folder, placeholder)
     return results
+
+
+def cpu_left(args, tasks: dict, unfinished: list[tuple[str, Path]]) -> dict | None:
+    """What the unfinished runs still need at this machine's pace: the CPU-minutes per training segment and epoch of
+    the finished runs (pooled), times each task's training segments (its data set's ``build_report.json``), times
+    each run's epochs left: the finished runs' mean epochs (or the ``--max_epochs`` cap) less those its latest epoch
+    checkpoint holds. None before a run has finished."""
+    runs = [run for task in tasks.values() for c in task["cells"].values() for run in c["runs"]
+            if run.get("num_train_segments") and run.get("train_runtime") and run.get("epochs_run")]
+    if not runs:
+        return None
+    pace = float(np.mean([r["train_runtime"] / 60 / r["epochs_run"] / r["num_train_segments"] for r in runs]))
+    mean_epochs = float(np.mean([r["epochs_run"] for r in runs]))
+    minutes, unsized = {"mean": 0.0, "cap": 0.0}, set()
+    for name, folder in unfinished:
+        build_report = args.datasets[name] / "build_report.json"
+        if not build_report.is_file():
+            unsized.add(name)
+            continue
+        segments = read_json(build_report)["splits"]["train"]["segments"]
+        checkpoint = latest_checkpoint(folder, verify_content=False)  # epoch_E holds epochs 0..E
+        done = int(checkpoint.name.rpartition("_")[2]) + 1 if checkpoint and checkpoint.name.startswith("epoch_") else 0
+        minutes["mean"] += max(mean_epochs - done, 0) * segments * pace
+        minutes["cap"] += max(args.max_epochs - done, 0) * segments * pace
+    return {"runs_left": len(unfinished), "cpu_minutes_per_segment_epoch": pace, "mean_epochs_run": mean_epochs,
+            "core_hours_at_mean_epochs": minutes["mean"] / 60, "core_hours_at_epoch_cap": minutes["cap"] / 60,
+            "tasks_without_size": sorted(unsized)}
 
 
 def update_floors_verdict(path: Path, results: dict, source: str) -> dict:
@@ -424,7 +453,8 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
              f"Command: `{results['command']}` (`WORK_DIR`, `PRETRAINED` and `DATA_<name>` stand for the folders "
              f"given to it; commit `{results['commit'][:10]}`, {results['date']}). "
              f"{results['runs_finished']} of {results['runs_expected']} runs finished"
-             + ("." if results["complete"] else "; **partial**: missing cells say so."), "",
+             + ("." if results["complete"] else "; **partial**: missing cells say so." + _cpu_left_sentence(results)),
+             "",
              f"Recipe: {_rates_sentence(results['learning_rates'])}; at most {settings['max_epochs']} epochs of batch "
              f"{settings['batch_size']} with early stopping on validation accuracy (patience {settings['patience']}, "
              f"the best epoch's weights tested), pitch shift on composer and emotion, mask fine-tuning ratio chosen on "
@@ -557,6 +587,19 @@ def _rates_sentence(rates: dict) -> str:
     return (f"learning rate of each task and initialisation chosen on validation accuracy among {candidates} (seed 0, "
             f"first mask ratio; each trial's validation accuracy in brackets; a tie goes to the first of them, and a "
             f"task with no trial yet shows the first): {chosen}")
+
+
+def _cpu_left_sentence(results: dict) -> str:
+    left = results.get("cpu_left")
+    if not left:
+        return ""
+    unsized = left["tasks_without_size"]
+    return (f" The {left['runs_left']} runs left need about {left['core_hours_at_mean_epochs']:.0f} CPU core-hours at "
+            f"this machine's pace ({left['cpu_minutes_per_segment_epoch'] * 60:.2f} s per training segment and epoch, "
+            f"one thread) and the finished runs' mean of {left['mean_epochs_run']:.1f} epochs, "
+            f"{left['core_hours_at_epoch_cap']:.0f} if every run reaches the {results['settings']['max_epochs']}-epoch "
+            f"cap (epochs already in a run's checkpoint counted as done"
+            + (f"; without {', '.join(unsized)}, whose data sets give no size)." if unsized else ")."))
 
 
 def _ratio_note(ratio) -> str:

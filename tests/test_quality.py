@@ -127,6 +127,17 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert composer["floor_level"] == "piece" and composer["cells"]["pretrained mask 0.3"]["seeds"] == [0, 1]
     assert composer["comparisons"][0]["difference"] is None  # no scratch run yet: said, not guessed
     assert not results["complete"] and results["runs_finished"] == 12 + 2
+    # The CPU left: melody's two trials at 1e-4, one with 2 epochs in its checkpoint; 0.02 minutes per segment-epoch
+    (args.datasets["melody"] / "build_report.json").write_text(json.dumps({"splits": {"train": {"segments": 50}}}))
+    checkpoint = quality.run_folder(args, "melody", "scratch", 0.3, 0, 1e-4) / "epoch_1"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "checkpoint_complete.json").write_text(json.dumps({"files": {}, "step": 40}))
+    results = quality.report(args, "python -m research.quality")
+    left = results["cpu_left"]
+    assert left["runs_left"] == 28 - 14 and left["tasks_without_size"] == ["composer"]
+    assert left["cpu_minutes_per_segment_epoch"] == pytest.approx(480 / 60 / 4 / 100)
+    assert left["core_hours_at_mean_epochs"] == pytest.approx((4 + 2) * 50 * 0.02 / 60)
+    assert left["core_hours_at_epoch_cap"] == pytest.approx((10 + 8) * 50 * 0.02 / 60)
 
     picture = args.work_dir / "quality.png"
     quality.figure(json.loads(json.dumps(results)), picture)
@@ -134,6 +145,10 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert "![validation accuracy by epoch](quality.png)" in quality.markdown(results, picture.name)
     page = quality.markdown(json.loads(json.dumps(results)))
     assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
+    assert ("The 14 runs left need about 0 CPU core-hours at this machine's pace (1.20 s per training segment and "
+            "epoch, one thread) and the finished runs' mean of 4.0 epochs, 0 if every run reaches the 10-epoch cap "
+            "(epochs already in a run's checkpoint counted as done; without composer, whose data sets give no "
+            "size).") in page
     assert "| **no** |" in page and "not run yet" in page
     assert "3 fine-tuning seeds of one pre-trained model: the intervals describe this model's fine-tunings" in page
     info = args.datasets["melody"] / "task_info.json"
