@@ -92,8 +92,8 @@ def test_recoverer_loss_is_the_attribute_weighted_cross_entropy():
     for i, logits in enumerate(captured["logits"]):
         keep = labels[..., i] != IGNORE_INDEX
         per_attribute.append(F.cross_entropy(logits[keep].float(), labels[..., i][keep]))
-    assert float(out.recoverer_loss.detach()) == pytest.approx(float((weights * torch.stack(per_attribute)).sum()),
-                                                               rel=1e-5)
+    expected = float((weights * torch.stack(per_attribute)).sum().detach())
+    assert float(out.recoverer_loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_reconstruction_term_does_not_change_when_padding_is_added():
