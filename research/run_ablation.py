@@ -255,7 +255,8 @@ def _split_assignment(parser, flag: str, item: str) -> tuple[str, list[str]]:
 
 # ----------------------------------------------------------------------------------------------- running
 class Runner:
-    """Runs sub-commands (``jobs`` at a time), logging each to ``work_dir/logs``, never stopping on a failure.
+    """Runs sub-commands (``jobs`` at a time), logging each to ``work_dir/logs`` (appended: a resumed or re-run
+    command's log keeps its earlier invocations), never stopping on a failure.
 
     Args:
         work_dir: the ablation's folder.
@@ -294,8 +295,8 @@ class Runner:
         log = self.logs / f"{name}.log"
         logger.info("running %s (log: %s)", name, log)
         start = time.time()
-        with open(log, "w") as f:
-            f.write(line + "\n\n")
+        with open(log, "a") as f:  # a resumed or re-run command's log follows its earlier invocations'
+            f.write(f"{'=' * 8} {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n{line}\n\n")
             f.flush()
             code = self._in_process(command) if self.in_process else subprocess.call(
                 command, stdout=f, stderr=subprocess.STDOUT, env=self.env)

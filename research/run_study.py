@@ -403,7 +403,7 @@ def arm_summary(args, arm: str) -> dict:
             continue
         results = read_json(folder / "all_results.json")
         train = _jsonl(folder / "train_log.jsonl")
-        log = args.work_dir / "logs" / f"pretrain-{arm}-seed{seed}.log"  # the last invocation's
+        log = args.work_dir / "logs" / f"pretrain-{arm}-seed{seed}.log"  # every invocation's (older code: the last)
         resumed = log.is_file() and "Resumed from checkpoint" in log.read_text(encoding="utf-8", errors="replace")
         runs.append({
             "seed": seed,

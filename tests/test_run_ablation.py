@@ -159,3 +159,14 @@ def test_bad_flags_exit_with_a_message_naming_the_flag(ablation, tmp_path, capsy
         with pytest.raises(SystemExit):
             ablation.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_rerun_commands_log_keeps_its_earlier_invocations(ablation, tmp_path):
+    import sys
+
+    runner = ablation.Runner(tmp_path)
+    assert not runner.run("job", [sys.executable, "-c", "import sys; print('first stretch'); sys.exit(3)"])
+    assert runner.run("job", [sys.executable, "-c", "print('resumed stretch')"])
+    log = (tmp_path / "logs" / "job.log").read_text()
+    assert log.count("======== ") == 2 and log.index("first stretch") < log.index("resumed stretch")
+    assert runner.failures == [f"job (exit 3, see {tmp_path / 'logs' / 'job.log'})"]
