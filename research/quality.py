@@ -24,7 +24,11 @@ method study's, :func:`research.run_study.compare`): pre-trained − scratch at 
 probabilities averaged) and per segment, token tasks per note; every run also reports its macro-F1.
 
 Every run checkpoints each epoch and resumes when started again; a finished run (``all_results.json``) is skipped and
-its checkpoints dropped. ``--stages report`` writes ``--results_file`` and ``--docs`` from what is finished; ``--stages
+its checkpoints dropped. ``--run_records DIR`` (a folder of the repository, committed as runs finish) keeps each
+finished run's figures and test pieces, so that a lost work folder (another machine) loses no finished run: a run
+whose folder is gone is read from its record, and not run again, when the record was made by the command this
+invocation would run and, from the pre-trained model, by the same weights (their SHA-256).
+``--stages report`` writes ``--results_file`` and ``--docs`` from what is finished; ``--stages
 publish`` rewrites each task's best model card and shows with ``push --dry_run`` what would be published; ``--stages
 docs`` rewrites the page from the results file alone. Example (one thread, the work folder outside the repository)::
 
@@ -36,6 +40,7 @@ docs`` rewrites the page from the results file alone. Example (one thread, the w
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import shlex
 import subprocess
@@ -95,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--floors_file", default=None,
                    help="report stage: a floors results file (results/floors-cpu.json) whose verdict is rewritten from "
                         "the finished tasks (the other entries kept)")
+    p.add_argument("--run_records", default=None,
+                   help="a folder keeping each finished run's figures and test pieces (commit it as runs finish): a "
+                        "run whose folder is gone is read from it and not run again")
     p.add_argument("--hub_namespace", default="adversarial-midibert",
                    help="publish stage: each task's model is shown as NAMESPACE/adv-midibert-small-TASK")
     args = p.parse_args(argv)
@@ -117,6 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if "finetune" in args.stages and not args.datasets:
         p.error("--dataset NAME=FOLDER is needed to fine-tune")
     args.work_dir = Path(args.work_dir)
+    args.run_records = None if args.run_records is None else Path(args.run_records)
+    args.pretrained_sha256 = weights_sha256(Path(args.pretrained))
     return args
 
 
@@ -130,6 +140,77 @@ def run_folder(args, name: str, init: str, ratio: float, seed: int, lr: float | 
     return args.work_dir / name / f"{init}-lr{lr:g}-mask{ratio:g}" / f"seed{seed}"
 
 
+def run_name(name: str, init: str, ratio: float, seed: int, lr: float) -> str:
+    return f"{name}-{init}-lr{lr:g}-mask{ratio:g}-seed{seed}"
+
+
+def weights_sha256(folder: Path) -> str | None:
+    """The SHA-256 of a model folder's weights (None while it has none): a pre-trained run's record keeps it."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    with open(weights, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def portable(args, value):
+    """``value`` with this machine's folders written WORK_DIR, PRETRAINED and DATA_<name> (results and records)."""
+    value = portable_paths(value, args.work_dir)
+    folders = [("PRETRAINED", Path(args.pretrained))] + [(f"DATA_{name}", f) for name, f in args.datasets.items()]
+    for placeholder, folder in sorted(folders, key=lambda item: -len(str(item[1]))):  # longest first: no prefix clash
+        value = portable_paths(value, folder, placeholder)
+    return value
+
+
+def record_command(args, name: str, init: str, ratio: float, seed: int, lr: float) -> str:
+    """The run's command as its record keeps it: portable, and without the resume flag (a resumed run is the same)."""
+    command = [part for part in finetune_command(args, name, init, ratio, seed, lr)
+               if part not in ("--resume_from_checkpoint", "latest")]
+    return portable_command(portable(args, shlex.join(command)))
+
+
+def write_record(args, name: str, init: str, ratio: float, seed: int, lr: float) -> None:
+    """Keep a finished run's figures, validation curve and test pieces in ``--run_records`` (nothing without it)."""
+    if args.run_records is None:
+        return
+    import torch  # the machine a record was made on: its CPU's vector extensions
+
+    folder = run_folder(args, name, init, ratio, seed, lr)
+    if not (folder / "test_piece_results.json").is_file():
+        logger.warning("%s: no test_piece_results.json, so no record: the report reads the folder", folder)
+        return
+    results = read_json(folder / "all_results.json")
+    curve = [{"epoch": row["epoch"], "eval_accuracy": row["eval_accuracy"]}
+             for row in results.get("history", []) if "eval_accuracy" in row]
+    record = {"run": run_name(name, init, ratio, seed, lr),
+              "command": record_command(args, name, init, ratio, seed, lr),
+              "pretrained_sha256": args.pretrained_sha256 if init == "pretrained" else None,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "all_results": portable(args, {**{k: results.get(k) for k in RUN_KEYS}, "history": curve}),
+              "test_piece_results": read_json(folder / "test_piece_results.json")}
+    args.run_records.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.run_records / f"{record['run']}.json", record)
+
+
+def finished_run(args, name: str, init: str, ratio: float, seed: int, lr: float | None = None) -> tuple | None:
+    """A finished run's ``(all_results, test piece records or None)``: from its folder, else from its record when the
+    record was made by the command this invocation would run (and from these pre-trained weights); else None."""
+    lr = args.rates[name, init] if lr is None else lr
+    folder = run_folder(args, name, init, ratio, seed, lr)
+    if (folder / "all_results.json").is_file():
+        pieces = folder / "test_piece_results.json"
+        return read_json(folder / "all_results.json"), read_json(pieces) if pieces.is_file() else None
+    path = None if args.run_records is None else args.run_records / f"{run_name(name, init, ratio, seed, lr)}.json"
+    if path is None or not path.is_file():
+        return None
+    record = read_json(path)
+    if record["command"] != record_command(args, name, init, ratio, seed, lr) or (
+            init == "pretrained" and record["pretrained_sha256"] != args.pretrained_sha256):
+        logger.warning("%s: made by another command or pre-trained model than this invocation's: not used", path)
+        return None
+    return record["all_results"], record["test_piece_results"]
+
+
 def lr_trials(args) -> list[tuple[str, str, float, int, float]]:
     """``(dataset name, init, mask ratio, seed, learning rate)`` of the learning-rate trials."""
     return [(name, init, args.mask_ratios[0], 0, lr) for name in args.datasets for lr in args.learning_rates
@@ -141,9 +222,9 @@ def choose_learning_rates(args) -> list[dict]:
     candidate); return the trials' figures."""
     trials = []
     for name, init, ratio, seed, lr in lr_trials(args):
-        path = run_folder(args, name, init, ratio, seed, lr) / "all_results.json"
+        found = finished_run(args, name, init, ratio, seed, lr)
         trials.append({"task": name, "init": init, "learning_rate": lr,
-                       "eval_accuracy": read_json(path).get("eval_accuracy") if path.is_file() else None})
+                       "eval_accuracy": None if found is None else found[0].get("eval_accuracy")})
     for arm in args.rates:
         done = [(t["eval_accuracy"], -args.learning_rates.index(t["learning_rate"]), t["learning_rate"])
                 for t in trials if (t["task"], t["init"]) == arm and t["eval_accuracy"] is not None]
@@ -180,13 +261,18 @@ def finetune_command(args, name: str, init: str, ratio: float, seed: int, lr: fl
 
 def pending(args, runs) -> list[tuple[str, list[str], object]]:
     """The runner's ``(name, command, on_success)`` of the ``(name, init, ratio, seed, lr)`` runs not finished yet."""
-    out = []
-    for name, init, ratio, seed, lr in runs:
-        output = run_folder(args, name, init, ratio, seed, lr)
-        if not (output / "all_results.json").is_file():
-            out.append((f"{name}-{init}-lr{lr:g}-mask{ratio:g}-seed{seed}",
-                        finetune_command(args, name, init, ratio, seed, lr), _drop_checkpoints(output)))
-    return out
+    return [(run_name(*run), finetune_command(args, *run), _on_success(args, run)) for run in runs
+            if finished_run(args, *run) is None]
+
+
+def _on_success(args, run: tuple):
+    """A finished run: keep its record, then drop its checkpoints."""
+    drop = _drop_checkpoints(run_folder(args, *run))
+
+    def keep_and_drop():
+        write_record(args, *run)
+        drop()
+    return keep_and_drop
 
 
 def finetune_stage(args, runner: Runner) -> None:
@@ -208,14 +294,14 @@ def cell(args, name: str, init: str, ratio: float, task_type: str) -> dict:
     """The finished seeds of one (task, init, ratio): per-run figures, seed means, and per-level piece counts."""
     runs, pieces = [], []
     for seed in args.seeds:
-        folder = run_folder(args, name, init, ratio, seed)
-        if not (folder / "all_results.json").is_file():
+        found = finished_run(args, name, init, ratio, seed)
+        if found is None:
             continue
-        results = read_json(folder / "all_results.json")
+        results, piece_records = found
         runs.append({"seed": seed, **{k: results.get(k) for k in RUN_KEYS},
                      "curve": [{"epoch": row["epoch"], "eval_accuracy": row.get("eval_accuracy")}
                                for row in results.get("history", []) if "eval_accuracy" in row]})
-        pieces.append(PieceResults.from_records(read_json(folder / "test_piece_results.json")))
+        pieces.append(PieceResults.from_records(piece_records))
     out = {"seeds": [r["seed"] for r in runs], "runs": runs, "levels": {}}
     for key in ("test_accuracy", "test_f1_macro", "test_piece_accuracy", "test_piece_f1_macro", "eval_accuracy"):
         values = [r[key] for r in runs if r.get(key) is not None]
@@ -357,9 +443,12 @@ def pretraining_summary(folder: Path, window: int = 50) -> dict:
 def report(args, command: str) -> dict:
     trials = choose_learning_rates(args)
     tasks = {name: task_report(args, name, task_info(args, name)) for name in args.datasets}
-    folders = {run_folder(args, *run): run[0] for run in [*lr_trials(args), *queue(args)]}  # folder -> task
-    expected = len(folders)
-    unfinished = [(name, folder) for folder, name in folders.items() if not (folder / "all_results.json").is_file()]
+    runs = {run_folder(args, *run): run for run in [*lr_trials(args), *[(*r, args.rates[r[:2]]) for r in queue(args)]]}
+    for folder, run in runs.items():  # runs finished before their records were kept
+        if (folder / "all_results.json").is_file():
+            write_record(args, *run)
+    expected = len(runs)
+    unfinished = [(run[0], folder) for folder, run in runs.items() if finished_run(args, *run) is None]
     finished = expected - len(unfinished)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=EXAMPLES, capture_output=True, text=True).stdout.strip()
     results = {"description": "fine-tuning of the CPU pre-trained model on the paper's tasks against the floors",
@@ -373,11 +462,7 @@ def report(args, command: str) -> dict:
                                              for name in args.datasets}},
                "pretraining": pretraining_summary(Path(args.pretrained)), "tasks": tasks, "commit": commit,
                "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    results = portable_paths(results, args.work_dir)
-    folders = [("PRETRAINED", Path(args.pretrained))] + [(f"DATA_{name}", f) for name, f in args.datasets.items()]
-    for placeholder, folder in sorted(folders, key=lambda item: -len(str(item[1]))):  # longest first: no prefix clash
-        results = portable_paths(results, folder, placeholder)
-    return results
+    return portable(args, results)
 
 
 def cpu_left(args, tasks: dict, unfinished: list[tuple[str, Path]]) -> dict | None:
@@ -435,6 +520,10 @@ def publish_commands(args, results: dict) -> list[tuple[str, list[str], None]]:
         best = max(task["cells"][f"pretrained mask {ratio:g}"]["runs"], key=lambda run: run["eval_accuracy"])
         lr = results["learning_rates"]["chosen"][name]["pretrained"]
         folder = run_folder(args, name, "pretrained", ratio, best["seed"], lr)
+        if not (folder / "all_results.json").is_file():
+            logger.warning("%s: %s's best run is known from its record only (its folder is gone): nothing to publish",
+                           folder, name)
+            continue
         repo_id = f"{args.hub_namespace}/adv-midibert-small-{name}"
         cli = [sys.executable, "-m", "adversarial_midibert.cli"]
         split = task_info(args, name).get("split_source")  # runs older than their results' split_source

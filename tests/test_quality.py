@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,39 @@ def test_report_writes_its_page_into_a_new_folder_before_any_run(args, tmp_path)
     # 2 tasks: 2 inits x 3 seeds + 2 other ratios x 3 seeds, and each arm's seed-0 trial at the other rate
     assert results["runs_finished"] == 0 and "0 of 28 runs finished; **partial**" in docs.read_text()
     assert docs.with_suffix(".png").is_file()
+
+
+def test_a_lost_work_folder_loses_no_finished_run_kept_in_the_run_records(tmp_path, monkeypatch):
+    """Runs finished on a machine since lost are read from their records and not run again; a record made by another
+    command, or from other pre-trained weights, is not used."""
+    pretrained = tmp_path / "pretrained"
+    pretrained.mkdir()
+    (pretrained / "model.safetensors").write_bytes(b"the pre-trained weights")
+    records = tmp_path / "records"
+    argv = ["--pretrained", str(pretrained), "--work_dir", str(tmp_path / "work"), "--seeds", "0", "--mask_ratios",
+            "0.3", "--learning_rates", "5e-4", "--run_records", str(records), "--bootstrap_resamples", "200",
+            "--dataset", dataset(tmp_path, "melody", "melody", "token")]
+    args = quality.parse_args(argv)
+    rng = np.random.default_rng(0)
+    for init, rate in (("pretrained", 0.8), ("scratch", 0.6)):
+        write_run(args, "melody", init, 0.3, 0, rate, 0.7, rng, "token")
+        results_file = quality.run_folder(args, "melody", init, 0.3, 0) / "all_results.json"
+        results_file.write_text(json.dumps({**json.loads(results_file.read_text()),
+                                            "command": f"finetune.py --output_dir {results_file.parent}"}))
+    first = quality.report(args, "python -m research.quality")
+    assert sorted(path.name for path in records.iterdir()) == ["melody-pretrained-lr0.0005-mask0.3-seed0.json",
+                                                                "melody-scratch-lr0.0005-mask0.3-seed0.json"]
+    assert str(tmp_path) not in "".join(path.read_text() for path in records.iterdir())  # placeholders only
+    shutil.rmtree(args.work_dir)  # another machine
+    again = quality.report(quality.parse_args(argv), "python -m research.quality")
+    assert again["runs_finished"] == first["runs_finished"] == 2
+    assert again["tasks"]["melody"]["cells"] == first["tasks"]["melody"]["cells"]  # figures, curves, intervals
+    assert again["tasks"]["melody"]["comparisons"] == first["tasks"]["melody"]["comparisons"]
+    order = fake_runner(monkeypatch)
+    quality.finetune_stage(quality.parse_args(argv), quality.Runner(args.work_dir))
+    assert order == []  # nothing run again
+    (pretrained / "model.safetensors").write_bytes(b"another pre-training")
+    quality.finetune_stage(quality.parse_args(argv), quality.Runner(args.work_dir))
+    assert set(order) == {"melody-pretrained-lr0.0005-mask0.3-seed0"}  # the scratch run's record still holds
+    other_recipe = quality.parse_args([*argv, "--finetune_args=--mixed_precision bf16"])
+    assert quality.report(other_recipe, "python -m research.quality")["runs_finished"] == 0
