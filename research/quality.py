@@ -607,8 +607,11 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
                      f"({cost['base_h100_seconds_on_paper']:.0f} at the base preset). Validation accuracy by epoch, "
                      f"pre-trained seed {runs[0]['seed']}: {curve}." + _stopping(task, runs, settings))
     pretraining = results["pretraining"]
+    logged = pretraining["train_loss_means"][-1][0] if pretraining["train_loss_means"] else None
+    steps = (f"{pretraining['train_steps']} steps" if pretraining["train_steps"] else
+             f"under way, {logged} steps logged so far" if logged else "– steps")
     lines += ["", "## The pre-trained model", "",
-              f"`{pretraining['folder']}`: {pretraining['train_steps'] or '–'} steps; validation loss by step: "
+              f"`{pretraining['folder']}`: {steps}; validation loss by step: "
               + (", ".join(f"{row['step']}: {row['eval_loss']:.3f}" for row in pretraining["eval_log"]
                            if row.get("eval_loss") is not None) or "–") + ".", ""]
     return "\n".join(lines)

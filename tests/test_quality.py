@@ -151,6 +151,11 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
             "(epochs already in a run's checkpoint counted as done; without composer, whose data sets give no "
             "size).") in page
     assert "| **no** |" in page and "not run yet" in page
+    assert "`PRETRAINED`: – steps;" in page
+    (Path(args.pretrained) / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 2.0}) + "\n"
+                                                             for s in range(1, 121)))  # the pre-training under way
+    assert "`PRETRAINED`: under way, 120 steps logged so far;" in quality.markdown(
+        json.loads(json.dumps(quality.report(args, "x"))))
     assert "3 fine-tuning seeds of one pre-trained model: the intervals describe this model's fine-tunings" in page
     info = args.datasets["melody"] / "task_info.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "split_source": "splits/pop909.json"}))
