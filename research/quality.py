@@ -597,7 +597,7 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
         ratio, cost = task["chosen_mask_ratio"], task.get("epoch_cost")
         runs = task["cells"][f"pretrained mask {ratio:g}"]["runs"] if ratio is not None else []
         if not runs or cost is None:
-            lines.append(f"- {name}: no finished run yet.")
+            lines.append(f"- {name}: no finished run of the pre-trained recipe yet (the cost is counted on its model).")
             continue
         curve = ", ".join(f"{100 * row['eval_accuracy']:.1f}" for row in runs[0]["curve"])
         lines.append(f"- {name}: {cost['tokens']:,} tokens per epoch, {cost['flops_per_token'] / 1e6:.0f} MFLOP per "

@@ -306,6 +306,7 @@ def test_report_writes_its_page_into_a_new_folder_before_any_run(args, tmp_path)
     results = quality.main(argv)
     # 2 tasks: 2 inits x 3 seeds + 2 other ratios x 3 seeds, and each arm's seed-0 trial at the other rate
     assert results["runs_finished"] == 0 and "0 of 28 runs finished; **partial**" in docs.read_text()
+    assert "- composer: no finished run of the pre-trained recipe yet" in docs.read_text()
     assert docs.with_suffix(".png").is_file()
 
 
