@@ -180,13 +180,12 @@ def write_record(args, name: str, init: str, ratio: float, seed: int, lr: float)
         logger.warning("%s: no test_piece_results.json, so no record: the report reads the folder", folder)
         return
     results = read_json(folder / "all_results.json")
-    curve = [{"epoch": row["epoch"], "eval_accuracy": row["eval_accuracy"]}
-             for row in results.get("history", []) if "eval_accuracy" in row]
     record = {"run": run_name(name, init, ratio, seed, lr),
               "command": record_command(args, name, init, ratio, seed, lr),
               "pretrained_sha256": args.pretrained_sha256 if init == "pretrained" else None,
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "all_results": portable(args, {**{k: results.get(k) for k in RUN_KEYS}, "history": curve}),
+              "all_results": portable(args, {**{k: results.get(k) for k in RUN_KEYS},
+                                             "history": validation_curve(results)}),
               "test_piece_results": read_json(folder / "test_piece_results.json")}
     args.run_records.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.run_records / f"{record['run']}.json", record)
@@ -290,6 +289,12 @@ RUN_KEYS = ("test_accuracy", "test_f1_macro", "test_piece_accuracy", "test_piece
             "test_num_pieces", "command")
 
 
+def validation_curve(results: dict) -> list[dict]:
+    """A run's validation accuracy by epoch, from its ``all_results.json`` history."""
+    return [{"epoch": row["epoch"], "eval_accuracy": row["eval_accuracy"]}
+            for row in results.get("history", []) if "eval_accuracy" in row]
+
+
 def cell(args, name: str, init: str, ratio: float, task_type: str) -> dict:
     """The finished seeds of one (task, init, ratio): per-run figures, seed means, and per-level piece counts."""
     runs, pieces = [], []
@@ -298,9 +303,7 @@ def cell(args, name: str, init: str, ratio: float, task_type: str) -> dict:
         if found is None:
             continue
         results, piece_records = found
-        runs.append({"seed": seed, **{k: results.get(k) for k in RUN_KEYS},
-                     "curve": [{"epoch": row["epoch"], "eval_accuracy": row.get("eval_accuracy")}
-                               for row in results.get("history", []) if "eval_accuracy" in row]})
+        runs.append({"seed": seed, **{k: results.get(k) for k in RUN_KEYS}, "curve": validation_curve(results)})
         pieces.append(PieceResults.from_records(piece_records))
     out = {"seeds": [r["seed"] for r in runs], "runs": runs, "levels": {}}
     for key in ("test_accuracy", "test_f1_macro", "test_piece_accuracy", "test_piece_f1_macro", "eval_accuracy"):
