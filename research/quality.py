@@ -40,7 +40,6 @@ docs`` rewrites the page from the results file alone. Example (one thread, the w
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import shlex
 import subprocess
@@ -50,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text
+from adversarial_midibert.atomic_io import atomic_write_json, atomic_write_text, file_sha256
 from adversarial_midibert.checkpointing import latest_checkpoint
 from adversarial_midibert.command_line import command_line
 from adversarial_midibert.confidence_intervals import bootstrap_accuracy, bootstrap_macro_f1, stack_piece_counts
@@ -126,7 +125,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--dataset NAME=FOLDER is needed to fine-tune")
     args.work_dir = Path(args.work_dir)
     args.run_records = None if args.run_records is None else Path(args.run_records)
-    args.pretrained_sha256 = weights_sha256(Path(args.pretrained))
+    weights = Path(args.pretrained) / "model.safetensors"  # a pre-trained run's record keeps its SHA-256
+    args.pretrained_sha256 = file_sha256(weights) if weights.is_file() else None
     return args
 
 
@@ -142,15 +142,6 @@ def run_folder(args, name: str, init: str, ratio: float, seed: int, lr: float | 
 
 def run_name(name: str, init: str, ratio: float, seed: int, lr: float) -> str:
     return f"{name}-{init}-lr{lr:g}-mask{ratio:g}-seed{seed}"
-
-
-def weights_sha256(folder: Path) -> str | None:
-    """The SHA-256 of a model folder's weights (None while it has none): a pre-trained run's record keeps it."""
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        return None
-    with open(weights, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def portable(args, value):
