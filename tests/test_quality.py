@@ -331,8 +331,10 @@ def test_a_lost_work_folder_loses_no_finished_run_kept_in_the_run_records(tmp_pa
     assert sorted(path.name for path in records.iterdir()) == ["melody-pretrained-lr0.0005-mask0.3-seed0.json",
                                                                 "melody-scratch-lr0.0005-mask0.3-seed0.json"]
     assert str(tmp_path) not in "".join(path.read_text() for path in records.iterdir())  # placeholders only
+    assert [name for name, _, _ in quality.publish_commands(args, first)] == ["card-melody", "push-melody"]
     shutil.rmtree(args.work_dir)  # another machine
     again = quality.report(quality.parse_args(argv), "python -m research.quality")
+    assert quality.publish_commands(args, again) == []  # its model went with the folder: nothing to card or push
     assert again["runs_finished"] == first["runs_finished"] == 2
     assert again["tasks"]["melody"]["cells"] == first["tasks"]["melody"]["cells"]  # figures, curves, intervals
     assert again["tasks"]["melody"]["comparisons"] == first["tasks"]["melody"]["comparisons"]
