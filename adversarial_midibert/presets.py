@@ -50,11 +50,12 @@ def default_finetune_learning_rate(hidden_size: int) -> float:
     return PAPER_FINETUNE_LEARNING_RATE
 
 
-def preset_config_kwargs(name: str) -> dict[str, Any]:
-    """A copy of the config arguments of preset ``name`` (one of ``tiny``, ``small``, ``base``)."""
+def preset_config_kwargs(name: str, config_overrides: str | None = None) -> dict[str, Any]:
+    """A copy of the config arguments of preset ``name`` (one of ``tiny``, ``small``, ``base``), with
+    ``config_overrides`` applied (``key=value,...``, see `parse_config_overrides`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-    return dict(PRESETS[name])
+    return {**PRESETS[name], **parse_config_overrides(config_overrides)}
 
 
 def parse_config_overrides(text: str | None) -> dict[str, Any]:

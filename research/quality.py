@@ -357,10 +357,10 @@ def paired(args, a: dict, b: dict, level: str) -> dict:
 
 def epoch_cost(args, info: dict, cells: dict) -> dict | None:
     """One fine-tuning epoch of a task: tokens (segments x rows, padding included), the step's FLOPs per token counted
-    on the meta device for the pre-trained model's size and for the paper's (base preset) at the same length, the CPU
-    minutes the runs took (one thread) and those minutes scaled by FLOPs to the base preset (an estimate: a larger
-    model may run its matrix products a little faster per FLOP), and on paper the seconds on one H100 at
-    ``--assumed_mfu`` of its bf16 peak.
+    on the meta device for the fine-tuned architecture (:func:`fine_tuned_config`) and for the paper's (base preset) at
+    the same length, the CPU minutes the runs took (one thread) and those minutes scaled by FLOPs to the base preset (an
+    estimate: a larger model may run its matrix products a little faster per FLOP), and on paper the seconds on one
+    H100 at ``--assumed_mfu`` of its bf16 peak.
     The FLOPs are those of a one-pass masked-LM step (the encoder's forward and backward; the heads differ by a few
     percent)."""
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
@@ -369,12 +369,11 @@ def epoch_cost(args, info: dict, cells: dict) -> dict | None:
     from benchmarks.profiling import step_flops_per_token
 
     runs = [run for c in cells.values() for run in c["runs"] if run.get("num_train_segments")]
-    config_file = Path(args.pretrained) / "config.json"
-    if not runs or not config_file.is_file():
+    if not runs:
         return None
     seq_len = int(info["tokenizer"]["max_seq_len"])
     tokens = runs[0]["num_train_segments"] * seq_len
-    small = step_flops_per_token(AdvMidiBertConfig.from_pretrained(config_file.parent), seq_len, "random")
+    small = step_flops_per_token(fine_tuned_config(args), seq_len, "random")
     base = step_flops_per_token(AdvMidiBertConfig(**{**preset_config_kwargs("base"),
                                                      "max_position_embeddings": max(seq_len, 1024)}), seq_len, "random")
     peak = PEAK_BF16_TFLOPS["H100"] * 1e12 * args.assumed_mfu
@@ -383,6 +382,21 @@ def epoch_cost(args, info: dict, cells: dict) -> dict | None:
             "cpu_minutes": cpu_minutes, "base_cpu_minutes_flop_scaled": cpu_minutes * base / small,
             "h100_seconds_on_paper": tokens * small / peak, "base_h100_seconds_on_paper": tokens * base / peak,
             "assumed_mfu": args.assumed_mfu}
+
+
+def fine_tuned_config(args):
+    """The architecture every arm fine-tunes: the pre-trained model's config or, without that folder (the
+    pre-training not finished, or lost with a machine), the scratch arm's, built from ``--scratch_args`` as
+    examples/finetune.py builds it."""
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.presets import preset_config_kwargs
+    from adversarial_midibert.training import finetune
+
+    if (Path(args.pretrained) / "config.json").is_file():
+        return AdvMidiBertConfig.from_pretrained(args.pretrained)
+    scratch = finetune.parse_args(["--dataset", "-", "--output_dir", "-", "--from_scratch",
+                                   *shlex.split(args.scratch_args)])
+    return AdvMidiBertConfig(**preset_config_kwargs(scratch.preset, scratch.config_overrides))
 
 
 def task_report(args, name: str, info: dict) -> dict:
@@ -588,10 +602,16 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
               f"(never measured) the seconds on one H100 at {100 * settings['assumed_mfu']:.0f} % of its dense bf16 "
               "peak, for this model and for the paper's size (base preset), from FLOPs counted on the meta device.", ""]
     for name, task in results["tasks"].items():
-        ratio, cost = task["chosen_mask_ratio"], task.get("epoch_cost")
+        ratio, cost, cleared = task["chosen_mask_ratio"], task.get("epoch_cost"), task["floors_cleared"]
         runs = task["cells"][f"pretrained mask {ratio:g}"]["runs"] if ratio is not None else []
+        arm = "pre-trained"
+        if not runs:  # no pre-trained run (yet, or lost with a machine): the scratch arm's curve and floors
+            scratch = next(c for key, c in task["cells"].items() if key.startswith("scratch"))
+            runs, arm, level = scratch["runs"], "from scratch", scratch["levels"].get(task["floor_level"])
+            cleared = {floor: None if level is None else bool(100 * level["accuracy"] > value)
+                       for floor, value in task["floors"].items()}
         if not runs or cost is None:
-            lines.append(f"- {name}: no finished run of the pre-trained recipe yet (the cost is counted on its model).")
+            lines.append(f"- {name}: no finished run yet.")
             continue
         curve = ", ".join(f"{100 * row['eval_accuracy']:.1f}" for row in runs[0]["curve"])
         lines.append(f"- {name}: {cost['tokens']:,} tokens per epoch, {cost['flops_per_token'] / 1e6:.0f} MFLOP per "
@@ -599,7 +619,7 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
                      f"CPU-minutes per epoch here (about {cost['base_cpu_minutes_flop_scaled']:.0f} at the base "
                      f"preset, scaled by FLOPs); on paper {cost['h100_seconds_on_paper']:.1f} H100-seconds "
                      f"({cost['base_h100_seconds_on_paper']:.0f} at the base preset). Validation accuracy by epoch, "
-                     f"pre-trained seed {runs[0]['seed']}: {curve}." + _stopping(task, runs, settings))
+                     f"{arm} seed {runs[0]['seed']}: {curve}." + _stopping(cleared, runs, settings))
     pretraining = results["pretraining"]
     logged = pretraining["train_loss_means"][-1][0] if pretraining["train_loss_means"] else None
     steps = (f"{pretraining['train_steps']} steps" if pretraining["train_steps"] else
@@ -647,9 +667,9 @@ def figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _stopping(task: dict, runs: list[dict], settings: dict) -> str:
-    """Why a floor the recipe did not clear stayed out of reach at this budget: how its runs stopped."""
-    if False not in task["floors_cleared"].values():
+def _stopping(floors_cleared: dict, runs: list[dict], settings: dict) -> str:
+    """Why a floor these runs did not clear stayed out of reach at this budget: how they stopped."""
+    if False not in floors_cleared.values():
         return ""
     capped = [run for run in runs  # ran every epoch and the last was the best: still rising
               if run["epochs_run"] >= settings["max_epochs"] and run["epoch"] + 1 == run["epochs_run"]]

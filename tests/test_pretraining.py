@@ -153,6 +153,8 @@ def test_masker_targets_per_segment_no_sign_flip():
 
 def test_presets_and_overrides():
     assert preset_config_kwargs("tiny")["hidden_size"] == 64
+    overridden = preset_config_kwargs("small", "max_position_embeddings=512")  # the fresh model's, both loops
+    assert overridden == {**PRESETS["small"], "max_position_embeddings": 512} and PRESETS["small"] != overridden
     assert PRESETS["base"]["hidden_size"] == 768 and PRESETS["base"]["max_position_embeddings"] == 1024
     assert parse_config_overrides("hidden_size=128, hidden_act=relu") == {"hidden_size": 128, "hidden_act": "relu"}
     with pytest.raises(ValueError, match="key=value"):

@@ -13,6 +13,7 @@ import pytest
 
 from adversarial_midibert.evaluation import PieceResults
 from adversarial_midibert.training import finetune
+from benchmarks.profiling import step_flops_per_token
 from research import quality
 
 
@@ -178,6 +179,9 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     cost = melody["epoch_cost"]  # an epoch: 100 segments of 64 rows, 480 s over 4 epochs
     assert cost["tokens"] == 6400 and cost["cpu_minutes"] == pytest.approx(2.0)
     assert 0 < cost["flops_per_token"] < cost["base_flops_per_token"]
+    # counted on the pre-trained model (tiny), not on the scratch arm's architecture
+    assert cost["flops_per_token"] == step_flops_per_token(AdvMidiBertConfig.from_pretrained(args.pretrained), 64,
+                                                           "random")
     assert cost["h100_seconds_on_paper"] == pytest.approx(6400 * cost["flops_per_token"] / (989e12 * 0.2))
     assert cost["base_cpu_minutes_flop_scaled"] == pytest.approx(2.0 * cost["base_flops_per_token"]
                                                                  / cost["flops_per_token"])
@@ -197,13 +201,13 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
 
 def test_a_floor_not_cleared_says_whether_more_epochs_could_clear_it():
     settings = {"max_epochs": 10, "patience": 3}
-    task = {"floors_cleared": {"majority class": True, "random forest": False}}
+    cleared = {"majority class": True, "random forest": False}
     rising, stopped_early, capped_past_best = ({"epochs_run": 10, "epoch": 9}, {"epochs_run": 6, "epoch": 2},
                                                {"epochs_run": 10, "epoch": 6})
-    assert "every run stopped on validation" in quality._stopping(task, [stopped_early, capped_past_best], settings)
+    assert "every run stopped on validation" in quality._stopping(cleared, [stopped_early, capped_past_best], settings)
     assert "1 of 2 runs were still improving at the last of their 10 epochs" in quality._stopping(
-        task, [rising, stopped_early], settings)
-    assert quality._stopping({"floors_cleared": {"random forest": True}}, [rising], settings) == ""
+        cleared, [rising, stopped_early], settings)
+    assert quality._stopping({"random forest": True}, [rising], settings) == ""
 
 
 def fake_runner(monkeypatch, eval_accuracy=None) -> list[str]:
@@ -306,8 +310,25 @@ def test_report_writes_its_page_into_a_new_folder_before_any_run(args, tmp_path)
     results = quality.main(argv)
     # 2 tasks: 2 inits x 3 seeds + 2 other ratios x 3 seeds, and each arm's seed-0 trial at the other rate
     assert results["runs_finished"] == 0 and "0 of 28 runs finished; **partial**" in docs.read_text()
-    assert "- composer: no finished run of the pre-trained recipe yet" in docs.read_text()
+    assert "- composer: no finished run yet." in docs.read_text()
     assert docs.with_suffix(".png").is_file()
+
+
+def test_without_a_pre_trained_model_the_cost_and_curve_come_from_the_scratch_runs(args):
+    """The pre-training not finished (or lost with a machine): the page still says what an epoch costs and how the
+    from-scratch runs stopped against the floors, counted on the scratch arm's architecture."""
+    from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
+    from adversarial_midibert.presets import preset_config_kwargs
+
+    write_run(args, "composer", "scratch", 0.3, 0, 0.5, 0.6, np.random.default_rng(0), "sequence")
+    results = json.loads(json.dumps(quality.report(args, "python -m research.quality")))
+    small = AdvMidiBertConfig(**{**preset_config_kwargs("small"), "max_position_embeddings": 512})
+    assert results["tasks"]["composer"]["epoch_cost"]["flops_per_token"] == step_flops_per_token(small, 64, "random")
+    assert results["tasks"]["melody"]["epoch_cost"] is None
+    page = quality.markdown(results)
+    assert ("2.0 CPU-minutes per epoch here" in page and "Validation accuracy by epoch, from scratch seed 0: 30.0, "
+            "60.0. Floor not cleared: every run stopped on validation") in page
+    assert "- melody: no finished run yet." in page
 
 
 def test_a_lost_work_folder_loses_no_finished_run_kept_in_the_run_records(tmp_path, monkeypatch):

@@ -46,7 +46,6 @@ from ..modeling_adv_midibert import (
 )
 from ..presets import (
     default_finetune_learning_rate,
-    parse_config_overrides,
     preset_config_kwargs,
 )
 from ..pretraining import TrainingProgress
@@ -327,7 +326,7 @@ def main(args: argparse.Namespace | list[str] | None = None, prog: str | None = 
         "hidden_attributes": hidden,  # the model replaces them by MASK (velocity for velocity prediction)
     }
     if args.from_scratch:
-        config_kwargs = {**preset_config_kwargs(args.preset), **parse_config_overrides(args.config_overrides)}
+        config_kwargs = preset_config_kwargs(args.preset, args.config_overrides)
         config = AdvMidiBertConfig(vocab_sizes=list(tokenizer.vocab_sizes), **config_kwargs, **label_kwargs)
         model = model_class(config)
     else:

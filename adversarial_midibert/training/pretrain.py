@@ -39,7 +39,7 @@ from ..data.sampling import sample_rows
 from ..data.streaming import StreamingBatches, StreamingDataset
 from ..mask_book import MaskerScoreCache, PackedMaskBook
 from ..masking import step_seed
-from ..presets import parse_config_overrides, preset_config_kwargs
+from ..presets import preset_config_kwargs
 from ..pretraining import (
     DEFAULT_MASKER_GRAD_SCALE,
     DEFAULT_RECONSTRUCTION_WEIGHT,
@@ -364,9 +364,7 @@ def model_config_kwargs(args) -> dict:
         from ..configuration_adv_midibert import AdvMidiBertConfig
 
         return AdvMidiBertConfig.from_pretrained(args.model_name_or_path).to_dict()
-    kwargs = preset_config_kwargs(args.preset)
-    kwargs.update(parse_config_overrides(args.config_overrides))
-    return kwargs
+    return preset_config_kwargs(args.preset, args.config_overrides)
 
 
 def build_model(args, config_kwargs: dict, tokenizer):
