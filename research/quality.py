@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shlex
 import subprocess
 import sys
@@ -473,31 +474,52 @@ def report(args, command: str) -> dict:
     return portable(args, results)
 
 
-def cpu_left(args, tasks: dict, unfinished: list[tuple[str, Path]]) -> dict | None:
-    """What the unfinished runs still need at this machine's pace: the CPU-minutes per training segment and epoch of
-    the finished runs (pooled), times each task's training segments (its data set's ``build_report.json``), times
-    each run's epochs left: the finished runs' mean epochs (or the ``--max_epochs`` cap) less those its latest epoch
-    checkpoint holds. None before a run has finished."""
-    runs = [run for task in tasks.values() for c in task["cells"].values() for run in c["runs"]
-            if run.get("num_train_segments") and run.get("train_runtime") and run.get("epochs_run")]
-    if not runs:
+def padded_rows_per_epoch(data_dir: Path, batch_size: int) -> float | None:
+    """The rows one training epoch computes: a shuffled batch is padded to its longest segment only, so the segments
+    times the expected longest of ``batch_size`` segments drawn without replacement (the order statistic over the
+    split's segment lengths: the k-th shortest is the longest with probability C(k-1, b-1) / C(n, b)). None without
+    a data set on disk."""
+    import datasets
+    import pyarrow.compute as pc
+
+    try:
+        train = datasets.load_from_disk(str(data_dir))["train"]
+    except FileNotFoundError:
         return None
-    pace = float(np.mean([r["train_runtime"] / 60 / r["epochs_run"] / r["num_train_segments"] for r in runs]))
-    mean_epochs = float(np.mean([r["epochs_run"] for r in runs]))
-    minutes, unsized = {"mean": 0.0, "cap": 0.0}, set()
+    lengths = np.sort(pc.list_value_length(train.data.column("attention_mask")).to_numpy())
+    n, b = len(lengths), min(batch_size, len(lengths))
+    longest = np.array([math.comb(k - 1, b - 1) for k in range(1, n + 1)], dtype=float) / math.comb(n, b)
+    return n * float(longest @ lengths)  # n / b batches of b segments
+
+
+def cpu_left(args, tasks: dict, unfinished: list[tuple[str, Path]]) -> dict | None:
+    """What the unfinished runs still need at this machine's pace: the CPU-minutes per training row and epoch of the
+    finished runs (pooled), times each task's rows per epoch (:func:`padded_rows_per_epoch`: a task of short
+    segments, EMOPIA's clips, costs less per segment than one of full ones, POP909's), times each run's epochs left:
+    the finished runs' mean epochs (or the ``--max_epochs`` cap) less those its latest epoch checkpoint holds; and
+    what one whole run of each task needs at the mean epochs. None before a run of a task with a size has finished."""
+    sizes = {name: padded_rows_per_epoch(args.datasets[name], args.batch_size) for name in tasks}
+    rows = {name: size for name, size in sizes.items() if size is not None}
+    runs = [run for task in tasks.values() for c in task["cells"].values() for run in c["runs"]
+            if run.get("train_runtime") and run.get("epochs_run")]
+    sized = [run["train_runtime"] / 60 / run["epochs_run"] / rows[name] for name, task in tasks.items()
+             if name in rows for c in task["cells"].values() for run in c["runs"]
+             if run.get("train_runtime") and run.get("epochs_run")]
+    if not sized:
+        return None
+    pace, mean_epochs = float(np.mean(sized)), float(np.mean([run["epochs_run"] for run in runs]))
+    minutes = {"mean": 0.0, "cap": 0.0}
     for name, folder in unfinished:
-        build_report = args.datasets[name] / "build_report.json"
-        if not build_report.is_file():
-            unsized.add(name)
+        if name not in rows:
             continue
-        segments = read_json(build_report)["splits"]["train"]["segments"]
         checkpoint = latest_checkpoint(folder, verify_content=False)  # epoch_E holds epochs 0..E
         done = int(checkpoint.name.rpartition("_")[2]) + 1 if checkpoint and checkpoint.name.startswith("epoch_") else 0
-        minutes["mean"] += max(mean_epochs - done, 0) * segments * pace
-        minutes["cap"] += max(args.max_epochs - done, 0) * segments * pace
-    return {"runs_left": len(unfinished), "cpu_minutes_per_segment_epoch": pace, "mean_epochs_run": mean_epochs,
+        minutes["mean"] += max(mean_epochs - done, 0) * rows[name] * pace
+        minutes["cap"] += max(args.max_epochs - done, 0) * rows[name] * pace
+    return {"runs_left": len(unfinished), "cpu_minutes_per_row_epoch": pace, "mean_epochs_run": mean_epochs,
             "core_hours_at_mean_epochs": minutes["mean"] / 60, "core_hours_at_epoch_cap": minutes["cap"] / 60,
-            "tasks_without_size": sorted(unsized)}
+            "run_core_hours_at_mean_epochs": {name: mean_epochs * n * pace / 60 for name, n in rows.items()},
+            "tasks_without_size": sorted({name for name, _ in unfinished} - set(rows))}
 
 
 def update_floors_verdict(path: Path, results: dict, source: str) -> dict:
@@ -700,12 +722,18 @@ def _cpu_left_sentence(results: dict) -> str:
     if not left:
         return ""
     unsized = left["tasks_without_size"]
+    if "cpu_minutes_per_segment_epoch" in left:  # results written before the pace was counted per note
+        pace = f"{left['cpu_minutes_per_segment_epoch'] * 60:.2f} s per training segment and epoch"
+    else:
+        pace = (f"{left['cpu_minutes_per_row_epoch'] * 60_000:.2f} s per 1,000 training rows and epoch, the segments "
+                "padded as their batches are")
+    per_run = ", ".join(f"{name} {hours:.1f}" for name, hours in left.get("run_core_hours_at_mean_epochs", {}).items())
     return (f" The {left['runs_left']} runs left need about {left['core_hours_at_mean_epochs']:.0f} CPU core-hours at "
-            f"this machine's pace ({left['cpu_minutes_per_segment_epoch'] * 60:.2f} s per training segment and epoch, "
-            f"one thread) and the finished runs' mean of {left['mean_epochs_run']:.1f} epochs, "
-            f"{left['core_hours_at_epoch_cap']:.0f} if every run reaches the {results['settings']['max_epochs']}-epoch "
-            f"cap (epochs already in a run's checkpoint counted as done"
-            + (f"; without {', '.join(unsized)}, whose data sets give no size)." if unsized else ")."))
+            f"this machine's pace ({pace}, one thread) and the finished runs' mean of {left['mean_epochs_run']:.1f} "
+            f"epochs, {left['core_hours_at_epoch_cap']:.0f} if every run reaches the "
+            f"{results['settings']['max_epochs']}-epoch cap (epochs already in a run's checkpoint counted as done"
+            + (f"; without {', '.join(unsized)}, whose data sets give no size)." if unsized else ").")
+            + (f" One whole run at the mean epochs, in core-hours: {per_run}." if per_run else ""))
 
 
 def _ratio_note(ratio) -> str:

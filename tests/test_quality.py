@@ -4,12 +4,14 @@ floors, on run folders written by hand (no training)."""
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import Dataset, DatasetDict
 
 from adversarial_midibert.evaluation import PieceResults
 from adversarial_midibert.training import finetune
@@ -129,17 +131,24 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert composer["floor_level"] == "piece" and composer["cells"]["pretrained mask 0.3"]["seeds"] == [0, 1]
     assert composer["comparisons"][0]["difference"] is None  # no scratch run yet: said, not guessed
     assert not results["complete"] and results["runs_finished"] == 12 + 2
-    # The CPU left: melody's two trials at 1e-4, one with 2 epochs in its checkpoint; 0.02 minutes per segment-epoch
-    (args.datasets["melody"] / "build_report.json").write_text(json.dumps({"splits": {"train": {"segments": 50}}}))
+    # The CPU left: melody's two trials at 1e-4, one with 2 epochs in its checkpoint. Its 50 training segments, 10 of
+    # 50 rows (stored first) and 40 of 10, in batches of 8 padded to their longest: 50 rows unless all 8 are short.
+    DatasetDict({"train": Dataset.from_dict({"attention_mask": [[1] * 50] * 10 + [[1] * 10] * 40})}).save_to_disk(
+        args.datasets["melody"])
+    rows = 50 * (50 - 40 * math.comb(40, 8) / math.comb(50, 8))
+    assert quality.padded_rows_per_epoch(args.datasets["melody"], 8) == pytest.approx(rows)
+    assert quality.padded_rows_per_epoch(args.datasets["melody"], 1) == pytest.approx(40 * 10 + 10 * 50)
     checkpoint = quality.run_folder(args, "melody", "scratch", 0.3, 0, 1e-4) / "epoch_1"
     checkpoint.mkdir(parents=True)
     (checkpoint / "checkpoint_complete.json").write_text(json.dumps({"files": {}, "step": 40}))
     results = quality.report(args, "python -m research.quality")
     left = results["cpu_left"]
     assert left["runs_left"] == 28 - 14 and left["tasks_without_size"] == ["composer"]
-    assert left["cpu_minutes_per_segment_epoch"] == pytest.approx(480 / 60 / 4 / 100)
-    assert left["core_hours_at_mean_epochs"] == pytest.approx((4 + 2) * 50 * 0.02 / 60)
-    assert left["core_hours_at_epoch_cap"] == pytest.approx((10 + 8) * 50 * 0.02 / 60)
+    pace = 480 / 60 / 4 / rows  # melody's runs only: composer's data set gives no size
+    assert left["cpu_minutes_per_row_epoch"] == pytest.approx(pace)
+    assert left["core_hours_at_mean_epochs"] == pytest.approx((4 + 2) * 2 / 60)  # 2 minutes an epoch
+    assert left["core_hours_at_epoch_cap"] == pytest.approx((10 + 8) * 2 / 60)
+    assert left["run_core_hours_at_mean_epochs"] == {"melody": pytest.approx(4 * 2 / 60)}
 
     picture = args.work_dir / "quality.png"
     quality.figure(json.loads(json.dumps(results)), picture)
@@ -147,10 +156,15 @@ def test_report_chooses_the_ratio_on_validation_pairs_the_arms_and_judges_the_fl
     assert "![validation accuracy by epoch](quality.png)" in quality.markdown(results, picture.name)
     page = quality.markdown(json.loads(json.dumps(results)))
     assert "**partial**" in page and "| melody (per note) | 63.9 | 87.2 (per-note gradient boosting) |" in page
-    assert ("The 14 runs left need about 0 CPU core-hours at this machine's pace (1.20 s per training segment and "
-            "epoch, one thread) and the finished runs' mean of 4.0 epochs, 0 if every run reaches the 10-epoch cap "
-            "(epochs already in a run's checkpoint counted as done; without composer, whose data sets give no "
-            "size).") in page
+    assert (f"The 14 runs left need about 0 CPU core-hours at this machine's pace ({pace * 60_000:.2f} s per 1,000 "
+            "training rows and epoch, the segments padded as their batches are, one thread) and the finished runs' "
+            "mean of 4.0 epochs, 1 if every run reaches the 10-epoch cap (epochs already in a run's checkpoint counted "
+            "as done; without composer, whose data sets give no size). One whole run at the mean epochs, in "
+            "core-hours: melody 0.1.") in page
+    old = json.loads(json.dumps(results))  # a results file written when the pace was per segment still renders
+    old["cpu_left"]["cpu_minutes_per_segment_epoch"] = old["cpu_left"].pop("cpu_minutes_per_row_epoch")
+    del old["cpu_left"]["run_core_hours_at_mean_epochs"]
+    assert f"({pace * 60:.2f} s per training segment and epoch, one thread)" in quality.markdown(old)
     assert "| **no** |" in page and "not run yet" in page
     assert "`PRETRAINED`: – steps;" in page
     (Path(args.pretrained) / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 2.0}) + "\n"
