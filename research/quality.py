@@ -30,7 +30,8 @@ whose folder is gone is read from its record, and not run again, when the record
 invocation would run and, from the pre-trained model, by the same weights (their SHA-256).
 ``--stages report`` writes ``--results_file`` and ``--docs`` from what is finished; ``--stages
 publish`` rewrites each task's best model card and shows with ``push --dry_run`` what would be published; ``--stages
-docs`` rewrites the page from the results file alone. Example (one thread, the work folder outside the repository)::
+docs`` rewrites the page and its figure from the results file alone. Example (one thread, the work folder outside the
+repository)::
 
     OMP_NUM_THREADS=1 python -m research.quality --pretrained ../runs/q28/out --dataset composer=../runs/q28/data-c \\
         --dataset melody=../runs/q28/data-m --work_dir ../runs/quality --results_file results/quality-cpu.json \\
@@ -670,6 +671,8 @@ def figure(results: dict, path: Path) -> None:
     axis.plot([row["step"] for row in pretraining["eval_log"]], [row["eval_loss"] for row in pretraining["eval_log"]],
               color="C3", marker="o", ms=4, label="validation")
     axis.set_title("pre-training loss", fontsize=9)
+    if not pretraining["eval_log"] and not pretraining.get("train_loss_means"):
+        axis.text(0.5, 0.5, "no pre-training log", ha="center", va="center", transform=axis.transAxes)
     axis.set_xlabel("step")
     axis.legend(fontsize=7)
     for axis, (name, task) in zip(axes[0], tasks.items()):
@@ -682,8 +685,10 @@ def figure(results: dict, path: Path) -> None:
                           label=arm if index == 0 else None)
         axis.set_title(f"{name} (validation accuracy, %)", fontsize=9)
         axis.set_xlabel("epoch")
-        if axis.get_legend_handles_labels()[0]:  # no finished run yet: no legend (matplotlib would warn)
+        if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7)
+        else:  # said on the panel rather than left as empty axes (and no legend: matplotlib would warn)
+            axis.text(0.5, 0.5, "no finished run yet", ha="center", va="center", transform=axis.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -751,7 +756,9 @@ def main(argv=None) -> dict | None:
     if "docs" in args.stages:
         if not args.docs:
             raise SystemExit("--stages docs: --docs names the page to write")
-        atomic_write_text(Path(args.docs), markdown(read_json(results_file), Path(args.docs).with_suffix(".png").name))
+        results, picture = read_json(results_file), Path(args.docs).with_suffix(".png")
+        figure(results, picture)
+        atomic_write_text(Path(args.docs), markdown(results, picture.name))
         return None
     command = command_line("python -m research.quality", argv)
     args.work_dir.mkdir(parents=True, exist_ok=True)

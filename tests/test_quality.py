@@ -326,9 +326,15 @@ def test_report_writes_its_page_into_a_new_folder_before_any_run(args, tmp_path)
     assert results["runs_finished"] == 0 and "0 of 28 runs finished; **partial**" in docs.read_text()
     assert "- composer: no finished run yet." in docs.read_text()
     assert docs.with_suffix(".png").is_file()
+    again = tmp_path / "again" / "page.md"  # --stages docs: the page and its figure from the results file alone
+    again.parent.mkdir()
+    quality.main([*argv[:argv.index("--stages")], "--stages", "docs", "--results_file", str(tmp_path / "q.json"),
+                  "--docs", str(again)])
+    assert again.read_text() == docs.read_text().replace("quality.png", "page.png")
+    assert again.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_without_a_pre_trained_model_the_cost_and_curve_come_from_the_scratch_runs(args):
+def test_without_a_pre_trained_model_the_cost_and_curve_come_from_the_scratch_runs(args, monkeypatch):
     """The pre-training not finished (or lost with a machine): the page still says what an epoch costs and how the
     from-scratch runs stopped against the floors, counted on the scratch arm's architecture."""
     from adversarial_midibert.configuration_adv_midibert import AdvMidiBertConfig
@@ -343,6 +349,14 @@ def test_without_a_pre_trained_model_the_cost_and_curve_come_from_the_scratch_ru
     assert ("2.0 CPU-minutes per epoch here" in page and "Validation accuracy by epoch, from scratch seed 0: 30.0, "
             "60.0. Floor not cleared: every run stopped on validation") in page
     assert "- melody: no finished run yet." in page
+    from matplotlib.figure import Figure
+
+    panels = {}  # each panel's title and the words written on it, read as the figure is saved
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: panels.update(
+        {axis.get_title(): [text.get_text() for text in axis.texts] for axis in fig.axes}))
+    quality.figure(results, args.work_dir / "quality.png")
+    assert panels == {"composer (validation accuracy, %)": [], "pre-training loss": ["no pre-training log"],
+                      "melody (validation accuracy, %)": ["no finished run yet"]}
 
 
 def test_a_lost_work_folder_loses_no_finished_run_kept_in_the_run_records(tmp_path, monkeypatch):
