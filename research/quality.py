@@ -401,6 +401,11 @@ def fine_tuned_config(args):
     return AdvMidiBertConfig(**preset_config_kwargs(scratch.preset, scratch.config_overrides))
 
 
+def floors_cleared(level: dict | None, floors: dict) -> dict:
+    """Each floor (percent) and whether the cell's accuracy at the floor's level is above it (None: no figure)."""
+    return {floor: None if level is None else bool(100 * level["accuracy"] > value) for floor, value in floors.items()}
+
+
 def task_report(args, name: str, info: dict) -> dict:
     task, task_type = info["task"], info["task_type"]
     cells = {(init, ratio): cell(args, name, init, ratio, task_type) for init in INITS
@@ -428,8 +433,7 @@ def task_report(args, name: str, info: dict) -> dict:
         "recipe_ci95": None if best is None else best["ci95"],
         "recipe_f1_macro": None if best is None else best.get("f1_macro"),
         "recipe_f1_macro_ci95": None if best is None else best.get("f1_macro_ci95"),
-        "floors_cleared": {floor: None if best is None else bool(100 * best["accuracy"] > value)
-                           for floor, value in floors.items()},
+        "floors_cleared": floors_cleared(best, floors),
         "cells": {f"{init} mask {r:g}": {k: v for k, v in c.items() if k != "levels"}
                   | {"levels": {lv: {k: e[k] for k in ("accuracy", "ci95", "accuracies", "f1_macro", "f1_macro_ci95")
                                      if k in e} for lv, e in c["levels"].items()}} for (init, r), c in cells.items()},
@@ -499,16 +503,14 @@ def cpu_left(args, tasks: dict, unfinished: list[tuple[str, Path]]) -> dict | No
     segments, EMOPIA's clips, costs less per segment than one of full ones, POP909's), times each run's epochs left:
     the finished runs' mean epochs (or the ``--max_epochs`` cap) less those its latest epoch checkpoint holds; and
     what one whole run of each task needs at the mean epochs. None before a run of a task with a size has finished."""
-    sizes = {name: padded_rows_per_epoch(args.datasets[name], args.batch_size) for name in tasks}
-    rows = {name: size for name, size in sizes.items() if size is not None}
-    runs = [run for task in tasks.values() for c in task["cells"].values() for run in c["runs"]
-            if run.get("train_runtime") and run.get("epochs_run")]
-    sized = [run["train_runtime"] / 60 / run["epochs_run"] / rows[name] for name, task in tasks.items()
-             if name in rows for c in task["cells"].values() for run in c["runs"]
-             if run.get("train_runtime") and run.get("epochs_run")]
+    rows = {name: size for name in tasks
+            if (size := padded_rows_per_epoch(args.datasets[name], args.batch_size)) is not None}
+    finished = [(name, run) for name, task in tasks.items() for c in task["cells"].values() for run in c["runs"]
+                if run.get("train_runtime") and run.get("epochs_run")]
+    sized = [run["train_runtime"] / 60 / run["epochs_run"] / rows[name] for name, run in finished if name in rows]
     if not sized:
         return None
-    pace, mean_epochs = float(np.mean(sized)), float(np.mean([run["epochs_run"] for run in runs]))
+    pace, mean_epochs = float(np.mean(sized)), float(np.mean([run["epochs_run"] for _, run in finished]))
     minutes = {"mean": 0.0, "cap": 0.0}
     for name, folder in unfinished:
         if name not in rows:
@@ -630,9 +632,8 @@ def markdown(results: dict, figure_name: str | None = None) -> str:
         arm = "pre-trained"
         if not runs:  # no pre-trained run (yet, or lost with a machine): the scratch arm's curve and floors
             scratch = next(c for key, c in task["cells"].items() if key.startswith("scratch"))
-            runs, arm, level = scratch["runs"], "from scratch", scratch["levels"].get(task["floor_level"])
-            cleared = {floor: None if level is None else bool(100 * level["accuracy"] > value)
-                       for floor, value in task["floors"].items()}
+            runs, arm = scratch["runs"], "from scratch"
+            cleared = floors_cleared(scratch["levels"].get(task["floor_level"]), task["floors"])
         if not runs or cost is None:
             lines.append(f"- {name}: no finished run yet.")
             continue
