@@ -695,9 +695,10 @@ def figure(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _stopping(floors_cleared: dict, runs: list[dict], settings: dict) -> str:
-    """Why a floor these runs did not clear stayed out of reach at this budget: how they stopped."""
-    if False not in floors_cleared.values():
+def _stopping(cleared: dict, runs: list[dict], settings: dict) -> str:
+    """Why a floor these runs did not clear (``cleared``: see :func:`floors_cleared`) stayed out of reach at this
+    budget: how they stopped."""
+    if False not in cleared.values():
         return ""
     capped = [run for run in runs  # ran every epoch and the last was the best: still rising
               if run["epochs_run"] >= settings["max_epochs"] and run["epoch"] + 1 == run["epochs_run"]]
